@@ -1,0 +1,32 @@
+//! `tamga-protocol`: the wire types, the canonical encoding, selective-disclosure
+//! records and signed projections, and the frame codec of tamga.
+//!
+//! This crate owns the wire format: no other crate encodes or decodes peer bytes.
+//! It does no I/O and holds no state. Its parts:
+//!
+//! - [`types`]: members, categories, agreements, classifications, values, records, digests;
+//! - [`canonical`]: the byte-by-byte canonical encoding that is hashed and signed;
+//! - [`disclosure`]: salts, field digests, record ids, projections, receipts, verification;
+//! - [`messages`]: hello, push, receipts, summaries, pulls;
+//! - [`codec`]: the frame format, with a hard size limit per message kind;
+//! - [`limits`]: every size limit, named.
+
+pub mod canonical;
+pub mod codec;
+pub mod disclosure;
+pub mod limits;
+pub mod messages;
+pub mod types;
+
+pub use disclosure::{
+    verify_many, Envelope, Projection, Receipt, RevealedField, Salt, SaltKey, SaltedRecord, Sig,
+};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use messages::{
+    Checkpoint, Hello, Pull, PullReply, Push, PushReply, Refusal, Request, Response, SeqRange, StreamKey,
+    StreamSummary, Summary,
+};
+pub use types::{
+    AgreementId, CategoryId, Classification, Digest, MemberCode, ParseError, Record, RecordHeader, RecordId,
+    Value,
+};

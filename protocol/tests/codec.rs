@@ -1,0 +1,202 @@
+//! The frame codec: every kind round-trips; every malformed input is an error, never a
+//! panic, never an allocation beyond the kind's limit.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use tamga_protocol::codec::{self, CodecError, HEADER_LEN};
+use tamga_protocol::*;
+
+fn stream() -> StreamKey {
+    StreamKey { origin: "RU".parse().expect("valid"), agreement: "sco-ipr-2012".parse().expect("valid") }
+}
+
+fn requests() -> Vec<Request> {
+    let (p, k) = projection();
+    let id = p.record_id().expect("fine");
+    vec![
+        Request::Hello(Hello {
+            member: "RU".parse().expect("valid"),
+            roster_digest: Digest::of(b"roster"),
+            agreements: vec![("sco-ipr-2012".parse().expect("valid"), Digest::of(b"a"))],
+            checkpoint: Some(Checkpoint::sign("RU".parse().expect("valid"), 3, id, 4, &k)),
+        }),
+        Request::Push(Push { projections: vec![p.clone(), p] }),
+        Request::Summary(Summary {
+            streams: vec![StreamSummary { stream: stream(), contiguous: 10, above: vec![12, 15] }],
+        }),
+        Request::Pull(Pull { ranges: vec![SeqRange { stream: stream(), from: 11, to: 11 }] }),
+    ]
+}
+
+fn responses() -> Vec<Response> {
+    let (p, k) = projection();
+    let id = p.record_id().expect("fine");
+    let receipt = Receipt::sign(id, &p.envelope, p.header.origin, "KZ".parse().expect("valid"), 1, &k);
+    vec![
+        Response::Hello(Hello {
+            member: "KZ".parse().expect("valid"),
+            roster_digest: Digest::of(b"r"),
+            agreements: vec![],
+            checkpoint: None,
+        }),
+        Response::Push(PushReply {
+            receipts: vec![receipt],
+            refused: vec![Refusal { index: 1, reason: "bad signature".into() }],
+        }),
+        Response::Summary(Summary { streams: vec![] }),
+        Response::Pull(PullReply {
+            projections: vec![p],
+            withheld: vec![SeqRange { stream: stream(), from: 2, to: 5 }],
+        }),
+        Response::Error("rate limited".into()),
+    ]
+}
+
+#[test]
+fn every_kind_round_trips() {
+    for r in requests() {
+        let f = codec::encode_request(&r).expect("encodes");
+        assert_eq!(codec::decode_request(&f).expect("decodes"), r);
+        // A request frame is not a response.
+        assert!(matches!(codec::decode_response(&f), Err(CodecError::Kind(_))));
+    }
+    for r in responses() {
+        let f = codec::encode_response(&r).expect("encodes");
+        assert_eq!(codec::decode_response(&f).expect("decodes"), r);
+        assert!(matches!(codec::decode_request(&f), Err(CodecError::Kind(_))));
+    }
+}
+
+#[test]
+fn truncated_frames_are_errors() {
+    for r in requests() {
+        let f = codec::encode_request(&r).expect("encodes");
+        for cut in 0..f.len() {
+            assert!(codec::decode_request(&f[..cut]).is_err(), "cut at {cut} decoded");
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_are_errors() {
+    let f = codec::encode_request(&requests()[0]).expect("encodes");
+    let mut g = f.clone();
+    g.push(0);
+    assert!(matches!(codec::decode_request(&g), Err(CodecError::Trailing(1))));
+    // Trailing bytes inside the announced payload are refused too.
+    let mut h = f.clone();
+    h.push(0);
+    let len = u32::from_be_bytes([h[6], h[7], h[8], h[9]]) + 1;
+    h[6..10].copy_from_slice(&len.to_be_bytes());
+    assert!(matches!(codec::decode_request(&h), Err(CodecError::Trailing(1))));
+}
+
+#[test]
+fn wrong_magic_version_and_kind_are_errors() {
+    let f = codec::encode_request(&requests()[1]).expect("encodes");
+    let mut m = f.clone();
+    m[0] = b'X';
+    assert!(matches!(codec::decode_request(&m), Err(CodecError::Magic)));
+    let mut v = f.clone();
+    v[4] = 2;
+    assert!(matches!(codec::decode_request(&v), Err(CodecError::Version(2))));
+    let mut k = f.clone();
+    k[5] = 0x42;
+    assert!(matches!(codec::decode_request(&k), Err(CodecError::Kind(0x42))));
+}
+
+#[test]
+fn oversized_frames_are_refused_from_the_header() {
+    let mut h = Vec::from(codec::MAGIC);
+    h.extend_from_slice(&[codec::VERSION, 0x01]);
+    h.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(codec::parse_header(&h), Err(CodecError::Oversized { .. })));
+    assert!(matches!(codec::decode_request(&h), Err(CodecError::Oversized { .. })));
+    // Exactly one byte over the hello limit.
+    let mut h2 = h.clone();
+    h2[6..10].copy_from_slice(&((limits::frame::HELLO as u32) + 1).to_be_bytes());
+    assert!(matches!(codec::parse_header(&h2), Err(CodecError::Oversized { .. })));
+}
+
+/// A payload that claims a huge collection length must fail without allocating it.
+#[test]
+fn huge_claimed_lengths_do_not_allocate() {
+    // bincode varint: 0xfd then u64 little-endian. A push claiming 2^62 projections.
+    let mut payload = vec![0xfd];
+    payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    let mut f = Vec::from(codec::MAGIC);
+    f.extend_from_slice(&[codec::VERSION, 0x02]);
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(&payload);
+    assert!(codec::decode_request(&f).is_err());
+    // An error reply claiming a 2^40-byte string.
+    let mut payload = vec![0xfd];
+    payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let mut f = Vec::from(codec::MAGIC);
+    f.extend_from_slice(&[codec::VERSION, 0xff]);
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(&payload);
+    assert!(codec::decode_response(&f).is_err());
+}
+
+#[test]
+fn count_limits_are_enforced_after_decoding() {
+    let (p, _) = projection();
+    let too_many = Request::Push(Push { projections: vec![p; limits::MAX_BATCH + 1] });
+    // The encoder refuses nothing here (it only bounds bytes), the decoder refuses the count.
+    let f = codec::encode_request(&too_many).expect("within the byte limit");
+    assert!(matches!(codec::decode_request(&f), Err(CodecError::Limit(_))));
+}
+
+#[test]
+fn invalid_identifiers_inside_a_valid_frame_are_refused() {
+    let f = codec::encode_request(&requests()[3]).expect("encodes");
+    // Replace the origin "RU" by "r!" inside the payload.
+    let pos = f.windows(2).position(|w| w == b"RU").expect("origin present");
+    let mut g = f.clone();
+    g[pos] = b'r';
+    g[pos + 1] = b'!';
+    assert!(matches!(codec::decode_request(&g), Err(CodecError::Malformed(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = codec::decode_request(&bytes);
+        let _ = codec::decode_response(&bytes);
+        let _ = codec::parse_header(&bytes);
+    }
+
+    #[test]
+    fn random_payloads_behind_a_valid_header_never_panic(
+        kind in prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x04, 0x81, 0x82, 0x83, 0x84, 0xff]),
+        payload in proptest::collection::vec(any::<u8>(), 0..1024),
+    ) {
+        let mut f = Vec::from(codec::MAGIC);
+        f.extend_from_slice(&[codec::VERSION, kind]);
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(&payload);
+        let _ = codec::decode_request(&f);
+        let _ = codec::decode_response(&f);
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(idx in 0usize..4, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let f = codec::encode_request(&requests()[idx]).expect("encodes");
+        let mut g = f.clone();
+        let i = pos.index(g.len());
+        g[i] = byte;
+        if let Ok(Request::Push(p)) = codec::decode_request(&g) {
+            // A mutated push that still decodes must not verify unless unchanged.
+            let k = key(7).verifying_key();
+            for q in &p.projections {
+                if g != f { let _ = q.verify(&k); }
+            }
+        }
+        prop_assert!(HEADER_LEN == 10);
+    }
+}
