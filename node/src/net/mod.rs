@@ -1,0 +1,430 @@
+//! Networking: one task owns the libp2p `Swarm`; everyone else holds a [`NetHandle`].
+//!
+//! # Who owns what
+//!
+//! - The **net task** (started by [`spawn`], span `net`) owns the `Swarm` (TCP with
+//!   `TCP_NODELAY`, TLS 1.3 via `libp2p-tls`, yamux), the allow-list, the dial schedule,
+//!   the map of outbound requests awaiting a response, the per-peer queues of requests
+//!   waiting for an outbound slot, and the response channels of inbound requests waiting
+//!   for [`NetHandle::respond`]. Nothing else touches any of these.
+//! - **Callers** hold a cloneable [`NetHandle`]. Each method sends one command over a
+//!   bounded channel with a `oneshot` for the reply. Messages are encoded in the caller's
+//!   task, so a message over its size limit fails there ([`NetError::Encode`]) and never
+//!   opens a stream.
+//! - **One consumer** (the sync service) owns the [`NetEvent`] receiver: connection
+//!   changes, refused peers, inbound requests (to answer with [`NetHandle::respond`]) and
+//!   malformed bytes from roster peers (to audit).
+//! - The wire format belongs to `tamga_protocol::codec`; this module only moves its
+//!   frames (see the private `codec` module). It never decides what may be shared.
+//!
+//! This module must never let a peer that is not in the roster reach any protocol, never
+//! panic on anything a peer sends, and never grow a queue without a bound.
+//!
+//! # Roster gating
+//!
+//! The composed behaviour puts `allow_block_list::Behaviour<AllowedPeers>` first, so a
+//! connection from or to a PeerId outside the roster is denied right after the TLS
+//! handshake (the earliest point where the remote PeerId is proven) and never reaches the
+//! connection limits, identify, ping or `/tamga/sync/1`. Denials are reported as
+//! [`NetEvent::Refused`], at most once per peer per [`REFUSED_REPORT_INTERVAL`]. A dial
+//! to a roster address that answers with a PeerId outside the roster is refused and
+//! reported the same way.
+//!
+//! # A roster peer's connection lifecycle
+//!
+//! ```text
+//!            set_peers / start            dial error or closed (backoff doubles,
+//!                  │                      reset after BACKOFF_RESET_AFTER of uptime)
+//!                  ▼                         ┌───────────────────────────┐
+//!   ┌──────────► Idle ──(deadline)──► Dialing ──────────────────────────►┤
+//!   │        (no addrs: wait for       │   ▲                              │
+//!   │         inbound only)            │   └──── Backoff (jittered) ◄─────┘
+//!   │                                  ▼
+//!   │            inbound or dial ─► Established ──identify / ping / a sync message──► Ready
+//!   │                               (not yet usable;                       (NetEvent::Connected,
+//!   │                                the remote may still                   requests allowed)
+//!   │                                refuse us)                                 │
+//!   │                                                                           │
+//!   └── removed by set_peers: allow-list closes every connection ◄──────────────┤
+//!                                                                               ▼
+//!                              last ready connection closed: NetEvent::Disconnected,
+//!                              queued requests fail with NotConnected, redial after backoff
+//! ```
+//!
+//! A connection counts as *ready* once the remote has shown it accepted it: an identify
+//! answer, a ping answer, or a `/tamga/sync/1` message on it. A node refused by the other
+//! side sees its TLS handshake succeed and the connection then dropped; it never gets
+//! ready, so it never reports `Connected`. Connections are kept open while idle (see
+//! [`IDLE_CONNECTION_TIMEOUT`]); [`PING_MAX_FAILURES`] failed pings in a row close one.
+//!
+//! # Backpressure
+//!
+//! The task polls, in this order: cancellation, local commands, delivery of pending
+//! events, the swarm, the dial timer. Local work always comes first. Events go to a
+//! bounded channel ([`EVENT_CHANNEL_CAPACITY`]); while the consumer is behind they wait in
+//! a bounded backlog ([`EVENT_BACKLOG_MAX`]). Once [`INBOUND_SHED_BACKLOG`] events are
+//! waiting, new inbound requests are answered `Response::Error("busy")` at once instead of
+//! being queued: remote work is shed, local requests keep flowing.
+//!
+//! Outbound requests to one peer are bounded by [`MAX_OUTBOUND_PER_PEER`], well below the
+//! per-connection stream limit [`MAX_CONCURRENT_STREAMS`] (which counts both directions):
+//! past that limit libp2p silently drops inbound streams, so a sender that respected only
+//! its own limit could lose requests at the receiver. Excess requests wait in a per-peer
+//! queue ([`MAX_QUEUED_PER_PEER`]); past it, [`NetError::Busy`].
+//!
+//! # Constants
+//!
+//! | name | value | why |
+//! |---|---|---|
+//! | [`SYNC_PROTOCOL`] | `/tamga/sync/1` | the request-response protocol of hello, push, summary, pull |
+//! | [`IDENTIFY_PROTOCOL_VERSION`] | `/tamga/1.0.0` | announced by identify; a mismatch is logged |
+//! | [`REQUEST_TIMEOUT`] | 30 s | one exchange, including the peer verifying and storing a 512-projection push |
+//! | [`MAX_CONCURRENT_STREAMS`] | 64 | per connection, inbound + outbound request streams |
+//! | [`MAX_OUTBOUND_PER_PEER`] | 16 | at most half the stream limit, so both sides at full load still fit |
+//! | [`MAX_QUEUED_PER_PEER`] | 256 | requests waiting for an outbound slot before callers get `Busy` |
+//! | [`MAX_PENDING_INBOUND`] | 1024 | inbound requests awaiting `respond`; past it peers get "busy" |
+//! | [`COMMAND_CHANNEL_CAPACITY`] | 64 | handle → task commands; senders wait when full |
+//! | [`EVENT_CHANNEL_CAPACITY`] | 256 | task → consumer events |
+//! | [`EVENT_BACKLOG_MAX`] | 1024 | events held while the channel is full; past it events are dropped and logged |
+//! | [`INBOUND_SHED_BACKLOG`] | 64 | backlog length from which inbound requests are shed |
+//! | [`REFUSED_REPORT_INTERVAL`] | 5 min | at most one `Refused` per peer per interval (audit, not a flood) |
+//! | [`REFUSED_TRACKED_MAX`] | 1024 | refused peers remembered; when all are recent, further reports are suppressed |
+//! | [`MAX_CONNECTIONS_PER_PEER`] | 2 | tolerates both sides dialling at once without flapping |
+//! | [`MAX_PENDING_INCOMING`] | 32 | handshakes in progress from unknown remotes (TLS costs CPU) |
+//! | [`MAX_PENDING_OUTGOING`] | 128 | dials in progress (one per roster peer) |
+//! | [`MAX_ROSTER_PEERS`] | 1024 | PeerIds a roster may list |
+//! | [`CONNECTION_TIMEOUT`] | 10 s | TCP connect + TLS + yamux negotiation |
+//! | [`IDLE_CONNECTION_TIMEOUT`] | 7 days | roster links stay up; dead ones are found by ping |
+//! | [`PING_INTERVAL`] / [`PING_TIMEOUT`] | 15 s / 20 s | liveness of each connection |
+//! | [`PING_MAX_FAILURES`] | 3 | consecutive ping failures that close a connection |
+//! | [`DIAL_BACKOFF_INITIAL`] | 1 s | first redial delay; doubles up to `NetConfig::dial_backoff_max` |
+//! | [`BACKOFF_RESET_AFTER`] | 30 s | uptime after which a closed link redials from the initial delay |
+//! | [`LISTEN_WAITERS_MAX`] | 64 | `listen_addrs` callers parked until every listener is bound |
+//!
+//! Redial delays are jittered uniformly in `[d/2, d]` so a federation restarting together
+//! does not dial in lockstep.
+//!
+//! # `SSLKEYLOGFILE`
+//!
+//! `libp2p-tls` 0.7 builds its rustls configurations with `KeyLogFile::new()`, which writes
+//! TLS secrets to the file named by `SSLKEYLOGFILE` if it is set. [`spawn`] cannot change
+//! those private configurations, so the daemon's `main` removes the variable from the
+//! environment before any thread starts.
+
+mod behaviour;
+mod codec;
+mod task;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use libp2p::identity::Keypair;
+use libp2p::request_response::InboundRequestId;
+pub use libp2p::{Multiaddr, PeerId};
+use tamga_protocol::codec::{encode_request, encode_response, CodecError};
+use tamga_protocol::{MemberCode, Request, Response};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The request-response protocol carrying `tamga_protocol::{Request, Response}`.
+pub const SYNC_PROTOCOL: &str = "/tamga/sync/1";
+/// The protocol version announced over identify.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/tamga/1.0.0";
+/// Longest one request/response exchange may take, including the peer's processing.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most concurrent request streams (inbound + outbound) on one connection.
+pub const MAX_CONCURRENT_STREAMS: usize = 64;
+/// Most requests this node has outstanding to one peer.
+pub const MAX_OUTBOUND_PER_PEER: usize = 16;
+/// Most requests waiting for an outbound slot to one peer.
+pub const MAX_QUEUED_PER_PEER: usize = 256;
+/// Most inbound requests awaiting [`NetHandle::respond`].
+pub const MAX_PENDING_INBOUND: usize = 1024;
+/// Capacity of the handle → task command channel.
+pub const COMMAND_CHANNEL_CAPACITY: usize = 64;
+/// Capacity of the task → consumer event channel.
+pub const EVENT_CHANNEL_CAPACITY: usize = 256;
+/// Most events held while the event channel is full.
+pub const EVENT_BACKLOG_MAX: usize = 1024;
+/// Backlog length from which new inbound requests are answered "busy".
+pub const INBOUND_SHED_BACKLOG: usize = 64;
+/// At most one [`NetEvent::Refused`] per peer per this interval.
+pub const REFUSED_REPORT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Most refused peers remembered for rate limiting.
+pub const REFUSED_TRACKED_MAX: usize = 1024;
+/// Most established connections to one peer.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Most inbound connections still in their handshake.
+pub const MAX_PENDING_INCOMING: u32 = 32;
+/// Most outbound dials in progress.
+pub const MAX_PENDING_OUTGOING: u32 = 128;
+/// Most PeerIds a roster may list.
+pub const MAX_ROSTER_PEERS: usize = 1024;
+/// Longest a connection attempt (TCP + TLS + yamux) may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection without active streams stays open.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Interval between pings on each connection.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Time after which a ping counts as failed.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Consecutive ping failures that close a connection.
+pub const PING_MAX_FAILURES: u32 = 3;
+/// First redial delay after a failed dial or a lost link.
+pub const DIAL_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// A link that stayed up this long redials from [`DIAL_BACKOFF_INITIAL`] when lost.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+/// Most `listen_addrs` callers waiting for listeners to bind.
+pub const LISTEN_WAITERS_MAX: usize = 64;
+
+// Both peers may use their whole outbound allowance on the same connection; together
+// they must stay within the receiver's stream limit, or libp2p drops streams silently.
+const _: () = assert!(2 * MAX_OUTBOUND_PER_PEER <= MAX_CONCURRENT_STREAMS);
+
+/// One federation member as the network sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// The member's code.
+    pub member: MemberCode,
+    /// The PeerIds its nodes may use (usually one; two during a key rotation).
+    pub peer_ids: Vec<PeerId>,
+    /// Where to dial it; empty means: accept its connections, never dial.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// What [`spawn`] needs.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// This node's identity; its PeerId is what the roster lists for this member.
+    pub keypair: Keypair,
+    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0` picks a free port).
+    pub listen: Vec<Multiaddr>,
+    /// The roster. Entries for this node's own PeerId are never dialled.
+    pub peers: Vec<PeerEntry>,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Longest delay between two dials of an unreachable peer.
+    pub dial_backoff_max: Duration,
+}
+
+impl fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("peer_id", &self.keypair.public().to_peer_id())
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("max_connections", &self.max_connections)
+            .field("dial_backoff_max", &self.dial_backoff_max)
+            .finish()
+    }
+}
+
+/// Names an inbound request awaiting [`NetHandle::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InboundId(InboundRequestId);
+
+impl fmt::Display for InboundId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What the net task tells its consumer.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A roster member's node accepted a connection with us (first ready connection).
+    Connected {
+        /// The member.
+        member: MemberCode,
+        /// Its node.
+        peer: PeerId,
+    },
+    /// The last ready connection to a member's node closed (or it was removed from the roster).
+    Disconnected {
+        /// The member.
+        member: MemberCode,
+        /// Its node.
+        peer: PeerId,
+    },
+    /// A PeerId outside the roster tried to connect, or answered a dial; it was refused.
+    /// At most once per peer per [`REFUSED_REPORT_INTERVAL`].
+    Refused {
+        /// The refused PeerId (proven by its TLS certificate).
+        peer: PeerId,
+        /// Its address, if known.
+        addr: Option<Multiaddr>,
+    },
+    /// A roster member sent a request. Answer it with [`NetHandle::respond`] within
+    /// [`REQUEST_TIMEOUT`].
+    Inbound {
+        /// The sender's member code.
+        member: MemberCode,
+        /// The sender's node.
+        peer: PeerId,
+        /// Pass to [`NetHandle::respond`].
+        id: InboundId,
+        /// The decoded, bounds-checked request.
+        request: Request,
+    },
+    /// A roster member sent bytes that are not a valid request (malformed, oversized,
+    /// truncated). Nothing was applied; the peer was answered with an error. To be audited.
+    InboundFailure {
+        /// The sender's member code.
+        member: MemberCode,
+        /// The sender's node.
+        peer: PeerId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl NetEvent {
+    /// The event's name, for metric labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetEvent::Connected { .. } => "connected",
+            NetEvent::Disconnected { .. } => "disconnected",
+            NetEvent::Refused { .. } => "refused",
+            NetEvent::Inbound { .. } => "inbound",
+            NetEvent::InboundFailure { .. } => "inbound_failure",
+        }
+    }
+}
+
+/// Why a network operation failed, by what the caller may conclude.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The member is not in the roster: a caller or configuration error, retrying is useless.
+    #[error("member {0} is not in the roster")]
+    UnknownMember(MemberCode),
+    /// No ready connection to the member now. Nothing was sent; the task keeps dialling,
+    /// retry after [`NetEvent::Connected`].
+    #[error("member {0} is not connected")]
+    NotConnected(MemberCode),
+    /// [`MAX_QUEUED_PER_PEER`] requests already wait for this member. Nothing was sent; back off.
+    #[error("too many requests queued for member {0}")]
+    Busy(MemberCode),
+    /// No response within [`REQUEST_TIMEOUT`]. The peer may or may not have processed the
+    /// request: only idempotent requests may be retried blindly (all of tamga's are).
+    #[error("no response within {REQUEST_TIMEOUT:?}")]
+    Timeout,
+    /// The connection closed before the response. The peer may or may not have processed it.
+    #[error("connection closed before the response arrived")]
+    ConnectionClosed,
+    /// The peer would not take the request stream (it does not speak `/tamga/sync/1`).
+    #[error("peer refused the request: {0}")]
+    Refused(String),
+    /// The peer's response is not a valid frame. Nothing was applied; worth auditing.
+    #[error("malformed response from peer: {0}")]
+    Malformed(String),
+    /// A local message could not be encoded (it exceeds its kind's size limit). Nothing was sent.
+    #[error("cannot encode message: {0}")]
+    Encode(#[source] CodecError),
+    /// The stream failed (reset, broken pipe). The peer may or may not have processed it.
+    #[error("stream error: {0}")]
+    Io(String),
+    /// The inbound request was already answered, timed out, or lost its connection.
+    #[error("inbound request {0} is no longer awaiting a response")]
+    UnknownInbound(InboundId),
+    /// The net task has stopped (shutdown); nothing more can be done with this handle.
+    #[error("the network task has stopped")]
+    Shutdown,
+    /// [`spawn`] was called outside a Tokio runtime.
+    #[error("the network must be started inside a Tokio runtime")]
+    NoRuntime,
+    /// The TLS transport could not be set up from the keypair.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The configuration or roster is inconsistent; nothing was changed.
+    #[error("invalid network configuration: {0}")]
+    Config(String),
+}
+
+/// A local command for the net task, each with its reply channel.
+#[derive(Debug)]
+enum Command {
+    Request { member: MemberCode, frame: Vec<u8>, reply: oneshot::Sender<Result<Response, NetError>> },
+    Respond { id: InboundId, frame: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
+    SetPeers { peers: Vec<PeerEntry>, reply: oneshot::Sender<Result<(), NetError>> },
+    Connected { reply: oneshot::Sender<Vec<(MemberCode, PeerId)>> },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+}
+
+/// A cheap, cloneable handle to the net task.
+#[derive(Debug, Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+impl NetHandle {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| NetError::Shutdown)?;
+        rx.await.map_err(|_| NetError::Shutdown)
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Send a request to a member's node and wait for its response.
+    pub async fn request(&self, member: MemberCode, req: Request) -> Result<Response, NetError> {
+        let frame = encode_request(&req).map_err(NetError::Encode)?;
+        self.call(|reply| Command::Request { member, frame, reply }).await?
+    }
+
+    /// Answer an inbound request ([`NetEvent::Inbound`]). If the response cannot be
+    /// encoded, the request stays pending and may be answered again (e.g. with an error).
+    pub async fn respond(&self, id: InboundId, resp: Response) -> Result<(), NetError> {
+        let frame = encode_response(&resp).map_err(NetError::Encode)?;
+        self.call(|reply| Command::Respond { id, frame, reply }).await?
+    }
+
+    /// Replace the roster. Takes effect at once: removed peers are disconnected and
+    /// refused from now on, new ones are dialled, changed addresses are redialled. An
+    /// inconsistent roster ([`NetError::Config`]) changes nothing.
+    pub async fn set_peers(&self, peers: Vec<PeerEntry>) -> Result<(), NetError> {
+        self.call(|reply| Command::SetPeers { peers, reply }).await?
+    }
+
+    /// The roster members with a ready connection, sorted.
+    pub async fn connected(&self) -> Result<Vec<(MemberCode, PeerId)>, NetError> {
+        self.call(|reply| Command::Connected { reply }).await
+    }
+
+    /// The addresses this node listens on, once every listener has bound (so a `tcp/0`
+    /// listener reports its real port).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+}
+
+/// Start the net task: build the swarm, start listening, dial the roster.
+///
+/// Returns the handle, the event receiver (for one consumer) and the task's join handle.
+/// The task stops when `cancel` fires or when every handle has been dropped.
+pub fn spawn(
+    cfg: NetConfig,
+    cancel: CancellationToken,
+) -> Result<(NetHandle, mpsc::Receiver<NetEvent>, JoinHandle<()>), NetError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
+    let local_peer_id = cfg.keypair.public().to_peer_id();
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let task = task::NetTask::new(cfg, commands_rx, events_tx, cancel)?;
+    let join = runtime.spawn(task.run());
+    Ok((NetHandle { commands: commands_tx, local_peer_id }, events_rx, join))
+}
