@@ -1,0 +1,447 @@
+//! The local HTTP API (axum). Loopback by default; bearer tokens with three roles.
+//!
+//! | route                     | method | roles                   |
+//! |---------------------------|--------|-------------------------|
+//! | `/v1/records`             | POST   | operator, admin         |
+//! | `/v1/records`             | GET    | operator, admin         |
+//! | `/v1/records/{id}`        | GET    | operator, admin         |
+//! | `/v1/status`              | GET    | operator, admin, auditor|
+//! | `/v1/audit`               | GET    | auditor                 |
+//! | `/v1/audit/verify`        | GET    | auditor                 |
+//! | `/v1/backup`              | GET    | admin                   |
+//! | `/metrics`                | GET    | none (loopback scrape)  |
+//!
+//! Every refused call (missing or wrong token, a role that may not) is answered 401 or
+//! 403 and audited. Bodies are parsed by hand from bytes so that every malformed input
+//! gets a message naming the problem; a batch with one bad record stores nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json_};
+use tamga_protocol::{Classification, Digest, Record, RecordHeader, RecordId};
+
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::daemon::Shared;
+use crate::identity::Role;
+use crate::store::{RecordFilter, StoredRecord};
+use crate::writer::now_ms;
+
+/// Most records in one ingest request.
+pub const MAX_BATCH_RECORDS: usize = 10_000;
+/// Default and largest page of a record listing.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest page of any listing.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+
+/// An API error: a status and one clear message, with details where useful.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<Json_>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), details: Vec::new() }
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if !self.details.is_empty() {
+            body["details"] = Json_::Array(self.details);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn route_roles(method: &axum::http::Method, path: &str) -> Option<&'static [Role]> {
+    const OPS: &[Role] = &[Role::Operator, Role::Admin];
+    const ALL: &[Role] = &[Role::Operator, Role::Admin, Role::Auditor];
+    const AUDIT: &[Role] = &[Role::Auditor];
+    const ADMIN: &[Role] = &[Role::Admin];
+    let _ = method;
+    if path == "/metrics" {
+        None
+    } else if path.starts_with("/v1/records") {
+        Some(OPS)
+    } else if path.starts_with("/v1/audit") {
+        Some(AUDIT)
+    } else if path.starts_with("/v1/backup") || path.starts_with("/v1/policy") {
+        Some(ADMIN)
+    } else {
+        Some(ALL)
+    }
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let route = path.split('/').take(3).collect::<Vec<_>>().join("/");
+    shared.metrics.api_requests.add(&route, 1);
+    if let Some(allowed) = route_roles(req.method(), &path) {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let role = presented.and_then(|t| shared.tokens.role_of(t.trim()));
+        let refusal = match role {
+            None => Some((
+                StatusCode::UNAUTHORIZED,
+                if presented.is_some() { "wrong token" } else { "missing bearer token" },
+            )),
+            Some(r) if !allowed.contains(&r) => Some((StatusCode::FORBIDDEN, "role may not call this route")),
+            Some(_) => None,
+        };
+        if let Some((status, why)) = refusal {
+            shared.metrics.api_refused.add(1);
+            let who = role.map_or("unauthenticated", Role::as_str);
+            shared
+                .writer
+                .audit(
+                    AuditEvent::new(Action::ApiRefused, Outcome::Refused)
+                        .reason(format!("{} {path}: {why} ({who})", req.method())),
+                )
+                .await;
+            return ApiError::new(status, format!("{why} for {} {path}", req.method())).into_response();
+        }
+    }
+    let resp = next.run(req).await;
+    shared.metrics.api_latency.observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Build the router over the node's shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let limit = shared.config.api.max_body_bytes;
+    Router::new()
+        .route("/v1/records", post(ingest).get(list_records))
+        .route("/v1/records/{id}", get(show_record))
+        .route("/v1/status", get(status))
+        .route("/v1/audit", get(audit_query))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/backup", get(backup))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+/// One record as the API accepts it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordIn {
+    /// Catalog category.
+    pub category: String,
+    /// Sensitivity level (required).
+    pub classification: String,
+    /// The body fields.
+    pub body: serde_json::Map<String, Json_>,
+    /// Creation time, RFC 3339; defaults to now (send it to make retries idempotent).
+    #[serde(default)]
+    pub created: Option<String>,
+    /// Expiry, RFC 3339.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Id of a record this one replaces.
+    #[serde(default)]
+    pub supersedes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IngestBody {
+    Batch { records: Vec<Json_> },
+    One(Json_),
+}
+
+fn parse_time(field: &str, s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("`{field}`: {s:?} is not an RFC 3339 time ({e})"))
+}
+
+/// Validate one record from the API against the catalog. Errors name the problem.
+fn to_record(shared: &Shared, raw: Json_, now: i64) -> Result<Record, Vec<String>> {
+    let r: RecordIn = serde_json::from_value(raw).map_err(|e| vec![e.to_string()])?;
+    let mut errors = Vec::new();
+    let category = r.category.parse().map_err(|e: tamga_protocol::ParseError| e.to_string());
+    let classification = r.classification.parse::<Classification>().map_err(|e| e.to_string());
+    let created = r.created.as_deref().map(|s| parse_time("created", s)).transpose();
+    let expires = r.expires.as_deref().map(|s| parse_time("expires", s)).transpose();
+    let supersedes = r
+        .supersedes
+        .as_deref()
+        .map(|s| s.parse::<Digest>().map_err(|e| format!("`supersedes`: {e}")))
+        .transpose();
+    let fed = shared.fed();
+    let body = match &category {
+        Ok(c) => fed
+            .catalog
+            .validate_body(c, &r.body)
+            .map_err(|es| es.into_iter().map(|e| e.to_string()).collect::<Vec<_>>()),
+        Err(_) => Ok(BTreeMap::new()),
+    };
+    for e in [category.as_ref().err(), classification.as_ref().err()].into_iter().flatten() {
+        errors.push(e.clone());
+    }
+    for e in [created.as_ref().err(), expires.as_ref().err(), supersedes.as_ref().err()].into_iter().flatten()
+    {
+        errors.push(e.clone());
+    }
+    if let Err(es) = &body {
+        errors.extend(es.iter().cloned());
+    }
+    match (category, classification, created, expires, supersedes, body) {
+        (Ok(category), Ok(classification), Ok(created), Ok(expires), Ok(supersedes), Ok(body))
+            if errors.is_empty() =>
+        {
+            Ok(Record {
+                header: RecordHeader {
+                    category,
+                    classification,
+                    origin: shared.config.member,
+                    created_ms: created.unwrap_or(now),
+                    supersedes,
+                    expires_ms: expires,
+                },
+                body,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+async fn ingest(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Json<Json_>, ApiError> {
+    let parsed: IngestBody = serde_json::from_slice(&body).map_err(|e| {
+        shared.metrics.ingest_refused.add(1);
+        ApiError::bad(format!("malformed JSON: {e}"))
+    })?;
+    let (raws, batch) = match parsed {
+        IngestBody::Batch { records } => (records, true),
+        IngestBody::One(v) => (vec![v], false),
+    };
+    if raws.is_empty() {
+        return Err(ApiError::bad("the batch has no records"));
+    }
+    if raws.len() > MAX_BATCH_RECORDS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} records in one batch, more than the limit of {MAX_BATCH_RECORDS}", raws.len()),
+        ));
+    }
+    let now = now_ms();
+    let mut records = Vec::with_capacity(raws.len());
+    let mut details = Vec::new();
+    for (i, raw) in raws.into_iter().enumerate() {
+        match to_record(&shared, raw, now) {
+            Ok(r) => records.push(r),
+            Err(errs) => details.push(json!({ "index": i, "errors": errs })),
+        }
+    }
+    if !details.is_empty() {
+        shared.metrics.ingest_refused.add(1);
+        let first = details[0]["errors"][0].as_str().unwrap_or("invalid record").to_owned();
+        let message = if batch {
+            format!("{} of the records are invalid; nothing was stored (first: {first})", details.len())
+        } else {
+            format!("invalid record: {first}")
+        };
+        return Err(ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, message, details });
+    }
+    let outcome = shared.writer.ingest(records).await.map_err(ApiError::internal)?;
+    let new = outcome.iter().filter(|i| i.new).count();
+    Ok(Json(json!({
+        "ids": outcome.iter().map(|i| i.id.to_hex()).collect::<Vec<_>>(),
+        "new": new,
+        "duplicates": outcome.len() - new,
+    })))
+}
+
+/// A record as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RecordView {
+    id: RecordId,
+    category: String,
+    classification: Classification,
+    origin: String,
+    created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supersedes: Option<RecordId>,
+    body: BTreeMap<String, Json_>,
+    withheld_fields: u32,
+    source: Json_,
+    stored: String,
+}
+
+impl From<StoredRecord> for RecordView {
+    fn from(r: StoredRecord) -> Self {
+        RecordView {
+            id: r.id,
+            category: r.header.category.to_string(),
+            classification: r.header.classification,
+            origin: r.header.origin.to_string(),
+            created: crate::audit::rfc3339(r.header.created_ms),
+            expires: r.header.expires_ms.map(crate::audit::rfc3339),
+            supersedes: r.header.supersedes,
+            body: r.body.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            withheld_fields: r.withheld,
+            source: r.source.to_json(),
+            stored: crate::audit::rfc3339(r.stored_ms),
+        }
+    }
+}
+
+/// Query of `GET /v1/records`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    category: Option<String>,
+    origin: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Parse `since`: RFC 3339, or a relative duration such as `24h`, `7d`, `30m`.
+pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 =
+        num.parse().map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a duration like 24h"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    Ok(now - n.saturating_mul(ms))
+}
+
+async fn list_records(
+    State(shared): State<Arc<Shared>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let filter = RecordFilter {
+        category: q
+            .category
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad(format!("category: {e}")))?,
+        origin: q
+            .origin
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad(format!("origin: {e}")))?,
+        since_ms: q.since.as_deref().map(|s| parse_since(s, now_ms())).transpose().map_err(ApiError::bad)?,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
+    let store = shared.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.records(&filter, limit))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let views: Vec<RecordView> = records.into_iter().map(RecordView::from).collect();
+    Ok(Json(json!({ "records": views })))
+}
+
+async fn show_record(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
+    let r = shared
+        .store
+        .record(&id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
+    let projections = shared.store.projections_of(&id).map_err(ApiError::internal)?;
+    let receipts = shared.store.receipts_of(&id).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "record": RecordView::from(r),
+        "projections": projections.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect::<Vec<_>>(),
+        "receipts": receipts.iter().map(|r| json!({"agreement": r.agreement.as_str(), "receiver": r.receiver.as_str(), "received": crate::audit::rfc3339(r.received_ms)})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {
+    let fed = shared.fed();
+    let store = shared.store.clone();
+    let (records, head) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.record_count()?, store.audit_head()?))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "member": shared.config.member.as_str(),
+        "peer_id": shared.identity.peer_id().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": crate::audit::rfc3339(shared.started_ms),
+        "uptime_secs": (now_ms() - shared.started_ms) / 1000,
+        "records": records,
+        "policy_digest": fed.policy_digest.to_hex(),
+        "audit_head": head.map(|(s, h)| json!({"seq": s, "hash": h.to_hex()})),
+        "peers_connected": shared.metrics.peers_connected.load(std::sync::atomic::Ordering::Relaxed),
+        "disk_bytes": shared.store.size_on_disk(),
+    })))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let n = shared.store.record_count().unwrap_or(0);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render(n)).into_response()
+}
+
+async fn backup(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let snap = shared.writer.snapshot().await.map_err(ApiError::internal)?;
+    let bytes = crate::backup::encode(&snap);
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn audit_query(
+    State(shared): State<Arc<Shared>>,
+    q: Result<Query<crate::audit::QueryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let filter = q.into_filter(now_ms()).map_err(ApiError::bad)?;
+    let store = shared.store.clone();
+    let out = tokio::task::spawn_blocking(move || crate::audit::query(&store, &filter))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(out).into_response())
+}
+
+async fn audit_verify(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {
+    let store = shared.store.clone();
+    let report = tokio::task::spawn_blocking(move || crate::audit::verify_store(&store))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::to_value(report).map_err(ApiError::internal)?))
+}

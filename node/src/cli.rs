@@ -1,0 +1,817 @@
+//! The `tamga` command. Arguments are parsed into plain data first (clap), then checked
+//! and turned into real objects in one place per command. Errors are one line plus a
+//! hint; exit status 0 on success, 1 on failure, 2 on bad usage.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tamga_config::NodeConfig;
+
+use crate::client::{Client, ClientError};
+use crate::identity::{Identity, Role, Tokens};
+
+/// tamga — a federated sharing node for customs services.
+#[derive(Debug, Parser)]
+#[command(name = "tamga", version, about, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  tamga init --member RU --data-dir /var/lib/tamga --federation deploy/example\n  tamga run --config /var/lib/tamga/node.toml\n  tamga records list --config /var/lib/tamga/node.toml --category ipr.infringement"
+)]
+pub struct Cli {
+    /// Log format of `tamga run`: human on a terminal, JSON for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "TAMGA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the node's settings are.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// The node's node.toml. Example: --config /var/lib/tamga/node.toml
+    #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
+    pub config: PathBuf,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a node's identity, API tokens and node.toml. Example: tamga init --member RU --data-dir ./ru
+    Init(InitArgs),
+    /// Run the node until SIGINT or SIGTERM. Example: tamga run --config ./ru/node.toml
+    Run(ConfigArg),
+    /// Ingest and read records. Example: tamga records list --config ./ru/node.toml
+    #[command(subcommand)]
+    Records(RecordsCmd),
+    /// Show the node's status. Example: tamga status --config ./ru/node.toml
+    Status(JsonArgs),
+    /// Query and verify the audit log. Example: tamga audit verify --config ./ru/node.toml
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Take a consistent backup of a running node. Example: tamga backup --config ./ru/node.toml --out ru.backup
+    Backup(BackupArgs),
+    /// Rebuild a data directory's store from a backup. Example: tamga restore --data-dir ./ru ru.backup
+    Restore(RestoreArgs),
+    /// Print shell completions. Example: tamga completions bash > /etc/bash_completion.d/tamga
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `tamga init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The member this node speaks for (ISO 3166 alpha-2). Example: --member RU
+    #[arg(long)]
+    pub member: String,
+    /// The directory for the node's keys, settings and store (created). Example: --data-dir ./ru
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Peer-to-peer listen address. Example: --listen /ip4/0.0.0.0/tcp/7100
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7100")]
+    pub listen: String,
+    /// Local API address. Example: --api 127.0.0.1:7180
+    #[arg(long, default_value = "127.0.0.1:7180")]
+    pub api: String,
+    /// Directory holding the federation's roster.toml, catalog.toml, agreements/ and
+    /// policies/MEMBER.toml (or policy.toml). Example: --federation deploy/example
+    #[arg(long)]
+    pub federation: Option<PathBuf>,
+    /// DEMO ONLY: use the example federation's published key for this member, so that
+    /// deploy/example/roster.toml already lists this node. Never use it in production.
+    #[arg(long)]
+    pub demo_identity: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--config` and `--json`.
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga records …`.
+#[derive(Debug, Subcommand)]
+pub enum RecordsCmd {
+    /// Ingest one record. Example: tamga records add --category rms.method --classification public --body '{"title":"…"}'
+    Add(AddArgs),
+    /// Ingest records from a JSON-lines file, one record per line. Example: tamga records import seizures.jsonl
+    Import(ImportArgs),
+    /// List records, newest first. Example: tamga records list --category ipr.infringement --since 24h
+    List(ListArgs),
+    /// Show one record, its projections and receipts. Example: tamga records show 3fa2…
+    Show(ShowArgs),
+}
+
+/// `tamga records add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Catalog category. Example: --category ipr.infringement
+    #[arg(long)]
+    category: String,
+    /// public, non_confidential, confidential or secret. Example: --classification non_confidential
+    #[arg(long)]
+    classification: String,
+    /// The body as JSON. Example: --body '{"mark":"ACME"}'
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    body: Option<String>,
+    /// Read the body from a JSON file. Example: --file body.json
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Creation time, RFC 3339 (makes retries idempotent). Example: --created 2026-11-28T10:00:00Z
+    #[arg(long)]
+    created: Option<String>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga records import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A file with one JSON record per line (category, classification, body, optional created).
+    file: PathBuf,
+    /// Records per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga records list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Only this category. Example: --category rms.method
+    #[arg(long)]
+    category: Option<String>,
+    /// Only this origin member. Example: --origin KZ
+    #[arg(long)]
+    origin: Option<String>,
+    /// Only records created since (RFC 3339, or 30m, 24h, 7d). Example: --since 24h
+    #[arg(long)]
+    since: Option<String>,
+    /// Most records shown.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga records show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The record id (64 hex characters).
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Query the audit log. Example: tamga audit query --since 24h --action rejected
+    Query(AuditQueryArgs),
+    /// Recompute the hash chain and name the first bad entry. Example: tamga audit verify
+    Verify(AuditVerifyArgs),
+}
+
+/// `tamga audit query`.
+#[derive(Debug, Args)]
+pub struct AuditQueryArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Entries at or after (RFC 3339, or 24h back). Example: --since 24h
+    #[arg(long)]
+    since: Option<String>,
+    /// Entries at or before. Example: --until 2026-11-28T00:00:00Z
+    #[arg(long)]
+    until: Option<String>,
+    /// Peer member code. Example: --peer KZ
+    #[arg(long)]
+    peer: Option<String>,
+    /// Category. Example: --category ipr.infringement
+    #[arg(long)]
+    category: Option<String>,
+    /// Agreement. Example: --agreement sco-ipr-2012
+    #[arg(long)]
+    agreement: Option<String>,
+    /// Action (ingested, sent, delivered, received, rejected, withheld, …). Example: --action rejected
+    #[arg(long)]
+    action: Option<String>,
+    /// Record id.
+    #[arg(long)]
+    record: Option<String>,
+    /// Outcome (ok, refused, failed). Example: --outcome refused
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Read the data directory directly instead of asking the running node (the node must be stopped).
+    #[arg(long)]
+    offline: bool,
+    /// JSON lines.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV.
+    #[arg(long)]
+    csv: bool,
+}
+
+/// `tamga audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Read the data directory directly (the node must be stopped).
+    #[arg(long)]
+    offline: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Where to write the backup. Example: --out ru-2026-11-28.backup
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `tamga restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The data directory to rebuild (its store must not exist yet). Example: --data-dir ./ru
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The backup file.
+    file: PathBuf,
+}
+
+/// Parse arguments, run, print errors as one line with a hint, return the exit status.
+pub fn main() -> i32 {
+    // libp2p-tls builds its rustls configs with a key-log writer that reads
+    // SSLKEYLOGFILE; the daemon must never write its session keys anywhere.
+    std::env::remove_var("SSLKEYLOGFILE");
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{msg}");
+            if let Some(hint) = hint_for(&e) {
+                eprintln!("hint: {hint}");
+            }
+            1
+        }
+    }
+}
+
+fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
+    if let Some(ClientError::Unreachable { .. }) = e.downcast_ref::<ClientError>() {
+        return Some("start the node with `tamga run --config node.toml`, or pass the right --config");
+    }
+    if let Some(ClientError::Api { status, .. }) = e.downcast_ref::<ClientError>() {
+        if status.as_u16() == 401 || status.as_u16() == 403 {
+            return Some(
+                "the token comes from the tokens file named in node.toml; check that it is this node's",
+            );
+        }
+    }
+    None
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAMGA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+}
+
+fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
+    NodeConfig::load(&c.config).map_err(|e| anyhow!("{e}"))
+}
+
+fn client(c: &ConfigArg, role: Role) -> Result<Client> {
+    Ok(Client::new(&load_config(c)?, role)?)
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(a) => init(a),
+        Command::Run(c) => {
+            init_tracing(cli.log_format);
+            let config = load_config(&c)?;
+            let node = crate::daemon::Node::start(config).await?;
+            node.run_until_signal().await;
+            Ok(())
+        }
+        Command::Records(r) => records(r).await,
+        Command::Status(a) => {
+            let v = client(&a.config, Role::Operator)
+                .or_else(|_| client(&a.config, Role::Auditor))?
+                .get("/v1/status", &[])
+                .await?;
+            print_json_or(&v, a.json, |v| {
+                for (k, val) in v.as_object().into_iter().flatten() {
+                    println!("{k:>16}  {}", plain(val));
+                }
+            });
+            Ok(())
+        }
+        Command::Audit(a) => audit(a).await,
+        Command::Backup(a) => {
+            let bytes = client(&a.config, Role::Admin)?.get_bytes("/v1/backup").await?;
+            crate::backup::decode(&bytes).context("the node sent a damaged backup")?;
+            let tmp = a.out.with_extension("partial");
+            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            println!("backup written to {} ({} bytes)", a.out.display(), bytes.len());
+            Ok(())
+        }
+        Command::Restore(a) => restore_file(&a.data_dir, &a.file),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tamga", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json_or(v: &Value, json: bool, table: impl FnOnce(&Value)) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        table(v);
+    }
+}
+
+/// `tamga init`: create a node's identity, tokens and node.toml (also used by the test harness).
+pub fn init(a: InitArgs) -> Result<()> {
+    let member: tamga_protocol::MemberCode = a.member.parse()?;
+    let listen: tamga_config::Multiaddr =
+        a.listen.parse().map_err(|e| anyhow!("--listen {:?} is not a multiaddr: {e}", a.listen))?;
+    let api: std::net::SocketAddr =
+        a.api.parse().map_err(|e| anyhow!("--api {:?} is not an address like 127.0.0.1:7180: {e}", a.api))?;
+    std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let dir = std::fs::canonicalize(&a.data_dir)?;
+    let identity_path = dir.join("identity.key");
+    let tokens_path = dir.join("tokens.json");
+    let node_toml = dir.join("node.toml");
+    for p in [&identity_path, &tokens_path, &node_toml] {
+        if p.exists() {
+            bail!("{} already exists; refusing to overwrite a node (choose another --data-dir)", p.display());
+        }
+    }
+    let (roster, catalog, agreements, policy) = match &a.federation {
+        Some(f) => {
+            let f = std::fs::canonicalize(f).with_context(|| format!("--federation {}", f.display()))?;
+            let per_member = f.join("policies").join(format!("{member}.toml"));
+            let policy = if per_member.exists() { per_member } else { f.join("policy.toml") };
+            (f.join("roster.toml"), f.join("catalog.toml"), f.join("agreements"), policy)
+        }
+        None => (
+            dir.join("roster.toml"),
+            dir.join("catalog.toml"),
+            dir.join("agreements"),
+            dir.join("policy.toml"),
+        ),
+    };
+    let identity = if a.demo_identity {
+        Identity::from_secret(tamga_config::demo::demo_secret(member))
+    } else {
+        Identity::generate()
+    };
+    identity.create(&identity_path)?;
+    Tokens::generate().create(&tokens_path)?;
+    let q = |p: &Path| toml_string(&p.display().to_string());
+    let text = format!(
+        "# tamga node settings for {member}; paths are relative to this file.\n\
+         member = {m}\ndata_dir = \".\"\nidentity = \"identity.key\"\ntokens = \"tokens.json\"\n\
+         roster = {roster}\ncatalog = {catalog}\nagreements = {agreements}\npolicy = {policy}\n\n\
+         [network]\nlisten = [{listen}]\n\n[api]\nlisten = {api}\n",
+        m = toml_string(member.as_str()),
+        roster = q(&roster),
+        catalog = q(&catalog),
+        agreements = q(&agreements),
+        policy = q(&policy),
+        listen = toml_string(&listen.to_string()),
+        api = toml_string(&api.to_string()),
+    );
+    std::fs::write(&node_toml, text).with_context(|| format!("writing {}", node_toml.display()))?;
+    let peer_id = identity.peer_id().to_string();
+    let out = json!({
+        "member": member.as_str(),
+        "peer_id": peer_id,
+        "listen": listen.to_string(),
+        "api": api.to_string(),
+        "config": node_toml.display().to_string(),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "member   {member}\npeer_id  {peer_id}\nlisten   {listen}\napi      {api}\nconfig   {}",
+            node_toml.display()
+        );
+        if a.federation.is_none() {
+            println!("next: put roster.toml, catalog.toml, agreements/ and policy.toml in {}", dir.display());
+        }
+        if !a.demo_identity {
+            println!("next: add this peer_id for {member} to the federation's roster.toml");
+        }
+    }
+    Ok(())
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+async fn records(cmd: RecordsCmd) -> Result<()> {
+    match cmd {
+        RecordsCmd::Add(a) => {
+            let body_text = match (&a.body, &a.file) {
+                (Some(b), _) => b.clone(),
+                (None, Some(f)) => {
+                    std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+                }
+                (None, None) => bail!("give --body or --file"),
+            };
+            let body: Value = serde_json::from_str(&body_text).context("the body is not valid JSON")?;
+            let mut rec = json!({ "category": a.category, "classification": a.classification, "body": body });
+            if let Some(c) = a.created {
+                rec["created"] = Value::String(c);
+            }
+            let v =
+                client(&a.config, Role::Operator)?.post("/v1/records", &rec).await.map_err(detail_error)?;
+            print_json_or(&v, a.json, |v| {
+                let id = v["ids"][0].as_str().unwrap_or("?");
+                let dup = v["duplicates"].as_u64() == Some(1);
+                println!("{id}{}", if dup { "  (already held)" } else { "" });
+            });
+            Ok(())
+        }
+        RecordsCmd::Import(a) => import(a).await,
+        RecordsCmd::List(a) => {
+            let mut q = vec![("limit", a.limit.to_string())];
+            for (k, v) in [("category", &a.category), ("origin", &a.origin), ("since", &a.since)] {
+                if let Some(v) = v {
+                    q.push((k, v.clone()));
+                }
+            }
+            let v = client(&a.config, Role::Operator)?.get("/v1/records", &q).await?;
+            print_json_or(&v, a.json, |v| {
+                println!(
+                    "{:<16} {:<24} {:<6} {:<22} {:<16} SOURCE",
+                    "ID", "CREATED", "ORIGIN", "CATEGORY", "CLASS"
+                );
+                for r in v["records"].as_array().into_iter().flatten() {
+                    let id = r["id"].as_str().unwrap_or("");
+                    let source = match r["source"]["kind"].as_str() {
+                        Some("received") => format!("from {}", plain(&r["source"]["from"])),
+                        _ => "local".into(),
+                    };
+                    println!(
+                        "{:<16} {:<24} {:<6} {:<22} {:<16} {source}",
+                        &id[..16.min(id.len())],
+                        plain(&r["created"]),
+                        plain(&r["origin"]),
+                        plain(&r["category"]),
+                        plain(&r["classification"]),
+                    );
+                }
+            });
+            Ok(())
+        }
+        RecordsCmd::Show(a) => {
+            let v = client(&a.config, Role::Operator)?.get(&format!("/v1/records/{}", a.id), &[]).await?;
+            print_json_or(&v, a.json, |v| {
+                let r = &v["record"];
+                for k in ["id", "category", "classification", "origin", "created", "stored"] {
+                    println!("{k:>15}  {}", plain(&r[k]));
+                }
+                println!("{:>15}  {}", "withheld", plain(&r["withheld_fields"]));
+                for (k, val) in r["body"].as_object().into_iter().flatten() {
+                    println!("{:>15}  {}", format!("body.{k}"), plain(val));
+                }
+                for p in v["projections"].as_array().into_iter().flatten() {
+                    println!("{:>15}  {} #{}", "projected", plain(&p["agreement"]), plain(&p["seq"]));
+                }
+                for p in v["receipts"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>15}  {} by {} at {}",
+                        "receipt",
+                        plain(&p["agreement"]),
+                        plain(&p["receiver"]),
+                        plain(&p["received"])
+                    );
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+fn detail_error(e: ClientError) -> anyhow::Error {
+    if let ClientError::Api { details: Some(d), .. } = &e {
+        for item in d.as_array().into_iter().flatten() {
+            for err in item["errors"].as_array().into_iter().flatten() {
+                eprintln!("  {}", plain(err));
+            }
+        }
+    }
+    e.into()
+}
+
+async fn import(a: ImportArgs) -> Result<()> {
+    let client = client(&a.config, Role::Operator)?;
+    let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+    let lines: Vec<(usize, String)> = std::io::BufReader::new(file)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| l.map(|l| (i + 1, l)))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let total = lines.iter().filter(|(_, l)| !l.trim().is_empty()).count();
+    let tty = std::io::stderr().is_terminal();
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    let (mut accepted, mut duplicates, mut done) = (0usize, 0usize, 0usize);
+    let mut pending: Vec<(usize, Value)> = Vec::new();
+    let batch = a.batch.clamp(1, crate::api::MAX_BATCH_RECORDS);
+    let mut it = lines.into_iter().filter(|(_, l)| !l.trim().is_empty()).peekable();
+    while it.peek().is_some() || !pending.is_empty() {
+        while pending.len() < batch {
+            let Some((n, line)) = it.next() else { break };
+            match serde_json::from_str::<Value>(&line) {
+                Ok(v) => pending.push((n, v)),
+                Err(e) => {
+                    refused.push((n, format!("not JSON: {e}")));
+                    done += 1;
+                }
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let body = json!({ "records": pending.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>() });
+        match client.post("/v1/records", &body).await {
+            Ok(v) => {
+                let new = v["new"].as_u64().unwrap_or(0) as usize;
+                accepted += new;
+                duplicates += pending.len() - new;
+                done += pending.len();
+                pending.clear();
+            }
+            Err(ClientError::Api { details: Some(d), .. }) => {
+                // Take the refused lines out and send the rest again.
+                let mut bad: Vec<usize> = Vec::new();
+                for item in d.as_array().into_iter().flatten() {
+                    if let Some(i) = item["index"].as_u64() {
+                        let i = i as usize;
+                        if let Some((n, _)) = pending.get(i) {
+                            let errs: Vec<String> =
+                                item["errors"].as_array().into_iter().flatten().map(plain).collect();
+                            refused.push((*n, errs.join("; ")));
+                            bad.push(i);
+                        }
+                    }
+                }
+                if bad.is_empty() {
+                    bail!("the node refused the batch without saying which records");
+                }
+                done += bad.len();
+                let mut i = 0;
+                pending.retain(|_| {
+                    let keep = !bad.contains(&i);
+                    i += 1;
+                    keep
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if tty {
+            eprint!("\rimporting {done}/{total} records ({} refused)", refused.len());
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    refused.sort();
+    let summary = json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "refused": refused.iter().map(|(n, e)| json!({"line": n, "error": e})).collect::<Vec<_>>(),
+    });
+    print_json_or(&summary, a.json, |_| {
+        println!("{accepted} accepted, {duplicates} already held, {} refused", refused.len());
+        for (n, e) in &refused {
+            println!("  {}:{n}: {e}", a.file.display());
+        }
+    });
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} lines of {} were refused", refused.len(), a.file.display())
+    }
+}
+
+async fn audit(cmd: AuditCmd) -> Result<()> {
+    match cmd {
+        AuditCmd::Query(a) => {
+            let params = crate::audit::QueryParams {
+                since: a.since.clone(),
+                until: a.until.clone(),
+                peer: a.peer.clone(),
+                category: a.category.clone(),
+                agreement: a.agreement.clone(),
+                action: a.action.clone(),
+                record: a.record.clone(),
+                outcome: a.outcome.clone(),
+                limit: None,
+            };
+            let entries: Vec<crate::audit::ExportedEntry> = if a.offline {
+                let store = open_offline(&a.config)?;
+                let filter = params.into_filter(crate::writer::now_ms()).map_err(|e| anyhow!(e))?;
+                crate::audit::query(&store, &filter)?
+            } else {
+                let mut q = Vec::new();
+                for (k, v) in [
+                    ("since", &a.since),
+                    ("until", &a.until),
+                    ("peer", &a.peer),
+                    ("category", &a.category),
+                    ("agreement", &a.agreement),
+                    ("action", &a.action),
+                    ("record", &a.record),
+                    ("outcome", &a.outcome),
+                ] {
+                    if let Some(v) = v {
+                        q.push((k, v.clone()));
+                    }
+                }
+                let v = client(&a.config, Role::Auditor)?.get("/v1/audit", &q).await?;
+                serde_json::from_value(v).context("the node sent entries this build cannot read")?
+            };
+            print_entries(&entries, a.json, a.csv);
+            Ok(())
+        }
+        AuditCmd::Verify(a) => {
+            let report = if a.offline {
+                crate::audit::verify_store(&open_offline(&a.config)?)
+            } else {
+                let v = client(&a.config, Role::Auditor)?.get("/v1/audit/verify", &[]).await?;
+                serde_json::from_value(v).context("the node sent a report this build cannot read")?
+            };
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.ok {
+                println!("ok: {} entries verified, head {}", report.entries, report.head);
+            } else {
+                println!(
+                    "FAILED at entry {}: {}",
+                    report.first_bad.unwrap_or(0),
+                    report.error.as_deref().unwrap_or("unknown")
+                );
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                bail!("the audit log does not verify")
+            }
+        }
+    }
+}
+
+fn print_entries(entries: &[crate::audit::ExportedEntry], json: bool, csv: bool) {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    if json {
+        for e in entries {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    } else if csv {
+        println!("seq,time,action,peer,record,category,agreement,policy,outcome,reason,hash");
+        for x in entries {
+            let e = &x.entry;
+            let reason = opt(e.reason.clone()).replace('"', "\"\"");
+            println!(
+                "{},{},{},{},{},{},{},{},{},\"{reason}\",{}",
+                e.seq,
+                e.time,
+                e.action.as_str(),
+                opt(e.peer.map(|p| p.to_string())),
+                opt(e.record.map(|r| r.to_hex())),
+                opt(e.category.as_ref().map(|c| c.to_string())),
+                opt(e.agreement.as_ref().map(|a| a.to_string())),
+                e.policy.to_hex(),
+                serde_json::to_value(e.outcome).ok().as_ref().map(plain).unwrap_or_default(),
+                x.hash.to_hex()
+            );
+        }
+    } else {
+        println!(
+            "{:>7} {:<24} {:<18} {:<5} {:<16} {:<20} {:<8} REASON",
+            "SEQ", "TIME", "ACTION", "PEER", "RECORD", "AGREEMENT", "OUTCOME"
+        );
+        for x in entries {
+            let e = &x.entry;
+            let rec = opt(e.record.map(|r| r.to_hex()));
+            println!(
+                "{:>7} {:<24} {:<18} {:<5} {:<16} {:<20} {:<8} {}",
+                e.seq,
+                e.time,
+                e.action.as_str(),
+                opt(e.peer.map(|p| p.to_string())),
+                &rec[..16.min(rec.len())],
+                opt(e.agreement.as_ref().map(|a| a.to_string())),
+                serde_json::to_value(e.outcome).ok().as_ref().map(plain).unwrap_or_default(),
+                opt(e.reason.clone())
+            );
+        }
+    }
+}
+
+fn open_offline(c: &ConfigArg) -> Result<crate::store::Store> {
+    let config = load_config(c)?;
+    let dir = config.data_dir.join(crate::daemon::STORE_DIR);
+    crate::store::Store::open(&dir).with_context(|| {
+        format!("opening {} (stop the node first, or drop --offline to ask the running node)", dir.display())
+    })
+}
+
+/// `tamga restore`: rebuild the store of `data_dir` from a backup file and verify its audit log.
+pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let snap = crate::backup::decode(&bytes).with_context(|| format!("{}", file.display()))?;
+    let dir = data_dir.join(crate::daemon::STORE_DIR);
+    if dir.exists() {
+        bail!("{} already exists; restore only into a data directory without a store", dir.display());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let store = crate::store::Store::open(&dir)?;
+    let n = snap.len();
+    store.load_raw(snap)?;
+    let report = crate::audit::verify_store(&store);
+    let records = store.record_count()?;
+    if !report.ok {
+        bail!("restored, but the audit log does not verify: {}", report.error.unwrap_or_default());
+    }
+    println!(
+        "restored {n} keys into {}: {records} records, audit log verified ({} entries)",
+        dir.display(),
+        report.entries
+    );
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The daemon: loads and checks every file, opens the store, starts every task under one
+//! [`CancellationToken`], and on shutdown awaits them all with a deadline.
+//!
+//! Tasks: `writer` (the write path), `api` (the local HTTP server). Each is named, its
+//! handle kept, its end logged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tamga_config::{ConfigErrors, Federation, NodeConfig};
+use tamga_protocol::Digest;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::identity::{Identity, IdentityError, Tokens};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::writer::{now_ms, PolicyDigest, Writer, WriterTask};
+
+/// How long shutdown waits for the tasks to finish before giving up on them.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The name of the store directory inside the data directory.
+pub const STORE_DIR: &str = "store";
+
+/// Why the node did not start. Each variant is one thing for the operator to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file is invalid (every error, with path, line and column).
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// The identity or tokens file is missing, unreadable or too open.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The node's PeerId is not the roster's for its member.
+    #[error("this node's PeerId {peer_id} is not listed for {member} in the roster {roster}; add it to the roster and share the roster with the federation")]
+    NotInRoster {
+        /// The node's PeerId.
+        peer_id: String,
+        /// Its member code.
+        member: String,
+        /// The roster file.
+        roster: PathBuf,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr} for the API: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API's TLS certificate or key could not be loaded.
+    #[error("cannot load the API's TLS certificate or key: {0}")]
+    Tls(String),
+}
+
+/// The policy set in force, swapped whole on reload.
+#[derive(Debug)]
+pub struct PolicyCell(RwLock<Arc<Federation>>);
+
+impl PolicyCell {
+    /// The federation in force now.
+    pub fn get(&self) -> Arc<Federation> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Put a new federation in force.
+    pub fn set(&self, fed: Arc<Federation>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fed;
+    }
+}
+
+impl PolicyDigest for PolicyCell {
+    fn policy_digest(&self) -> Digest {
+        self.get().policy_digest
+    }
+}
+
+/// What every part of a running node shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The node's settings.
+    pub config: NodeConfig,
+    /// Its identity.
+    pub identity: Identity,
+    /// Its API tokens.
+    pub tokens: Tokens,
+    /// Its store (reads; writes go through the writer).
+    pub store: Store,
+    /// The write path.
+    pub writer: Writer,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// The policy set in force.
+    pub policy: Arc<PolicyCell>,
+    /// When it started (ms).
+    pub started_ms: i64,
+}
+
+impl Shared {
+    /// The federation (roster, catalog, agreements, policy) in force now.
+    pub fn fed(&self) -> Arc<Federation> {
+        self.policy.get()
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    api_addr: SocketAddr,
+}
+
+/// Load and check every file a node needs, without starting anything.
+pub fn load(config: &NodeConfig) -> Result<(Identity, Tokens, Federation), StartError> {
+    let fed = Federation::load(config).map_err(StartError::Config)?;
+    let identity = Identity::load(&config.identity)?;
+    let tokens = Tokens::load(&config.tokens)?;
+    let peer_id = identity.peer_id();
+    let listed = fed.roster.member(config.member).is_some_and(|m| m.peer_ids.contains(&peer_id));
+    if !listed {
+        return Err(StartError::NotInRoster {
+            peer_id: peer_id.to_string(),
+            member: config.member.to_string(),
+            roster: config.roster.clone(),
+        });
+    }
+    Ok((identity, tokens, fed))
+}
+
+impl Node {
+    /// Start a node from its checked settings.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let (identity, tokens, fed) = load(&config)?;
+        let dir = config.data_dir.join(STORE_DIR);
+        let store = Store::open(&dir).map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        let cancel = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let policy = Arc::new(PolicyCell(RwLock::new(Arc::new(fed))));
+        let writer_task = WriterTask::new(
+            store.clone(),
+            identity.salt_key.clone(),
+            config.member,
+            policy.clone(),
+            metrics.clone(),
+        )
+        .map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        let (writer, writer_handle) = writer_task.spawn(cancel.child_token());
+        let mut tasks = vec![("writer", writer_handle)];
+
+        let api_listener = std::net::TcpListener::bind(config.api.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
+        let tls = match config.api.tls_cert.as_ref().zip(config.api.tls_key.as_ref()) {
+            Some((cert, key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| StartError::Tls(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            config,
+            identity,
+            tokens,
+            store,
+            writer: writer.clone(),
+            metrics,
+            policy,
+            started_ms: now_ms(),
+        });
+        let app = crate::api::router(shared.clone());
+        let handle = axum_server::Handle::new();
+        let api_cancel = cancel.clone();
+        let h2 = handle.clone();
+        tokio::spawn(async move {
+            api_cancel.cancelled().await;
+            h2.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let api_task = tokio::spawn(async move {
+            let svc = app.into_make_service();
+            let result = match tls {
+                Some(tls) => axum_server::from_tcp_rustls(api_listener, tls).handle(handle).serve(svc).await,
+                None => axum_server::from_tcp(api_listener).handle(handle).serve(svc).await,
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+        tasks.push(("api", api_task));
+
+        writer
+            .audit(
+                AuditEvent::new(Action::NodeStarted, Outcome::Ok)
+                    .reason(format!("tamga {} started", env!("CARGO_PKG_VERSION"))),
+            )
+            .await;
+        tracing::info!(member = %shared.config.member, peer_id = %shared.identity.peer_id(), api = %api_addr, "node started");
+        Ok(Node { shared, cancel, tasks, api_addr })
+    }
+
+    /// The address the API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The node's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stop every task, flush the store, and wait (up to [`SHUTDOWN_DEADLINE`]).
+    pub async fn shutdown(self) {
+        self.shared.writer.audit(AuditEvent::new(Action::NodeStopped, Outcome::Ok)).await;
+        self.cancel.cancel();
+        let Node { shared, tasks, .. } = self;
+        for (name, handle) in tasks {
+            match tokio::time::timeout(SHUTDOWN_DEADLINE, handle).await {
+                Ok(Ok(())) => tracing::debug!(task = name, "task stopped"),
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "task failed"),
+                Err(_) => tracing::error!(task = name, "task did not stop in time"),
+            }
+        }
+        if let Err(e) = shared.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("node stopped");
+    }
+
+    /// Run until SIGINT, SIGTERM or the token is cancelled, then shut down.
+    pub async fn run_until_signal(self) {
+        let cancel = self.cancel.clone();
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("signal received; stopping"),
+            () = cancel.cancelled() => {}
+        }
+        self.shutdown().await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the node can still be stopped by its token.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

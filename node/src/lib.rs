@@ -1,0 +1,21 @@
+//! `tamga-node`: the tamga daemon and the `tamga` command.
+//!
+//! Who owns what:
+//! - [`store`] owns sled; nothing else names a sled type;
+//! - [`writer`] owns the write path: one task batches record writes and audit appends
+//!   into one atomic batch and one flush, and keeps the audit hash chain;
+//! - [`net`] owns the libp2p `Swarm` in one task; the rest talks to it through a handle;
+//! - [`api`] serves the local HTTP API; [`cli`] is the `tamga` command;
+//! - [`daemon`] starts every task with one cancellation token and awaits them all.
+
+pub mod api;
+pub mod audit;
+pub mod backup;
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod identity;
+pub mod metrics;
+pub mod net;
+pub mod store;
+pub mod writer;

@@ -1,0 +1,511 @@
+//! The store: the only module that names sled. Everything the node keeps lives in one
+//! sled tree under a keyspace of one-byte prefixes, so that one [`WriteBatch`] — records,
+//! indexes, projections, receipts and audit entries together — is applied atomically.
+//!
+//! | prefix | key                                    | value                         |
+//! |--------|----------------------------------------|-------------------------------|
+//! | `M`    | `schema`                               | schema version, u32 BE        |
+//! | `R`    | record id                              | [`StoredRecord`]              |
+//! | `S`    | record id                              | [`SaltedRecord`] (own only)   |
+//! | `T`    | time, record id                        | (time index)                  |
+//! | `C`    | category, 0, time, record id           | (category index)              |
+//! | `O`    | origin, time, record id                | (origin index)                |
+//! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
+//! | `Q`    | origin, agreement, 0                   | highest seq known, u64 BE     |
+//! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
+//! | `V`    | record id, agreement, 0, receiver      | receipt                       |
+//! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
+//! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
+//!
+//! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
+//! order is time order. Values are encoded with `tamga_protocol::codec::encode_stored`.
+//!
+//! Nothing here decides anything; the writer task is the only caller of [`Store::commit`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tamga_protocol::codec::{decode_stored, encode_stored};
+use tamga_protocol::{
+    AgreementId, CategoryId, Digest, MemberCode, Projection, Receipt, RecordHeader, RecordId, SaltedRecord,
+    StreamKey, Value,
+};
+
+/// The on-disk schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why the store failed. The caller refuses the operation; nothing was half-applied.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory was written by another schema version.
+    #[error("the data directory has schema version {found}, this build reads {expected}; restore a backup made with `tamga backup` instead")]
+    Schema {
+        /// The version found on disk.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The storage engine failed (disk full, read-only, I/O error, lock held).
+    #[error("storage: {0}")]
+    Engine(String),
+    /// A stored value does not decode (corruption).
+    #[error("corrupt stored value under {key}: {why}")]
+    Corrupt {
+        /// The key, hex.
+        key: String,
+        /// The decode error.
+        why: String,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+/// Where a stored record came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// Ingested through the local API.
+    Local,
+    /// Received from a peer under an agreement.
+    Received {
+        /// The peer that delivered it.
+        from: MemberCode,
+        /// The agreement it was shared under.
+        agreement: AgreementId,
+    },
+}
+
+/// A record as this node holds it: whole for its own, the revealed fields for others'.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// The record id.
+    pub id: RecordId,
+    /// The header.
+    pub header: RecordHeader,
+    /// The body fields held (all for own records, revealed ones for received).
+    pub body: BTreeMap<String, Value>,
+    /// How many fields were withheld from this node.
+    pub withheld: u32,
+    /// Where it came from.
+    pub source: Source,
+    /// When this node stored it.
+    pub stored_ms: i64,
+}
+
+impl Source {
+    /// The JSON form the API shows: `{"kind": "local"}` or `{"kind": "received", ...}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Source::Local => serde_json::json!({ "kind": "local" }),
+            Source::Received { from, agreement } => {
+                serde_json::json!({ "kind": "received", "from": from.as_str(), "agreement": agreement.as_str() })
+            }
+        }
+    }
+}
+
+/// Filters for listing records. All are optional and combine with AND.
+#[derive(Clone, Debug, Default)]
+pub struct RecordFilter {
+    /// Only this category.
+    pub category: Option<CategoryId>,
+    /// Only this origin.
+    pub origin: Option<MemberCode>,
+    /// Only records created at or after this time (ms).
+    pub since_ms: Option<i64>,
+}
+
+fn time_key(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn stream_prefix(s: &StreamKey) -> Vec<u8> {
+    key(&[b"P", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
+}
+
+fn stream_meta_key(s: &StreamKey) -> Vec<u8> {
+    key(&[b"Q", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    encode_stored(v).map_err(|e| StoreError::Engine(format!("encode: {e}")))
+}
+
+fn dec<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    decode_stored(v).map_err(|e| StoreError::Corrupt { key: hex::encode(k), why: e.to_string() })
+}
+
+fn u64_of(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt { key: hex::encode(k), why: "not 8 bytes".into() })
+}
+
+/// A set of writes applied atomically by [`Store::commit`].
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    inner: sled::Batch,
+    ops: usize,
+}
+
+impl WriteBatch {
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.inner.insert(k, v);
+        self.ops += 1;
+    }
+
+    /// A record and its indexes.
+    pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
+        let t = time_key(r.header.created_ms);
+        self.put(key(&[b"R", &r.id.0]), enc(r)?);
+        self.put(key(&[b"T", &t, &r.id.0]), Vec::new());
+        self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
+        self.put(key(&[b"O", &r.header.origin.as_bytes(), &t, &r.id.0]), Vec::new());
+        Ok(())
+    }
+
+    /// The salts of an own record (needed to project it later).
+    pub fn put_salted(&mut self, s: &SaltedRecord) -> Result<(), StoreError> {
+        self.put(key(&[b"S", &s.id.0]), enc(s)?);
+        Ok(())
+    }
+
+    /// A projection at its place in its stream, and the index from its record.
+    pub fn put_projection(&mut self, id: &RecordId, p: &Projection) -> Result<(), StoreError> {
+        let s = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
+        let mut k = stream_prefix(&s);
+        k.extend_from_slice(&p.envelope.seq.to_be_bytes());
+        self.put(k, enc(p)?);
+        self.put(
+            key(&[b"X", &id.0, p.envelope.agreement.as_str().as_bytes()]),
+            p.envelope.seq.to_be_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
+    /// The highest sequence number known in a stream.
+    pub fn set_stream_head(&mut self, s: &StreamKey, seq: u64) {
+        self.put(stream_meta_key(s), seq.to_be_bytes().to_vec());
+    }
+
+    /// A receipt for a delivered projection.
+    pub fn put_receipt(&mut self, r: &Receipt) -> Result<(), StoreError> {
+        let k = key(&[b"V", &r.record.0, r.agreement.as_str().as_bytes(), &[0], &r.receiver.as_bytes()]);
+        self.put(k, enc(r)?);
+        Ok(())
+    }
+
+    /// One audit entry and the new chain head.
+    pub fn put_audit(&mut self, seq: u64, entry: &[u8], hash: &Digest) {
+        self.put(key(&[b"A", &seq.to_be_bytes()]), key(&[&hash.0, entry]));
+        self.put(b"H".to_vec(), key(&[&seq.to_be_bytes(), &hash.0]));
+    }
+}
+
+/// The node's store. Cheap to clone (one shared sled database).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`. Fails if another process holds it or the
+    /// schema version differs.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let store = Store { db };
+        match store.db.get(b"Mschema")? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
+                }
+            }
+            None => {
+                store.db.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes())?;
+                store.db.flush()?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Apply a batch atomically (not yet durable: see [`Store::flush`]).
+    pub fn commit(&self, b: WriteBatch) -> Result<(), StoreError> {
+        self.db.apply_batch(b.inner)?;
+        Ok(())
+    }
+
+    /// Make everything committed so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Make everything durable, blocking (for shutdown).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether a record is held.
+    pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(key(&[b"R", &id.0]))?)
+    }
+
+    /// One record.
+    pub fn record(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
+        let k = key(&[b"R", &id.0]);
+        self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    /// The salts of an own record.
+    pub fn salted(&self, id: &RecordId) -> Result<Option<SaltedRecord>, StoreError> {
+        let k = key(&[b"S", &id.0]);
+        self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    /// Records matching `filter`, newest first, at most `limit`.
+    pub fn records(&self, filter: &RecordFilter, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
+        // Scan the most selective index available; the other filters are checked per record.
+        let prefix = match (&filter.category, &filter.origin) {
+            (Some(c), _) => key(&[b"C", c.as_str().as_bytes(), &[0]]),
+            (None, Some(o)) => key(&[b"O", &o.as_bytes()]),
+            (None, None) => b"T".to_vec(),
+        };
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix).rev() {
+            let (k, _) = kv?;
+            let rest = &k[prefix.len()..];
+            let (t, id) = rest.split_at(8.min(rest.len()));
+            if let Some(since) = filter.since_ms {
+                if t < time_key(since).as_slice() {
+                    break;
+                }
+            }
+            let id = RecordId::try_from_slice(id)
+                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad index key".into() })?;
+            let Some(r) = self.record(&id)? else { continue };
+            if filter.origin.is_some_and(|o| o != r.header.origin) {
+                continue;
+            }
+            out.push(r);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many records are held.
+    pub fn record_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for kv in self.db.scan_prefix(b"R") {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The highest sequence number known in a stream (0 when none).
+    pub fn stream_head(&self, s: &StreamKey) -> Result<u64, StoreError> {
+        let k = stream_meta_key(s);
+        self.db.get(&k)?.map(|v| u64_of(&k, &v)).transpose().map(|o| o.unwrap_or(0))
+    }
+
+    /// The projection at `seq` in a stream.
+    pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
+        let mut k = stream_prefix(s);
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    /// Projections of a stream in `from..=to`, in order, at most `limit`.
+    pub fn projections(
+        &self,
+        s: &StreamKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Projection>, StoreError> {
+        let prefix = stream_prefix(s);
+        let lo = key(&[&prefix, &from.to_be_bytes()]);
+        let hi = key(&[&prefix, &to.to_be_bytes()]);
+        let mut out = Vec::new();
+        for kv in self.db.range(lo..=hi).take(limit) {
+            let (k, v) = kv?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The agreements (and sequence numbers) under which a record was projected.
+    pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
+        let prefix = key(&[b"X", &id.0]);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let name = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok());
+            let agreement = name
+                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad agreement".into() })?;
+            out.push((agreement, u64_of(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Receipts held for a record.
+    pub fn receipts_of(&self, id: &RecordId) -> Result<Vec<Receipt>, StoreError> {
+        let prefix = key(&[b"V", &id.0]);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The audit chain head: last sequence number and its hash.
+    pub fn audit_head(&self) -> Result<Option<(u64, Digest)>, StoreError> {
+        let Some(v) = self.db.get(b"H")? else { return Ok(None) };
+        if v.len() != 40 {
+            return Err(StoreError::Corrupt { key: "48".into(), why: "audit head is not 40 bytes".into() });
+        }
+        let seq = u64_of(b"H", &v[..8])?;
+        let hash = RecordId::try_from_slice(&v[8..])
+            .ok_or_else(|| StoreError::Corrupt { key: "48".into(), why: "bad head hash".into() })?;
+        Ok(Some((seq, hash)))
+    }
+
+    /// Audit entries with sequence numbers in `from..=to`, in order: (seq, stored hash, bytes).
+    pub fn audit_entries(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, Digest, Vec<u8>), StoreError>> + '_ {
+        let lo = key(&[b"A", &from.to_be_bytes()]);
+        let hi = key(&[b"A", &to.to_be_bytes()]);
+        self.db.range(lo..=hi).map(|kv| {
+            let (k, v) = kv?;
+            let seq = u64_of(&k, &k[1..])?;
+            let hash = v.get(..32).and_then(Digest::try_from_slice).ok_or_else(|| StoreError::Corrupt {
+                key: hex::encode(&k),
+                why: "short audit entry".into(),
+            })?;
+            Ok((seq, hash, v[32..].to_vec()))
+        })
+    }
+
+    /// Every key and value, in key order (for backups; the caller holds the write path still).
+    pub fn dump(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.db.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+    }
+
+    /// Load raw pairs produced by [`Store::dump`] into an empty store (restore).
+    pub fn load_raw(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in pairs {
+            b.insert(k, v);
+        }
+        self.db.apply_batch(b)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Reading a record id from stored bytes.
+trait FromSlice: Sized {
+    fn try_from_slice(b: &[u8]) -> Option<Self>;
+}
+
+impl FromSlice for Digest {
+    fn try_from_slice(b: &[u8]) -> Option<Digest> {
+        <[u8; 32]>::try_from(b).ok().map(Digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tamga_protocol::Classification;
+
+    fn rec(n: u8, cat: &str, origin: &str, t: i64) -> StoredRecord {
+        StoredRecord {
+            id: Digest([n; 32]),
+            header: RecordHeader {
+                category: cat.parse().expect("valid"),
+                classification: Classification::Public,
+                origin: origin.parse().expect("valid"),
+                created_ms: t,
+                supersedes: None,
+                expires_ms: None,
+            },
+            body: BTreeMap::new(),
+            withheld: 0,
+            source: Source::Local,
+            stored_ms: t,
+        }
+    }
+
+    #[test]
+    fn records_and_filters_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("opens");
+            let mut b = WriteBatch::default();
+            b.put_record(&rec(1, "ipr.mark", "RU", -5)).expect("enc");
+            b.put_record(&rec(2, "ipr.mark", "KZ", 10)).expect("enc");
+            b.put_record(&rec(3, "rms.method", "RU", 20)).expect("enc");
+            s.commit(b).expect("commits");
+            s.flush_blocking().expect("flushes");
+        }
+        let s = Store::open(dir.path()).expect("reopens");
+        assert_eq!(s.record_count().expect("counts"), 3);
+        let all = s.records(&RecordFilter::default(), 10).expect("lists");
+        assert_eq!(all.iter().map(|r| r.id.0[0]).collect::<Vec<_>>(), vec![3, 2, 1], "newest first");
+        let f = RecordFilter { category: Some("ipr.mark".parse().expect("valid")), ..Default::default() };
+        assert_eq!(s.records(&f, 10).expect("lists").len(), 2);
+        let f = RecordFilter { origin: Some("RU".parse().expect("valid")), ..Default::default() };
+        assert_eq!(s.records(&f, 10).expect("lists").len(), 2);
+        let f = RecordFilter { since_ms: Some(0), ..Default::default() };
+        assert_eq!(s.records(&f, 10).expect("lists").len(), 2, "negative time sorts first");
+        let f = RecordFilter {
+            category: Some("ipr.mark".parse().expect("valid")),
+            origin: Some("KZ".parse().expect("valid")),
+            since_ms: None,
+        };
+        assert_eq!(s.records(&f, 10).expect("lists").len(), 1);
+    }
+
+    #[test]
+    fn schema_mismatch_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("opens");
+            s.db.insert(b"Mschema", &99u32.to_be_bytes()).expect("writes");
+            s.flush_blocking().expect("flushes");
+        }
+        let e = Store::open(dir.path()).expect_err("refuses");
+        assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+}

@@ -1,0 +1,168 @@
+//! `tamga-tests`: a harness that starts real tamga nodes in-process, on 127.0.0.1:0 with
+//! temporary directories, through the same code paths users hit (`tamga init`, then the
+//! daemon's `Node::start`), and talks to them over their real HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tamga_config::NodeConfig;
+use tamga_node::client::Client;
+use tamga_node::daemon::Node;
+use tamga_node::identity::{Role, Tokens};
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The example federation shipped in `deploy/example`.
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
+}
+
+/// Install the process-wide rustls provider once (the binary does this in `main`).
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A node started in-process for a test.
+#[derive(Debug)]
+pub struct TestNode {
+    /// The node's data directory (kept until the test ends).
+    pub dir: tempfile::TempDir,
+    /// Its node.toml.
+    pub config_path: PathBuf,
+    /// The running node, if running.
+    pub node: Option<Node>,
+    /// Its API tokens.
+    pub tokens: Tokens,
+}
+
+impl TestNode {
+    /// `tamga init` a node for `member` of the example federation (demo identity, API and
+    /// peer ports chosen by the OS), with `edit` applied to node.toml, and start it.
+    pub async fn start_with(member: &str, edit: impl FnOnce(&mut String)) -> anyhow::Result<TestNode> {
+        let mut n = TestNode::init(member, edit)?;
+        n.restart().await?;
+        Ok(n)
+    }
+
+    /// `tamga init` a node without starting it.
+    pub fn init(member: &str, edit: impl FnOnce(&mut String)) -> anyhow::Result<TestNode> {
+        install_crypto();
+        let dir = tempfile::tempdir()?;
+        tamga_node::cli::init(tamga_node::cli::InitArgs {
+            member: member.to_owned(),
+            data_dir: dir.path().to_owned(),
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            api: "127.0.0.1:0".into(),
+            federation: Some(example_dir()),
+            demo_identity: true,
+            json: true,
+        })?;
+        let config_path = std::fs::canonicalize(dir.path())?.join("node.toml");
+        let mut text = std::fs::read_to_string(&config_path)?;
+        edit(&mut text);
+        std::fs::write(&config_path, text)?;
+        let tokens = Tokens::load(&dir.path().join("tokens.json"))?;
+        Ok(TestNode { dir, config_path, node: None, tokens })
+    }
+
+    /// Start a node with the default settings.
+    pub async fn start(member: &str) -> anyhow::Result<TestNode> {
+        TestNode::start_with(member, |_| {}).await
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> anyhow::Result<NodeConfig> {
+        NodeConfig::load(&self.config_path).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// (Re)start the node from its files.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(n) = self.node.take() {
+            n.shutdown().await;
+        }
+        self.node = Some(Node::start(self.config()?).await?);
+        Ok(())
+    }
+
+    /// Stop the node cleanly.
+    pub async fn stop(&mut self) {
+        if let Some(n) = self.node.take() {
+            n.shutdown().await;
+        }
+    }
+
+    /// The running node.
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("the node is running")
+    }
+
+    /// The API base URL.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.node().api_addr())
+    }
+
+    /// An API client with the token of `role`.
+    pub fn client(&self, role: Role) -> Client {
+        Client::with_token(self.base(), self.tokens.token(role))
+    }
+}
+
+/// A valid body for `category`, built from the catalog's field types (every field set,
+/// text fields carrying `tag` so records differ).
+pub fn valid_body(catalog: &tamga_config::Catalog, category: &str, tag: &str) -> serde_json::Value {
+    use tamga_config::FieldType;
+    let id: tamga_protocol::CategoryId = category.parse().expect("a valid category id");
+    let cat = catalog.category(&id).expect("the category is in the catalog");
+    let mut body = serde_json::Map::new();
+    for (name, f) in &cat.fields {
+        let v = match f.ty {
+            FieldType::Text => serde_json::json!(format!("{name} {tag}")),
+            FieldType::Integer => serde_json::json!(42),
+            FieldType::Decimal => serde_json::json!("1250.5"),
+            FieldType::Bool => serde_json::json!(true),
+            FieldType::Date => serde_json::json!("2026-11-01"),
+            FieldType::Timestamp => serde_json::json!("2026-11-01T10:00:00Z"),
+            FieldType::Enum => serde_json::json!(f.values.first().cloned().unwrap_or_default()),
+            FieldType::TextList => serde_json::json!([format!("{tag}-a"), format!("{tag}-b")]),
+        };
+        let cut = |s: &str| -> String { f.max_len.map_or(s.to_owned(), |max| s.chars().take(max).collect()) };
+        let v = match v {
+            serde_json::Value::String(s) => serde_json::json!(cut(&s)),
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items.iter().map(|i| serde_json::json!(cut(i.as_str().unwrap_or_default()))).collect(),
+            ),
+            v => v,
+        };
+        body.insert(name.clone(), v);
+    }
+    serde_json::Value::Object(body)
+}
+
+/// The example federation's catalog.
+pub fn example_catalog() -> tamga_config::Catalog {
+    let fed = tamga_config::Federation::load_files(
+        &example_dir().join("roster.toml"),
+        &example_dir().join("catalog.toml"),
+        &example_dir().join("agreements"),
+        &example_dir().join("policies/RU.toml"),
+        "RU".parse().expect("valid"),
+    )
+    .expect("the example federation loads");
+    fed.catalog
+}
+
+/// A record for the API: category, classification, body.
+pub fn record_json(
+    catalog: &tamga_config::Catalog,
+    category: &str,
+    classification: &str,
+    tag: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "category": category,
+        "classification": classification,
+        "body": valid_body(catalog, category, tag),
+        "created": "2026-11-28T09:00:00Z",
+    })
+}

@@ -1,0 +1,178 @@
+//! The local HTTP API of a real node: ingest, list, show, idempotence, roles, bad input.
+
+use serde_json::{json, Value};
+use tamga_node::client::ClientError;
+use tamga_node::identity::Role;
+use tamga_tests::*;
+
+const CAT: &str = "ipr.infringement";
+
+async fn count(n: &TestNode) -> u64 {
+    let s = n.client(Role::Operator).get("/v1/status", &[]).await.expect("status");
+    s["records"].as_u64().expect("a count")
+}
+
+fn status_of(e: ClientError) -> u16 {
+    match e {
+        ClientError::Api { status, .. } => status.as_u16(),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_list_show_and_idempotence() {
+    let node = TestNode::start("RU").await.expect("starts");
+    let cat = example_catalog();
+    let op = node.client(Role::Operator);
+    let rec = record_json(&cat, CAT, "non_confidential", "one");
+    let a = op.post("/v1/records", &rec).await.expect("ingests");
+    assert_eq!(a["new"], 1);
+    let id = a["ids"][0].as_str().expect("an id").to_owned();
+    assert_eq!(id.len(), 64);
+    // Same record again: same id, stored once.
+    let b = op.post("/v1/records", &rec).await.expect("ingests");
+    assert_eq!(b["ids"][0], id.as_str());
+    assert_eq!(b["new"], 0);
+    assert_eq!(b["duplicates"], 1);
+    assert_eq!(count(&node).await, 1);
+    // A batch, including the same record once more.
+    let batch = json!({ "records": [
+        record_json(&cat, CAT, "public", "two"),
+        record_json(&cat, "rms.method", "confidential", "three"),
+        rec.clone(),
+    ]});
+    let c = op.post("/v1/records", &batch).await.expect("ingests a batch");
+    assert_eq!(c["new"], 2);
+    assert_eq!(c["duplicates"], 1);
+    assert_eq!(count(&node).await, 3);
+
+    let list = op.get("/v1/records", &[]).await.expect("lists");
+    assert_eq!(list["records"].as_array().map(Vec::len), Some(3));
+    let filtered = op.get("/v1/records", &[("category", "rms.method".into())]).await.expect("lists");
+    assert_eq!(filtered["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(filtered["records"][0]["classification"], "confidential");
+    let none = op.get("/v1/records", &[("origin", "KZ".into())]).await.expect("lists");
+    assert_eq!(none["records"].as_array().map(Vec::len), Some(0));
+    let recent = op.get("/v1/records", &[("since", "2026-11-28T08:00:00Z".into())]).await.expect("lists");
+    assert_eq!(recent["records"].as_array().map(Vec::len), Some(3));
+
+    let shown = op.get(&format!("/v1/records/{id}"), &[]).await.expect("shows");
+    assert_eq!(shown["record"]["id"], id.as_str());
+    assert_eq!(shown["record"]["origin"], "RU");
+    assert_eq!(shown["record"]["body"], rec["body"]);
+    let missing = op.get(&format!("/v1/records/{}", "0".repeat(64)), &[]).await.expect_err("404");
+    assert_eq!(status_of(missing), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_enforced_and_refusals_audited() {
+    let node = TestNode::start("KZ").await.expect("starts");
+    let cat = example_catalog();
+    let rec = record_json(&cat, CAT, "public", "r");
+    let op = node.client(Role::Operator);
+    let admin = node.client(Role::Admin);
+    let auditor = node.client(Role::Auditor);
+    let nobody = tamga_node::client::Client::with_token(node.base(), "not-a-token-at-all-not-a-token-at-all");
+
+    op.post("/v1/records", &rec).await.expect("operator ingests");
+    admin.post("/v1/records", &rec).await.expect("admin ingests");
+    assert_eq!(status_of(auditor.post("/v1/records", &rec).await.expect_err("refused")), 403);
+    assert_eq!(status_of(auditor.get("/v1/records", &[]).await.expect_err("refused")), 403);
+    assert_eq!(status_of(nobody.get("/v1/records", &[]).await.expect_err("refused")), 401);
+    assert_eq!(status_of(nobody.get("/v1/status", &[]).await.expect_err("refused")), 401);
+    let no_token = reqwest::get(format!("{}/v1/status", node.base())).await.expect("answers");
+    assert_eq!(no_token.status().as_u16(), 401);
+
+    for c in [&op, &admin, &auditor] {
+        c.get("/v1/status", &[]).await.expect("every role reads status");
+    }
+    assert_eq!(status_of(op.get("/v1/audit", &[]).await.expect_err("refused")), 403);
+    assert_eq!(status_of(op.get_bytes("/v1/backup").await.expect_err("refused")), 403);
+    admin.get_bytes("/v1/backup").await.expect("admin backs up");
+
+    let refused = auditor.get("/v1/audit", &[("action", "api_refused".into())]).await.expect("auditor reads");
+    let n = refused.as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(n, 7, "each refused call is audited once: {refused:#}");
+    let ingested = auditor.get("/v1/audit", &[("action", "ingested".into())]).await.expect("reads");
+    assert_eq!(ingested.as_array().map(Vec::len), Some(1), "the second ingest was a duplicate");
+
+    let metrics =
+        reqwest::get(format!("{}/metrics", node.base())).await.expect("scrapes").text().await.expect("text");
+    assert!(metrics.contains("tamga_records_stored 1"), "{metrics}");
+    assert!(metrics.contains("tamga_api_refused_total 7"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let node = TestNode::start_with("CN", |t| t.push_str("max_body_bytes = 4096\n")).await.expect("starts");
+    let cat = example_catalog();
+    let op = node.client(Role::Operator);
+    let good = record_json(&cat, CAT, "public", "g");
+    let category = cat.category(&CAT.parse().expect("valid")).expect("exists");
+    let required = category.fields.values().find(|f| f.required).expect("a required field").name.clone();
+    let text_field = category
+        .fields
+        .values()
+        .find(|f| f.ty == tamga_config::FieldType::Text)
+        .expect("a text field")
+        .name
+        .clone();
+
+    let mut unknown_category = good.clone();
+    unknown_category["category"] = json!("ipr.nothing");
+    let mut missing = good.clone();
+    missing["body"].as_object_mut().expect("object").remove(&required);
+    let mut wrong_type = good.clone();
+    wrong_type["body"][&text_field] = json!(12);
+    let mut unknown_field = good.clone();
+    unknown_field["body"]["no_such_field"] = json!("x");
+    let mut bad_class = good.clone();
+    bad_class["classification"] = json!("top_secret");
+    let mut no_class = good.clone();
+    no_class.as_object_mut().expect("object").remove("classification");
+    let mut unknown_top = good.clone();
+    unknown_top["colour"] = json!("red");
+    let mut big = good.clone();
+    big["body"][&text_field] = json!("x".repeat(8000));
+    let mixed_batch = json!({ "records": [good.clone(), unknown_field.clone()] });
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("unknown category", unknown_category, "ipr.nothing"),
+        ("missing required field", missing, &required),
+        ("wrong field type", wrong_type, &text_field),
+        ("unknown field", unknown_field, "no_such_field"),
+        ("invalid classification", bad_class, "top_secret"),
+        ("missing classification", no_class, "classification"),
+        ("unknown top-level key", unknown_top, "colour"),
+        ("batch with one bad record", mixed_batch, "no_such_field"),
+    ];
+    for (what, body, needle) in cases {
+        let e = op.post("/v1/records", &body).await.expect_err(what);
+        match e {
+            ClientError::Api { status, message, details } => {
+                assert!(status.is_client_error(), "{what}: {status}");
+                let all = format!("{message} {}", details.unwrap_or(Value::Null));
+                assert!(all.contains(needle), "{what}: {all:?} does not name {needle:?}");
+            }
+            other => panic!("{what}: {other}"),
+        }
+    }
+    // Malformed JSON and an oversized body, sent raw.
+    let http = reqwest::Client::new();
+    let raw = |body: Vec<u8>| {
+        http.post(format!("{}/v1/records", node.base()))
+            .bearer_auth(node.tokens.token(Role::Operator))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = raw(b"{\"category\": ".to_vec()).await.expect("answers");
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.expect("text").contains("malformed JSON"));
+    let r = raw(serde_json::to_vec(&big).expect("json")).await.expect("answers");
+    assert_eq!(r.status().as_u16(), 413, "the 4096-byte limit of node.toml applies");
+
+    assert_eq!(count(&node).await, 0, "nothing was stored");
+    op.post("/v1/records", &good).await.expect("a good record still goes in");
+    assert_eq!(count(&node).await, 1);
+}
