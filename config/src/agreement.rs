@@ -244,11 +244,17 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Parsed>, Vec<ConfigError>) {
     };
 
     let broken = !errs.is_empty();
-    let (Some(id), Some(title), Some(signed), Some(from), Some(until), Some(retention_days)) =
-        (id, title, signed, from, until, retention_days)
-    else {
+    // Without an id the agreement cannot be referred to. Anything else missing was
+    // reported above; stand-ins keep the agreement known to the cross-file checks (a
+    // broken agreement is never put in force: the load fails).
+    let Some(id) = id else {
         return (None, errs);
     };
+    let title = title.unwrap_or_default();
+    let from = from.or(signed).unwrap_or_default();
+    let signed = signed.unwrap_or(from);
+    let until = until.unwrap_or_default();
+    let retention_days = retention_days.unwrap_or(1);
     let mut party_codes: Vec<MemberCode> = parties.iter().map(|p| p.value).collect();
     party_codes.sort_unstable();
     let mut cat_ids: Vec<CategoryId> = categories.iter().map(|c| c.value.clone()).collect();

@@ -490,7 +490,9 @@ pub fn normalise_decimal(s: &str) -> Result<String, String> {
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
     #[serde(default)]
-    category: BTreeMap<Spanned<String>, Spanned<RawCategory>>,
+    // Not `Spanned<RawCategory>`: toml 0.8 cannot span a table that is only implied by
+    // a dotted header such as `[category."x".fields.y]`; positions come from the keys.
+    category: BTreeMap<Spanned<String>, RawCategory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,7 +500,7 @@ struct RawCatalog {
 struct RawCategory {
     title: Option<Spanned<String>>,
     #[serde(default)]
-    fields: BTreeMap<Spanned<String>, Spanned<RawField>>,
+    fields: BTreeMap<Spanned<String>, RawField>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -548,8 +550,8 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Catalog>, Vec<ConfigError>) {
                 continue;
             }
         };
-        let line = src.pos(table.span().start).line;
-        let c = table.get_ref();
+        let line = src.pos(key.span().start).line;
+        let c = table;
         let title =
             c.title.as_ref().and_then(|t| parse::title(src, "title", t).map_err(|e| errs.push(e)).ok());
         if c.fields.is_empty() {
@@ -582,12 +584,11 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Catalog>, Vec<ConfigError>) {
 fn field(
     src: &SourceFile,
     key: &Spanned<String>,
-    table: &Spanned<RawField>,
+    f: &RawField,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Field> {
     let name = parse::name(src, "field name", key).map_err(|e| errs.push(e)).ok()?;
-    let f = table.get_ref();
-    let line = src.pos(table.span().start).line;
+    let line = src.pos(key.span().start).line;
     let Some(ty) = FieldType::ALL.into_iter().find(|t| t.as_str() == f.ty.get_ref()) else {
         errs.push(
             src.error(
@@ -602,7 +603,7 @@ fn field(
     if f.tags.len() > MAX_TAGS_PER_FIELD {
         errs.push(src.error(
             ErrorKind::TooMany,
-            &table.span(),
+            &key.span(),
             format!("field {}: more than {MAX_TAGS_PER_FIELD} tags", name.value),
         ));
     }
@@ -638,7 +639,7 @@ fn field(
     match (&f.values, ty) {
         (None, FieldType::Enum) => errs.push(src.error(
             ErrorKind::MissingKey,
-            &table.span(),
+            &key.span(),
             format!("field {}: an enum field needs `values`", name.value),
         )),
         (Some(v), FieldType::Enum) => {

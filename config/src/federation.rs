@@ -379,6 +379,25 @@ fn check_rule(
     errs: &mut Vec<ConfigError>,
 ) {
     let src = ctx.src;
+    // Checks that do not depend on the agreement come first, so that they are made even
+    // when the agreement's file is broken.
+    if let Some(roster) = ctx.roster {
+        for m in refs.members.iter().filter(|m| !roster.contains(m.value)) {
+            errs.push(unknown_member(src, m, roster));
+        }
+    }
+    if let Some(catalog) = ctx.catalog {
+        for t in refs.redact_tags.iter().filter(|t| !catalog.has_tag(&t.value)) {
+            errs.push(
+                src.error_at(
+                    ErrorKind::UnknownTag,
+                    t.pos,
+                    format!("no field of the catalog is tagged `{}`", t.value),
+                )
+                .with_hint(format!("tags in the catalog: {}", join(catalog.tags().iter()))),
+            );
+        }
+    }
     let Some(at) = &refs.agreement else { return };
     let Some(parsed) = ctx.agreements.get(agreement) else {
         if ctx.all_agreements_parsed {
@@ -397,6 +416,7 @@ fn check_rule(
         return;
     }
     let a = &parsed.agreement;
+    let parties_hint = || format!("parties to {agreement}: {}", join(a.parties.iter()));
     if !a.is_party(ctx.me) {
         errs.push(
             src.error_at(
@@ -404,37 +424,26 @@ fn check_rule(
                 at.pos,
                 format!("{} is not a party to {agreement}, so it cannot {kind} anything under it", ctx.me),
             )
-            .with_hint(format!("parties to {agreement}: {}", join(a.parties.iter()))),
+            .with_hint(parties_hint()),
         );
         return;
     }
-    for c in &refs.categories {
-        if !a.covers(&c.value) {
-            errs.push(
-                src.error_at(
-                    ErrorKind::UnknownCategory,
-                    c.pos,
-                    format!("category {} is not covered by agreement {agreement}", c.value),
-                )
-                .with_hint(format!("{agreement} covers: {}", join(a.categories.iter()))),
-            );
-        }
+    for c in refs.categories.iter().filter(|c| !a.covers(&c.value)) {
+        errs.push(
+            src.error_at(
+                ErrorKind::UnknownCategory,
+                c.pos,
+                format!("category {} is not covered by agreement {agreement}", c.value),
+            )
+            .with_hint(format!("{agreement} covers: {}", join(a.categories.iter()))),
+        );
     }
-    for m in &refs.members {
-        if ctx.roster.is_some_and(|r| !r.contains(m.value)) {
-            if let Some(roster) = ctx.roster {
-                errs.push(unknown_member(src, m, roster));
-            }
-        } else if !a.is_party(m.value) {
-            errs.push(
-                src.error_at(
-                    ErrorKind::NotParty,
-                    m.pos,
-                    format!("{} is not a party to {agreement}", m.value),
-                )
-                .with_hint(format!("parties to {agreement}: {}", join(a.parties.iter()))),
-            );
-        }
+    let in_roster = |m: MemberCode| ctx.roster.is_none_or(|r| r.contains(m));
+    for m in refs.members.iter().filter(|m| in_roster(m.value) && !a.is_party(m.value)) {
+        errs.push(
+            src.error_at(ErrorKind::NotParty, m.pos, format!("{} is not a party to {agreement}", m.value))
+                .with_hint(parties_hint()),
+        );
     }
     if let Some(catalog) = ctx.catalog {
         let rule_categories: Vec<&CategoryId> = if refs.categories.is_empty() {
@@ -447,29 +456,15 @@ fn check_rule(
             .filter_map(|c| catalog.category(c))
             .flat_map(|c| c.fields.keys().map(String::as_str))
             .collect();
-        for f in &refs.redact_fields {
-            if !fields.contains(f.value.as_str()) {
-                errs.push(
-                    src.error_at(
-                        ErrorKind::UnknownField,
-                        f.pos,
-                        format!("redact_fields: no category of this rule has a field `{}`", f.value),
-                    )
-                    .with_hint(format!("fields of this rule's categories: {}", join(fields.iter()))),
-                );
-            }
-        }
-        for t in &refs.redact_tags {
-            if !catalog.has_tag(&t.value) {
-                errs.push(
-                    src.error_at(
-                        ErrorKind::UnknownTag,
-                        t.pos,
-                        format!("no field of the catalog is tagged `{}`", t.value),
-                    )
-                    .with_hint(format!("tags in the catalog: {}", join(catalog.tags().iter()))),
-                );
-            }
+        for f in refs.redact_fields.iter().filter(|f| !fields.contains(f.value.as_str())) {
+            errs.push(
+                src.error_at(
+                    ErrorKind::UnknownField,
+                    f.pos,
+                    format!("redact_fields: no category of this rule has a field `{}`", f.value),
+                )
+                .with_hint(format!("fields of this rule's categories: {}", join(fields.iter()))),
+            );
         }
     }
 }

@@ -1,0 +1,171 @@
+//! `Catalog::validate_body`: what the local API checks a record body with. Each kind of
+//! problem is reported, naming its field; values come out normalised.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value as Json};
+use tamga_config::{BodyError, Catalog, Federation};
+use tamga_protocol::{CategoryId, Value};
+
+fn catalog() -> Catalog {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example");
+    let fed = Federation::load_files(
+        &dir.join("roster.toml"),
+        &dir.join("catalog.toml"),
+        &dir.join("agreements"),
+        &dir.join("policies/RU.toml"),
+        "RU".parse().expect("code"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    fed.catalog
+}
+
+fn cat(s: &str) -> CategoryId {
+    s.parse().expect("category")
+}
+
+fn body(v: Json) -> Map<String, Json> {
+    match v {
+        Json::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn energy() -> Map<String, Json> {
+    body(json!({
+        "period_start": "2013-07-01",
+        "period_end": "2013-07-31",
+        "crossing_point": "Khorgos",
+        "direction": "export",
+        "energy_type": "natural_gas",
+        "volume": "001250.500",
+        "unit": "thousand_cubic_metres",
+        "reported_at": "2013-08-02T09:30:00.250+06:00",
+        "contract_reference": "C-2013/77",
+    }))
+}
+
+#[test]
+fn a_valid_body_is_normalised() {
+    let out = catalog().validate_body(&cat("energy.transfer"), &energy()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(out["volume"], Value::Text("1250.5".into()));
+    assert_eq!(out["reported_at"], Value::Text("2013-08-02T03:30:00.250Z".into()));
+    assert_eq!(out["period_start"], Value::Text("2013-07-01".into()));
+    assert_eq!(out["direction"], Value::Text("export".into()));
+    assert_eq!(out.len(), 9);
+}
+
+#[test]
+fn numbers_lists_and_bools() {
+    let c = catalog();
+    let mut b = body(json!({
+        "detained_on": "2013-08-13",
+        "customs_office": "Samara",
+        "mark_name": "ACME",
+        "goods_description": "sports shoes",
+        "quantity": 1200,
+        "unit": "pairs",
+        "estimated_value_usd": 15000.75,
+        "route": ["CN", "KZ"],
+        "driver_name": null,
+    }));
+    let out = c.validate_body(&cat("ipr.infringement"), &b).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(out["quantity"], Value::Int(1200));
+    assert_eq!(out["estimated_value_usd"], Value::Text("15000.75".into()));
+    assert_eq!(out["route"], Value::TextList(vec!["CN".into(), "KZ".into()]));
+    assert!(!out.contains_key("driver_name"), "null means absent");
+    b.insert("estimated_value_usd".into(), json!(100));
+    let out = c.validate_body(&cat("ipr.infringement"), &b).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(out["estimated_value_usd"], Value::Text("100".into()));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_field() {
+    let c = catalog();
+    let mut b = energy();
+    b.remove("crossing_point"); // missing required
+    b.insert("volume".into(), json!("12,5")); // invalid decimal
+    b.insert("direction".into(), json!("sideways")); // not in enum
+    b.insert("period_end".into(), json!(20130731)); // wrong type
+    b.insert("pipeline".into(), json!("x")); // unknown field
+    b.insert("line_or_pipeline".into(), json!("x".repeat(201))); // too long
+    b.insert("reported_at".into(), json!("yesterday")); // not a timestamp
+    let errs = c.validate_body(&cat("energy.transfer"), &b).expect_err("invalid");
+    let by_field: std::collections::BTreeMap<&str, &BodyError> =
+        errs.iter().map(|e| (e.field().expect("names a field"), e)).collect();
+    assert_eq!(errs.len(), 7, "{errs:?}");
+    assert_eq!(
+        by_field.keys().copied().collect::<Vec<_>>(),
+        [
+            "crossing_point",
+            "direction",
+            "line_or_pipeline",
+            "period_end",
+            "pipeline",
+            "reported_at",
+            "volume"
+        ],
+    );
+    let shown = |f: &str| by_field[f].to_string();
+    assert!(matches!(by_field["direction"], BodyError::NotAllowed { .. }));
+    assert!(shown("direction").contains("export, import, transit"), "{}", shown("direction"));
+    assert!(matches!(by_field["line_or_pipeline"], BodyError::TooLong { len: 201, max: 200, .. }));
+    assert!(matches!(by_field["period_end"], BodyError::WrongType { .. }));
+    assert!(
+        shown("period_end").contains("must be a date string YYYY-MM-DD, not a number"),
+        "{}",
+        shown("period_end")
+    );
+    assert!(
+        shown("pipeline").contains("unknown field `pipeline`")
+            && shown("pipeline").contains("line_or_pipeline")
+    );
+    assert!(matches!(by_field["reported_at"], BodyError::Invalid { .. }));
+    assert!(matches!(by_field["volume"], BodyError::Invalid { .. }));
+    assert_eq!(shown("crossing_point"), "missing required field `crossing_point`");
+}
+
+#[test]
+fn unknown_category() {
+    let errs = catalog().validate_body(&cat("ipr.nothing"), &energy()).expect_err("unknown");
+    assert_eq!(errs, vec![BodyError::UnknownCategory("ipr.nothing".into())]);
+}
+
+#[test]
+fn dates_are_real_dates_and_integers_are_whole() {
+    let c = catalog();
+    let mut b = energy();
+    b.insert("period_start".into(), json!("2013-02-29"));
+    let errs = c.validate_body(&cat("energy.transfer"), &b).expect_err("no such day");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].field(), Some("period_start"));
+
+    let b = body(json!({
+        "detained_on": "2013-08-13", "customs_office": "Samara", "mark_name": "ACME",
+        "goods_description": "shoes", "quantity": 1.5, "unit": "pairs",
+    }));
+    let errs = c.validate_body(&cat("ipr.infringement"), &b).expect_err("fraction");
+    assert!(matches!(&errs[..], [BodyError::Invalid { field, .. }] if field == "quantity"), "{errs:?}");
+}
+
+#[test]
+fn too_many_fields_is_refused_before_looking_at_them() {
+    let mut b = Map::new();
+    for i in 0..100 {
+        b.insert(format!("f{i}"), json!(i));
+    }
+    let errs = catalog().validate_body(&cat("energy.transfer"), &b).expect_err("too many");
+    assert!(matches!(errs[..], [BodyError::TooManyFields { count: 100, .. }]));
+}
+
+#[test]
+fn fields_with_tags() {
+    let c = catalog();
+    let personal = c.fields_with_tags(&cat("ipr.protected_mark"), ["personal"]);
+    assert_eq!(
+        personal.into_iter().collect::<Vec<_>>(),
+        ["representative_name", "right_holder_contact", "right_holder_name"]
+    );
+    assert!(c.fields_with_tags(&cat("energy.transfer"), ["personal"]).is_empty());
+    assert_eq!(c.fields_with_tags(&cat("energy.transfer"), ["commercial", "personal"]).len(), 3);
+}

@@ -1,0 +1,599 @@
+//! One test per kind of problem in the files: each checks the kind, the file, the exact
+//! line and column, and that the message names the item. Fixtures are small files in a
+//! temporary directory; each test breaks one line of a valid federation.
+
+use std::path::{Path, PathBuf};
+
+use tamga_config::{demo, ConfigError, ConfigErrors, ErrorKind, Federation, NodeConfig};
+use tamga_protocol::MemberCode;
+
+fn code(s: &str) -> MemberCode {
+    s.parse().expect("test member code")
+}
+
+fn peer(s: &str) -> String {
+    demo::demo_peer_id(code(s)).to_string()
+}
+
+fn roster() -> String {
+    format!(
+        r#"[[member]]
+code = "RU"
+name = "Russia"
+peer_ids = ["{ru}"]
+addrs = ["/ip4/127.0.0.1/tcp/7104"]
+
+[[member]]
+code = "KZ"
+name = "Kazakhstan"
+peer_ids = ["{kz}"]
+
+[[member]]
+code = "CN"
+name = "China"
+role = "member"
+peer_ids = ["{cn}"]
+"#,
+        ru = peer("RU"),
+        kz = peer("KZ"),
+        cn = peer("CN")
+    )
+}
+
+const CATALOG: &str = r#"[category."ipr.mark"]
+title = "Mark"
+
+[category."ipr.mark".fields.name]
+type = "text"
+required = true
+max_len = 10
+
+[category."ipr.mark".fields.holder]
+type = "text"
+tags = ["personal"]
+
+[category."ipr.mark".fields.kind]
+type = "enum"
+values = ["word", "figurative"]
+
+[category."energy.flow"]
+[category."energy.flow".fields.volume]
+type = "decimal"
+required = true
+"#;
+
+const IPR: &str = r#"id = "ipr"
+title = "IPR"
+signed = 2012-12-05
+effective_from = 2013-01-01
+parties = ["RU", "KZ", "CN"]
+categories = ["ipr.mark"]
+redact_tags = ["personal"]
+relay = true
+retention_days = 365
+"#;
+
+const ENERGY: &str = r#"id = "energy"
+title = "Energy"
+signed = 2008-10-30
+effective_from = 2008-10-30
+parties = ["RU", "KZ"]
+categories = ["energy.flow"]
+relay = false
+retention_days = 365
+"#;
+
+const POLICY: &str = r#"member = "RU"
+
+[[share]]
+agreement = "ipr"
+to = ["KZ", "CN"]
+except = ["CN"]
+redact_fields = ["kind"]
+
+[[accept]]
+agreement = "energy"
+from = ["KZ"]
+"#;
+
+/// A federation's files in a temporary directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    roster: String,
+    catalog: String,
+    agreements: Vec<(&'static str, String)>,
+    policy: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("tempdir"),
+            roster: roster(),
+            catalog: CATALOG.to_owned(),
+            agreements: vec![("ipr.toml", IPR.to_owned()), ("energy.toml", ENERGY.to_owned())],
+            policy: POLICY.to_owned(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self) {
+        let w = |name: &str, text: &str| std::fs::write(self.path(name), text).expect("write fixture");
+        w("roster.toml", &self.roster);
+        w("catalog.toml", &self.catalog);
+        w("policy.toml", &self.policy);
+        std::fs::create_dir_all(self.path("agreements")).expect("mkdir");
+        for (name, text) in &self.agreements {
+            w(&format!("agreements/{name}"), text);
+        }
+    }
+
+    fn load(&self) -> Result<Federation, ConfigErrors> {
+        self.write();
+        Federation::load_files(
+            &self.path("roster.toml"),
+            &self.path("catalog.toml"),
+            &self.path("agreements"),
+            &self.path("policy.toml"),
+            code("RU"),
+        )
+    }
+
+    fn errors(&self) -> ConfigErrors {
+        match self.load() {
+            Ok(_) => panic!("the fixture loaded, but an error was expected"),
+            Err(e) => e,
+        }
+    }
+
+    /// The single error, checked: kind, file, line, column, and words in the message.
+    fn one_error(&self, kind: ErrorKind, file: &str, line: usize, col: usize, words: &[&str]) -> ConfigError {
+        let errs = self.errors();
+        assert_eq!(errs.len(), 1, "expected one error, got:\n{errs}");
+        let e = errs.0.into_iter().next().expect("one error");
+        check(&e, kind, &self.path(file), line, col, words);
+        e
+    }
+
+    fn set_agreement(&mut self, name: &str, text: String) {
+        match self.agreements.iter_mut().find(|(n, _)| *n == name) {
+            Some(a) => a.1 = text,
+            None => panic!("no agreement {name}"),
+        }
+    }
+}
+
+fn check(e: &ConfigError, kind: ErrorKind, path: &Path, line: usize, col: usize, words: &[&str]) {
+    assert_eq!(e.kind, kind, "{e}");
+    assert_eq!(e.path, path, "{e}");
+    assert_eq!((e.line, e.col), (line, col), "{e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("{}:{line}:{col}: ", path.display())),
+        "display does not start with path:line:col: {shown}"
+    );
+    for w in words {
+        assert!(shown.contains(w), "{shown:?} does not mention {w:?}");
+    }
+}
+
+#[test]
+fn the_fixture_is_valid() {
+    let fed = Fixture::new().load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fed.agreements.len(), 2);
+}
+
+#[test]
+fn toml_syntax_error() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("agreement = \"ipr\"", "agreement = \"ipr");
+    f.one_error(ErrorKind::Syntax, "policy.toml", 4, 17, &[]);
+}
+
+#[test]
+fn wrong_toml_type() {
+    let mut f = Fixture::new();
+    f.set_agreement("ipr.toml", IPR.replace("relay = true", "relay = \"yes\""));
+    f.one_error(ErrorKind::Syntax, "agreements/ipr.toml", 8, 9, &["boolean"]);
+}
+
+#[test]
+fn unknown_key_lists_the_allowed_keys() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("to = [", "too = [");
+    let e = f.one_error(ErrorKind::UnknownKey, "policy.toml", 5, 1, &["unknown key `too`"]);
+    let hint = e.hint.expect("hint");
+    assert!(
+        hint.contains("agreement") && hint.contains("except") && hint.contains("classifications"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn missing_key() {
+    let mut f = Fixture::new();
+    f.set_agreement("energy.toml", ENERGY.replace("relay = false\n", ""));
+    f.one_error(ErrorKind::MissingKey, "agreements/energy.toml", 1, 1, &["`relay`"]);
+}
+
+#[test]
+fn malformed_member_code() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("to = [\"KZ\", \"CN\"]", "to = [\"KZ\", \"cn\"]");
+    f.one_error(ErrorKind::Invalid, "policy.toml", 5, 13, &["\"cn\""]);
+}
+
+#[test]
+fn duplicate_member_code() {
+    let mut f = Fixture::new();
+    f.roster = format!(
+        "{}\n[[member]]\ncode = \"RU\"\nname = \"Russia again\"\npeer_ids = [\"{}\"]\n",
+        roster(),
+        peer("UZ")
+    );
+    f.one_error(ErrorKind::Duplicate, "roster.toml", 19, 8, &["RU", "line 1"]);
+}
+
+#[test]
+fn duplicate_peer_id_across_members() {
+    let mut f = Fixture::new();
+    f.roster = roster().replace(&peer("CN"), &peer("KZ"));
+    f.one_error(ErrorKind::Duplicate, "roster.toml", 16, 13, &[&peer("KZ"), "line 10", "KZ"]);
+}
+
+#[test]
+fn weak_key_is_refused() {
+    // The identity point: a valid encoding of a small-order key.
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(&weak).expect("decodes");
+    let weak_peer = libp2p_identity::PublicKey::from(key).to_peer_id().to_string();
+    let mut f = Fixture::new();
+    f.roster = roster().replace(&peer("CN"), &weak_peer);
+    f.one_error(ErrorKind::WeakKey, "roster.toml", 16, 13, &["weak"]);
+}
+
+#[test]
+fn non_ed25519_peer_id_is_refused() {
+    // A PeerId that is a SHA-256 multihash (as for RSA keys): no inlined ed25519 key.
+    let mut bytes = vec![0x12, 0x20];
+    bytes.extend([7u8; 32]);
+    let hashed = libp2p_identity::PeerId::from_bytes(&bytes).expect("sha256 peer id").to_string();
+    assert!(hashed.starts_with("Qm"));
+    let mut f = Fixture::new();
+    f.roster = roster().replace(&peer("KZ"), &hashed);
+    let e = f.one_error(ErrorKind::NotEd25519, "roster.toml", 10, 13, &["not an ed25519 PeerId"]);
+    assert!(e.hint.is_some());
+}
+
+#[test]
+fn malformed_multiaddr() {
+    let mut f = Fixture::new();
+    f.roster = roster().replace("/ip4/127.0.0.1/tcp/7104", "127.0.0.1:7104");
+    f.one_error(ErrorKind::Invalid, "roster.toml", 5, 10, &["127.0.0.1:7104"]);
+}
+
+#[test]
+fn agreement_party_not_in_roster() {
+    let mut f = Fixture::new();
+    f.set_agreement("ipr.toml", IPR.replace("\"CN\"]", "\"UZ\"]"));
+    f.policy = POLICY.replace("to = [\"KZ\", \"CN\"]\nexcept = [\"CN\"]", "to = [\"KZ\"]");
+    let e = f.one_error(ErrorKind::UnknownMember, "agreements/ipr.toml", 5, 24, &["UZ", "not in the roster"]);
+    assert!(e.hint.is_some_and(|h| h.contains("CN, KZ, RU")));
+}
+
+#[test]
+fn agreement_category_not_in_catalog() {
+    let mut f = Fixture::new();
+    f.set_agreement(
+        "energy.toml",
+        ENERGY.replace("[\"energy.flow\"]", "[\"energy.flow\", \"energy.flows\"]"),
+    );
+    f.one_error(ErrorKind::UnknownCategory, "agreements/energy.toml", 6, 30, &["energy.flows", "catalog"]);
+}
+
+#[test]
+fn agreement_redact_tag_unknown() {
+    let mut f = Fixture::new();
+    f.set_agreement("ipr.toml", IPR.replace("[\"personal\"]", "[\"persnal\"]"));
+    let e = f.one_error(ErrorKind::UnknownTag, "agreements/ipr.toml", 7, 16, &["persnal"]);
+    assert!(e.hint.is_some_and(|h| h.contains("personal")));
+}
+
+#[test]
+fn effective_before_signed() {
+    let mut f = Fixture::new();
+    f.set_agreement("ipr.toml", IPR.replace("effective_from = 2013-01-01", "effective_from = 2012-01-01"));
+    f.one_error(ErrorKind::DateOrder, "agreements/ipr.toml", 4, 18, &["2012-01-01", "2012-12-05"]);
+}
+
+#[test]
+fn until_before_from() {
+    let mut f = Fixture::new();
+    f.set_agreement(
+        "ipr.toml",
+        IPR.replace(
+            "effective_from = 2013-01-01\n",
+            "effective_from = 2013-01-01\neffective_until = \"2012-12-31\"\n",
+        ),
+    );
+    f.one_error(ErrorKind::DateOrder, "agreements/ipr.toml", 5, 19, &["2012-12-31", "2013-01-01"]);
+}
+
+#[test]
+fn not_a_date() {
+    let mut f = Fixture::new();
+    f.set_agreement("ipr.toml", IPR.replace("signed = 2012-12-05", "signed = \"5 December 2012\""));
+    f.one_error(ErrorKind::Invalid, "agreements/ipr.toml", 3, 10, &["signed", "YYYY-MM-DD"]);
+}
+
+#[test]
+fn fewer_than_two_parties() {
+    let mut f = Fixture::new();
+    f.set_agreement("energy.toml", ENERGY.replace("[\"RU\", \"KZ\"]", "[\"RU\", \"RU\"]"));
+    f.policy = POLICY.replace("[[accept]]\nagreement = \"energy\"\nfrom = [\"KZ\"]\n", "");
+    let errs = f.errors();
+    assert_eq!(errs.len(), 2, "{errs}");
+    check(
+        &errs.0[0],
+        ErrorKind::TooFewParties,
+        &f.path("agreements/energy.toml"),
+        5,
+        11,
+        &["at least two parties"],
+    );
+    check(&errs.0[1], ErrorKind::Duplicate, &f.path("agreements/energy.toml"), 5, 18, &["RU", "twice"]);
+}
+
+#[test]
+fn duplicate_agreement_id_names_both_files() {
+    let mut f = Fixture::new();
+    f.agreements.push(("zz-copy.toml", IPR.replace("title = \"IPR\"", "title = \"IPR copy\"")));
+    let e = f.one_error(ErrorKind::Duplicate, "agreements/zz-copy.toml", 1, 6, &["ipr"]);
+    assert!(e.message.contains(&format!("{}:1", f.path("agreements/ipr.toml").display())), "{e}");
+}
+
+#[test]
+fn policy_agreement_unknown() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("agreement = \"energy\"", "agreement = \"enrgy\"");
+    let e = f.one_error(ErrorKind::UnknownAgreement, "policy.toml", 10, 13, &["enrgy"]);
+    assert!(e.hint.is_some_and(|h| h.contains("energy, ipr")));
+}
+
+#[test]
+fn policy_for_an_agreement_this_member_is_not_party_to() {
+    let mut f = Fixture::new();
+    f.agreements.push((
+        "kz-cn.toml",
+        ENERGY.replace("\"energy\"", "\"kz-cn\"").replace("[\"RU\", \"KZ\"]", "[\"KZ\", \"CN\"]"),
+    ));
+    f.policy = format!("{POLICY}\n[[share]]\nagreement = \"kz-cn\"\n");
+    f.one_error(ErrorKind::NotParty, "policy.toml", 14, 13, &["RU is not a party to kz-cn"]);
+}
+
+#[test]
+fn policy_member_not_a_party() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("from = [\"KZ\"]", "from = [\"KZ\", \"CN\"]");
+    f.one_error(ErrorKind::NotParty, "policy.toml", 11, 15, &["CN is not a party to energy"]);
+}
+
+#[test]
+fn policy_member_not_in_roster() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("except = [\"CN\"]", "except = [\"TJ\"]");
+    f.one_error(ErrorKind::UnknownMember, "policy.toml", 6, 11, &["TJ"]);
+}
+
+#[test]
+fn policy_category_outside_agreement() {
+    let mut f = Fixture::new();
+    f.policy =
+        POLICY.replace("agreement = \"ipr\"\n", "agreement = \"ipr\"\ncategories = [\"energy.flow\"]\n");
+    f.policy = f.policy.replace("redact_fields = [\"kind\"]\n", "");
+    f.one_error(
+        ErrorKind::UnknownCategory,
+        "policy.toml",
+        5,
+        15,
+        &["energy.flow", "not covered by agreement ipr"],
+    );
+}
+
+#[test]
+fn policy_redacts_an_unknown_field() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("[\"kind\"]", "[\"kind\", \"holdr\"]");
+    let e = f.one_error(ErrorKind::UnknownField, "policy.toml", 7, 26, &["holdr"]);
+    assert!(e.hint.is_some_and(|h| h.contains("holder, kind, name")));
+}
+
+#[test]
+fn policy_redacts_an_unknown_tag() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("redact_fields = [\"kind\"]", "redact_tags = [\"secretish\"]");
+    f.one_error(ErrorKind::UnknownTag, "policy.toml", 7, 16, &["secretish"]);
+}
+
+#[test]
+fn policy_sharing_confidential_is_rejected() {
+    let mut f = Fixture::new();
+    f.policy = POLICY
+        .replace("to = [\"KZ\", \"CN\"]", "to = [\"KZ\", \"CN\"]\nclassifications = [\"confidential\"]");
+    let e = f.one_error(ErrorKind::Classified, "policy.toml", 6, 20, &["confidential"]);
+    assert!(e.hint.is_some_and(|h| h.contains("never leave")));
+    f.policy = POLICY.replace(
+        "to = [\"KZ\", \"CN\"]",
+        "to = [\"KZ\", \"CN\"]\nclassifications = [\"public\", \"secret\"]",
+    );
+    f.one_error(ErrorKind::Classified, "policy.toml", 6, 30, &["secret"]);
+}
+
+#[test]
+fn policy_for_another_member() {
+    let mut f = Fixture::new();
+    f.policy = POLICY.replace("member = \"RU\"", "member = \"KZ\"");
+    f.one_error(ErrorKind::MemberMismatch, "policy.toml", 1, 10, &["for KZ", "this node is RU"]);
+}
+
+#[test]
+fn catalog_unknown_field_type() {
+    let mut f = Fixture::new();
+    f.catalog = CATALOG.replace("type = \"decimal\"", "type = \"money\"");
+    let e = f.one_error(ErrorKind::Invalid, "catalog.toml", 19, 8, &["money"]);
+    assert!(e.hint.is_some_and(|h| h.contains("text_list")));
+}
+
+#[test]
+fn catalog_enum_without_values() {
+    let mut f = Fixture::new();
+    f.catalog = CATALOG.replace("values = [\"word\", \"figurative\"]\n", "");
+    f.one_error(ErrorKind::MissingKey, "catalog.toml", 13, 29, &["kind", "values"]);
+}
+
+#[test]
+fn catalog_max_len_on_a_number() {
+    let mut f = Fixture::new();
+    f.catalog = CATALOG.replace("type = \"decimal\"\n", "type = \"decimal\"\nmax_len = 3\n");
+    f.one_error(ErrorKind::Invalid, "catalog.toml", 20, 11, &["max_len", "decimal"]);
+}
+
+#[test]
+fn unreadable_file_has_no_position() {
+    let f = Fixture::new();
+    f.write();
+    let errs = Federation::load_files(
+        &f.path("roster.toml"),
+        &f.path("catalog.toml"),
+        &f.path("agreements"),
+        &f.path("missing-policy.toml"),
+        code("RU"),
+    )
+    .expect_err("missing policy");
+    assert_eq!(errs.len(), 1, "{errs}");
+    let e = &errs.0[0];
+    assert_eq!((e.kind, e.line, e.col), (ErrorKind::Io, 0, 0));
+    assert!(e.to_string().starts_with(&format!("{}: cannot read", f.path("missing-policy.toml").display())));
+}
+
+#[test]
+fn several_errors_across_files_at_once() {
+    let mut f = Fixture::new();
+    f.roster = roster().replace("role = \"member\"", "role = \"boss\"");
+    f.set_agreement("ipr.toml", IPR.replace("effective_from = 2013-01-01", "effective_from = 2011-01-01"));
+    f.set_agreement("energy.toml", ENERGY.replace("retention_days = 365", "retention_days = 0"));
+    f.policy =
+        POLICY.replace("to = [\"KZ\", \"CN\"]", "to = [\"KZ\", \"CN\"]\nclassifications = [\"secret\"]");
+    f.policy = f.policy.replace("from = [\"KZ\"]", "from = [\"KZ\", \"UZ\"]");
+    let errs = f.errors();
+    let got: Vec<(ErrorKind, PathBuf, usize, usize)> =
+        errs.iter().map(|e| (e.kind, e.path.clone(), e.line, e.col)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ErrorKind::Invalid, f.path("agreements/energy.toml"), 8, 18),
+            (ErrorKind::DateOrder, f.path("agreements/ipr.toml"), 4, 18),
+            (ErrorKind::Classified, f.path("policy.toml"), 6, 20),
+            (ErrorKind::UnknownMember, f.path("policy.toml"), 12, 15),
+            (ErrorKind::Invalid, f.path("roster.toml"), 15, 8),
+        ],
+        "{errs}"
+    );
+    // Display: one error per line plus hint lines.
+    let text = errs.to_string();
+    assert!(text.lines().any(|l| l.starts_with("  hint: ")), "{text}");
+}
+
+#[test]
+fn a_broken_file_does_not_cascade() {
+    // The energy agreement does not parse: the policy's rule for it is not reported as
+    // naming an unknown agreement.
+    let mut f = Fixture::new();
+    f.set_agreement("energy.toml", ENERGY.replace("relay = false", "relay = "));
+    let errs = f.errors();
+    assert_eq!(errs.len(), 1, "{errs}");
+    assert_eq!(errs.0[0].kind, ErrorKind::Syntax);
+}
+
+// ---- node.toml -----------------------------------------------------------------------
+
+const NODE: &str = r#"member = "RU"
+data_dir = "data"
+identity = "keys/node.key"
+tokens = "tokens.toml"
+roster = "roster.toml"
+catalog = "catalog.toml"
+agreements = "agreements"
+policy = "policy.toml"
+
+[network]
+listen = ["/ip4/0.0.0.0/tcp/7104"]
+
+[api]
+listen = "127.0.0.1:7184"
+"#;
+
+fn load_node(text: &str) -> (tempfile::TempDir, Result<NodeConfig, ConfigErrors>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, text).expect("write node.toml");
+    let r = NodeConfig::load(&path);
+    (dir, r)
+}
+
+#[test]
+fn node_toml_defaults_and_paths() {
+    let (dir, cfg) = load_node(NODE);
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.policy, dir.path().join("policy.toml"));
+    assert_eq!(cfg.identity, dir.path().join("keys/node.key"));
+    assert_eq!(cfg.api.listen.to_string(), "127.0.0.1:7184");
+    assert_eq!(cfg.api.max_body_bytes, 1024 * 1024);
+    assert_eq!(cfg.network.push_batch, tamga_config::node::default_push_batch());
+    assert_eq!(cfg.network.listen[0].to_string(), "/ip4/0.0.0.0/tcp/7104");
+    assert!(cfg.api.tls().is_none());
+
+    let (_dir, cfg) = load_node(&NODE.replace(
+        "\n[network]\nlisten = [\"/ip4/0.0.0.0/tcp/7104\"]\n\n[api]\nlisten = \"127.0.0.1:7184\"\n",
+        "",
+    ));
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.api.listen.to_string(), "127.0.0.1:7180");
+}
+
+#[test]
+fn node_toml_errors_are_all_reported() {
+    let text = NODE.replace("/ip4/0.0.0.0/tcp/7104", "/ip4/0.0.0.0/udp/7104").replace(
+        "listen = \"127.0.0.1:7184\"",
+        "listen = \"localhost\"\ntls_cert = \"cert.pem\"\nmax_body_bytes = 10",
+    );
+    let (dir, r) = load_node(&text);
+    let errs = r.expect_err("invalid");
+    let path = dir.path().join("node.toml");
+    let got: Vec<(ErrorKind, usize, usize)> = errs.iter().map(|e| (e.kind, e.line, e.col)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ErrorKind::Invalid, 11, 11),
+            (ErrorKind::Invalid, 14, 10),
+            (ErrorKind::Invalid, 15, 12),
+            (ErrorKind::Invalid, 16, 18)
+        ],
+        "{errs}"
+    );
+    assert!(errs.iter().all(|e| e.path == path));
+    assert!(errs.0[2].message.contains("tls_key"), "{errs}");
+}
+
+#[test]
+fn node_toml_unknown_key() {
+    let (_dir, r) = load_node(&NODE.replace("[api]\n", "[api]\nport = 7184\n"));
+    let errs = r.expect_err("unknown key");
+    assert_eq!(errs.len(), 1);
+    check(&errs.0[0], ErrorKind::UnknownKey, &errs.0[0].path.clone(), 14, 1, &["`port`"]);
+    assert!(errs.0[0].hint.as_ref().is_some_and(|h| h.contains("max_body_bytes")));
+}
