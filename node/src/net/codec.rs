@@ -144,3 +144,12 @@ impl request_response::Codec for SyncCodec {
         write_frame(io, res, encode_response).await
     }
 }
+
+/// [`read_frame`] for requests, for the codec's own tests.
+#[cfg(test)]
+pub(super) async fn read_frame_for_tests<R>(io: &mut R) -> io::Result<Frame<Request>>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    read_frame(io, decode_request).await
+}

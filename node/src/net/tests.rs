@@ -1,1 +1,556 @@
-//! Tests of the net module.
+//! Tests of the net module: real nodes on `127.0.0.1:0` talking TLS, and a hostile peer
+//! built with libp2p itself whose test codec writes whatever bytes it is given.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{tcp, tls, yamux, StreamProtocol, Swarm, SwarmBuilder};
+use tamga_protocol::codec::{decode_response, encode_request, CodecError, HEADER_LEN, MAGIC, VERSION};
+use tamga_protocol::{Digest, Hello, MemberCode, Request, Response};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{read_frame_for_tests, Frame};
+use super::*;
+
+/// Upper bound on every wait in these tests.
+const WAIT: Duration = Duration::from_secs(20);
+/// How long to keep watching for something that must not happen.
+const QUIET: Duration = Duration::from_millis(500);
+
+fn code(s: &str) -> MemberCode {
+    s.parse().expect("valid member code")
+}
+
+fn loopback() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")
+}
+
+fn entry(member: &str, peer: PeerId, addrs: Vec<Multiaddr>) -> PeerEntry {
+    PeerEntry { member: code(member), peer_ids: vec![peer], addrs }
+}
+
+fn hello(member: &str) -> Hello {
+    Hello { member: code(member), roster_digest: Digest([7; 32]), agreements: vec![], checkpoint: None }
+}
+
+struct TestNode {
+    member: MemberCode,
+    peer: PeerId,
+    handle: NetHandle,
+    events: mpsc::Receiver<NetEvent>,
+    addr: Multiaddr,
+    cancel: CancellationToken,
+    join: JoinHandle<()>,
+}
+
+impl TestNode {
+    async fn start(member: &str, key: Keypair, peers: Vec<PeerEntry>) -> TestNode {
+        let peer = key.public().to_peer_id();
+        let cancel = CancellationToken::new();
+        let cfg = NetConfig {
+            keypair: key,
+            listen: vec![loopback()],
+            peers,
+            max_connections: 32,
+            dial_backoff_max: Duration::from_secs(2),
+        };
+        let (handle, events, join) = spawn(cfg, cancel.clone()).expect("net starts");
+        let addrs = timeout(WAIT, handle.listen_addrs()).await.expect("listen in time").expect("task alive");
+        let addr = addrs.first().cloned().expect("one listen address");
+        assert!(!addr.to_string().ends_with("/tcp/0"), "the real port is reported: {addr}");
+        TestNode { member: code(member), peer, handle, events, addr, cancel, join }
+    }
+
+    fn entry(&self) -> PeerEntry {
+        PeerEntry { member: self.member, peer_ids: vec![self.peer], addrs: vec![self.addr.clone()] }
+    }
+
+    /// Wait for the first event matching `pred`; returns it and the events skipped before it.
+    async fn wait_for(&mut self, mut pred: impl FnMut(&NetEvent) -> bool) -> (NetEvent, Vec<NetEvent>) {
+        let mut skipped = Vec::new();
+        let found = timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Some(ev) if pred(&ev) => return ev,
+                    Some(ev) => skipped.push(ev),
+                    None => panic!("event channel closed"),
+                }
+            }
+        })
+        .await
+        .expect("expected event in time");
+        (found, skipped)
+    }
+
+    /// Every event that arrives within `QUIET`.
+    async fn drain_quiet(&mut self) -> Vec<NetEvent> {
+        let mut out = Vec::new();
+        while let Ok(Some(ev)) = timeout(QUIET, self.events.recv()).await {
+            out.push(ev);
+        }
+        out
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        timeout(WAIT, self.join).await.expect("task stops in time").expect("task did not panic");
+    }
+}
+
+fn is_connected(member: MemberCode) -> impl FnMut(&NetEvent) -> bool {
+    move |e| matches!(e, NetEvent::Connected { member: m, .. } if *m == member)
+}
+
+/// Two roster members, each knowing the other's address, connected.
+async fn connected_pair() -> (TestNode, TestNode) {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let roster = vec![entry("AA", pa, vec![]), entry("BB", pb, vec![])];
+    let mut a = TestNode::start("AA", ka, roster.clone()).await;
+    let mut b = TestNode::start("BB", kb, roster).await;
+    let full = vec![a.entry(), b.entry()];
+    a.handle.set_peers(full.clone()).await.expect("roster accepted");
+    b.handle.set_peers(full).await.expect("roster accepted");
+    a.wait_for(is_connected(b.member)).await;
+    b.wait_for(is_connected(a.member)).await;
+    (a, b)
+}
+
+/// Answer every inbound hello of `node` with our own hello; forward every event.
+fn spawn_responder(
+    handle: NetHandle,
+    mut events: mpsc::Receiver<NetEvent>,
+    me: &'static str,
+) -> (mpsc::Receiver<NetEvent>, Arc<AtomicUsize>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let NetEvent::Inbound { id, request: Request::Hello(_), .. } = &ev {
+                handle.respond(*id, Response::Hello(hello(me))).await.expect("respond");
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = tx.try_send(ev);
+        }
+    });
+    (rx, answered)
+}
+
+async fn exchange_hello(from: &TestNode, to: &mut TestNode) {
+    let h = from.handle.clone();
+    let target = to.member;
+    let me = from.member.to_string();
+    let pending = tokio::spawn(async move { h.request(target, Request::Hello(hello(&me))).await });
+    let (ev, _) = to.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { member, peer, id, request } = ev else { unreachable!("matched above") };
+    assert_eq!(member, from.member);
+    assert_eq!(peer, from.peer);
+    assert_eq!(request, Request::Hello(hello(from.member.as_str())));
+    to.handle.respond(id, Response::Hello(hello(to.member.as_str()))).await.expect("respond");
+    let resp =
+        timeout(WAIT, pending).await.expect("response in time").expect("no panic").expect("request ok");
+    assert_eq!(resp, Response::Hello(hello(to.member.as_str())));
+    // Answered once: a second answer is refused.
+    assert!(matches!(
+        to.handle.respond(id, Response::Error("again".into())).await,
+        Err(NetError::UnknownInbound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_exchange_hello_both_ways_over_tls() {
+    let (mut a, mut b) = connected_pair().await;
+    exchange_hello(&a, &mut b).await;
+    exchange_hello(&b, &mut a).await;
+
+    let conns = a.handle.connected().await.expect("task alive");
+    assert_eq!(conns, vec![(b.member, b.peer)]);
+    assert!(matches!(
+        a.handle.request(code("ZZ"), Request::Hello(hello("AA"))).await,
+        Err(NetError::UnknownMember(_))
+    ));
+    // A response over its kind's size limit fails locally, before anything is sent.
+    let h = b.handle.clone();
+    let pending = tokio::spawn(async move { h.request(code("AA"), Request::Hello(hello("BB"))).await });
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+    let too_big = Response::Error("x".repeat(8 * 1024));
+    assert!(matches!(a.handle.respond(id, too_big).await, Err(NetError::Encode(_))));
+    // ... and the request is still pending, so it can be answered properly.
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("second try");
+    let resp = timeout(WAIT, pending).await.expect("in time").expect("no panic").expect("ok");
+    assert_eq!(resp, Response::Hello(hello("AA")));
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inconsistent_roster_changes_nothing() {
+    let (a, b) = connected_pair().await;
+    let dup = vec![a.entry(), b.entry(), entry("CC", b.peer, vec![])];
+    assert!(matches!(a.handle.set_peers(dup).await, Err(NetError::Config(_))));
+    assert_eq!(a.handle.connected().await.expect("alive"), vec![(b.member, b.peer)]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_member_disconnects_it_and_refuses_it_from_then_on() {
+    let (mut a, mut b) = connected_pair().await;
+    a.handle.set_peers(vec![a.entry()]).await.expect("roster accepted");
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Disconnected { .. })).await;
+    assert!(matches!(ev, NetEvent::Disconnected { member, peer } if member == b.member && peer == b.peer));
+    assert!(a.handle.connected().await.expect("alive").is_empty());
+    b.wait_for(|e| matches!(e, NetEvent::Disconnected { member, .. } if *member == a.member)).await;
+    // B still lists A and redials it; A now refuses B at the connection.
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Refused { .. })).await;
+    assert!(matches!(ev, NetEvent::Refused { peer, .. } if peer == b.peer));
+    assert!(matches!(
+        b.handle.request(a.member, Request::Hello(hello("BB"))).await,
+        Err(NetError::NotConnected(_))
+    ));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_requests_than_the_stream_limit_all_complete() {
+    let (a, b) = connected_pair().await;
+    let (_b_events, answered) = spawn_responder(b.handle.clone(), b.events, "BB");
+    let n = 3 * MAX_CONCURRENT_STREAMS + 8;
+    assert!(n < MAX_QUEUED_PER_PEER + MAX_OUTBOUND_PER_PEER);
+    let calls = (0..n).map(|_| {
+        let h = a.handle.clone();
+        async move { h.request(code("BB"), Request::Hello(hello("AA"))).await }
+    });
+    let results = timeout(WAIT, futures::future::join_all(calls)).await.expect("all complete in time");
+    for r in &results {
+        assert!(matches!(r, Ok(Response::Hello(h)) if h.member == code("BB")), "{r:?}");
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), n);
+    b.cancel.cancel();
+    a.stop().await;
+}
+
+// ---- a hostile peer, built with libp2p, whose codec sends raw bytes ----
+
+/// Writes the request bytes as given; reads the response bytes as they come.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+const RAW_READ_MAX: u64 = 1 << 20;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        io.take(RAW_READ_MAX).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        io.take(RAW_READ_MAX).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await?;
+        io.flush().await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&res).await?;
+        io.flush().await
+    }
+}
+
+enum HostileCmd {
+    Dial(Multiaddr),
+    Send(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
+}
+
+#[derive(Debug)]
+enum HostileEvent {
+    Established(PeerId),
+    Closed,
+    DialFailed,
+}
+
+struct Hostile {
+    peer: PeerId,
+    cmds: mpsc::Sender<HostileCmd>,
+    events: mpsc::Receiver<HostileEvent>,
+}
+
+impl Hostile {
+    fn start(key: Keypair) -> Hostile {
+        let peer = key.public().to_peer_id();
+        let mut swarm: Swarm<request_response::Behaviour<RawCodec>> =
+            SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_tcp(tcp::Config::default().nodelay(true), tls::Config::new, yamux::Config::default)
+                .expect("transport")
+                .with_behaviour(|_| {
+                    request_response::Behaviour::with_codec(
+                        RawCodec,
+                        [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Outbound)],
+                        request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+                    )
+                })
+                .expect("behaviour")
+                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+                .build();
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<HostileCmd>(16);
+        let (ev_tx, ev_rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut pending: HashMap<OutboundRequestId, oneshot::Sender<_>> = HashMap::new();
+            // Only the connections dialled on command are reported, not the dials
+            // request-response starts on its own when a request finds no connection.
+            let mut ours: HashSet<ConnectionId> = HashSet::new();
+            loop {
+                tokio::select! {
+                    cmd = cmd_rx.recv() => match cmd {
+                        None => break,
+                        Some(HostileCmd::Dial(addr)) => {
+                            let opts = DialOpts::unknown_peer_id().address(addr).build();
+                            ours.insert(opts.connection_id());
+                            if swarm.dial(opts).is_err() {
+                                let _ = ev_tx.try_send(HostileEvent::DialFailed);
+                            }
+                        }
+                        Some(HostileCmd::Send(peer, bytes, reply)) => {
+                            let id = swarm.behaviour_mut().send_request(&peer, bytes);
+                            pending.insert(id, reply);
+                        }
+                    },
+                    ev = swarm.select_next_some() => match ev {
+                        SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. }
+                            if ours.contains(&connection_id) =>
+                        {
+                            let _ = ev_tx.try_send(HostileEvent::Established(peer_id));
+                        }
+                        SwarmEvent::ConnectionClosed { connection_id, .. } if ours.contains(&connection_id) => {
+                            let _ = ev_tx.try_send(HostileEvent::Closed);
+                        }
+                        SwarmEvent::OutgoingConnectionError { connection_id, .. }
+                            if ours.contains(&connection_id) =>
+                        {
+                            let _ = ev_tx.try_send(HostileEvent::DialFailed);
+                        }
+                        SwarmEvent::Behaviour(request_response::Event::Message {
+                            message: request_response::Message::Response { request_id, response },
+                            ..
+                        }) => {
+                            if let Some(r) = pending.remove(&request_id) {
+                                let _ = r.send(Ok(response));
+                            }
+                        }
+                        SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                            request_id, error, ..
+                        }) => {
+                            if let Some(r) = pending.remove(&request_id) {
+                                let _ = r.send(Err(error.to_string()));
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        });
+        Hostile { peer, cmds: cmd_tx, events: ev_rx }
+    }
+
+    async fn dial(&self, addr: &Multiaddr) {
+        self.cmds.send(HostileCmd::Dial(addr.clone())).await.expect("hostile alive");
+    }
+
+    async fn send(&self, to: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(HostileCmd::Send(to, bytes, tx)).await.expect("hostile alive");
+        timeout(WAIT, rx).await.expect("answer in time").expect("hostile alive")
+    }
+
+    async fn next_event(&mut self) -> HostileEvent {
+        timeout(WAIT, self.events.recv()).await.expect("hostile event in time").expect("hostile alive")
+    }
+}
+
+fn header(kind: u8, len: u32) -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.push(VERSION);
+    h.push(kind);
+    h.extend_from_slice(&len.to_be_bytes());
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_a_roster_peer_is_reported_and_the_connection_stays_usable() {
+    let ka = Keypair::generate_ed25519();
+    let kh = Keypair::generate_ed25519();
+    let (pa, ph) = (ka.public().to_peer_id(), kh.public().to_peer_id());
+    let mut a = TestNode::start("AA", ka, vec![entry("AA", pa, vec![]), entry("KZ", ph, vec![])]).await;
+    let mut h = Hostile::start(kh);
+    h.dial(&a.addr).await;
+    assert!(matches!(h.next_event().await, HostileEvent::Established(p) if p == pa));
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bad magic", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ("oversized header", header(0x02, u32::MAX)),
+        ("malformed payload", [header(0x01, 5), vec![0xff; 5]].concat()),
+        ("truncated payload", [header(0x01, 100), vec![0; 10]].concat()),
+        ("response kind as request", [header(0x81, 0)].concat()),
+        ("empty stream", vec![]),
+    ];
+    for (what, bytes) in cases {
+        let reply = h.send(pa, bytes).await.unwrap_or_else(|e| panic!("{what}: no reply: {e}"));
+        let resp = decode_response(&reply).unwrap_or_else(|e| panic!("{what}: bad reply: {e}"));
+        assert!(
+            matches!(&resp, Response::Error(r) if r.starts_with("malformed request")),
+            "{what}: {resp:?}"
+        );
+        let (ev, skipped) = a.wait_for(|e| matches!(e, NetEvent::InboundFailure { .. })).await;
+        assert!(
+            matches!(&ev, NetEvent::InboundFailure { member, peer, .. } if *member == code("KZ") && *peer == ph),
+            "{what}: {ev:?}"
+        );
+        assert!(!skipped.iter().any(|e| matches!(e, NetEvent::Inbound { .. })), "{what}: {skipped:?}");
+    }
+
+    // The same connection still carries a well-formed request.
+    let frame = encode_request(&Request::Hello(hello("KZ"))).expect("encodes");
+    let sender = tokio::spawn({
+        let cmds = h.cmds.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            cmds.send(HostileCmd::Send(pa, frame, tx)).await.expect("hostile alive");
+            timeout(WAIT, rx).await.expect("in time").expect("alive")
+        }
+    });
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { member, id, request, .. } = ev else { unreachable!("matched above") };
+    assert_eq!(member, code("KZ"));
+    assert_eq!(request, Request::Hello(hello("KZ")));
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+    let reply = sender.await.expect("no panic").expect("reply");
+    assert_eq!(decode_response(&reply).expect("valid"), Response::Hello(hello("AA")));
+
+    // The hostile peer's connection was never dropped.
+    while let Ok(ev) = h.events.try_recv() {
+        assert!(!matches!(ev, HostileEvent::Closed), "connection dropped: {ev:?}");
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_roster_cannot_connect_either_way() {
+    let (mut a, b) = connected_pair().await;
+    // T: a tamga node that believes it is a member (its roster lists A) but is in no one's
+    // roster. A's roster has a stale key for "KZ" at T's address, so A dials T too.
+    let kt = Keypair::generate_ed25519();
+    let pt = kt.public().to_peer_id();
+    let stale = Keypair::generate_ed25519().public().to_peer_id();
+    let mut t = TestNode::start("XX", kt, vec![a.entry(), entry("XX", pt, vec![])]).await;
+    a.handle
+        .set_peers(vec![a.entry(), b.entry(), entry("KZ", stale, vec![t.addr.clone()])])
+        .await
+        .expect("roster");
+
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Refused { .. })).await;
+    assert!(matches!(ev, NetEvent::Refused { peer, addr: Some(_) } if peer == pt), "{ev:?}");
+
+    // H: a raw libp2p peer outside the roster, dialling A three times and trying a request.
+    let kh = Keypair::generate_ed25519();
+    let mut h = Hostile::start(kh);
+    for attempt in 0..3 {
+        h.dial(&a.addr).await;
+        loop {
+            match h.next_event().await {
+                HostileEvent::Established(_) if attempt == 0 => {
+                    let frame = encode_request(&Request::Hello(hello("KZ"))).expect("encodes");
+                    assert!(h.send(a.peer, frame).await.is_err(), "a refused peer got an answer");
+                }
+                HostileEvent::Established(_) => {}
+                HostileEvent::Closed | HostileEvent::DialFailed => break,
+            }
+        }
+    }
+
+    // Everything A did about H happened before it handles this request from B.
+    let hb = b.handle.clone();
+    let pending = tokio::spawn(async move { hb.request(code("AA"), Request::Hello(hello("BB"))).await });
+    let (ev, before) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { member, id, .. } = ev else { unreachable!("matched above") };
+    assert_eq!(member, b.member, "only roster members reach the sync protocol");
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+    timeout(WAIT, pending).await.expect("in time").expect("no panic").expect("B is served");
+
+    let refused_h =
+        before.iter().filter(|e| matches!(e, NetEvent::Refused { peer, .. } if *peer == h.peer)).count();
+    assert_eq!(refused_h, 1, "H reported exactly once: {before:?}");
+    let refused_t =
+        before.iter().filter(|e| matches!(e, NetEvent::Refused { peer, .. } if *peer == pt)).count();
+    assert_eq!(refused_t, 0, "T reported only once in all: {before:?}");
+    assert!(!before.iter().any(|e| matches!(e, NetEvent::Inbound { .. } | NetEvent::Connected { .. })));
+
+    // T never got a usable connection: no Connected, and its requests are not sent.
+    let t_events = t.drain_quiet().await;
+    assert!(!t_events.iter().any(|e| matches!(e, NetEvent::Connected { .. })), "{t_events:?}");
+    assert!(matches!(
+        t.handle.request(a.member, Request::Hello(hello("XX"))).await,
+        Err(NetError::NotConnected(_))
+    ));
+    assert!(t.handle.connected().await.expect("alive").is_empty());
+    assert!(!a.drain_quiet().await.iter().any(|e| matches!(e, NetEvent::Inbound { .. })));
+
+    t.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+// ---- the codec alone ----
+
+#[tokio::test]
+async fn codec_bounds_the_header_before_reading_the_payload() {
+    // A header announcing 4 GiB, followed by nothing: rejected from the header alone.
+    let mut io = futures::io::Cursor::new(header(0x02, u32::MAX));
+    let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
+    assert!(matches!(frame, Frame::Rejected(CodecError::Oversized { .. })), "{frame:?}");
+    assert_eq!(io.position() as usize, HEADER_LEN, "no payload byte read");
+
+    let good = encode_request(&Request::Hello(hello("AA"))).expect("encodes");
+    let mut io = futures::io::Cursor::new(good);
+    let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
+    assert!(matches!(frame, Frame::Decoded(Request::Hello(ref h)) if *h == hello("AA")), "{frame:?}");
+
+    let mut io = futures::io::Cursor::new(b"TMG".to_vec());
+    let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
+    assert!(matches!(frame, Frame::Rejected(CodecError::Truncated { got: 3, .. })), "{frame:?}");
+}
