@@ -64,6 +64,8 @@ pub enum Command {
     Backup(BackupArgs),
     /// Rebuild a data directory's store from a backup. Example: tamga restore --data-dir ./ru ru.backup
     Restore(RestoreArgs),
+    /// Measure throughput against the machine's limits. Example: tamga bench --records 100000
+    Bench(BenchArgs),
     /// Print shell completions. Example: tamga completions bash > /etc/bash_completion.d/tamga
     Completions {
         /// The shell.
@@ -105,6 +107,17 @@ pub struct JsonArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Records per ingest measurement.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Print one JSON object with every figure and its unit.
     #[arg(long)]
     json: bool,
 }
@@ -373,6 +386,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
             println!("backup written to {} ({} bytes)", a.out.display(), bytes.len());
             Ok(())
         }
+        Command::Bench(a) => {
+            let report = crate::bench::run(a.records.max(1000)).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
         Command::Restore(a) => restore_file(&a.data_dir, &a.file),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tamga", &mut std::io::stdout());
@@ -397,8 +419,30 @@ fn print_json_or(v: &Value, json: bool, table: impl FnOnce(&Value)) {
     }
 }
 
-/// `tamga init`: create a node's identity, tokens and node.toml (also used by the test harness).
-pub fn init(a: InitArgs) -> Result<()> {
+fn init(a: InitArgs) -> Result<()> {
+    let out = create_node(&a)?;
+    if a.json {
+        println!("{out}");
+    } else {
+        for k in ["member", "peer_id", "listen", "api", "config"] {
+            println!("{k:<8} {}", plain(&out[k]));
+        }
+        if a.federation.is_none() {
+            println!(
+                "next: put roster.toml, catalog.toml, agreements/ and policy.toml in {}",
+                a.data_dir.display()
+            );
+        }
+        if !a.demo_identity {
+            println!("next: add this peer_id for {} to the federation's roster.toml", plain(&out["member"]));
+        }
+    }
+    Ok(())
+}
+
+/// What `tamga init` does, without printing: create a node's identity, tokens and
+/// node.toml; returns what init prints. Also used by `tamga bench` and the test harness.
+pub fn create_node(a: &InitArgs) -> Result<Value> {
     let member: tamga_protocol::MemberCode = a.member.parse()?;
     let listen: tamga_config::Multiaddr =
         a.listen.parse().map_err(|e| anyhow!("--listen {:?} is not a multiaddr: {e}", a.listen))?;
@@ -450,29 +494,13 @@ pub fn init(a: InitArgs) -> Result<()> {
         api = toml_string(&api.to_string()),
     );
     std::fs::write(&node_toml, text).with_context(|| format!("writing {}", node_toml.display()))?;
-    let peer_id = identity.peer_id().to_string();
-    let out = json!({
+    Ok(json!({
         "member": member.as_str(),
-        "peer_id": peer_id,
+        "peer_id": identity.peer_id().to_string(),
         "listen": listen.to_string(),
         "api": api.to_string(),
         "config": node_toml.display().to_string(),
-    });
-    if a.json {
-        println!("{out}");
-    } else {
-        println!(
-            "member   {member}\npeer_id  {peer_id}\nlisten   {listen}\napi      {api}\nconfig   {}",
-            node_toml.display()
-        );
-        if a.federation.is_none() {
-            println!("next: put roster.toml, catalog.toml, agreements/ and policy.toml in {}", dir.display());
-        }
-        if !a.demo_identity {
-            println!("next: add this peer_id for {member} to the federation's roster.toml");
-        }
-    }
-    Ok(())
+    }))
 }
 
 fn toml_string(s: &str) -> String {

@@ -11,9 +11,11 @@
 pub mod api;
 pub mod audit;
 pub mod backup;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod example;
 pub mod identity;
 pub mod metrics;
 pub mod net;

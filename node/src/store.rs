@@ -427,6 +427,17 @@ impl Store {
         Ok(())
     }
 
+    /// Insert raw pairs in one batch, outside the keyspace (the `tamga bench` baseline of
+    /// what sled itself costs; never used on a node's store).
+    pub fn raw_insert(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in pairs {
+            b.insert(k, v);
+        }
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

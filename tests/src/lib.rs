@@ -49,7 +49,7 @@ impl TestNode {
     pub fn init(member: &str, edit: impl FnOnce(&mut String)) -> anyhow::Result<TestNode> {
         install_crypto();
         let dir = tempfile::tempdir()?;
-        tamga_node::cli::init(tamga_node::cli::InitArgs {
+        tamga_node::cli::create_node(&tamga_node::cli::InitArgs {
             member: member.to_owned(),
             data_dir: dir.path().to_owned(),
             listen: "/ip4/127.0.0.1/tcp/0".into(),

@@ -1,0 +1,206 @@
+//! The `tamga` command as an operator and an auditor use it (the README's commands): a
+//! real `tamga run` child process driven by the other subcommands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn tamga() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tamga"));
+    c.env_remove("TAMGA_CONFIG");
+    c
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
+}
+
+fn run(args: &[&str], config: &Path) -> Output {
+    tamga().args(args).arg("--config").arg(config).output().expect("tamga runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path) -> Running {
+    let child = tamga()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let r = Running(child);
+    for _ in 0..300 {
+        if run(&["status"], config).status.success() {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the node did not come up");
+}
+
+#[test]
+fn operator_and_auditor_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("ru");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+    let api = format!("127.0.0.1:{port}");
+    let init = |extra: &[&str]| {
+        tamga()
+            .args([
+                "init",
+                "--member",
+                "RU",
+                "--demo-identity",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                &api,
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--federation")
+            .arg(example())
+            .output()
+            .expect("init runs")
+    };
+    let out = ok(&init(&["--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("init --json prints JSON");
+    assert_eq!(v["member"], "RU");
+    assert!(v["peer_id"].as_str().is_some_and(|p| p.starts_with("12D3")));
+    let again = init(&[]);
+    assert!(!again.status.success(), "init refuses to overwrite");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    let config = data.join("node.toml");
+
+    // Not running yet: one clear line naming the address.
+    let down = run(&["status"], &config);
+    assert!(!down.status.success());
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains(&api) && err.lines().count() <= 2, "{err}");
+    assert!(!err.contains("panicked"));
+
+    let _node = start(&config);
+    let status = ok(&run(&["status", "--json"], &config));
+    assert!(status.contains("\"member\": \"RU\""), "{status}");
+
+    let body =
+        r#"{"title":"Risk profiling by route","method_type":"selectivity","summary":"Routes are scored."}"#;
+    let added = ok(&tamga()
+        .args(["records", "add", "--category", "rms.method", "--classification", "public", "--body", body])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("runs"));
+    let id = added.split_whitespace().next().expect("an id").to_owned();
+    assert_eq!(id.len(), 64);
+
+    let bad = tamga()
+        .args([
+            "records",
+            "add",
+            "--category",
+            "rms.method",
+            "--classification",
+            "public",
+            "--body",
+            r#"{"title":"x"}"#,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("missing required field"));
+
+    let jsonl = dir.path().join("methods.jsonl");
+    std::fs::write(
+        &jsonl,
+        format!(
+            "{}\n{}\nnot json\n{}\n",
+            r#"{"category":"rms.method","classification":"public","body":{"title":"A","method_type":"training","summary":"s"}}"#,
+            r#"{"category":"rms.method","classification":"public","body":{"title":"B","method_type":"training","summary":"s","colour":"red"}}"#,
+            r#"{"category":"rms.method","classification":"confidential","body":{"title":"C","method_type":"other","summary":"s"}}"#,
+        ),
+    )
+    .expect("writes");
+    let imported =
+        tamga().args(["records", "import"]).arg(&jsonl).arg("--config").arg(&config).output().expect("runs");
+    assert!(!imported.status.success(), "refused lines make the import fail");
+    let summary = String::from_utf8_lossy(&imported.stdout);
+    assert!(summary.contains("2 accepted"), "{summary}");
+    assert!(summary.contains(":2:") && summary.contains("colour"), "{summary}");
+    assert!(summary.contains(":3:") && summary.contains("not JSON"), "{summary}");
+
+    let table = ok(&run(&["records", "list", "--category", "rms.method", "--since", "24h"], &config));
+    assert_eq!(table.lines().count(), 4, "header and three records:\n{table}");
+    let listed = ok(&run(&["records", "list", "--json", "--since", "24h"], &config));
+    let v: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(3));
+    let shown = ok(&tamga().args(["records", "show", &id, "--config"]).arg(&config).output().expect("runs"));
+    assert!(shown.contains("Risk profiling by route"), "{shown}");
+
+    let q = ok(&run(&["audit", "query", "--action", "ingested", "--json"], &config));
+    assert_eq!(q.lines().count(), 3, "{q}");
+    let q = ok(&run(&["audit", "query", "--since", "24h", "--action", "ingested"], &config));
+    assert_eq!(q.lines().count(), 4, "header and three entries:\n{q}");
+    let q = ok(&run(&["audit", "query", "--outcome", "refused", "--json"], &config));
+    assert_eq!(q.lines().count(), 0, "nothing was refused by the node itself:\n{q}");
+    let csv = ok(&run(&["audit", "query", "--csv"], &config));
+    assert!(csv.starts_with("seq,time,action"), "{csv}");
+    let verified = ok(&run(&["audit", "verify"], &config));
+    assert!(verified.starts_with("ok:"), "{verified}");
+
+    let backup = dir.path().join("ru.backup");
+    ok(&tamga().args(["backup", "--out"]).arg(&backup).arg("--config").arg(&config).output().expect("runs"));
+    drop(_node);
+    let verified = ok(&run(&["audit", "verify", "--offline"], &config));
+    assert!(verified.starts_with("ok:"), "{verified}");
+    let restored = dir.path().join("restored");
+    let out =
+        ok(&tamga().args(["restore", "--data-dir"]).arg(&restored).arg(&backup).output().expect("runs"));
+    assert!(out.contains("3 records, audit log verified"), "{out}");
+
+    let comp = tamga().args(["completions", "bash"]).output().expect("runs");
+    assert!(comp.status.success() && String::from_utf8_lossy(&comp.stdout).contains("tamga"));
+}
+
+/// `tamga bench` at a tiny size: every figure present and positive (shape, not speed).
+#[test]
+fn bench_smoke() {
+    let out = tamga().args(["bench", "--records", "1000", "--json"]).output().expect("runs");
+    let text = ok(&out);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let figures = v["figures"].as_array().expect("figures");
+    for name in [
+        "baseline: ed25519 sign (1 core)",
+        "baseline: ed25519 verify (1 core)",
+        "baseline: sled insert, flush per 100",
+        "ingest via API, batch 1",
+        "ingest via API, batch 100",
+        "disk bytes per stored record",
+    ] {
+        let f =
+            figures.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} missing: {text}"));
+        assert!(f["value"].as_f64().is_some_and(|x| x > 0.0), "{name}: {f}");
+        assert!(f["unit"].as_str().is_some_and(|u| !u.is_empty()));
+    }
+}
