@@ -57,6 +57,15 @@
 //! ready, so it never reports `Connected`. Connections are kept open while idle (see
 //! [`IDLE_CONNECTION_TIMEOUT`]); [`PING_MAX_FAILURES`] failed pings in a row close one.
 //!
+//! # Listening
+//!
+//! [`spawn`] binds every listen address before it returns (a bad address is a
+//! [`NetError::Listen`]). libp2p-tcp marks listening sockets `SO_REUSEPORT`, so a second
+//! daemon on a fixed port would bind without error and silently take half the incoming
+//! connections; a plain bind is tried first so that an occupied port is an error instead.
+//! [`NetHandle::listen_addrs`] waits until each listener has reported its address, so a
+//! `/tcp/0` listener reports the port it got.
+//!
 //! # Backpressure
 //!
 //! The task polls, in this order: cancellation, local commands, delivery of pending
@@ -98,6 +107,7 @@
 //! | [`PING_INTERVAL`] / [`PING_TIMEOUT`] | 15 s / 20 s | liveness of each connection |
 //! | [`PING_MAX_FAILURES`] | 3 | consecutive ping failures that close a connection |
 //! | [`DIAL_BACKOFF_INITIAL`] | 1 s | first redial delay; doubles up to `NetConfig::dial_backoff_max` |
+//! | [`DIAL_BACKOFF_CEILING`] | 1 h | `dial_backoff_max` is clamped to this (and to at least 1 ms) |
 //! | [`BACKOFF_RESET_AFTER`] | 30 s | uptime after which a closed link redials from the initial delay |
 //! | [`LISTEN_WAITERS_MAX`] | 64 | `listen_addrs` callers parked until every listener is bound |
 //!
@@ -175,6 +185,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 pub const PING_MAX_FAILURES: u32 = 3;
 /// First redial delay after a failed dial or a lost link.
 pub const DIAL_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Upper bound on `NetConfig::dial_backoff_max`: no setting makes a roster peer wait
+/// longer than this between two dials.
+pub const DIAL_BACKOFF_CEILING: Duration = Duration::from_secs(3600);
 /// A link that stayed up this long redials from [`DIAL_BACKOFF_INITIAL`] when lost.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// Most `listen_addrs` callers waiting for listeners to bind.
@@ -206,7 +219,8 @@ pub struct NetConfig {
     pub peers: Vec<PeerEntry>,
     /// Most established connections in total.
     pub max_connections: u32,
-    /// Longest delay between two dials of an unreachable peer.
+    /// Longest delay between two dials of an unreachable peer (clamped to
+    /// [`DIAL_BACKOFF_CEILING`]).
     pub dial_backoff_max: Duration,
 }
 

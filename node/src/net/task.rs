@@ -6,10 +6,12 @@
 //! never blocks on its consumer (see "Backpressure" in the module doc of `net`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 
 use futures::StreamExt;
 use libp2p::allow_block_list::NotAllowed;
 use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{
     self, InboundRequestId, Message, OutboundFailure, OutboundRequestId, ResponseChannel,
 };
@@ -28,10 +30,10 @@ use tracing::{debug, info, warn, Instrument};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::codec::Frame;
 use super::{
-    Command, InboundId, NetConfig, NetError, NetEvent, PeerEntry, BACKOFF_RESET_AFTER, DIAL_BACKOFF_INITIAL,
-    EVENT_BACKLOG_MAX, IDENTIFY_PROTOCOL_VERSION, INBOUND_SHED_BACKLOG, LISTEN_WAITERS_MAX,
-    MAX_OUTBOUND_PER_PEER, MAX_PENDING_INBOUND, MAX_QUEUED_PER_PEER, MAX_ROSTER_PEERS, PING_MAX_FAILURES,
-    REFUSED_REPORT_INTERVAL, REFUSED_TRACKED_MAX, SYNC_PROTOCOL,
+    Command, InboundId, NetConfig, NetError, NetEvent, PeerEntry, BACKOFF_RESET_AFTER, DIAL_BACKOFF_CEILING,
+    DIAL_BACKOFF_INITIAL, EVENT_BACKLOG_MAX, IDENTIFY_PROTOCOL_VERSION, INBOUND_SHED_BACKLOG,
+    LISTEN_WAITERS_MAX, MAX_OUTBOUND_PER_PEER, MAX_PENDING_INBOUND, MAX_QUEUED_PER_PEER, MAX_ROSTER_PEERS,
+    PING_MAX_FAILURES, REFUSED_REPORT_INTERVAL, REFUSED_TRACKED_MAX, SYNC_PROTOCOL,
 };
 
 type RequestReply = oneshot::Sender<Result<Response, NetError>>;
@@ -185,12 +187,13 @@ impl NetTask {
         let mut swarm = build_swarm(cfg.keypair, cfg.max_connections)?;
         let mut listeners_pending = HashSet::new();
         for addr in cfg.listen {
+            ensure_port_free(&addr)?;
             let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen { addr, reason: e.to_string() })?;
             listeners_pending.insert(id);
         }
-        let backoff_max = cfg.dial_backoff_max.max(Duration::from_millis(1));
+        let backoff_max = cfg.dial_backoff_max.clamp(Duration::from_millis(1), DIAL_BACKOFF_CEILING);
         let mut task = NetTask {
             swarm,
             local_peer_id,
@@ -503,7 +506,7 @@ impl NetTask {
         }
         let delay = jitter(r.backoff);
         r.next_dial = Some(Instant::now() + delay);
-        r.backoff = (r.backoff * 2).min(self.backoff_max);
+        r.backoff = r.backoff.saturating_mul(2).min(self.backoff_max);
         debug!(%peer, ?delay, "redial scheduled");
     }
 
@@ -750,6 +753,29 @@ impl NetTask {
             }
             Err(e) => debug!(error = %e, "cannot encode error response"),
         }
+    }
+}
+
+/// Fail if a fixed TCP port is already taken. libp2p-tcp marks listening sockets
+/// `SO_REUSEPORT`, so a second daemon on the same port would bind without error and
+/// silently share the incoming connections with the first; a plain bind beforehand
+/// turns that into a clear error.
+fn ensure_port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind(SocketAddr::new(ip, port))
+            .map(drop)
+            .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() }),
+        _ => Ok(()),
     }
 }
 

@@ -244,6 +244,51 @@ async fn more_concurrent_requests_than_the_stream_limit_all_complete() {
     a.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_is_refused_at_spawn() {
+    let key = Keypair::generate_ed25519();
+    let me = key.public().to_peer_id();
+    let cfg = |listen: Vec<Multiaddr>, peers: Vec<PeerEntry>, max_connections: u32| NetConfig {
+        keypair: key.clone(),
+        listen,
+        peers,
+        max_connections,
+        dial_backoff_max: Duration::MAX,
+    };
+    let cancel = CancellationToken::new();
+    assert!(matches!(spawn(cfg(vec![], vec![], 0), cancel.clone()), Err(NetError::Config(_))));
+    let twice =
+        vec![entry("AA", me, vec![]), entry("AA", Keypair::generate_ed25519().public().to_peer_id(), vec![])];
+    assert!(matches!(spawn(cfg(vec![], twice, 8), cancel.clone()), Err(NetError::Config(_))));
+
+    // An address already in use.
+    let a = TestNode::start("AA", Keypair::generate_ed25519(), vec![]).await;
+    assert!(matches!(
+        spawn(cfg(vec![a.addr.clone()], vec![], 8), cancel.clone()),
+        Err(NetError::Listen { .. })
+    ));
+    // No listeners: listen_addrs answers at once; an absurd backoff setting is clamped.
+    let (h, _events, join) =
+        spawn(cfg(vec![], vec![entry("AA", me, vec![])], 8), cancel.clone()).expect("starts");
+    assert!(timeout(WAIT, h.listen_addrs()).await.expect("in time").expect("alive").is_empty());
+    cancel.cancel();
+    timeout(WAIT, join).await.expect("stops").expect("no panic");
+    assert!(matches!(h.connected().await, Err(NetError::Shutdown)));
+    a.stop().await;
+}
+
+#[test]
+fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
+    let cfg = NetConfig {
+        keypair: Keypair::generate_ed25519(),
+        listen: vec![loopback()],
+        peers: vec![],
+        max_connections: 8,
+        dial_backoff_max: Duration::from_secs(1),
+    };
+    assert!(matches!(spawn(cfg, CancellationToken::new()), Err(NetError::NoRuntime)));
+}
+
 // ---- a hostile peer, built with libp2p, whose codec sends raw bytes ----
 
 /// Writes the request bytes as given; reads the response bytes as they come.
