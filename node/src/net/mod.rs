@@ -33,22 +33,28 @@
 //! # A roster peer's connection lifecycle
 //!
 //! ```text
-//!            set_peers / start            dial error or closed (backoff doubles,
-//!                  │                      reset after BACKOFF_RESET_AFTER of uptime)
-//!                  ▼                         ┌───────────────────────────┐
-//!   ┌──────────► Idle ──(deadline)──► Dialing ──────────────────────────►┤
-//!   │        (no addrs: wait for       │   ▲                              │
-//!   │         inbound only)            │   └──── Backoff (jittered) ◄─────┘
-//!   │                                  ▼
-//!   │            inbound or dial ─► Established ──identify / ping / a sync message──► Ready
-//!   │                               (not yet usable;                       (NetEvent::Connected,
-//!   │                                the remote may still                   requests allowed)
-//!   │                                refuse us)                                 │
-//!   │                                                                           │
-//!   └── removed by set_peers: allow-list closes every connection ◄──────────────┤
-//!                                                                               ▼
-//!                              last ready connection closed: NetEvent::Disconnected,
-//!                              queued requests fail with NotConnected, redial after backoff
+//!                    start, or set_peers adds it
+//!                                │
+//!                                ▼
+//!    ┌──────────────────────► Waiting ─── no addresses: never dialled, accepts inbound
+//!    │                           │ deadline (jittered backoff, doubling up to
+//!    │                           ▼           dial_backoff_max)
+//!    ├────── dial error ────── Dialing
+//!    │                           │ TCP + TLS + yamux done (our dial, or theirs inbound)
+//!    │                           ▼
+//!    │                      Established ── the remote may still refuse us: not usable yet
+//!    │                           │ identify answer, ping answer, or a sync message on it
+//!    │                           ▼
+//!    │                         Ready ───── NetEvent::Connected; requests go out
+//!    │                           │ its last ready connection closes
+//!    │                           ▼
+//!    └───────────────────── Disconnected ─ NetEvent::Disconnected; queued requests fail
+//!                                          (NotConnected); the backoff restarts from
+//!                                          DIAL_BACKOFF_INITIAL if the link was up for
+//!                                          BACKOFF_RESET_AFTER
+//!
+//!  removed by set_peers (from any state): the allow-list closes all its connections
+//!  (Disconnected if it was Ready), it is never dialled again, and its attempts are Refused.
 //! ```
 //!
 //! A connection counts as *ready* once the remote has shown it accepted it: an identify
