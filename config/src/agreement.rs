@@ -20,7 +20,7 @@ use crate::limits::{MAX_PARTIES, MAX_RETENTION_DAYS, MS_PER_DAY};
 use crate::parse::{self, RawDate};
 
 /// One agreement, checked against the roster and the catalog, with the node's local
-/// policy for it compiled in (see [`crate::decide`]).
+/// policy for it compiled in (see [`mod@crate::decide`]).
 #[derive(Debug, Clone)]
 pub struct Agreement {
     /// The agreement's id, such as `sco-ipr-2012`.

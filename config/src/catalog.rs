@@ -4,7 +4,7 @@
 //! receives as JSON ([`Catalog::validate_body`]: every problem named, values normalised
 //! into protocol [`Value`]s), and the field/tag lookups that redaction is computed from.
 //! It never decides who may see a field: agreements and policies say which tags and
-//! fields are withheld, and [`crate::decide`] applies them.
+//! fields are withheld, and [`mod@crate::decide`] applies them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -3,7 +3,7 @@
 //!
 //! This module owns the decision functions ([`decide`], [`audience`], [`decide_accept`],
 //! [`decide_relay`]), the reasons for a denial ([`DenyReason`]), the compiled form of
-//! the local policy that makes a decision cost a few tens of nanoseconds ([`Compiled`],
+//! the local policy that makes a decision cost a few tens of nanoseconds (`Compiled`,
 //! built once per load), and [`explain`], which walks the policy rule by rule, naming
 //! file and line, and must always reach the same decision. Every function here is pure:
 //! no I/O, no clock (the caller passes `now_ms`), no state; the node only applies them.

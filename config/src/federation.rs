@@ -7,7 +7,7 @@
 //! force. It reports every problem in every file at once; a file that does not parse
 //! stops only itself, and checks that depend on it are skipped so that one mistake is
 //! reported once. It never reads `node.toml` (see [`crate::node`]) nor decides anything
-//! (see [`crate::decide`]).
+//! (see [`mod@crate::decide`]).
 //!
 //! # The policy digest
 //!

@@ -4,7 +4,7 @@
 //!
 //! This crate owns the file formats (documented with full examples in `config/README.md`),
 //! the error reporting for them (every problem, each with file, line, column and a hint),
-//! and the decision functions: [`decide`] (may this record go to this peer, with which
+//! and the decision functions: [`decide()`] (may this record go to this peer, with which
 //! fields withheld), [`audience`], [`decide_accept`], [`decide_relay`] and [`explain`].
 //! It does no network or store I/O and keeps no state: it reads files when asked, and
 //! the node applies what it decides. Its parts:
@@ -12,7 +12,7 @@
 //! - [`node`]: `node.toml`, [`NodeConfig::load`];
 //! - [`roster`], [`catalog`], [`agreement`], [`policy`]: one file format each;
 //! - [`federation`]: all of them loaded together, cross-checked, compiled ([`Federation`]);
-//! - [`decide`]: the decisions and their explanations;
+//! - [`mod@decide`]: the decisions and their explanations;
 //! - [`error`]: [`ConfigError`], [`ConfigErrors`];
 //! - [`limits`]: every limit, named;
 //! - [`demo`]: **DEMO ONLY** deterministic keys of the example federation.

@@ -4,7 +4,7 @@
 //! codes and ids well formed, `"*"` used alone, and above all that no rule lists
 //! `confidential` or `secret` (invariant 2: such a policy is refused when loaded). The
 //! checks against the agreements and the catalog are made by [`crate::federation`], and
-//! the rules are compiled for fast decisions by [`crate::decide`]. Nothing is shared or
+//! the rules are compiled for fast decisions by [`mod@crate::decide`]. Nothing is shared or
 //! accepted without a rule: default deny.
 
 use std::collections::BTreeSet;

@@ -4,7 +4,7 @@
 //! an ed25519 node is the identity multihash of its protobuf-encoded public key), and the
 //! lookups the node needs: member by code, by PeerId, and a member's verifying keys. It
 //! refuses PeerIds that are not inlined ed25519 keys, weak keys, and duplicates. It never
-//! connects anywhere nor decides who may receive what (that is [`crate::decide`]).
+//! connects anywhere nor decides who may receive what (that is [`mod@crate::decide`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
