@@ -597,3 +597,14 @@ fn node_toml_unknown_key() {
     check(&errs.0[0], ErrorKind::UnknownKey, &errs.0[0].path.clone(), 14, 1, &["`port`"]);
     assert!(errs.0[0].hint.as_ref().is_some_and(|h| h.contains("max_body_bytes")));
 }
+
+#[test]
+fn too_many_peer_ids() {
+    let ids: Vec<String> = ["AA", "AB", "AC", "AD", "AE", "AF", "AG", "AH", "AI"]
+        .iter()
+        .map(|c| format!("\"{}\"", peer(c)))
+        .collect();
+    let mut f = Fixture::new();
+    f.roster = roster().replace(&format!("[\"{}\"]", peer("CN")), &format!("[{}]", ids.join(", ")));
+    f.one_error(ErrorKind::TooMany, "roster.toml", 16, 12, &["9 PeerIds", "limit of 8"]);
+}
