@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
-use tamga_protocol::{Classification, Digest, Record, RecordHeader, RecordId};
+use tamga_protocol::{Classification, Digest, Record, RecordHeader, RecordId, SaltedRecord};
 
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
@@ -268,7 +268,8 @@ async fn ingest(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Json<J
         };
         return Err(ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, message, details });
     }
-    let outcome = shared.writer.ingest(records).await.map_err(ApiError::internal)?;
+    let salted = records.into_iter().map(|r| SaltedRecord::new(r, &shared.identity.salt_key)).collect();
+    let outcome = shared.writer.ingest(salted).await.map_err(ApiError::internal)?;
     let new = outcome.iter().filter(|i| i.new).count();
     Ok(Json(json!({
         "ids": outcome.iter().map(|i| i.id.to_hex()).collect::<Vec<_>>(),

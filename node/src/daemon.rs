@@ -151,14 +151,8 @@ impl Node {
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let policy = Arc::new(PolicyCell(RwLock::new(Arc::new(fed))));
-        let writer_task = WriterTask::new(
-            store.clone(),
-            identity.salt_key.clone(),
-            config.member,
-            policy.clone(),
-            metrics.clone(),
-        )
-        .map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        let writer_task = WriterTask::new(store.clone(), config.member, policy.clone(), metrics.clone())
+            .map_err(|source| StartError::Store { dir: dir.clone(), source })?;
         let (writer, writer_handle) = writer_task.spawn(cancel.child_token());
         let mut tasks = vec![("writer", writer_handle)];
 

@@ -6,10 +6,8 @@
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
 //! | `R`    | record id                              | [`StoredRecord`]              |
-//! | `S`    | record id                              | [`SaltedRecord`] (own only)   |
 //! | `T`    | time, record id                        | (time index)                  |
 //! | `C`    | category, 0, time, record id           | (category index)              |
-//! | `O`    | origin, time, record id                | (origin index)                |
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | highest seq known, u64 BE     |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
@@ -28,8 +26,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
 use tamga_protocol::{
-    AgreementId, CategoryId, Digest, MemberCode, Projection, Receipt, RecordHeader, RecordId, SaltedRecord,
-    StreamKey, Value,
+    AgreementId, CategoryId, Digest, MemberCode, Projection, Receipt, RecordHeader, RecordId, Salt,
+    SaltedRecord, StreamKey, Value,
 };
 
 /// The on-disk schema this build reads and writes.
@@ -94,6 +92,8 @@ pub struct StoredRecord {
     pub source: Source,
     /// When this node stored it.
     pub stored_ms: i64,
+    /// The salts of every body field (own records only; empty for received ones).
+    pub salts: BTreeMap<String, Salt>,
 }
 
 impl Source {
@@ -177,13 +177,6 @@ impl WriteBatch {
         self.put(key(&[b"R", &r.id.0]), enc(r)?);
         self.put(key(&[b"T", &t, &r.id.0]), Vec::new());
         self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
-        self.put(key(&[b"O", &r.header.origin.as_bytes(), &t, &r.id.0]), Vec::new());
-        Ok(())
-    }
-
-    /// The salts of an own record (needed to project it later).
-    pub fn put_salted(&mut self, s: &SaltedRecord) -> Result<(), StoreError> {
-        self.put(key(&[b"S", &s.id.0]), enc(s)?);
         Ok(())
     }
 
@@ -275,19 +268,22 @@ impl Store {
         self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
     }
 
-    /// The salts of an own record.
+    /// An own record with its salts (what is needed to project it).
     pub fn salted(&self, id: &RecordId) -> Result<Option<SaltedRecord>, StoreError> {
-        let k = key(&[b"S", &id.0]);
-        self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
+        Ok(self.record(id)?.filter(|r| r.source == Source::Local).map(|r| SaltedRecord {
+            id: r.id,
+            record: tamga_protocol::Record { header: r.header, body: r.body },
+            salts: r.salts,
+        }))
     }
 
     /// Records matching `filter`, newest first, at most `limit`.
     pub fn records(&self, filter: &RecordFilter, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
-        // Scan the most selective index available; the other filters are checked per record.
-        let prefix = match (&filter.category, &filter.origin) {
-            (Some(c), _) => key(&[b"C", c.as_str().as_bytes(), &[0]]),
-            (None, Some(o)) => key(&[b"O", &o.as_bytes()]),
-            (None, None) => b"T".to_vec(),
+        // Scan the category index when a category is given, the time index otherwise;
+        // the other filters are checked per record.
+        let prefix = match &filter.category {
+            Some(c) => key(&[b"C", c.as_str().as_bytes(), &[0]]),
+            None => b"T".to_vec(),
         };
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(&prefix).rev() {
@@ -475,6 +471,7 @@ mod tests {
             withheld: 0,
             source: Source::Local,
             stored_ms: t,
+            salts: BTreeMap::new(),
         }
     }
 

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tamga_protocol::{Digest, MemberCode, Record, RecordId, SaltKey, SaltedRecord};
+use tamga_protocol::{Digest, MemberCode, RecordId, SaltedRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -58,8 +58,9 @@ pub type Snapshot = Vec<(Vec<u8>, Vec<u8>)>;
 pub enum Op {
     /// Store own records, durably.
     Ingest {
-        /// The records, already validated against the catalog.
-        records: Vec<Record>,
+        /// The records, already validated against the catalog and salted (salting is
+        /// done by the caller, off the single write path).
+        records: Vec<SaltedRecord>,
         /// Where to answer.
         reply: IngestReply,
     },
@@ -80,7 +81,7 @@ pub struct Writer {
 
 impl Writer {
     /// Ingest records; answers once they are durable.
-    pub async fn ingest(&self, records: Vec<Record>) -> Result<Vec<Ingested>, WriteError> {
+    pub async fn ingest(&self, records: Vec<SaltedRecord>) -> Result<Vec<Ingested>, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Ingest { records, reply }).await.map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
@@ -116,7 +117,6 @@ pub trait PolicyDigest: Send + Sync + 'static {
 /// Everything the writer task owns.
 pub struct WriterTask {
     store: Store,
-    salt_key: SaltKey,
     me: MemberCode,
     policy: Arc<dyn PolicyDigest>,
     metrics: Arc<Metrics>,
@@ -138,13 +138,12 @@ impl WriterTask {
     /// Prepare the writer over an open store.
     pub fn new(
         store: Store,
-        salt_key: SaltKey,
         me: MemberCode,
         policy: Arc<dyn PolicyDigest>,
         metrics: Arc<Metrics>,
     ) -> Result<WriterTask, StoreError> {
         let head = store.audit_head()?.unwrap_or((0, GENESIS));
-        Ok(WriterTask { store, salt_key, me, policy, metrics, head })
+        Ok(WriterTask { store, me, policy, metrics, head })
     }
 
     /// Start the task; it ends when every handle is dropped or `cancel` fires, after
@@ -205,8 +204,7 @@ impl WriterTask {
                     durable = true;
                     let mut out = Vec::with_capacity(records.len());
                     let mut failed = None;
-                    for r in records {
-                        let salted = SaltedRecord::new(r, &self.salt_key);
+                    for salted in records {
                         let held = match self.store.has_record(&salted.id) {
                             Ok(h) => h || seen.contains(&salted.id),
                             Err(e) => {
@@ -219,25 +217,27 @@ impl WriterTask {
                             out.push(Ingested { id: salted.id, new: false });
                             continue;
                         }
+                        let id = salted.id;
+                        let category = salted.record.header.category.clone();
                         let stored = StoredRecord {
-                            id: salted.id,
-                            header: salted.record.header.clone(),
-                            body: salted.record.body.clone(),
+                            id,
+                            header: salted.record.header,
+                            body: salted.record.body,
                             withheld: 0,
                             source: Source::Local,
                             stored_ms: now,
+                            salts: salted.salts,
                         };
-                        if let Err(e) = batch.put_record(&stored).and_then(|()| batch.put_salted(&salted)) {
+                        if let Err(e) = batch.put_record(&stored) {
                             failed = Some(e);
                             break;
                         }
-                        let ev = AuditEvent::new(Action::Ingested, Outcome::Ok)
-                            .record(salted.id, salted.record.header.category.clone());
+                        let ev = AuditEvent::new(Action::Ingested, Outcome::Ok).record(id, category);
                         self.append(&mut batch, &mut head, ev, now);
                         audits += 1;
-                        seen.insert(salted.id);
+                        seen.insert(id);
                         new_records += 1;
-                        out.push(Ingested { id: salted.id, new: true });
+                        out.push(Ingested { id, new: true });
                     }
                     answers.push((reply, failed.map_or(Ok(out), Err)));
                 }
