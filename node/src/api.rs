@@ -7,8 +7,14 @@
 //! | `/v1/records/{id}`        | GET    | operator, admin         |
 //! | `/v1/status`              | GET    | operator, admin, auditor|
 //! | `/v1/audit`               | GET    | auditor                 |
-//! | `/v1/audit/verify`        | GET    | auditor                 |
+//! | `/v1/audit/verify`        | GET, POST (witness) | auditor    |
+//! | `/v1/audit/count`         | GET    | auditor                 |
+//! | `/v1/audit/trace/{id}`    | GET    | auditor                 |
+//! | `/v1/audit/export`        | GET    | auditor                 |
+//! | `/v1/audit/checkpoints`   | GET    | auditor                 |
 //! | `/v1/backup`              | GET    | admin                   |
+//! | `/v1/policy`              | GET    | admin                   |
+//! | `/v1/policy/reload`       | POST   | admin                   |
 //! | `/metrics`                | GET    | none (loopback scrape)  |
 //!
 //! Every refused call (missing or wrong token, a role that may not) is answered 401 or
@@ -81,7 +87,7 @@ fn route_roles(method: &axum::http::Method, path: &str) -> Option<&'static [Role
     let _ = method;
     if path == "/metrics" {
         None
-    } else if path.starts_with("/v1/records") {
+    } else if path.starts_with("/v1/records") || path.starts_with("/v1/peers") {
         Some(OPS)
     } else if path.starts_with("/v1/audit") {
         Some(AUDIT)
@@ -137,10 +143,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/records", post(ingest).get(list_records))
         .route("/v1/records/{id}", get(show_record))
         .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
         .route("/v1/audit", get(audit_query))
-        .route("/v1/audit/verify", get(audit_verify))
+        .route(
+            "/v1/audit/verify",
+            get(audit_verify).post(audit_verify_witness).layer(DefaultBodyLimit::max(MAX_WITNESS_BYTES)),
+        )
+        .route("/v1/audit/count", get(audit_count))
+        .route("/v1/audit/trace/{id}", get(audit_trace))
+        .route("/v1/audit/export", get(audit_export))
+        .route("/v1/audit/checkpoints", get(audit_checkpoints))
         .route("/v1/backup", get(backup))
         .route("/metrics", get(metrics))
+        .merge(crate::reload::routes::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
@@ -414,6 +429,47 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErr
     })))
 }
 
+async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {
+    let fed = shared.fed();
+    let me = shared.config.member;
+    let states = shared.sync.snapshot();
+    let own = shared.store.streams().map_err(ApiError::internal)?;
+    let mut out = Vec::new();
+    for m in fed.roster.members().filter(|m| m.code != me) {
+        let st = states.get(&m.code).cloned().unwrap_or_default();
+        let agreements: Vec<Json_> = fed
+            .my_agreements()
+            .filter(|a| a.is_party(m.code))
+            .map(|a| {
+                let status = st.agreements.get(&a.id).map_or(json!("unknown"), |s| json!(s));
+                json!({ "agreement": a.id.as_str(), "digest": status })
+            })
+            .collect();
+        let behind: Vec<Json_> = own
+            .iter()
+            .filter(|(s, _)| {
+                s.origin == me && fed.agreement(&s.agreement).is_some_and(|a| a.is_party(m.code))
+            })
+            .map(|(s, head)| {
+                let theirs = st.streams.get(&format!("{}/{}", s.origin, s.agreement)).copied();
+                json!({ "stream": format!("{}/{}", s.origin, s.agreement), "head": head, "peer_has": theirs,
+                        "behind": theirs.map(|t| head.saturating_sub(t)) })
+            })
+            .collect();
+        out.push(json!({
+            "member": m.code.as_str(),
+            "name": m.name,
+            "role": m.role.as_str(),
+            "connected": st.connected,
+            "last_seen": st.last_seen_ms.map(crate::audit::rfc3339),
+            "roster_mismatch": st.roster_mismatch,
+            "agreements": agreements,
+            "streams": behind,
+        }));
+    }
+    Ok(Json(json!({ "peers": out })))
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let n = shared.store.record_count().unwrap_or(0);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render(n)).into_response()
@@ -425,6 +481,22 @@ async fn backup(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError>
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
+// ---------------------------------------------------------------------------------------
+// Audit routes (auditor only). The work is in `audit` and `audit_index`; reads run on the
+// blocking pool, against the store the writer appends to.
+// ---------------------------------------------------------------------------------------
+
+/// Largest body of `POST /v1/audit/verify` (a witness file of checkpoints).
+pub const MAX_WITNESS_BYTES: usize = 64 * 1024 * 1024;
+/// Largest page of `GET /v1/audit/export`.
+pub const MAX_EXPORT_PAGE: usize = 10_000;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
+}
+
 async fn audit_query(
     State(shared): State<Arc<Shared>>,
     q: Result<Query<crate::audit::QueryParams>, axum::extract::rejection::QueryRejection>,
@@ -432,17 +504,127 @@ async fn audit_query(
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let filter = q.into_filter(now_ms()).map_err(ApiError::bad)?;
     let store = shared.store.clone();
-    let out = tokio::task::spawn_blocking(move || crate::audit::query(&store, &filter))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let out = blocking(move || crate::audit_index::query(&store, &filter)).await?;
     Ok(Json(out).into_response())
 }
 
-async fn audit_verify(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {
+async fn audit_count(
+    State(shared): State<Arc<Shared>>,
+    q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::audit_index::Counts>, ApiError> {
+    let Query(mut q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let by = q
+        .remove("by")
+        .map(|b| b.parse::<crate::audit_index::GroupBy>())
+        .transpose()
+        .map_err(ApiError::bad)?;
+    let params: crate::audit::QueryParams =
+        serde_json::from_value(json!(q)).map_err(|e| ApiError::bad(format!("query: {e}")))?;
+    let filter = params.into_filter(now_ms()).map_err(ApiError::bad)?;
     let store = shared.store.clone();
-    let report = tokio::task::spawn_blocking(move || crate::audit::verify_store(&store))
+    Ok(Json(blocking(move || crate::audit_index::count(&store, &filter, by)).await?))
+}
+
+async fn audit_trace(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::audit::ExportedEntry>>, ApiError> {
+    let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
+    let store = shared.store.clone();
+    Ok(Json(blocking(move || crate::audit_index::trace(&store, id)).await?))
+}
+
+/// Query of `GET /v1/audit/export`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit_export(
+    State(shared): State<Arc<Shared>>,
+    q: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let now = now_ms();
+    let since = q.since.as_deref().map(|s| parse_since(s, now)).transpose().map_err(ApiError::bad)?;
+    let until = q.until.as_deref().map(|s| parse_since(s, now)).transpose().map_err(ApiError::bad)?;
+    let limit = q.limit.unwrap_or(MAX_EXPORT_PAGE).clamp(1, MAX_EXPORT_PAGE);
+    let store = shared.store.clone();
+    let (page, hi) = blocking(move || {
+        let (lo, hi) = crate::audit_index::seq_range(&store, since, until)?;
+        let (from, to) = (lo.max(q.from.unwrap_or(1)), hi.min(q.to.unwrap_or(u64::MAX)));
+        if from > to {
+            return Ok((Vec::new(), to));
+        }
+        Ok((crate::audit_index::export_page(&store, from, to, limit)?, to))
+    })
+    .await?;
+    let next = match page.last() {
+        Some(e) if page.len() == limit && e.seq < hi => Some(e.seq + 1),
+        _ => None,
+    };
+    Ok(Json(json!({ "entries": page, "next": next })))
+}
+
+/// Query of `GET /v1/audit/checkpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointsQuery {
+    member: Option<String>,
+}
+
+async fn audit_checkpoints(
+    State(shared): State<Arc<Shared>>,
+    q: Result<Query<CheckpointsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let member: Option<tamga_protocol::MemberCode> =
+        q.member.as_deref().map(str::parse).transpose().map_err(|e| ApiError::bad(format!("member: {e}")))?;
+    let store = shared.store.clone();
+    let cps = blocking(move || match member {
+        Some(m) => store.peer_checkpoints(Some(m)),
+        None => store.checkpoints(),
+    })
+    .await?;
+    Ok(Json(json!({ "checkpoints": cps })))
+}
+
+async fn verify_with(
+    shared: &Shared,
+    witness: Vec<tamga_protocol::Checkpoint>,
+) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
+    let me = shared.config.member;
+    let keys = shared.fed().roster.verifying_keys(me).to_vec();
+    let opts = crate::audit::VerifyOptions { signer: Some((me, keys)), witness };
+    let store = shared.store.clone();
+    let report = tokio::task::spawn_blocking(move || crate::audit::verify_store_with(&store, &opts))
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(serde_json::to_value(report).map_err(ApiError::internal)?))
+    Ok(Json(report))
+}
+
+async fn audit_verify(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
+    verify_with(&shared, Vec::new()).await
+}
+
+/// Body of `POST /v1/audit/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessBody {
+    witness: Vec<tamga_protocol::Checkpoint>,
+}
+
+async fn audit_verify_witness(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
+    let w: WitnessBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("witness: {e}")))?;
+    verify_with(&shared, w.witness).await
 }

@@ -4,8 +4,9 @@
 //! baseline is measured in the same run on the same data.
 //!
 //! Figures so far: ed25519 sign and verify (one core), projection encode+hash, raw sled
-//! insert with a flush per batch of 100 (the bound of durable ingest), and ingest through
-//! the API with batches of 1 and of 100.
+//! insert with a flush per batch of 100 (the bound of durable ingest), ingest through
+//! the API with batches of 1 and of 100, replication from one origin to every other node
+//! of a local federation, and end-to-end latency at a steady 1,000 records/s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -250,8 +251,112 @@ async fn ingest(report: &mut Report, records: usize, dir: &std::path::Path) -> R
     Ok(())
 }
 
+/// The local federation for replication measurements: `nodes` members of the example.
+async fn federation(dir: &std::path::Path, nodes: usize) -> Result<crate::localfed::LocalFederation> {
+    let members: Vec<tamga_protocol::MemberCode> = crate::localfed::EXAMPLE_MEMBERS
+        .iter()
+        .map(|m| m.parse().expect("example members are valid codes"))
+        .filter(|m: &tamga_protocol::MemberCode| m.as_str() != "XS")
+        .take(nodes.clamp(2, 6))
+        .collect();
+    let mut f = crate::localfed::LocalFederation::create(&dir.join("fed"), &members, 2)?;
+    f.start_all().await?;
+    f.wait_connected(Duration::from_secs(60)).await?;
+    Ok(f)
+}
+
+fn received(node: &crate::daemon::Node) -> u64 {
+    node.shared().metrics.projections_received.get()
+}
+
+/// Replication from RU to every other member (public RMS method descriptions, which every
+/// example policy shares and accepts), and end-to-end latency at a steady offered rate.
+async fn replication(report: &mut Report, records: usize, nodes: usize, dir: &std::path::Path) -> Result<()> {
+    let mut f = federation(dir, nodes).await?;
+    let ru: tamga_protocol::MemberCode = "RU".parse().expect("valid");
+    let origin = f.nodes.get(&ru).and_then(|n| n.node.as_ref()).context("RU runs")?;
+    let token = f.nodes[&ru].tokens.token(Role::Operator).to_owned();
+    let client = Arc::new(Client::with_token(format!("http://{}", origin.api_addr()), token));
+    let peers: Vec<&crate::daemon::Node> =
+        f.nodes.iter().filter(|(m, _)| **m != ru).filter_map(|(_, n)| n.node.as_ref()).collect();
+    let body = |i: usize| {
+        json!({
+            "category": "rms.method", "classification": "public", "created": "2026-11-28T09:00:00Z",
+            "body": { "title": format!("Replicated method {i}"), "method_type": "selectivity", "summary": "x".repeat(300) },
+        })
+    };
+    // Throughput: ingest as fast as the API takes it, until every peer holds every record.
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let per = records / 4 / 100;
+    for c in 0..4 {
+        let client = client.clone();
+        let docs: Vec<serde_json::Value> =
+            (0..per).map(|k| json!({ "records": (0..100).map(|j| body(c * 10_000_000 + k * 100 + j)).collect::<Vec<_>>() })).collect();
+        tasks.push(tokio::spawn(async move {
+            for d in docs {
+                client.post("/v1/records", &d).await?;
+            }
+            Ok::<(), crate::client::ClientError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("client task")??;
+    }
+    let total = (per * 400) as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while peers.iter().any(|p| received(p) < total) {
+        anyhow::ensure!(Instant::now() < deadline, "replication did not finish in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    report.add(&format!("replication 1 origin -> {} peers", peers.len()), total as f64 / secs, "records/s");
+
+    // Latency at a steady 1,000 records/s: 10 records every 10 ms.
+    let n = records.clamp(1000, 5000) / 10;
+    let mut acks: Vec<(String, i64)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for k in 0..n {
+        tick.tick().await;
+        let v = client
+            .post(
+                "/v1/records",
+                &json!({ "records": (0..10).map(|j| body(900_000_000 + k * 10 + j)).collect::<Vec<_>>() }),
+            )
+            .await?;
+        let at = crate::writer::now_ms();
+        for id in v["ids"].as_array().into_iter().flatten().filter_map(|x| x.as_str()) {
+            acks.push((id.to_owned(), at));
+        }
+    }
+    let want = total + acks.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while peers.iter().any(|p| received(p) < want) {
+        anyhow::ensure!(Instant::now() < deadline, "the steady-rate records did not all arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lat: Vec<f64> = Vec::with_capacity(acks.len());
+    for (id, at) in &acks {
+        let id: tamga_protocol::RecordId = id.parse().context("an id")?;
+        let mut last = *at;
+        for p in &peers {
+            if let Some(r) = p.shared().store.record(&id)? {
+                last = last.max(r.stored_ms);
+            }
+        }
+        lat.push((last - at) as f64);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+    report.add("latency ack -> all peers p50 @1000/s", pct(0.5), "ms");
+    report.add("latency ack -> all peers p95 @1000/s", pct(0.95), "ms");
+    report.add("latency ack -> all peers p99 @1000/s", pct(0.99), "ms");
+    f.stop_all().await;
+    Ok(())
+}
+
 /// Run every measurement.
-pub async fn run(records: usize) -> Result<Report> {
+pub async fn run(records: usize, nodes: usize) -> Result<Report> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let mut report = Report {
         records,
@@ -262,6 +367,7 @@ pub async fn run(records: usize) -> Result<Report> {
     micro(&mut report);
     raw_sled(&mut report, records, dir.path()).await?;
     ingest(&mut report, records, dir.path()).await?;
+    replication(&mut report, records, nodes, dir.path()).await?;
     let ratio =
         report.get("ingest via API, batch 100") / report.get("baseline: sled insert, flush per 100").max(1.0);
     report.add("ratio: ingest batch 100 / sled insert", ratio, "ratio");

@@ -10,6 +10,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tamga_config::NodeConfig;
 
+use crate::audit_cli::AuditCmd;
 use crate::client::{Client, ClientError};
 use crate::identity::{Identity, Role, Tokens};
 
@@ -57,9 +58,15 @@ pub enum Command {
     Records(RecordsCmd),
     /// Show the node's status. Example: tamga status --config ./ru/node.toml
     Status(JsonArgs),
+    /// Show every roster member: connected, last seen, agreements and their digests, how
+    /// far behind each of our streams it is. Example: tamga peers --config ./ru/node.toml
+    Peers(JsonArgs),
     /// Query and verify the audit log. Example: tamga audit verify --config ./ru/node.toml
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Check, compare, explain and reload the sharing policy. Example: tamga policy check deploy/example
+    #[command(subcommand)]
+    Policy(crate::reload::commands::PolicyCmd),
     /// Take a consistent backup of a running node. Example: tamga backup --config ./ru/node.toml --out ru.backup
     Backup(BackupArgs),
     /// Rebuild a data directory's store from a backup. Example: tamga restore --data-dir ./ru ru.backup
@@ -114,9 +121,15 @@ pub struct JsonArgs {
 /// `tamga bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Records per ingest measurement.
+    /// Records per ingest and replication measurement.
     #[arg(long, default_value_t = 100_000)]
     records: usize,
+    /// Nodes of the local federation for replication (2 to 6).
+    #[arg(long, default_value_t = 6)]
+    nodes: usize,
+    /// Entries of the scratch audit log built to time audit queries and verify (0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    audit_entries: u64,
     /// Print one JSON object with every figure and its unit.
     #[arg(long)]
     json: bool,
@@ -209,68 +222,6 @@ pub struct ShowArgs {
     json: bool,
 }
 
-/// `tamga audit …`.
-#[derive(Debug, Subcommand)]
-pub enum AuditCmd {
-    /// Query the audit log. Example: tamga audit query --since 24h --action rejected
-    Query(AuditQueryArgs),
-    /// Recompute the hash chain and name the first bad entry. Example: tamga audit verify
-    Verify(AuditVerifyArgs),
-}
-
-/// `tamga audit query`.
-#[derive(Debug, Args)]
-pub struct AuditQueryArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Entries at or after (RFC 3339, or 24h back). Example: --since 24h
-    #[arg(long)]
-    since: Option<String>,
-    /// Entries at or before. Example: --until 2026-11-28T00:00:00Z
-    #[arg(long)]
-    until: Option<String>,
-    /// Peer member code. Example: --peer KZ
-    #[arg(long)]
-    peer: Option<String>,
-    /// Category. Example: --category ipr.infringement
-    #[arg(long)]
-    category: Option<String>,
-    /// Agreement. Example: --agreement sco-ipr-2012
-    #[arg(long)]
-    agreement: Option<String>,
-    /// Action (ingested, sent, delivered, received, rejected, withheld, …). Example: --action rejected
-    #[arg(long)]
-    action: Option<String>,
-    /// Record id.
-    #[arg(long)]
-    record: Option<String>,
-    /// Outcome (ok, refused, failed). Example: --outcome refused
-    #[arg(long)]
-    outcome: Option<String>,
-    /// Read the data directory directly instead of asking the running node (the node must be stopped).
-    #[arg(long)]
-    offline: bool,
-    /// JSON lines.
-    #[arg(long, conflicts_with = "csv")]
-    json: bool,
-    /// CSV.
-    #[arg(long)]
-    csv: bool,
-}
-
-/// `tamga audit verify`.
-#[derive(Debug, Args)]
-pub struct AuditVerifyArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Read the data directory directly (the node must be stopped).
-    #[arg(long)]
-    offline: bool,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
 /// `tamga backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -345,11 +296,11 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
+pub(crate) fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
     NodeConfig::load(&c.config).map_err(|e| anyhow!("{e}"))
 }
 
-fn client(c: &ConfigArg, role: Role) -> Result<Client> {
+pub(crate) fn client(c: &ConfigArg, role: Role) -> Result<Client> {
     Ok(Client::new(&load_config(c)?, role)?)
 }
 
@@ -376,7 +327,32 @@ async fn dispatch(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Command::Audit(a) => audit(a).await,
+        Command::Peers(a) => {
+            let v = client(&a.config, Role::Operator)?.get("/v1/peers", &[]).await?;
+            print_json_or(&v, a.json, |v| {
+                println!("{:<6} {:<9} {:<10} {:<24} AGREEMENTS", "MEMBER", "ROLE", "STATE", "LAST SEEN");
+                for p in v["peers"].as_array().into_iter().flatten() {
+                    let agreements: Vec<String> = p["agreements"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|a| format!("{}:{}", plain(&a["agreement"]), plain(&a["digest"])))
+                        .collect();
+                    let state = if p["connected"] == true { "connected" } else { "down" };
+                    println!(
+                        "{:<6} {:<9} {:<10} {:<24} {}",
+                        plain(&p["member"]),
+                        plain(&p["role"]),
+                        state,
+                        plain(&p["last_seen"]),
+                        agreements.join(" ")
+                    );
+                }
+            });
+            Ok(())
+        }
+        Command::Audit(a) => crate::audit_cli::run(a).await,
+        Command::Policy(p) => crate::reload::commands::run(p).await,
         Command::Backup(a) => {
             let bytes = client(&a.config, Role::Admin)?.get_bytes("/v1/backup").await?;
             crate::backup::decode(&bytes).context("the node sent a damaged backup")?;
@@ -387,7 +363,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => {
-            let report = crate::bench::run(a.records.max(1000)).await?;
+            let mut report = crate::bench::run(a.records.max(1000), a.nodes).await?;
+            crate::audit_bench::measure(&mut report, a.audit_entries)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -403,7 +380,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn plain(v: &Value) -> String {
+pub(crate) fn plain(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -694,129 +671,6 @@ async fn import(a: ImportArgs) -> Result<()> {
     } else {
         bail!("{} lines of {} were refused", refused.len(), a.file.display())
     }
-}
-
-async fn audit(cmd: AuditCmd) -> Result<()> {
-    match cmd {
-        AuditCmd::Query(a) => {
-            let params = crate::audit::QueryParams {
-                since: a.since.clone(),
-                until: a.until.clone(),
-                peer: a.peer.clone(),
-                category: a.category.clone(),
-                agreement: a.agreement.clone(),
-                action: a.action.clone(),
-                record: a.record.clone(),
-                outcome: a.outcome.clone(),
-                limit: None,
-            };
-            let entries: Vec<crate::audit::ExportedEntry> = if a.offline {
-                let store = open_offline(&a.config)?;
-                let filter = params.into_filter(crate::writer::now_ms()).map_err(|e| anyhow!(e))?;
-                crate::audit::query(&store, &filter)?
-            } else {
-                let mut q = Vec::new();
-                for (k, v) in [
-                    ("since", &a.since),
-                    ("until", &a.until),
-                    ("peer", &a.peer),
-                    ("category", &a.category),
-                    ("agreement", &a.agreement),
-                    ("action", &a.action),
-                    ("record", &a.record),
-                    ("outcome", &a.outcome),
-                ] {
-                    if let Some(v) = v {
-                        q.push((k, v.clone()));
-                    }
-                }
-                let v = client(&a.config, Role::Auditor)?.get("/v1/audit", &q).await?;
-                serde_json::from_value(v).context("the node sent entries this build cannot read")?
-            };
-            print_entries(&entries, a.json, a.csv);
-            Ok(())
-        }
-        AuditCmd::Verify(a) => {
-            let report = if a.offline {
-                crate::audit::verify_store(&open_offline(&a.config)?)
-            } else {
-                let v = client(&a.config, Role::Auditor)?.get("/v1/audit/verify", &[]).await?;
-                serde_json::from_value(v).context("the node sent a report this build cannot read")?
-            };
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if report.ok {
-                println!("ok: {} entries verified, head {}", report.entries, report.head);
-            } else {
-                println!(
-                    "FAILED at entry {}: {}",
-                    report.first_bad.unwrap_or(0),
-                    report.error.as_deref().unwrap_or("unknown")
-                );
-            }
-            if report.ok {
-                Ok(())
-            } else {
-                bail!("the audit log does not verify")
-            }
-        }
-    }
-}
-
-fn print_entries(entries: &[crate::audit::ExportedEntry], json: bool, csv: bool) {
-    let opt = |v: Option<String>| v.unwrap_or_default();
-    if json {
-        for e in entries {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
-        }
-    } else if csv {
-        println!("seq,time,action,peer,record,category,agreement,policy,outcome,reason,hash");
-        for x in entries {
-            let e = &x.entry;
-            let reason = opt(e.reason.clone()).replace('"', "\"\"");
-            println!(
-                "{},{},{},{},{},{},{},{},{},\"{reason}\",{}",
-                e.seq,
-                e.time,
-                e.action.as_str(),
-                opt(e.peer.map(|p| p.to_string())),
-                opt(e.record.map(|r| r.to_hex())),
-                opt(e.category.as_ref().map(|c| c.to_string())),
-                opt(e.agreement.as_ref().map(|a| a.to_string())),
-                e.policy.to_hex(),
-                serde_json::to_value(e.outcome).ok().as_ref().map(plain).unwrap_or_default(),
-                x.hash.to_hex()
-            );
-        }
-    } else {
-        println!(
-            "{:>7} {:<24} {:<18} {:<5} {:<16} {:<20} {:<8} REASON",
-            "SEQ", "TIME", "ACTION", "PEER", "RECORD", "AGREEMENT", "OUTCOME"
-        );
-        for x in entries {
-            let e = &x.entry;
-            let rec = opt(e.record.map(|r| r.to_hex()));
-            println!(
-                "{:>7} {:<24} {:<18} {:<5} {:<16} {:<20} {:<8} {}",
-                e.seq,
-                e.time,
-                e.action.as_str(),
-                opt(e.peer.map(|p| p.to_string())),
-                &rec[..16.min(rec.len())],
-                opt(e.agreement.as_ref().map(|a| a.to_string())),
-                serde_json::to_value(e.outcome).ok().as_ref().map(plain).unwrap_or_default(),
-                opt(e.reason.clone())
-            );
-        }
-    }
-}
-
-fn open_offline(c: &ConfigArg) -> Result<crate::store::Store> {
-    let config = load_config(c)?;
-    let dir = config.data_dir.join(crate::daemon::STORE_DIR);
-    crate::store::Store::open(&dir).with_context(|| {
-        format!("opening {} (stop the node first, or drop --offline to ask the running node)", dir.display())
-    })
 }
 
 /// `tamga restore`: rebuild the store of `data_dir` from a backup file and verify its audit log.

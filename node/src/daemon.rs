@@ -1,7 +1,8 @@
 //! The daemon: loads and checks every file, opens the store, starts every task under one
 //! [`CancellationToken`], and on shutdown awaits them all with a deadline.
 //!
-//! Tasks: `writer` (the write path), `api` (the local HTTP server). Each is named, its
+//! Tasks: `writer` (the write path), `api` (the local HTTP server), `reload` (replaces the
+//! policy in force: [`crate::reload`]). Each is named, its
 //! handle kept, its end logged.
 
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tamga_config::{ConfigErrors, Federation, NodeConfig};
-use tamga_protocol::Digest;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,7 @@ use crate::audit::{Action, AuditEvent, Outcome};
 use crate::identity::{Identity, IdentityError, Tokens};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::writer::{now_ms, PolicyDigest, Writer, WriterTask};
+use crate::writer::{now_ms, Writer, WriterTask};
 
 /// How long shutdown waits for the tasks to finish before giving up on them.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -61,6 +61,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The peer-to-peer side could not start (a listen address taken or invalid).
+    #[error("cannot start the peer-to-peer side: {0}")]
+    Net(crate::net::NetError),
     /// The API's TLS certificate or key could not be loaded.
     #[error("cannot load the API's TLS certificate or key: {0}")]
     Tls(String),
@@ -79,12 +82,6 @@ impl PolicyCell {
     /// Put a new federation in force.
     pub fn set(&self, fed: Arc<Federation>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = fed;
-    }
-}
-
-impl PolicyDigest for PolicyCell {
-    fn policy_digest(&self) -> Digest {
-        self.get().policy_digest
     }
 }
 
@@ -107,6 +104,24 @@ pub struct Shared {
     pub policy: Arc<PolicyCell>,
     /// When it started (ms).
     pub started_ms: i64,
+    /// Replaces the policy set in force (`tamga policy reload`, SIGHUP, file changes).
+    pub reloader: crate::reload::Reloader,
+    /// The handle to the network task.
+    pub net: crate::net::NetHandle,
+    /// What sync knows of each peer.
+    pub sync: Arc<crate::sync::SyncState>,
+}
+
+/// The roster as the network task takes it.
+pub fn peer_entries(fed: &Federation) -> Vec<crate::net::PeerEntry> {
+    fed.roster
+        .members()
+        .map(|m| crate::net::PeerEntry {
+            member: m.code,
+            peer_ids: m.peer_ids.clone(),
+            addrs: m.addrs.clone(),
+        })
+        .collect()
 }
 
 impl Shared {
@@ -151,10 +166,31 @@ impl Node {
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let policy = Arc::new(PolicyCell(RwLock::new(Arc::new(fed))));
-        let writer_task = WriterTask::new(store.clone(), config.member, policy.clone(), metrics.clone())
-            .map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        let (push_tx, push_rx) = tokio::sync::mpsc::channel(crate::sync::PUSH_QUEUE);
+        let writer_task = WriterTask::new(
+            store.clone(),
+            config.member,
+            policy.clone(),
+            metrics.clone(),
+            identity.signing.clone(),
+            Some(push_tx),
+        )
+        .map_err(|source| StartError::Store { dir: dir.clone(), source })?
+        .with_audit_config(&config.audit);
         let (writer, writer_handle) = writer_task.spawn(cancel.child_token());
         let mut tasks = vec![("writer", writer_handle)];
+
+        let fed_now = policy.get();
+        let net_config = crate::net::NetConfig {
+            keypair: identity.keypair(),
+            listen: config.network.listen.clone(),
+            peers: peer_entries(&fed_now),
+            max_connections: config.network.max_connections,
+            dial_backoff_max: Duration::from_secs(config.network.dial_backoff_max_secs),
+        };
+        let (net, net_events, net_task) =
+            crate::net::spawn(net_config, cancel.child_token()).map_err(StartError::Net)?;
+        tasks.push(("net", net_task));
 
         let api_listener = std::net::TcpListener::bind(config.api.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -170,6 +206,8 @@ impl Node {
             ),
             None => None,
         };
+        let reloader = crate::reload::Reloader::new(&config, policy.clone(), writer.clone());
+        tasks.push(("reload", reloader.spawn(crate::reload::WatchOptions::default(), cancel.child_token())));
         let shared = Arc::new(Shared {
             config,
             identity,
@@ -179,7 +217,19 @@ impl Node {
             metrics,
             policy,
             started_ms: now_ms(),
+            reloader,
+            net: net.clone(),
+            sync: Arc::new(crate::sync::SyncState::default()),
         });
+        let sync_task = crate::sync::spawn(
+            shared.clone(),
+            net,
+            net_events,
+            push_rx,
+            shared.sync.clone(),
+            cancel.child_token(),
+        );
+        tasks.push(("sync", sync_task));
         let app = crate::api::router(shared.clone());
         let handle = axum_server::Handle::new();
         let api_cancel = cancel.clone();

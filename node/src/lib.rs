@@ -10,6 +10,9 @@
 
 pub mod api;
 pub mod audit;
+pub mod audit_bench;
+pub mod audit_cli;
+pub mod audit_index;
 pub mod backup;
 pub mod bench;
 pub mod cli;
@@ -17,7 +20,10 @@ pub mod client;
 pub mod daemon;
 pub mod example;
 pub mod identity;
+pub mod localfed;
 pub mod metrics;
 pub mod net;
+pub mod reload;
 pub mod store;
+pub mod sync;
 pub mod writer;

@@ -9,11 +9,16 @@
 //! | `T`    | time, record id                        | (time index)                  |
 //! | `C`    | category, 0, time, record id           | (category index)              |
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
-//! | `Q`    | origin, agreement, 0                   | highest seq known, u64 BE     |
+//! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
+//! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
 //! | `V`    | record id, agreement, 0, receiver      | receipt                       |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
 //! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
+//! | `I`    | index kind, value, 0, audit seq        | (audit index, `audit_index`)  |
+//! | `K`    | audit seq                              | own signed checkpoint         |
+//! | `J`    | member, seq, head                      | checkpoint a peer showed us   |
+//! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
 //! order is time order. Values are encoded with `tamga_protocol::codec::encode_stored`.
@@ -26,8 +31,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
 use tamga_protocol::{
-    AgreementId, CategoryId, Digest, MemberCode, Projection, Receipt, RecordHeader, RecordId, Salt,
-    SaltedRecord, StreamKey, Value,
+    AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Projection, Receipt, RecordHeader, RecordId,
+    Salt, SaltedRecord, StreamKey, Value,
 };
 
 /// The on-disk schema this build reads and writes.
@@ -193,9 +198,16 @@ impl WriteBatch {
         Ok(())
     }
 
-    /// The highest sequence number known in a stream.
+    /// The stream's head: for an own stream the last sequence number assigned, for a
+    /// received one the contiguous high-water mark (held or known withheld).
     pub fn set_stream_head(&mut self, s: &StreamKey, seq: u64) {
         self.put(stream_meta_key(s), seq.to_be_bytes().to_vec());
+    }
+
+    /// Mark a sequence number as known withheld from this node.
+    pub fn put_withheld(&mut self, s: &StreamKey, seq: u64) {
+        let k = key(&[b"W", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()]);
+        self.put(k, Vec::new());
     }
 
     /// A receipt for a delivered projection.
@@ -325,6 +337,47 @@ impl Store {
         self.db.get(&k)?.map(|v| u64_of(&k, &v)).transpose().map(|o| o.unwrap_or(0))
     }
 
+    /// Every stream this node holds something of, with its head.
+    pub fn streams(&self) -> Result<Vec<(StreamKey, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(b"Q") {
+            let (k, v) = kv?;
+            let bad = || StoreError::Corrupt { key: hex::encode(&k), why: "bad stream key".into() };
+            let origin = std::str::from_utf8(k.get(1..3).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
+            let agreement = k
+                .get(3..k.len().saturating_sub(1))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok());
+            let (Some(origin), Some(agreement)) = (origin, agreement) else { return Err(bad()) };
+            out.push((StreamKey { origin, agreement }, u64_of(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether a sequence number of a stream is held or known withheld.
+    pub fn seq_known(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        let mut p = stream_prefix(s);
+        p.extend_from_slice(&seq.to_be_bytes());
+        if self.db.contains_key(&p)? {
+            return Ok(true);
+        }
+        let w = key(&[b"W", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()]);
+        Ok(self.db.contains_key(w)?)
+    }
+
+    /// Held sequence numbers of a stream above `after`, in order, at most `limit`.
+    pub fn held_above(&self, s: &StreamKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let prefix = stream_prefix(s);
+        let lo = key(&[&prefix, &after.saturating_add(1).to_be_bytes()]);
+        let hi = key(&[&prefix, &u64::MAX.to_be_bytes()]);
+        let mut out = Vec::new();
+        for kv in self.db.range(lo..=hi).take(limit) {
+            let (k, _) = kv?;
+            out.push(u64_of(&k, &k[prefix.len()..])?);
+        }
+        Ok(out)
+    }
+
     /// The projection at `seq` in a stream.
     pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
         let mut k = stream_prefix(s);
@@ -437,6 +490,137 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The audit log's indexes and checkpoints (used by `audit_index` and the writer).
+// ---------------------------------------------------------------------------------------
+
+const AUDIT_INDEXED_KEY: &[u8] = b"Maudit_index";
+
+fn audit_index_key(kind: u8, value: &[u8], seq: u64) -> Vec<u8> {
+    key(&[b"I", &[kind], value, &[0], &seq.to_be_bytes()])
+}
+
+fn peer_checkpoint_key(cp: &Checkpoint) -> Vec<u8> {
+    key(&[b"J", &cp.member.as_bytes(), &cp.seq.to_be_bytes(), &cp.head.0])
+}
+
+impl WriteBatch {
+    /// One audit index key: entry `seq` has `value` for index `kind`.
+    pub fn put_audit_index(&mut self, kind: u8, value: &[u8], seq: u64) {
+        self.put(audit_index_key(kind, value, seq), Vec::new());
+    }
+
+    /// The audit indexes are complete through entry `seq`.
+    pub fn set_audit_indexed(&mut self, seq: u64) {
+        self.put(AUDIT_INDEXED_KEY.to_vec(), seq.to_be_bytes().to_vec());
+    }
+
+    /// A checkpoint this node signed of its own log.
+    pub fn put_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
+        self.put(key(&[b"K", &cp.seq.to_be_bytes()]), enc(cp)?);
+        Ok(())
+    }
+
+    /// A checkpoint a peer showed this node of the peer's log (kept, with any other of
+    /// the same sequence number: two different heads for one number are evidence).
+    pub fn put_peer_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), StoreError> {
+        self.put(peer_checkpoint_key(cp), enc(cp)?);
+        Ok(())
+    }
+}
+
+impl Store {
+    /// One audit entry: its stored hash and bytes.
+    pub fn audit_entry(&self, seq: u64) -> Result<Option<(Digest, Vec<u8>)>, StoreError> {
+        let k = key(&[b"A", &seq.to_be_bytes()]);
+        let Some(v) = self.db.get(&k)? else { return Ok(None) };
+        let hash = v
+            .get(..32)
+            .and_then(Digest::try_from_slice)
+            .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "short audit entry".into() })?;
+        Ok(Some((hash, v[32..].to_vec())))
+    }
+
+    /// Sequence numbers in `from..=to` that index `kind` lists under `value`, in order.
+    pub fn audit_index(
+        &self,
+        kind: u8,
+        value: &[u8],
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<u64, StoreError>> + '_ {
+        let lo = audit_index_key(kind, value, from);
+        let hi = audit_index_key(kind, value, to);
+        let at = lo.len() - 8;
+        self.db.range(lo..=hi).map(move |kv| {
+            let (k, _) = kv?;
+            u64_of(&k, &k[at..])
+        })
+    }
+
+    /// The audit sequence number through which the indexes are complete (0: none).
+    pub fn audit_indexed(&self) -> Result<u64, StoreError> {
+        self.db
+            .get(AUDIT_INDEXED_KEY)?
+            .map(|v| u64_of(AUDIT_INDEXED_KEY, &v))
+            .transpose()
+            .map(|o| o.unwrap_or(0))
+    }
+
+    /// The newest checkpoint this node signed of its own log (what it shows peers in hello).
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        match self.db.scan_prefix(b"K").next_back() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some(dec(&k, &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every checkpoint this node signed of its own log, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.db
+            .scan_prefix(b"K")
+            .map(|kv| kv.map_err(StoreError::from).and_then(|(k, v)| dec(&k, &v)))
+            .collect()
+    }
+
+    /// Checkpoints peers showed this node (of one member's log, or of every member's),
+    /// by member then sequence number.
+    pub fn peer_checkpoints(&self, member: Option<MemberCode>) -> Result<Vec<Checkpoint>, StoreError> {
+        let prefix = match member {
+            Some(m) => key(&[b"J", &m.as_bytes()]),
+            None => b"J".to_vec(),
+        };
+        self.db
+            .scan_prefix(prefix)
+            .map(|kv| kv.map_err(StoreError::from).and_then(|(k, v)| dec(&k, &v)))
+            .collect()
+    }
+
+    /// TAMPER HOOK, for the audit tamper tests only: read the raw stored value of audit
+    /// entry `seq` (32-byte hash, then the JSON bytes).
+    #[doc(hidden)]
+    pub fn tamper_audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key(&[b"A", &seq.to_be_bytes()]))?.map(|v| v.to_vec()))
+    }
+
+    /// TAMPER HOOK, for the audit tamper tests only (never called by the node): overwrite
+    /// (`Some`) or delete (`None`) the raw stored value of audit entry `seq`, bypassing the
+    /// writer, its chain and its indexes, then flush. Works on a stopped node's store.
+    #[doc(hidden)]
+    pub fn tamper_audit_set(&self, seq: u64, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let k = key(&[b"A", &seq.to_be_bytes()]);
+        match value {
+            Some(v) => self.db.insert(k, v)?,
+            None => self.db.remove(k)?,
+        };
+        self.db.flush()?;
+        Ok(())
     }
 }
 

@@ -11,14 +11,18 @@
 //! answered with the error, the in-memory chain head is not advanced, and nothing of the
 //! group is acknowledged.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tamga_protocol::{Digest, MemberCode, RecordId, SaltedRecord};
+use tamga_config::{Decision, Federation};
+use tamga_protocol::{
+    Digest, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord, SigningKey, StreamKey,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Action, AuditEntry, AuditEvent, Outcome, GENESIS};
+use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
+use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
 use crate::store::{Source, Store, StoreError, StoredRecord, WriteBatch};
 
@@ -65,7 +69,22 @@ pub enum Op {
         reply: IngestReply,
     },
     /// Append an audit entry (made durable with the next flush).
-    Audit(AuditEvent),
+    Audit(Box<AuditEvent>),
+    /// Store verified projections received from a peer, durably (receipts are signed after).
+    Received {
+        /// The member that delivered them.
+        from: MemberCode,
+        /// The projections, each already verified, with its record id.
+        items: Vec<(RecordId, Projection)>,
+        /// Sequence numbers the sender says exist but are not for this node.
+        withheld: Vec<(StreamKey, u64)>,
+        /// Where to answer: per item, whether it was new.
+        reply: oneshot::Sender<Result<Vec<bool>, WriteError>>,
+    },
+    /// Store receipts that peers signed for projections this node sent.
+    Receipts(Vec<Receipt>),
+    /// Keep a checkpoint a peer showed of its own log (its signature already verified).
+    PeerCheckpoint(tamga_protocol::Checkpoint),
     /// Take a consistent snapshot of the whole store.
     Snapshot {
         /// Where to answer.
@@ -90,14 +109,38 @@ impl Writer {
     /// Append an audit entry. Waits for room in the queue, not for the flush.
     pub async fn audit(&self, ev: AuditEvent) {
         // A stopped writer means shutdown; the event has nowhere durable to go.
-        let _ = self.tx.send(Op::Audit(ev)).await;
+        let _ = self.tx.send(Op::Audit(Box::new(ev))).await;
     }
 
     /// Append an audit entry without waiting; drops it (and says so) if the queue is full.
     pub fn try_audit(&self, ev: AuditEvent) {
-        if let Err(e) = self.tx.try_send(Op::Audit(ev)) {
+        if let Err(e) = self.tx.try_send(Op::Audit(Box::new(ev))) {
             tracing::warn!(error = %e, "audit queue full; entry dropped");
         }
+    }
+
+    /// Store verified projections from a peer; answers once they are durable.
+    pub async fn received(
+        &self,
+        from: MemberCode,
+        items: Vec<(RecordId, Projection)>,
+        withheld: Vec<(StreamKey, u64)>,
+    ) -> Result<Vec<bool>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Received { from, items, withheld, reply }).await.map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Store receipts for delivered projections.
+    pub async fn receipts(&self, receipts: Vec<Receipt>) {
+        let _ = self.tx.send(Op::Receipts(receipts)).await;
+    }
+
+    /// Keep a checkpoint a peer showed in its hello, so that this node can later witness
+    /// that the peer's log was not rewritten (`tamga audit checkpoints --member`). The
+    /// caller has verified its signature against the peer's roster key.
+    pub async fn peer_checkpoint(&self, cp: tamga_protocol::Checkpoint) {
+        let _ = self.tx.send(Op::PeerCheckpoint(cp)).await;
     }
 
     /// A consistent copy of the store.
@@ -108,19 +151,21 @@ impl Writer {
     }
 }
 
-/// Where the writer reads the digest of the policy set in force.
-pub trait PolicyDigest: Send + Sync + 'static {
-    /// The digest of the policy set in force now.
-    fn policy_digest(&self) -> Digest;
-}
-
 /// Everything the writer task owns.
 pub struct WriterTask {
     store: Store,
     me: MemberCode,
-    policy: Arc<dyn PolicyDigest>,
+    policy: Arc<PolicyCell>,
     metrics: Arc<Metrics>,
     head: (u64, Digest),
+    signing: SigningKey,
+    /// Where new own projections are announced for an immediate push (best effort:
+    /// anti-entropy delivers whatever a full channel drops).
+    notify: Option<mpsc::Sender<Vec<Projection>>>,
+    /// Heads of own streams, read from the store once then kept here.
+    heads: HashMap<StreamKey, u64>,
+    /// The audit clock and checkpoint schedule.
+    audit: crate::audit_index::ChainState,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -139,11 +184,20 @@ impl WriterTask {
     pub fn new(
         store: Store,
         me: MemberCode,
-        policy: Arc<dyn PolicyDigest>,
+        policy: Arc<PolicyCell>,
         metrics: Arc<Metrics>,
+        signing: SigningKey,
+        notify: Option<mpsc::Sender<Vec<Projection>>>,
     ) -> Result<WriterTask, StoreError> {
         let head = store.audit_head()?.unwrap_or((0, GENESIS));
-        Ok(WriterTask { store, me, policy, metrics, head })
+        let audit = crate::audit_index::ChainState::open(&store, head)?;
+        Ok(WriterTask { store, me, policy, metrics, head, signing, notify, heads: HashMap::new(), audit })
+    }
+
+    /// Take the audit checkpoint schedule from `node.toml` (defaults otherwise).
+    pub fn with_audit_config(mut self, c: &tamga_config::AuditConfig) -> WriterTask {
+        self.audit.configure(c);
+        self
     }
 
     /// Start the task; it ends when every handle is dropped or `cancel` fires, after
@@ -158,10 +212,18 @@ impl WriterTask {
         let span = tracing::info_span!("writer", member = %self.me);
         let _guard = span.enter();
         loop {
+            let wait = self.audit.wait(self.head.0, now_ms());
             let first = tokio::select! {
                 biased;
                 op = rx.recv() => op,
                 () = cancel.cancelled() => { rx.close(); rx.recv().await }
+                () = tokio::time::sleep(wait) => {
+                    // A checkpoint falls due by time.
+                    if self.audit.due(self.head.0, now_ms()) {
+                        self.apply(Vec::new()).await;
+                    }
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut group = vec![first];
@@ -173,6 +235,11 @@ impl WriterTask {
             }
             self.apply(group).await;
         }
+        // Sign the final head, so that the log of a stopped node ends with a checkpoint.
+        self.audit.force = true;
+        if self.audit.due(self.head.0, now_ms()) {
+            self.apply(Vec::new()).await;
+        }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -180,16 +247,11 @@ impl WriterTask {
     }
 
     fn append(&self, batch: &mut WriteBatch, head: &mut (u64, Digest), ev: AuditEvent, now: i64) {
-        let seq = head.0 + 1;
-        let entry = AuditEntry::build(seq, now, ev, self.policy.policy_digest(), head.1);
-        let bytes = entry.to_bytes();
-        let hash = Digest::of(&bytes);
-        batch.put_audit(seq, &bytes, &hash);
-        *head = (seq, hash);
+        crate::audit_index::append(batch, head, ev, now, self.policy.get().policy_digest);
     }
 
     async fn apply(&mut self, group: Vec<Op>) {
-        let now = now_ms();
+        let now = self.audit.clock(now_ms());
         let mut batch = WriteBatch::default();
         let mut head = self.head;
         let mut durable = false;
@@ -197,6 +259,11 @@ impl WriterTask {
         let mut answers: Vec<(IngestReply, Result<Vec<Ingested>, StoreError>)> = Vec::new();
         let mut snapshots = Vec::new();
         let (mut new_records, mut dups, mut audits) = (0u64, 0u64, 0u64);
+        let fed = self.policy.get();
+        let mut heads = self.heads.clone();
+        let mut projections: Vec<Projection> = Vec::new();
+        let mut received_answers = Vec::new();
+        let (mut received, mut delivered) = (0u64, 0u64);
 
         for op in group {
             match op {
@@ -235,6 +302,18 @@ impl WriterTask {
                         let ev = AuditEvent::new(Action::Ingested, Outcome::Ok).record(id, category);
                         self.append(&mut batch, &mut head, ev, now);
                         audits += 1;
+                        let salted = SaltedRecord {
+                            id,
+                            record: tamga_protocol::Record { header: stored.header, body: stored.body },
+                            salts: stored.salts,
+                        };
+                        match self.project(&fed, &salted, &mut batch, &mut head, &mut heads, now) {
+                            Ok(ps) => projections.extend(ps),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
                         seen.insert(id);
                         new_records += 1;
                         out.push(Ingested { id, new: true });
@@ -242,12 +321,43 @@ impl WriterTask {
                     answers.push((reply, failed.map_or(Ok(out), Err)));
                 }
                 Op::Audit(ev) => {
-                    self.append(&mut batch, &mut head, ev, now);
+                    self.append(&mut batch, &mut head, *ev, now);
                     audits += 1;
+                }
+                Op::Received { from, items, withheld, reply } => {
+                    durable = true;
+                    let r = self.store_received(from, items, withheld, &mut batch, &mut head, &mut seen, now);
+                    if let Ok(flags) = &r {
+                        received += flags.iter().filter(|n| **n).count() as u64;
+                    }
+                    received_answers.push((reply, r));
+                }
+                Op::Receipts(receipts) => {
+                    for r in receipts {
+                        if let Err(e) = batch.put_receipt(&r) {
+                            tracing::warn!(error = %e, "receipt not stored");
+                            continue;
+                        }
+                        let ev = AuditEvent::new(Action::Delivered, Outcome::Ok)
+                            .peer(r.receiver)
+                            .agreement(r.agreement.clone())
+                            .reason(format!("receipt for seq {} signed by {}", r.seq, r.receiver));
+                        let mut ev = ev;
+                        ev.record = Some(r.record);
+                        self.append(&mut batch, &mut head, ev, now);
+                        delivered += 1;
+                    }
+                }
+                Op::PeerCheckpoint(cp) => {
+                    if let Err(e) = batch.put_peer_checkpoint(&cp) {
+                        tracing::warn!(error = %e, "peer checkpoint not stored");
+                    }
                 }
                 Op::Snapshot { reply } => snapshots.push(reply),
             }
         }
+        let checkpoint = self.checkpoint_if_due(&mut batch, &mut head, now);
+        durable |= checkpoint.is_some();
 
         let committed = if batch.is_empty() {
             Ok(())
@@ -260,6 +370,20 @@ impl WriterTask {
         match committed {
             Ok(()) => {
                 self.head = head;
+                if let Some(entry_seq) = checkpoint {
+                    self.audit.signed(entry_seq, now);
+                }
+                self.heads = heads;
+                self.metrics.projections_received.add(received);
+                self.metrics.projections_delivered.add(delivered);
+                for (reply, result) in received_answers {
+                    let _ = reply.send(result.map_err(WriteError::from));
+                }
+                if let (Some(n), false) = (&self.notify, projections.is_empty()) {
+                    if n.try_send(projections).is_err() {
+                        tracing::debug!("push queue full; anti-entropy will deliver");
+                    }
+                }
                 self.metrics.records_ingested.add(new_records);
                 self.metrics.records_duplicate.add(dups);
                 self.metrics.audit_entries.add(audits);
@@ -276,11 +400,180 @@ impl WriterTask {
                 for (reply, _) in answers {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
                 }
+                for (reply, _) in received_answers {
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                }
             }
         }
         for reply in snapshots {
             let snap: Result<Snapshot, StoreError> = self.store.dump().collect();
             let _ = reply.send(snap.map_err(WriteError::from));
         }
+    }
+}
+
+impl WriterTask {
+    fn own_head(&self, heads: &mut HashMap<StreamKey, u64>, s: &StreamKey) -> Result<u64, StoreError> {
+        if let Some(h) = heads.get(s) {
+            return Ok(*h);
+        }
+        let h = self.store.stream_head(s)?;
+        heads.insert(s.clone(), h);
+        Ok(h)
+    }
+
+    /// Project a new own record under every agreement that covers it and whose policy
+    /// names an audience; audit what policy withholds. Sequence numbers are assigned here,
+    /// in the same atomic batch as the record, so a stream never has a hole.
+    fn project(
+        &self,
+        fed: &Federation,
+        salted: &SaltedRecord,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        heads: &mut HashMap<StreamKey, u64>,
+        now: i64,
+    ) -> Result<Vec<Projection>, StoreError> {
+        let header = &salted.record.header;
+        let mut out = Vec::new();
+        for agreement in fed.agreements_for(&header.category) {
+            if !agreement.is_party(self.me) {
+                continue;
+            }
+            let audience = tamga_config::audience(header, agreement, fed, now);
+            // Audit what policy withholds: once when the reason is the same for every
+            // party (a classified record, an agreement not in force), else per party.
+            let denials: Vec<(MemberCode, String)> = agreement
+                .parties
+                .iter()
+                .filter(|p| **p != self.me && !audience.contains(p))
+                .filter_map(|p| match tamga_config::decide(header, agreement, *p, fed, now) {
+                    Decision::Deny(r) => Some((*p, r.to_string())),
+                    Decision::Allow { .. } => None,
+                })
+                .collect();
+            let same = denials.windows(2).all(|w| w[0].1 == w[1].1);
+            if same && denials.len() > 1 {
+                let ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
+                    .record(salted.id, header.category.clone())
+                    .agreement(agreement.id.clone())
+                    .reason(format!("from every party: {}", denials[0].1));
+                self.append(batch, head, ev, now);
+            } else {
+                for (p, why) in denials {
+                    let ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
+                        .peer(p)
+                        .record(salted.id, header.category.clone())
+                        .agreement(agreement.id.clone())
+                        .reason(why);
+                    self.append(batch, head, ev, now);
+                }
+            }
+            if audience.is_empty() {
+                continue;
+            }
+            let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
+            let seq = self.own_head(heads, &stream)? + 1;
+            let withheld = tamga_config::withheld(agreement, &header.category);
+            let envelope = Envelope {
+                agreement: agreement.id.clone(),
+                audience,
+                seq,
+                expires_ms: agreement.purge_at_ms(header),
+            };
+            let p = match salted.project(
+                |f| withheld.as_ref().is_some_and(|w| w.contains(f)),
+                envelope,
+                &self.signing,
+            ) {
+                Ok(p) => p,
+                // audience() never admits a classified record; refuse quietly if it ever did.
+                Err(e) => {
+                    tracing::error!(error = %e, "projection refused");
+                    continue;
+                }
+            };
+            batch.put_projection(&salted.id, &p)?;
+            batch.set_stream_head(&stream, seq);
+            heads.insert(stream, seq);
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Store verified projections from `from`, advance each stream's contiguous mark.
+    #[allow(clippy::too_many_arguments)]
+    fn store_received(
+        &self,
+        from: MemberCode,
+        items: Vec<(RecordId, Projection)>,
+        withheld: Vec<(StreamKey, u64)>,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        seen: &mut HashSet<RecordId>,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut added: HashSet<(StreamKey, u64)> = HashSet::new();
+        let mut touched: HashSet<StreamKey> = HashSet::new();
+        let mut flags = Vec::with_capacity(items.len());
+        for (id, p) in items {
+            let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
+            let seq = p.envelope.seq;
+            if added.contains(&(stream.clone(), seq)) || self.store.projection(&stream, seq)?.is_some() {
+                flags.push(false);
+                continue;
+            }
+            if !seen.contains(&id) && !self.store.has_record(&id)? {
+                let r = StoredRecord {
+                    id,
+                    header: p.header.clone(),
+                    body: p.revealed_body(),
+                    withheld: p.withheld.len() as u32,
+                    source: Source::Received { from, agreement: p.envelope.agreement.clone() },
+                    stored_ms: now,
+                    salts: std::collections::BTreeMap::new(),
+                };
+                batch.put_record(&r)?;
+                seen.insert(id);
+            }
+            batch.put_projection(&id, &p)?;
+            let ev = AuditEvent::new(Action::Received, Outcome::Ok)
+                .peer(from)
+                .record(id, p.header.category.clone())
+                .agreement(p.envelope.agreement.clone())
+                .reason(format!("{} #{} from {}", stream.origin, seq, from));
+            self.append(batch, head, ev, now);
+            added.insert((stream.clone(), seq));
+            touched.insert(stream);
+            flags.push(true);
+        }
+        for (stream, seq) in withheld {
+            if !self.store.seq_known(&stream, seq)? {
+                batch.put_withheld(&stream, seq);
+            }
+            added.insert((stream.clone(), seq));
+            touched.insert(stream);
+        }
+        for stream in touched {
+            let mut h = self.store.stream_head(&stream)?;
+            while added.contains(&(stream.clone(), h + 1)) || self.store.seq_known(&stream, h + 1)? {
+                h += 1;
+            }
+            batch.set_stream_head(&stream, h);
+        }
+        Ok(flags)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit checkpoints (see `audit_index`): signed here, where the head is held.
+// ---------------------------------------------------------------------------------------
+
+impl WriterTask {
+    /// Sign a checkpoint of `head` and append its entry if one is due; the sequence
+    /// number of the checkpoint entry, to record once the batch is committed.
+    fn checkpoint_if_due(&self, batch: &mut WriteBatch, head: &mut (u64, Digest), now: i64) -> Option<u64> {
+        let policy = self.policy.get().policy_digest;
+        self.audit.checkpoint_if_due(batch, head, now, self.me, &self.signing, policy)
     }
 }

@@ -34,6 +34,8 @@ pub struct TestNode {
     pub node: Option<Node>,
     /// Its API tokens.
     pub tokens: Tokens,
+    /// Its own copy of the federation's files, when the harness made one.
+    pub federation: Option<tempfile::TempDir>,
 }
 
 impl TestNode {
@@ -47,14 +49,24 @@ impl TestNode {
 
     /// `tamga init` a node without starting it.
     pub fn init(member: &str, edit: impl FnOnce(&mut String)) -> anyhow::Result<TestNode> {
+        TestNode::init_in(member, &example_dir(), "/ip4/127.0.0.1/tcp/0", edit)
+    }
+
+    /// `tamga init` a node of the federation in `federation`, listening on `listen`.
+    pub fn init_in(
+        member: &str,
+        federation: &Path,
+        listen: &str,
+        edit: impl FnOnce(&mut String),
+    ) -> anyhow::Result<TestNode> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         tamga_node::cli::create_node(&tamga_node::cli::InitArgs {
             member: member.to_owned(),
             data_dir: dir.path().to_owned(),
-            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            listen: listen.to_owned(),
             api: "127.0.0.1:0".into(),
-            federation: Some(example_dir()),
+            federation: Some(federation.to_owned()),
             demo_identity: true,
             json: true,
         })?;
@@ -63,7 +75,7 @@ impl TestNode {
         edit(&mut text);
         std::fs::write(&config_path, text)?;
         let tokens = Tokens::load(&dir.path().join("tokens.json"))?;
-        Ok(TestNode { dir, config_path, node: None, tokens })
+        Ok(TestNode { dir, config_path, node: None, tokens, federation: None })
     }
 
     /// Start a node with the default settings.
@@ -165,4 +177,95 @@ pub fn record_json(
         "body": valid_body(catalog, category, tag),
         "created": "2026-11-28T09:00:00Z",
     })
+}
+
+/// Copy the example federation into `dir`, with every member's roster address replaced
+/// by `/ip4/127.0.0.1/tcp/PORT` from `ports`.
+pub fn write_federation(dir: &Path, ports: &std::collections::BTreeMap<String, u16>) -> anyhow::Result<()> {
+    tamga_node::example::write_to(dir)?;
+    let roster = dir.join("roster.toml");
+    let mut text = std::fs::read_to_string(&roster)?;
+    for (i, code) in ["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"].iter().enumerate() {
+        let from = format!("/ip4/127.0.0.1/tcp/{}", 7101 + i);
+        let port = ports.get(*code).copied().unwrap_or(1);
+        text = text.replace(&format!("\"{from}\""), &format!("\"/ip4/127.0.0.1/tcp/{port}\""));
+    }
+    std::fs::write(roster, text)?;
+    Ok(())
+}
+
+/// Ports free right now, one per member.
+pub fn free_ports(members: &[&str]) -> std::collections::BTreeMap<String, u16> {
+    let listeners: Vec<(String, std::net::TcpListener)> = members
+        .iter()
+        .map(|m| ((*m).to_owned(), std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")))
+        .collect();
+    listeners.iter().map(|(m, l)| (m.clone(), l.local_addr().expect("bound").port())).collect()
+}
+
+/// A federation of in-process nodes on loopback, each with its own copy of the example
+/// federation's files (so a test can change one side's files).
+#[derive(Debug)]
+pub struct TestFederation {
+    /// Nodes by member code.
+    pub nodes: std::collections::BTreeMap<String, TestNode>,
+    /// Each member's peer-to-peer port.
+    pub ports: std::collections::BTreeMap<String, u16>,
+}
+
+impl TestFederation {
+    /// Start `members`; `edit` may change a member's federation directory before it starts.
+    pub async fn start_with(members: &[&str], edit: impl Fn(&str, &Path)) -> anyhow::Result<TestFederation> {
+        let ports = free_ports(&["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"]);
+        let mut nodes = std::collections::BTreeMap::new();
+        for m in members {
+            let fed_dir = tempfile::tempdir()?;
+            write_federation(fed_dir.path(), &ports)?;
+            edit(m, fed_dir.path());
+            let listen = format!("/ip4/127.0.0.1/tcp/{}", ports[*m]);
+            // Anti-entropy every second, so that relays and gaps heal within a test's wait.
+            let mut n = TestNode::init_in(m, fed_dir.path(), &listen, |t| {
+                *t = t.replace("[network]\n", "[network]\nanti_entropy_secs = 1\n");
+            })?;
+            n.federation = Some(fed_dir);
+            nodes.insert((*m).to_owned(), n);
+        }
+        for n in nodes.values_mut() {
+            n.restart().await?;
+        }
+        Ok(TestFederation { nodes, ports })
+    }
+
+    /// Start `members` with the example files as they are.
+    pub async fn start(members: &[&str]) -> anyhow::Result<TestFederation> {
+        TestFederation::start_with(members, |_, _| {}).await
+    }
+
+    /// One node.
+    pub fn node(&self, member: &str) -> &TestNode {
+        &self.nodes[member]
+    }
+
+    /// Stop every node.
+    pub async fn stop(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.stop().await;
+        }
+    }
+}
+
+/// Poll `check` every 100 ms until it returns true, or fail after [`WAIT`] with `what`.
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
 }

@@ -1,0 +1,181 @@
+//! A federation of real nodes in one process, on loopback: what `tamga bench` (and the
+//! demo) start. Each member gets its own data directory and its own copy of the example
+//! federation's files, with the roster's addresses pointing at free loopback ports.
+//!
+//! It starts nodes through the same path as `tamga init` + `tamga run`.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tamga_config::Federation;
+use tamga_protocol::{MemberCode, RecordHeader};
+
+use crate::daemon::Node;
+use crate::identity::Tokens;
+
+/// The example federation's members, in roster order, with their example ports 7101….
+pub const EXAMPLE_MEMBERS: [&str; 7] = ["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"];
+
+/// One member's node.
+#[derive(Debug)]
+pub struct LocalNode {
+    /// The member.
+    pub member: MemberCode,
+    /// Its node.toml.
+    pub config_path: PathBuf,
+    /// Its API tokens.
+    pub tokens: Tokens,
+    /// The running node, if started.
+    pub node: Option<Node>,
+}
+
+impl LocalNode {
+    /// (Re)start the node from its files.
+    pub async fn start(&mut self) -> Result<()> {
+        self.stop().await;
+        let config = tamga_config::NodeConfig::load(&self.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.node = Some(Node::start(config).await?);
+        Ok(())
+    }
+
+    /// Stop it cleanly.
+    pub async fn stop(&mut self) {
+        if let Some(n) = self.node.take() {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// Nodes of a local federation, by member.
+#[derive(Debug)]
+pub struct LocalFederation {
+    /// The nodes.
+    pub nodes: BTreeMap<MemberCode, LocalNode>,
+}
+
+/// Free loopback ports, one per example member (held only while choosing).
+pub fn free_ports() -> Result<BTreeMap<String, u16>> {
+    let listeners = EXAMPLE_MEMBERS
+        .iter()
+        .map(|m| std::net::TcpListener::bind("127.0.0.1:0").map(|l| ((*m).to_owned(), l)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|(m, l)| Ok((m.clone(), l.local_addr()?.port()))).collect()
+}
+
+/// The oracle: the members that may hold a record — its origin, and every member of the
+/// audience the origin's files give it under an agreement covering its category that
+/// also accepts it by its own files, holding the same agreement text (equal digests).
+/// `feds` are the members' federations as each loaded them (its own policy); members
+/// absent from `feds` are not running and hold nothing. Computed from the files alone,
+/// independently of what sync did: the demo and the federation tests compare every
+/// node's holdings with it.
+pub fn expected_holders<F: Borrow<Federation>>(
+    header: &RecordHeader,
+    feds: &BTreeMap<MemberCode, F>,
+    now_ms: i64,
+) -> BTreeSet<MemberCode> {
+    let mut out = BTreeSet::from([header.origin]);
+    let Some(fo) = feds.get(&header.origin).map(Borrow::borrow) else { return out };
+    for a in fo.agreements_for(&header.category) {
+        if !a.is_party(header.origin) {
+            continue;
+        }
+        for x in tamga_config::audience(header, a, fo, now_ms) {
+            let Some(fx) = feds.get(&x).map(Borrow::borrow) else { continue };
+            let Some(ax) = fx.agreement(&a.id) else { continue };
+            if ax.digest != a.digest {
+                continue;
+            }
+            if tamga_config::decide_accept(header, ax, header.origin, fx, now_ms).is_ok() {
+                out.insert(x);
+            }
+        }
+    }
+    out
+}
+
+/// Write the example federation into `dir` with the roster pointing at `ports`.
+pub fn write_federation(dir: &Path, ports: &BTreeMap<String, u16>) -> Result<()> {
+    crate::example::write_to(dir)?;
+    let roster = dir.join("roster.toml");
+    let mut text = std::fs::read_to_string(&roster)?;
+    for (i, code) in EXAMPLE_MEMBERS.iter().enumerate() {
+        let from = format!("\"/ip4/127.0.0.1/tcp/{}\"", 7101 + i);
+        let port = ports.get(*code).copied().unwrap_or(1);
+        text = text.replace(&from, &format!("\"/ip4/127.0.0.1/tcp/{port}\""));
+    }
+    std::fs::write(roster, text)?;
+    Ok(())
+}
+
+impl LocalFederation {
+    /// Create (not start) nodes for `members` under `root`, with anti-entropy every
+    /// `anti_entropy_secs`.
+    pub fn create(root: &Path, members: &[MemberCode], anti_entropy_secs: u64) -> Result<LocalFederation> {
+        let ports = free_ports()?;
+        let mut nodes = BTreeMap::new();
+        for m in members {
+            let base = root.join(m.as_str());
+            let fed = base.join("federation");
+            std::fs::create_dir_all(&fed)?;
+            write_federation(&fed, &ports)?;
+            let data = base.join("node");
+            let port = ports.get(m.as_str()).copied().context("a member of the example federation")?;
+            crate::cli::create_node(&crate::cli::InitArgs {
+                member: m.to_string(),
+                data_dir: data.clone(),
+                listen: format!("/ip4/127.0.0.1/tcp/{port}"),
+                api: "127.0.0.1:0".into(),
+                federation: Some(fed),
+                demo_identity: true,
+                json: true,
+            })?;
+            let config_path = std::fs::canonicalize(&data)?.join("node.toml");
+            let text = std::fs::read_to_string(&config_path)?
+                .replace("[network]\n", &format!("[network]\nanti_entropy_secs = {anti_entropy_secs}\n"));
+            std::fs::write(&config_path, text)?;
+            let tokens = Tokens::load(&data.join("tokens.json"))?;
+            nodes.insert(*m, LocalNode { member: *m, config_path, tokens, node: None });
+        }
+        Ok(LocalFederation { nodes })
+    }
+
+    /// Start every node.
+    pub async fn start_all(&mut self) -> Result<()> {
+        for n in self.nodes.values_mut() {
+            n.start().await?;
+        }
+        Ok(())
+    }
+
+    /// Stop every node.
+    pub async fn stop_all(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.stop().await;
+        }
+    }
+
+    /// Wait until every running node is connected to every other running one.
+    pub async fn wait_connected(&self, within: std::time::Duration) -> Result<()> {
+        let want = self.nodes.values().filter(|n| n.node.is_some()).count().saturating_sub(1);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut all = true;
+            for n in self.nodes.values() {
+                if let Some(node) = &n.node {
+                    let c = node.shared().net.connected().await.unwrap_or_default();
+                    all &= c.len() >= want;
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the local federation did not connect within {within:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

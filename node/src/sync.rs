@@ -1,0 +1,643 @@
+//! Sync: the policy-gated dissemination of projections between members.
+//!
+//! Who owns what: the sync task owns the [`NetEvent`] receiver and the per-peer state
+//! (hello results, last summaries); every request it makes or answers runs in its own
+//! short task so that one slow peer never stalls the others. It decides nothing itself:
+//! every send is decided by `tamga_config::decide` (own records) or `decide_relay`
+//! (others') with the policy in force at send time, and every inbound projection is
+//! checked by [`verify_inbound`] (invariant 4) before the writer stores it.
+//!
+//! The protocol, per pair of connected members:
+//!
+//! ```text
+//!  connect ──► hello (agreement digests, roster digest) both ways
+//!              │ agreements whose digests differ: nothing shared under them (audited)
+//!              ▼
+//!          summary exchange ──► each side pulls the ranges it lacks from the other;
+//!              │                  the answer carries the projections the asker is in the
+//!              │                  audience of, and the numbers withheld from it
+//!              ▼
+//!          steady state: new own records are pushed at once (answered by signed
+//!          receipts); the summary exchange repeats every `anti_entropy_secs`
+//! ```
+//!
+//! Relaying falls out of the pull: a member cut off from an origin pulls the origin's
+//! stream from any peer that holds it, if the agreement allows relaying; the projection
+//! travels untouched and is verified against the origin's key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tamga_config::{Decision, Federation};
+use tamga_protocol::{
+    AgreementId, Digest, Hello, MemberCode, Projection, Pull, PullReply, Push, PushReply, Receipt, RecordId,
+    Refusal, Request, Response, SeqRange, StreamKey, StreamSummary, Summary,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::daemon::Shared;
+use crate::net::{NetEvent, NetHandle};
+use crate::writer::now_ms;
+
+/// Most projections asked for in one pull (one pull reply's worth).
+pub const PULL_BATCH: usize = 256;
+/// Most ranges in one pull request.
+pub const PULL_RANGES: usize = 64;
+/// Capacity of the channel of new own projections to push.
+pub const PUSH_QUEUE: usize = 1024;
+
+/// What a hello told us about one agreement we share with a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestStatus {
+    /// Both hold the same text: projections flow under it.
+    Match,
+    /// The texts differ: nothing is shared under it.
+    Mismatch,
+    /// The peer does not hold it.
+    Missing,
+}
+
+/// What this node knows of one roster peer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerState {
+    /// Connected now.
+    pub connected: bool,
+    /// Last time it was connected or answered (ms).
+    pub last_seen_ms: Option<i64>,
+    /// The agreements shared with it, and whether their digests match.
+    pub agreements: BTreeMap<AgreementId, DigestStatus>,
+    /// Its roster digest differs from ours.
+    pub roster_mismatch: bool,
+    /// Its contiguous mark per stream, from its last summary.
+    pub streams: BTreeMap<String, u64>,
+}
+
+/// The sync task's state, shared with the API's peers view.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    peers: Mutex<HashMap<MemberCode, PeerState>>,
+}
+
+impl SyncState {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<MemberCode, PeerState>) -> R) -> R {
+        f(&mut self.peers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A copy of every peer's state.
+    pub fn snapshot(&self) -> HashMap<MemberCode, PeerState> {
+        self.with(|p| p.clone())
+    }
+
+    fn agreement_ok(&self, peer: MemberCode, a: &AgreementId) -> bool {
+        self.with(|p| p.get(&peer).and_then(|s| s.agreements.get(a)).copied() == Some(DigestStatus::Match))
+    }
+}
+
+/// Everything a sync job needs; cheap to clone into per-request tasks.
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    net: NetHandle,
+    state: Arc<SyncState>,
+}
+
+/// Start the sync task.
+pub fn spawn(
+    shared: Arc<Shared>,
+    net: NetHandle,
+    mut events: mpsc::Receiver<NetEvent>,
+    mut pushes: mpsc::Receiver<Vec<Projection>>,
+    state: Arc<SyncState>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let ctx = Ctx { shared, net, state };
+    tokio::spawn(async move {
+        let period = Duration::from_secs(ctx.shared.config.network.anti_entropy_secs.max(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(batch) = pushes.recv() => push_new(&ctx, batch).await,
+                ev = events.recv() => match ev {
+                    Some(ev) => on_event(&ctx, ev).await,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    for (member, _) in ctx.net.connected().await.unwrap_or_default() {
+                        let c = ctx.clone();
+                        tokio::spawn(async move { anti_entropy(&c, member).await });
+                    }
+                }
+            }
+        }
+        tracing::debug!("sync stopped");
+    })
+}
+
+async fn on_event(ctx: &Ctx, ev: NetEvent) {
+    let m = &ctx.shared.metrics;
+    match ev {
+        NetEvent::Connected { member, peer } => {
+            m.peers_connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.state.with(|p| {
+                let s = p.entry(member).or_default();
+                s.connected = true;
+                s.last_seen_ms = Some(now_ms());
+            });
+            ctx.shared
+                .writer
+                .audit(
+                    AuditEvent::new(Action::PeerConnected, Outcome::Ok).peer(member).reason(peer.to_string()),
+                )
+                .await;
+            let c = ctx.clone();
+            tokio::spawn(async move {
+                match c.net.request(member, Request::Hello(hello(&c.shared))).await {
+                    Ok(Response::Hello(h)) => {
+                        on_hello(&c, member, &h).await;
+                        anti_entropy(&c, member).await;
+                    }
+                    Ok(other) => tracing::warn!(%member, reply = other.name(), "unexpected reply to hello"),
+                    Err(e) => tracing::debug!(%member, error = %e, "hello failed"),
+                }
+            });
+        }
+        NetEvent::Disconnected { member, .. } => {
+            m.peers_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.state.with(|p| {
+                let s = p.entry(member).or_default();
+                s.connected = false;
+                s.last_seen_ms = Some(now_ms());
+            });
+            ctx.shared
+                .writer
+                .audit(AuditEvent::new(Action::PeerDisconnected, Outcome::Ok).peer(member))
+                .await;
+        }
+        NetEvent::Refused { peer, addr } => {
+            let mut ev = AuditEvent::new(Action::PeerRefused, Outcome::Refused)
+                .reason(format!("not in the roster{}", addr.map(|a| format!(" ({a})")).unwrap_or_default()));
+            ev.peer_id = Some(peer.to_string());
+            ctx.shared.writer.audit(ev).await;
+        }
+        NetEvent::InboundFailure { member, reason, .. } => {
+            m.rejected.add("malformed", 1);
+            ctx.shared
+                .writer
+                .audit(AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(reason))
+                .await;
+        }
+        NetEvent::Inbound { member, id, request, .. } => {
+            let c = ctx.clone();
+            tokio::spawn(async move {
+                let resp = answer(&c, member, request).await;
+                if let Err(e) = c.net.respond(id, resp).await {
+                    tracing::debug!(%member, error = %e, "response not sent");
+                }
+            });
+        }
+    }
+}
+
+fn hello(shared: &Shared) -> Hello {
+    let fed = shared.fed();
+    Hello {
+        member: shared.config.member,
+        roster_digest: fed.roster.digest(),
+        agreements: fed.agreement_digests(),
+        checkpoint: None,
+    }
+}
+
+/// Record what a peer's hello says of the agreements we share with it.
+async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
+    let fed = ctx.shared.fed();
+    let theirs: HashMap<&AgreementId, &Digest> = h.agreements.iter().map(|(a, d)| (a, d)).collect();
+    let mut statuses = BTreeMap::new();
+    for a in fed.my_agreements().filter(|a| a.is_party(member)) {
+        let st = match theirs.get(&a.id) {
+            Some(d) if **d == a.digest => DigestStatus::Match,
+            Some(_) => DigestStatus::Mismatch,
+            None => DigestStatus::Missing,
+        };
+        statuses.insert(a.id.clone(), st);
+    }
+    let newly_mismatched: Vec<AgreementId> = ctx.state.with(|p| {
+        let s = p.entry(member).or_default();
+        let before = std::mem::replace(&mut s.agreements, statuses.clone());
+        s.roster_mismatch = h.roster_digest != fed.roster.digest();
+        s.last_seen_ms = Some(now_ms());
+        statuses
+            .iter()
+            .filter(|(a, st)| {
+                **st == DigestStatus::Mismatch && before.get(*a) != Some(&DigestStatus::Mismatch)
+            })
+            .map(|(a, _)| a.clone())
+            .collect()
+    });
+    for a in newly_mismatched {
+        ctx.shared
+            .writer
+            .audit(
+                AuditEvent::new(Action::DigestMismatch, Outcome::Refused)
+                    .peer(member)
+                    .agreement(a)
+                    .reason("the peer holds a different text of this agreement; nothing is shared under it"),
+            )
+            .await;
+    }
+}
+
+/// Answer one request from a roster peer.
+async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
+    match req {
+        Request::Hello(h) => {
+            if h.member != member {
+                return Response::Error(format!("hello names {} but the connection is {member}'s", h.member));
+            }
+            on_hello(ctx, member, &h).await;
+            Response::Hello(hello(&ctx.shared))
+        }
+        Request::Push(p) => Response::Push(on_push(ctx, member, p.projections).await),
+        Request::Summary(s) => {
+            let c = ctx.clone();
+            let theirs = s.clone();
+            tokio::spawn(async move { pull_from(&c, member, &theirs).await });
+            Response::Summary(summary_for(ctx, member))
+        }
+        Request::Pull(p) => Response::Pull(on_pull(ctx, member, &p)),
+    }
+}
+
+/// Why an inbound projection was refused (its `as_str` names the metric label).
+fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
+    ctx.shared.metrics.rejected.add(label, 1);
+    label
+}
+
+/// Invariant 4: signature by the origin's roster key; origin, sender and receiver are
+/// parties; the receiver is in the audience; the category is in the agreement; the
+/// agreement's digests match with the sender; the local accept policy allows it.
+fn verify_inbound(
+    ctx: &Ctx,
+    fed: &Federation,
+    sender: MemberCode,
+    p: &Projection,
+    now: i64,
+) -> Result<RecordId, String> {
+    let me = fed.me;
+    let Some(agreement) = fed.agreement(&p.envelope.agreement) else {
+        return Err(format!(
+            "{}: unknown agreement {}",
+            refuse(ctx, "unknown_agreement"),
+            p.envelope.agreement
+        ));
+    };
+    if !ctx.state.agreement_ok(sender, &agreement.id) {
+        return Err(format!(
+            "{}: agreement {} not matched with {sender}",
+            refuse(ctx, "digest"),
+            agreement.id
+        ));
+    }
+    let keys = fed.roster.verifying_keys(p.header.origin);
+    if keys.is_empty() {
+        return Err(format!("{}: origin {} not in the roster", refuse(ctx, "origin"), p.header.origin));
+    }
+    let id = keys.iter().find_map(|k| p.verify(k).ok()).ok_or_else(|| {
+        format!("{}: not signed by {}'s roster key", refuse(ctx, "signature"), p.header.origin)
+    })?;
+    let Some(category) = fed.catalog.category(&p.header.category) else {
+        return Err(format!("{}: unknown category {}", refuse(ctx, "category"), p.header.category));
+    };
+    if let Some(f) = p.revealed.iter().find(|f| !category.fields.contains_key(&f.name)) {
+        return Err(format!(
+            "{}: field {} is not in category {}",
+            refuse(ctx, "field"),
+            f.name,
+            p.header.category
+        ));
+    }
+    if !p.envelope.audience.contains(&me) {
+        return Err(format!("{}: {me} is not in the audience", refuse(ctx, "audience")));
+    }
+    if p.envelope.expires_ms <= now {
+        return Err(format!("{}: expired", refuse(ctx, "expired")));
+    }
+    tamga_config::decide_accept(&p.header, agreement, sender, fed, now)
+        .map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))?;
+    Ok(id)
+}
+
+/// Verify, store, and answer with receipts.
+async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> PushReply {
+    let (items, refused) = check_all(ctx, from, projections).await;
+    let mut reply = PushReply { receipts: Vec::new(), refused };
+    if items.is_empty() {
+        return reply;
+    }
+    let signed: Vec<(RecordId, Projection)> = items.iter().map(|(_, id, p)| (*id, p.clone())).collect();
+    match ctx.shared.writer.received(from, signed, Vec::new()).await {
+        Ok(_) => {
+            let now = now_ms();
+            let me = ctx.shared.config.member;
+            for (_, id, p) in items {
+                reply.receipts.push(Receipt::sign(
+                    id,
+                    &p.envelope,
+                    p.header.origin,
+                    me,
+                    now,
+                    &ctx.shared.identity.signing,
+                ));
+            }
+        }
+        Err(e) => {
+            for (i, _, _) in items {
+                reply.refused.push(Refusal { index: i, reason: format!("not stored: {e}") });
+            }
+        }
+    }
+    reply
+}
+
+/// Verify every projection; audit and refuse the bad ones.
+async fn check_all(
+    ctx: &Ctx,
+    from: MemberCode,
+    projections: Vec<Projection>,
+) -> (Vec<(u32, RecordId, Projection)>, Vec<Refusal>) {
+    let fed = ctx.shared.fed();
+    let now = now_ms();
+    let mut good = Vec::new();
+    let mut refused = Vec::new();
+    for (i, p) in projections.into_iter().enumerate() {
+        let i = i as u32;
+        match verify_inbound(ctx, &fed, from, &p, now) {
+            Ok(id) => good.push((i, id, p)),
+            Err(reason) => {
+                let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                    .peer(from)
+                    .agreement(p.envelope.agreement.clone())
+                    .reason(reason.clone());
+                ev.category = Some(p.header.category.clone());
+                ev.record = p.record_id().ok();
+                ctx.shared.writer.audit(ev).await;
+                refused.push(Refusal { index: i, reason });
+            }
+        }
+    }
+    (good, refused)
+}
+
+/// Push new own projections to every connected audience member the policy allows now.
+async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
+    let fed = ctx.shared.fed();
+    let now = now_ms();
+    let connected: Vec<MemberCode> =
+        ctx.net.connected().await.unwrap_or_default().into_iter().map(|(m, _)| m).collect();
+    let mut per_peer: BTreeMap<MemberCode, Vec<Projection>> = BTreeMap::new();
+    for p in batch {
+        let Some(agreement) = fed.agreement(&p.envelope.agreement) else { continue };
+        for peer in p.envelope.audience.iter().copied().filter(|m| connected.contains(m)) {
+            if !ctx.state.agreement_ok(peer, &agreement.id) {
+                continue;
+            }
+            match tamga_config::decide(&p.header, agreement, peer, &fed, now) {
+                Decision::Allow { .. } => per_peer.entry(peer).or_default().push(p.clone()),
+                Decision::Deny(r) => {
+                    withheld_at_send(ctx, &p, peer, &r.to_string()).await;
+                }
+            }
+        }
+    }
+    let size = ctx.shared.config.network.push_batch.clamp(1, tamga_protocol::limits::MAX_BATCH);
+    for (peer, ps) in per_peer {
+        for chunk in ps.chunks(size) {
+            let c = ctx.clone();
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move { send_push(&c, peer, chunk).await });
+        }
+    }
+}
+
+async fn withheld_at_send(ctx: &Ctx, p: &Projection, peer: MemberCode, why: &str) {
+    ctx.shared.metrics.withheld.add("policy_at_send", 1);
+    let mut ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
+        .peer(peer)
+        .agreement(p.envelope.agreement.clone())
+        .reason(format!("at send time: {why}"));
+    ev.record = p.record_id().ok();
+    ev.category = Some(p.header.category.clone());
+    ctx.shared.writer.audit(ev).await;
+}
+
+async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
+    for p in &ps {
+        let mut ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+            .peer(peer)
+            .agreement(p.envelope.agreement.clone())
+            .reason(format!("{} #{}", p.header.origin, p.envelope.seq));
+        ev.record = p.record_id().ok();
+        ev.category = Some(p.header.category.clone());
+        ctx.shared.writer.audit(ev).await;
+    }
+    ctx.shared.metrics.projections_sent.add(ps.len() as u64);
+    match ctx.net.request(peer, Request::Push(Push { projections: ps.clone() })).await {
+        Ok(Response::Push(reply)) => take_receipts(ctx, peer, &ps, reply).await,
+        Ok(other) => tracing::warn!(%peer, reply = other.name(), "unexpected reply to push"),
+        Err(e) => tracing::debug!(%peer, error = %e, "push failed; anti-entropy will deliver"),
+    }
+}
+
+/// Keep the receipts that the receiver really signed for what was sent.
+async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: PushReply) {
+    let fed = ctx.shared.fed();
+    let keys = fed.roster.verifying_keys(peer);
+    let valid: Vec<Receipt> = reply
+        .receipts
+        .into_iter()
+        .filter(|r| r.receiver == peer && keys.iter().any(|k| r.verify(k).is_ok()))
+        .filter(|r| {
+            sent.iter().any(|p| {
+                p.envelope.seq == r.seq
+                    && p.envelope.agreement == r.agreement
+                    && p.record_id().ok() == Some(r.record)
+            })
+        })
+        .collect();
+    for refusal in reply.refused {
+        tracing::info!(%peer, index = refusal.index, reason = %refusal.reason, "peer refused a projection");
+    }
+    if !valid.is_empty() {
+        ctx.shared.writer.receipts(valid).await;
+    }
+}
+
+/// The streams this node holds that `peer` may ask about (agreements matched with it).
+fn summary_for(ctx: &Ctx, peer: MemberCode) -> Summary {
+    let fed = ctx.shared.fed();
+    let mut streams = Vec::new();
+    for (stream, head) in ctx.shared.store.streams().unwrap_or_default() {
+        let Some(a) = fed.agreement(&stream.agreement) else { continue };
+        if !a.is_party(peer) || !ctx.state.agreement_ok(peer, &a.id) {
+            continue;
+        }
+        let above =
+            ctx.shared.store.held_above(&stream, head, tamga_protocol::limits::MAX_ABOVE).unwrap_or_default();
+        streams.push(StreamSummary { stream, contiguous: head, above });
+        if streams.len() >= tamga_protocol::limits::MAX_STREAMS {
+            break;
+        }
+    }
+    Summary { streams }
+}
+
+/// Exchange summaries with a peer: it pulls from us what it lacks (on its side), we pull
+/// from it what we lack.
+async fn anti_entropy(ctx: &Ctx, peer: MemberCode) {
+    let ours = summary_for(ctx, peer);
+    match ctx.net.request(peer, Request::Summary(ours)).await {
+        Ok(Response::Summary(theirs)) => pull_from(ctx, peer, &theirs).await,
+        Ok(other) => tracing::debug!(%peer, reply = other.name(), "unexpected reply to summary"),
+        Err(e) => tracing::debug!(%peer, error = %e, "summary failed"),
+    }
+}
+
+/// The ranges of `stream` between our head and `upto` that we neither hold nor know withheld.
+fn missing(ctx: &Ctx, stream: &StreamKey, upto: u64, budget: &mut usize) -> Vec<SeqRange> {
+    let head = ctx.shared.store.stream_head(stream).unwrap_or(0);
+    let mut out: Vec<SeqRange> = Vec::new();
+    let mut seq = head + 1;
+    while seq <= upto && *budget > 0 {
+        if !ctx.shared.store.seq_known(stream, seq).unwrap_or(true) {
+            *budget -= 1;
+            match out.last_mut() {
+                Some(r) if r.to + 1 == seq => r.to = seq,
+                _ => out.push(SeqRange { stream: stream.clone(), from: seq, to: seq }),
+            }
+        }
+        seq += 1;
+    }
+    out
+}
+
+/// Pull from `peer` every range it holds that we lack, in rounds of [`PULL_BATCH`].
+async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
+    let me = ctx.shared.config.member;
+    ctx.state.with(|p| {
+        let s = p.entry(peer).or_default();
+        s.last_seen_ms = Some(now_ms());
+        for st in &theirs.streams {
+            s.streams.insert(format!("{}/{}", st.stream.origin, st.stream.agreement), st.contiguous);
+        }
+    });
+    let fed = ctx.shared.fed();
+    for _round in 0..64 {
+        let mut budget = PULL_BATCH;
+        let mut ranges = Vec::new();
+        for st in &theirs.streams {
+            if st.stream.origin == me || budget == 0 || ranges.len() >= PULL_RANGES {
+                continue;
+            }
+            let Some(a) = fed.agreement(&st.stream.agreement) else { continue };
+            if !a.is_party(me) || !ctx.state.agreement_ok(peer, &a.id) {
+                continue;
+            }
+            let upto = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
+            ranges.extend(missing(ctx, &st.stream, upto, &mut budget));
+        }
+        ranges.truncate(PULL_RANGES);
+        if ranges.is_empty() {
+            return;
+        }
+        let reply = match ctx.net.request(peer, Request::Pull(Pull { ranges: ranges.clone() })).await {
+            Ok(Response::Pull(r)) => r,
+            Ok(other) => {
+                tracing::debug!(%peer, reply = other.name(), "unexpected reply to pull");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "pull failed");
+                return;
+            }
+        };
+        // Only what was asked for counts: a peer cannot mark as withheld what we did not ask.
+        let asked =
+            |s: &StreamKey, seq: u64| ranges.iter().any(|r| &r.stream == s && r.from <= seq && seq <= r.to);
+        let withheld: Vec<(StreamKey, u64)> = reply
+            .withheld
+            .iter()
+            .flat_map(|r| {
+                (r.from..=r.to.min(r.from.saturating_add(PULL_BATCH as u64)))
+                    .map(move |s| (r.stream.clone(), s))
+            })
+            .filter(|(s, q)| asked(s, *q))
+            .collect();
+        let projections: Vec<Projection> = reply
+            .projections
+            .into_iter()
+            .filter(|p| {
+                asked(
+                    &StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() },
+                    p.envelope.seq,
+                )
+            })
+            .collect();
+        let progress = !projections.is_empty() || !withheld.is_empty();
+        let (items, _refused) = check_all(ctx, peer, projections).await;
+        let items: Vec<(RecordId, Projection)> = items.into_iter().map(|(_, id, p)| (id, p)).collect();
+        if let Err(e) = ctx.shared.writer.received(peer, items, withheld).await {
+            tracing::warn!(%peer, error = %e, "pulled projections not stored");
+            return;
+        }
+        if !progress {
+            return;
+        }
+    }
+}
+
+/// Answer a pull: what the asker may hold, and what exists but is not for it.
+fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
+    let fed = ctx.shared.fed();
+    let me = fed.me;
+    let now = now_ms();
+    let mut reply = PullReply { projections: Vec::new(), withheld: Vec::new() };
+    for r in pull.ranges.iter().take(PULL_RANGES) {
+        let Some(a) = fed.agreement(&r.stream.agreement) else { continue };
+        if !a.is_party(asker) || !ctx.state.agreement_ok(asker, &a.id) {
+            continue;
+        }
+        let room = tamga_protocol::limits::MAX_BATCH.saturating_sub(reply.projections.len());
+        if room == 0 {
+            break;
+        }
+        let to = r.to.min(r.from.saturating_add(PULL_BATCH as u64));
+        for p in ctx.shared.store.projections(&r.stream, r.from, to, room).unwrap_or_default() {
+            let seq = p.envelope.seq;
+            let withheld = || SeqRange { stream: r.stream.clone(), from: seq, to: seq };
+            if !p.envelope.audience.contains(&asker) {
+                // Signed by the origin: this number is not for the asker, ever.
+                reply.withheld.push(withheld());
+                continue;
+            }
+            let allowed = if p.header.origin == me {
+                tamga_config::decide(&p.header, a, asker, &fed, now).is_allow()
+            } else {
+                tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now).is_ok()
+            };
+            if allowed {
+                reply.projections.push(p);
+            }
+        }
+    }
+    reply.withheld.truncate(tamga_protocol::limits::MAX_RANGES);
+    reply
+}

@@ -1,0 +1,271 @@
+//! Federations of real nodes on loopback: every node ends up holding exactly what the
+//! agreements and policies allow it — computed here from the files — and not one record
+//! more; redacted fields never arrive; bilateral records stay bilateral; a stopped node
+//! catches up; a cut link heals through a relay; a changed agreement stops only itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+use tamga_config::Federation;
+use tamga_node::identity::Role;
+use tamga_protocol::{Classification, MemberCode, RecordHeader};
+use tamga_tests::*;
+
+const ALL: [&str; 7] = ["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"];
+const CATEGORIES: [&str; 6] = [
+    "ipr.protected_mark",
+    "ipr.infringement",
+    "rms.method",
+    "rms.event",
+    "energy.transfer",
+    "enforcement.alert",
+];
+
+fn fed_of(node: &TestNode) -> Federation {
+    Federation::load(&node.config().expect("config")).expect("the federation loads")
+}
+
+/// Ingest one record of every category and classification at `member`; returns ids.
+async fn ingest_mix(f: &TestFederation, member: &str, tag: &str) -> Vec<String> {
+    ingest(f, member, tag, &CATEGORIES).await
+}
+
+/// Ingest one record of each of `categories` in every classification at `member`.
+async fn ingest(f: &TestFederation, member: &str, tag: &str, categories: &[&str]) -> Vec<String> {
+    let cat = example_catalog();
+    let mut recs = Vec::new();
+    for c in categories {
+        for class in ["public", "non_confidential", "confidential"] {
+            let mut r = record_json(&cat, c, class, &format!("{member}-{tag}"));
+            r["created"] = json!(format!("2026-11-28T09:{:02}:00Z", recs.len()));
+            recs.push(r);
+        }
+    }
+    let v = f
+        .node(member)
+        .client(Role::Operator)
+        .post("/v1/records", &json!({ "records": recs }))
+        .await
+        .expect("ingests");
+    v["ids"].as_array().expect("ids").iter().map(|x| x.as_str().expect("id").to_owned()).collect()
+}
+
+async fn records(node: &TestNode) -> Vec<Value> {
+    let v =
+        node.client(Role::Operator).get("/v1/records", &[("limit", "10000".into())]).await.expect("lists");
+    v["records"].as_array().cloned().unwrap_or_default()
+}
+
+fn header_of(r: &Value) -> RecordHeader {
+    RecordHeader {
+        category: r["category"].as_str().expect("category").parse().expect("valid"),
+        classification: serde_json::from_value::<Classification>(r["classification"].clone()).expect("valid"),
+        origin: r["origin"].as_str().expect("origin").parse().expect("valid"),
+        created_ms: chrono_ms(r["created"].as_str().expect("created")),
+        supersedes: None,
+        expires_ms: None,
+    }
+}
+
+fn chrono_ms(s: &str) -> i64 {
+    tamga_node::api::parse_since(s, 0).expect("an RFC 3339 time")
+}
+
+/// Who should hold what, for every record ingested anywhere.
+async fn oracle(f: &TestFederation) -> BTreeMap<String, BTreeSet<String>> {
+    let feds: BTreeMap<MemberCode, Federation> =
+        f.nodes.iter().map(|(m, n)| (m.parse().expect("a member code"), fed_of(n))).collect();
+    let now = tamga_node::writer::now_ms();
+    let mut want: BTreeMap<String, BTreeSet<String>> =
+        f.nodes.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
+    for (m, n) in &f.nodes {
+        for r in records(n).await {
+            if r["origin"] != m.as_str() {
+                continue;
+            }
+            let id = r["id"].as_str().expect("id").to_owned();
+            for holder in tamga_node::localfed::expected_holders(&header_of(&r), &feds, now) {
+                if let Some(set) = want.get_mut(holder.as_str()) {
+                    set.insert(id.clone());
+                }
+            }
+        }
+    }
+    want
+}
+
+async fn holdings(f: &TestFederation) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for (m, n) in &f.nodes {
+        if n.node.is_none() {
+            continue;
+        }
+        let ids = records(n).await.iter().filter_map(|r| r["id"].as_str().map(String::from)).collect();
+        out.insert(m.clone(), ids);
+    }
+    out
+}
+
+async fn converge(f: &TestFederation, what: &str) {
+    let want = oracle(f).await;
+    let mut last = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        last = holdings(f).await;
+        let done = last.iter().all(|(m, held)| want.get(m) == Some(held));
+        if done {
+            return;
+        }
+        // Never one record more, even on the way.
+        for (m, held) in &last {
+            let extra: Vec<_> = held.difference(&want[m]).collect();
+            assert!(extra.is_empty(), "{what}: {m} holds records the policies do not allow: {extra:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let diff: Vec<String> = last
+        .iter()
+        .map(|(m, held)| {
+            format!(
+                "{m}: holds {} want {} missing {:?}",
+                held.len(),
+                want[m].len(),
+                want[m].difference(held).count()
+            )
+        })
+        .collect();
+    panic!("{what}: no convergence: {diff:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn federation_holds_exactly_what_policies_allow() {
+    let mut f = TestFederation::start(&ALL).await.expect("starts");
+    for m in ALL {
+        ingest_mix(&f, m, "a").await;
+    }
+    converge(&f, "six members and an observer").await;
+
+    // Redacted fields never arrive: every received record lacks its agreement's withheld fields.
+    let feds: BTreeMap<String, Federation> = f.nodes.iter().map(|(m, n)| (m.clone(), fed_of(n))).collect();
+    for (m, n) in &f.nodes {
+        for r in records(n).await {
+            if r["source"]["kind"] != "received" {
+                assert_eq!(r["origin"], m.as_str());
+                continue;
+            }
+            assert_ne!(r["classification"], "confidential", "{m} received a confidential record");
+            // What is withheld is the origin's decision (its agreement text and its policy).
+            let fed = &feds[r["origin"].as_str().expect("origin")];
+            let a = fed
+                .agreement(&r["source"]["agreement"].as_str().expect("agreement").parse().expect("valid"))
+                .expect("known");
+            let category = r["category"].as_str().expect("category").parse().expect("valid");
+            let withheld = tamga_config::withheld(a, &category).expect("covered");
+            for field in withheld.iter() {
+                assert!(r["body"].get(field).is_none(), "{m} received withheld field {field} of {}", r["id"]);
+            }
+            assert_eq!(r["withheld_fields"].as_u64(), Some(withheld.len() as u64));
+        }
+    }
+
+    // Bilateral: RU's enforcement alerts reach KZ and nobody else, relays included.
+    for (m, n) in &f.nodes {
+        for r in records(n).await {
+            if r["category"] == "enforcement.alert" && r["origin"] == "RU" {
+                assert!(m == "RU" || m == "KZ", "{m} holds an RU–KZ alert");
+            }
+        }
+    }
+    let kz_alerts = records(f.node("KZ"))
+        .await
+        .iter()
+        .filter(|r| r["category"] == "enforcement.alert" && r["origin"] == "RU")
+        .count();
+    assert!(kz_alerts > 0, "KZ received RU's alerts");
+
+    // Deliveries are acknowledged with signed receipts and audited.
+    let auditor = f.node("RU").client(Role::Auditor);
+    wait_for("RU's delivered entries", || async {
+        let v = auditor.get("/v1/audit", &[("action", "delivered".into())]).await.expect("queries");
+        v.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let peers = f.node("RU").client(Role::Operator).get("/v1/peers", &[]).await.expect("peers");
+    assert_eq!(peers["peers"].as_array().map(Vec::len), Some(6));
+    assert!(peers["peers"].as_array().expect("peers").iter().all(|p| p["connected"] == true));
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_node_catches_up_and_cut_link_heals_through_a_relay() {
+    let mut f = TestFederation::start(&["CN", "KZ", "RU", "UZ"]).await.expect("starts");
+    ingest_mix(&f, "RU", "before").await;
+    converge(&f, "first round").await;
+
+    // UZ stops; RU ingests; UZ restarts and catches up without RU resending everything.
+    f.nodes.get_mut("UZ").expect("UZ").stop().await;
+    ingest_mix(&f, "RU", "while-down").await;
+    f.nodes.get_mut("UZ").expect("UZ").restart().await.expect("restarts");
+    converge(&f, "after UZ's restart").await;
+
+    // Cut the RU–CN link (both sides refuse each other; both nodes keep running).
+    let ru_peers: Vec<_> = tamga_node::daemon::peer_entries(&fed_of(f.node("RU")))
+        .into_iter()
+        .filter(|p| p.member.as_str() != "CN")
+        .collect();
+    let cn_peers: Vec<_> = tamga_node::daemon::peer_entries(&fed_of(f.node("CN")))
+        .into_iter()
+        .filter(|p| p.member.as_str() != "RU")
+        .collect();
+    f.node("RU").node().shared().net.set_peers(ru_peers).await.expect("cuts");
+    f.node("CN").node().shared().net.set_peers(cn_peers).await.expect("cuts");
+    let cn: MemberCode = "CN".parse().expect("valid");
+    wait_for("RU–CN link down", || async {
+        let c = f.node("RU").node().shared().net.connected().await.unwrap_or_default();
+        !c.iter().any(|(m, _)| *m == cn)
+    })
+    .await;
+    // Only IPR records: the IPR memorandum allows relaying, so CN gets them from KZ or UZ.
+    ingest(&f, "RU", "cut", &["ipr.protected_mark", "ipr.infringement"]).await;
+    converge(&f, "through a relay").await;
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_agreement_stops_sharing_under_it_only() {
+    let mut f = TestFederation::start_with(&["KZ", "RU"], |member, dir| {
+        if member == "KZ" {
+            let p = dir.join("agreements/sco-ipr-2012.toml");
+            let text = std::fs::read_to_string(&p).expect("reads");
+            std::fs::write(&p, format!("{text}\n# KZ's copy differs by this line.\n")).expect("writes");
+        }
+    })
+    .await
+    .expect("starts");
+    ingest_mix(&f, "RU", "x").await;
+    converge(&f, "with one agreement text differing").await;
+    let kz = records(f.node("KZ")).await;
+    assert!(
+        kz.iter().all(|r| !r["category"].as_str().unwrap_or("").starts_with("ipr.")),
+        "nothing under IPR"
+    );
+    assert!(kz.iter().any(|r| r["category"] == "rms.method"), "RMS still flows");
+    let auditor = f.node("RU").client(Role::Auditor);
+    let v = auditor.get("/v1/audit", &[("action", "digest_mismatch".into())]).await.expect("queries");
+    assert!(
+        v.as_array().is_some_and(|a| a.iter().any(|e| e["entry"]["agreement"] == "sco-ipr-2012")),
+        "{v:#}"
+    );
+    let peers = f.node("RU").client(Role::Operator).get("/v1/peers", &[]).await.expect("peers");
+    let kzp =
+        peers["peers"].as_array().expect("peers").iter().find(|p| p["member"] == "KZ").expect("KZ").clone();
+    let ipr = kzp["agreements"]
+        .as_array()
+        .expect("agreements")
+        .iter()
+        .find(|a| a["agreement"] == "sco-ipr-2012")
+        .expect("ipr")
+        .clone();
+    assert_eq!(ipr["digest"], "mismatch");
+    f.stop().await;
+}

@@ -1,0 +1,150 @@
+//! A roster peer that sends forged or out-of-bounds projections: each is refused, audited,
+//! and nothing of it is stored; a well-formed one on the same connection still goes in.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tamga_config::Federation;
+use tamga_node::identity::Role;
+use tamga_node::net::{self, NetConfig, NetEvent};
+use tamga_protocol::{
+    Classification, Envelope, Projection, Push, Record, RecordHeader, Request, Response, SaltKey,
+    SaltedRecord, Value,
+};
+use tamga_tests::*;
+
+fn record(category: &str, origin: &str, text: String) -> SaltedRecord {
+    let mut body = BTreeMap::new();
+    body.insert("mark_name".to_owned(), Value::Text(text));
+    SaltedRecord::new(
+        Record {
+            header: RecordHeader {
+                category: category.parse().expect("valid"),
+                classification: Classification::Public,
+                origin: origin.parse().expect("valid"),
+                created_ms: 1_790_000_000_000,
+                supersedes: None,
+                expires_ms: None,
+            },
+            body,
+        },
+        &SaltKey::generate(),
+    )
+}
+
+fn envelope(agreement: &str, audience: &[&str], seq: u64) -> Envelope {
+    Envelope {
+        agreement: agreement.parse().expect("valid"),
+        audience: audience.iter().map(|m| m.parse().expect("valid")).collect(),
+        seq,
+        expires_ms: 1_990_000_000_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_projections_are_refused_audited_and_not_stored() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let fed_dir = ru.federation.as_ref().expect("own federation copy").path().to_owned();
+    let uz_fed = Federation::load_files(
+        &fed_dir.join("roster.toml"),
+        &fed_dir.join("catalog.toml"),
+        &fed_dir.join("agreements"),
+        &fed_dir.join("policies/UZ.toml"),
+        "UZ".parse().expect("valid"),
+    )
+    .expect("loads");
+    // The hostile peer holds UZ's roster key (a member gone rogue).
+    let uz: tamga_protocol::MemberCode = "UZ".parse().expect("valid");
+    let cfg = NetConfig {
+        keypair: tamga_config::demo::demo_keypair(uz),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")],
+        peers: tamga_node::daemon::peer_entries(&uz_fed),
+        max_connections: 8,
+        dial_backoff_max: Duration::from_secs(1),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (h, mut events, _task) = net::spawn(cfg, cancel.clone()).expect("spawns");
+    let ru_code: tamga_protocol::MemberCode = "RU".parse().expect("valid");
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = events.recv().await {
+            if matches!(ev, NetEvent::Connected { member, .. } if member == ru_code) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("connects to RU");
+    // Answer RU's requests (its hello) in the background.
+    let responder = h.clone();
+    let hello = tamga_protocol::Hello {
+        member: uz,
+        roster_digest: uz_fed.roster.digest(),
+        agreements: uz_fed.agreement_digests(),
+        checkpoint: None,
+    };
+    let h2 = hello.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let NetEvent::Inbound { id, request, .. } = ev {
+                let resp = match request {
+                    Request::Hello(_) => Response::Hello(h2.clone()),
+                    Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
+                    _ => Response::Error("no".into()),
+                };
+                let _ = responder.respond(id, resp).await;
+            }
+        }
+    });
+    let reply = h.request(ru_code, Request::Hello(hello)).await.expect("hello answered");
+    assert!(matches!(reply, Response::Hello(_)));
+
+    let key = tamga_config::demo::demo_signing_key(uz);
+    let sign = |r: &SaltedRecord, e: Envelope| r.project(|_| false, e, &key).expect("projects");
+    let good = sign(&record("ipr.protected_mark", "UZ", "GOOD".into()), envelope("sco-ipr-2012", &["RU"], 1));
+    let mut bad_sig =
+        sign(&record("ipr.protected_mark", "UZ", "BADSIG".into()), envelope("sco-ipr-2012", &["RU"], 2));
+    bad_sig.signature.0[5] ^= 1;
+    let outside =
+        sign(&record("enforcement.alert", "UZ", "OUT".into()), envelope("sco-ipr-2012", &["RU"], 3));
+    let forged_origin: Projection =
+        sign(&record("ipr.protected_mark", "KZ", "FORGED".into()), envelope("sco-ipr-2012", &["RU"], 4));
+    let not_audience =
+        sign(&record("ipr.protected_mark", "UZ", "AUD".into()), envelope("sco-ipr-2012", &["CN"], 5));
+    let not_party =
+        sign(&record("enforcement.alert", "UZ", "BILAT".into()), envelope("ru-kz-enforcement", &["RU"], 1));
+    let too_big =
+        sign(&record("ipr.protected_mark", "UZ", "x".repeat(40_000)), envelope("sco-ipr-2012", &["RU"], 6));
+    let mut unknown_field = record("ipr.protected_mark", "UZ", "FIELD".into());
+    unknown_field.record.body.insert("smuggled".into(), Value::Text("x".into()));
+    let unknown_field = sign(
+        &SaltedRecord::new(unknown_field.record, &SaltKey::generate()),
+        envelope("sco-ipr-2012", &["RU"], 7),
+    );
+
+    let before = ru.client(Role::Operator).get("/v1/status", &[]).await.expect("status")["records"].as_u64();
+    let push = vec![good, bad_sig, outside, forged_origin, not_audience, not_party, too_big, unknown_field];
+    let n = push.len();
+    let reply = h.request(ru_code, Request::Push(Push { projections: push })).await.expect("answered");
+    let Response::Push(reply) = reply else { panic!("expected a push reply, got {reply:?}") };
+    assert_eq!(reply.receipts.len(), 1, "only the good one is acknowledged: {reply:?}");
+    let refused: Vec<u32> = reply.refused.iter().map(|r| r.index).collect();
+    assert_eq!(refused, (1..n as u32).collect::<Vec<_>>(), "{reply:?}");
+
+    let after = ru.client(Role::Operator).get("/v1/status", &[]).await.expect("status")["records"].as_u64();
+    assert_eq!(after, before.map(|b| b + 1), "exactly the good one was stored");
+    let listed =
+        ru.client(Role::Operator).get("/v1/records", &[("origin", "UZ".into())]).await.expect("lists");
+    let bodies: Vec<String> = listed["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["body"]["mark_name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(bodies, vec!["GOOD".to_owned()]);
+    let rejected =
+        ru.client(Role::Auditor).get("/v1/audit", &[("action", "rejected".into())]).await.expect("audit");
+    assert_eq!(rejected.as_array().map(Vec::len), Some(n - 1), "{rejected:#}");
+    cancel.cancel();
+    f.stop().await;
+}
