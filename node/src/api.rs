@@ -142,6 +142,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/records", post(ingest).get(list_records))
         .route("/v1/records/{id}", get(show_record))
+        .route("/v1/records/{id}/revoke", post(revoke_record))
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/audit", get(audit_query))
@@ -309,6 +310,7 @@ pub struct RecordView {
     withheld_fields: u32,
     source: Json_,
     stored: String,
+    state: crate::store::RecordState,
 }
 
 impl From<StoredRecord> for RecordView {
@@ -324,6 +326,7 @@ impl From<StoredRecord> for RecordView {
             body: r.body.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
             withheld_fields: r.withheld,
             source: r.source.to_json(),
+            state: r.state,
             stored: crate::audit::rfc3339(r.stored_ms),
         }
     }
@@ -404,6 +407,29 @@ async fn show_record(
         "projections": projections.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect::<Vec<_>>(),
         "receipts": receipts.iter().map(|r| json!({"agreement": r.agreement.as_str(), "receiver": r.receiver.as_str(), "received": crate::audit::rfc3339(r.received_ms)})).collect::<Vec<_>>(),
     })))
+}
+
+async fn revoke_record(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
+    let r = shared
+        .store
+        .record(&id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
+    if r.source != crate::store::Source::Local {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("record {id} is {}'s; only its origin can revoke it", r.header.origin),
+        ));
+    }
+    if r.state == crate::store::RecordState::Revoked {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("record {id} is already revoked")));
+    }
+    let n = shared.writer.revoke(id).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "id": id.to_hex(), "revocations": n })))
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {

@@ -73,6 +73,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Measure throughput against the machine's limits. Example: tamga bench --records 100000
     Bench(BenchArgs),
+    /// Start a local federation of the six 2013 members on loopback, exchange a realistic
+    /// mix of records, and show what flowed where and why. Example: tamga demo --keep ./tamga-demo
+    Demo(crate::demo::DemoArgs),
     /// Print shell completions. Example: tamga completions bash > /etc/bash_completion.d/tamga
     Completions {
         /// The shell.
@@ -146,6 +149,9 @@ pub enum RecordsCmd {
     List(ListArgs),
     /// Show one record, its projections and receipts. Example: tamga records show 3fa2…
     Show(ShowArgs),
+    /// Revoke one of this node's records: every holder purges it and sends a signed purge
+    /// receipt. Example: tamga records revoke 3fa2…
+    Revoke(ShowArgs),
 }
 
 /// `tamga records add`.
@@ -362,6 +368,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             println!("backup written to {} ({} bytes)", a.out.display(), bytes.len());
             Ok(())
         }
+        Command::Demo(a) => crate::demo::run(a).await,
         Command::Bench(a) => {
             let mut report = crate::bench::run(a.records.max(1000), a.nodes).await?;
             crate::audit_bench::measure(&mut report, a.audit_entries)?;
@@ -537,6 +544,19 @@ async fn records(cmd: RecordsCmd) -> Result<()> {
                         plain(&r["classification"]),
                     );
                 }
+            });
+            Ok(())
+        }
+        RecordsCmd::Revoke(a) => {
+            let v = client(&a.config, Role::Operator)?
+                .post(&format!("/v1/records/{}/revoke", a.id), &json!({}))
+                .await?;
+            print_json_or(&v, a.json, |v| {
+                println!(
+                    "revoked {}: {} revocation entries to send",
+                    plain(&v["id"]),
+                    plain(&v["revocations"])
+                );
             });
             Ok(())
         }

@@ -11,6 +11,8 @@
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
+//! | `G`    | origin, agreement, 0, seq              | (seq purged: expired or revoked) |
+//! | `E`    | expiry time, origin, agreement, 0, seq | (expiry index of projections) |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
 //! | `V`    | record id, agreement, 0, receiver      | receipt                       |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
@@ -99,6 +101,21 @@ pub struct StoredRecord {
     pub stored_ms: i64,
     /// The salts of every body field (own records only; empty for received ones).
     pub salts: BTreeMap<String, Salt>,
+    /// Live, or a tombstone: revoked by its origin, or expired (body purged).
+    pub state: RecordState,
+}
+
+/// Whether a record's body is still held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Held.
+    #[default]
+    Live,
+    /// Revoked by its origin; a received copy's body is purged.
+    Revoked,
+    /// Its retention expired; a received copy's body is purged.
+    Expired,
 }
 
 impl Source {
@@ -142,6 +159,21 @@ fn stream_prefix(s: &StreamKey) -> Vec<u8> {
 
 fn stream_meta_key(s: &StreamKey) -> Vec<u8> {
     key(&[b"Q", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
+}
+
+fn gone_key(s: &StreamKey, seq: u64) -> Vec<u8> {
+    key(&[b"G", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()])
+}
+
+fn expiry_key(expires_ms: i64, s: &StreamKey, seq: u64) -> Vec<u8> {
+    key(&[
+        b"E",
+        &time_key(expires_ms),
+        &s.origin.as_bytes(),
+        s.agreement.as_str().as_bytes(),
+        &[0],
+        &seq.to_be_bytes(),
+    ])
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -191,6 +223,11 @@ impl WriteBatch {
         let mut k = stream_prefix(&s);
         k.extend_from_slice(&p.envelope.seq.to_be_bytes());
         self.put(k, enc(p)?);
+        self.put(expiry_key(p.envelope.expires_ms, &s, p.envelope.seq), Vec::new());
+        if p.envelope.kind == tamga_protocol::EntryKind::Revoke {
+            // A revocation is not the record's projection under the agreement.
+            return Ok(());
+        }
         self.put(
             key(&[b"X", &id.0, p.envelope.agreement.as_str().as_bytes()]),
             p.envelope.seq.to_be_bytes().to_vec(),
@@ -202,6 +239,15 @@ impl WriteBatch {
     /// received one the contiguous high-water mark (held or known withheld).
     pub fn set_stream_head(&mut self, s: &StreamKey, seq: u64) {
         self.put(stream_meta_key(s), seq.to_be_bytes().to_vec());
+    }
+
+    /// Drop a projection's body from its stream and remember the number as purged.
+    pub fn purge_projection(&mut self, s: &StreamKey, seq: u64, expires_ms: i64) {
+        let mut k = stream_prefix(s);
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.inner.remove(k);
+        self.inner.remove(expiry_key(expires_ms, s, seq));
+        self.put(gone_key(s, seq), Vec::new());
     }
 
     /// Mark a sequence number as known withheld from this node.
@@ -362,7 +408,40 @@ impl Store {
             return Ok(true);
         }
         let w = key(&[b"W", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()]);
-        Ok(self.db.contains_key(w)?)
+        Ok(self.db.contains_key(w)? || self.is_gone(s, seq)?)
+    }
+
+    /// Whether a sequence number of a stream was purged here (expired or revoked).
+    pub fn is_gone(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(gone_key(s, seq))?)
+    }
+
+    /// Projections whose expiry is at or before `now_ms`: (stream, seq, expiry), at most `limit`.
+    pub fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<(StreamKey, u64, i64)>, StoreError> {
+        let hi = key(&[b"E", &time_key(now_ms), &[0xff]]);
+        let mut out = Vec::new();
+        for kv in self.db.range(b"E".to_vec()..hi).take(limit) {
+            let (k, _) = kv?;
+            let bad = || StoreError::Corrupt { key: hex::encode(&k), why: "bad expiry key".into() };
+            let t = k.get(1..9).ok_or_else(bad)?;
+            let expires = (u64::from_be_bytes(t.try_into().map_err(|_| bad())?) ^ (1 << 63)) as i64;
+            let origin = std::str::from_utf8(k.get(9..11).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
+            let rest = k.get(11..).ok_or_else(bad)?;
+            let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
+            let agreement = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok());
+            let seq = seq.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+            let (Some(origin), Some(agreement), Some(seq)) = (origin, agreement, seq) else {
+                return Err(bad());
+            };
+            out.push((StreamKey { origin, agreement }, seq, expires));
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of a record's projection under an agreement, if held.
+    pub fn projection_seq(&self, id: &RecordId, agreement: &AgreementId) -> Result<Option<u64>, StoreError> {
+        let k = key(&[b"X", &id.0, agreement.as_str().as_bytes()]);
+        self.db.get(&k)?.map(|v| u64_of(&k, &v)).transpose()
     }
 
     /// Held sequence numbers of a stream above `after`, in order, at most `limit`.
@@ -656,6 +735,7 @@ mod tests {
             source: Source::Local,
             stored_ms: t,
             salts: BTreeMap::new(),
+            state: RecordState::Live,
         }
     }
 

@@ -32,8 +32,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tamga_config::{Decision, Federation};
 use tamga_protocol::{
-    AgreementId, Digest, Hello, MemberCode, Projection, Pull, PullReply, Push, PushReply, Receipt, RecordId,
-    Refusal, Request, Response, SeqRange, StreamKey, StreamSummary, Summary,
+    AgreementId, Digest, EntryKind, Hello, MemberCode, Projection, Pull, PullReply, Push, PushReply, Receipt,
+    RecordId, Refusal, Request, Response, SeqRange, StreamKey, StreamSummary, Summary,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -130,6 +130,7 @@ pub fn spawn(
                     None => break,
                 },
                 _ = tick.tick() => {
+                    ctx.shared.writer.purge_expired().await;
                     for (member, _) in ctx.net.connected().await.unwrap_or_default() {
                         let c = ctx.clone();
                         tokio::spawn(async move { anti_entropy(&c, member).await });
@@ -331,6 +332,11 @@ fn verify_inbound(
     if p.envelope.expires_ms <= now {
         return Err(format!("{}: expired", refuse(ctx, "expired")));
     }
+    if p.envelope.kind == EntryKind::Revoke {
+        // A revocation reveals nothing and only makes holders purge: accepted from any
+        // matched party whatever the accept policy says now.
+        return Ok(id);
+    }
     tamga_config::decide_accept(&p.header, agreement, sender, fed, now)
         .map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))?;
     Ok(id)
@@ -408,6 +414,10 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
         let Some(agreement) = fed.agreement(&p.envelope.agreement) else { continue };
         for peer in p.envelope.audience.iter().copied().filter(|m| connected.contains(m)) {
             if !ctx.state.agreement_ok(peer, &agreement.id) {
+                continue;
+            }
+            if p.envelope.kind == EntryKind::Revoke {
+                per_peer.entry(peer).or_default().push(p.clone());
                 continue;
             }
             match tamga_config::decide(&p.header, agreement, peer, &fed, now) {
@@ -620,6 +630,12 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
             break;
         }
         let to = r.to.min(r.from.saturating_add(PULL_BATCH as u64));
+        // Purged here (expired or revoked): gone for everyone, so the asker's gap closes.
+        for seq in r.from..=to {
+            if ctx.shared.store.is_gone(&r.stream, seq).unwrap_or(false) {
+                reply.withheld.push(SeqRange { stream: r.stream.clone(), from: seq, to: seq });
+            }
+        }
         for p in ctx.shared.store.projections(&r.stream, r.from, to, room).unwrap_or_default() {
             let seq = p.envelope.seq;
             let withheld = || SeqRange { stream: r.stream.clone(), from: seq, to: seq };
@@ -628,7 +644,9 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                 reply.withheld.push(withheld());
                 continue;
             }
-            let allowed = if p.header.origin == me {
+            let allowed = if p.envelope.kind == EntryKind::Revoke {
+                true
+            } else if p.header.origin == me {
                 tamga_config::decide(&p.header, a, asker, &fed, now).is_allow()
             } else {
                 tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now).is_ok()

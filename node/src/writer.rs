@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use tamga_config::{Decision, Federation};
 use tamga_protocol::{
-    Digest, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord, SigningKey, StreamKey,
+    Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord, SigningKey,
+    StreamKey,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,9 @@ pub struct Ingested {
 /// Where an ingest is answered.
 type IngestReply = oneshot::Sender<Result<Vec<Ingested>, WriteError>>;
 
+/// An op's reply channel and the result it will be sent once the group is durable.
+type Answer<T> = (oneshot::Sender<Result<T, WriteError>>, Result<T, StoreError>);
+
 /// A raw copy of the store, taken between two write groups.
 pub type Snapshot = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -83,6 +87,15 @@ pub enum Op {
     },
     /// Store receipts that peers signed for projections this node sent.
     Receipts(Vec<Receipt>),
+    /// Revoke an own record: a revocation entry in every stream it was projected in.
+    Revoke {
+        /// The record.
+        id: RecordId,
+        /// Where to answer: how many revocation entries were made.
+        reply: oneshot::Sender<Result<usize, WriteError>>,
+    },
+    /// Purge every projection whose expiry has passed.
+    PurgeExpired,
     /// Keep a checkpoint a peer showed of its own log (its signature already verified).
     PeerCheckpoint(tamga_protocol::Checkpoint),
     /// Take a consistent snapshot of the whole store.
@@ -129,6 +142,18 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Received { from, items, withheld, reply }).await.map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Revoke an own record; answers with the number of revocation entries, once durable.
+    pub async fn revoke(&self, id: RecordId) -> Result<usize, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Revoke { id, reply }).await.map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Purge expired projections (the sync task calls this periodically).
+    pub async fn purge_expired(&self) {
+        let _ = self.tx.send(Op::PurgeExpired).await;
     }
 
     /// Store receipts for delivered projections.
@@ -256,13 +281,15 @@ impl WriterTask {
         let mut head = self.head;
         let mut durable = false;
         let mut seen: HashSet<RecordId> = HashSet::new();
-        let mut answers: Vec<(IngestReply, Result<Vec<Ingested>, StoreError>)> = Vec::new();
+        let mut answers: Vec<Answer<Vec<Ingested>>> = Vec::new();
         let mut snapshots = Vec::new();
         let (mut new_records, mut dups, mut audits) = (0u64, 0u64, 0u64);
         let fed = self.policy.get();
         let mut heads = self.heads.clone();
         let mut projections: Vec<Projection> = Vec::new();
         let mut received_answers = Vec::new();
+        let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
+        let mut purged_here: HashSet<(StreamKey, u64)> = HashSet::new();
         let (mut received, mut delivered) = (0u64, 0u64);
 
         for op in group {
@@ -294,6 +321,7 @@ impl WriterTask {
                             source: Source::Local,
                             stored_ms: now,
                             salts: salted.salts,
+                            state: crate::store::RecordState::Live,
                         };
                         if let Err(e) = batch.put_record(&stored) {
                             failed = Some(e);
@@ -338,10 +366,20 @@ impl WriterTask {
                             tracing::warn!(error = %e, "receipt not stored");
                             continue;
                         }
-                        let ev = AuditEvent::new(Action::Delivered, Outcome::Ok)
+                        let stream = StreamKey { origin: r.origin, agreement: r.agreement.clone() };
+                        let revoke = matches!(
+                            self.store.projection(&stream, r.seq),
+                            Ok(Some(p)) if p.envelope.kind == EntryKind::Revoke
+                        );
+                        let (action, what) = if revoke {
+                            (Action::Purged, "purge receipt")
+                        } else {
+                            (Action::Delivered, "receipt")
+                        };
+                        let ev = AuditEvent::new(action, Outcome::Ok)
                             .peer(r.receiver)
                             .agreement(r.agreement.clone())
-                            .reason(format!("receipt for seq {} signed by {}", r.seq, r.receiver));
+                            .reason(format!("{what} for seq {} signed by {}", r.seq, r.receiver));
                         let mut ev = ev;
                         ev.record = Some(r.record);
                         self.append(&mut batch, &mut head, ev, now);
@@ -351,6 +389,23 @@ impl WriterTask {
                 Op::PeerCheckpoint(cp) => {
                     if let Err(e) = batch.put_peer_checkpoint(&cp) {
                         tracing::warn!(error = %e, "peer checkpoint not stored");
+                    }
+                }
+                Op::Revoke { id, reply } => {
+                    durable = true;
+                    let r = self.revoke(&fed, id, &mut batch, &mut head, &mut heads, now);
+                    match r {
+                        Ok(ps) => {
+                            let n = ps.len();
+                            projections.extend(ps);
+                            revoke_answers.push((reply, Ok(n)));
+                        }
+                        Err(e) => revoke_answers.push((reply, Err(e))),
+                    }
+                }
+                Op::PurgeExpired => {
+                    if let Err(e) = self.purge_expired(&mut batch, &mut head, &mut purged_here, now) {
+                        tracing::warn!(error = %e, "expiry purge failed");
                     }
                 }
                 Op::Snapshot { reply } => snapshots.push(reply),
@@ -379,6 +434,9 @@ impl WriterTask {
                 for (reply, result) in received_answers {
                     let _ = reply.send(result.map_err(WriteError::from));
                 }
+                for (reply, result) in revoke_answers {
+                    let _ = reply.send(result.map_err(WriteError::from));
+                }
                 if let (Some(n), false) = (&self.notify, projections.is_empty()) {
                     if n.try_send(projections).is_err() {
                         tracing::debug!("push queue full; anti-entropy will deliver");
@@ -401,6 +459,9 @@ impl WriterTask {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
                 }
                 for (reply, _) in received_answers {
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                }
+                for (reply, _) in revoke_answers {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
                 }
             }
@@ -476,6 +537,7 @@ impl WriterTask {
             let seq = self.own_head(heads, &stream)? + 1;
             let withheld = tamga_config::withheld(agreement, &header.category);
             let envelope = Envelope {
+                kind: tamga_protocol::EntryKind::Share,
                 agreement: agreement.id.clone(),
                 audience,
                 seq,
@@ -519,7 +581,24 @@ impl WriterTask {
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
-            if added.contains(&(stream.clone(), seq)) || self.store.projection(&stream, seq)?.is_some() {
+            if added.contains(&(stream.clone(), seq)) || self.store.seq_known(&stream, seq)? {
+                flags.push(false);
+                continue;
+            }
+            if p.envelope.kind == EntryKind::Revoke {
+                self.apply_revocation(id, &p, from, batch, head, now)?;
+                added.insert((stream.clone(), seq));
+                touched.insert(stream);
+                flags.push(true);
+                continue;
+            }
+            let tombstoned =
+                self.store.record(&id)?.is_some_and(|r| r.state != crate::store::RecordState::Live);
+            if tombstoned {
+                // Revoked or expired here: keep the tombstone, never take the body back in.
+                batch.purge_projection(&stream, seq, p.envelope.expires_ms);
+                added.insert((stream.clone(), seq));
+                touched.insert(stream);
                 flags.push(false);
                 continue;
             }
@@ -532,6 +611,7 @@ impl WriterTask {
                     source: Source::Received { from, agreement: p.envelope.agreement.clone() },
                     stored_ms: now,
                     salts: std::collections::BTreeMap::new(),
+                    state: crate::store::RecordState::Live,
                 };
                 batch.put_record(&r)?;
                 seen.insert(id);
@@ -575,5 +655,129 @@ impl WriterTask {
     fn checkpoint_if_due(&self, batch: &mut WriteBatch, head: &mut (u64, Digest), now: i64) -> Option<u64> {
         let policy = self.policy.get().policy_digest;
         self.audit.checkpoint_if_due(batch, head, now, self.me, &self.signing, policy)
+    }
+}
+
+impl WriterTask {
+    /// A tombstone: the record's body dropped, its state set.
+    fn tombstone(
+        &self,
+        id: RecordId,
+        p: &Projection,
+        from: MemberCode,
+        state: crate::store::RecordState,
+        now: i64,
+    ) -> Result<StoredRecord, StoreError> {
+        let mut r = self.store.record(&id)?.unwrap_or(StoredRecord {
+            id,
+            header: p.header.clone(),
+            body: std::collections::BTreeMap::new(),
+            withheld: 0,
+            source: Source::Received { from, agreement: p.envelope.agreement.clone() },
+            stored_ms: now,
+            salts: std::collections::BTreeMap::new(),
+            state,
+        });
+        if r.source != Source::Local {
+            r.body.clear();
+        }
+        r.state = state;
+        Ok(r)
+    }
+
+    /// A verified revocation from the origin: keep the entry (so it travels on), purge the
+    /// record's share projection in that stream and its body, keep a tombstone.
+    fn apply_revocation(
+        &self,
+        id: RecordId,
+        p: &Projection,
+        from: MemberCode,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) -> Result<(), StoreError> {
+        batch.put_projection(&id, p)?;
+        if let Some(orig) = self.store.projection_seq(&id, &p.envelope.agreement)? {
+            let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
+            if let Some(o) = self.store.projection(&stream, orig)? {
+                batch.purge_projection(&stream, orig, o.envelope.expires_ms);
+            }
+        }
+        let r = self.tombstone(id, p, from, crate::store::RecordState::Revoked, now)?;
+        batch.put_record(&r)?;
+        let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
+            .peer(from)
+            .record(id, p.header.category.clone())
+            .agreement(p.envelope.agreement.clone())
+            .reason(format!("revoked by its origin {}", p.header.origin));
+        self.append(batch, head, ev, now);
+        Ok(())
+    }
+
+    /// Revoke an own record in every stream it was projected in.
+    fn revoke(
+        &self,
+        fed: &Federation,
+        id: RecordId,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        heads: &mut HashMap<StreamKey, u64>,
+        now: i64,
+    ) -> Result<Vec<Projection>, StoreError> {
+        let _ = fed;
+        let Some(salted) = self.store.salted(&id)? else {
+            return Err(StoreError::Engine(format!("no own record {id} to revoke")));
+        };
+        let mut out = Vec::new();
+        for (agreement, seq) in self.store.projections_of(&id)? {
+            let stream = StreamKey { origin: self.me, agreement: agreement.clone() };
+            let Some(original) = self.store.projection(&stream, seq)? else { continue };
+            let next = self.own_head(heads, &stream)? + 1;
+            let Ok(rev) = salted.revocation(&original.envelope, next, &self.signing) else { continue };
+            batch.put_projection(&id, &rev)?;
+            batch.purge_projection(&stream, seq, original.envelope.expires_ms);
+            batch.set_stream_head(&stream, next);
+            heads.insert(stream, next);
+            out.push(rev);
+        }
+        if let Some(mut r) = self.store.record(&id)? {
+            r.state = crate::store::RecordState::Revoked;
+            batch.put_record(&r)?;
+        }
+        let ev = AuditEvent::new(Action::Revoked, Outcome::Ok)
+            .record(id, salted.record.header.category.clone())
+            .reason(format!("{} revocation entries", out.len()));
+        self.append(batch, head, ev, now);
+        Ok(out)
+    }
+
+    /// Purge every expired projection: its entry, and the body of a received record.
+    fn purge_expired(
+        &self,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        done: &mut HashSet<(StreamKey, u64)>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for (stream, seq, expires) in self.store.expired(now, MAX_GROUP)? {
+            if !done.insert((stream.clone(), seq)) {
+                continue;
+            }
+            let Some(p) = self.store.projection(&stream, seq)? else { continue };
+            batch.purge_projection(&stream, seq, expires);
+            let Ok(id) = p.record_id() else { continue };
+            if let Some(r) = self.store.record(&id)? {
+                if r.source != Source::Local && r.state == crate::store::RecordState::Live {
+                    let t = self.tombstone(id, &p, stream.origin, crate::store::RecordState::Expired, now)?;
+                    batch.put_record(&t)?;
+                }
+            }
+            let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
+                .record(id, p.header.category.clone())
+                .agreement(stream.agreement.clone())
+                .reason(format!("{} #{seq} expired", stream.origin));
+            self.append(batch, head, ev, now);
+        }
+        Ok(())
     }
 }

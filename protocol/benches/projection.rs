@@ -27,6 +27,7 @@ fn record(i: i64) -> Record {
 
 fn envelope(seq: u64) -> Envelope {
     Envelope {
+        kind: EntryKind::Share,
         agreement: "sco-ipr-2012".parse().expect("valid"),
         audience: ["CN", "KG", "KZ", "TJ", "UZ"].iter().map(|c| c.parse().expect("valid")).collect(),
         seq,

@@ -35,7 +35,8 @@
 //!                               list(raw32(d) for d in field digests, sorted ascending) )
 //!
 //! envelope(e)        = str(e.agreement) list(str(m) for m in e.audience, sorted)
-//!                      u64(e.seq) i64(e.expires_ms)
+//!                      u64(e.seq) i64(e.expires_ms) u8(kind)
+//!                      where kind: share 0, revoke 1
 //! projection_message = str("tamga.projection.v1") raw32(record_id) envelope(e)
 //! receipt_message    = str("tamga.receipt.v1") raw32(record_id) str(agreement) str(origin)
 //!                      u64(seq) str(receiver) i64(received_ms)

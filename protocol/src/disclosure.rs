@@ -231,6 +231,20 @@ impl SaltedRecord {
     }
 }
 
+impl SaltedRecord {
+    /// The revocation of this record in a stream: every field withheld, the original's
+    /// agreement, audience and expiry, a new sequence number, signed by the origin.
+    pub fn revocation(
+        &self,
+        original: &Envelope,
+        seq: u64,
+        key: &SigningKey,
+    ) -> Result<Projection, ProjectError> {
+        let envelope = Envelope { seq, kind: EntryKind::Revoke, ..original.clone() };
+        self.project(|_| true, envelope, key)
+    }
+}
+
 /// Why a record could not be projected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProjectError {
@@ -256,6 +270,27 @@ pub struct RevealedField {
     pub value: Value,
 }
 
+/// What a stream entry does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Shares the record's revealed fields.
+    #[default]
+    Share,
+    /// Revokes the record: every holder purges its body and keeps a tombstone. Carries no
+    /// revealed field (all are digests), so it proves which record without repeating it.
+    Revoke,
+}
+
+impl EntryKind {
+    fn tag(self) -> u8 {
+        match self {
+            EntryKind::Share => 0,
+            EntryKind::Revoke => 1,
+        }
+    }
+}
+
 /// The sharing envelope: under which agreement, to whom, where in the stream, until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -267,6 +302,8 @@ pub struct Envelope {
     pub seq: u64,
     /// When every holder must purge it, milliseconds since the Unix epoch.
     pub expires_ms: i64,
+    /// A share or a revocation.
+    pub kind: EntryKind,
 }
 
 /// `projection_message` of the canonical encoding.
@@ -276,7 +313,7 @@ fn projection_message(id: &RecordId, e: &Envelope) -> Vec<u8> {
     for m in &e.audience {
         c.str(m.as_str());
     }
-    c.u64(e.seq).i64(e.expires_ms);
+    c.u64(e.seq).i64(e.expires_ms).u8(e.kind.tag());
     c.as_bytes().to_vec()
 }
 
@@ -316,6 +353,9 @@ pub enum VerifyError {
     /// Sequence numbers start at 1.
     #[error("sequence number 0")]
     ZeroSeq,
+    /// A revocation must not reveal any field.
+    #[error("a revocation reveals a field")]
+    RevocationReveals,
     /// The signature does not match the origin's key.
     #[error("the origin's signature does not verify")]
     BadSignature,
@@ -332,6 +372,9 @@ impl Projection {
         }
         if self.envelope.seq == 0 {
             return Err(VerifyError::ZeroSeq);
+        }
+        if self.envelope.kind == EntryKind::Revoke && !self.revealed.is_empty() {
+            return Err(VerifyError::RevocationReveals);
         }
         if self.envelope.audience.is_empty()
             || self.envelope.audience.len() > limits::MAX_AUDIENCE

@@ -19,7 +19,7 @@ pub mod messages;
 pub mod types;
 
 pub use disclosure::{
-    verify_many, Envelope, Projection, Receipt, RevealedField, Salt, SaltKey, SaltedRecord, Sig,
+    verify_many, EntryKind, Envelope, Projection, Receipt, RevealedField, Salt, SaltKey, SaltedRecord, Sig,
 };
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use messages::{

@@ -31,6 +31,7 @@ pub fn record() -> Record {
 
 pub fn envelope(agreement: &str, seq: u64) -> Envelope {
     Envelope {
+        kind: EntryKind::Share,
         agreement: agreement.parse().expect("valid"),
         audience: vec!["KZ".parse().expect("valid"), "CN".parse().expect("valid")],
         seq,

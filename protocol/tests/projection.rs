@@ -203,3 +203,22 @@ fn json_form_is_readable() {
     let back: Projection = serde_json::from_value(j).expect("round-trips");
     assert_eq!(back, p);
 }
+
+#[test]
+fn revocations_prove_the_record_without_revealing_it() {
+    let k = key(7);
+    let salted = SaltedRecord::new(record(), &SaltKey::from_bytes([9; 32]));
+    let share = salted.project(|n| n == "holder_name", envelope("sco-ipr-2012", 1), &k).expect("projects");
+    let rev = salted.revocation(&share.envelope, 2, &k).expect("revokes");
+    assert_eq!(rev.envelope.kind, EntryKind::Revoke);
+    assert!(rev.revealed.is_empty(), "a revocation reveals nothing");
+    assert_eq!(rev.verify(&k.verifying_key()), Ok(salted.id), "same record id");
+    // Turning a share into a revocation (or back) breaks the signature.
+    let mut forged = share.clone();
+    forged.envelope.kind = EntryKind::Revoke;
+    forged.revealed.clear();
+    assert!(forged.verify(&k.verifying_key()).is_err());
+    let mut reveals = rev.clone();
+    reveals.revealed = share.revealed.clone();
+    assert_eq!(reveals.verify(&k.verifying_key()), Err(disclosure::VerifyError::RevocationReveals));
+}

@@ -100,7 +100,12 @@ async fn holdings(f: &TestFederation) -> BTreeMap<String, BTreeSet<String>> {
         if n.node.is_none() {
             continue;
         }
-        let ids = records(n).await.iter().filter_map(|r| r["id"].as_str().map(String::from)).collect();
+        let ids = records(n)
+            .await
+            .iter()
+            .filter(|r| r["state"] == "live")
+            .filter_map(|r| r["id"].as_str().map(String::from))
+            .collect();
         out.insert(m.clone(), ids);
     }
     out
@@ -267,5 +272,103 @@ async fn a_changed_agreement_stops_sharing_under_it_only() {
         .expect("ipr")
         .clone();
     assert_eq!(ipr["digest"], "mismatch");
+    f.stop().await;
+}
+
+async fn record_on(node: &TestNode, id: &str) -> Option<Value> {
+    node.client(Role::Operator).get(&format!("/v1/records/{id}"), &[]).await.ok().map(|v| v["record"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_purges_everywhere_with_receipts_and_is_not_pulled_back() {
+    let mut f = TestFederation::start(&["CN", "KZ", "RU", "UZ"]).await.expect("starts");
+    let ids = ingest(&f, "RU", "r", &["ipr.infringement"]).await;
+    converge(&f, "before the revocation").await;
+    // The public infringement record is held by the other three.
+    let id = ids[0].clone();
+    for m in ["CN", "KZ", "UZ"] {
+        let r = record_on(f.node(m), &id).await.expect("held");
+        assert_eq!(r["state"], "live");
+        assert!(r["body"].as_object().is_some_and(|b| !b.is_empty()));
+    }
+    f.nodes.get_mut("UZ").expect("UZ").stop().await;
+    let v = f
+        .node("RU")
+        .client(Role::Operator)
+        .post(&format!("/v1/records/{id}/revoke"), &json!({}))
+        .await
+        .expect("revokes");
+    assert!(v["revocations"].as_u64().is_some_and(|n| n >= 1));
+    for m in ["CN", "KZ"] {
+        let node = f.node(m);
+        wait_for(&format!("{m} purges the revoked record"), || async {
+            record_on(node, &id).await.is_some_and(|r| {
+                r["state"] == "revoked" && r["body"].as_object().is_some_and(|b| b.is_empty())
+            })
+        })
+        .await;
+    }
+    let auditor = f.node("RU").client(Role::Auditor);
+    wait_for("purge receipts from CN and KZ", || async {
+        let v = auditor.get("/v1/audit", &[("action", "purged".into())]).await.expect("queries");
+        let peers: BTreeSet<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["entry"]["record"] == id.as_str())
+            .filter_map(|e| e["entry"]["peer"].as_str().map(String::from))
+            .collect();
+        peers.contains("CN") && peers.contains("KZ")
+    })
+    .await;
+    // UZ was down: it learns of the revocation when it comes back, from anyone.
+    f.nodes.get_mut("UZ").expect("UZ").restart().await.expect("restarts");
+    let uz = f.node("UZ");
+    wait_for("UZ purges after its restart", || async {
+        record_on(uz, &id)
+            .await
+            .is_some_and(|r| r["state"] == "revoked" && r["body"].as_object().is_some_and(|b| b.is_empty()))
+    })
+    .await;
+    // Several anti-entropy rounds later the body has not come back anywhere.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for m in ["CN", "KZ", "UZ"] {
+        let r = record_on(f.node(m), &id).await.expect("tombstone kept");
+        assert_eq!(r["state"], "revoked", "{m}");
+        assert!(r["body"].as_object().is_some_and(|b| b.is_empty()), "{m} took the body back");
+    }
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_projections_are_purged_on_every_node() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let cat = example_catalog();
+    let mut rec = record_json(&cat, "rms.method", "public", "soon");
+    let expires = tamga_node::audit::rfc3339(tamga_node::writer::now_ms() + 4_000);
+    rec["expires"] = json!(expires);
+    let v = f.node("RU").client(Role::Operator).post("/v1/records", &rec).await.expect("ingests");
+    let id = v["ids"][0].as_str().expect("id").to_owned();
+    let kz = f.node("KZ");
+    wait_for("KZ receives it", || async { record_on(kz, &id).await.is_some_and(|r| r["state"] == "live") })
+        .await;
+    wait_for("KZ purges it after expiry", || async {
+        record_on(kz, &id)
+            .await
+            .is_some_and(|r| r["state"] == "expired" && r["body"].as_object().is_some_and(|b| b.is_empty()))
+    })
+    .await;
+    for m in ["KZ", "RU"] {
+        let v = f
+            .node(m)
+            .client(Role::Auditor)
+            .get("/v1/audit", &[("action", "purged".into())])
+            .await
+            .expect("queries");
+        assert!(
+            v.as_array().is_some_and(|a| a.iter().any(|e| e["entry"]["record"] == id.as_str())),
+            "{m}: {v:#}"
+        );
+    }
     f.stop().await;
 }

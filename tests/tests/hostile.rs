@@ -34,6 +34,7 @@ fn record(category: &str, origin: &str, text: String) -> SaltedRecord {
 
 fn envelope(agreement: &str, audience: &[&str], seq: u64) -> Envelope {
     Envelope {
+        kind: tamga_protocol::EntryKind::Share,
         agreement: agreement.parse().expect("valid"),
         audience: audience.iter().map(|m| m.parse().expect("valid")).collect(),
         seq,
