@@ -15,7 +15,7 @@ use tamga_protocol::{AgreementId, CategoryId, Digest, MemberCode, RecordHeader};
 use toml::Spanned;
 
 use crate::decide::Compiled;
-use crate::error::{At, ConfigError, ErrorKind, SourceFile};
+use crate::error::{At, ConfigError, ErrorKind, Pos, SourceFile};
 use crate::limits::{MAX_PARTIES, MAX_RETENTION_DAYS, MS_PER_DAY};
 use crate::parse::{self, RawDate};
 
@@ -54,6 +54,8 @@ pub struct Agreement {
     pub line: usize,
     pub(crate) from_ms: i64,
     pub(crate) until_ms: Option<i64>,
+    /// Position of `effective_until` in the file, when it is set (for warnings).
+    pub(crate) until_pos: Option<Pos>,
     pub(crate) compiled: Compiled,
 }
 
@@ -276,6 +278,7 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Parsed>, Vec<ConfigError>) {
         line: id.pos.line,
         from_ms: day_start_ms(from),
         until_ms: until.and_then(|u| u.succ_opt()).map(day_start_ms),
+        until_pos: raw.effective_until.as_ref().map(|u| src.pos(u.span().start)),
         compiled: Compiled::default(),
     };
     let parsed = Parsed { id, parties, categories, redact_tags, agreement, broken };

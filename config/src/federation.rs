@@ -87,6 +87,19 @@ impl Federation {
         policy: &Path,
         member: MemberCode,
     ) -> Result<Federation, ConfigErrors> {
+        Federation::load_files_with_sources(roster, catalog, agreements_dir, policy, member).map(|(f, _)| f)
+    }
+
+    /// [`Federation::load_files`], also giving back the exact text of every file read, so
+    /// that what is in force can be shown or compared later (`tamga policy diff` against
+    /// a running node) even after the files on disk have changed.
+    pub fn load_files_with_sources(
+        roster: &Path,
+        catalog: &Path,
+        agreements_dir: &Path,
+        policy: &Path,
+        member: MemberCode,
+    ) -> Result<(Federation, Sources), ConfigErrors> {
         let mut errs = Vec::new();
         let mut read = |p: &Path| SourceFile::read(p).map_err(|e| errs.push(e)).ok();
         let roster = read(roster);
@@ -125,7 +138,18 @@ impl Federation {
             agreements_complete,
             policy: policy.as_ref(),
         };
-        build(input, member, errs)
+        let fed = build(input, member, errs)?;
+        match (roster, catalog, policy) {
+            (Some(roster), Some(catalog), Some(policy)) => {
+                Ok((fed, Sources { roster, catalog, agreements, policy }))
+            }
+            // Unreachable: a file that could not be read is an error, and build failed.
+            _ => Err(ConfigErrors(vec![ConfigError::whole_file(
+                ErrorKind::Io,
+                Path::new("."),
+                "the federation could not be loaded",
+            )])),
+        }
     }
 
     /// Check a federation from text in memory (tests, `tamga policy check` of an edited

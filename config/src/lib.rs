@@ -13,14 +13,18 @@
 //! - [`roster`], [`catalog`], [`agreement`], [`policy`]: one file format each;
 //! - [`federation`]: all of them loaded together, cross-checked, compiled ([`Federation`]);
 //! - [`mod@decide`]: the decisions and their explanations;
+//! - [`check`]: warnings (legal but likely mistakes) and checking a federation directory;
+//! - [`mod@diff`]: what a change of files alters in practice;
 //! - [`error`]: [`ConfigError`], [`ConfigErrors`];
 //! - [`limits`]: every limit, named;
 //! - [`demo`]: **DEMO ONLY** deterministic keys of the example federation.
 
 pub mod agreement;
 pub mod catalog;
+pub mod check;
 pub mod decide;
 pub mod demo;
+pub mod diff;
 pub mod error;
 pub mod federation;
 pub mod limits;
@@ -31,10 +35,12 @@ pub mod roster;
 
 pub use agreement::Agreement;
 pub use catalog::{BodyError, Catalog, Category, Field, FieldType};
+pub use check::{warnings, Warning, WarningKind};
 pub use decide::{
     audience, decide, decide_accept, decide_relay, explain, explain_accept, withheld, Decision, DenyReason,
     Explanation, Step, StepOutcome, Withheld,
 };
+pub use diff::{diff, PolicyDiff};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Pos, SourceFile};
 pub use federation::{Federation, Sources};
 pub use node::{ApiConfig, AuditConfig, NetworkConfig, NodeConfig};
