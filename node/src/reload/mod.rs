@@ -1,0 +1,465 @@
+//! Policy reload: the one place where the policy set in force is replaced while the node
+//! runs, and the `tamga policy …` commands.
+//!
+//! Who owns what:
+//! - [`Reloader`] (a cheap, cloneable handle, kept in [`Shared`](crate::daemon::Shared))
+//!   owns replacing the federation in the node's [`PolicyCell`]. Every reload — from the
+//!   API (`tamga policy reload`), from SIGHUP, from a change of the files — goes through
+//!   [`Reloader::reload`], which holds one async lock for the whole load-check-swap, so
+//!   reloads never overlap.
+//! - The `reload` task (started by [`Reloader::spawn`], cancelled with the node's token)
+//!   polls the files in force every [`RELOAD_POLL`], waits until they have been quiet for
+//!   [`RELOAD_DEBOUNCE`], listens for SIGHUP, and wakes subscribers when an agreement
+//!   comes into or goes out of force.
+//! - [`routes`] serves `GET /v1/policy` and `POST /v1/policy/reload` (admin);
+//!   [`commands`] is `tamga policy check|diff|explain|reload`.
+//!
+//! What it must never do: put in force a federation that did not load completely and
+//! cross-check (the swap is one `PolicyCell::set` of a fully built `Arc<Federation>`, so a
+//! decision sees the old set or the new one, never a mix); run two reloads at once;
+//! touch the network (the roster's effect on connections belongs to whoever
+//! [subscribes](Reloader::subscribe)).
+//!
+//! ```text
+//!             API / SIGHUP / files changed and quiet for RELOAD_DEBOUNCE
+//!   in force F ───────────────────────────────────────────────▶ loading (lock held)
+//!   loading ── every file valid, digest ≠ F ──▶ PolicyCell::set(F'), notify subscribers,
+//!                                              audit policy_loaded (digest F') ──▶ in force F'
+//!   loading ── every file valid, digest = F ──▶ unchanged (nothing audited) ──▶ in force F
+//!   loading ── any error ──▶ audit policy_refused (the errors) ──▶ in force F
+//! ```
+//!
+//! A decision made after [`Reloader::reload`] returned uses the new set: whoever decides
+//! calls `shared.fed()` at decision time. Records and projections already queued are
+//! not re-decided here; a sender holding a queue re-decides it when woken through
+//! [`Reloader::subscribe`] (a pause then stops queued sends too), and drops what an
+//! agreement that ended no longer allows ([`ended_between`]).
+//!
+//! | constant            | value  | why                                                          |
+//! |---------------------|--------|--------------------------------------------------------------|
+//! | [`RELOAD_POLL`]     | 500 ms | how often file metadata is compared (a few `stat`s)          |
+//! | [`RELOAD_DEBOUNCE`] | 200 ms | quiet time after the last change, so half-written edits wait |
+//!
+//! A change is seen through each file's size, modification time and inode (an editor's
+//! atomic rename changes the inode), and through the list of agreement files. A write that
+//! keeps size and modification time (within the filesystem's timestamp resolution) is not
+//! seen: `tamga policy reload` and SIGHUP always re-read everything. `node.toml` itself is
+//! not reloaded (its settings need a restart).
+
+pub mod commands;
+pub mod routes;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tamga_config::check::FileSet;
+use tamga_config::{ConfigError, ConfigErrors, ErrorKind, Federation, NodeConfig, Sources};
+use tamga_protocol::{AgreementId, Digest};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::daemon::PolicyCell;
+use crate::writer::{now_ms, Writer};
+
+/// How often the reload task compares the metadata of the files in force.
+pub const RELOAD_POLL: Duration = Duration::from_millis(500);
+/// How long the files must stay unchanged after a change before they are reloaded.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+/// Most errors listed in one `policy_refused` audit entry (the entry says how many more).
+pub const MAX_ERRORS_AUDITED: usize = 8;
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `tamga policy reload` (the local API).
+    Api,
+    /// SIGHUP.
+    Signal,
+    /// The reload task saw the files change.
+    FilesChanged,
+}
+
+impl Trigger {
+    /// A stable name for logs and audit entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Signal => "sighup",
+            Trigger::FilesChanged => "file_change",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Api => "tamga policy reload",
+            Trigger::Signal => "SIGHUP",
+            Trigger::FilesChanged => "a change of the files",
+        })
+    }
+}
+
+/// A reload that left a valid policy set in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// False when the files give the set already in force (nothing was swapped or audited).
+    pub changed: bool,
+    /// The digest before.
+    pub previous: Digest,
+    /// The digest in force now.
+    pub digest: Digest,
+    /// The files whose bytes changed.
+    pub files: Vec<PathBuf>,
+    /// From the start of reading the files to the new set in force.
+    pub took: Duration,
+}
+
+/// Why a reload was refused; the policy set in force did not change.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the new policy files are invalid; the policy {} stays in force:\n{errors}", in_force.to_hex())]
+pub struct Refused {
+    /// Every error in the files, with path, line and column.
+    pub errors: ConfigErrors,
+    /// The digest of the set still in force.
+    pub in_force: Digest,
+}
+
+/// What the reloader remembers about the set in force.
+#[derive(Debug, Clone)]
+pub struct InForce {
+    /// The federation.
+    pub fed: Arc<Federation>,
+    /// The exact texts it was built from (`None` when the files on disk already differed
+    /// from what the node loaded at start; the next reload fills it).
+    pub sources: Option<Arc<Sources>>,
+    /// When it was put in force (ms).
+    pub since_ms: i64,
+    /// What put it in force (`None`: the node's start).
+    pub trigger: Option<Trigger>,
+}
+
+/// What the reload task does besides serving explicit reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Poll the files and reload on change.
+    pub files: bool,
+    /// Reload on SIGHUP.
+    pub sighup: bool,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions { files: true, sighup: true }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    files: FileSet,
+    cell: Arc<PolicyCell>,
+    writer: Writer,
+    /// Held for a whole reload: one at a time.
+    serial: tokio::sync::Mutex<()>,
+    tx: watch::Sender<Arc<Federation>>,
+    state: Mutex<InForce>,
+}
+
+/// The handle through which the policy set in force is replaced. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    inner: Arc<Inner>,
+}
+
+impl Reloader {
+    /// A reloader for the files `config` names, over the node's policy cell (whose
+    /// federation is the one the node started with). Reads the files once to keep the
+    /// texts in force.
+    pub fn new(config: &NodeConfig, cell: Arc<PolicyCell>, writer: Writer) -> Reloader {
+        let files = FileSet::of_node(config);
+        let fed = cell.get();
+        let sources =
+            load(&files).ok().filter(|(f, _)| f.policy_digest == fed.policy_digest).map(|(_, s)| Arc::new(s));
+        let (tx, _) = watch::channel(fed.clone());
+        let state = InForce { fed, sources, since_ms: now_ms(), trigger: None };
+        Reloader {
+            inner: Arc::new(Inner {
+                files,
+                cell,
+                writer,
+                serial: tokio::sync::Mutex::new(()),
+                tx,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    /// The set in force, with its texts.
+    pub fn in_force(&self) -> InForce {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A receiver that sees every federation put in force (the current one first), and
+    /// is also woken, with the same federation, when an agreement comes into or goes out
+    /// of force. For the parts that hold state derived from the policy: the network's
+    /// roster, queued sends (re-decide them with `decide(…, now)` on each wake).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Federation>> {
+        self.inner.tx.subscribe()
+    }
+
+    /// Read every file again, check it, and if valid put it in force; if not, keep the
+    /// set in force. Both are audited (`policy_loaded` with the new digest,
+    /// `policy_refused` with the errors). Serialized: a second caller waits for the first.
+    pub async fn reload(&self, trigger: Trigger) -> Result<Reloaded, Refused> {
+        let _one_at_a_time = self.inner.serial.lock().await;
+        let started = Instant::now();
+        let files = self.inner.files.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&files)).await.unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![ConfigError::whole_file(
+                ErrorKind::Io,
+                &self.inner.files.policy,
+                format!("the reload was interrupted: {e}"),
+            )]))
+        });
+        let old = self.inner.cell.get();
+        let (fed, sources) = match loaded {
+            Ok(x) => x,
+            Err(errors) => return Err(self.refuse(trigger, errors, &old).await),
+        };
+        let files = changed_files(&old, &fed);
+        if fed.policy_digest == old.policy_digest {
+            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.sources.get_or_insert_with(|| Arc::new(sources));
+            return Ok(Reloaded {
+                changed: false,
+                previous: old.policy_digest,
+                digest: old.policy_digest,
+                files,
+                took: started.elapsed(),
+            });
+        }
+        let fed = Arc::new(fed);
+        // The swap: from here on every decision that reads the cell sees the new set.
+        self.inner.cell.set(fed.clone());
+        let took = started.elapsed();
+        {
+            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            *st = InForce {
+                fed: fed.clone(),
+                sources: Some(Arc::new(sources)),
+                since_ms: now_ms(),
+                trigger: Some(trigger),
+            };
+        }
+        self.inner.tx.send_replace(fed.clone());
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        self.inner
+            .writer
+            .audit(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).policy(fed.policy_digest).reason(
+                format!(
+                    "reloaded on {trigger}: policy {} replaces {}; files changed: {}",
+                    fed.policy_digest.to_hex(),
+                    old.policy_digest.to_hex(),
+                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                ),
+            ))
+            .await;
+        tracing::info!(
+            trigger = trigger.as_str(),
+            digest = %fed.policy_digest.to_hex(),
+            previous = %old.policy_digest.to_hex(),
+            took_us = took.as_micros() as u64,
+            "policy reloaded"
+        );
+        Ok(Reloaded { changed: true, previous: old.policy_digest, digest: fed.policy_digest, files, took })
+    }
+
+    async fn refuse(&self, trigger: Trigger, errors: ConfigErrors, old: &Federation) -> Refused {
+        let n = errors.len();
+        let mut reason = format!(
+            "reload on {trigger} refused; policy {} stays in force; {n} error{}:",
+            old.policy_digest.to_hex(),
+            if n == 1 { "" } else { "s" }
+        );
+        for e in errors.iter().take(MAX_ERRORS_AUDITED) {
+            reason.push_str(&format!("\n{e}"));
+        }
+        if n > MAX_ERRORS_AUDITED {
+            reason.push_str(&format!("\n… and {} more", n - MAX_ERRORS_AUDITED));
+        }
+        self.inner
+            .writer
+            .audit(AuditEvent::new(Action::PolicyRefused, Outcome::Refused).reason(reason))
+            .await;
+        tracing::warn!(
+            trigger = trigger.as_str(),
+            errors = n,
+            "policy reload refused; the old policy stays in force"
+        );
+        Refused { errors, in_force: old.policy_digest }
+    }
+
+    /// Start the reload task: file polling and SIGHUP as `opts` says, agreement
+    /// boundaries always. It ends when `cancel` fires.
+    pub fn spawn(&self, opts: WatchOptions, cancel: CancellationToken) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let span = tracing::info_span!("reload", member = %this.inner.files.member);
+            tracing::Instrument::instrument(this.run(opts, cancel), span).await;
+        })
+    }
+
+    async fn run(self, opts: WatchOptions, cancel: CancellationToken) {
+        let mut hup = if opts.sighup {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with `tamga policy reload`");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut seen = self.fingerprint().await;
+        if self.in_force().sources.is_none() && opts.files {
+            // The files changed between the node's start and now.
+            let _ = self.reload(Trigger::FilesChanged).await;
+        }
+        let mut was_in_force = in_force_ids(&self.inner.cell.get(), now_ms());
+        let mut tick = tokio::time::interval(RELOAD_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(()) = next_hup(&mut hup) => {
+                    let _ = self.reload(Trigger::Signal).await;
+                }
+                _ = tick.tick() => {
+                    if opts.files {
+                        let now = self.fingerprint().await;
+                        if now != seen {
+                            let Some(settled) = self.settle(now, &cancel).await else { break };
+                            seen = settled;
+                            let _ = self.reload(Trigger::FilesChanged).await;
+                        }
+                    }
+                    let fed = self.inner.cell.get();
+                    let ids = in_force_ids(&fed, now_ms());
+                    if ids != was_in_force {
+                        tracing::info!(in_force = ?ids, "agreements in force changed");
+                        was_in_force = ids;
+                        self.inner.tx.send_replace(fed);
+                    }
+                }
+            }
+        }
+        tracing::debug!("reload task stopped");
+    }
+
+    /// Wait until the files stay unchanged for [`RELOAD_DEBOUNCE`]; `None` if cancelled.
+    async fn settle(&self, mut last: Fingerprint, cancel: &CancellationToken) -> Option<Fingerprint> {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = tokio::time::sleep(RELOAD_DEBOUNCE) => {}
+            }
+            let again = self.fingerprint().await;
+            if again == last {
+                return Some(again);
+            }
+            last = again;
+        }
+    }
+
+    async fn fingerprint(&self) -> Fingerprint {
+        let files = self.inner.files.clone();
+        tokio::task::spawn_blocking(move || Fingerprint::of(&files)).await.unwrap_or_default()
+    }
+}
+
+async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Read and check every file of a node.
+fn load(files: &FileSet) -> Result<(Federation, Sources), ConfigErrors> {
+    Federation::load_files_with_sources(
+        &files.roster,
+        &files.catalog,
+        &files.agreements,
+        &files.policy,
+        files.member,
+    )
+}
+
+/// The files whose bytes differ between two sets (by path).
+fn changed_files(old: &Federation, new: &Federation) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = new
+        .file_digests
+        .iter()
+        .filter(|(p, d)| old.file_digests.get(*p) != Some(d))
+        .map(|(p, _)| p.clone())
+        .collect();
+    out.extend(old.file_digests.keys().filter(|p| !new.file_digests.contains_key(*p)).cloned());
+    out.sort();
+    out
+}
+
+/// The agreements in force at `now_ms`.
+fn in_force_ids(fed: &Federation, now_ms: i64) -> Vec<AgreementId> {
+    fed.agreements.values().filter(|a| a.in_force(now_ms)).map(|a| a.id.clone()).collect()
+}
+
+/// The agreements of `fed` that went out of force in `(from_ms, to_ms]`: what a sender
+/// woken by [`Reloader::subscribe`] drops from its queues (and audits as withheld).
+pub fn ended_between(fed: &Federation, from_ms: i64, to_ms: i64) -> Vec<AgreementId> {
+    fed.agreements
+        .values()
+        .filter(|a| a.effective_until_ms().is_some_and(|u| from_ms < u && u <= to_ms))
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// Size, modification time and inode of each file in force, and the list of agreement
+/// files: what the reload task compares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, Option<FileMeta>)>);
+
+/// Size, modification time (if the filesystem keeps one) and inode of one file.
+type FileMeta = (u64, Option<SystemTime>, u64);
+
+impl Fingerprint {
+    fn of(files: &FileSet) -> Fingerprint {
+        use std::os::unix::fs::MetadataExt;
+        let mut paths = vec![files.roster.clone(), files.catalog.clone(), files.policy.clone()];
+        match std::fs::read_dir(&files.agreements) {
+            Ok(entries) => {
+                let mut agreements: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                agreements.sort();
+                paths.extend(agreements);
+            }
+            Err(_) => paths.push(files.agreements.clone()),
+        }
+        Fingerprint(
+            paths
+                .into_iter()
+                .map(|p| {
+                    let meta = std::fs::metadata(&p).ok().map(|m| (m.len(), m.modified().ok(), m.ino()));
+                    (p, meta)
+                })
+                .collect(),
+        )
+    }
+}
