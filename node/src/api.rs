@@ -143,6 +143,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/records", post(ingest).get(list_records))
         .route("/v1/records/{id}", get(show_record))
         .route("/v1/records/{id}/revoke", post(revoke_record))
+        .route("/v1/records/{id}/feedback", post(give_feedback))
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/audit", get(audit_query))
@@ -402,9 +403,11 @@ async fn show_record(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
     let projections = shared.store.projections_of(&id).map_err(ApiError::internal)?;
     let receipts = shared.store.receipts_of(&id).map_err(ApiError::internal)?;
+    let feedback = shared.store.feedback_of(&id).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "record": RecordView::from(r),
         "projections": projections.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect::<Vec<_>>(),
+        "feedback": feedback.iter().map(|f| json!({"from": f.from.as_str(), "outcome": f.outcome.as_str(), "note": f.note, "time": crate::audit::rfc3339(f.time_ms)})).collect::<Vec<_>>(),
         "receipts": receipts.iter().map(|r| json!({"agreement": r.agreement.as_str(), "receiver": r.receiver.as_str(), "received": crate::audit::rfc3339(r.received_ms)})).collect::<Vec<_>>(),
     })))
 }
@@ -430,6 +433,65 @@ async fn revoke_record(
     }
     let n = shared.writer.revoke(id).await.map_err(ApiError::internal)?;
     Ok(Json(json!({ "id": id.to_hex(), "revocations": n })))
+}
+
+/// Body of `POST /v1/records/{id}/feedback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackIn {
+    /// seized, no_finding or false_positive.
+    outcome: String,
+    /// Free text.
+    #[serde(default)]
+    note: String,
+}
+
+async fn give_feedback(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Json_>, ApiError> {
+    let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
+    let input: FeedbackIn =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+    let outcome: tamga_protocol::FeedbackOutcome = input.outcome.parse().map_err(ApiError::bad)?;
+    if input.note.len() > tamga_protocol::limits::MAX_REASON_LEN {
+        return Err(ApiError::bad(format!(
+            "the note is longer than {} bytes",
+            tamga_protocol::limits::MAX_REASON_LEN
+        )));
+    }
+    let r = shared
+        .store
+        .record(&id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
+    let crate::store::Source::Received { agreement, .. } = r.source else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("record {id} is this node's own; feedback goes to an origin"),
+        ));
+    };
+    let f = tamga_protocol::Feedback::sign(
+        id,
+        agreement,
+        r.header.origin,
+        shared.config.member,
+        outcome,
+        input.note,
+        now_ms(),
+        &shared.identity.signing,
+    );
+    shared
+        .writer
+        .feedback(f.clone(), crate::writer::FeedbackEvent::Given)
+        .await
+        .map_err(ApiError::internal)?;
+    let s2 = shared.clone();
+    tokio::spawn(async move { crate::sync::send_feedback(&s2, f).await });
+    Ok(Json(
+        json!({ "record": id.to_hex(), "origin": r.header.origin.as_str(), "outcome": outcome.as_str(), "queued": true }),
+    ))
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {

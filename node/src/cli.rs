@@ -152,6 +152,9 @@ pub enum RecordsCmd {
     /// Revoke one of this node's records: every holder purges it and sends a signed purge
     /// receipt. Example: tamga records revoke 3fa2…
     Revoke(ShowArgs),
+    /// Answer a record received from a peer with signed feedback, for its origin only.
+    /// Example: tamga records feedback 3fa2… --outcome seized --note "1,200 pairs at Dostyk"
+    Feedback(FeedbackArgs),
 }
 
 /// `tamga records add`.
@@ -211,6 +214,24 @@ pub struct ListArgs {
     /// Most records shown.
     #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tamga records feedback`.
+#[derive(Debug, Args)]
+pub struct FeedbackArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The record id.
+    id: String,
+    /// seized, no_finding or false_positive.
+    #[arg(long)]
+    outcome: String,
+    /// Free text for the origin.
+    #[arg(long, default_value = "")]
+    note: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -560,6 +581,21 @@ async fn records(cmd: RecordsCmd) -> Result<()> {
             });
             Ok(())
         }
+        RecordsCmd::Feedback(a) => {
+            let body = json!({ "outcome": a.outcome, "note": a.note });
+            let v = client(&a.config, Role::Operator)?
+                .post(&format!("/v1/records/{}/feedback", a.id), &body)
+                .await?;
+            print_json_or(&v, a.json, |v| {
+                println!(
+                    "feedback {} on {} queued for {}",
+                    plain(&v["outcome"]),
+                    plain(&v["record"]),
+                    plain(&v["origin"])
+                );
+            });
+            Ok(())
+        }
         RecordsCmd::Show(a) => {
             let v = client(&a.config, Role::Operator)?.get(&format!("/v1/records/{}", a.id), &[]).await?;
             print_json_or(&v, a.json, |v| {
@@ -573,6 +609,15 @@ async fn records(cmd: RecordsCmd) -> Result<()> {
                 }
                 for p in v["projections"].as_array().into_iter().flatten() {
                     println!("{:>15}  {} #{}", "projected", plain(&p["agreement"]), plain(&p["seq"]));
+                }
+                for f in v["feedback"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>15}  {} from {}: {}",
+                        "feedback",
+                        plain(&f["outcome"]),
+                        plain(&f["from"]),
+                        plain(&f["note"])
+                    );
                 }
                 for p in v["receipts"].as_array().into_iter().flatten() {
                     println!(

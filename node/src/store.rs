@@ -13,6 +13,8 @@
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
 //! | `G`    | origin, agreement, 0, seq              | (seq purged: expired or revoked) |
 //! | `E`    | expiry time, origin, agreement, 0, seq | (expiry index of projections) |
+//! | `F`    | record id, giver, time                 | feedback received on own record |
+//! | `B`    | record id, origin                      | feedback given, not yet delivered |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
 //! | `V`    | record id, agreement, 0, receiver      | receipt                       |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
@@ -248,6 +250,24 @@ impl WriteBatch {
         self.inner.remove(k);
         self.inner.remove(expiry_key(expires_ms, s, seq));
         self.put(gone_key(s, seq), Vec::new());
+    }
+
+    /// Feedback a peer gave on one of our records.
+    pub fn put_feedback_received(&mut self, f: &tamga_protocol::Feedback) -> Result<(), StoreError> {
+        self.put(key(&[b"F", &f.record.0, &f.from.as_bytes(), &time_key(f.time_ms)]), enc(f)?);
+        Ok(())
+    }
+
+    /// Feedback this node gave, waiting for delivery to the origin.
+    pub fn put_feedback_outbox(&mut self, f: &tamga_protocol::Feedback) -> Result<(), StoreError> {
+        self.put(key(&[b"B", &f.record.0, &f.origin.as_bytes()]), enc(f)?);
+        Ok(())
+    }
+
+    /// Feedback delivered: out of the outbox.
+    pub fn remove_feedback_outbox(&mut self, record: &RecordId, origin: MemberCode) {
+        self.inner.remove(key(&[b"B", &record.0, &origin.as_bytes()]));
+        self.ops += 1;
     }
 
     /// Mark a sequence number as known withheld from this node.
@@ -493,6 +513,33 @@ impl Store {
             let agreement = name
                 .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad agreement".into() })?;
             out.push((agreement, u64_of(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Feedback received on a record.
+    pub fn feedback_of(&self, id: &RecordId) -> Result<Vec<tamga_protocol::Feedback>, StoreError> {
+        let prefix = key(&[b"F", &id.0]);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Feedback given and not yet delivered, for `origin` (or all when `None`).
+    pub fn feedback_outbox(
+        &self,
+        origin: Option<MemberCode>,
+    ) -> Result<Vec<tamga_protocol::Feedback>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(b"B") {
+            let (k, v) = kv?;
+            let f: tamga_protocol::Feedback = dec(&k, &v)?;
+            if origin.is_none_or(|o| o == f.origin) {
+                out.push(f);
+            }
         }
         Ok(out)
     }

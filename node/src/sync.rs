@@ -163,6 +163,9 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
                 match c.net.request(member, Request::Hello(hello(&c.shared))).await {
                     Ok(Response::Hello(h)) => {
                         on_hello(&c, member, &h).await;
+                        for f in c.shared.store.feedback_outbox(Some(member)).unwrap_or_default() {
+                            send_feedback(&c.shared, f).await;
+                        }
                         anti_entropy(&c, member).await;
                     }
                     Ok(other) => tracing::warn!(%member, reply = other.name(), "unexpected reply to hello"),
@@ -274,6 +277,19 @@ async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
             Response::Summary(summary_for(ctx, member))
         }
         Request::Pull(p) => Response::Pull(on_pull(ctx, member, &p)),
+        Request::Feedback(f) => match on_feedback(ctx, member, f).await {
+            Ok(()) => Response::FeedbackStored,
+            Err(why) => {
+                ctx.shared.metrics.rejected.add("feedback", 1);
+                ctx.shared
+                    .writer
+                    .audit(
+                        AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(why.clone()),
+                    )
+                    .await;
+                Response::Error(why)
+            }
+        },
     }
 }
 
@@ -658,4 +674,51 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
     }
     reply.withheld.truncate(tamga_protocol::limits::MAX_RANGES);
     reply
+}
+
+/// Feedback from `from` on one of our records: signed by `from`, on a record of ours that
+/// was shared with `from` under the named agreement.
+async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -> Result<(), String> {
+    let fed = ctx.shared.fed();
+    if f.from != from || f.origin != fed.me {
+        return Err(format!("feedback from {} to {} arrived from {from}", f.from, f.origin));
+    }
+    if !fed.roster.verifying_keys(from).iter().any(|k| f.verify(k).is_ok()) {
+        return Err(format!("feedback not signed by {from}'s roster key"));
+    }
+    let stream = StreamKey { origin: fed.me, agreement: f.agreement.clone() };
+    let shared_with = match ctx.shared.store.projection_seq(&f.record, &f.agreement) {
+        Ok(Some(seq)) => ctx
+            .shared
+            .store
+            .projection(&stream, seq)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.envelope.audience.contains(&from)),
+        _ => false,
+    };
+    if !shared_with {
+        return Err(format!("record {} was not shared with {from} under {}", f.record, f.agreement));
+    }
+    ctx.shared
+        .writer
+        .feedback(f, crate::writer::FeedbackEvent::Received)
+        .await
+        .map_err(|e| format!("not stored: {e}"))
+}
+
+/// Deliver feedback to its origin now if connected; it stays in the outbox otherwise and
+/// goes on the next connection.
+pub async fn send_feedback(shared: &Shared, f: tamga_protocol::Feedback) {
+    let origin = f.origin;
+    match shared.net.request(origin, Request::Feedback(f.clone())).await {
+        Ok(Response::FeedbackStored) => {
+            if let Err(e) = shared.writer.feedback(f, crate::writer::FeedbackEvent::Delivered).await {
+                tracing::warn!(%origin, error = %e, "feedback delivered but not recorded");
+            }
+        }
+        Ok(Response::Error(why)) => tracing::warn!(%origin, %why, "origin refused feedback"),
+        Ok(other) => tracing::debug!(%origin, reply = other.name(), "unexpected reply to feedback"),
+        Err(e) => tracing::debug!(%origin, error = %e, "feedback not delivered yet"),
+    }
 }

@@ -52,6 +52,17 @@ pub struct Ingested {
     pub new: bool,
 }
 
+/// What happened to a piece of feedback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackEvent {
+    /// This node gave it; keep it until the origin has it.
+    Given,
+    /// The origin stored it.
+    Delivered,
+    /// A peer gave it on one of this node's records.
+    Received,
+}
+
 /// Where an ingest is answered.
 type IngestReply = oneshot::Sender<Result<Vec<Ingested>, WriteError>>;
 
@@ -96,6 +107,15 @@ pub enum Op {
     },
     /// Purge every projection whose expiry has passed.
     PurgeExpired,
+    /// Feedback: given by this node (outbox), delivered (out of the outbox), or received.
+    Feedback {
+        /// The feedback.
+        feedback: Box<tamga_protocol::Feedback>,
+        /// What happened to it.
+        event: FeedbackEvent,
+        /// Where to answer once durable.
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
     /// Keep a checkpoint a peer showed of its own log (its signature already verified).
     PeerCheckpoint(tamga_protocol::Checkpoint),
     /// Take a consistent snapshot of the whole store.
@@ -148,6 +168,18 @@ impl Writer {
     pub async fn revoke(&self, id: RecordId) -> Result<usize, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Revoke { id, reply }).await.map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Record feedback given, delivered or received; answers once durable.
+    pub async fn feedback(
+        &self,
+        feedback: tamga_protocol::Feedback,
+        event: FeedbackEvent,
+    ) -> Result<(), WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Feedback { feedback: Box::new(feedback), event, reply };
+        self.tx.send(op).await.map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
@@ -290,6 +322,7 @@ impl WriterTask {
         let mut received_answers = Vec::new();
         let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
         let mut purged_here: HashSet<(StreamKey, u64)> = HashSet::new();
+        let mut feedback_answers: Vec<Answer<()>> = Vec::new();
         let (mut received, mut delivered) = (0u64, 0u64);
 
         for op in group {
@@ -403,6 +436,30 @@ impl WriterTask {
                         Err(e) => revoke_answers.push((reply, Err(e))),
                     }
                 }
+                Op::Feedback { feedback, event, reply } => {
+                    durable = true;
+                    let f = *feedback;
+                    let r = match event {
+                        FeedbackEvent::Given => batch.put_feedback_outbox(&f),
+                        FeedbackEvent::Delivered => {
+                            batch.remove_feedback_outbox(&f.record, f.origin);
+                            Ok(())
+                        }
+                        FeedbackEvent::Received => batch.put_feedback_received(&f),
+                    };
+                    let (peer, what) = match event {
+                        FeedbackEvent::Given => (f.origin, format!("given: {}", f.outcome.as_str())),
+                        FeedbackEvent::Delivered => (f.origin, format!("delivered: {}", f.outcome.as_str())),
+                        FeedbackEvent::Received => (f.from, format!("received: {}", f.outcome.as_str())),
+                    };
+                    let mut ev = AuditEvent::new(Action::Feedback, Outcome::Ok)
+                        .peer(peer)
+                        .agreement(f.agreement.clone())
+                        .reason(if f.note.is_empty() { what } else { format!("{what}: {}", f.note) });
+                    ev.record = Some(f.record);
+                    self.append(&mut batch, &mut head, ev, now);
+                    feedback_answers.push((reply, r));
+                }
                 Op::PurgeExpired => {
                     if let Err(e) = self.purge_expired(&mut batch, &mut head, &mut purged_here, now) {
                         tracing::warn!(error = %e, "expiry purge failed");
@@ -437,6 +494,9 @@ impl WriterTask {
                 for (reply, result) in revoke_answers {
                     let _ = reply.send(result.map_err(WriteError::from));
                 }
+                for (reply, result) in feedback_answers {
+                    let _ = reply.send(result.map_err(WriteError::from));
+                }
                 if let (Some(n), false) = (&self.notify, projections.is_empty()) {
                     if n.try_send(projections).is_err() {
                         tracing::debug!("push queue full; anti-entropy will deliver");
@@ -462,6 +522,9 @@ impl WriterTask {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
                 }
                 for (reply, _) in revoke_answers {
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                }
+                for (reply, _) in feedback_answers {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
                 }
             }

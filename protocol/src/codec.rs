@@ -4,9 +4,9 @@
 //! offset  size  field
 //! 0       4     magic  "TMGA"
 //! 4       1     version (1)
-//! 5       1     kind: 0x01 hello, 0x02 push, 0x03 summary, 0x04 pull (requests);
-//!                     0x81 hello reply, 0x82 push reply, 0x83 summary reply,
-//!                     0x84 pull reply, 0xff error (responses)
+//! 5       1     kind: 0x01 hello, 0x02 push, 0x03 summary, 0x04 pull, 0x05 feedback
+//!                     (requests); 0x81 hello reply, 0x82 push reply, 0x83 summary reply,
+//!                     0x84 pull reply, 0x85 feedback stored, 0xff error (responses)
 //! 6       4     payload length, u32 big-endian
 //! 10      n     payload: bincode 2 (standard configuration, varint integers) of the
 //!               message struct named by the kind
@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::limits::frame;
-use crate::messages::{Hello, LimitError, Pull, PullReply, Push, PushReply, Request, Response, Summary};
+use crate::messages::{
+    Feedback, Hello, LimitError, Pull, PullReply, Push, PushReply, Request, Response, Summary,
+};
 
 /// The four magic bytes that open every frame.
 pub const MAGIC: [u8; 4] = *b"TMGA";
@@ -87,6 +89,8 @@ mod kind {
     pub(super) const PUSH: u8 = 0x02;
     pub(super) const SUMMARY: u8 = 0x03;
     pub(super) const PULL: u8 = 0x04;
+    pub(super) const FEEDBACK: u8 = 0x05;
+    pub(super) const FEEDBACK_STORED: u8 = 0x85;
     pub(super) const HELLO_REPLY: u8 = 0x81;
     pub(super) const PUSH_REPLY: u8 = 0x82;
     pub(super) const SUMMARY_REPLY: u8 = 0x83;
@@ -103,6 +107,8 @@ fn limit_of(k: u8) -> Option<usize> {
         kind::PULL => frame::PULL,
         kind::PULL_REPLY => frame::PULL_REPLY,
         kind::ERROR => frame::ERROR,
+        kind::FEEDBACK => frame::FEEDBACK,
+        kind::FEEDBACK_STORED => frame::ERROR,
         _ => return None,
     })
 }
@@ -186,6 +192,7 @@ pub fn encode_request(r: &Request) -> Result<Vec<u8>, CodecError> {
         Request::Push(m) => encode_frame(kind::PUSH, m),
         Request::Summary(m) => encode_frame(kind::SUMMARY, m),
         Request::Pull(m) => encode_frame(kind::PULL, m),
+        Request::Feedback(m) => encode_frame(kind::FEEDBACK, m),
     }
 }
 
@@ -197,6 +204,7 @@ pub fn encode_response(r: &Response) -> Result<Vec<u8>, CodecError> {
         Response::Summary(m) => encode_frame(kind::SUMMARY_REPLY, m),
         Response::Pull(m) => encode_frame(kind::PULL_REPLY, m),
         Response::Error(m) => encode_frame(kind::ERROR, m),
+        Response::FeedbackStored => encode_frame(kind::FEEDBACK_STORED, &()),
     }
 }
 
@@ -208,6 +216,7 @@ pub fn decode_request(frame_bytes: &[u8]) -> Result<Request, CodecError> {
         kind::PUSH => Request::Push(decode_payload::<Push, { frame::PUSH }>(p)?),
         kind::SUMMARY => Request::Summary(decode_payload::<Summary, { frame::SUMMARY }>(p)?),
         kind::PULL => Request::Pull(decode_payload::<Pull, { frame::PULL }>(p)?),
+        kind::FEEDBACK => Request::Feedback(decode_payload::<Feedback, { frame::FEEDBACK }>(p)?),
         other => return Err(CodecError::Kind(other)),
     };
     r.check()?;
@@ -223,6 +232,10 @@ pub fn decode_response(frame_bytes: &[u8]) -> Result<Response, CodecError> {
         kind::SUMMARY_REPLY => Response::Summary(decode_payload::<Summary, { frame::SUMMARY }>(p)?),
         kind::PULL_REPLY => Response::Pull(decode_payload::<PullReply, { frame::PULL_REPLY }>(p)?),
         kind::ERROR => Response::Error(decode_payload::<String, { frame::ERROR }>(p)?),
+        kind::FEEDBACK_STORED => {
+            decode_payload::<(), { frame::ERROR }>(p)?;
+            Response::FeedbackStored
+        }
         other => return Err(CodecError::Kind(other)),
     };
     r.check()?;

@@ -23,8 +23,8 @@ pub use disclosure::{
 };
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use messages::{
-    Checkpoint, Hello, Pull, PullReply, Push, PushReply, Refusal, Request, Response, SeqRange, StreamKey,
-    StreamSummary, Summary,
+    Checkpoint, Feedback, FeedbackOutcome, Hello, Pull, PullReply, Push, PushReply, Refusal, Request,
+    Response, SeqRange, StreamKey, StreamSummary, Summary,
 };
 pub use types::{
     AgreementId, CategoryId, Classification, Digest, MemberCode, ParseError, Record, RecordHeader, RecordId,

@@ -38,6 +38,8 @@ pub mod frame {
     pub const PULL: usize = 128 * 1024;
     /// A pull reply of up to [`super::MAX_BATCH`] projections.
     pub const PULL_REPLY: usize = 8 * 1024 * 1024;
+    /// Feedback on a record.
+    pub const FEEDBACK: usize = 4 * 1024;
     /// An error reply.
     pub const ERROR: usize = 4 * 1024;
     /// The largest of the above: no frame of any kind is ever longer.

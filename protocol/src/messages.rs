@@ -212,6 +212,128 @@ impl PullReply {
     }
 }
 
+/// What acting on a shared record found (risk-management feedback to its origin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackOutcome {
+    /// Goods were seized.
+    Seized,
+    /// A check found nothing.
+    NoFinding,
+    /// The alert or profile was wrong.
+    FalsePositive,
+}
+
+impl FeedbackOutcome {
+    /// The name used in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackOutcome::Seized => "seized",
+            FeedbackOutcome::NoFinding => "no_finding",
+            FeedbackOutcome::FalsePositive => "false_positive",
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            FeedbackOutcome::Seized => 0,
+            FeedbackOutcome::NoFinding => 1,
+            FeedbackOutcome::FalsePositive => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for FeedbackOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [FeedbackOutcome::Seized, FeedbackOutcome::NoFinding, FeedbackOutcome::FalsePositive]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not one of seized, no_finding, false_positive"))
+    }
+}
+
+/// A receiver's signed answer to a shared record, for its origin only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The record.
+    pub record: Digest,
+    /// The agreement it was shared under.
+    pub agreement: AgreementId,
+    /// The record's origin (the only member that receives this).
+    pub origin: MemberCode,
+    /// The member that acted on it and signs this.
+    pub from: MemberCode,
+    /// What was found.
+    pub outcome: FeedbackOutcome,
+    /// Free text, at most [`limits::MAX_REASON_LEN`] bytes.
+    pub note: String,
+    /// When, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The signature of `from`.
+    pub signature: Sig,
+}
+
+impl Feedback {
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        record: &Digest,
+        agreement: &AgreementId,
+        origin: MemberCode,
+        from: MemberCode,
+        outcome: FeedbackOutcome,
+        note: &str,
+        time_ms: i64,
+    ) -> Vec<u8> {
+        let mut c = Canonical::new();
+        c.str("tamga.feedback.v1")
+            .raw32(record)
+            .str(agreement.as_str())
+            .str(origin.as_str())
+            .str(from.as_str())
+            .u8(outcome.tag())
+            .str(note)
+            .i64(time_ms);
+        c.as_bytes().to_vec()
+    }
+
+    /// Sign feedback on a record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        record: Digest,
+        agreement: AgreementId,
+        origin: MemberCode,
+        from: MemberCode,
+        outcome: FeedbackOutcome,
+        note: String,
+        time_ms: i64,
+        key: &SigningKey,
+    ) -> Feedback {
+        let m = Self::message(&record, &agreement, origin, from, outcome, &note, time_ms);
+        let signature = Sig(key.sign(&m).to_bytes());
+        Feedback { record, agreement, origin, from, outcome, note, time_ms, signature }
+    }
+
+    /// Verify the signature of `from`.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), VerifyError> {
+        let m = Self::message(
+            &self.record,
+            &self.agreement,
+            self.origin,
+            self.from,
+            self.outcome,
+            &self.note,
+            self.time_ms,
+        );
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
+        key.verify_strict(&m, &sig).map_err(|_| VerifyError::BadSignature)
+    }
+
+    fn check(&self) -> Result<(), LimitError> {
+        bound("feedback.note", self.note.len(), limits::MAX_REASON_LEN)
+    }
+}
+
 /// A request from one peer to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -223,6 +345,8 @@ pub enum Request {
     Summary(Summary),
     /// Ask for missing ranges.
     Pull(Pull),
+    /// Feedback on one of the receiver's own records.
+    Feedback(Feedback),
 }
 
 /// The answer to a [`Request`].
@@ -236,6 +360,8 @@ pub enum Response {
     Summary(Summary),
     /// Projections for a pull.
     Pull(PullReply),
+    /// Feedback stored by the origin.
+    FeedbackStored,
     /// The request was refused as a whole (rate limit, digest mismatch, malformed).
     Error(String),
 }
@@ -248,6 +374,7 @@ impl Request {
             Request::Push(_) => "push",
             Request::Summary(_) => "summary",
             Request::Pull(_) => "pull",
+            Request::Feedback(_) => "feedback",
         }
     }
 
@@ -257,6 +384,7 @@ impl Request {
             Request::Push(m) => m.check(),
             Request::Summary(m) => m.check(),
             Request::Pull(m) => m.check(),
+            Request::Feedback(m) => m.check(),
         }
     }
 }
@@ -269,6 +397,7 @@ impl Response {
             Response::Push(_) => "push_reply",
             Response::Summary(_) => "summary_reply",
             Response::Pull(_) => "pull_reply",
+            Response::FeedbackStored => "feedback_stored",
             Response::Error(_) => "error",
         }
     }
@@ -279,6 +408,7 @@ impl Response {
             Response::Push(m) => m.check(),
             Response::Summary(m) => m.check(),
             Response::Pull(m) => m.check(),
+            Response::FeedbackStored => Ok(()),
             Response::Error(s) => bound("error", s.len(), limits::MAX_REASON_LEN),
         }
     }

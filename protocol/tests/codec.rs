@@ -27,6 +27,16 @@ fn requests() -> Vec<Request> {
             streams: vec![StreamSummary { stream: stream(), contiguous: 10, above: vec![12, 15] }],
         }),
         Request::Pull(Pull { ranges: vec![SeqRange { stream: stream(), from: 11, to: 11 }] }),
+        Request::Feedback(Feedback::sign(
+            id,
+            "sco-ipr-2012".parse().expect("valid"),
+            "RU".parse().expect("valid"),
+            "KZ".parse().expect("valid"),
+            FeedbackOutcome::Seized,
+            "1,200 pairs seized at Dostyk".into(),
+            5,
+            &k,
+        )),
     ]
 }
 
@@ -51,6 +61,7 @@ fn responses() -> Vec<Response> {
             withheld: vec![SeqRange { stream: stream(), from: 2, to: 5 }],
         }),
         Response::Error("rate limited".into()),
+        Response::FeedbackStored,
     ]
 }
 
@@ -67,6 +78,17 @@ fn every_kind_round_trips() {
         assert_eq!(codec::decode_response(&f).expect("decodes"), r);
         assert!(matches!(codec::decode_request(&f), Err(CodecError::Kind(_))));
     }
+}
+
+#[test]
+fn feedback_is_signed_by_its_giver() {
+    let Request::Feedback(fb) = requests().pop().expect("a feedback request") else { panic!("not feedback") };
+    let k = key(7);
+    assert!(fb.verify(&k.verifying_key()).is_ok());
+    let mut forged = fb.clone();
+    forged.outcome = FeedbackOutcome::FalsePositive;
+    assert!(forged.verify(&k.verifying_key()).is_err());
+    assert!(fb.verify(&key(8).verifying_key()).is_err());
 }
 
 #[test]
@@ -185,7 +207,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_never_panic(idx in 0usize..4, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_valid_frames_never_panic(idx in 0usize..5, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let f = codec::encode_request(&requests()[idx]).expect("encodes");
         let mut g = f.clone();
         let i = pos.index(g.len());

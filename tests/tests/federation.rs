@@ -372,3 +372,44 @@ async fn expired_projections_are_purged_on_every_node() {
     }
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_flows_back_to_the_origin_only() {
+    let mut f = TestFederation::start(&["CN", "KZ", "RU"]).await.expect("starts");
+    let ids = ingest(&f, "RU", "fb", &["enforcement.alert", "ipr.infringement"]).await;
+    converge(&f, "before feedback").await;
+    let alert = ids[0].clone();
+    let kz = f.node("KZ").client(Role::Operator);
+    let v = kz
+        .post(
+            &format!("/v1/records/{alert}/feedback"),
+            &json!({ "outcome": "seized", "note": "40 boxes at Troitsk" }),
+        )
+        .await
+        .expect("gives feedback");
+    assert_eq!(v["origin"], "RU");
+    let ru = f.node("RU").client(Role::Operator);
+    wait_for("RU holds KZ's feedback", || async {
+        let r = ru.get(&format!("/v1/records/{alert}"), &[]).await.expect("shows");
+        r["feedback"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["from"] == "KZ" && x["outcome"] == "seized"))
+    })
+    .await;
+    // Nobody else hears of it.
+    let cn = f.node("CN").client(Role::Auditor);
+    let v = cn.get("/v1/audit", &[("action", "feedback".into())]).await.expect("queries");
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v:#}");
+    // Bad feedback is refused with a clear error and changes nothing.
+    let bad = kz
+        .post(&format!("/v1/records/{alert}/feedback"), &json!({ "outcome": "maybe" }))
+        .await
+        .expect_err("refused");
+    assert!(bad.to_string().contains("seized"), "{bad}");
+    let own = ru
+        .post(&format!("/v1/records/{alert}/feedback"), &json!({ "outcome": "seized" }))
+        .await
+        .expect_err("own");
+    assert!(own.to_string().contains("own"), "{own}");
+    f.stop().await;
+}
