@@ -225,6 +225,7 @@ impl Node {
             shared.clone(),
             net,
             net_events,
+            shared.reloader.subscribe(),
             push_rx,
             shared.sync.clone(),
             cancel.child_token(),

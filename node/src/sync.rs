@@ -111,6 +111,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     net: NetHandle,
     mut events: mpsc::Receiver<NetEvent>,
+    mut policies: tokio::sync::watch::Receiver<Arc<Federation>>,
     mut pushes: mpsc::Receiver<Vec<Projection>>,
     state: Arc<SyncState>,
     cancel: CancellationToken,
@@ -124,6 +125,10 @@ pub fn spawn(
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                Ok(()) = policies.changed() => {
+                    let fed = policies.borrow_and_update().clone();
+                    on_new_policy(&ctx, &fed).await;
+                }
                 Some(batch) = pushes.recv() => push_new(&ctx, batch).await,
                 ev = events.recv() => match ev {
                     Some(ev) => on_event(&ctx, ev).await,
@@ -207,6 +212,23 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
                 }
             });
         }
+    }
+}
+
+/// A new policy set is in force: the roster takes effect at once (a removed member is
+/// disconnected, a new one dialled), and every connected peer hears our new agreement
+/// digests.
+async fn on_new_policy(ctx: &Ctx, fed: &Federation) {
+    if let Err(e) = ctx.net.set_peers(crate::daemon::peer_entries(fed)).await {
+        tracing::error!(error = %e, "the new roster could not be applied to the network");
+    }
+    for (member, _) in ctx.net.connected().await.unwrap_or_default() {
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            if let Ok(Response::Hello(h)) = c.net.request(member, Request::Hello(hello(&c.shared))).await {
+                on_hello(&c, member, &h).await;
+            }
+        });
     }
 }
 

@@ -413,3 +413,57 @@ async fn feedback_flows_back_to_the_origin_only() {
     assert!(own.to_string().contains("own"), "{own}");
     f.stop().await;
 }
+
+/// Drop XS from the roster and from the RMS memorandum in a federation directory.
+fn without_xs(dir: &std::path::Path) {
+    let roster = dir.join("roster.toml");
+    let text = std::fs::read_to_string(&roster).expect("reads");
+    let start = text.find("code = \"XS\"").and_then(|i| text[..i].rfind("[[member]]")).expect("XS listed");
+    let end = text[start..]
+        .find("addrs")
+        .map(|i| start + i)
+        .and_then(|i| text[i..].find('\n').map(|j| i + j + 1))
+        .expect("end");
+    std::fs::write(&roster, format!("{}{}", &text[..start], &text[end..])).expect("writes");
+    let rms = dir.join("agreements/sco-rms-2013.toml");
+    let text = std::fs::read_to_string(&rms).expect("reads").replace(", \"XS\"]", "]");
+    std::fs::write(&rms, text).expect("writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_is_disconnected_at_once_and_receives_nothing_new() {
+    let mut f = TestFederation::start(&["KZ", "RU", "XS"]).await.expect("starts");
+    let before = ingest(&f, "RU", "before", &["rms.method"]).await;
+    converge(&f, "before the change").await;
+    let xs_held = |recs: Vec<Value>, id: &str| recs.iter().any(|r| r["id"] == id);
+    assert!(xs_held(records(f.node("XS")).await, &before[0]), "XS had RU's public method");
+
+    // RU and KZ take the new roster and agreement text; XS keeps its old files.
+    for m in ["KZ", "RU"] {
+        let dir = f.node(m).federation.as_ref().expect("own copy").path().to_owned();
+        without_xs(&dir);
+        let v = f.node(m).client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+        assert!(v.to_string().contains("loaded") || v["ok"] == true || v["digest"].is_string(), "{v}");
+    }
+    let xs: MemberCode = "XS".parse().expect("valid");
+    for m in ["KZ", "RU"] {
+        let node = f.node(m);
+        wait_for(&format!("{m} drops XS"), || async {
+            let c = node.node().shared().net.connected().await.unwrap_or_default();
+            !c.iter().any(|(p, _)| *p == xs)
+        })
+        .await;
+    }
+    let after = ingest(&f, "RU", "after", &["rms.method"]).await;
+    let kz = f.node("KZ");
+    wait_for("KZ gets RU's new method", || async {
+        records(kz).await.iter().any(|r| r["id"] == after[0].as_str())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!xs_held(records(f.node("XS")).await, &after[0]), "XS received a record after its removal");
+    let auditor = f.node("RU").client(Role::Auditor);
+    let v = auditor.get("/v1/audit", &[("action", "peer_disconnected".into())]).await.expect("queries");
+    assert!(v.as_array().is_some_and(|a| a.iter().any(|e| e["entry"]["peer"] == "XS")), "{v:#}");
+    f.stop().await;
+}
