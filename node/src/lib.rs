@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod demo;
 pub mod example;
 pub mod identity;
 pub mod localfed;
