@@ -81,6 +81,8 @@ pub struct PeerState {
 #[derive(Debug, Default)]
 pub struct SyncState {
     peers: Mutex<HashMap<MemberCode, PeerState>>,
+    /// Streams being pulled now: each is pulled from one peer at a time.
+    pulling: Mutex<std::collections::HashSet<StreamKey>>,
 }
 
 impl SyncState {
@@ -91,6 +93,19 @@ impl SyncState {
     /// A copy of every peer's state.
     pub fn snapshot(&self) -> HashMap<MemberCode, PeerState> {
         self.with(|p| p.clone())
+    }
+
+    /// Claim the streams not already being pulled; returns those claimed.
+    fn claim(&self, streams: Vec<StreamKey>) -> Vec<StreamKey> {
+        let mut p = self.pulling.lock().unwrap_or_else(|p| p.into_inner());
+        streams.into_iter().filter(|s| p.insert(s.clone())).collect()
+    }
+
+    fn release(&self, streams: &[StreamKey]) {
+        let mut p = self.pulling.lock().unwrap_or_else(|p| p.into_inner());
+        for s in streams {
+            p.remove(s);
+        }
     }
 
     fn agreement_ok(&self, peer: MemberCode, a: &AgreementId) -> bool {
@@ -488,13 +503,20 @@ async fn withheld_at_send(ctx: &Ctx, p: &Projection, peer: MemberCode, why: &str
 }
 
 async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
+    // One `sent` entry per stream per push (the receipts that come back are audited one by
+    // one, as `delivered`): an entry per projection per peer would make the audit log the
+    // bottleneck of replication.
+    let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
     for p in &ps {
-        let mut ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+        by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);
+    }
+    for ((origin, agreement), seqs) in by_stream {
+        let first = seqs.iter().min().copied().unwrap_or(0);
+        let last = seqs.iter().max().copied().unwrap_or(0);
+        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
             .peer(peer)
-            .agreement(p.envelope.agreement.clone())
-            .reason(format!("{} #{}", p.header.origin, p.envelope.seq));
-        ev.record = p.record_id().ok();
-        ev.category = Some(p.header.category.clone());
+            .agreement(agreement)
+            .reason(format!("{} projections of {origin}, #{first}..#{last}", seqs.len()));
         ctx.shared.writer.audit(ev).await;
     }
     ctx.shared.metrics.projections_sent.add(ps.len() as u64);
@@ -579,7 +601,6 @@ fn missing(ctx: &Ctx, stream: &StreamKey, upto: u64, budget: &mut usize) -> Vec<
 
 /// Pull from `peer` every range it holds that we lack, in rounds of [`PULL_BATCH`].
 async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
-    let me = ctx.shared.config.member;
     ctx.state.with(|p| {
         let s = p.entry(peer).or_default();
         s.last_seen_ms = Some(now_ms());
@@ -587,6 +608,26 @@ async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
             s.streams.insert(format!("{}/{}", st.stream.origin, st.stream.agreement), st.contiguous);
         }
     });
+    // Pull each stream from one peer at a time, and from its origin when the origin is
+    // connected: the same numbers from several relays at once would be wasted work.
+    let connected: Vec<MemberCode> =
+        ctx.net.connected().await.unwrap_or_default().into_iter().map(|(m, _)| m).collect();
+    let wanted: Vec<StreamKey> = theirs
+        .streams
+        .iter()
+        .map(|st| st.stream.clone())
+        .filter(|s| s.origin == peer || !connected.contains(&s.origin))
+        .collect();
+    let claimed = ctx.state.claim(wanted);
+    let theirs = Summary {
+        streams: theirs.streams.iter().filter(|st| claimed.contains(&st.stream)).cloned().collect(),
+    };
+    pull_claimed(ctx, peer, &theirs).await;
+    ctx.state.release(&claimed);
+}
+
+async fn pull_claimed(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
+    let me = ctx.shared.config.member;
     let fed = ctx.shared.fed();
     for _round in 0..64 {
         let mut budget = PULL_BATCH;
