@@ -6,7 +6,8 @@
 //! Figures so far: ed25519 sign and verify (one core), projection encode+hash, raw sled
 //! insert with a flush per batch of 100 (the bound of durable ingest), ingest through
 //! the API with batches of 1 and of 100, replication from one origin to every other node
-//! of a local federation, and end-to-end latency at a steady 1,000 records/s.
+//! of a local federation, end-to-end latency at a steady 1,000 records/s, and policy
+//! reload latency (file change to new policy in force; [`crate::reload::latency`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -368,6 +369,9 @@ pub async fn run(records: usize, nodes: usize) -> Result<Report> {
     raw_sled(&mut report, records, dir.path()).await?;
     ingest(&mut report, records, dir.path()).await?;
     replication(&mut report, records, nodes, dir.path()).await?;
+    for (name, value, unit) in crate::reload::latency::measure(dir.path()).await? {
+        report.add(name, value, unit);
+    }
     let ratio =
         report.get("ingest via API, batch 100") / report.get("baseline: sled insert, flush per 100").max(1.0);
     report.add("ratio: ingest batch 100 / sled insert", ratio, "ratio");
