@@ -339,11 +339,13 @@ fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
 /// Invariant 4: signature by the origin's roster key; origin, sender and receiver are
 /// parties; the receiver is in the audience; the category is in the agreement; the
 /// agreement's digests match with the sender; the local accept policy allows it.
+/// `signed` is the result of checking the origin's signature (batched by the caller).
 fn verify_inbound(
     ctx: &Ctx,
     fed: &Federation,
     sender: MemberCode,
     p: &Projection,
+    signed: Option<Result<RecordId, tamga_protocol::disclosure::VerifyError>>,
     now: i64,
 ) -> Result<RecordId, String> {
     let me = fed.me;
@@ -365,9 +367,17 @@ fn verify_inbound(
     if keys.is_empty() {
         return Err(format!("{}: origin {} not in the roster", refuse(ctx, "origin"), p.header.origin));
     }
-    let id = keys.iter().find_map(|k| p.verify(k).ok()).ok_or_else(|| {
-        format!("{}: not signed by {}'s roster key", refuse(ctx, "signature"), p.header.origin)
-    })?;
+    // Batch verification checked the first key; a member with several nodes may have signed
+    // with another.
+    let id = match signed {
+        Some(Ok(id)) => id,
+        Some(Err(e)) if e != tamga_protocol::disclosure::VerifyError::BadSignature => {
+            return Err(format!("{}: {e}", refuse(ctx, "malformed")));
+        }
+        _ => keys.iter().skip(1).find_map(|k| p.verify(k).ok()).ok_or_else(|| {
+            format!("{}: not signed by {}'s roster key", refuse(ctx, "signature"), p.header.origin)
+        })?,
+    };
     let Some(category) = fed.catalog.category(&p.header.category) else {
         return Err(format!("{}: unknown category {}", refuse(ctx, "category"), p.header.category));
     };
@@ -437,9 +447,25 @@ async fn check_all(
     let now = now_ms();
     let mut good = Vec::new();
     let mut refused = Vec::new();
-    for (i, p) in projections.into_iter().enumerate() {
+    // Batch signature verification (about twice the single rate) against each origin's
+    // first roster key; the rest of the checks run per projection.
+    let signed: Vec<Option<Result<RecordId, tamga_protocol::disclosure::VerifyError>>> = {
+        let keyed: Vec<(usize, &Projection, &tamga_protocol::VerifyingKey)> = projections
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| fed.roster.verifying_keys(p.header.origin).first().map(|k| (i, p, k)))
+            .collect();
+        let items: Vec<(&Projection, &tamga_protocol::VerifyingKey)> =
+            keyed.iter().map(|(_, p, k)| (*p, *k)).collect();
+        let mut out = vec![None; projections.len()];
+        for ((i, _, _), r) in keyed.iter().zip(tamga_protocol::verify_many(&items)) {
+            out[*i] = Some(r);
+        }
+        out
+    };
+    for ((i, p), signed) in projections.into_iter().enumerate().zip(signed) {
         let i = i as u32;
-        match verify_inbound(ctx, &fed, from, &p, now) {
+        match verify_inbound(ctx, &fed, from, &p, signed, now) {
             Ok(id) => good.push((i, id, p)),
             Err(reason) => {
                 let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
