@@ -14,7 +14,7 @@
 //! Measured with `cargo bench -p tamga-protocol --bench projection -- --warm-up-time 1
 //! --measurement-time 3` on the project's 2-core machine (medians; other work was
 //! running, so treat them as lower bounds): salt + record id 4.6 µs; project + sign
-//! 32 µs; verify 80 µs alone, 68 µs per projection in a batch of 64 (`verify_many`,
+//! 32 µs; verify 80 µs alone, 33 µs per projection in a batch of 64 (`verify_many`,
 //! 30,700/s); record id (canonical encode + hash) 1.3 µs; codec push of 64 projections
 //! encode 66 µs, decode 110 µs.
 
