@@ -251,3 +251,90 @@ async fn the_file_watcher_alone_puts_an_edit_in_force_and_refuses_a_bad_one() {
     );
     f.stop().await;
 }
+
+/// An agreement past its end date shares nothing: RU's enforcement alerts stay home, the
+/// refusal is audited, and KZ receives nothing under it — while the other agreements go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agreement_past_its_end_shares_nothing() {
+    let ended = |_: &str, dir: &Path| {
+        let p = dir.join("agreements/ru-kz-enforcement.toml");
+        let text = std::fs::read_to_string(&p).expect("reads");
+        let text = text.replace(
+            "effective_from = 2012-07-01\n",
+            "effective_from = 2012-07-01\neffective_until = 2020-06-30\n",
+        );
+        std::fs::write(p, text).expect("writes");
+    };
+    let mut f = TestFederation::start_with(&["RU", "KZ"], ended).await.expect("starts");
+    let (ru, kz) = (f.node("RU"), f.node("KZ"));
+    wait_for("RU connected to KZ", || {
+        let entries = audit_entries(ru.node());
+        async move { entries.iter().any(|e| e["action"] == "peer_connected" && e["peer"] == "KZ") }
+    })
+    .await;
+    let cat = example_catalog();
+    let op = ru.client(Role::Operator);
+    let alert = op
+        .post("/v1/records", &record_json(&cat, "enforcement.alert", "non_confidential", "late"))
+        .await
+        .expect("ingests");
+    let alert = alert["ids"][0].as_str().expect("an id").to_owned();
+    let energy = op
+        .post("/v1/records", &record_json(&cat, "energy.transfer", "public", "still"))
+        .await
+        .expect("ingests");
+    let energy = energy["ids"][0].as_str().expect("an id").to_owned();
+    // The energy record arrives: the link works.
+    wait_for("the energy record at KZ", || {
+        let entries = audit_entries(kz.node());
+        let energy = energy.clone();
+        async move { entries.iter().any(|e| e["action"] == "received" && e["record"] == energy.as_str()) }
+    })
+    .await;
+    let at_ru = audit_entries(ru.node());
+    let withheld: Vec<&Value> =
+        at_ru.iter().filter(|e| e["action"] == "withheld" && e["record"] == alert.as_str()).collect();
+    assert!(!withheld.is_empty(), "the alert's refusal is audited");
+    assert!(
+        withheld.iter().all(|e| e["reason"].as_str().is_some_and(|r| r.contains("not in force"))),
+        "{withheld:?}"
+    );
+    let at_kz = audit_entries(kz.node());
+    assert!(at_kz.iter().all(|e| e["record"] != alert.as_str()), "KZ never hears of the alert");
+    f.stop().await;
+}
+
+/// Reloads never overlap: eight asked at once after one edit put it in force once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reloads_put_a_change_in_force_once() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let policy = ru.federation.as_ref().expect("its own files").path().join("policies/RU.toml");
+    let base = std::fs::read_to_string(&policy).expect("reads");
+    replace(&policy, &format!("{base}\n# one change\n"));
+    let reloader = ru.node().shared().reloader.clone();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let r = reloader.clone();
+            tokio::spawn(async move { r.reload(tamga_node::reload::Trigger::Api).await })
+        })
+        .collect();
+    let mut changed = 0;
+    for c in calls {
+        if c.await.expect("the call ran").expect("valid files").changed {
+            changed += 1;
+        }
+    }
+    // The watcher may have been first; then none of the calls changed anything.
+    wait_for("the policy_loaded entry", || {
+        let entries = audit_entries(ru.node());
+        async move { entries.iter().any(|e| e["action"] == "policy_loaded") }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loaded: Vec<Value> =
+        audit_entries(ru.node()).into_iter().filter(|e| e["action"] == "policy_loaded").collect();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert!(changed <= 1);
+    f.stop().await;
+}

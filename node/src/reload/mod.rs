@@ -474,3 +474,62 @@ impl Fingerprint {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_files(dir: &std::path::Path) -> FileSet {
+        crate::example::write_to(dir).expect("writes the example");
+        let layout = tamga_config::check::FederationDir::new(dir);
+        FileSet::in_dir(&layout, "RU".parse().expect("a code"))
+    }
+
+    #[test]
+    fn agreements_that_end_are_found_by_their_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = example_files(dir.path());
+        let p = files.agreements.join("ru-kz-enforcement.toml");
+        let text = std::fs::read_to_string(&p).expect("reads");
+        let text = text.replace(
+            "effective_from = 2012-07-01\n",
+            "effective_from = 2012-07-01\neffective_until = 2020-06-30\n",
+        );
+        std::fs::write(&p, text).expect("writes");
+        let (fed, _) = load(&files).expect("loads");
+        // 2020-07-01T00:00:00Z is the first instant no longer in force.
+        let end = 1_593_561_600_000;
+        let id: AgreementId = "ru-kz-enforcement".parse().expect("an id");
+        assert_eq!(ended_between(&fed, end - 1000, end), vec![id.clone()]);
+        assert!(ended_between(&fed, end, end + 1000).is_empty());
+        assert!(ended_between(&fed, end - 2000, end - 1000).is_empty());
+        assert!(in_force_ids(&fed, end - 1).contains(&id));
+        assert!(!in_force_ids(&fed, end).contains(&id));
+    }
+
+    #[test]
+    fn the_fingerprint_sees_edits_renames_and_new_agreement_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = example_files(dir.path());
+        let before = Fingerprint::of(&files);
+        assert_eq!(before, Fingerprint::of(&files), "stable while nothing changes");
+        // An edit that changes the size.
+        std::fs::write(&files.policy, std::fs::read_to_string(&files.policy).expect("reads") + "\n#\n")
+            .expect("writes");
+        let edited = Fingerprint::of(&files);
+        assert_ne!(before, edited);
+        // The same bytes written aside and renamed over it: a new inode.
+        let tmp = files.policy.with_extension("new");
+        std::fs::copy(&files.policy, &tmp).expect("copies");
+        std::fs::rename(&tmp, &files.policy).expect("renames");
+        assert_ne!(edited, Fingerprint::of(&files));
+        // A new agreement file.
+        let now = Fingerprint::of(&files);
+        std::fs::write(files.agreements.join("zz-new.toml"), "id = \"zz\"\n").expect("writes");
+        assert_ne!(now, Fingerprint::of(&files));
+        // A non-TOML file in the directory is not an agreement.
+        let now = Fingerprint::of(&files);
+        std::fs::write(files.agreements.join("README"), "notes").expect("writes");
+        assert_eq!(now, Fingerprint::of(&files));
+    }
+}
