@@ -529,6 +529,29 @@ async fn withheld_at_send(ctx: &Ctx, p: &Projection, peer: MemberCode, why: &str
 }
 
 async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
+    // Decide again right before the bytes leave: a reload that paused this peer or ended
+    // the agreement since the push was queued stops it here (invariant 1).
+    let fed = ctx.shared.fed();
+    let now = now_ms();
+    let mut allowed = Vec::with_capacity(ps.len());
+    for p in ps {
+        let verdict = match fed.agreement(&p.envelope.agreement) {
+            None => Some("the agreement is no longer in force".to_owned()),
+            Some(_) if p.envelope.kind == EntryKind::Revoke => None,
+            Some(a) => match tamga_config::decide(&p.header, a, peer, &fed, now) {
+                Decision::Allow { .. } => None,
+                Decision::Deny(r) => Some(r.to_string()),
+            },
+        };
+        match verdict {
+            None => allowed.push(p),
+            Some(why) => withheld_at_send(ctx, &p, peer, &why).await,
+        }
+    }
+    let ps = allowed;
+    if ps.is_empty() {
+        return;
+    }
     // One `sent` entry per stream per push (the receipts that come back are audited one by
     // one, as `delivered`): an entry per projection per peer would make the audit log the
     // bottleneck of replication.
