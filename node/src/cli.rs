@@ -275,6 +275,21 @@ pub fn main() -> i32 {
     // SSLKEYLOGFILE; the daemon must never write its session keys anywhere.
     std::env::remove_var("SSLKEYLOGFILE");
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // `tamga … | head`: a closed stdout ends the command quietly, as for any Unix tool,
+    // instead of a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

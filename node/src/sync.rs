@@ -502,7 +502,7 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
             match tamga_config::decide(&p.header, agreement, peer, &fed, now) {
                 Decision::Allow { .. } => per_peer.entry(peer).or_default().push(p.clone()),
                 Decision::Deny(r) => {
-                    withheld_at_send(ctx, &p, peer, &r.to_string()).await;
+                    withheld_at_send(ctx, &p, peer, &r.to_string(), fed.policy_digest).await;
                 }
             }
         }
@@ -517,10 +517,11 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     }
 }
 
-async fn withheld_at_send(ctx: &Ctx, p: &Projection, peer: MemberCode, why: &str) {
+async fn withheld_at_send(ctx: &Ctx, p: &Projection, peer: MemberCode, why: &str, policy: Digest) {
     ctx.shared.metrics.withheld.add("policy_at_send", 1);
     let mut ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
         .peer(peer)
+        .policy(policy)
         .agreement(p.envelope.agreement.clone())
         .reason(format!("at send time: {why}"));
     ev.record = p.record_id().ok();
@@ -545,7 +546,7 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
         };
         match verdict {
             None => allowed.push(p),
-            Some(why) => withheld_at_send(ctx, &p, peer, &why).await,
+            Some(why) => withheld_at_send(ctx, &p, peer, &why, fed.policy_digest).await,
         }
     }
     let ps = allowed;
@@ -565,6 +566,7 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
         let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
             .peer(peer)
             .agreement(agreement)
+            .policy(fed.policy_digest)
             .reason(format!("{} projections of {origin}, #{first}..#{last}", seqs.len()));
         ctx.shared.writer.audit(ev).await;
     }
@@ -785,6 +787,22 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         }
     }
     reply.withheld.truncate(tamga_protocol::limits::MAX_RANGES);
+    let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
+    for p in &reply.projections {
+        by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);
+    }
+    for ((origin, agreement), seqs) in by_stream {
+        let first = seqs.iter().min().copied().unwrap_or(0);
+        let last = seqs.iter().max().copied().unwrap_or(0);
+        ctx.shared.writer.try_audit(
+            AuditEvent::new(Action::Sent, Outcome::Ok)
+                .peer(asker)
+                .agreement(agreement)
+                .policy(fed.policy_digest)
+                .reason(format!("pulled: {} projections of {origin}, #{first}..#{last}", seqs.len())),
+        );
+    }
+    ctx.shared.metrics.projections_sent.add(reply.projections.len() as u64);
     reply
 }
 

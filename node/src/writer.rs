@@ -581,6 +581,7 @@ impl WriterTask {
                 let ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
                     .record(salted.id, header.category.clone())
                     .agreement(agreement.id.clone())
+                    .policy(fed.policy_digest)
                     .reason(format!("from every party: {}", denials[0].1));
                 self.append(batch, head, ev, now);
             } else {
@@ -589,6 +590,7 @@ impl WriterTask {
                         .peer(p)
                         .record(salted.id, header.category.clone())
                         .agreement(agreement.id.clone())
+                        .policy(fed.policy_digest)
                         .reason(why);
                     self.append(batch, head, ev, now);
                 }

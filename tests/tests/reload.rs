@@ -199,11 +199,8 @@ async fn reload_under_load() {
 
 /// The stronger send check (see `tamga_tests::reload`): every `sent` entry carries the
 /// digest of the policy its decision was made under, and none to KZ carries one that
-/// pauses KZ. Today sync's `sent` entries get the digest in force when the writer appends
-/// them, and a push decided before a pause may still go out after it; un-ignore this once
-/// sync re-decides just before sending and tags each entry with its decision's digest.
+/// pauses KZ (sync decides again right before a push leaves and tags the entry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs sync to tag `sent` entries with the deciding policy's digest and re-decide queued pushes"]
 async fn reload_under_load_sends_follow_their_deciding_policy() {
     let Run { reloads, entries, .. } = scenario().await;
     check_sent_under_deciding_policy(&reloads, &entries);
