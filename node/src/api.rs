@@ -391,16 +391,22 @@ async fn list_records(
     Ok(Json(json!({ "records": views })))
 }
 
-async fn show_record(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Json_>, ApiError> {
+/// The record named in a path, or a 400 for a bad id and a 404 for an unknown one.
+fn record_or_404(shared: &Shared, id: &str) -> Result<(RecordId, StoredRecord), ApiError> {
     let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
     let r = shared
         .store
         .record(&id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
+    Ok((id, r))
+}
+
+async fn show_record(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let (id, r) = record_or_404(&shared, &id)?;
     let projections = shared.store.projections_of(&id).map_err(ApiError::internal)?;
     let receipts = shared.store.receipts_of(&id).map_err(ApiError::internal)?;
     let feedback = shared.store.feedback_of(&id).map_err(ApiError::internal)?;
@@ -416,12 +422,7 @@ async fn revoke_record(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
-    let r = shared
-        .store
-        .record(&id)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
+    let (id, r) = record_or_404(&shared, &id)?;
     if r.source != crate::store::Source::Local {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -1,41 +1,16 @@
 //! The `tamga` command as an operator and an auditor use it (the README's commands): a
 //! real `tamga run` child process driven by the other subcommands.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::*;
 use std::time::Duration;
-
-fn tamga() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tamga"));
-    c.env_remove("TAMGA_CONFIG");
-    c
-}
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
-}
 
 fn run(args: &[&str], config: &Path) -> Output {
     tamga().args(args).arg("--config").arg(config).output().expect("tamga runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn start(config: &Path) -> Running {

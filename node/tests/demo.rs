@@ -2,17 +2,14 @@
 //! checked against facts read off the example files by hand (independently of the
 //! oracle the demo itself uses), and every command a `--keep` run prints, run as printed.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::*;
 use serde_json::Value;
-
-fn tamga() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tamga"));
-    c.env_remove("TAMGA_CONFIG").env("NO_COLOR", "1");
-    c
-}
 
 fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -91,16 +88,6 @@ fn demo_holds_exactly_what_the_policies_allow() {
     assert!(!ipr.is_empty());
     for e in ipr {
         assert!(e["withheld_fields"].as_array().is_some_and(|f| !f.is_empty()), "{e}");
-    }
-}
-
-/// A `tamga run` child, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -2,20 +2,16 @@
 //! through its API, is killed with SIGKILL right after acknowledging, and on restart every
 //! acknowledged record is there and the audit log verifies.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use common::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-
-fn tamga() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tamga"))
-}
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
-}
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");

@@ -3,35 +3,14 @@
 //! the commands that ask the running node. One test per error kind and per warning kind
 //! of `check`, each on a copy of the example broken in one place.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
-
-fn tamga() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tamga"));
-    c.env_remove("TAMGA_CONFIG");
-    c
-}
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}\n{}", stdout(o), stderr(o));
-    assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
-    stdout(o)
-}
 
 fn fails(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(1), "expected exit 1: {}\n{}", stdout(o), stderr(o));

@@ -2,45 +2,19 @@
 //! the roster's ports, `tamga run` both, add a record at one, see it at the other, and see
 //! each in the other's `tamga peers`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
 use std::time::Duration;
-
-fn tamga() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tamga"));
-    c.env_remove("TAMGA_CONFIG");
-    c
-}
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn two_nodes_by_hand() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The example roster lists KZ at 127.0.0.1:7103 and RU at 127.0.0.1:7104.
     for (m, p2p, api) in [("RU", 7104, 7184), ("KZ", 7103, 7183)] {
-        ok(tamga()
+        ok(&tamga()
             .current_dir(dir.path())
             .args(["init", "--member", m, "--data-dir", &m.to_lowercase(), "--demo-identity"])
             .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}"), "--api", &format!("127.0.0.1:{api}")])
@@ -78,7 +52,7 @@ fn two_nodes_by_hand() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(connected, "RU sees KZ connected");
-    let table = ok(cli(&["peers", "--config", "ru/node.toml"]));
+    let table = ok(&cli(&["peers", "--config", "ru/node.toml"]));
     assert!(table.lines().any(|l| l.starts_with("KZ") && l.contains("connected")), "{table}");
 
     let body = r#"{"alert_kind":"smuggling","summary":"Undeclared cigarettes in a timber load","detected_at":"2026-11-27T06:40:00Z","customs_office":"Troitsk"}"#;
@@ -100,7 +74,7 @@ fn two_nodes_by_hand() {
     let id = String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("an id").to_owned();
     let mut seen = false;
     for _ in 0..300 {
-        let list = ok(cli(&["records", "list", "--config", "kz/node.toml", "--origin", "RU", "--json"]));
+        let list = ok(&cli(&["records", "list", "--config", "kz/node.toml", "--origin", "RU", "--json"]));
         if list.contains(&id) {
             seen = true;
             break;
@@ -110,7 +84,7 @@ fn two_nodes_by_hand() {
     assert!(seen, "KZ received RU's alert");
 
     // KZ answers with feedback, which reaches RU; RU revokes, KZ purges.
-    ok(cli(&[
+    ok(&cli(&[
         "records",
         "feedback",
         "--config",
@@ -123,18 +97,18 @@ fn two_nodes_by_hand() {
     ]));
     let mut fed_back = false;
     for _ in 0..300 {
-        if ok(cli(&["records", "show", "--config", "ru/node.toml", &id])).contains("seized from KZ") {
+        if ok(&cli(&["records", "show", "--config", "ru/node.toml", &id])).contains("seized from KZ") {
             fed_back = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(fed_back, "RU shows KZ's feedback");
-    ok(cli(&["records", "revoke", "--config", "ru/node.toml", &id]));
+    ok(&cli(&["records", "revoke", "--config", "ru/node.toml", &id]));
     let mut purged = false;
     for _ in 0..300 {
         let v: serde_json::Value =
-            serde_json::from_str(&ok(cli(&["records", "show", "--config", "kz/node.toml", &id, "--json"])))
+            serde_json::from_str(&ok(&cli(&["records", "show", "--config", "kz/node.toml", &id, "--json"])))
                 .expect("JSON");
         if v["record"]["state"] == "revoked" {
             purged = true;

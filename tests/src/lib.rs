@@ -181,30 +181,6 @@ pub fn record_json(
     })
 }
 
-/// Copy the example federation into `dir`, with every member's roster address replaced
-/// by `/ip4/127.0.0.1/tcp/PORT` from `ports`.
-pub fn write_federation(dir: &Path, ports: &std::collections::BTreeMap<String, u16>) -> anyhow::Result<()> {
-    tamga_node::example::write_to(dir)?;
-    let roster = dir.join("roster.toml");
-    let mut text = std::fs::read_to_string(&roster)?;
-    for (i, code) in ["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"].iter().enumerate() {
-        let from = format!("/ip4/127.0.0.1/tcp/{}", 7101 + i);
-        let port = ports.get(*code).copied().unwrap_or(1);
-        text = text.replace(&format!("\"{from}\""), &format!("\"/ip4/127.0.0.1/tcp/{port}\""));
-    }
-    std::fs::write(roster, text)?;
-    Ok(())
-}
-
-/// Ports free right now, one per member.
-pub fn free_ports(members: &[&str]) -> std::collections::BTreeMap<String, u16> {
-    let listeners: Vec<(String, std::net::TcpListener)> = members
-        .iter()
-        .map(|m| ((*m).to_owned(), std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")))
-        .collect();
-    listeners.iter().map(|(m, l)| (m.clone(), l.local_addr().expect("bound").port())).collect()
-}
-
 /// A federation of in-process nodes on loopback, each with its own copy of the example
 /// federation's files (so a test can change one side's files).
 #[derive(Debug)]
@@ -218,11 +194,11 @@ pub struct TestFederation {
 impl TestFederation {
     /// Start `members`; `edit` may change a member's federation directory before it starts.
     pub async fn start_with(members: &[&str], edit: impl Fn(&str, &Path)) -> anyhow::Result<TestFederation> {
-        let ports = free_ports(&["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"]);
+        let ports = tamga_node::localfed::free_ports()?;
         let mut nodes = std::collections::BTreeMap::new();
         for m in members {
             let fed_dir = tempfile::tempdir()?;
-            write_federation(fed_dir.path(), &ports)?;
+            tamga_node::localfed::write_federation(fed_dir.path(), &ports)?;
             edit(m, fed_dir.path());
             let listen = format!("/ip4/127.0.0.1/tcp/{}", ports[*m]);
             // Anti-entropy every second, so that relays and gaps heal within a test's wait.
