@@ -14,7 +14,7 @@
 //! the chain and names the first bad sequence number.
 
 use serde::{Deserialize, Serialize};
-use tamga_protocol::{AgreementId, CategoryId, Digest, MemberCode, RecordId};
+use tamga_protocol::{AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Receipt, RecordId};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -99,6 +99,17 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The name used in files, queries and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 /// An event to append: what the rest of the node hands the writer.
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
@@ -120,6 +131,23 @@ pub struct AuditEvent {
     pub outcome: Outcome,
     /// Why, in words.
     pub reason: Option<String>,
+    /// The projection concerned: its stream's origin and its sequence number there.
+    pub projection: Option<ProjectionRef>,
+    /// A signed receipt (delivered; revocation and purge receipts).
+    pub receipt: Option<Receipt>,
+    /// A signed checkpoint (the `checkpoint` action).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Where a projection sits: the (origin, agreement) stream it belongs to (the agreement is
+/// the entry's own) and its sequence number in that stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionRef {
+    /// The record's origin.
+    pub origin: MemberCode,
+    /// The projection's sequence number in (origin, agreement).
+    pub seq: u64,
 }
 
 impl AuditEvent {
@@ -135,7 +163,39 @@ impl AuditEvent {
             policy: None,
             outcome,
             reason: None,
+            projection: None,
+            receipt: None,
+            checkpoint: None,
         }
+    }
+
+    /// Set the projection (its stream's origin and sequence number).
+    pub fn projection(mut self, origin: MemberCode, seq: u64) -> Self {
+        self.projection = Some(ProjectionRef { origin, seq });
+        self
+    }
+
+    /// Attach a signed receipt; also sets the record, agreement, projection and (when
+    /// not set yet) the peer from it.
+    pub fn receipt(mut self, r: &Receipt) -> Self {
+        self.record = Some(r.record);
+        self.agreement = Some(r.agreement.clone());
+        self.projection = Some(ProjectionRef { origin: r.origin, seq: r.seq });
+        self.peer = self.peer.or(Some(r.receiver));
+        self.receipt = Some(r.clone());
+        self
+    }
+
+    /// Attach a signed checkpoint.
+    pub fn checkpoint(mut self, cp: Checkpoint) -> Self {
+        self.checkpoint = Some(cp);
+        self
+    }
+
+    /// Set a non-roster peer's PeerId.
+    pub fn peer_id(mut self, id: impl Into<String>) -> Self {
+        self.peer_id = Some(id.into());
+        self
     }
 
     /// Set the peer.
@@ -198,7 +258,16 @@ pub struct AuditEntry {
     pub outcome: Outcome,
     /// Why.
     pub reason: Option<String>,
-    /// Hash of the previous entry.
+    /// The projection concerned (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<ProjectionRef>,
+    /// A signed receipt (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+    /// A signed checkpoint (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    /// Hash of the previous entry. Always the last field, so that it ends the bytes.
     pub prev: Digest,
 }
 
@@ -241,6 +310,9 @@ impl AuditEntry {
             policy: ev.policy.unwrap_or(policy),
             outcome: ev.outcome,
             reason,
+            projection: ev.projection,
+            receipt: ev.receipt,
+            checkpoint: ev.checkpoint,
             prev,
         }
     }
@@ -255,7 +327,7 @@ impl AuditEntry {
 /// What verification found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    /// An entry's bytes are not a valid entry.
+    /// An entry's bytes are not a valid entry (torn, cut short, or not JSON).
     #[error("entry {seq}: unreadable ({why})")]
     Unreadable {
         /// Where.
@@ -264,7 +336,7 @@ pub enum ChainError {
         why: String,
     },
     /// Sequence numbers skip or repeat (an entry was deleted or reordered).
-    #[error("entry {seq}: expected sequence number {seq}, found {found}")]
+    #[error("entry {seq}: missing or out of order (entry {found} is in its place)")]
     Sequence {
         /// The expected number.
         seq: u64,
@@ -291,6 +363,37 @@ pub enum ChainError {
         /// The head the node recorded.
         head: u64,
     },
+    /// The last entry is not the one the recorded head names (it was replaced with its hash).
+    #[error("entry {seq}: it is not the entry the recorded head names (the last entry was replaced)")]
+    HeadHash {
+        /// The last entry.
+        seq: u64,
+    },
+    /// A signed checkpoint (the node's own, or one a peer witnessed) does not match the
+    /// log: the log was rewritten after it was signed. A head hash cannot say which entry
+    /// changed, only that one at or before `at` did after the last checkpoint that matches.
+    #[error("{what} at entry {at} does not match the log: {why}; entries {first}..={at} were rewritten after it was signed (the last checkpoint that matches is at entry {})", first - 1)]
+    Checkpoint {
+        /// Which checkpoint ("checkpoint signed by RU", "checkpoint witnessed (from file)").
+        what: String,
+        /// The sequence number it covers.
+        at: u64,
+        /// The first entry not covered by a checkpoint that matches.
+        first: u64,
+        /// What differs.
+        why: String,
+    },
+    /// A checkpoint names entries beyond the end of the log (the tail was cut and the head
+    /// rewritten).
+    #[error("{what} covers entry {at}, but the log ends at entry {last}: entries {}..={at} were removed", last + 1)]
+    Truncated {
+        /// Which checkpoint.
+        what: String,
+        /// The sequence number it covers.
+        at: u64,
+        /// The last entry present.
+        last: u64,
+    },
 }
 
 impl ChainError {
@@ -300,10 +403,51 @@ impl ChainError {
             ChainError::Unreadable { seq, .. }
             | ChainError::Sequence { seq, .. }
             | ChainError::Hash { seq }
-            | ChainError::Link { seq } => *seq,
-            ChainError::Head { last, .. } => last + 1,
+            | ChainError::Link { seq }
+            | ChainError::HeadHash { seq } => *seq,
+            ChainError::Head { last, head } => (*last).min(*head) + 1,
+            ChainError::Checkpoint { first, .. } => *first,
+            ChainError::Truncated { last, .. } => last + 1,
         }
     }
+}
+
+/// The parts of an entry that verification reads; serde skips (but still checks the
+/// syntax of) the rest, which keeps verification fast.
+#[derive(Deserialize)]
+struct Link {
+    seq: u64,
+    #[serde(default)]
+    checkpoint: Option<Checkpoint>,
+    prev: Digest,
+}
+
+/// Read `seq` and `prev` from where tamga writes them — `{"seq":N,` first and
+/// `,"prev":"<64 hex>"}` last — without parsing the rest (verification speed: the bytes
+/// are checked against their hash anyway). None when the bytes are not laid out so (a
+/// torn or foreign entry), and the caller parses them in full.
+fn fast_link(raw: &[u8]) -> Option<(u64, Digest)> {
+    const PREV: &[u8] = b",\"prev\":\"";
+    let rest = raw.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()?;
+    let tail = raw.get(raw.len().checked_sub(PREV.len() + 64 + 2)?..)?;
+    if tail.get(..PREV.len())? != PREV || tail.get(PREV.len() + 64..)? != b"\"}" {
+        return None;
+    }
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(tail.get(PREV.len()..PREV.len() + 64)?, &mut h).ok()?;
+    Some((seq, Digest(h)))
+}
+
+/// Whether an entry has a `checkpoint` field. In valid JSON the bytes `,"checkpoint":{`
+/// cannot occur inside a string (its quotes would be escaped), so finding them is exact.
+fn carries_checkpoint(raw: &[u8]) -> bool {
+    const PAT: &[u8] = b",\"checkpoint\":{";
+    raw.windows(PAT.len()).any(|w| w == PAT)
 }
 
 /// Incremental chain verification: feed entries in order.
@@ -320,13 +464,27 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// Start after a known entry (`seq`, `hash`): to verify a range whose predecessor is trusted.
+    pub fn after(seq: u64, hash: Digest) -> ChainVerifier {
+        ChainVerifier { next: seq + 1, prev: hash }
+    }
+
     /// Check the next entry, stored under `key_seq` with hash `stored` and bytes `raw`.
-    pub fn feed(&mut self, key_seq: u64, stored: &Digest, raw: &[u8]) -> Result<(), ChainError> {
+    /// Returns the checkpoint the entry carries, if any.
+    pub fn feed(
+        &mut self,
+        key_seq: u64,
+        stored: &Digest,
+        raw: &[u8],
+    ) -> Result<Option<Checkpoint>, ChainError> {
         if key_seq != self.next {
             return Err(ChainError::Sequence { seq: self.next, found: key_seq });
         }
-        let e: AuditEntry = serde_json::from_slice(raw)
-            .map_err(|err| ChainError::Unreadable { seq: key_seq, why: err.to_string() })?;
+        let e = match fast_link(raw) {
+            Some((seq, prev)) if !carries_checkpoint(raw) => Link { seq, checkpoint: None, prev },
+            _ => serde_json::from_slice(raw)
+                .map_err(|err| ChainError::Unreadable { seq: key_seq, why: err.to_string() })?,
+        };
         if e.seq != key_seq {
             return Err(ChainError::Sequence { seq: self.next, found: e.seq });
         }
@@ -338,10 +496,10 @@ impl ChainVerifier {
         }
         self.prev = *stored;
         self.next += 1;
-        Ok(())
+        Ok(e.checkpoint)
     }
 
-    /// The number of entries verified so far.
+    /// The number of entries verified so far (the last sequence number verified).
     pub fn verified(&self) -> u64 {
         self.next - 1
     }
@@ -368,6 +526,70 @@ pub fn verify_entries(
         }
     }
     Ok(last)
+}
+
+/// Where a checkpoint being checked came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointSource {
+    /// Stored by this node when it signed it.
+    Own,
+    /// Carried by a `checkpoint` entry of the log.
+    Entry(u64),
+    /// From a witness file (a peer's copy).
+    Witness,
+}
+
+/// Check signed checkpoints against the hashes of a verified chain.
+///
+/// `heads` maps each sequence number a checkpoint covers to the hash the chain has there.
+/// Checkpoints are taken in sequence order; the first one that does not match is
+/// reported, with the first entry after the last checkpoint that still vouches for the
+/// log. For a witnessed checkpoint only other witnessed ones vouch: whoever rewrote the
+/// log may hold the node's key and have re-signed its own checkpoints.
+pub fn check_checkpoints(
+    mut cps: Vec<(CheckpointSource, Checkpoint)>,
+    heads: &std::collections::HashMap<u64, Digest>,
+    last: u64,
+) -> Result<(), ChainError> {
+    cps.sort_by_key(|(src, cp)| (cp.seq, *src == CheckpointSource::Witness));
+    let (mut good_any, mut good_witness) = (0u64, 0u64);
+    for (src, cp) in cps {
+        let what = match src {
+            CheckpointSource::Own => format!("the checkpoint {} signed", cp.member),
+            CheckpointSource::Entry(s) => format!("the checkpoint in entry {s}"),
+            CheckpointSource::Witness => "a witnessed checkpoint".to_owned(),
+        };
+        if cp.seq > last {
+            return Err(ChainError::Truncated { what, at: cp.seq, last });
+        }
+        if cp.seq == 0 {
+            continue;
+        }
+        let vouched = if src == CheckpointSource::Witness { good_witness } else { good_any };
+        match heads.get(&cp.seq) {
+            Some(h) if *h == cp.head => {
+                good_any = good_any.max(cp.seq);
+                if src == CheckpointSource::Witness {
+                    good_witness = good_witness.max(cp.seq);
+                }
+            }
+            Some(h) => {
+                return Err(ChainError::Checkpoint {
+                    what,
+                    at: cp.seq,
+                    first: vouched + 1,
+                    why: format!("entry {} now hashes to {}, the checkpoint says {}", cp.seq, h, cp.head),
+                })
+            }
+            None => {
+                return Err(ChainError::Unreadable {
+                    seq: cp.seq,
+                    why: "no hash was recorded for a checkpoint".into(),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,6 +645,44 @@ mod tests {
         let mut c = chain(10);
         c.truncate(8);
         assert_eq!(verify_entries(c, Some(10)).expect_err("detects").first_bad(), 9);
+        // A torn last entry (its bytes cut short).
+        let mut c = chain(10);
+        let len = c[9].2.len();
+        c[9].2.truncate(len / 2);
+        let e = verify_entries(c, Some(10)).expect_err("detects");
+        assert!(matches!(e, ChainError::Unreadable { seq: 10, .. }), "{e}");
+    }
+
+    #[test]
+    fn entries_without_the_new_fields_still_read_and_old_bytes_stay_valid() {
+        // An entry written before projection/receipt/checkpoint existed.
+        let old = br#"{"seq":1,"time":"2026-01-01T00:00:00.000Z","time_ms":1767225600000,"action":"ingested","peer":null,"peer_id":null,"record":null,"category":null,"agreement":null,"policy":"0000000000000000000000000000000000000000000000000000000000000000","outcome":"ok","reason":null,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        let e: AuditEntry = serde_json::from_slice(old).expect("reads");
+        assert_eq!(e.to_bytes(), old.to_vec(), "absent optional fields are not written");
+        let mut v = ChainVerifier::default();
+        assert_eq!(v.feed(1, &Digest::of(old), old), Ok(None));
+    }
+
+    #[test]
+    fn checkpoints_localise_a_rewrite_between_the_last_good_one_and_the_first_bad_one() {
+        let key = tamga_protocol::SigningKey::from_bytes(&[9; 32]);
+        let me: MemberCode = "RU".parse().expect("valid");
+        let c = chain(30);
+        let heads: std::collections::HashMap<u64, Digest> = c.iter().map(|(s, h, _)| (*s, *h)).collect();
+        let cp = |seq: u64, head: Digest| Checkpoint::sign(me, seq, head, 0, &key);
+        let good = |s: u64| (CheckpointSource::Witness, cp(s, heads[&s]));
+        assert_eq!(check_checkpoints(vec![good(10), good(20)], &heads, 30), Ok(()));
+        let bad = (CheckpointSource::Witness, cp(20, Digest([7; 32])));
+        let e = check_checkpoints(vec![good(10), bad, good(25)], &heads, 30).expect_err("detects");
+        assert_eq!(e.first_bad(), 11, "{e}");
+        // A forger holding the key re-signed its own checkpoint at 20: only witnesses vouch.
+        let forged_own = (CheckpointSource::Own, cp(20, heads[&20]));
+        let bad = (CheckpointSource::Witness, cp(20, Digest([7; 32])));
+        let e = check_checkpoints(vec![good(10), forged_own, bad], &heads, 30).expect_err("detects");
+        assert_eq!(e.first_bad(), 11, "{e}");
+        let e = check_checkpoints(vec![good(10), good(20)], &heads, 15).expect_err("detects");
+        assert!(matches!(e, ChainError::Truncated { at: 20, last: 15, .. }), "{e}");
+        assert_eq!(e.first_bad(), 16);
     }
 }
 
@@ -523,30 +783,6 @@ impl Filter {
     }
 }
 
-/// Entries matching a filter, in log order, each with its stored hash.
-pub fn query(
-    store: &crate::store::Store,
-    f: &Filter,
-) -> Result<Vec<ExportedEntry>, crate::store::StoreError> {
-    let mut out = Vec::new();
-    for item in store.audit_entries(1, u64::MAX) {
-        let (seq, hash, raw) = item?;
-        let Ok(e) = serde_json::from_slice::<AuditEntry>(&raw) else {
-            return Err(crate::store::StoreError::Corrupt {
-                key: format!("audit {seq}"),
-                why: "unreadable entry".into(),
-            });
-        };
-        if f.matches(&e) {
-            out.push(ExportedEntry { hash, entry: e });
-            if out.len() >= f.limit {
-                break;
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// An entry with its hash, as queries and exports give it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportedEntry {
@@ -556,10 +792,21 @@ pub struct ExportedEntry {
     pub entry: AuditEntry,
 }
 
+/// What `audit verify` checks besides the chain itself.
+#[derive(Debug, Default, Clone)]
+pub struct VerifyOptions {
+    /// The member whose log this is, and the key it signs checkpoints with (from the
+    /// roster). Without it, checkpoints are checked against the chain but their
+    /// signatures are not.
+    pub signer: Option<(MemberCode, Vec<tamga_protocol::VerifyingKey>)>,
+    /// Checkpoints of this log that peers hold (`tamga audit checkpoints --member` on a peer).
+    pub witness: Vec<Checkpoint>,
+}
+
 /// The result of verifying a node's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {
-    /// Whether the whole chain verified.
+    /// Whether the whole chain, every checkpoint and every witnessed checkpoint verified.
     pub ok: bool,
     /// Entries verified before the first problem (all of them when ok).
     pub entries: u64,
@@ -569,36 +816,230 @@ pub struct VerifyReport {
     pub first_bad: Option<u64>,
     /// What was wrong.
     pub error: Option<String>,
+    /// The node's own signed checkpoints checked.
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// Witnessed checkpoints checked.
+    #[serde(default)]
+    pub witnessed: u64,
 }
 
-/// Recompute the chain of a store's audit log.
+/// Logs shorter than this are verified on one thread.
+pub const PARALLEL_VERIFY_MIN: u64 = 100_000;
+/// Most threads one verification uses.
+pub const MAX_VERIFY_THREADS: usize = 4;
+
+/// What one segment of the chain gave.
+struct Segment {
+    /// Where the segment's verification stopped.
+    v: ChainVerifier,
+    /// The first problem in it.
+    error: Option<ChainError>,
+    /// Checkpoints its entries carry.
+    cps: Vec<(CheckpointSource, Checkpoint)>,
+    /// Hashes at the sequence numbers checkpoints cover.
+    heads: std::collections::HashMap<u64, Digest>,
+}
+
+impl Segment {
+    fn panicked() -> Segment {
+        Segment {
+            v: ChainVerifier::default(),
+            error: Some(ChainError::Unreadable { seq: 1, why: "verification thread failed".into() }),
+            cps: Vec::new(),
+            heads: Default::default(),
+        }
+    }
+}
+
+/// Verify entries `lo..=hi` (to the end of the log when `hi` is `u64::MAX`).
+fn verify_segment(
+    store: &crate::store::Store,
+    lo: u64,
+    hi: u64,
+    head_seq: u64,
+    wanted: &std::collections::HashSet<u64>,
+) -> Segment {
+    let prev = if lo <= 1 {
+        GENESIS
+    } else {
+        // A missing or damaged entry lo-1 is reported by the segment before.
+        store.audit_entry(lo - 1).ok().flatten().map_or(GENESIS, |(h, _)| h)
+    };
+    let mut seg = Segment {
+        v: if lo <= 1 { ChainVerifier::default() } else { ChainVerifier::after(lo - 1, prev) },
+        error: None,
+        cps: Vec::new(),
+        heads: Default::default(),
+    };
+    store.for_each_audit_entry(lo, hi, |item| {
+        let (seq, hash, raw) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                seg.error = Some(ChainError::Unreadable { seq: seg.v.verified() + 1, why: e.to_string() });
+                return false;
+            }
+        };
+        let before = (seg.v.verified(), seg.v.head());
+        match seg.v.feed(seq, &hash, raw) {
+            Ok(Some(cp)) => {
+                if cp.seq != before.0 {
+                    let why = format!(
+                        "entry {seq} carries a checkpoint of entry {}, not of entry {}",
+                        cp.seq, before.0
+                    );
+                    seg.error = Some(ChainError::Unreadable { seq, why });
+                    return false;
+                }
+                seg.heads.insert(before.0, before.1);
+                seg.cps.push((CheckpointSource::Entry(seq), cp));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                seg.error = Some(e);
+                return false;
+            }
+        }
+        if wanted.contains(&seq) {
+            seg.heads.insert(seq, hash);
+        }
+        true
+    });
+    // A segment that is not the last must reach its end.
+    if seg.error.is_none() && hi != u64::MAX && seg.v.verified() != hi {
+        let next = seg.v.verified() + 1;
+        seg.error = Some(match store.audit_entries(next, u64::MAX).next().and_then(|r| r.ok()) {
+            Some((found, _, _)) => ChainError::Sequence { seq: next, found },
+            None => ChainError::Head { last: next - 1, head: head_seq },
+        });
+    }
+    seg
+}
+
+/// Recompute the chain of a store's audit log (no signatures, no witnesses).
 pub fn verify_store(store: &crate::store::Store) -> VerifyReport {
-    let mut v = ChainVerifier::default();
+    verify_store_with(store, &VerifyOptions::default())
+}
+
+/// Recompute the chain of a store's audit log, check every signed checkpoint the node
+/// stored or logged, and every witnessed checkpoint given.
+pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> VerifyReport {
+    use std::collections::{HashMap, HashSet};
+    let v = ChainVerifier::default();
     let fail = |v: &ChainVerifier, e: ChainError| VerifyReport {
         ok: false,
         entries: v.verified(),
         head: v.head(),
         first_bad: Some(e.first_bad()),
         error: Some(e.to_string()),
+        checkpoints: 0,
+        witnessed: 0,
     };
-    for item in store.audit_entries(1, u64::MAX) {
-        let (seq, hash, raw) = match item {
-            Ok(x) => x,
-            Err(e) => {
-                let seq = v.verified() + 1;
-                return fail(&v, ChainError::Unreadable { seq, why: e.to_string() });
-            }
+    let signed =
+        |cp: &Checkpoint, keys: &[tamga_protocol::VerifyingKey]| keys.iter().any(|k| cp.verify(k).is_ok());
+    // A witness that is not this node's, or not signed by it, proves nothing either way.
+    for cp in &opts.witness {
+        let why = match &opts.signer {
+            Some((me, _)) if cp.member != *me => Some(format!("it is {}'s, not {me}'s", cp.member)),
+            Some((me, keys)) if !signed(cp, keys) => Some(format!("it is not signed by {me}'s key")),
+            _ => None,
         };
-        if let Err(e) = v.feed(seq, &hash, &raw) {
-            return fail(&v, e);
+        if let Some(why) = why {
+            return VerifyReport {
+                ok: false,
+                entries: 0,
+                head: GENESIS,
+                first_bad: None,
+                error: Some(format!("the witnessed checkpoint of entry {} cannot be used: {why}", cp.seq)),
+                checkpoints: 0,
+                witnessed: 0,
+            };
         }
     }
-    match store.audit_head() {
-        Ok(Some((h, hash))) if h != v.verified() || hash != v.head() => {
-            fail(&v, ChainError::Head { last: v.verified(), head: h })
+    let own = match store.checkpoints() {
+        Ok(c) => c,
+        Err(e) => return fail(&v, ChainError::Unreadable { seq: 1, why: format!("checkpoints: {e}") }),
+    };
+    let mut cps: Vec<(CheckpointSource, Checkpoint)> =
+        own.iter().map(|c| (CheckpointSource::Own, c.clone())).collect();
+    cps.extend(opts.witness.iter().map(|c| (CheckpointSource::Witness, c.clone())));
+    let wanted: HashSet<u64> = cps.iter().map(|(_, c)| c.seq).collect();
+    // The chain, in segments verified in parallel (each link checked exactly once: a
+    // segment starts from the hash stored beside the entry before it, which the previous
+    // segment checks against that entry's bytes).
+    let head_seq = store.audit_head().ok().flatten().map_or(0, |h| h.0);
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_VERIFY_THREADS);
+    let parts = if head_seq >= PARALLEL_VERIFY_MIN { parts } else { 1 };
+    let bounds: Vec<(u64, u64)> = (0..parts as u64)
+        .map(|k| {
+            let lo = head_seq * k / parts as u64 + 1;
+            let hi = if k + 1 == parts as u64 { u64::MAX } else { head_seq * (k + 1) / parts as u64 };
+            (lo, hi)
+        })
+        .collect();
+    let segments: Vec<Segment> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .iter()
+            .map(|&(lo, hi)| {
+                let wanted = &wanted;
+                scope.spawn(move || verify_segment(store, lo, hi, head_seq, wanted))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Segment::panicked())).collect()
+    });
+    let mut heads: HashMap<u64, Digest> = HashMap::new();
+    let mut v = ChainVerifier::default();
+    for seg in segments {
+        v = seg.v;
+        if let Some(e) = seg.error {
+            return fail(&v, e);
         }
-        Ok(None) if v.verified() > 0 => fail(&v, ChainError::Head { last: v.verified(), head: 0 }),
-        Err(e) => fail(&v, ChainError::Unreadable { seq: v.verified() + 1, why: e.to_string() }),
-        _ => VerifyReport { ok: true, entries: v.verified(), head: v.head(), first_bad: None, error: None },
+        heads.extend(seg.heads);
+        cps.extend(seg.cps);
+    }
+    match store.audit_head() {
+        Ok(Some((h, _))) if h != v.verified() => {
+            return fail(&v, ChainError::Head { last: v.verified(), head: h });
+        }
+        Ok(Some((_, hash))) if hash != v.head() => {
+            return fail(&v, ChainError::HeadHash { seq: v.verified() });
+        }
+        Ok(None) if v.verified() > 0 => return fail(&v, ChainError::Head { last: v.verified(), head: 0 }),
+        Err(e) => return fail(&v, ChainError::Unreadable { seq: v.verified() + 1, why: e.to_string() }),
+        _ => {}
+    }
+    // Signatures: a checkpoint the node signed that does not verify was forged.
+    if let Some((me, keys)) = &opts.signer {
+        for (src, cp) in &cps {
+            if *src != CheckpointSource::Witness && (cp.member != *me || !signed(cp, keys)) {
+                let what = match src {
+                    CheckpointSource::Entry(s) => format!("the checkpoint in entry {s}"),
+                    _ => "a stored checkpoint".to_owned(),
+                };
+                let first = cps
+                    .iter()
+                    .filter(|(_, c)| c.seq < cp.seq && signed(c, keys))
+                    .map(|(_, c)| c.seq)
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                let why = format!("it is not signed by {me}'s key");
+                return fail(&v, ChainError::Checkpoint { what, at: cp.seq, first, why });
+            }
+        }
+    }
+    let witnessed = opts.witness.len() as u64;
+    let checkpoints = own.len() as u64;
+    if let Err(e) = check_checkpoints(cps, &heads, v.verified()) {
+        return VerifyReport { checkpoints, witnessed, ..fail(&v, e) };
+    }
+    VerifyReport {
+        ok: true,
+        entries: v.verified(),
+        head: v.head(),
+        first_bad: None,
+        error: None,
+        checkpoints,
+        witnessed,
     }
 }

@@ -19,7 +19,7 @@
 //! | `V`    | record id, agreement, 0, receiver      | receipt                       |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
 //! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
-//! | `I`    | index kind, value, 0, audit seq        | (audit index, `audit_index`)  |
+//! | `I`    | index kind, value, 0, first audit seq  | audit seqs, u64 BE each (`audit_index`) |
 //! | `K`    | audit seq                              | own signed checkpoint         |
 //! | `J`    | member, seq, head                      | checkpoint a peer showed us   |
 //! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
@@ -197,6 +197,9 @@ fn u64_of(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
 pub struct WriteBatch {
     inner: sled::Batch,
     ops: usize,
+    /// Audit index postings gathered by [`WriteBatch::put_audit_index`]: index key prefix
+    /// (kind, value) -> sequence numbers, written as a few keys when the batch is committed.
+    postings: BTreeMap<Vec<u8>, Vec<u64>>,
 }
 
 impl WriteBatch {
@@ -319,7 +322,7 @@ impl Store {
 
     /// Apply a batch atomically (not yet durable: see [`Store::flush`]).
     pub fn commit(&self, b: WriteBatch) -> Result<(), StoreError> {
-        self.db.apply_batch(b.inner)?;
+        self.db.apply_batch(b.seal())?;
         Ok(())
     }
 
@@ -625,8 +628,21 @@ impl Store {
 
 const AUDIT_INDEXED_KEY: &[u8] = b"Maudit_index";
 
-fn audit_index_key(kind: u8, value: &[u8], seq: u64) -> Vec<u8> {
-    key(&[b"I", &[kind], value, &[0], &seq.to_be_bytes()])
+/// Most sequence numbers in one posting key of an audit index.
+pub const MAX_POSTINGS_PER_KEY: usize = 4096;
+
+fn audit_index_prefix(kind: u8, value: &[u8]) -> Vec<u8> {
+    key(&[b"I", &[kind], value, &[0]])
+}
+
+fn decode_postings(k: &[u8], v: &[u8]) -> Result<Vec<u64>, StoreError> {
+    if v.len() % 8 != 0 {
+        return Err(StoreError::Corrupt {
+            key: hex::encode(k),
+            why: "posting list is not 8-byte aligned".into(),
+        });
+    }
+    Ok(v.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect())
 }
 
 fn peer_checkpoint_key(cp: &Checkpoint) -> Vec<u8> {
@@ -634,9 +650,33 @@ fn peer_checkpoint_key(cp: &Checkpoint) -> Vec<u8> {
 }
 
 impl WriteBatch {
-    /// One audit index key: entry `seq` has `value` for index `kind`.
+    /// Entry `seq` has `value` for audit index `kind`. Call in increasing `seq` order.
+    ///
+    /// A sled key costs far more to write than its bytes, so postings are not one key
+    /// each: the sequence numbers a batch adds to one (kind, value) list are written as
+    /// one key `I kind value 0 first-seq` whose value is the numbers, u64 BE each (split
+    /// every [`MAX_POSTINGS_PER_KEY`]).
     pub fn put_audit_index(&mut self, kind: u8, value: &[u8], seq: u64) {
-        self.put(audit_index_key(kind, value, seq), Vec::new());
+        let prefix = audit_index_prefix(kind, value);
+        match self.postings.get_mut(&prefix) {
+            Some(list) => list.push(seq),
+            None => {
+                self.postings.insert(prefix, vec![seq]);
+            }
+        }
+        self.ops += 1;
+    }
+
+    /// The sled batch, with the gathered postings added.
+    fn seal(mut self) -> sled::Batch {
+        for (prefix, seqs) in std::mem::take(&mut self.postings) {
+            for chunk in seqs.chunks(MAX_POSTINGS_PER_KEY) {
+                let first = chunk.first().copied().unwrap_or_default();
+                let v: Vec<u8> = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
+                self.inner.insert(key(&[&prefix, &first.to_be_bytes()]), v);
+            }
+        }
+        self.inner
     }
 
     /// The audit indexes are complete through entry `seq`.
@@ -678,13 +718,46 @@ impl Store {
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<u64, StoreError>> + '_ {
-        let lo = audit_index_key(kind, value, from);
-        let hi = audit_index_key(kind, value, to);
-        let at = lo.len() - 8;
-        self.db.range(lo..=hi).map(move |kv| {
-            let (k, _) = kv?;
-            u64_of(&k, &k[at..])
+        let prefix = audit_index_prefix(kind, value);
+        let at = |s: u64| key(&[&prefix, &s.to_be_bytes()]);
+        // The posting key that may hold `from` starts at or before it; the rest after it.
+        let first = self.db.range(prefix.clone()..=at(from)).next_back();
+        let rest = self.db.range(at(from.saturating_add(1))..=at(to.max(from)));
+        first.into_iter().chain(rest).flat_map(move |kv| {
+            let seqs = kv.map_err(StoreError::from).and_then(|(k, v)| decode_postings(&k, &v));
+            let items: Vec<Result<u64, StoreError>> = match seqs {
+                Ok(s) => s.into_iter().filter(|s| (from..=to).contains(s)).map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
         })
+    }
+
+    /// Call `f` with each audit entry in `from..=to`, in order, without copying it, until
+    /// it returns false. A damaged entry is passed as an error (and iteration goes on).
+    pub fn for_each_audit_entry(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(Result<(u64, Digest, &[u8]), StoreError>) -> bool,
+    ) {
+        let lo = key(&[b"A", &from.to_be_bytes()]);
+        let hi = key(&[b"A", &to.to_be_bytes()]);
+        for kv in self.db.range(lo..=hi) {
+            let go = match kv {
+                Err(e) => f(Err(e.into())),
+                Ok((k, v)) => match (u64_of(&k, &k[1..]), v.get(..32).and_then(Digest::try_from_slice)) {
+                    (Ok(seq), Some(hash)) => f(Ok((seq, hash, &v[32..]))),
+                    (Err(e), _) => f(Err(e)),
+                    (Ok(_), None) => {
+                        f(Err(StoreError::Corrupt { key: hex::encode(&k), why: "short audit entry".into() }))
+                    }
+                },
+            };
+            if !go {
+                break;
+            }
+        }
     }
 
     /// The audit sequence number through which the indexes are complete (0: none).

@@ -1,0 +1,890 @@
+//! The audit log beyond the chain itself: appending an entry with its index keys, the
+//! writer's checkpoint schedule and clock, and the read side — indexed queries, counts,
+//! traces and exports.
+//!
+//! Who owns what: the writer task is the only caller of [`append`] and the only owner of
+//! a [`ChainState`]; everything else here only reads the store, and works the same on a
+//! running node (through the API) and on a stopped node's data directory (`--offline`).
+//!
+//! ## Indexes
+//!
+//! Every entry gets, in the same atomic batch as the entry itself, one empty key per
+//! indexed field it has (`I`, kind, value, 0, seq — see `store.rs`):
+//!
+//! | kind | field     | written when                 |
+//! |------|-----------|------------------------------|
+//! | `p`  | peer      | the entry names a peer       |
+//! | `c`  | category  | it names a category          |
+//! | `g`  | agreement | it names an agreement        |
+//! | `a`  | action    | always                       |
+//! | `r`  | record    | it names a record            |
+//! | `o`  | outcome   | the outcome is not `ok`      |
+//!
+//! Time needs no index: the writer never lets an entry's time go backwards
+//! ([`ChainState::clock`]), so times are non-decreasing in sequence order and a time range
+//! is a sequence range, found by binary search over the entries. A query intersects the
+//! index lists of its equality filters (leapfrog: each list is sorted by sequence number,
+//! and a cursor seeks past what another excluded) within that range, then reads only the
+//! entries in the intersection; the entry itself is always checked against the whole
+//! filter, so an index can only make a query faster, never change its answer. The key
+//! `Maudit_index` records the sequence number through which the indexes are complete;
+//! a store written before the indexes existed is indexed when the writer opens it, and
+//! until then queries scan.
+//!
+//! ## Checkpoints
+//!
+//! Every `checkpoint_every` entries or `checkpoint_secs` seconds (whichever first, and only
+//! if something was appended since the last one) the writer signs a [`Checkpoint`] of the
+//! head — the sequence number and hash of the last entry — stores it under `K`, and
+//! appends a `checkpoint` entry carrying it, all in the same batch, and flushes: a
+//! checkpoint a peer may be shown is always durable, so a crash can never make an honest
+//! log disagree with a checkpoint it already signed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tamga_protocol::{Checkpoint, Digest};
+
+use crate::audit::{AuditEntry, AuditEvent, ExportedEntry, Filter, Outcome};
+use crate::store::{Store, StoreError, WriteBatch};
+
+/// Index kind: the peer.
+pub const KIND_PEER: u8 = b'p';
+/// Index kind: the category.
+pub const KIND_CATEGORY: u8 = b'c';
+/// Index kind: the agreement.
+pub const KIND_AGREEMENT: u8 = b'g';
+/// Index kind: the action.
+pub const KIND_ACTION: u8 = b'a';
+/// Index kind: the record.
+pub const KIND_RECORD: u8 = b'r';
+/// Index kind: the outcome (only `refused` and `failed` are indexed).
+pub const KIND_OUTCOME: u8 = b'o';
+
+/// Entries indexed per batch when indexing a store written before the indexes existed.
+pub const REBUILD_BATCH: usize = 10_000;
+/// How many keys a query cursor steps through before it seeks instead.
+pub const SEEK_STEPS: usize = 16;
+
+// ---------------------------------------------------------------------------------------
+// Write side
+// ---------------------------------------------------------------------------------------
+
+/// Add the index keys of one entry to a batch.
+pub fn index_entry(batch: &mut WriteBatch, e: &AuditEntry) {
+    if let Some(p) = e.peer {
+        batch.put_audit_index(KIND_PEER, &p.as_bytes(), e.seq);
+    }
+    if let Some(c) = &e.category {
+        batch.put_audit_index(KIND_CATEGORY, c.as_str().as_bytes(), e.seq);
+    }
+    if let Some(a) = &e.agreement {
+        batch.put_audit_index(KIND_AGREEMENT, a.as_str().as_bytes(), e.seq);
+    }
+    batch.put_audit_index(KIND_ACTION, e.action.as_str().as_bytes(), e.seq);
+    if let Some(r) = &e.record {
+        batch.put_audit_index(KIND_RECORD, &r.0, e.seq);
+    }
+    if e.outcome != Outcome::Ok {
+        batch.put_audit_index(KIND_OUTCOME, e.outcome.as_str().as_bytes(), e.seq);
+    }
+}
+
+/// Append the entry for `ev` after `head` to a batch — the entry, its hash, the new head,
+/// its index keys — and advance `head`. The one place an entry is built; the caller (the
+/// writer, or `tamga bench` on a scratch store) holds the head.
+pub fn append(
+    batch: &mut WriteBatch,
+    head: &mut (u64, Digest),
+    ev: AuditEvent,
+    time_ms: i64,
+    policy: Digest,
+) {
+    let seq = head.0 + 1;
+    let entry = AuditEntry::build(seq, time_ms, ev, policy, head.1);
+    let bytes = entry.to_bytes();
+    let hash = Digest::of(&bytes);
+    batch.put_audit(seq, &bytes, &hash);
+    index_entry(batch, &entry);
+    batch.set_audit_indexed(seq);
+    *head = (seq, hash);
+}
+
+/// The writer's audit state besides the head: its clock and its checkpoint schedule.
+#[derive(Debug, Clone)]
+pub struct ChainState {
+    /// The newest entry time written: entries' times never go backwards.
+    last_time_ms: i64,
+    /// Sign after this many entries.
+    every: u64,
+    /// …or after this many milliseconds.
+    period_ms: i64,
+    /// Sequence number of the last `checkpoint` entry (0: none yet).
+    last_cp_entry: u64,
+    /// When the last checkpoint was signed (ms).
+    last_cp_ms: i64,
+    /// Sign at the next group whatever the schedule says (set at shutdown).
+    pub force: bool,
+}
+
+/// Light view of an entry: its time only.
+#[derive(Deserialize)]
+struct TimeOf {
+    time_ms: i64,
+}
+
+fn unreadable(seq: u64, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { key: format!("audit entry {seq}"), why: format!("{why}; run `tamga audit verify`") }
+}
+
+fn time_of(store: &Store, seq: u64) -> Result<i64, StoreError> {
+    let (_, raw) = store.audit_entry(seq)?.ok_or_else(|| unreadable(seq, "missing"))?;
+    serde_json::from_slice::<TimeOf>(&raw).map(|t| t.time_ms).map_err(|e| unreadable(seq, e))
+}
+
+impl ChainState {
+    /// Read the state of a store whose head is `head`, indexing any entries the indexes
+    /// do not cover yet (a store written before they existed).
+    pub fn open(store: &Store, head: (u64, Digest)) -> Result<ChainState, StoreError> {
+        rebuild_indexes(store, head.0)?;
+        let last_time_ms = if head.0 > 0 { time_of(store, head.0).unwrap_or(0) } else { 0 };
+        let (last_cp_entry, last_cp_ms) = match store.latest_checkpoint()? {
+            Some(cp) => (cp.seq + 1, cp.time_ms),
+            None => (0, 0),
+        };
+        let d = tamga_config::AuditConfig::default();
+        Ok(ChainState {
+            last_time_ms,
+            every: d.checkpoint_every,
+            period_ms: (d.checkpoint_secs as i64).saturating_mul(1000),
+            last_cp_entry,
+            last_cp_ms,
+            force: false,
+        })
+    }
+
+    /// Take the checkpoint schedule from `node.toml`'s `[audit]`.
+    pub fn configure(&mut self, c: &tamga_config::AuditConfig) {
+        self.every = c.checkpoint_every.max(1);
+        self.period_ms = (c.checkpoint_secs.max(1) as i64).saturating_mul(1000);
+    }
+
+    /// The time to stamp on the entries of a group: the wall clock, but never earlier than
+    /// the newest entry already written (a clock stepped back does not reorder the log).
+    pub fn clock(&mut self, wall_ms: i64) -> i64 {
+        self.last_time_ms = self.last_time_ms.max(wall_ms);
+        self.last_time_ms
+    }
+
+    /// Whether a checkpoint of a log whose head is `head_seq` is due at `now`.
+    pub fn due(&self, head_seq: u64, now: i64) -> bool {
+        head_seq > self.last_cp_entry
+            && (self.force
+                || head_seq - self.last_cp_entry >= self.every
+                || now.saturating_sub(self.last_cp_ms) >= self.period_ms)
+    }
+
+    /// How long the writer may sleep before a checkpoint can fall due by time.
+    pub fn wait(&self, head_seq: u64, now: i64) -> Duration {
+        if head_seq <= self.last_cp_entry {
+            return Duration::from_millis(self.period_ms as u64);
+        }
+        let left = self.last_cp_ms.saturating_add(self.period_ms).saturating_sub(now);
+        Duration::from_millis(left.clamp(1, self.period_ms) as u64)
+    }
+
+    /// Sign a checkpoint of `head` and append its entry, if one is due. Returns the
+    /// sequence number of the checkpoint entry; call [`ChainState::signed`] with it once
+    /// the batch is committed.
+    pub fn checkpoint_if_due(
+        &self,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+        me: tamga_protocol::MemberCode,
+        key: &tamga_protocol::SigningKey,
+        policy: Digest,
+    ) -> Option<u64> {
+        if !self.due(head.0, now) {
+            return None;
+        }
+        let cp = Checkpoint::sign(me, head.0, head.1, now, key);
+        if let Err(e) = batch.put_checkpoint(&cp) {
+            tracing::error!(error = %e, "checkpoint not stored");
+            return None;
+        }
+        let ev = AuditEvent::new(crate::audit::Action::Checkpoint, Outcome::Ok)
+            .reason(format!("signed checkpoint of entry {} ({})", cp.seq, cp.head))
+            .checkpoint(cp);
+        append(batch, head, ev, now, policy);
+        Some(head.0)
+    }
+
+    /// A checkpoint entry was committed at `entry_seq`.
+    pub fn signed(&mut self, entry_seq: u64, now: i64) {
+        self.last_cp_entry = entry_seq;
+        self.last_cp_ms = now;
+        self.force = false;
+    }
+}
+
+/// Index the entries after the indexes' high-water mark, up to `head_seq`. Returns how
+/// many were indexed. Unreadable entries are skipped (`audit verify` reports them).
+pub fn rebuild_indexes(store: &Store, head_seq: u64) -> Result<u64, StoreError> {
+    let from = store.audit_indexed()? + 1;
+    if from > head_seq {
+        return Ok(0);
+    }
+    tracing::info!(from, to = head_seq, "indexing the audit log");
+    let mut batch = WriteBatch::default();
+    let (mut n, mut in_batch) = (0u64, 0usize);
+    for item in store.audit_entries(from, head_seq) {
+        let (seq, _, raw) = item?;
+        match serde_json::from_slice::<AuditEntry>(&raw) {
+            Ok(e) if e.seq == seq => index_entry(&mut batch, &e),
+            _ => tracing::warn!(seq, "audit entry unreadable; not indexed"),
+        }
+        batch.set_audit_indexed(seq);
+        n += 1;
+        in_batch += 1;
+        if in_batch >= REBUILD_BATCH {
+            store.commit(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    batch.set_audit_indexed(head_seq);
+    store.commit(batch)?;
+    store.flush_blocking()?;
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------------------
+// Read side
+// ---------------------------------------------------------------------------------------
+
+/// The first sequence number in `1..=head+1` whose entry's time is at or after `t`.
+fn first_at_or_after(store: &Store, t: i64, head: u64) -> Result<u64, StoreError> {
+    let (mut lo, mut hi) = (1u64, head + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if time_of(store, mid)? < t {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// The sequence numbers `lo..=hi` of the entries in a time range (empty when lo > hi).
+pub fn seq_range(
+    store: &Store,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+) -> Result<(u64, u64), StoreError> {
+    let head = store.audit_head()?.map_or(0, |h| h.0);
+    let lo = match since_ms {
+        Some(t) => first_at_or_after(store, t, head)?,
+        None => 1,
+    };
+    let hi = match until_ms {
+        Some(t) => first_at_or_after(store, t.saturating_add(1), head)? - 1,
+        None => head,
+    };
+    Ok((lo, hi))
+}
+
+/// One index list, read in sequence order, that can skip ahead.
+struct Cursor<'a> {
+    store: &'a Store,
+    kind: u8,
+    value: Vec<u8>,
+    hi: u64,
+    it: Box<dyn Iterator<Item = Result<u64, StoreError>> + 'a>,
+    /// The last sequence number read; None before the first read or when exhausted.
+    at: Option<u64>,
+    exhausted: bool,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(store: &'a Store, kind: u8, value: Vec<u8>, lo: u64, hi: u64) -> Cursor<'a> {
+        let it = Box::new(store.audit_index(kind, &value, lo, hi));
+        Cursor { store, kind, value, hi, it, at: None, exhausted: false }
+    }
+
+    fn read(&mut self) -> Result<Option<u64>, StoreError> {
+        match self.it.next() {
+            Some(r) => {
+                let s = r?;
+                self.at = Some(s);
+                Ok(Some(s))
+            }
+            None => {
+                self.exhausted = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The first sequence number at or after `target` in this list.
+    fn seek(&mut self, target: u64) -> Result<Option<u64>, StoreError> {
+        if self.exhausted {
+            return Ok(None);
+        }
+        if let Some(a) = self.at {
+            if a >= target {
+                return Ok(Some(a));
+            }
+        }
+        for _ in 0..SEEK_STEPS {
+            match self.read()? {
+                Some(s) if s >= target => return Ok(Some(s)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        if target > self.hi {
+            self.exhausted = true;
+            return Ok(None);
+        }
+        self.it = Box::new(self.store.audit_index(self.kind, &self.value, target, self.hi));
+        self.read()
+    }
+}
+
+fn cursors_for<'a>(store: &'a Store, f: &Filter, lo: u64, hi: u64) -> Vec<Cursor<'a>> {
+    let mut keys: Vec<(u8, Vec<u8>)> = Vec::new();
+    if let Some(r) = &f.record {
+        keys.push((KIND_RECORD, r.0.to_vec()));
+    }
+    if let Some(p) = f.peer {
+        keys.push((KIND_PEER, p.as_bytes().to_vec()));
+    }
+    if let Some(a) = &f.agreement {
+        keys.push((KIND_AGREEMENT, a.as_str().as_bytes().to_vec()));
+    }
+    if let Some(c) = &f.category {
+        keys.push((KIND_CATEGORY, c.as_str().as_bytes().to_vec()));
+    }
+    if let Some(a) = f.action {
+        keys.push((KIND_ACTION, a.as_str().as_bytes().to_vec()));
+    }
+    if let Some(o) = f.outcome.filter(|o| *o != Outcome::Ok) {
+        keys.push((KIND_OUTCOME, o.as_str().as_bytes().to_vec()));
+    }
+    keys.into_iter().map(|(k, v)| Cursor::new(store, k, v, lo, hi)).collect()
+}
+
+/// How a query was answered (for `tamga bench` and tests: an index, or a scan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QueryStats {
+    /// Index lists intersected (0: the range was scanned).
+    pub indexes: usize,
+    /// Entries read and checked against the filter.
+    pub entries_read: u64,
+}
+
+/// Call `visit` with every entry matching the filter, in log order, until it returns false.
+pub fn for_each_match(
+    store: &Store,
+    f: &Filter,
+    mut visit: impl FnMut(Digest, AuditEntry) -> bool,
+) -> Result<QueryStats, StoreError> {
+    let (lo, hi) = seq_range(store, f.since_ms, f.until_ms)?;
+    let mut stats = QueryStats { indexes: 0, entries_read: 0 };
+    if lo > hi {
+        return Ok(stats);
+    }
+    let mut check =
+        |seq: u64, hash: Digest, raw: &[u8], stats: &mut QueryStats| -> Result<bool, StoreError> {
+            stats.entries_read += 1;
+            let e: AuditEntry = serde_json::from_slice(raw).map_err(|e| unreadable(seq, e))?;
+            Ok(!f.matches(&e) || visit(hash, e))
+        };
+    let mut cursors = if store.audit_indexed()? >= hi { cursors_for(store, f, lo, hi) } else { Vec::new() };
+    stats.indexes = cursors.len();
+    if cursors.is_empty() {
+        for item in store.audit_entries(lo, hi) {
+            let (seq, hash, raw) = item?;
+            if !check(seq, hash, &raw, &mut stats)? {
+                break;
+            }
+        }
+        return Ok(stats);
+    }
+    // Leapfrog intersection of the sorted index lists.
+    let mut target = lo;
+    'outer: while target <= hi {
+        let mut max = target;
+        let mut agreed = true;
+        for c in cursors.iter_mut() {
+            match c.seek(max)? {
+                None => break 'outer,
+                Some(s) if s > max => {
+                    max = s;
+                    agreed = false;
+                }
+                Some(_) => {}
+            }
+        }
+        if max > hi {
+            break;
+        }
+        if agreed {
+            let (hash, raw) = store.audit_entry(max)?.ok_or_else(|| unreadable(max, "missing"))?;
+            if !check(max, hash, &raw, &mut stats)? {
+                break;
+            }
+            target = max + 1;
+        } else {
+            target = max;
+        }
+    }
+    Ok(stats)
+}
+
+/// Entries matching a filter, in log order, each with its stored hash (at most `f.limit`).
+pub fn query(store: &Store, f: &Filter) -> Result<Vec<ExportedEntry>, StoreError> {
+    let mut out = Vec::new();
+    for_each_match(store, f, |hash, entry| {
+        out.push(ExportedEntry { hash, entry });
+        out.len() < f.limit
+    })?;
+    Ok(out)
+}
+
+/// Every entry about one record, in log order: its whole life on this node.
+pub fn trace(store: &Store, record: tamga_protocol::RecordId) -> Result<Vec<ExportedEntry>, StoreError> {
+    let f = Filter { record: Some(record), limit: usize::MAX, ..Filter::default() };
+    query(store, &f)
+}
+
+/// What counts are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// The peer (`-` for none).
+    Peer,
+    /// The category.
+    Category,
+    /// The action.
+    Action,
+    /// The agreement.
+    Agreement,
+    /// The UTC day, `YYYY-MM-DD`.
+    Day,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("cannot group by {s:?}: use peer, category, action, agreement or day"))
+    }
+}
+
+/// One group of a count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// The value grouped on (`-` when the entries have none).
+    pub key: String,
+    /// How many entries.
+    pub count: u64,
+}
+
+/// Counts of matching entries, in total and per group (groups sorted by key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Every matching entry.
+    pub total: u64,
+    /// What they were grouped by, if anything.
+    pub by: Option<GroupBy>,
+    /// The groups.
+    pub groups: Vec<Group>,
+}
+
+fn group_key(e: &AuditEntry, by: GroupBy) -> String {
+    let dash = || "-".to_owned();
+    match by {
+        GroupBy::Peer => e.peer.map_or_else(dash, |p| p.to_string()),
+        GroupBy::Category => e.category.as_ref().map_or_else(dash, |c| c.to_string()),
+        GroupBy::Action => e.action.as_str().to_owned(),
+        GroupBy::Agreement => e.agreement.as_ref().map_or_else(dash, |a| a.to_string()),
+        GroupBy::Day => e.time.get(..10).map_or_else(dash, str::to_owned),
+    }
+}
+
+/// Count the entries matching a filter (its limit is ignored), grouped by `by`.
+pub fn count(store: &Store, f: &Filter, by: Option<GroupBy>) -> Result<Counts, StoreError> {
+    let mut total = 0u64;
+    let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    for_each_match(store, f, |_, e| {
+        total += 1;
+        if let Some(by) = by {
+            *groups.entry(group_key(&e, by)).or_default() += 1;
+        }
+        true
+    })?;
+    Ok(Counts { total, by, groups: groups.into_iter().map(|(key, count)| Group { key, count }).collect() })
+}
+
+// ---------------------------------------------------------------------------------------
+// Export
+// ---------------------------------------------------------------------------------------
+
+/// One entry exactly as stored: its sequence number, its hash and the hashed bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawEntry {
+    /// Its sequence number.
+    pub seq: u64,
+    /// SHA-256 of `entry`.
+    pub hash: Digest,
+    /// The stored JSON bytes, verbatim (JSON text is UTF-8, so this loses nothing).
+    pub entry: String,
+}
+
+/// Entries `from..=to` as stored, at most `limit`.
+pub fn export_page(store: &Store, from: u64, to: u64, limit: usize) -> Result<Vec<RawEntry>, StoreError> {
+    let mut out = Vec::new();
+    for item in store.audit_entries(from, to).take(limit) {
+        let (seq, hash, raw) = item?;
+        let entry = String::from_utf8(raw).map_err(|e| unreadable(seq, e))?;
+        out.push(RawEntry { seq, hash, entry });
+    }
+    Ok(out)
+}
+
+/// The export's JSON-lines form of one entry: `{"hash":"<64 hex>","entry":<stored bytes>}`.
+/// The stored bytes start at byte 83 of the line and end before its closing `}`.
+pub fn jsonl_line(e: &RawEntry) -> String {
+    format!("{{\"hash\":\"{}\",\"entry\":{}}}", e.hash, e.entry)
+}
+
+/// The export's CSV header.
+pub const CSV_HEADER: &str =
+    "seq,hash,time,action,peer,record,category,agreement,policy,outcome,reason,entry";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The export's CSV form of one entry: readable columns, then the stored bytes (the last
+/// column, CSV-quoted) from which the hash can be recomputed.
+pub fn csv_line(e: &RawEntry) -> String {
+    let parsed: Option<AuditEntry> = serde_json::from_str(&e.entry).ok();
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let cols: Vec<String> = match &parsed {
+        Some(x) => vec![
+            x.time.clone(),
+            x.action.as_str().to_owned(),
+            opt(x.peer.map(|p| p.to_string())),
+            opt(x.record.map(|r| r.to_hex())),
+            opt(x.category.as_ref().map(|c| c.to_string())),
+            opt(x.agreement.as_ref().map(|a| a.to_string())),
+            x.policy.to_hex(),
+            x.outcome.as_str().to_owned(),
+            opt(x.reason.clone()),
+        ],
+        None => vec![String::new(); 9],
+    };
+    let mut line = format!("{},{}", e.seq, e.hash);
+    for c in cols {
+        line.push(',');
+        line.push_str(&csv_field(&c));
+    }
+    line.push(',');
+    line.push_str(&csv_field(&e.entry));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
+    use rand::{Rng, SeedableRng};
+    use tamga_protocol::{AgreementId, CategoryId, MemberCode, RecordId};
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    struct Log {
+        _dir: tempfile::TempDir,
+        store: Store,
+        entries: Vec<AuditEntry>,
+    }
+
+    fn members() -> Vec<MemberCode> {
+        ["KZ", "CN", "UZ", "KG"].iter().map(|m| m.parse().expect("valid")).collect()
+    }
+    fn categories() -> Vec<CategoryId> {
+        ["rms.method", "ipr.infringement", "energy.transfer"]
+            .iter()
+            .map(|m| m.parse().expect("valid"))
+            .collect()
+    }
+    fn agreements() -> Vec<AgreementId> {
+        ["sco-ipr-2012", "sco-rms-2013"].iter().map(|m| m.parse().expect("valid")).collect()
+    }
+    const ACTIONS: [Action; 6] = [
+        Action::Ingested,
+        Action::Sent,
+        Action::Delivered,
+        Action::Received,
+        Action::Rejected,
+        Action::Withheld,
+    ];
+    const OUTCOMES: [Outcome; 3] = [Outcome::Ok, Outcome::Refused, Outcome::Failed];
+
+    /// A log of random entries spread over six days, written in batches of random sizes
+    /// (one larger than a posting key holds) through [`append`].
+    fn log(n: usize, seed: u64) -> Log {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let records: Vec<RecordId> =
+            (0..40u32).map(|i| tamga_protocol::Digest::of(&i.to_be_bytes())).collect();
+        let mut head = (0u64, GENESIS);
+        let mut i = 0usize;
+        let mut big_done = false;
+        while i < n {
+            let size = if !big_done && i > n / 2 {
+                big_done = true;
+                crate::store::MAX_POSTINGS_PER_KEY + 100
+            } else {
+                rng.gen_range(1..300)
+            };
+            let mut batch = WriteBatch::default();
+            for _ in 0..size.min(n - i) {
+                let mut ev = AuditEvent::new(ACTIONS[rng.gen_range(0..6)], OUTCOMES[rng.gen_range(0..3)]);
+                if rng.gen_bool(0.7) {
+                    ev = ev.peer(members()[rng.gen_range(0..4)]);
+                }
+                if rng.gen_bool(0.8) {
+                    ev = ev.record(records[rng.gen_range(0..40)], categories()[rng.gen_range(0..3)].clone());
+                }
+                if rng.gen_bool(0.6) {
+                    ev = ev.agreement(agreements()[rng.gen_range(0..2)].clone());
+                }
+                let time = T0 + (i as i64) * 6 * DAY / n as i64;
+                append(&mut batch, &mut head, ev, time, tamga_protocol::Digest([1; 32]));
+                i += 1;
+            }
+            store.commit(batch).expect("commits");
+        }
+        let entries = store
+            .audit_entries(1, u64::MAX)
+            .map(|r| serde_json::from_slice(&r.expect("reads").2).expect("parses"))
+            .collect();
+        Log { _dir: dir, store, entries }
+    }
+
+    fn seqs(store: &Store, f: &Filter) -> (Vec<u64>, QueryStats) {
+        let mut out = Vec::new();
+        let stats = for_each_match(store, f, |_, e| {
+            out.push(e.seq);
+            true
+        })
+        .expect("queries");
+        (out, stats)
+    }
+
+    fn expect(entries: &[AuditEntry], keep: impl Fn(&AuditEntry) -> bool) -> Vec<u64> {
+        entries.iter().filter(|e| keep(e)).map(|e| e.seq).collect()
+    }
+
+    fn all() -> Filter {
+        Filter { limit: usize::MAX, ..Filter::default() }
+    }
+
+    #[test]
+    fn each_filter_returns_exactly_the_expected_entries_through_an_index() {
+        let l = log(9000, 1);
+        let e = &l.entries;
+        for p in members() {
+            let (got, stats) = seqs(&l.store, &Filter { peer: Some(p), ..all() });
+            assert_eq!(got, expect(e, |x| x.peer == Some(p)), "peer {p}");
+            assert_eq!(
+                (stats.indexes, stats.entries_read),
+                (1, got.len() as u64),
+                "peer {p}: read only matches"
+            );
+        }
+        for c in categories() {
+            let (got, _) = seqs(&l.store, &Filter { category: Some(c.clone()), ..all() });
+            assert_eq!(got, expect(e, |x| x.category.as_ref() == Some(&c)), "category {c}");
+        }
+        for a in agreements() {
+            let (got, _) = seqs(&l.store, &Filter { agreement: Some(a.clone()), ..all() });
+            assert_eq!(got, expect(e, |x| x.agreement.as_ref() == Some(&a)), "agreement {a}");
+        }
+        for a in ACTIONS {
+            let (got, _) = seqs(&l.store, &Filter { action: Some(a), ..all() });
+            assert_eq!(got, expect(e, |x| x.action == a), "action {a:?}");
+        }
+        for o in OUTCOMES {
+            let (got, stats) = seqs(&l.store, &Filter { outcome: Some(o), ..all() });
+            assert_eq!(got, expect(e, |x| x.outcome == o), "outcome {o:?}");
+            assert_eq!(stats.indexes, usize::from(o != Outcome::Ok), "ok is not indexed, the others are");
+        }
+        for i in [0u32, 7, 39] {
+            let r = tamga_protocol::Digest::of(&i.to_be_bytes());
+            let (got, _) = seqs(&l.store, &Filter { record: Some(r), ..all() });
+            assert_eq!(got, expect(e, |x| x.record == Some(r)), "record {i}");
+            assert_eq!(trace(&l.store, r).expect("traces").len(), got.len());
+        }
+        // Time bounds are inclusive, at an entry's exact time and between entries.
+        let t = e[3000].time_ms;
+        for (since, until) in
+            [(Some(t), None), (None, Some(t)), (Some(t + 1), Some(t + DAY)), (Some(t), Some(t))]
+        {
+            let (got, stats) = seqs(&l.store, &Filter { since_ms: since, until_ms: until, ..all() });
+            let want =
+                expect(e, |x| since.is_none_or(|s| x.time_ms >= s) && until.is_none_or(|u| x.time_ms <= u));
+            assert_eq!(got, want, "since {since:?} until {until:?}");
+            assert_eq!(stats.entries_read, want.len() as u64, "a time range reads only its entries");
+        }
+        let (got, _) = seqs(&l.store, &Filter { since_ms: Some(T0 + 7 * DAY), ..all() });
+        assert!(got.is_empty(), "after the last entry");
+        let (got, _) = seqs(&l.store, &Filter { until_ms: Some(T0 - 1), ..all() });
+        assert!(got.is_empty(), "before the first entry");
+    }
+
+    #[test]
+    fn combined_filters_intersect_the_indexes() {
+        let l = log(6000, 2);
+        let e = &l.entries;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..200 {
+            let mut f = all();
+            if rng.gen_bool(0.5) {
+                f.peer = Some(members()[rng.gen_range(0..4)]);
+            }
+            if rng.gen_bool(0.4) {
+                f.category = Some(categories()[rng.gen_range(0..3)].clone());
+            }
+            if rng.gen_bool(0.4) {
+                f.agreement = Some(agreements()[rng.gen_range(0..2)].clone());
+            }
+            if rng.gen_bool(0.5) {
+                f.action = Some(ACTIONS[rng.gen_range(0..6)]);
+            }
+            if rng.gen_bool(0.3) {
+                f.outcome = Some(OUTCOMES[rng.gen_range(0..3)]);
+            }
+            if rng.gen_bool(0.2) {
+                f.record = Some(tamga_protocol::Digest::of(&rng.gen_range(0u32..40).to_be_bytes()));
+            }
+            if rng.gen_bool(0.5) {
+                let day = rng.gen_range(0..6);
+                f.since_ms = Some(T0 + day * DAY);
+                f.until_ms = Some(T0 + (day + 1) * DAY - 1);
+            }
+            let (got, _) = seqs(&l.store, &f);
+            assert_eq!(got, expect(e, |x| f.matches(x)), "{f:?}");
+            // A limit keeps the first matches, in log order.
+            let limited = query(&l.store, &Filter { limit: 3, ..f.clone() }).expect("queries");
+            assert_eq!(
+                limited.iter().map(|x| x.entry.seq).collect::<Vec<_>>(),
+                got.iter().take(3).copied().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn counts_by_each_grouping_are_right() {
+        let l = log(3000, 4);
+        let e = &l.entries;
+        let f = Filter { action: Some(Action::Sent), ..all() };
+        for by in [GroupBy::Peer, GroupBy::Category, GroupBy::Action, GroupBy::Agreement, GroupBy::Day] {
+            let c = count(&l.store, &f, Some(by)).expect("counts");
+            let mut want: BTreeMap<String, u64> = BTreeMap::new();
+            for x in e.iter().filter(|x| x.action == Action::Sent) {
+                let key = match by {
+                    GroupBy::Peer => x.peer.map_or("-".into(), |p| p.to_string()),
+                    GroupBy::Category => x.category.as_ref().map_or("-".into(), |c| c.to_string()),
+                    GroupBy::Action => x.action.as_str().to_owned(),
+                    GroupBy::Agreement => x.agreement.as_ref().map_or("-".into(), |a| a.to_string()),
+                    GroupBy::Day => crate::audit::rfc3339(x.time_ms)[..10].to_owned(),
+                };
+                *want.entry(key).or_default() += 1;
+            }
+            let got: BTreeMap<String, u64> = c.groups.iter().map(|g| (g.key.clone(), g.count)).collect();
+            assert_eq!(got, want, "by {by:?}");
+            assert_eq!(c.total, want.values().sum::<u64>());
+        }
+        assert_eq!(GroupBy::Day, "day".parse().expect("parses"));
+        assert_eq!(count(&l.store, &all(), Some(GroupBy::Day)).expect("counts").groups.len(), 6, "six days");
+        assert_eq!(count(&l.store, &all(), None).expect("counts").total, 3000);
+    }
+
+    #[test]
+    fn a_log_written_without_indexes_is_scanned_then_indexed() {
+        // Entries as a build before the indexes wrote them: the entry and the head only.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let mut prev = GENESIS;
+        let mut batch = WriteBatch::default();
+        for seq in 1..=500u64 {
+            let peer = members()[(seq % 4) as usize];
+            let ev = AuditEvent::new(Action::Sent, Outcome::Ok).peer(peer);
+            let e = AuditEntry::build(seq, T0 + seq as i64, ev, GENESIS, prev);
+            let bytes = e.to_bytes();
+            prev = tamga_protocol::Digest::of(&bytes);
+            batch.put_audit(seq, &bytes, &prev);
+        }
+        store.commit(batch).expect("commits");
+        let p = members()[1];
+        let want: Vec<u64> = (1..=500).filter(|s| s % 4 == 1).collect();
+        let (got, stats) = seqs(&store, &Filter { peer: Some(p), ..all() });
+        assert_eq!(stats.indexes, 0, "incomplete indexes are not trusted");
+        assert_eq!(got, want);
+        // Opening the writer's state indexes what is missing.
+        ChainState::open(&store, (500, prev)).expect("opens");
+        assert_eq!(store.audit_indexed().expect("reads"), 500);
+        let (again, stats) = seqs(&store, &Filter { peer: Some(p), since_ms: Some(T0 + 200), ..all() });
+        assert_eq!(stats.indexes, 1);
+        assert_eq!(again, want.into_iter().filter(|s| *s >= 200).collect::<Vec<_>>());
+        assert_eq!(rebuild_indexes(&store, 500).expect("nothing left"), 0);
+    }
+
+    #[test]
+    fn export_lines_carry_the_exact_hashed_bytes() {
+        let l = log(50, 6);
+        let page = export_page(&l.store, 10, 20, 5).expect("exports");
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+        for e in &page {
+            let line = jsonl_line(e);
+            let raw = &line[83..line.len() - 1];
+            assert_eq!(tamga_protocol::Digest::of(raw.as_bytes()), e.hash);
+            let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            assert_eq!(v["entry"]["seq"], e.seq);
+            let csv = csv_line(e);
+            assert!(csv.starts_with(&format!("{},{},", e.seq, e.hash)), "{csv}");
+            assert!(csv.ends_with(&format!("\"{}\"", e.entry.replace('"', "\"\""))), "{csv}");
+        }
+    }
+
+    #[test]
+    fn the_clock_never_goes_back_and_checkpoints_fall_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let mut st = ChainState::open(&store, (0, GENESIS)).expect("opens");
+        st.configure(&tamga_config::AuditConfig { checkpoint_every: 10, checkpoint_secs: 60 });
+        assert_eq!(st.clock(1_000), 1_000);
+        assert_eq!(st.clock(500), 1_000, "a clock stepped back does not reorder the log");
+        assert!(!st.due(0, 1_000), "nothing to sign");
+        st.signed(1, 1_000);
+        assert!(!st.due(5, 2_000));
+        assert!(st.due(11, 2_000), "ten entries since");
+        assert!(st.due(2, 61_000), "sixty seconds since");
+        assert_eq!(st.wait(2, 31_000), Duration::from_secs(30));
+        assert_eq!(st.wait(1, 31_000), Duration::from_secs(60), "nothing new: a full period");
+        st.force = true;
+        assert!(st.due(2, 2_000));
+    }
+}
