@@ -162,7 +162,10 @@ fn operator_and_auditor_commands() {
 /// `tamga bench` at a tiny size: every figure present and positive (shape, not speed).
 #[test]
 fn bench_smoke() {
-    let out = tamga().args(["bench", "--records", "1000", "--json"]).output().expect("runs");
+    let out = tamga()
+        .args(["bench", "--records", "1000", "--audit-entries", "20000", "--json"])
+        .output()
+        .expect("runs");
     let text = ok(&out);
     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     let figures = v["figures"].as_array().expect("figures");
@@ -179,4 +182,9 @@ fn bench_smoke() {
         assert!(f["value"].as_f64().is_some_and(|x| x > 0.0), "{name}: {f}");
         assert!(f["unit"].as_str().is_some_and(|u| !u.is_empty()));
     }
+    // The audit section: the append rate, a peer+day query, a trace, a count, verify.
+    let audit: Vec<&serde_json::Value> =
+        figures.iter().filter(|f| f["name"].as_str().is_some_and(|n| n.starts_with("audit: "))).collect();
+    assert_eq!(audit.len(), 6, "{text}");
+    assert!(audit.iter().all(|f| f["value"].as_f64().is_some_and(|x| x > 0.0)), "{text}");
 }
