@@ -187,4 +187,30 @@ async fn sigkill_after_acknowledgement_loses_nothing() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The audit log lost nothing the record path acknowledged: every acknowledged record
+    // has its `ingested` entry (written in the same atomic batch as the record).
+    let out = tamga()
+        .args([
+            "audit",
+            "query",
+            "--offline",
+            "--action",
+            "ingested",
+            "--json",
+            "--limit",
+            "100000",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("query runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let audited: std::collections::HashSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["entry"]["record"].as_str().map(String::from))
+        .collect();
+    let unaudited = acked.iter().filter(|id| !audited.contains(id.as_str())).count();
+    assert_eq!(unaudited, 0, "{unaudited} of {} acknowledged records have no ingested entry", acked.len());
 }
