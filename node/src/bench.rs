@@ -127,6 +127,7 @@ fn micro(report: &mut Report) {
     let salt_key = SaltKey::from_bytes([3; 32]);
     let salted = SaltedRecord::new(sample_record(1), &salt_key);
     let envelope = Envelope {
+        kind: tamga_protocol::EntryKind::Share,
         agreement: "sco-rms-2013".parse().expect("a valid agreement"),
         audience: ["CN", "KG", "KZ", "TJ", "UZ"].iter().map(|c| c.parse().expect("valid")).collect(),
         seq: 1,
