@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Generate a six-member federation for deploy/compose.yaml: one fresh identity per
+# member (no demo keys), the roster listing them, and each node's settings.
+#
+#   deploy/gen-federation.sh [--tamga BIN] [--image TAG] [--subnet A.B.C] [--api-port N]
+#                            [--anti-entropy-secs N] [--dial-backoff-max-secs N] OUT
+#
+#   --tamga BIN      the tamga binary that runs `tamga init` and `tamga policy check`
+#                    (default: `tamga` on PATH)
+#   --image TAG      the image compose runs (default tamga:latest)
+#   --subnet A.B.C   the /24 of the private federation network (default 172.28.71):
+#                    CN .11, KG .12, KZ .13, RU .14, TJ .15, UZ .16
+#   --api-port N     host port of CN's API on 127.0.0.1; KG N+1, … UZ N+5 (default 17181)
+#   --anti-entropy-secs, --dial-backoff-max-secs
+#                    written to each node.toml (defaults 2 and 5: one host, six nodes;
+#                    a federation across countries wants the node defaults, 60 and 300)
+#
+# OUT must not exist. It gets:
+#
+#   OUT/compose.env               the settings compose reads (--env-file OUT/compose.env)
+#   OUT/federation/roster.toml    the members, their new PeerIds, /ip4/<subnet>.1N/tcp/7100
+#   OUT/federation/catalog.toml   } copied from deploy/example: every party holds the
+#   OUT/federation/agreements/    } same bytes
+#   OUT/XX/node.toml              relative paths, valid on the host and in the container
+#   OUT/XX/identity.key           } from `tamga init`, mode 0600, owned by uid 10001
+#   OUT/XX/tokens.json            } (the node's user in the image)
+#   OUT/XX/policy.toml            deploy/example/policies/XX.toml
+#
+# for XX in CN KG KZ RU TJ UZ, and OUT/XS for the SCO Secretariat: the agreements
+# name it (an observer party to the RMS memorandum), so the roster must list it; it
+# gets an identity but no address and no service (nobody dials it).
+#
+# In the container, OUT/federation is mounted read-only at /etc/tamga/federation,
+# OUT/XX read-only at /etc/tamga/node, and the node's named volume at /var/lib/tamga
+# (its data_dir, the one absolute path in node.toml).
+#
+# Run as root: the key files must belong to uid 10001 and stay mode 0600 (the node
+# refuses group- or other-readable secrets), and only root can give them away.
+set -euo pipefail
+
+MEMBERS=(CN KG KZ RU TJ UZ)  # the services compose runs, in address order
+NODE_UID=10001               # the node's uid/gid in the image (deploy/Dockerfile)
+
+usage() {
+  sed -n '5,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+tamga=tamga
+image=tamga:latest
+subnet=172.28.71
+api_port=17181
+anti_entropy=2
+backoff_max=5
+out=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --tamga) tamga=${2:?}; shift 2 ;;
+    --image) image=${2:?}; shift 2 ;;
+    --subnet) subnet=${2:?}; shift 2 ;;
+    --api-port) api_port=${2:?}; shift 2 ;;
+    --anti-entropy-secs) anti_entropy=${2:?}; shift 2 ;;
+    --dial-backoff-max-secs) backoff_max=${2:?}; shift 2 ;;
+    -h | --help) usage ;;
+    -*) echo "error: unknown option $1" >&2; usage ;;
+    *) [ -z "$out" ] || usage; out=$1; shift ;;
+  esac
+done
+[ -n "$out" ] || usage
+
+die() { echo "error: $*" >&2; exit 1; }
+[[ $subnet =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "--subnet wants the first three octets of a /24, like 172.28.71"
+if ! [[ $api_port =~ ^[0-9]+$ ]] || [ "$api_port" -lt 1024 ] || [ "$api_port" -gt 65530 ]; then
+  die "--api-port wants a port in 1024..65530"
+fi
+[ "$(id -u)" -eq 0 ] || die "run as root (sudo): the key files are handed to uid $NODE_UID, the node's user in the image"
+command -v "$tamga" >/dev/null || die "$tamga not found (give --tamga target/release/tamga, or put tamga on PATH)"
+command -v python3 >/dev/null || die "python3 is needed to read init's JSON and the example roster"
+[ ! -e "$out" ] || die "$out already exists; refusing to overwrite a federation (its identities would be lost)"
+
+here=$(cd "$(dirname "$0")" && pwd)
+example=$here/example
+tamga=$(command -v "$tamga")
+
+mkdir -p "$out/federation"
+out=$(cd "$out" && pwd)
+fed=$out/federation
+cp "$example/catalog.toml" "$fed/catalog.toml"
+cp -r "$example/agreements" "$fed/agreements"
+
+# Identities: `tamga init` creates identity.key and tokens.json (mode 0600) and prints
+# the PeerId. Its node.toml names the host's paths; it is rewritten below for the container.
+declare -A peer
+for m in "${MEMBERS[@]}" XS; do
+  json=$("$tamga" init --member "$m" --data-dir "$out/$m" \
+    --listen /ip4/0.0.0.0/tcp/7100 --api 0.0.0.0:7180 --federation "$fed" --json)
+  peer[$m]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["peer_id"])' "$json")
+  cp "$example/policies/$m.toml" "$out/$m/policy.toml"
+done
+
+# The roster: names and roles from the example roster, the new PeerIds, and one fixed
+# address per running member on the private network. (Fixed IPs rather than
+# /dns4/<service>: the node's libp2p transport has no DNS resolver.)
+{
+  echo "# The federation of deploy/compose.yaml, generated by deploy/gen-federation.sh."
+  echo "# Only the PeerIds listed here may connect to a node (invariant 5)."
+  echo "# XS (the SCO Secretariat) is a party to the RMS memorandum but runs no node here:"
+  echo "# it has no address, so nobody dials it."
+  for m in "${MEMBERS[@]}" XS; do
+    addr=
+    for i in "${!MEMBERS[@]}"; do
+      if [ "${MEMBERS[$i]}" = "$m" ]; then addr="/ip4/$subnet.$((11 + i))/tcp/7100"; fi
+    done
+    python3 - "$example/roster.toml" "$m" "${peer[$m]}" "$addr" <<'EOF'
+import json, sys, tomllib
+roster, code, peer, addr = sys.argv[1:]
+with open(roster, "rb") as f:
+    member = next(m for m in tomllib.load(f)["member"] if m["code"] == code)
+print()
+print("[[member]]")
+print(f"code = {json.dumps(code)}")
+print(f"name = {json.dumps(member['name'])}")
+print(f"role = {json.dumps(member.get('role', 'member'))}")
+print(f"peer_ids = [{json.dumps(peer)}]")
+print(f"addrs = [{json.dumps(addr)}]" if addr else "addrs = []")
+EOF
+  done
+} >"$fed/roster.toml"
+
+# node.toml, with every path as the container sees it (relative to /etc/tamga/node).
+for m in "${MEMBERS[@]}" XS; do
+  rm "$out/$m/node.toml"
+  cat >"$out/$m/node.toml" <<EOF
+# tamga node settings for $m, generated by deploy/gen-federation.sh for deploy/compose.yaml.
+# Paths are relative to this file's directory, /etc/tamga/node in the container.
+member = "$m"
+data_dir = "/var/lib/tamga"
+identity = "identity.key"
+tokens = "tokens.json"
+roster = "../federation/roster.toml"
+catalog = "../federation/catalog.toml"
+agreements = "../federation/agreements"
+policy = "policy.toml"
+
+[network]
+listen = ["/ip4/0.0.0.0/tcp/7100"]
+# Tuned for six nodes on one host: quick repair after a partition or a restart.
+anti_entropy_secs = $anti_entropy
+dial_backoff_max_secs = $backoff_max
+
+[api]
+# Inside the container; compose publishes it on 127.0.0.1 only.
+listen = "0.0.0.0:7180"
+EOF
+done
+
+# Every node's files load and agree with each other (offline; data_dir is not read).
+for m in "${MEMBERS[@]}"; do
+  "$tamga" policy check --config "$out/$m/node.toml" >/dev/null ||
+    die "tamga policy check --config $out/$m/node.toml failed (run it to see why)"
+done
+
+cat >"$out/compose.env" <<EOF
+# Settings of deploy/compose.yaml for this federation (deploy/gen-federation.sh).
+TAMGA_FEDERATION=$out
+TAMGA_IMAGE=$image
+TAMGA_SUBNET=$subnet
+EOF
+for i in "${!MEMBERS[@]}"; do
+  echo "TAMGA_API_PORT_${MEMBERS[$i]}=$((api_port + i))" >>"$out/compose.env"
+done
+
+# The node's files belong to the node's uid; the shared files are world-readable.
+for m in "${MEMBERS[@]}" XS; do
+  chown -R "$NODE_UID:$NODE_UID" "$out/$m"
+  chmod 0700 "$out/$m"
+done
+chmod -R a+rX "$fed"
+
+echo "federation in $out"
+for i in "${!MEMBERS[@]}"; do
+  m=${MEMBERS[$i]}
+  printf '  %s  %s  p2p %s  api http://127.0.0.1:%s\n' "$m" "${peer[$m]}" "$subnet.$((11 + i)):7100" "$((api_port + i))"
+done
+printf '  XS  %s  (no node)\n' "${peer[XS]}"
+if docker compose version >/dev/null 2>&1; then compose="docker compose"; else compose=docker-compose; fi
+echo "next: $compose --env-file $out/compose.env -f $here/compose.yaml -p tamga up -d"
