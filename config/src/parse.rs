@@ -144,7 +144,8 @@ pub(crate) fn title(src: &SourceFile, key: &str, raw: &Spanned<String>) -> Resul
 pub(crate) enum AddrUse {
     /// A local listen address: `/ip4|ip6/…/tcp/PORT`.
     Listen,
-    /// A roster address to dial: `/ip4|ip6|dns|dns4|dns6/…/tcp/PORT`, optionally
+    /// A roster address to dial: `/ip4|ip6/…/tcp/PORT` (the node's transport resolves no
+    /// DNS names, so `/dns*` addresses are refused rather than silently never dialled), optionally
     /// followed by `/p2p/PEERID`.
     Dial,
 }
@@ -156,11 +157,12 @@ pub(crate) fn multiaddr(s: &str, use_: AddrUse) -> Result<Multiaddr, String> {
     }
     let addr: Multiaddr = s.parse().map_err(|e| format!("{s:?} is not a multiaddr ({e})"))?;
     let mut it = addr.iter();
-    let host_ok = matches!(
-        (it.next(), use_),
-        (Some(Protocol::Ip4(_) | Protocol::Ip6(_)), _)
-            | (Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)), AddrUse::Dial)
-    );
+    let host_ok = matches!((it.next(), use_), (Some(Protocol::Ip4(_) | Protocol::Ip6(_)), _));
+    if matches!(addr.iter().next(), Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))) {
+        return Err(format!(
+            "{s:?}: DNS names are not resolved by the node; give /ip4/ADDR/tcp/PORT or /ip6/ADDR/tcp/PORT"
+        ));
+    }
     let tcp_ok = matches!(it.next(), Some(Protocol::Tcp(_)));
     let rest_ok = match (it.next(), use_) {
         (None, _) => true,
@@ -174,9 +176,9 @@ pub(crate) fn multiaddr(s: &str, use_: AddrUse) -> Result<Multiaddr, String> {
             AddrUse::Listen => format!(
                 "{s:?} is not a TCP listen address of the form /ip4/ADDR/tcp/PORT or /ip6/ADDR/tcp/PORT"
             ),
-            AddrUse::Dial => format!(
-                "{s:?} is not a TCP address of the form /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT[/p2p/PEERID]"
-            ),
+            AddrUse::Dial => {
+                format!("{s:?} is not a TCP address of the form /ip4|ip6/ADDR/tcp/PORT[/p2p/PEERID]")
+            }
         })
     }
 }
@@ -198,7 +200,7 @@ mod tests {
         assert!(multiaddr("/ip4/127.0.0.1/tcp/7101", AddrUse::Listen).is_ok());
         assert!(multiaddr("/ip6/::1/tcp/7101", AddrUse::Listen).is_ok());
         assert!(multiaddr("/dns/node.kz/tcp/7101", AddrUse::Listen).is_err());
-        assert!(multiaddr("/dns/node.kz/tcp/7101", AddrUse::Dial).is_ok());
+        assert!(multiaddr("/dns/node.kz/tcp/7101", AddrUse::Dial).is_err_and(|e| e.contains("DNS")));
         assert!(multiaddr("/ip4/127.0.0.1/udp/7101", AddrUse::Dial).is_err());
         assert!(multiaddr("/ip4/127.0.0.1", AddrUse::Dial).is_err());
         assert!(multiaddr("127.0.0.1:7101", AddrUse::Dial).is_err());

@@ -61,6 +61,11 @@ where
     let mut got = 0;
     while let Some(rest) = header.get_mut(got..).filter(|r| !r.is_empty()) {
         let n = io.read(rest).await?;
+        if n == 0 && got == 0 {
+            // A stream closed before its first byte: the requester gave up (a timeout, a
+            // link that went away), not bad input. Dropped without a report.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed before a frame"));
+        }
         if n == 0 {
             return Ok(Frame::Rejected(CodecError::Truncated { got, expected: HEADER_LEN }));
         }
