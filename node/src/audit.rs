@@ -426,7 +426,7 @@ struct Link {
 /// `,"prev":"<64 hex>"}` last — without parsing the rest (verification speed: the bytes
 /// are checked against their hash anyway). None when the bytes are not laid out so (a
 /// torn or foreign entry), and the caller parses them in full.
-fn fast_link(raw: &[u8]) -> Option<(u64, Digest)> {
+fn fast_link(raw: &[u8]) -> Option<(u64, &[u8])> {
     const PREV: &[u8] = b",\"prev\":\"";
     let rest = raw.strip_prefix(b"{\"seq\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -438,16 +438,32 @@ fn fast_link(raw: &[u8]) -> Option<(u64, Digest)> {
     if tail.get(..PREV.len())? != PREV || tail.get(PREV.len() + 64..)? != b"\"}" {
         return None;
     }
-    let mut h = [0u8; 32];
-    hex::decode_to_slice(tail.get(PREV.len()..PREV.len() + 64)?, &mut h).ok()?;
-    Some((seq, Digest(h)))
+    Some((seq, tail.get(PREV.len()..PREV.len() + 64)?))
+}
+
+/// Lowercase hex of a digest, as the entries' JSON writes it.
+fn hex64(d: &Digest) -> [u8; 64] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in d.0.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    out
 }
 
 /// Whether an entry has a `checkpoint` field. In valid JSON the bytes `,"checkpoint":{`
 /// cannot occur inside a string (its quotes would be escaped), so finding them is exact.
 fn carries_checkpoint(raw: &[u8]) -> bool {
     const PAT: &[u8] = b",\"checkpoint\":{";
-    raw.windows(PAT.len()).any(|w| w == PAT)
+    // `checkpoint` is the last field before `prev`, and its object ends with a string
+    // (the signature); a `projection` ends with a number, other fields are not objects.
+    // Only an entry whose last field ends `"}` can carry one: scan just those.
+    let end = raw.len().saturating_sub(9 + 64 + 2);
+    if raw.get(end.saturating_sub(2)..end) != Some(b"\"}") {
+        return false;
+    }
+    raw.iter().enumerate().any(|(i, b)| *b == b',' && raw.get(i..i + PAT.len()) == Some(PAT))
 }
 
 /// Incremental chain verification: feed entries in order.
@@ -455,18 +471,20 @@ fn carries_checkpoint(raw: &[u8]) -> bool {
 pub struct ChainVerifier {
     next: u64,
     prev: Digest,
+    /// `prev` in lowercase hex, as the next entry must carry it.
+    prev_hex: [u8; 64],
 }
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        ChainVerifier { next: 1, prev: GENESIS }
+        ChainVerifier { next: 1, prev: GENESIS, prev_hex: hex64(&GENESIS) }
     }
 }
 
 impl ChainVerifier {
     /// Start after a known entry (`seq`, `hash`): to verify a range whose predecessor is trusted.
     pub fn after(seq: u64, hash: Digest) -> ChainVerifier {
-        ChainVerifier { next: seq + 1, prev: hash }
+        ChainVerifier { next: seq + 1, prev: hash, prev_hex: hex64(&hash) }
     }
 
     /// Check the next entry, stored under `key_seq` with hash `stored` and bytes `raw`.
@@ -480,23 +498,27 @@ impl ChainVerifier {
         if key_seq != self.next {
             return Err(ChainError::Sequence { seq: self.next, found: key_seq });
         }
-        let e = match fast_link(raw) {
-            Some((seq, prev)) if !carries_checkpoint(raw) => Link { seq, checkpoint: None, prev },
-            _ => serde_json::from_slice(raw)
-                .map_err(|err| ChainError::Unreadable { seq: key_seq, why: err.to_string() })?,
+        let (seq, linked, checkpoint) = match fast_link(raw) {
+            Some((seq, prev_hex)) if !carries_checkpoint(raw) => (seq, prev_hex == self.prev_hex, None),
+            _ => {
+                let e: Link = serde_json::from_slice(raw)
+                    .map_err(|err| ChainError::Unreadable { seq: key_seq, why: err.to_string() })?;
+                (e.seq, e.prev == self.prev, e.checkpoint)
+            }
         };
-        if e.seq != key_seq {
-            return Err(ChainError::Sequence { seq: self.next, found: e.seq });
+        if seq != key_seq {
+            return Err(ChainError::Sequence { seq: self.next, found: seq });
         }
         if Digest::of(raw) != *stored {
             return Err(ChainError::Hash { seq: key_seq });
         }
-        if e.prev != self.prev {
+        if !linked {
             return Err(ChainError::Link { seq: key_seq });
         }
         self.prev = *stored;
+        self.prev_hex = hex64(stored);
         self.next += 1;
-        Ok(e.checkpoint)
+        Ok(checkpoint)
     }
 
     /// The number of entries verified so far (the last sequence number verified).
@@ -612,6 +634,29 @@ mod tests {
                 (seq, prev, b)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_the_writer_writes() {
+        for (seq, _, raw) in chain(3) {
+            let e: AuditEntry = serde_json::from_slice(&raw).expect("parses");
+            assert_eq!(fast_link(&raw), Some((seq, e.prev.to_hex().as_bytes())));
+            assert_eq!(hex64(&e.prev), e.prev.to_hex().as_bytes());
+            assert!(!carries_checkpoint(&raw));
+        }
+        let key = tamga_protocol::SigningKey::from_bytes(&[9; 32]);
+        let cp = Checkpoint::sign("RU".parse().expect("valid"), 4, Digest([3; 32]), 0, &key);
+        let ev = AuditEvent::new(Action::Checkpoint, Outcome::Ok)
+            .reason("a \"checkpoint\":{ in text")
+            .checkpoint(cp);
+        let raw = AuditEntry::build(5, 0, ev, GENESIS, Digest([4; 32])).to_bytes();
+        assert!(carries_checkpoint(&raw));
+        let text = AuditEvent::new(Action::Sent, Outcome::Ok).reason(",\"checkpoint\":{");
+        assert!(
+            !carries_checkpoint(&AuditEntry::build(5, 0, text, GENESIS, GENESIS).to_bytes()),
+            "inside a string"
+        );
+        assert_eq!(fast_link(b"{\"seq\":5,\"prev\":\"00"), None, "torn");
     }
 
     #[test]

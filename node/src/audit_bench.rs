@@ -94,13 +94,8 @@ pub fn run(report: &mut Report, entries: u64, dir: &std::path::Path) -> Result<(
     }
     let build = start.elapsed();
     store.flush_blocking()?;
-    let label = |what: &str| format!("audit: {what} ({}k entries)", entries / 1000);
-    add(
-        report,
-        label("append entry+hash+indexes, batches of 1000"),
-        entries as f64 / build.as_secs_f64(),
-        "entries/s",
-    );
+    let label = |what: &str| format!("audit {}k: {what}", entries / 1000);
+    add(report, label("append entry+hash+indexes"), entries as f64 / build.as_secs_f64(), "entries/s");
     add(report, label("disk bytes per entry"), store.size_on_disk() as f64 / entries as f64, "bytes");
 
     // A filtered query by peer and day: KZ on day 10.
@@ -121,13 +116,13 @@ pub fn run(report: &mut Report, entries: u64, dir: &std::path::Path) -> Result<(
         Ok((n, stats))
     })?;
     ensure!(n > 0 && stats.indexes == 1 && stats.entries_read == n, "the peer+day query used no index");
-    add(report, label(&format!("query peer+day, {n} entries")), t.as_secs_f64() * 1000.0, "ms");
+    add(report, label(&format!("query peer+day ({n} hits)")), t.as_secs_f64() * 1000.0, "ms");
 
     // Every entry about one record.
     let rec = Digest::of(&(entries / 2).to_be_bytes());
     let (t, n) = timed(|| Ok(crate::audit_index::trace(&store, rec)?.len()))?;
     ensure!(n >= 1, "the record query found nothing");
-    add(report, label("trace one record"), t.as_secs_f64() * 1000.0, "ms");
+    add(report, label("trace one record"), t.as_secs_f64() * 1e6, "µs");
 
     // A count by day of one action over the whole log (reads every matching entry).
     let f = Filter { action: Some(Action::Delivered), limit: usize::MAX, ..Filter::default() };
@@ -136,7 +131,7 @@ pub fn run(report: &mut Report, entries: u64, dir: &std::path::Path) -> Result<(
     ensure!(c.total == entries / 4 + u64::from(entries % 4 > 2), "count by day is wrong: {}", c.total);
     add(
         report,
-        label(&format!("count delivered by day, {} entries", c.total)),
+        label(&format!("count delivered by day ({})", c.total)),
         t.elapsed().as_secs_f64() * 1000.0,
         "ms",
     );

@@ -184,7 +184,7 @@ fn bench_smoke() {
     }
     // The audit section: the append rate, a peer+day query, a trace, a count, verify.
     let audit: Vec<&serde_json::Value> =
-        figures.iter().filter(|f| f["name"].as_str().is_some_and(|n| n.starts_with("audit: "))).collect();
+        figures.iter().filter(|f| f["name"].as_str().is_some_and(|n| n.starts_with("audit "))).collect();
     assert_eq!(audit.len(), 6, "{text}");
     assert!(audit.iter().all(|f| f["value"].as_f64().is_some_and(|x| x > 0.0)), "{text}");
 }
