@@ -412,7 +412,8 @@ impl WriterTask {
                         let ev = AuditEvent::new(action, Outcome::Ok)
                             .peer(r.receiver)
                             .agreement(r.agreement.clone())
-                            .reason(format!("{what} for seq {} signed by {}", r.seq, r.receiver));
+                            .reason(format!("{what} for seq {} signed by {}", r.seq, r.receiver))
+                            .receipt(&r);
                         let mut ev = ev;
                         ev.record = Some(r.record);
                         self.append(&mut batch, &mut head, ev, now);

@@ -223,3 +223,53 @@ async fn audit_routes_are_for_auditors_page_exports_and_refuse_bad_parameters() 
         auditor.post("/v1/audit/verify", &serde_json::json!({ "witness": "no" })).await.expect_err("refused");
     assert_eq!(status_of(bad), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_follows_a_record_to_a_peer_with_the_peers_signed_receipt() {
+    let mut fed = TestFederation::start(&["RU", "KZ"]).await.expect("starts");
+    let (ru_node, kz_node) = (fed.node("RU"), fed.node("KZ"));
+    // Connected first, so that the record is pushed (and receipted) rather than pulled.
+    let op = ru_node.client(Role::Operator);
+    wait_for("RU and KZ connected", || {
+        let op = op.clone();
+        async move {
+            let v = op.get("/v1/peers", &[]).await.expect("peers");
+            v["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["member"] == "KZ" && p["connected"] == true))
+        }
+    })
+    .await;
+    let id = ingest(ru_node, "shared with KZ").await;
+    let auditor = ru_node.client(Role::Auditor);
+    let path = format!("/v1/audit/trace/{id}");
+    wait_for("a delivered entry on RU", || {
+        let (a, p) = (auditor.clone(), path.clone());
+        async move {
+            let t = a.get(&p, &[]).await.expect("traces");
+            t.as_array().is_some_and(|t| t.iter().any(|e| e["entry"]["action"] == "delivered"))
+        }
+    })
+    .await;
+    let trace = auditor.get(&path, &[]).await.expect("traces");
+    let trace: Vec<tamga_node::audit::ExportedEntry> = serde_json::from_value(trace).expect("entries");
+    assert_eq!(trace[0].entry.action.as_str(), "ingested", "{trace:?}");
+    let kz: MemberCode = "KZ".parse().expect("valid");
+    let delivered = trace.iter().find(|e| e.entry.action.as_str() == "delivered").expect("delivered");
+    assert_eq!(delivered.entry.peer, Some(kz));
+    let receipt = delivered.entry.receipt.as_ref().expect("the delivered entry carries the receipt");
+    assert_eq!((receipt.record, receipt.receiver), (delivered.entry.record.expect("a record"), kz));
+    let key = tamga_node::identity::Identity::from_secret(tamga_config::demo::demo_secret(kz)).signing;
+    assert!(receipt.verify(&key.verifying_key()).is_ok(), "signed by KZ");
+    let at = delivered.entry.projection.expect("the projection's place");
+    assert_eq!((at.origin, at.seq), (ru(), receipt.seq));
+    // KZ's own log has the other end: received from RU, under the same agreement.
+    let theirs = kz_node.client(Role::Auditor).get(&path, &[]).await.expect("traces");
+    let theirs: Vec<tamga_node::audit::ExportedEntry> = serde_json::from_value(theirs).expect("entries");
+    let received = theirs.iter().find(|e| e.entry.action.as_str() == "received").expect("received");
+    assert_eq!(
+        (received.entry.peer, received.entry.agreement.as_ref()),
+        (Some(ru()), Some(&receipt.agreement))
+    );
+    fed.stop().await;
+}
