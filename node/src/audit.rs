@@ -10,8 +10,23 @@
 //! Each entry is stored with its hash beside it, so a changed entry is named exactly (its
 //! bytes no longer give its hash) and a changed hash is caught by the next entry's `prev`.
 //! An auditor can recompute the chain with `sha256sum` over each exported entry. The writer
-//! task is the only place that appends (it holds the head); [`verify_entries`] recomputes
-//! the chain and names the first bad sequence number.
+//! task is the only place that appends (it holds the head; see [`crate::audit_index`] for
+//! the append path, the indexes and the checkpoint schedule).
+//!
+//! Verification ([`verify_store_with`]) recomputes the chain — in parallel segments on a
+//! long log, each link still checked once — and names the first bad sequence number; it
+//! then checks every checkpoint the node signed (stored, and carried by `checkpoint`
+//! entries) and every witnessed one (a peer's copy) against the hash the chain has at the
+//! checkpoint's sequence number. A head hash commits to the whole prefix but cannot say
+//! which entry in it changed, so a re-chained rewrite is localised between the last
+//! checkpoint that matches and the first that does not ([`check_checkpoints`]); for a
+//! witnessed checkpoint only other witnessed ones count as matching, since whoever
+//! rewrote the log may hold the node's key and have re-signed its own.
+//!
+//! To keep verification fast, [`ChainVerifier::feed`] reads `seq` and `prev` from the
+//! fixed places the writer puts them instead of parsing each entry, and parses in full
+//! only entries that carry a checkpoint or are not laid out that way (torn or foreign
+//! bytes, which are then reported as unreadable).
 
 use serde::{Deserialize, Serialize};
 use tamga_protocol::{AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Receipt, RecordId};

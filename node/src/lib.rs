@@ -4,6 +4,8 @@
 //! - [`store`] owns sled; nothing else names a sled type;
 //! - [`writer`] owns the write path: one task batches record writes and audit appends
 //!   into one atomic batch and one flush, and keeps the audit hash chain;
+//! - [`audit`] is the entry and its chain verification, [`audit_index`] the append path
+//!   with its indexes and checkpoint schedule and the queries, [`audit_cli`] `tamga audit`;
 //! - [`net`] owns the libp2p `Swarm` in one task; the rest talks to it through a handle;
 //! - [`api`] serves the local HTTP API; [`cli`] is the `tamga` command;
 //! - [`daemon`] starts every task with one cancellation token and awaits them all.
