@@ -1068,24 +1068,28 @@ pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> V
         Err(e) => return fail(&v, ChainError::Unreadable { seq: v.verified() + 1, why: e.to_string() }),
         _ => {}
     }
-    // Signatures: a checkpoint the node signed that does not verify was forged.
+    // Signatures: a checkpoint the node signed that does not verify was forged. Each is
+    // stored and logged, so the same checkpoint seen twice is verified once.
     if let Some((me, keys)) = &opts.signer {
-        for (src, cp) in &cps {
-            if *src != CheckpointSource::Witness && (cp.member != *me || !signed(cp, keys)) {
-                let what = match src {
-                    CheckpointSource::Entry(s) => format!("the checkpoint in entry {s}"),
-                    _ => "a stored checkpoint".to_owned(),
-                };
-                let first = cps
-                    .iter()
-                    .filter(|(_, c)| c.seq < cp.seq && signed(c, keys))
-                    .map(|(_, c)| c.seq)
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
-                let why = format!("it is not signed by {me}'s key");
-                return fail(&v, ChainError::Checkpoint { what, at: cp.seq, first, why });
+        let mut mine: Vec<&(CheckpointSource, Checkpoint)> =
+            cps.iter().filter(|(src, _)| *src != CheckpointSource::Witness).collect();
+        mine.sort_by_key(|(_, cp)| cp.seq);
+        let mut good: HashMap<u64, &Checkpoint> = HashMap::new();
+        for (src, cp) in mine {
+            if good.get(&cp.seq).is_some_and(|g| *g == cp) {
+                continue;
             }
+            if cp.member == *me && signed(cp, keys) {
+                good.insert(cp.seq, cp);
+                continue;
+            }
+            let what = match src {
+                CheckpointSource::Entry(s) => format!("the checkpoint in entry {s}"),
+                _ => "a stored checkpoint".to_owned(),
+            };
+            let first = good.keys().copied().filter(|s| *s < cp.seq).max().unwrap_or(0) + 1;
+            let why = format!("it is not signed by {me}'s key");
+            return fail(&v, ChainError::Checkpoint { what, at: cp.seq, first, why });
         }
     }
     let witnessed = opts.witness.len() as u64;

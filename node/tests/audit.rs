@@ -395,7 +395,7 @@ fn tamper_tests(root: &Path, witnessed: &[Checkpoint]) {
     let k = seqs[seqs.len() - 2] + 2;
     assert!(k <= *seqs.last().expect("one") && k <= n, "k {k} lies before the last witnessed checkpoint");
     let (config, store) = copy(root, "forged");
-    forge(&store, k);
+    forge(&store, k, &ru_key());
     drop(store);
     assert_eq!(
         verify(root, &config, None)["ok"],
@@ -405,6 +405,20 @@ fn tamper_tests(root: &Path, witnessed: &[Checkpoint]) {
     let r = verify(root, &config, Some("ru-seen-by-kz.jsonl"));
     assert_eq!(first_bad(&r), seqs[seqs.len() - 2] + 1, "{r}");
     assert!(r["error"].as_str().is_some_and(|e| e.contains("witnessed")), "{r}");
+
+    // The same forgery by someone without RU's key: its checkpoints do not verify, and
+    // the first entry after the last checkpoint RU really signed is named.
+    let own: Vec<u64> = {
+        let (_, store) = copy(root, "own-checkpoints");
+        store.checkpoints().expect("reads").iter().map(|c| c.seq).collect()
+    };
+    let (config, store) = copy(root, "forged-without-key");
+    forge(&store, k, &tamga_protocol::SigningKey::from_bytes(&[7; 32]));
+    drop(store);
+    let r = verify(root, &config, None);
+    let vouched = own.iter().copied().filter(|s| *s < k).max().unwrap_or(0);
+    assert_eq!(first_bad(&r), vouched + 1, "{r}");
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("not signed by RU")), "{r}");
 
     // A witness file that RU did not sign proves nothing either way.
     let mut bad = witnessed.to_vec();
@@ -416,13 +430,15 @@ fn tamper_tests(root: &Path, witnessed: &[Checkpoint]) {
     assert!(r["error"].as_str().is_some_and(|e| e.contains("not signed")), "{r}");
 }
 
-/// Rewrite entry `from` and re-chain and re-sign everything after it, as someone holding
-/// RU's key could.
-fn forge(store: &Store, from: u64) {
-    let key = tamga_node::identity::Identity::from_secret(tamga_config::demo::demo_secret(
-        "RU".parse().expect("valid"),
-    ))
-    .signing;
+/// RU's signing key (the demo identity).
+fn ru_key() -> tamga_protocol::SigningKey {
+    tamga_node::identity::Identity::from_secret(tamga_config::demo::demo_secret("RU".parse().expect("valid")))
+        .signing
+}
+
+/// Rewrite entry `from` and re-chain and re-sign everything after it with `key`, as
+/// someone holding RU's key could (or someone without it, signing with another).
+fn forge(store: &Store, from: u64, key: &tamga_protocol::SigningKey) {
     let n = store.audit_head().expect("reads").expect("a head").0;
     let mut prev =
         if from == 1 { GENESIS } else { store.audit_entry(from - 1).expect("reads").expect("present").0 };
@@ -434,7 +450,7 @@ fn forge(store: &Store, from: u64) {
             e.reason = Some("nothing happened here".into());
         }
         if let Some(cp) = e.checkpoint.take() {
-            let forged = Checkpoint::sign(cp.member, cp.seq, prev, cp.time_ms, &key);
+            let forged = Checkpoint::sign(cp.member, cp.seq, prev, cp.time_ms, key);
             batch.put_checkpoint(&forged).expect("encodes");
             e.checkpoint = Some(forged);
         }
