@@ -153,7 +153,13 @@ pub fn spawn(
                     ctx.shared.writer.purge_expired().await;
                     for (member, _) in ctx.net.connected().await.unwrap_or_default() {
                         let c = ctx.clone();
-                        tokio::spawn(async move { anti_entropy(&c, member).await });
+                        // A hello each round carries our latest audit checkpoint to the peer.
+                        tokio::spawn(async move {
+                            if let Ok(Response::Hello(h)) = c.net.request(member, Request::Hello(hello(&c.shared))).await {
+                                on_hello(&c, member, &h).await;
+                            }
+                            anti_entropy(&c, member).await;
+                        });
                     }
                 }
             }
@@ -253,13 +259,28 @@ fn hello(shared: &Shared) -> Hello {
         member: shared.config.member,
         roster_digest: fed.roster.digest(),
         agreements: fed.agreement_digests(),
-        checkpoint: None,
+        checkpoint: shared.store.latest_checkpoint().ok().flatten(),
     }
 }
 
 /// Record what a peer's hello says of the agreements we share with it.
 async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
     let fed = ctx.shared.fed();
+    // Keep the peer's latest audit checkpoint as a witness of its log, if it signed it.
+    if let Some(cp) = &h.checkpoint {
+        if cp.member == member && fed.roster.verifying_keys(member).iter().any(|k| cp.verify(k).is_ok()) {
+            ctx.shared.writer.peer_checkpoint(cp.clone()).await;
+        } else {
+            ctx.shared
+                .writer
+                .audit(
+                    AuditEvent::new(Action::Rejected, Outcome::Refused)
+                        .peer(member)
+                        .reason("a hello carried a checkpoint not signed by the peer's roster key"),
+                )
+                .await;
+        }
+    }
     let theirs: HashMap<&AgreementId, &Digest> = h.agreements.iter().map(|(a, d)| (a, d)).collect();
     let mut statuses = BTreeMap::new();
     for a in fed.my_agreements().filter(|a| a.is_party(member)) {

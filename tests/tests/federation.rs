@@ -212,6 +212,14 @@ async fn stopped_node_catches_up_and_cut_link_heals_through_a_relay() {
     ingest_mix(&f, "RU", "while-down").await;
     f.nodes.get_mut("UZ").expect("UZ").restart().await.expect("restarts");
     converge(&f, "after UZ's restart").await;
+    // UZ signed a checkpoint of its log when it stopped; its hello hands it to RU, which
+    // keeps it as a witness.
+    let ru_auditor = f.node("RU").client(Role::Auditor);
+    wait_for("RU keeps UZ's checkpoint", || async {
+        let v = ru_auditor.get("/v1/audit/checkpoints", &[("member", "UZ".into())]).await.expect("lists");
+        v["checkpoints"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
 
     // Cut the RU–CN link (both sides refuse each other; both nodes keep running).
     let ru_peers: Vec<_> = tamga_node::daemon::peer_entries(&fed_of(f.node("RU")))
