@@ -452,7 +452,7 @@ async fn give_feedback(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Json_>, ApiError> {
-    let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
+    let (id, r) = record_or_404(&shared, &id)?;
     let input: FeedbackIn =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
     let outcome: tamga_protocol::FeedbackOutcome = input.outcome.parse().map_err(ApiError::bad)?;
@@ -462,11 +462,6 @@ async fn give_feedback(
             tamga_protocol::limits::MAX_REASON_LEN
         )));
     }
-    let r = shared
-        .store
-        .record(&id)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no record {id}")))?;
     let crate::store::Source::Received { agreement, .. } = r.source else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

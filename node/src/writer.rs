@@ -409,13 +409,10 @@ impl WriterTask {
                         } else {
                             (Action::Delivered, "receipt")
                         };
+                        // `receipt` sets the record, agreement, stream position and peer.
                         let ev = AuditEvent::new(action, Outcome::Ok)
-                            .peer(r.receiver)
-                            .agreement(r.agreement.clone())
                             .reason(format!("{what} for seq {} signed by {}", r.seq, r.receiver))
                             .receipt(&r);
-                        let mut ev = ev;
-                        ev.record = Some(r.record);
                         self.append(&mut batch, &mut head, ev, now);
                         delivered += 1;
                     }
@@ -427,7 +424,7 @@ impl WriterTask {
                 }
                 Op::Revoke { id, reply } => {
                     durable = true;
-                    let r = self.revoke(&fed, id, &mut batch, &mut head, &mut heads, now);
+                    let r = self.revoke(id, &mut batch, &mut head, &mut heads, now);
                     match r {
                         Ok(ps) => {
                             let n = ps.len();
@@ -783,14 +780,12 @@ impl WriterTask {
     /// Revoke an own record in every stream it was projected in.
     fn revoke(
         &self,
-        fed: &Federation,
         id: RecordId,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         heads: &mut HashMap<StreamKey, u64>,
         now: i64,
     ) -> Result<Vec<Projection>, StoreError> {
-        let _ = fed;
         let Some(salted) = self.store.salted(&id)? else {
             return Err(StoreError::Engine(format!("no own record {id} to revoke")));
         };

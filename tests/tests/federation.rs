@@ -353,7 +353,7 @@ async fn expired_projections_are_purged_on_every_node() {
     let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
     let cat = example_catalog();
     let mut rec = record_json(&cat, "rms.method", "public", "soon");
-    let expires = tamga_node::audit::rfc3339(tamga_node::writer::now_ms() + 4_000);
+    let expires = tamga_node::audit::rfc3339(tamga_node::writer::now_ms() + 10_000);
     rec["expires"] = json!(expires);
     let v = f.node("RU").client(Role::Operator).post("/v1/records", &rec).await.expect("ingests");
     let id = v["ids"][0].as_str().expect("id").to_owned();
