@@ -458,7 +458,25 @@ pub fn verify_many(items: &[(&Projection, &VerifyingKey)]) -> Vec<Result<RecordI
         .collect()
 }
 
+/// One step of a receipt's inclusion path: a sibling's hash, and whether it sits on the
+/// left of the path at that level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStep {
+    /// The sibling is the left child (the path is the right one).
+    pub left: bool,
+    /// The sibling's hash.
+    pub hash: Digest,
+}
+
 /// A signed acknowledgement that a receiver stored one projection.
+///
+/// A receiver answers a whole push with one signature: each receipt's leaf hash (over
+/// every field but the path and the signature) is a leaf of a binary hash tree, and the
+/// receiver signs the tree's root. Each receipt carries the path from its leaf to that root,
+/// so it verifies on its own (hash up the path, check the signature on the root), while the
+/// receiver signs, and the sender verifies, once per push rather than once per projection.
+/// Leaves and inner nodes are hashed under different labels, so no inner node passes for a
+/// leaf. A receipt signed alone has an empty path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The record.
@@ -473,31 +491,113 @@ pub struct Receipt {
     pub receiver: MemberCode,
     /// When it was stored, milliseconds since the Unix epoch.
     pub received_ms: i64,
-    /// The receiver's signature.
+    /// From this receipt's leaf up to the signed root, leaf side first.
+    pub path: Vec<PathStep>,
+    /// The receiver's signature over the root.
     pub signature: Sig,
 }
 
+/// What a receiver acknowledges, before signing: one stored projection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptItem {
+    /// The record.
+    pub record: RecordId,
+    /// The agreement the projection was shared under.
+    pub agreement: AgreementId,
+    /// The record's origin.
+    pub origin: MemberCode,
+    /// The projection's sequence number in (origin, agreement).
+    pub seq: u64,
+}
+
+impl ReceiptItem {
+    /// The item acknowledging a projection with this record id.
+    pub fn of(record: RecordId, p: &Projection) -> ReceiptItem {
+        ReceiptItem {
+            record,
+            agreement: p.envelope.agreement.clone(),
+            origin: p.header.origin,
+            seq: p.envelope.seq,
+        }
+    }
+}
+
+fn receipt_leaf(item: &ReceiptItem, receiver: MemberCode, received_ms: i64) -> Digest {
+    let mut c = Canonical::new();
+    c.str("tamga.receipt.v2")
+        .raw32(&item.record)
+        .str(item.agreement.as_str())
+        .str(item.origin.as_str())
+        .u64(item.seq)
+        .str(receiver.as_str())
+        .i64(received_ms);
+    c.digest()
+}
+
+fn receipt_node(left: &Digest, right: &Digest) -> Digest {
+    let mut c = Canonical::new();
+    c.str("tamga.receipt.node.v2").raw32(left).raw32(right);
+    c.digest()
+}
+
+fn receipt_root_message(root: &Digest) -> Vec<u8> {
+    let mut c = Canonical::new();
+    c.str("tamga.receipt.root.v2").raw32(root);
+    c.as_bytes().to_vec()
+}
+
 impl Receipt {
-    fn message(
-        record: &RecordId,
-        agreement: &AgreementId,
-        origin: MemberCode,
-        seq: u64,
+    /// Sign receipts for `items` stored by `receiver`, with one signature over the root of
+    /// their hash tree. The receipts come back in the order of `items`.
+    pub fn sign_batch(
+        items: Vec<ReceiptItem>,
         receiver: MemberCode,
         received_ms: i64,
-    ) -> Vec<u8> {
-        let mut c = Canonical::new();
-        c.str("tamga.receipt.v1")
-            .raw32(record)
-            .str(agreement.as_str())
-            .str(origin.as_str())
-            .u64(seq)
-            .str(receiver.as_str())
-            .i64(received_ms);
-        c.as_bytes().to_vec()
+        key: &SigningKey,
+    ) -> Vec<Receipt> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let mut level: Vec<Digest> = items.iter().map(|i| receipt_leaf(i, receiver, received_ms)).collect();
+        let mut paths: Vec<Vec<PathStep>> = vec![Vec::new(); items.len()];
+        // Where each leaf's ancestor sits in the current level.
+        let mut at: Vec<usize> = (0..items.len()).collect();
+        while level.len() > 1 {
+            for (leaf, pos) in at.iter_mut().enumerate() {
+                let sibling = *pos ^ 1;
+                if sibling < level.len() {
+                    paths[leaf].push(PathStep { left: sibling < *pos, hash: level[sibling] });
+                }
+                *pos /= 2;
+            }
+            // Pairs hash into their parent; an odd last node goes up unchanged.
+            level = level
+                .chunks(2)
+                .map(|pair| match pair {
+                    [l, r] => receipt_node(l, r),
+                    [one] => *one,
+                    _ => unreachable!("chunks of two"),
+                })
+                .collect();
+        }
+        let signature = Sig(key.sign(&receipt_root_message(&level[0])).to_bytes());
+        items
+            .into_iter()
+            .zip(paths)
+            .map(|(i, path)| Receipt {
+                record: i.record,
+                agreement: i.agreement,
+                origin: i.origin,
+                seq: i.seq,
+                receiver,
+                received_ms,
+                path,
+                signature,
+            })
+            .collect()
     }
 
-    /// Sign a receipt for a stored projection.
+    /// Sign a receipt for one stored projection alone.
     pub fn sign(
         record: RecordId,
         envelope: &Envelope,
@@ -506,29 +606,52 @@ impl Receipt {
         received_ms: i64,
         key: &SigningKey,
     ) -> Receipt {
-        let m = Self::message(&record, &envelope.agreement, origin, envelope.seq, receiver, received_ms);
-        Receipt {
-            record,
-            agreement: envelope.agreement.clone(),
-            origin,
-            seq: envelope.seq,
-            receiver,
-            received_ms,
-            signature: Sig(key.sign(&m).to_bytes()),
-        }
+        let item = ReceiptItem { record, agreement: envelope.agreement.clone(), origin, seq: envelope.seq };
+        Self::sign_batch(vec![item], receiver, received_ms, key).remove(0)
+    }
+
+    /// The root this receipt's path leads to (what the receiver signed).
+    pub fn root(&self) -> Digest {
+        let item = ReceiptItem {
+            record: self.record,
+            agreement: self.agreement.clone(),
+            origin: self.origin,
+            seq: self.seq,
+        };
+        self.path.iter().fold(receipt_leaf(&item, self.receiver, self.received_ms), |h, step| {
+            if step.left {
+                receipt_node(&step.hash, &h)
+            } else {
+                receipt_node(&h, &step.hash)
+            }
+        })
     }
 
     /// Verify the receiver's signature.
     pub fn verify(&self, receiver_key: &VerifyingKey) -> Result<(), VerifyError> {
-        let m = Self::message(
-            &self.record,
-            &self.agreement,
-            self.origin,
-            self.seq,
-            self.receiver,
-            self.received_ms,
-        );
-        let sig = ed25519_dalek::Signature::from_bytes(&self.signature.0);
-        receiver_key.verify_strict(&m, &sig).map_err(|_| VerifyError::BadSignature)
+        verify_root(&self.root(), &self.signature, receiver_key)
     }
+}
+
+fn verify_root(root: &Digest, signature: &Sig, key: &VerifyingKey) -> Result<(), VerifyError> {
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify_strict(&receipt_root_message(root), &sig).map_err(|_| VerifyError::BadSignature)
+}
+
+/// Verify many receipts from one receiver against its roster keys, checking each distinct
+/// signed root once (a push's receipts share one): per receipt, whether it verifies.
+pub fn verify_receipts(receipts: &[Receipt], keys: &[VerifyingKey]) -> Vec<bool> {
+    let mut checked: Vec<(Digest, Sig, bool)> = Vec::new();
+    receipts
+        .iter()
+        .map(|r| {
+            let root = r.root();
+            if let Some((_, _, ok)) = checked.iter().find(|(d, s, _)| *d == root && *s == r.signature) {
+                return *ok;
+            }
+            let ok = keys.iter().any(|k| verify_root(&root, &r.signature, k).is_ok());
+            checked.push((root, r.signature, ok));
+            ok
+        })
+        .collect()
 }

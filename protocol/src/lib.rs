@@ -26,7 +26,8 @@ pub mod messages;
 pub mod types;
 
 pub use disclosure::{
-    verify_many, EntryKind, Envelope, Projection, Receipt, RevealedField, Salt, SaltKey, SaltedRecord, Sig,
+    verify_many, verify_receipts, EntryKind, Envelope, PathStep, Projection, Receipt, ReceiptItem,
+    RevealedField, Salt, SaltKey, SaltedRecord, Sig,
 };
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use messages::{

@@ -13,6 +13,8 @@ pub const MAX_AUDIENCE: usize = 64;
 pub const MAX_BATCH: usize = 512;
 /// Most receipts or refusals in one push reply.
 pub const MAX_RECEIPTS: usize = MAX_BATCH;
+/// Longest inclusion path of a receipt (a tree over [`MAX_RECEIPTS`] leaves is 9 deep).
+pub const MAX_RECEIPT_PATH: usize = 16;
 /// Most streams in one summary.
 pub const MAX_STREAMS: usize = 4096;
 /// Most sequence numbers listed above a stream's contiguous high-water mark in a summary.

@@ -132,6 +132,8 @@ impl PushReply {
     fn check(&self) -> Result<(), LimitError> {
         bound("push_reply.receipts", self.receipts.len(), limits::MAX_RECEIPTS)?;
         bound("push_reply.refused", self.refused.len(), limits::MAX_RECEIPTS)?;
+        let longest = self.receipts.iter().map(|r| r.path.len()).max().unwrap_or(0);
+        bound("receipt.path", longest, limits::MAX_RECEIPT_PATH)?;
         if let Some(r) = self.refused.iter().find(|r| r.reason.len() > limits::MAX_REASON_LEN) {
             return Err(LimitError {
                 what: "refusal.reason",

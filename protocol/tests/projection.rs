@@ -194,6 +194,49 @@ fn receipts_and_checkpoints_sign_and_verify() {
 }
 
 #[test]
+fn a_batch_of_receipts_carries_one_signature_and_each_verifies_alone() {
+    let (p, _) = projection();
+    let id = p.record_id().expect("structurally fine");
+    let (rk, kz) = (key(3), "KZ".parse::<MemberCode>().expect("valid"));
+    for n in 1..=17u64 {
+        let items: Vec<ReceiptItem> =
+            (0..n).map(|i| ReceiptItem { seq: p.envelope.seq + i, ..ReceiptItem::of(id, &p) }).collect();
+        let rs = Receipt::sign_batch(items, kz, 5, &rk);
+        assert_eq!(rs.len() as u64, n);
+        assert!(rs.iter().all(|r| r.signature == rs[0].signature && r.root() == rs[0].root()));
+        for r in &rs {
+            assert!(r.verify(&rk.verifying_key()).is_ok(), "batch of {n}, seq {}", r.seq);
+            assert!(r.path.len() <= limits::MAX_RECEIPT_PATH);
+            // Any change to what it acknowledges, or to its path, breaks it.
+            let mut forged = r.clone();
+            forged.seq += 1000;
+            assert!(forged.verify(&rk.verifying_key()).is_err());
+            let mut forged = r.clone();
+            forged.received_ms += 1;
+            assert!(forged.verify(&rk.verifying_key()).is_err());
+            if let Some(step) = forged.path.first_mut() {
+                let mut moved = r.clone();
+                moved.path[0].left = !moved.path[0].left;
+                assert!(moved.verify(&rk.verifying_key()).is_err());
+                step.hash.0[0] ^= 1;
+                forged.received_ms -= 1;
+                assert!(forged.verify(&rk.verifying_key()).is_err());
+            }
+            assert!(r.verify(&key(4).verifying_key()).is_err());
+        }
+        assert_eq!(
+            verify_receipts(&rs, &[key(4).verifying_key(), rk.verifying_key()]),
+            vec![true; n as usize]
+        );
+    }
+    // A receipt cannot borrow another batch's signature.
+    let one = Receipt::sign_batch(vec![ReceiptItem::of(id, &p)], kz, 5, &rk).remove(0);
+    let mut other = Receipt::sign_batch(vec![ReceiptItem { seq: 99, ..ReceiptItem::of(id, &p) }], kz, 5, &rk);
+    other[0].signature = one.signature;
+    assert_eq!(verify_receipts(&[one, other.remove(0)], &[rk.verifying_key()]), vec![true, false]);
+}
+
+#[test]
 fn json_form_is_readable() {
     let (p, _) = projection();
     let j = serde_json::to_value(&p).expect("serializes");
