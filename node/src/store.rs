@@ -40,7 +40,7 @@ use tamga_protocol::{
 };
 
 /// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Why the store failed. The caller refuses the operation; nothing was half-applied.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,7 @@ use serde::Serialize;
 use tamga_config::{Decision, Federation};
 use tamga_protocol::{
     AgreementId, Digest, EntryKind, Hello, MemberCode, Projection, Pull, PullReply, Push, PushReply, Receipt,
-    RecordId, Refusal, Request, Response, SeqRange, StreamKey, StreamSummary, Summary,
+    ReceiptItem, RecordId, Refusal, Request, Response, SeqRange, StreamKey, StreamSummary, Summary,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -217,8 +217,11 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
             ev.peer_id = Some(peer.to_string());
             ctx.shared.writer.audit(ev).await;
         }
-        NetEvent::InboundFailure { member, reason, .. } => {
-            m.rejected.add("malformed", 1);
+        NetEvent::Abuse { member, kind, count, detail, .. } => {
+            // One entry per peer and kind per report interval, however many requests it
+            // stands for (the net task counts them).
+            m.rejected.add(kind.name(), count);
+            let reason = format!("{kind}: {count} refused since the last report; the latest: {detail}");
             ctx.shared
                 .writer
                 .audit(AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(reason))
@@ -436,18 +439,10 @@ async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> P
     let signed: Vec<(RecordId, Projection)> = items.iter().map(|(_, id, p)| (*id, p.clone())).collect();
     match ctx.shared.writer.received(from, signed, Vec::new()).await {
         Ok(_) => {
-            let now = now_ms();
+            // One signature for the whole push (see `Receipt::sign_batch`).
+            let acked = items.iter().map(|(_, id, p)| ReceiptItem::of(*id, p)).collect();
             let me = ctx.shared.config.member;
-            for (_, id, p) in items {
-                reply.receipts.push(Receipt::sign(
-                    id,
-                    &p.envelope,
-                    p.header.origin,
-                    me,
-                    now,
-                    &ctx.shared.identity.signing,
-                ));
-            }
+            reply.receipts = Receipt::sign_batch(acked, me, now_ms(), &ctx.shared.identity.signing);
         }
         Err(e) => {
             for (i, _, _) in items {
@@ -603,17 +598,20 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
 async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: PushReply) {
     let fed = ctx.shared.fed();
     let keys = fed.roster.verifying_keys(peer);
+    let sent: HashMap<(MemberCode, &AgreementId, u64), Option<RecordId>> = sent
+        .iter()
+        .map(|p| ((p.header.origin, &p.envelope.agreement, p.envelope.seq), p.record_id().ok()))
+        .collect();
+    let signed = tamga_protocol::verify_receipts(&reply.receipts, &keys);
     let valid: Vec<Receipt> = reply
         .receipts
         .into_iter()
-        .filter(|r| r.receiver == peer && keys.iter().any(|k| r.verify(k).is_ok()))
-        .filter(|r| {
-            sent.iter().any(|p| {
-                p.envelope.seq == r.seq
-                    && p.envelope.agreement == r.agreement
-                    && p.record_id().ok() == Some(r.record)
-            })
+        .zip(signed)
+        .filter(|(r, ok)| {
+            *ok && r.receiver == peer
+                && sent.get(&(r.origin, &r.agreement, r.seq)).is_some_and(|id| *id == Some(r.record))
         })
+        .map(|(r, _)| r)
         .collect();
     for refusal in reply.refused {
         tracing::info!(%peer, index = refusal.index, reason = %refusal.reason, "peer refused a projection");
