@@ -2,6 +2,8 @@
 //! temporary directories, through the same code paths users hit (`tamga init`, then the
 //! daemon's `Node::start`), and talks to them over their real HTTP API.
 
+pub mod child;
+pub mod netns;
 pub mod reload;
 
 use std::path::{Path, PathBuf};
