@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use tamga_protocol::{CategoryId, Digest, Value};
@@ -398,11 +398,16 @@ fn normalise(field: &Field, json: &Json) -> Result<Value, BodyError> {
             if s.len() > 64 {
                 return Err(invalid("is not an RFC 3339 timestamp".to_owned()));
             }
-            DateTime::parse_from_rfc3339(s)
-                .map(|t| Value::Text(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true)))
-                .map_err(|_| {
-                    invalid(format!("{s:?} is not an RFC 3339 timestamp such as 2013-08-13T09:30:00+04:00"))
-                })
+            let utc = DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                invalid(format!("{s:?} is not an RFC 3339 timestamp such as 2013-08-13T09:30:00+04:00"))
+            })?;
+            // The normal form is UTC RFC 3339, which has four-digit years: an offset can
+            // carry 9999-12-31T23:59:59-01:00 into year 10000 (or 0000-01-01T00:00:00+01:00
+            // into year -1), whose normal form no node would accept back.
+            if !(0..=9999).contains(&utc.year()) {
+                return Err(invalid(format!("{s:?} falls outside the years 0000 to 9999 in UTC")));
+            }
+            Ok(Value::Text(utc.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
         }
         FieldType::Enum => {
             let s = json.as_str().ok_or_else(wrong)?;

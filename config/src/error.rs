@@ -277,7 +277,24 @@ impl SourceFile {
             let key = rest.split('`').next().unwrap_or("");
             return self.error(ErrorKind::MissingKey, &span, format!("missing key `{key}`"));
         }
+        if message.is_empty() {
+            // The toml crate gives some syntax errors no message (a control character in
+            // a comment, for one): say what is at the position instead of nothing.
+            return self.error(ErrorKind::Syntax, &span, self.unexpected_at(span.start));
+        }
         self.error(ErrorKind::Syntax, &span, message.replace('\n', "; "))
+    }
+
+    /// What is at a byte offset where the TOML parser stopped without saying why.
+    fn unexpected_at(&self, byte: usize) -> String {
+        match self.text.get(byte..).and_then(|rest| rest.chars().next()) {
+            Some(c) if c.is_control() => format!(
+                "control character U+{:04X} is not allowed here (TOML allows only tab and newlines outside escaped strings)",
+                u32::from(c)
+            ),
+            Some(c) => format!("invalid TOML: unexpected {c:?}"),
+            None => "invalid TOML: unexpected end of file".to_owned(),
+        }
     }
 }
 
