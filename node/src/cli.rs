@@ -124,12 +124,26 @@ pub struct JsonArgs {
 /// `tamga bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Records per ingest and replication measurement.
+    /// Records per ingest, replication and catch-up measurement (at least 1000).
     #[arg(long, default_value_t = 100_000)]
     records: usize,
-    /// Nodes of the local federation for replication (2 to 6).
+    /// Nodes of the local federation for replication (2 to 10).
     #[arg(long, default_value_t = 6)]
     nodes: usize,
+    /// Payload of the libp2p request-response echo baseline, in bytes (default: the size
+    /// of one encoded projection). Example: --payload 4096
+    #[arg(long)]
+    payload: Option<usize>,
+    /// Also measure replication and catch-up over a grid of records × nodes, and print how
+    /// throughput, memory and disk per record change.
+    #[arg(long)]
+    sweep: bool,
+    /// The sweep's record counts. Example: --sweep-records 1000,5000
+    #[arg(long, value_delimiter = ',', default_values_t = crate::bench::SWEEP_RECORDS)]
+    sweep_records: Vec<usize>,
+    /// The sweep's node counts (2 to 10 each). Example: --sweep-nodes 3,6
+    #[arg(long, value_delimiter = ',', default_values_t = crate::bench::SWEEP_NODES)]
+    sweep_nodes: Vec<usize>,
     /// Entries of the scratch audit log built to time audit queries and verify (0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     audit_entries: u64,
@@ -406,7 +420,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Demo(a) => crate::demo::run(a).await,
         Command::Bench(a) => {
-            let mut report = crate::bench::run(a.records.max(1000), a.nodes).await?;
+            let mut report = crate::bench::run(&crate::bench::Options {
+                records: a.records,
+                nodes: a.nodes,
+                payload: a.payload,
+                sweep: a.sweep,
+                sweep_records: a.sweep_records,
+                sweep_nodes: a.sweep_nodes,
+            })
+            .await?;
             crate::audit_bench::measure(&mut report, a.audit_entries)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -159,32 +159,141 @@ fn operator_and_auditor_commands() {
     assert!(comp.status.success() && String::from_utf8_lossy(&comp.stdout).contains("tamga"));
 }
 
-/// `tamga bench` at a tiny size: every figure present and positive (shape, not speed).
+/// Every figure `tamga bench --json` prints without `--sweep`, by name.
+const BENCH_FIGURES: &[&str] = &[
+    "projection on the wire (push of one)",
+    "baseline: ed25519 sign (1 core)",
+    "baseline: ed25519 verify (1 core)",
+    "baseline: projection encode+hash",
+    "projection salt+sign (1 core)",
+    "projection verify (1 core)",
+    "baseline: projection batch verify of 64 (1 core)",
+    "baseline: libp2p req-resp echo, 1 payload",
+    "baseline: libp2p req-resp echo, 1 payload (MB/s)",
+    "baseline: libp2p req-resp echo, 64 payloads",
+    "baseline: libp2p req-resp echo, 64 payloads (MB/s)",
+    "baseline: libp2p req-resp echo, 64 payloads (payloads/s)",
+    "baseline: sled insert, flush per 100",
+    "ingest via API, batch 1",
+    "ingest via API, batch 100",
+    "disk bytes per stored record",
+    "replication 1 origin -> N-1 peers",
+    "latency ack -> stored on all peers p50 @1000/s",
+    "latency ack -> stored on all peers p95 @1000/s",
+    "latency ack -> stored on all peers p99 @1000/s",
+    "origin disk bytes per record",
+    "RSS of the bench process (all in-process nodes)",
+    "catch-up of a restarted node",
+    "catch-up node: records held",
+    "catch-up node: RSS (own process)",
+    "catch-up node: disk bytes per record held",
+    "gossipsub 1 -> N-1 subscribers (batch verify, no store)",
+    "gossipsub latency publish -> all verified p50 @1000/s",
+    "gossipsub latency publish -> all verified p95 @1000/s",
+    "gossipsub latency publish -> all verified p99 @1000/s",
+    "reload: file change -> in force, median",
+    "limit: ingest = min(sled insert, salt+sign 1 core)",
+    "limit: replication, verify-bound = v*c/(N-1)",
+    "limit: replication, req-resp-bound = e64*64/(N-1)",
+    "limit: replication = min of both",
+    "limit: catch-up = min(v*c, e64*64)",
+    "ratio: ingest batch 100 / ingest limit",
+    "ratio: ingest batch 100 / sled insert",
+    "ratio: replication / verify-bound limit (target >= 0.5)",
+    "ratio: replication / replication limit",
+    "ratio: replication / gossipsub",
+    "ratio: latency p99 / gossipsub p99",
+    "ratio: catch-up / catch-up limit",
+    "ratio: disk per record held / projection bytes (target <= 3)",
+];
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = tamga().arg("bench").args(args).arg("--json").output().expect("runs");
+    let text = ok(&out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn positive(v: &serde_json::Value) -> bool {
+    v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)
+}
+
+/// `tamga bench` at a tiny size: every figure present, with a unit and a positive finite
+/// value (shape, not speed).
 #[test]
 fn bench_smoke() {
-    let out = tamga()
-        .args(["bench", "--records", "1000", "--audit-entries", "20000", "--json"])
-        .output()
-        .expect("runs");
-    let text = ok(&out);
-    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let v = bench_json(&["--records", "1000", "--nodes", "3", "--audit-entries", "20000"]);
     let figures = v["figures"].as_array().expect("figures");
-    for name in [
-        "baseline: ed25519 sign (1 core)",
-        "baseline: ed25519 verify (1 core)",
-        "baseline: sled insert, flush per 100",
-        "ingest via API, batch 1",
-        "ingest via API, batch 100",
-        "disk bytes per stored record",
-    ] {
-        let f =
-            figures.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} missing: {text}"));
-        assert!(f["value"].as_f64().is_some_and(|x| x > 0.0), "{name}: {f}");
-        assert!(f["unit"].as_str().is_some_and(|u| !u.is_empty()));
+    for name in BENCH_FIGURES {
+        let f = figures.iter().find(|f| f["name"] == *name).unwrap_or_else(|| panic!("{name} missing: {v}"));
+        assert!(positive(&f["value"]), "{name}: {f}");
+        assert!(f["unit"].as_str().is_some_and(|u| !u.is_empty()), "{name}: {f}");
     }
+    assert!(figures.iter().all(|f| positive(&f["value"])), "every figure is positive: {v}");
+    for k in ["records", "nodes", "cores", "memory_bytes", "projection_bytes", "payload_bytes"] {
+        assert!(positive(&v[k]), "{k}: {v}");
+    }
+    assert_eq!(v["nodes"], 3);
+    assert!(v["notes"].as_array().is_some_and(|n| !n.is_empty()), "{v}");
+    assert_eq!(v["sweep"].as_array().map(Vec::len), Some(0), "no sweep unless asked");
+    // The catch-up node holds the replicated, steady-rate and missed records.
+    let held = figures.iter().find(|f| f["name"] == "catch-up node: records held").expect("held");
+    assert!(held["value"].as_f64().is_some_and(|h| h >= 3000.0), "{held}");
     // The audit section: the append rate, a peer+day query, a trace, a count, verify.
     let audit: Vec<&serde_json::Value> =
         figures.iter().filter(|f| f["name"].as_str().is_some_and(|n| n.starts_with("audit "))).collect();
-    assert_eq!(audit.len(), 6, "{text}");
-    assert!(audit.iter().all(|f| f["value"].as_f64().is_some_and(|x| x > 0.0)), "{text}");
+    assert_eq!(audit.len(), 6, "{v}");
+}
+
+/// `tamga bench --sweep` on a tiny grid: one point per (nodes, records), each positive.
+#[test]
+fn bench_sweep_smoke() {
+    let v = bench_json(&[
+        "--records",
+        "1000",
+        "--nodes",
+        "2",
+        "--audit-entries",
+        "0",
+        "--payload",
+        "256",
+        "--sweep",
+        "--sweep-records",
+        "1000",
+        "--sweep-nodes",
+        "2,3",
+    ]);
+    assert_eq!(v["payload_bytes"], 256);
+    let sweep = v["sweep"].as_array().expect("sweep");
+    assert_eq!(sweep.len(), 2, "{v}");
+    for (p, nodes) in sweep.iter().zip([2, 3]) {
+        assert_eq!(p["nodes"], nodes);
+        assert_eq!(p["records"], 1000);
+        for k in [
+            "replication_records_per_sec",
+            "catch_up_records_per_sec",
+            "held",
+            "rss_bytes",
+            "disk_bytes_per_record",
+            "origin_disk_bytes_per_record",
+        ] {
+            assert!(positive(&p[k]), "{k}: {p}");
+        }
+    }
+}
+
+/// Arguments the bench cannot run with are refused with one clear line, before any work.
+#[test]
+fn bench_refuses_bad_arguments() {
+    for (args, says) in [
+        (&["--records", "10"][..], "--records must be at least"),
+        (&["--nodes", "11"][..], "--nodes must be from 2 to 10"),
+        (&["--payload", "0"][..], "--payload must be from 1"),
+        (&["--sweep", "--sweep-nodes", "1"][..], "--sweep-nodes values must be from 2 to 10"),
+        (&["--sweep", "--sweep-records", "5"][..], "--sweep-records values must be at least"),
+    ] {
+        let out = tamga().arg("bench").args(args).output().expect("runs");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    }
 }

@@ -1,22 +1,55 @@
 //! `tamga bench`: measured figures next to the limits that bound them, from one run on one
-//! machine. Each product figure is measured on a real node (real sled, real HTTP API,
-//! durability on) started in-process on loopback with the example federation; each
-//! baseline is measured in the same run on the same data.
+//! machine. Each product figure is measured on real nodes (real sled, real HTTP API,
+//! durability on, real libp2p connections on loopback); each baseline is measured in the
+//! same run on the same data, so that the ratios hold even on a busy machine whose
+//! absolute figures do not.
 //!
-//! Figures so far: ed25519 sign and verify (one core), projection encode+hash, raw sled
-//! insert with a flush per batch of 100 (the bound of durable ingest), ingest through
-//! the API with batches of 1 and of 100, replication from one origin to every other node
-//! of a local federation, end-to-end latency at a steady 1,000 records/s, and policy
-//! reload latency (file change to new policy in force; [`crate::reload::latency`]).
+//! # What is measured
+//!
+//! - **Baselines** (the limits): ed25519 sign and verify, the projection's encode+hash,
+//!   salt+sign and verify (alone and in batches, as receivers verify), raw sled insert
+//!   with a flush per 100 records, and a bare libp2p request-response echo
+//!   ([`echo`]) on the product's transport, of one projection and of a push batch.
+//! - **The product**: ingest through the API (batches of 1 and 100), replication from one
+//!   origin to the N-1 other nodes of a [`fed::BenchFederation`] until all hold all,
+//!   latency ack → stored on every peer at a steady 1,000 records/s, catch-up of a node
+//!   restarted after missing N records, its resident memory and disk per record
+//!   ([`replicate`]), and policy reload latency ([`crate::reload::latency`]).
+//! - **The peer baseline**: the same signed projections over libp2p gossipsub to the same
+//!   number of subscribers, which verify them ([`gossip`]), throughput and latency side by
+//!   side with tamga's push.
+//! - **Ratios**: each product figure over the limit that bounds it (below).
+//! - **Growth** (`--sweep`): replication and catch-up over a grid of records × nodes.
+//!
+//! # The limits, as formulas
+//!
+//! With `c` cores, `N` nodes, `v` the projection batch-verify rate on one core
+//! (`verify_many`, what receivers use), `e` the echo rate of a push batch of
+//! [`ECHO_BATCH`] projections (messages/s), `s` the projection salt+sign rate on one core
+//! and `i` the raw sled insert rate:
+//!
+//! - ingest ≤ min(i, s): every record is written (sled) and projected and signed once;
+//! - replication ≤ min(v·c / (N-1), e·[`ECHO_BATCH`] / (N-1)): in one process all N-1
+//!   receivers verify every projection on the same `c` cores, and the origin's link
+//!   capacity is shared by N-1 peers;
+//! - catch-up ≤ min(v·c, e·[`ECHO_BATCH`]): one receiver, one link.
+//!
+//! The echo sends the payload both ways where a push returns only receipts, so the
+//! request-response limit is conservative.
+
+pub mod echo;
+pub mod fed;
+pub mod gossip;
+pub mod replicate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 use tamga_protocol::{
-    Classification, Envelope, Record, RecordHeader, SaltKey, SaltedRecord, SigningKey, Value,
+    Classification, Envelope, Projection, Record, RecordHeader, SaltKey, SaltedRecord, SigningKey, Value,
 };
 
 use crate::client::Client;
@@ -28,6 +61,66 @@ pub const MICRO_DURATION: Duration = Duration::from_millis(700);
 pub const CLIENTS_BATCH_1: usize = 64;
 /// Concurrent API clients for batches of 100.
 pub const CLIENTS_BATCH_100: usize = 8;
+/// Projections per batch in the batch-verify figure (what a push of that size costs).
+pub const VERIFY_BATCH: usize = 64;
+/// Projections per message in the echo of a push batch.
+pub const ECHO_BATCH: usize = 64;
+/// Fewest records a run accepts (replication feeds batches of 100 from 4 clients).
+pub const MIN_RECORDS: usize = 1_000;
+/// The sweep's default record counts.
+pub const SWEEP_RECORDS: [usize; 3] = [10_000, 100_000, 1_000_000];
+/// The sweep's default node counts.
+pub const SWEEP_NODES: [usize; 3] = [3, 6, 10];
+
+/// What to run: `tamga bench`'s arguments, checked by [`Options::check`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Records per ingest, replication and catch-up measurement.
+    pub records: usize,
+    /// Nodes of the replication federation (2 to [`fed::MAX_NODES`]).
+    pub nodes: usize,
+    /// Echo payload in bytes (default: one encoded projection).
+    pub payload: Option<usize>,
+    /// Also run the growth sweep.
+    pub sweep: bool,
+    /// The sweep's record counts.
+    pub sweep_records: Vec<usize>,
+    /// The sweep's node counts.
+    pub sweep_nodes: Vec<usize>,
+}
+
+impl Options {
+    /// Refuse what cannot run, with one clear line, before anything is measured.
+    pub fn check(&self) -> Result<()> {
+        ensure!(
+            self.records >= MIN_RECORDS,
+            "--records must be at least {MIN_RECORDS}, not {}",
+            self.records
+        );
+        let nodes_ok = |n: usize| (2..=fed::MAX_NODES).contains(&n);
+        ensure!(nodes_ok(self.nodes), "--nodes must be from 2 to {}, not {}", fed::MAX_NODES, self.nodes);
+        if let Some(p) = self.payload {
+            ensure!(
+                (1..=echo::MAX_ECHO_BYTES / ECHO_BATCH).contains(&p),
+                "--payload must be from 1 to {} bytes, not {p}",
+                echo::MAX_ECHO_BYTES / ECHO_BATCH
+            );
+        }
+        if self.sweep {
+            ensure!(
+                !self.sweep_records.is_empty() && !self.sweep_nodes.is_empty(),
+                "the sweep lists are empty"
+            );
+            for r in &self.sweep_records {
+                ensure!(*r >= MIN_RECORDS, "--sweep-records values must be at least {MIN_RECORDS}, not {r}");
+            }
+            for n in &self.sweep_nodes {
+                ensure!(nodes_ok(*n), "--sweep-nodes values must be from 2 to {}, not {n}", fed::MAX_NODES);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -40,17 +133,48 @@ pub struct Figure {
     pub unit: &'static str,
 }
 
+/// One point of the growth sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    /// Nodes of the federation.
+    pub nodes: usize,
+    /// Records replicated, and then missed by the catch-up node.
+    pub records: usize,
+    /// Replication 1 origin → nodes-1 peers, records/s.
+    pub replication_records_per_sec: f64,
+    /// Catch-up of the restarted node, records/s.
+    pub catch_up_records_per_sec: f64,
+    /// Records the catch-up node held at the end.
+    pub held: u64,
+    /// The catch-up node's resident memory at the end, bytes.
+    pub rss_bytes: u64,
+    /// The catch-up node's store bytes per record held.
+    pub disk_bytes_per_record: f64,
+    /// The origin's store bytes per record.
+    pub origin_disk_bytes_per_record: f64,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Records per ingest measurement.
     pub records: usize,
+    /// Nodes of the replication federation.
+    pub nodes: usize,
     /// CPU cores seen.
     pub cores: usize,
     /// Memory in bytes, from /proc/meminfo.
     pub memory_bytes: u64,
+    /// Bytes of one projection as it crosses the wire (a push of one).
+    pub projection_bytes: usize,
+    /// The echo payload, bytes.
+    pub payload_bytes: usize,
     /// The figures.
     pub figures: Vec<Figure>,
+    /// How each limit and ratio was computed.
+    pub notes: Vec<String>,
+    /// The growth sweep (empty unless `--sweep`).
+    pub sweep: Vec<SweepPoint>,
 }
 
 impl Report {
@@ -58,25 +182,79 @@ impl Report {
         self.figures.push(Figure { name: name.to_owned(), value, unit });
     }
 
-    fn get(&self, name: &str) -> f64 {
+    /// The value of the figure called `name` (0 if absent).
+    pub fn get(&self, name: &str) -> f64 {
         self.figures.iter().find(|f| f.name == name).map_or(0.0, |f| f.value)
+    }
+
+    fn ratio(&mut self, name: &str, num: &str, den: &str) {
+        let r = self.get(num) / self.get(den).max(f64::MIN_POSITIVE);
+        self.add(name, r, "ratio");
     }
 
     /// A plain table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "tamga bench: {} records, {} cores, {:.1} GiB\n{:<44} {:>14}  unit\n",
+            "tamga bench: {} records, {} nodes, {} cores, {:.1} GiB, projection {} bytes, echo payload {} bytes\n\
+             {:<60} {:>14}  unit\n",
             self.records,
+            self.nodes,
             self.cores,
             self.memory_bytes as f64 / (1u64 << 30) as f64,
+            self.projection_bytes,
+            self.payload_bytes,
             "figure",
             "value"
         );
         for f in &self.figures {
-            out.push_str(&format!("{:<44} {:>14.1}  {}\n", f.name, f.value, f.unit));
+            let prec = if f.unit == "ratio" { 3 } else { 1 };
+            out.push_str(&format!("{:<60} {:>14.prec$}  {}\n", f.name, f.value, f.unit));
+        }
+        if !self.sweep.is_empty() {
+            out.push_str(&format!(
+                "\ngrowth sweep\n{:>5} {:>9} {:>14} {:>14} {:>10} {:>9} {:>13} {:>13}\n",
+                "nodes",
+                "records",
+                "repl rec/s",
+                "catch-up rec/s",
+                "held",
+                "RSS MiB",
+                "disk B/rec",
+                "origin B/rec"
+            ));
+            for p in &self.sweep {
+                out.push_str(&format!(
+                    "{:>5} {:>9} {:>14.1} {:>14.1} {:>10} {:>9.1} {:>13.1} {:>13.1}\n",
+                    p.nodes,
+                    p.records,
+                    p.replication_records_per_sec,
+                    p.catch_up_records_per_sec,
+                    p.held,
+                    p.rss_bytes as f64 / (1u64 << 20) as f64,
+                    p.disk_bytes_per_record,
+                    p.origin_disk_bytes_per_record
+                ));
+            }
+        }
+        if !self.notes.is_empty() {
+            out.push_str("\nnotes\n");
+            for n in &self.notes {
+                out.push_str(&format!("- {n}\n"));
+            }
         }
         out
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// p50, p95 and p99 of `v` (sorted in place); zeros when empty.
+pub fn percentiles(v: &mut [f64]) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    let pct = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    [pct(0.5), pct(0.95), pct(0.99)]
 }
 
 fn per_second(duration: Duration, mut f: impl FnMut()) -> f64 {
@@ -103,11 +281,12 @@ fn memory_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The `i`-th bench record, with the fields [`replicate::body`] sends through the API.
 fn sample_record(i: usize) -> Record {
     let mut body = std::collections::BTreeMap::new();
-    body.insert("title".to_owned(), Value::Text(format!("Selectivity method {i}")));
+    body.insert("title".to_owned(), Value::Text(format!("Replicated method {i}")));
+    body.insert("method_type".to_owned(), Value::Text("selectivity".into()));
     body.insert("summary".to_owned(), Value::Text("x".repeat(300)));
-    body.insert("author_name".to_owned(), Value::Text("A. Analyst".into()));
     Record {
         header: RecordHeader {
             category: "rms.method".parse().expect("a valid category"),
@@ -121,19 +300,41 @@ fn sample_record(i: usize) -> Record {
     }
 }
 
-fn micro(report: &mut Report) {
+fn envelope(seq: u64, audience: usize) -> Envelope {
+    Envelope {
+        kind: tamga_protocol::EntryKind::Share,
+        agreement: "sco-rms-2013".parse().expect("a valid agreement"),
+        audience: fed::MEMBERS
+            .iter()
+            .skip(1)
+            .take(audience.max(1))
+            .map(|c| c.parse().expect("valid member codes"))
+            .collect(),
+        seq,
+        expires_ms: 1_900_000_000_000,
+    }
+}
+
+fn project(i: usize, seq: u64, audience: usize, key: &SigningKey, salt_key: &SaltKey) -> Result<Projection> {
+    SaltedRecord::new(sample_record(i), salt_key)
+        .project(|n| n == "author_name", envelope(seq, audience), key)
+        .map_err(|e| anyhow::anyhow!("projecting a bench record: {e}"))
+}
+
+/// Bytes of `p` as one push on the wire.
+fn wire_bytes(p: &Projection) -> Result<usize> {
+    let push = tamga_protocol::Request::Push(tamga_protocol::Push { projections: vec![p.clone()] });
+    Ok(tamga_protocol::codec::encode_request(&push).context("encodes a push")?.len())
+}
+
+fn micro(report: &mut Report) -> Result<()> {
     let key = SigningKey::from_bytes(&[7; 32]);
     let vk = key.verifying_key();
     let salt_key = SaltKey::from_bytes([3; 32]);
-    let salted = SaltedRecord::new(sample_record(1), &salt_key);
-    let envelope = Envelope {
-        kind: tamga_protocol::EntryKind::Share,
-        agreement: "sco-rms-2013".parse().expect("a valid agreement"),
-        audience: ["CN", "KG", "KZ", "TJ", "UZ"].iter().map(|c| c.parse().expect("valid")).collect(),
-        seq: 1,
-        expires_ms: 1_900_000_000_000,
-    };
-    let p = salted.project(|n| n == "author_name", envelope.clone(), &key).expect("public projects");
+    let audience = report.nodes - 1;
+    let p = project(1, 1, audience, &key, &salt_key)?;
+    report.projection_bytes = wire_bytes(&p)?;
+    report.add("projection on the wire (push of one)", report.projection_bytes as f64, "bytes");
     let msg = [0u8; 96];
     report.add(
         "baseline: ed25519 sign (1 core)",
@@ -160,8 +361,7 @@ fn micro(report: &mut Report) {
     report.add(
         "projection salt+sign (1 core)",
         per_second(MICRO_DURATION, || {
-            let s = SaltedRecord::new(sample_record(2), &salt_key);
-            let _ = std::hint::black_box(s.project(|n| n == "author_name", envelope.clone(), &key));
+            let _ = std::hint::black_box(project(2, 1, audience, &key, &salt_key));
         }),
         "ops/s",
     );
@@ -172,6 +372,23 @@ fn micro(report: &mut Report) {
         }),
         "ops/s",
     );
+    let batch: Vec<Projection> = (0..VERIFY_BATCH)
+        .map(|i| project(10 + i, 1 + i as u64, audience, &key, &salt_key))
+        .collect::<Result<_>>()?;
+    let items: Vec<(&Projection, &tamga_protocol::VerifyingKey)> = batch.iter().map(|p| (p, &vk)).collect();
+    ensure!(tamga_protocol::verify_many(&items).iter().all(|r| r.is_ok()), "the batch verifies");
+    let start = Instant::now();
+    let mut n = 0usize;
+    while start.elapsed() < MICRO_DURATION {
+        std::hint::black_box(tamga_protocol::verify_many(&items));
+        n += VERIFY_BATCH;
+    }
+    report.add(
+        "baseline: projection batch verify of 64 (1 core)",
+        n as f64 / start.elapsed().as_secs_f64(),
+        "projections/s",
+    );
+    Ok(())
 }
 
 async fn raw_sled(report: &mut Report, records: usize, dir: &std::path::Path) -> Result<()> {
@@ -230,11 +447,14 @@ async fn ingest(report: &mut Report, records: usize, dir: &std::path::Path) -> R
         for c in 0..clients {
             let client = client.clone();
             let base = next + c * per_client * batch;
-            let bodies: Vec<Vec<serde_json::Value>> =
-                (0..per_client).map(|k| (0..batch).map(|j| body(base + k * batch + j)).collect()).collect();
             tasks.push(tokio::spawn(async move {
-                for b in bodies {
-                    let doc = if b.len() == 1 { b[0].clone() } else { json!({ "records": b }) };
+                for k in 0..per_client {
+                    let from = base + k * batch;
+                    let doc = if batch == 1 {
+                        body(from)
+                    } else {
+                        json!({ "records": (from..from + batch).map(body).collect::<Vec<_>>() })
+                    };
                     client.post("/v1/records", &doc).await?;
                 }
                 Ok::<(), crate::client::ClientError>(())
@@ -253,128 +473,181 @@ async fn ingest(report: &mut Report, records: usize, dir: &std::path::Path) -> R
     Ok(())
 }
 
-/// The local federation for replication measurements: `nodes` members of the example.
-async fn federation(dir: &std::path::Path, nodes: usize) -> Result<crate::localfed::LocalFederation> {
-    let members: Vec<tamga_protocol::MemberCode> = crate::localfed::EXAMPLE_MEMBERS
-        .iter()
-        .map(|m| m.parse().expect("example members are valid codes"))
-        .filter(|m: &tamga_protocol::MemberCode| m.as_str() != "XS")
-        .take(nodes.clamp(2, 6))
-        .collect();
-    let mut f = crate::localfed::LocalFederation::create(&dir.join("fed"), &members, 2)?;
-    f.start_all().await?;
-    f.wait_connected(Duration::from_secs(60)).await?;
-    Ok(f)
+async fn echo_baselines(report: &mut Report) -> Result<()> {
+    let one = echo::measure(report.payload_bytes).await?;
+    report.add("baseline: libp2p req-resp echo, 1 payload", one.messages_per_sec, "messages/s");
+    report.add("baseline: libp2p req-resp echo, 1 payload (MB/s)", one.mb_per_sec, "MB/s");
+    let batch = echo::measure(report.payload_bytes * ECHO_BATCH).await?;
+    report.add("baseline: libp2p req-resp echo, 64 payloads", batch.messages_per_sec, "messages/s");
+    report.add("baseline: libp2p req-resp echo, 64 payloads (MB/s)", batch.mb_per_sec, "MB/s");
+    report.add(
+        "baseline: libp2p req-resp echo, 64 payloads (payloads/s)",
+        batch.messages_per_sec * ECHO_BATCH as f64,
+        "payloads/s",
+    );
+    Ok(())
 }
 
-fn received(node: &crate::daemon::Node) -> u64 {
-    node.shared().metrics.projections_received.get()
-}
-
-/// Replication from RU to every other member (public RMS method descriptions, which every
-/// example policy shares and accepts), and end-to-end latency at a steady offered rate.
-async fn replication(report: &mut Report, records: usize, nodes: usize, dir: &std::path::Path) -> Result<()> {
-    let mut f = federation(dir, nodes).await?;
-    let ru: tamga_protocol::MemberCode = "RU".parse().expect("valid");
-    let origin = f.nodes.get(&ru).and_then(|n| n.node.as_ref()).context("RU runs")?;
-    let token = f.nodes[&ru].tokens.token(Role::Operator).to_owned();
-    let client = Arc::new(Client::with_token(format!("http://{}", origin.api_addr()), token));
-    let peers: Vec<&crate::daemon::Node> =
-        f.nodes.iter().filter(|(m, _)| **m != ru).filter_map(|(_, n)| n.node.as_ref()).collect();
-    let body = |i: usize| {
-        json!({
-            "category": "rms.method", "classification": "public", "created": "2026-11-28T09:00:00Z",
-            "body": { "title": format!("Replicated method {i}"), "method_type": "selectivity", "summary": "x".repeat(300) },
-        })
+async fn gossip_baseline(report: &mut Report, records: usize, steady: usize) -> Result<()> {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let salt_key = SaltKey::from_bytes([3; 32]);
+    let audience = report.nodes - 1;
+    let encode = |i: usize| -> Result<Vec<u8>> {
+        let p = project(1_000_000_000 + i, i as u64 + 1, audience, &key, &salt_key)?;
+        Ok(tamga_protocol::codec::encode_stored(&p).context("encodes a projection")?)
     };
-    // Throughput: ingest as fast as the API takes it, until every peer holds every record.
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    let per = records / 4 / 100;
-    for c in 0..4 {
-        let client = client.clone();
-        let docs: Vec<serde_json::Value> =
-            (0..per).map(|k| json!({ "records": (0..100).map(|j| body(c * 10_000_000 + k * 100 + j)).collect::<Vec<_>>() })).collect();
-        tasks.push(tokio::spawn(async move {
-            for d in docs {
-                client.post("/v1/records", &d).await?;
-            }
-            Ok::<(), crate::client::ClientError>(())
-        }));
+    let bulk: Vec<Vec<u8>> = (0..records).map(encode).collect::<Result<_>>()?;
+    let steady: Vec<Vec<u8>> = (records..records + steady).map(encode).collect::<Result<_>>()?;
+    let g = gossip::measure(
+        audience,
+        key.verifying_key(),
+        bulk,
+        steady,
+        replicate::STEADY_PER_TICK,
+        replicate::STEADY_TICK,
+    )
+    .await?;
+    report.add("gossipsub 1 -> N-1 subscribers (batch verify, no store)", g.records_per_sec, "records/s");
+    for (q, v) in ["p50", "p95", "p99"].iter().zip(g.latency_ms) {
+        report.add(&format!("gossipsub latency publish -> all verified {q} @1000/s"), v, "ms");
     }
-    for t in tasks {
-        t.await.context("client task")??;
-    }
-    let total = (per * 400) as u64;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while peers.iter().any(|p| received(p) < total) {
-        anyhow::ensure!(Instant::now() < deadline, "replication did not finish in 10 minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    report.add(&format!("replication 1 origin -> {} peers", peers.len()), total as f64 / secs, "records/s");
+    Ok(())
+}
 
-    // Latency at a steady 1,000 records/s: 10 records every 10 ms.
-    let n = records.clamp(1000, 5000) / 10;
-    let mut acks: Vec<(String, i64)> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for k in 0..n {
-        tick.tick().await;
-        let v = client
-            .post(
-                "/v1/records",
-                &json!({ "records": (0..10).map(|j| body(900_000_000 + k * 10 + j)).collect::<Vec<_>>() }),
-            )
-            .await?;
-        let at = crate::writer::now_ms();
-        for id in v["ids"].as_array().into_iter().flatten().filter_map(|x| x.as_str()) {
-            acks.push((id.to_owned(), at));
+fn add_replication(report: &mut Report, r: &replicate::Replication) -> Result<()> {
+    report.add("replication 1 origin -> N-1 peers", r.records_per_sec, "records/s");
+    if let Some(l) = r.latency_ms {
+        for (q, v) in ["p50", "p95", "p99"].iter().zip(l) {
+            report.add(&format!("latency ack -> stored on all peers {q} @1000/s"), v, "ms");
         }
     }
-    let want = total + acks.len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while peers.iter().any(|p| received(p) < want) {
-        anyhow::ensure!(Instant::now() < deadline, "the steady-rate records did not all arrive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut lat: Vec<f64> = Vec::with_capacity(acks.len());
-    for (id, at) in &acks {
-        let id: tamga_protocol::RecordId = id.parse().context("an id")?;
-        let mut last = *at;
-        for p in &peers {
-            if let Some(r) = p.shared().store.record(&id)? {
-                last = last.max(r.stored_ms);
-            }
+    report.add("origin disk bytes per record", r.origin_disk_per_record, "bytes");
+    report.add("RSS of the bench process (all in-process nodes)", mib(r.process_rss), "MiB");
+    let c = r.catch_up.as_ref().context("the catch-up was measured")?;
+    report.add("catch-up of a restarted node", c.records_per_sec, "records/s");
+    report.add("catch-up node: records held", c.held as f64, "records");
+    report.add("catch-up node: RSS (own process)", mib(c.rss_bytes), "MiB");
+    report.add("catch-up node: disk bytes per record held", c.disk_per_record, "bytes");
+    Ok(())
+}
+
+/// The limits and ratios of the module docs.
+fn ratios(report: &mut Report) {
+    let cores = report.cores as f64;
+    let peers = (report.nodes - 1) as f64;
+    let ingest_limit =
+        report.get("baseline: sled insert, flush per 100").min(report.get("projection salt+sign (1 core)"));
+    report.add("limit: ingest = min(sled insert, salt+sign 1 core)", ingest_limit, "records/s");
+    let verify = report.get("baseline: projection batch verify of 64 (1 core)");
+    let echo = report.get("baseline: libp2p req-resp echo, 64 payloads (payloads/s)");
+    report.add("limit: replication, verify-bound = v*c/(N-1)", verify * cores / peers, "records/s");
+    report.add("limit: replication, req-resp-bound = e64*64/(N-1)", echo / peers, "records/s");
+    let repl_limit = (verify * cores).min(echo) / peers;
+    report.add("limit: replication = min of both", repl_limit, "records/s");
+    report.add("limit: catch-up = min(v*c, e64*64)", (verify * cores).min(echo), "records/s");
+    report.ratio(
+        "ratio: ingest batch 100 / ingest limit",
+        "ingest via API, batch 100",
+        "limit: ingest = min(sled insert, salt+sign 1 core)",
+    );
+    report.ratio(
+        "ratio: ingest batch 100 / sled insert",
+        "ingest via API, batch 100",
+        "baseline: sled insert, flush per 100",
+    );
+    report.ratio(
+        "ratio: replication / verify-bound limit (target >= 0.5)",
+        "replication 1 origin -> N-1 peers",
+        "limit: replication, verify-bound = v*c/(N-1)",
+    );
+    report.ratio(
+        "ratio: replication / replication limit",
+        "replication 1 origin -> N-1 peers",
+        "limit: replication = min of both",
+    );
+    report.ratio(
+        "ratio: replication / gossipsub",
+        "replication 1 origin -> N-1 peers",
+        "gossipsub 1 -> N-1 subscribers (batch verify, no store)",
+    );
+    report.ratio(
+        "ratio: latency p99 / gossipsub p99",
+        "latency ack -> stored on all peers p99 @1000/s",
+        "gossipsub latency publish -> all verified p99 @1000/s",
+    );
+    report.ratio(
+        "ratio: catch-up / catch-up limit",
+        "catch-up of a restarted node",
+        "limit: catch-up = min(v*c, e64*64)",
+    );
+    report.ratio(
+        "ratio: disk per record held / projection bytes (target <= 3)",
+        "catch-up node: disk bytes per record held",
+        "projection on the wire (push of one)",
+    );
+    report.notes.extend([
+        format!("c = {} cores, N = {} nodes; v = projection batch verify of 64 on 1 core; e64 = echo messages/s of 64 payloads", report.cores, report.nodes),
+        "replication: all N-1 receivers run in this process and verify every projection on the same c cores, so the verify-bound limit is v*c/(N-1); the origin's links share the request-response capacity, e64*64/(N-1)".into(),
+        "the echo returns the payload (a push returns only receipts), so the request-response limits are conservative".into(),
+        "catch-up: from the restarted node's process start (open, connect, anti-entropy round) until it held every record it missed; it runs as its own process, whose RSS is the per-node figure".into(),
+        "gossipsub: pre-signed projections, no libp2p message signing, subscribers decode and batch-verify each projection, nothing stored, no receipts, no policy".into(),
+        "latency (tamga): from the API's acknowledgement (durable at the origin) to the last peer's store time; (gossipsub): from publish to verified at the last subscriber".into(),
+    ]);
+}
+
+async fn sweep(report: &mut Report, opts: &Options, dir: &std::path::Path) -> Result<()> {
+    for &nodes in &opts.sweep_nodes {
+        for &records in &opts.sweep_records {
+            let d = dir.join(format!("sweep-{nodes}-{records}"));
+            let r = replicate::measure(&d, nodes, records, 0, records).await?;
+            let c = r.catch_up.context("the sweep measures catch-up")?;
+            report.sweep.push(SweepPoint {
+                nodes,
+                records,
+                replication_records_per_sec: r.records_per_sec,
+                catch_up_records_per_sec: c.records_per_sec,
+                held: c.held,
+                rss_bytes: c.rss_bytes,
+                disk_bytes_per_record: c.disk_per_record,
+                origin_disk_bytes_per_record: r.origin_disk_per_record,
+            });
+            let _ = std::fs::remove_dir_all(&d);
         }
-        lat.push((last - at) as f64);
     }
-    lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
-    report.add("latency ack -> all peers p50 @1000/s", pct(0.5), "ms");
-    report.add("latency ack -> all peers p95 @1000/s", pct(0.95), "ms");
-    report.add("latency ack -> all peers p99 @1000/s", pct(0.99), "ms");
-    f.stop_all().await;
     Ok(())
 }
 
 /// Run every measurement.
-pub async fn run(records: usize, nodes: usize) -> Result<Report> {
+pub async fn run(opts: &Options) -> Result<Report> {
+    opts.check()?;
     let dir = tempfile::tempdir().context("a temporary directory")?;
+    let records = opts.records;
     let mut report = Report {
         records,
+        nodes: opts.nodes,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: memory_bytes(),
+        projection_bytes: 0,
+        payload_bytes: 0,
         figures: Vec::new(),
+        notes: Vec::new(),
+        sweep: Vec::new(),
     };
-    micro(&mut report);
+    micro(&mut report)?;
+    report.payload_bytes = opts.payload.unwrap_or(report.projection_bytes);
+    echo_baselines(&mut report).await?;
     raw_sled(&mut report, records, dir.path()).await?;
     ingest(&mut report, records, dir.path()).await?;
-    replication(&mut report, records, nodes, dir.path()).await?;
+    let steady = records.clamp(1000, 5000);
+    let r = replicate::measure(&dir.path().join("replication"), opts.nodes, records, steady, records).await?;
+    add_replication(&mut report, &r)?;
+    gossip_baseline(&mut report, records, steady).await?;
     for (name, value, unit) in crate::reload::latency::measure(dir.path()).await? {
         report.add(name, value, unit);
     }
-    let ratio =
-        report.get("ingest via API, batch 100") / report.get("baseline: sled insert, flush per 100").max(1.0);
-    report.add("ratio: ingest batch 100 / sled insert", ratio, "ratio");
+    ratios(&mut report);
+    if opts.sweep {
+        sweep(&mut report, opts, dir.path()).await?;
+    }
     Ok(report)
 }
