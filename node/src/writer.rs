@@ -459,7 +459,11 @@ impl WriterTask {
                     feedback_answers.push((reply, r));
                 }
                 Op::PurgeExpired => {
-                    if let Err(e) = self.purge_expired(&mut batch, &mut head, &mut purged_here, now) {
+                    // Expiry is judged by the wall clock as it is now, not by the audit
+                    // clock (which never goes back): a clock that was ahead for a moment
+                    // must not purge what has not expired.
+                    let wall = now_ms();
+                    if let Err(e) = self.purge_expired(&mut batch, &mut head, &mut purged_here, wall, now) {
                         tracing::warn!(error = %e, "expiry purge failed");
                     }
                 }
@@ -812,15 +816,17 @@ impl WriterTask {
         Ok(out)
     }
 
-    /// Purge every expired projection: its entry, and the body of a received record.
+    /// Purge every projection expired at `wall` (the wall clock): its entry, and the body
+    /// of a received record; `now` is the audit clock, for the entries and tombstones.
     fn purge_expired(
         &self,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         done: &mut HashSet<(StreamKey, u64)>,
+        wall: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        for (stream, seq, expires) in self.store.expired(now, MAX_GROUP)? {
+        for (stream, seq, expires) in self.store.expired(wall, MAX_GROUP)? {
             if !done.insert((stream.clone(), seq)) {
                 continue;
             }
