@@ -517,17 +517,21 @@ impl WriterTask {
                 // The batch was not applied (apply_batch is atomic) or not made durable;
                 // re-read the head so the chain continues from what is really stored.
                 self.head = self.store.audit_head().ok().flatten().unwrap_or(self.head);
+                let why = match &e {
+                    StoreError::Engine(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for (reply, _) in answers {
-                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
                 for (reply, _) in received_answers {
-                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
                 for (reply, _) in revoke_answers {
-                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
                 for (reply, _) in feedback_answers {
-                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(e.to_string()))));
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
             }
         }
