@@ -1,0 +1,230 @@
+//! Network faults on real links: six member nodes as `tamga run` processes, each in its
+//! own network namespace on a bridge, with the faults made in the network itself (see
+//! `tamga_tests::netns`). A three-way partition that heals, 200 ms ± 50 ms latency with 5%
+//! loss between all members, and a flapping link: after each, every node holds exactly
+//! what the files allow it (the oracle), never one record more on the way, no record twice,
+//! and every audit chain verifies. Convergence times are measured and printed, not asserted.
+//!
+//! Each test needs root and network namespaces; without them it prints `SKIPPED` and why,
+//! and passes. The tests run one at a time (a lab is six processes on a small machine).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tamga_tests::netns::{self, Lab, Support};
+
+/// Six members of the example federation (the observer is left out).
+const MEMBERS: [&str; 6] = ["CN", "KG", "KZ", "RU", "TJ", "UZ"];
+/// The longest a lab may take to connect, or a convergence to finish, before the test fails.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One lab at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tamga-child"))
+}
+
+fn netem_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tamga-netem"))
+}
+
+/// Build the lab (not started), or `None` (printed) when the machine does not allow it.
+fn lab(test: &str) -> Option<(Lab, Support)> {
+    let support = netns::support_or_skip(test)?;
+    let lab = Lab::new(bin(), Some(netem_bin()), &MEMBERS).expect("the lab is built");
+    println!("{test}: lab 10.{}.0.0/24, switch namespace {}", lab.subnet, lab.switch);
+    Some((lab, support))
+}
+
+/// What the oracle expects within each group while partitioned: the records whose origin
+/// is in the holder's own group.
+async fn within_groups(lab: &Lab, groups: &[&[&str]]) -> Duration {
+    let t0 = Instant::now();
+    let group_of = |m: &str| groups.iter().position(|g| g.contains(&m)).expect("every member is in a group");
+    let want = netns::oracle(lab).await.expect("the oracle");
+    let mut origin = std::collections::BTreeMap::new();
+    for m in &MEMBERS {
+        for r in netns::records(lab, m).await.expect("lists") {
+            if let (Some(id), Some(o)) = (r["id"].as_str(), r["origin"].as_str()) {
+                origin.insert(id.to_owned(), o.to_owned());
+            }
+        }
+    }
+    loop {
+        let held = netns::holdings(lab).await.expect("every node answers");
+        let mut done = true;
+        for (m, h) in &held {
+            let reachable: std::collections::BTreeSet<String> =
+                want[m].iter().filter(|id| group_of(&origin[*id]) == group_of(m)).cloned().collect();
+            let across: Vec<_> = h.difference(&reachable).collect();
+            assert!(
+                across.is_empty(),
+                "{m} holds records from across the partition or not allowed: {across:?}"
+            );
+            done &= *h == reachable;
+        }
+        if done {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < LIMIT, "the groups did not converge among themselves within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_way_partition_heals_to_exact_holdings() {
+    let _one = SERIAL.lock().await;
+    let Some((mut lab, _)) = lab("a_three_way_partition_heals_to_exact_holdings") else { return };
+    lab.start_all().await.expect("the nodes start");
+    let t = lab.wait_connected(LIMIT).await.expect("the mesh forms");
+    println!("partition: full mesh of {} nodes in {:.1} s", MEMBERS.len(), t.as_secs_f64());
+
+    let groups: [&[&str]; 3] = [&["CN", "KG"], &["KZ", "RU"], &["TJ", "UZ"]];
+    lab.partition(&groups).expect("partitioned");
+    let mut ingested = 0;
+    for m in MEMBERS {
+        ingested +=
+            netns::ingest(&lab, m, &netns::batch(m, "split"), LIMIT).await.expect("acknowledged").len();
+    }
+    let t = within_groups(&lab, &groups).await;
+    println!("partition: {ingested} records ingested on all sides; each group converged among itself in {:.1} s, nothing crossed", t.as_secs_f64());
+    // Let the cut last past the dial backoff's first doublings and the request timeouts.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    lab.heal().expect("healed");
+    let healed = Instant::now();
+    let t = netns::converge(&lab, LIMIT).await.expect("exact holdings after the heal");
+    let want = netns::oracle(&lab).await.expect("the oracle");
+    println!(
+        "partition: converged {:.1} s after the heal ({} deliveries across the former cut and within)",
+        t.as_secs_f64(),
+        netns::deliveries(&want, ingested)
+    );
+    assert!(healed.elapsed() >= t);
+    netns::audits_verify(&lab).await.expect("every audit chain verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_jitter_and_loss_between_all_members() {
+    let _one = SERIAL.lock().await;
+    let Some((mut lab, support)) = lab("latency_jitter_and_loss_between_all_members") else { return };
+    if !support.netem && !support.nfqueue {
+        println!(
+            "SKIPPED latency_jitter_and_loss_between_all_members: neither tc netem nor iptables NFQUEUE"
+        );
+        return;
+    }
+    // Impaired from the start: the TLS handshakes and the first hellos cross it too.
+    let how = lab.impair(support, 200, 50, 0.05).expect("impaired");
+    lab.start_all().await.expect("the nodes start");
+    let t = lab.wait_connected(LIMIT).await.expect("the mesh forms");
+    println!("latency ({how}: 200 ms ± 50 ms, 5% loss each way): full mesh in {:.1} s", t.as_secs_f64());
+
+    let t0 = Instant::now();
+    let mut ingested = 0;
+    for m in ["RU", "CN", "KZ", "UZ"] {
+        for round in 0..2 {
+            let tag = format!("slow{round}");
+            ingested +=
+                netns::ingest(&lab, m, &netns::batch(m, &tag), LIMIT).await.expect("acknowledged").len();
+        }
+    }
+    let t_ingest = t0.elapsed();
+    netns::converge(&lab, LIMIT).await.expect("exact holdings under latency and loss");
+    let t = t0.elapsed();
+    let want = netns::oracle(&lab).await.expect("the oracle");
+    let deliveries = netns::deliveries(&want, ingested);
+    println!(
+        "latency: {ingested} records ingested at 4 members in {:.1} s; all {deliveries} deliveries done {:.1} s after the first ingest ({:.1} deliveries/s)",
+        t_ingest.as_secs_f64(),
+        t.as_secs_f64(),
+        deliveries as f64 / t.as_secs_f64()
+    );
+    netns::audits_verify(&lab).await.expect("every audit chain verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_converges_without_duplicates() {
+    let _one = SERIAL.lock().await;
+    let Some((mut lab, _)) = lab("a_flapping_link_converges_without_duplicates") else { return };
+    lab.start_all().await.expect("the nodes start");
+    lab.wait_connected(LIMIT).await.expect("the mesh forms");
+
+    // RU's link: down 2 s, up 3 s, six times, while every member ingests.
+    let flapper = "RU";
+    let stop = Arc::new(AtomicBool::new(false));
+    let switch = lab.switch.clone();
+    let flaps = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while n < 6 && !stop.load(Ordering::Relaxed) {
+                netns::set_link_in(&switch, flapper, false).expect("link down");
+                std::thread::sleep(Duration::from_secs(2));
+                netns::set_link_in(&switch, flapper, true).expect("link up");
+                std::thread::sleep(Duration::from_secs(3));
+                n += 1;
+            }
+            n
+        })
+    };
+    let t0 = Instant::now();
+    let mut ingested = 0;
+    let mut round = 0;
+    while !flaps.is_finished() {
+        for m in MEMBERS {
+            let tag = format!("flap{round}");
+            ingested +=
+                netns::ingest(&lab, m, &netns::batch(m, &tag), LIMIT).await.expect("acknowledged").len();
+        }
+        round += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = flaps.join().expect("the flapper ends");
+    lab.set_link(flapper, true).expect("link up");
+    let last_up = Instant::now();
+    println!(
+        "flapping: {flapper}'s link went down {n} times in {:.1} s; {ingested} records ingested in {round} rounds at every member",
+        t0.elapsed().as_secs_f64()
+    );
+    let t = netns::converge(&lab, LIMIT).await.expect("exact holdings after the flapping");
+    let want = netns::oracle(&lab).await.expect("the oracle");
+    println!(
+        "flapping: converged {:.1} s after the link came up for good ({} deliveries), no duplicates",
+        t.as_secs_f64(),
+        netns::deliveries(&want, ingested)
+    );
+    assert!(last_up.elapsed() >= t);
+    netns::audits_verify(&lab).await.expect("every audit chain verifies");
+}
+
+/// A lab left by a killed run (its pid gone) is removed by the next one, and a new lab
+/// does not collide with one that is still up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_and_parallel_labs_do_not_collide() {
+    let _one = SERIAL.lock().await;
+    let Some(_) = netns::support_or_skip("leftovers_and_parallel_labs_do_not_collide") else { return };
+    // A stale namespace as a killed run leaves it: a pid that cannot exist.
+    let stale = format!("{}4294967-100-sw", netns::NS_PREFIX);
+    let made = std::process::Command::new("ip").args(["netns", "add", &stale]).status().expect("ip runs");
+    assert!(made.success());
+    let a = Lab::new(bin(), None, &["RU", "KZ"]).expect("a lab");
+    let list = String::from_utf8(
+        std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip runs").stdout,
+    )
+    .expect("utf-8");
+    assert!(!list.contains(&stale), "the stale namespace is gone:\n{list}");
+    let b = Lab::new(bin(), None, &["RU", "KZ"]).expect("a second lab beside the first");
+    assert_ne!(a.subnet, b.subnet);
+    let (sa, sb) = (a.switch.clone(), b.switch.clone());
+    drop(a);
+    drop(b);
+    let list = String::from_utf8(
+        std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip runs").stdout,
+    )
+    .expect("utf-8");
+    assert!(!list.contains(&sa) && !list.contains(&sb), "both labs are torn down:\n{list}");
+}
