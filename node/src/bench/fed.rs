@@ -158,9 +158,9 @@ impl BenchFederation {
             .collect()
     }
 
-    /// The member the catch-up measurement takes offline: the last one.
+    /// The member the catch-up measurement takes offline: the last by member code.
     pub fn laggard(&self) -> MemberCode {
-        *self.fed.nodes.keys().filter(|m| **m != self.origin).last().unwrap_or(&self.origin)
+        *self.fed.nodes.keys().rev().find(|m| **m != self.origin).unwrap_or(&self.origin)
     }
 
     /// `member`'s node.toml.

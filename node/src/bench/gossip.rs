@@ -74,7 +74,7 @@ fn swarm() -> Result<Swarm<Gossip>> {
         .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
         .with_behaviour(|_| {
             Gossip::new(MessageAuthenticity::Anonymous, config)
-                .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))

@@ -494,7 +494,7 @@ async fn gossip_baseline(report: &mut Report, records: usize, steady: usize) -> 
     let audience = report.nodes - 1;
     let encode = |i: usize| -> Result<Vec<u8>> {
         let p = project(1_000_000_000 + i, i as u64 + 1, audience, &key, &salt_key)?;
-        Ok(tamga_protocol::codec::encode_stored(&p).context("encodes a projection")?)
+        tamga_protocol::codec::encode_stored(&p).context("encodes a projection")
     };
     let bulk: Vec<Vec<u8>> = (0..records).map(encode).collect::<Result<_>>()?;
     let steady: Vec<Vec<u8>> = (records..records + steady).map(encode).collect::<Result<_>>()?;
