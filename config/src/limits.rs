@@ -50,3 +50,14 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 pub const MAX_INTERVAL_SECS: u64 = 24 * 60 * 60;
 /// Milliseconds in a day, for agreement dates and retention.
 pub const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
+/// Highest `limits.messages_per_sec` setting.
+pub const MAX_MESSAGES_PER_SEC_LIMIT: u64 = 1_000_000;
+/// Smallest `limits.bytes_per_sec` setting: one small frame per second must get through.
+pub const MIN_BYTES_PER_SEC: u64 = 64 * 1024;
+/// Highest `limits.bytes_per_sec` setting (1 GiB/s).
+pub const MAX_BYTES_PER_SEC_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Highest `limits.open_streams` setting: one peer's two connections at their stream limit.
+pub const MAX_OPEN_STREAMS_LIMIT: u64 = 128;
+/// Longest `limits.stream_read_secs` setting: the time a sender waits for a whole
+/// exchange (the node's request timeout); a request read more slowly has failed anyway.
+pub const MAX_STREAM_READ_SECS: u64 = 30;

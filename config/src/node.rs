@@ -1,5 +1,5 @@
 //! `node.toml`: one node's settings — which member it is, where its files and data are,
-//! and the network, API and audit settings.
+//! and the network, per-peer limits, API and audit settings.
 //!
 //! This module owns the file format (every key with a doc comment and a named default,
 //! in the manner of Garage's `util/config.rs`) and [`NodeConfig::load`]. Paths in the
@@ -17,7 +17,9 @@ use toml::Spanned;
 
 use crate::error::{ConfigErrors, ErrorKind, SourceFile};
 use crate::limits::{
-    MAX_BODY_BYTES_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_INTERVAL_SECS, MAX_LISTEN_ADDRS, MIN_BODY_BYTES,
+    MAX_BODY_BYTES_LIMIT, MAX_BYTES_PER_SEC_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_INTERVAL_SECS,
+    MAX_LISTEN_ADDRS, MAX_MESSAGES_PER_SEC_LIMIT, MAX_OPEN_STREAMS_LIMIT, MAX_STREAM_READ_SECS,
+    MIN_BODY_BYTES, MIN_BYTES_PER_SEC,
 };
 use crate::parse::{self, AddrUse};
 
@@ -45,6 +47,8 @@ pub struct NodeConfig {
     pub policy: PathBuf,
     /// Peer-to-peer settings.
     pub network: NetworkConfig,
+    /// What one roster peer may ask of this node.
+    pub limits: LimitsConfig,
     /// Local HTTP API settings.
     pub api: ApiConfig,
     /// Audit log settings.
@@ -67,6 +71,36 @@ pub struct NetworkConfig {
     /// Seconds between two anti-entropy rounds with each connected peer.
     /// Default: [`default_anti_entropy_secs`].
     pub anti_entropy_secs: u64,
+}
+
+/// `[limits]`: what one roster peer may ask of this node. Every limit is per peer, on what
+/// it sends this node; a request over one is refused with an error response and the abuse
+/// is audited once per peer and limit per `report_secs`, not once per request. The defaults
+/// are far above what an honest node sends (a push per commit, a summary and a few pulls
+/// per anti-entropy round), so only a peer that misbehaves ever meets them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Requests per second (a burst of one second's worth is allowed).
+    /// Default: [`default_messages_per_sec`].
+    pub messages_per_sec: u64,
+    /// Request bytes per second. A request is refused while the peer is over its budget;
+    /// one large request may overdraw it (it then waits for the budget to refill).
+    /// Default: [`default_bytes_per_sec`].
+    pub bytes_per_sec: u64,
+    /// Requests of one peer awaiting this node's answer at once (the streams still being
+    /// read are bounded per connection by the network layer and by `stream_read_secs`).
+    /// Default: [`default_open_streams`].
+    pub open_streams: u64,
+    /// Pulls of one peer awaiting this node's answer at once (at most `open_streams`).
+    /// Default: [`default_pending_pulls`].
+    pub pending_pulls: u64,
+    /// Seconds within which a request's bytes must all arrive once its stream is open; a
+    /// stream left half-open longer is closed and counted as abuse.
+    /// Default: [`default_stream_read_secs`].
+    pub stream_read_secs: u64,
+    /// At most one audit entry per peer and limit per this many seconds; it counts the
+    /// refusals since the previous one. Default: [`default_report_secs`].
+    pub report_secs: u64,
 }
 
 /// `[api]`: the local HTTP API.
@@ -113,6 +147,31 @@ pub fn default_push_batch() -> usize {
 pub fn default_anti_entropy_secs() -> u64 {
     60
 }
+/// Default `limits.messages_per_sec`: ten times what a node pushing at full speed sends.
+pub fn default_messages_per_sec() -> u64 {
+    1000
+}
+/// Default `limits.bytes_per_sec`: 64 MiB.
+pub fn default_bytes_per_sec() -> u64 {
+    64 * 1024 * 1024
+}
+/// Default `limits.open_streams`: twice the requests an honest node keeps in flight to
+/// one peer (16).
+pub fn default_open_streams() -> u64 {
+    32
+}
+/// Default `limits.pending_pulls`.
+pub fn default_pending_pulls() -> u64 {
+    8
+}
+/// Default `limits.stream_read_secs`.
+pub fn default_stream_read_secs() -> u64 {
+    20
+}
+/// Default `limits.report_secs`: one minute.
+pub fn default_report_secs() -> u64 {
+    60
+}
 /// Default `api.listen`: loopback, port 7180.
 pub fn default_api_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7180))
@@ -141,6 +200,19 @@ impl Default for NetworkConfig {
             dial_backoff_max_secs: default_dial_backoff_max_secs(),
             push_batch: default_push_batch(),
             anti_entropy_secs: default_anti_entropy_secs(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            messages_per_sec: default_messages_per_sec(),
+            bytes_per_sec: default_bytes_per_sec(),
+            open_streams: default_open_streams(),
+            pending_pulls: default_pending_pulls(),
+            stream_read_secs: default_stream_read_secs(),
+            report_secs: default_report_secs(),
         }
     }
 }
@@ -191,6 +263,8 @@ struct RawNode {
     #[serde(default)]
     network: RawNetwork,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     api: RawApi,
     #[serde(default)]
     audit: RawAudit,
@@ -204,6 +278,17 @@ struct RawNetwork {
     dial_backoff_max_secs: Option<Spanned<i64>>,
     push_batch: Option<Spanned<i64>>,
     anti_entropy_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    messages_per_sec: Option<Spanned<i64>>,
+    bytes_per_sec: Option<Spanned<i64>>,
+    open_streams: Option<Spanned<i64>>,
+    pending_pulls: Option<Spanned<i64>>,
+    stream_read_secs: Option<Spanned<i64>>,
+    report_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +414,51 @@ impl NodeConfig {
             default_max_body_bytes() as u64,
         ))
         .unwrap_or(default_max_body_bytes());
+        let l = &raw.limits;
+        let limits = LimitsConfig {
+            messages_per_sec: int(
+                "limits.messages_per_sec",
+                &l.messages_per_sec,
+                1,
+                MAX_MESSAGES_PER_SEC_LIMIT,
+                default_messages_per_sec(),
+            ),
+            bytes_per_sec: int(
+                "limits.bytes_per_sec",
+                &l.bytes_per_sec,
+                MIN_BYTES_PER_SEC,
+                MAX_BYTES_PER_SEC_LIMIT,
+                default_bytes_per_sec(),
+            ),
+            open_streams: int(
+                "limits.open_streams",
+                &l.open_streams,
+                1,
+                MAX_OPEN_STREAMS_LIMIT,
+                default_open_streams(),
+            ),
+            pending_pulls: int(
+                "limits.pending_pulls",
+                &l.pending_pulls,
+                1,
+                MAX_OPEN_STREAMS_LIMIT,
+                default_pending_pulls(),
+            ),
+            stream_read_secs: int(
+                "limits.stream_read_secs",
+                &l.stream_read_secs,
+                1,
+                MAX_STREAM_READ_SECS,
+                default_stream_read_secs(),
+            ),
+            report_secs: int(
+                "limits.report_secs",
+                &l.report_secs,
+                1,
+                MAX_INTERVAL_SECS,
+                default_report_secs(),
+            ),
+        };
         let audit = AuditConfig {
             checkpoint_every: int(
                 "audit.checkpoint_every",
@@ -346,6 +476,21 @@ impl NodeConfig {
             ),
         };
 
+        if let Some(p) = &l.pending_pulls {
+            if limits.pending_pulls > limits.open_streams {
+                errs.push(
+                    src.error(
+                        ErrorKind::Invalid,
+                        &p.span(),
+                        format!(
+                            "`limits.pending_pulls` is {}, more than `limits.open_streams` ({})",
+                            limits.pending_pulls, limits.open_streams
+                        ),
+                    )
+                    .with_hint("a pull is one of the peer's open requests: raise open_streams or lower this"),
+                );
+            }
+        }
         let listen = match &raw.api.listen {
             None => default_api_listen(),
             Some(s) => s.get_ref().parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -380,6 +525,7 @@ impl NodeConfig {
                 agreements,
                 policy,
                 network,
+                limits,
                 api: ApiConfig { listen, max_body_bytes, tls_cert, tls_key },
                 audit,
             }),

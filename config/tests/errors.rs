@@ -608,3 +608,53 @@ fn too_many_peer_ids() {
     f.roster = roster().replace(&format!("[\"{}\"]", peer("CN")), &format!("[{}]", ids.join(", ")));
     f.one_error(ErrorKind::TooMany, "roster.toml", 16, 12, &["9 PeerIds", "limit of 8"]);
 }
+
+#[test]
+fn node_toml_limits_defaults_values_and_errors() {
+    let (_dir, cfg) = load_node(NODE);
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.limits, tamga_config::LimitsConfig::default());
+    assert_eq!(cfg.limits.messages_per_sec, tamga_config::node::default_messages_per_sec());
+
+    let set = "\n[limits]\nmessages_per_sec = 50\nbytes_per_sec = 65536\nopen_streams = 8\n\
+               pending_pulls = 2\nstream_read_secs = 5\nreport_secs = 10\n";
+    let (_dir, cfg) = load_node(&format!("{NODE}{set}"));
+    let l = cfg.unwrap_or_else(|e| panic!("{e}")).limits;
+    assert_eq!(
+        (
+            l.messages_per_sec,
+            l.bytes_per_sec,
+            l.open_streams,
+            l.pending_pulls,
+            l.stream_read_secs,
+            l.report_secs
+        ),
+        (50, 65536, 8, 2, 5, 10)
+    );
+
+    // `[limits]` is line 16: every bad value reported at its own line and column.
+    let bad = "\n[limits]\nmessages_per_sec = 0\nbytes_per_sec = 1000\nopen_streams = 4\n\
+               pending_pulls = 9\nstream_read_secs = 31\nreport_secs = -1\n";
+    let (dir, r) = load_node(&format!("{NODE}{bad}"));
+    let errs = r.expect_err("invalid limits");
+    let got: Vec<(ErrorKind, usize, usize)> = errs.iter().map(|e| (e.kind, e.line, e.col)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ErrorKind::Invalid, 17, 20),
+            (ErrorKind::Invalid, 18, 17),
+            (ErrorKind::Invalid, 20, 17),
+            (ErrorKind::Invalid, 21, 20),
+            (ErrorKind::Invalid, 22, 15),
+        ],
+        "{errs}"
+    );
+    assert!(errs.iter().all(|e| e.path == dir.path().join("node.toml")));
+    assert!(errs.0[0].message.contains("limits.messages_per_sec"), "{errs}");
+    assert!(errs.0[2].message.contains("open_streams"), "{errs}");
+    assert!(errs.0[2].hint.is_some(), "{errs}");
+
+    let (_dir, r) = load_node(&format!("{NODE}\n[limits]\nflood = 1\n"));
+    let errs = r.expect_err("unknown key");
+    assert_eq!(errs.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![ErrorKind::UnknownKey], "{errs}");
+}

@@ -187,6 +187,7 @@ impl Node {
             peers: peer_entries(&fed_now),
             max_connections: config.network.max_connections,
             dial_backoff_max: Duration::from_secs(config.network.dial_backoff_max_secs),
+            limits: (&config.limits).into(),
         };
         let (net, net_events, net_task) =
             crate::net::spawn(net_config, cancel.child_token()).map_err(StartError::Net)?;

@@ -63,6 +63,7 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
         peers: tamga_node::daemon::peer_entries(&uz_fed),
         max_connections: 8,
         dial_backoff_max: Duration::from_secs(1),
+        limits: net::PeerLimits::default(),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (h, mut events, _task) = net::spawn(cfg, cancel.clone()).expect("spawns");

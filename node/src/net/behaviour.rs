@@ -13,9 +13,9 @@ use libp2p::{
 
 use super::codec::SyncCodec;
 use super::{
-    NetError, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT, MAX_CONCURRENT_STREAMS,
-    MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING, PING_INTERVAL, PING_TIMEOUT,
-    REQUEST_TIMEOUT, SYNC_PROTOCOL,
+    NetError, PeerLimits, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
+    MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING,
+    PING_INTERVAL, PING_TIMEOUT, REQUEST_TIMEOUT, SYNC_PROTOCOL,
 };
 
 /// Everything the node speaks on a connection, in the order connections are vetted.
@@ -33,8 +33,14 @@ pub(super) struct Behaviour {
     pub(super) sync: request_response::Behaviour<SyncCodec>,
 }
 
-/// Build the swarm: transport, behaviours, and the limits from `max_connections`.
-pub(super) fn build_swarm(keypair: Keypair, max_connections: u32) -> Result<Swarm<Behaviour>, NetError> {
+/// Build the swarm: transport, behaviours, the connection limits from `max_connections`
+/// and the request read deadline from `limits`.
+pub(super) fn build_swarm(
+    keypair: Keypair,
+    max_connections: u32,
+    limits: &PeerLimits,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let codec = SyncCodec { request_deadline: limits.stream_read };
     let public = keypair.public();
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -60,7 +66,7 @@ pub(super) fn build_swarm(keypair: Keypair, max_connections: u32) -> Result<Swar
                     ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT),
                 ),
                 sync: request_response::Behaviour::with_codec(
-                    SyncCodec,
+                    codec,
                     [(StreamProtocol::new(SYNC_PROTOCOL), request_response::ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(REQUEST_TIMEOUT)

@@ -12,6 +12,13 @@
 //! over a count limit) are not I/O errors: they come back as [`Frame::Rejected`] so that
 //! the net task sees them (libp2p drops inbound read errors silently) and can report a
 //! roster peer's bad bytes for the audit log. Only transport failures are `io::Error`s.
+//!
+//! A request must arrive whole within the codec's read deadline (`PeerLimits::stream_read`)
+//! once its stream is open; a stream left half-open longer comes back as
+//! [`Frame::Stalled`], so that it frees its slot and is reported like bad bytes. Responses
+//! have no such deadline here: the request timeout of the whole exchange bounds them.
+//! Every frame read carries the number of bytes it took off the wire, which the net task
+//! charges to the sender's byte budget.
 
 use std::{fmt, io};
 
@@ -23,7 +30,7 @@ use tamga_protocol::codec::{
 use tamga_protocol::{Request, Response};
 
 /// How much payload buffer is reserved up front, whatever the header claims; the rest
-/// grows as bytes arrive.
+/// grows as bytes arrive, at most this much per read.
 const INITIAL_PAYLOAD_RESERVE: usize = 16 * 1024;
 
 /// One message as it crosses the codec.
@@ -32,60 +39,114 @@ pub(crate) enum Frame<T> {
     /// encoding happens in the caller's task, so an oversized message fails there, before
     /// a stream is opened).
     Encoded(Vec<u8>),
-    /// A message decoded from a peer's bytes.
-    Decoded(T),
-    /// A peer's bytes that are not a valid message. Nothing was applied.
-    Rejected(CodecError),
+    /// A message decoded from a peer's bytes, and how many bytes it took on the wire.
+    Decoded(T, usize),
+    /// A peer's bytes that are not a valid message, and how many were read. Nothing was
+    /// applied.
+    Rejected(CodecError, usize),
+    /// A request stream that did not deliver its whole frame within the read deadline,
+    /// and how many bytes it had sent. Nothing was applied.
+    Stalled(usize),
+}
+
+impl<T> Frame<T> {
+    /// Bytes this frame took off the wire (0 for a frame to send).
+    pub(crate) fn wire_len(&self) -> usize {
+        match self {
+            Frame::Encoded(_) => 0,
+            Frame::Decoded(_, n) | Frame::Rejected(_, n) | Frame::Stalled(n) => *n,
+        }
+    }
 }
 
 impl<T> fmt::Debug for Frame<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Frame::Encoded(b) => write!(f, "Frame::Encoded({} bytes)", b.len()),
-            Frame::Decoded(_) => f.write_str("Frame::Decoded"),
-            Frame::Rejected(e) => write!(f, "Frame::Rejected({e})"),
+            Frame::Decoded(_, n) => write!(f, "Frame::Decoded({n} bytes)"),
+            Frame::Rejected(e, n) => write!(f, "Frame::Rejected({e}, {n} bytes)"),
+            Frame::Stalled(n) => write!(f, "Frame::Stalled({n} bytes)"),
         }
     }
 }
 
 /// The request-response codec of `/tamga/sync/1`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SyncCodec;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncCodec {
+    /// How long a request's bytes may take to arrive once its stream is open.
+    pub(crate) request_deadline: std::time::Duration,
+}
 
-/// Read one frame: header first, bounded by kind, then exactly the announced payload.
-async fn read_frame<T, R>(io: &mut R, decode: fn(&[u8]) -> Result<T, CodecError>) -> io::Result<Frame<T>>
+/// Read one frame, within `deadline` if there is one (a frame not whole by then is
+/// [`Frame::Stalled`]).
+async fn read_frame<T, R>(
+    io: &mut R,
+    decode: fn(&[u8]) -> Result<T, CodecError>,
+    deadline: Option<std::time::Duration>,
+) -> io::Result<Frame<T>>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    let mut got = 0;
+    let Some(deadline) = deadline else {
+        return read_frame_counted(io, decode, &mut got).await;
+    };
+    match tokio::time::timeout(deadline, read_frame_counted(io, decode, &mut got)).await {
+        Ok(frame) => frame,
+        Err(_) => Ok(Frame::Stalled(got)),
+    }
+}
+
+/// Read one frame: header first, bounded by kind, then exactly the announced payload;
+/// `got` counts the bytes read so far, so that a caller that gives up still knows them.
+async fn read_frame_counted<T, R>(
+    io: &mut R,
+    decode: fn(&[u8]) -> Result<T, CodecError>,
+    got: &mut usize,
+) -> io::Result<Frame<T>>
 where
     R: AsyncRead + Unpin + Send,
 {
     let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while let Some(rest) = header.get_mut(got..).filter(|r| !r.is_empty()) {
+    while let Some(rest) = header.get_mut(*got..).filter(|r| !r.is_empty()) {
         let n = io.read(rest).await?;
-        if n == 0 && got == 0 {
+        if n == 0 && *got == 0 {
             // A stream closed before its first byte: the requester gave up (a timeout, a
             // link that went away), not bad input. Dropped without a report.
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed before a frame"));
         }
         if n == 0 {
-            return Ok(Frame::Rejected(CodecError::Truncated { got, expected: HEADER_LEN }));
+            return Ok(Frame::Rejected(CodecError::Truncated { got: *got, expected: HEADER_LEN }, *got));
         }
-        got += n;
+        *got += n;
     }
     let h = match parse_header(&header) {
         Ok(h) => h,
-        Err(e) => return Ok(Frame::Rejected(e)),
+        Err(e) => return Ok(Frame::Rejected(e, *got)),
     };
+    // `h.len` is bounded by the kind's limit (at most 8 MiB).
     let expected = HEADER_LEN + h.len;
     let mut buf = Vec::with_capacity(HEADER_LEN + h.len.min(INITIAL_PAYLOAD_RESERVE));
     buf.extend_from_slice(&header);
-    // `h.len` is bounded by the kind's limit (at most 8 MiB), so it fits in u64.
-    (&mut *io).take(h.len as u64).read_to_end(&mut buf).await?;
+    while buf.len() < expected {
+        let start = buf.len();
+        buf.resize(start + (expected - start).min(INITIAL_PAYLOAD_RESERVE), 0);
+        let n = match buf.get_mut(start..) {
+            Some(room) => io.read(room).await?,
+            None => 0,
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            break;
+        }
+        *got += n;
+    }
     if buf.len() < expected {
-        return Ok(Frame::Rejected(CodecError::Truncated { got: buf.len(), expected }));
+        return Ok(Frame::Rejected(CodecError::Truncated { got: buf.len(), expected }, *got));
     }
     Ok(match decode(&buf) {
-        Ok(m) => Frame::Decoded(m),
-        Err(e) => Frame::Rejected(e),
+        Ok(m) => Frame::Decoded(m, *got),
+        Err(e) => Frame::Rejected(e, *got),
     })
 }
 
@@ -99,12 +160,9 @@ where
 {
     let bytes = match frame {
         Frame::Encoded(b) => b,
-        Frame::Decoded(m) => encode(&m).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        Frame::Rejected(e) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("refusing to send a rejected frame: {e}"),
-            ))
+        Frame::Decoded(m, _) => encode(&m).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        Frame::Rejected(..) | Frame::Stalled(_) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to send {frame:?}")))
         }
     };
     io.write_all(&bytes).await?;
@@ -120,14 +178,14 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, decode_request).await
+        read_frame(io, decode_request, Some(self.request_deadline)).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Response>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, decode_response).await
+        read_frame(io, decode_response, None).await
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Self::Request) -> io::Result<()>
@@ -156,5 +214,5 @@ pub(super) async fn read_frame_for_tests<R>(io: &mut R) -> io::Result<Frame<Requ
 where
     R: AsyncRead + Unpin + Send,
 {
-    read_frame(io, decode_request).await
+    read_frame(io, decode_request, None).await
 }

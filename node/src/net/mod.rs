@@ -13,7 +13,8 @@
 //!   opens a stream.
 //! - **One consumer** (the sync service) owns the [`NetEvent`] receiver: connection
 //!   changes, refused peers, inbound requests (to answer with [`NetHandle::respond`]) and
-//!   malformed bytes from roster peers (to audit).
+//!   abuse by roster peers — malformed bytes, stalled streams, requests over a limit (to
+//!   audit).
 //! - The wire format belongs to `tamga_protocol::codec`; this module only moves its
 //!   frames (see the private `codec` module). It never decides what may be shared.
 //!
@@ -87,6 +88,32 @@
 //! its own limit could lose requests at the receiver. Excess requests wait in a per-peer
 //! queue ([`MAX_QUEUED_PER_PEER`]); past it, [`NetError::Busy`].
 //!
+//! # Per-peer limits
+//!
+//! A roster peer is trusted to connect, not to behave. What one peer may ask of the node
+//! is bounded by [`PeerLimits`] (node.toml `[limits]`), enforced here, where every inbound
+//! request passes, before the request reaches the consumer:
+//!
+//! | limit | enforced | refusal |
+//! |---|---|---|
+//! | `messages_per_sec` | token bucket per peer (burst: one second's worth), each request | `Response::Error("rate limit: …")` |
+//! | `bytes_per_sec` | token bucket per peer on the request's wire bytes; a request is refused while the bucket is in debt, one large request may overdraw it | `Response::Error("rate limit: …")` |
+//! | `open_streams` | requests of the peer handed to the consumer and not answered yet | `Response::Error("too many open requests …")` |
+//! | `pending_pulls` | the same, for pulls only | `Response::Error("too many pending pulls …")` |
+//! | `stream_read` | the codec's deadline for a request's bytes once its stream is open; a half-open stream is then answered with an error and closed | `Response::Error("stalled request …")` |
+//!
+//! Requests refused by a limit cost no token, so a flooding peer still gets its allowance
+//! served. The requests being read at once on one connection are bounded by libp2p at
+//! [`MAX_CONCURRENT_STREAMS`] (past it, streams are dropped unread), and each for at most
+//! `stream_read`.
+//!
+//! Every refusal, malformed request and stalled stream is an [`Abuse`], reported as
+//! [`NetEvent::Abuse`] at most once per peer and kind per `report_interval`: the first at
+//! once, the later ones counted and reported when the interval has passed (by the next
+//! refusal, or by a timer if the peer went quiet), so the audit log records the abuse
+//! without being flooded by it. Honest peers are unaffected: each has its own buckets, and
+//! a refusal costs the node one small error frame.
+//!
 //! # Constants
 //!
 //! | name | value | why |
@@ -116,6 +143,7 @@
 //! | [`DIAL_BACKOFF_CEILING`] | 1 h | `dial_backoff_max` is clamped to this (and to at least 1 ms) |
 //! | [`BACKOFF_RESET_AFTER`] | 30 s | uptime after which a closed link redials from the initial delay |
 //! | [`LISTEN_WAITERS_MAX`] | 64 | `listen_addrs` callers parked until every listener is bound |
+//! | [`ABUSE_TRACKED_MAX`] | 4096 | (peer, kind) abuse reports remembered; roster peers only, so never reached by a roster within its limit |
 //!
 //! Redial delays are jittered uniformly in `[d/2, d]` so a federation restarting together
 //! does not dial in lockstep.
@@ -198,6 +226,10 @@ pub const DIAL_BACKOFF_CEILING: Duration = Duration::from_secs(3600);
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// Most `listen_addrs` callers waiting for listeners to bind.
 pub const LISTEN_WAITERS_MAX: usize = 64;
+/// Most (peer, [`Abuse`]) report states remembered. Only roster peers get one, so the
+/// bound is [`MAX_ROSTER_PEERS`] times the kinds of abuse; past it new reports are
+/// suppressed (and logged).
+pub const ABUSE_TRACKED_MAX: usize = 4096;
 
 // Both peers may use their whole outbound allowance on the same connection; together
 // they must stay within the receiver's stream limit, or libp2p drops streams silently.
@@ -228,6 +260,83 @@ pub struct NetConfig {
     /// Longest delay between two dials of an unreachable peer (clamped to
     /// [`DIAL_BACKOFF_CEILING`]).
     pub dial_backoff_max: Duration,
+    /// What one roster peer may ask of this node.
+    pub limits: PeerLimits,
+}
+
+/// What one roster peer may ask of this node (see "Per-peer limits" in the module doc).
+/// Built from node.toml's `[limits]`; [`Default`] gives that section's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Requests per second; a burst of one second's worth is allowed.
+    pub messages_per_sec: u64,
+    /// Request bytes per second.
+    pub bytes_per_sec: u64,
+    /// Requests of one peer awaiting this node's answer at once.
+    pub open_streams: usize,
+    /// Pulls of one peer awaiting this node's answer at once.
+    pub pending_pulls: usize,
+    /// How long a request's bytes may take to arrive once its stream is open.
+    pub stream_read: Duration,
+    /// At most one [`NetEvent::Abuse`] per peer and kind per this interval.
+    pub report_interval: Duration,
+}
+
+impl From<&tamga_config::LimitsConfig> for PeerLimits {
+    fn from(c: &tamga_config::LimitsConfig) -> Self {
+        PeerLimits {
+            messages_per_sec: c.messages_per_sec,
+            bytes_per_sec: c.bytes_per_sec,
+            open_streams: usize::try_from(c.open_streams).unwrap_or(usize::MAX),
+            pending_pulls: usize::try_from(c.pending_pulls).unwrap_or(usize::MAX),
+            stream_read: Duration::from_secs(c.stream_read_secs),
+            report_interval: Duration::from_secs(c.report_secs),
+        }
+    }
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits::from(&tamga_config::LimitsConfig::default())
+    }
+}
+
+/// How a roster peer misbehaved. Its [`Abuse::name`] labels metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Abuse {
+    /// Bytes that are not a valid request (bad magic, unknown kind, oversized, truncated,
+    /// undecodable).
+    Malformed,
+    /// A request stream left open without its whole request for `stream_read`.
+    Stalled,
+    /// More requests per second than `messages_per_sec`.
+    MessageRate,
+    /// More request bytes per second than `bytes_per_sec`.
+    ByteRate,
+    /// More than `open_streams` requests awaiting an answer.
+    OpenStreams,
+    /// More than `pending_pulls` pulls awaiting an answer.
+    PendingPulls,
+}
+
+impl Abuse {
+    /// The kind's name, for metric labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Abuse::Malformed => "malformed",
+            Abuse::Stalled => "stalled",
+            Abuse::MessageRate => "message_rate",
+            Abuse::ByteRate => "byte_rate",
+            Abuse::OpenStreams => "open_streams",
+            Abuse::PendingPulls => "pending_pulls",
+        }
+    }
+}
+
+impl fmt::Display for Abuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl fmt::Debug for NetConfig {
@@ -238,6 +347,7 @@ impl fmt::Debug for NetConfig {
             .field("peers", &self.peers)
             .field("max_connections", &self.max_connections)
             .field("dial_backoff_max", &self.dial_backoff_max)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -289,15 +399,21 @@ pub enum NetEvent {
         /// The decoded, bounds-checked request.
         request: Request,
     },
-    /// A roster member sent bytes that are not a valid request (malformed, oversized,
-    /// truncated). Nothing was applied; the peer was answered with an error. To be audited.
-    InboundFailure {
+    /// A roster member misbehaved: bytes that are not a valid request, a stalled stream, or
+    /// requests over one of its [`PeerLimits`]. Each offending request was answered with an
+    /// error and nothing of it was applied. At most one per peer and kind per
+    /// `report_interval`, counting the offences since the previous one. To be audited.
+    Abuse {
         /// The sender's member code.
         member: MemberCode,
         /// The sender's node.
         peer: PeerId,
-        /// What was wrong.
-        reason: String,
+        /// What it did.
+        kind: Abuse,
+        /// Offences of this kind since the previous report (at least 1).
+        count: u64,
+        /// The latest offence, in words.
+        detail: String,
     },
 }
 
@@ -309,7 +425,7 @@ impl NetEvent {
             NetEvent::Disconnected { .. } => "disconnected",
             NetEvent::Refused { .. } => "refused",
             NetEvent::Inbound { .. } => "inbound",
-            NetEvent::InboundFailure { .. } => "inbound_failure",
+            NetEvent::Abuse { .. } => "abuse",
         }
     }
 }

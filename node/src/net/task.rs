@@ -1,7 +1,8 @@
 //! The net task: the one event loop that owns the `Swarm` and all network state.
 //!
 //! Owns: the swarm, the roster's dial schedule, the live links, outbound requests in
-//! flight and queued, inbound requests awaiting a response, the refused-peer rate limiter
+//! flight and queued, inbound requests awaiting a response, each roster peer's quota
+//! (rate buckets, open requests and pulls), the refused-peer and abuse report limiters
 //! and the event backlog. Everything reaches it as a [`Command`] or a swarm event; it
 //! never blocks on its consumer (see "Backpressure" in the module doc of `net`).
 
@@ -13,7 +14,7 @@ use libp2p::allow_block_list::NotAllowed;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{
-    self, InboundRequestId, Message, OutboundFailure, OutboundRequestId, ResponseChannel,
+    self, InboundFailure, InboundRequestId, Message, OutboundFailure, OutboundRequestId, ResponseChannel,
 };
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
@@ -21,7 +22,7 @@ use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
 use rand::Rng;
 use tamga_protocol::codec::encode_response;
 use tamga_protocol::limits::MAX_REASON_LEN;
-use tamga_protocol::{MemberCode, Response};
+use tamga_protocol::{MemberCode, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -30,10 +31,11 @@ use tracing::{debug, info, warn, Instrument};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::codec::Frame;
 use super::{
-    Command, InboundId, NetConfig, NetError, NetEvent, PeerEntry, BACKOFF_RESET_AFTER, DIAL_BACKOFF_CEILING,
-    DIAL_BACKOFF_INITIAL, EVENT_BACKLOG_MAX, IDENTIFY_PROTOCOL_VERSION, INBOUND_SHED_BACKLOG,
-    LISTEN_WAITERS_MAX, MAX_OUTBOUND_PER_PEER, MAX_PENDING_INBOUND, MAX_QUEUED_PER_PEER, MAX_ROSTER_PEERS,
-    PING_MAX_FAILURES, REFUSED_REPORT_INTERVAL, REFUSED_TRACKED_MAX, SYNC_PROTOCOL,
+    Abuse, Command, InboundId, NetConfig, NetError, NetEvent, PeerEntry, PeerLimits, ABUSE_TRACKED_MAX,
+    BACKOFF_RESET_AFTER, DIAL_BACKOFF_CEILING, DIAL_BACKOFF_INITIAL, EVENT_BACKLOG_MAX,
+    IDENTIFY_PROTOCOL_VERSION, INBOUND_SHED_BACKLOG, LISTEN_WAITERS_MAX, MAX_OUTBOUND_PER_PEER,
+    MAX_PENDING_INBOUND, MAX_QUEUED_PER_PEER, MAX_ROSTER_PEERS, PING_MAX_FAILURES, REFUSED_REPORT_INTERVAL,
+    REFUSED_TRACKED_MAX, SYNC_PROTOCOL,
 };
 
 type RequestReply = oneshot::Sender<Result<Response, NetError>>;
@@ -115,6 +117,66 @@ struct QueuedRequest {
     reply: RequestReply,
 }
 
+/// An inbound request handed to the consumer and not answered yet.
+#[derive(Debug)]
+struct PendingInbound {
+    channel: ResponseChannel<Frame<Response>>,
+    peer: PeerId,
+    pull: bool,
+}
+
+/// A token bucket: `rate` tokens per second, at most `rate` held (one second's burst).
+/// The balance may go below zero (a debt), see [`Bucket::charge`].
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(rate: u64, now: Instant) -> Bucket {
+        Bucket { tokens: rate as f64, last: now }
+    }
+
+    fn refill(&mut self, rate: u64, now: Instant) {
+        let rate = rate as f64;
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
+        self.last = now;
+    }
+
+    /// Take `cost` tokens if the bucket holds at least `need`; otherwise take nothing.
+    fn charge(&mut self, need: f64, cost: f64) -> bool {
+        if self.tokens < need {
+            return false;
+        }
+        self.tokens -= cost;
+        true
+    }
+}
+
+/// What one roster peer is using of its [`PeerLimits`].
+#[derive(Debug)]
+struct PeerQuota {
+    messages: Bucket,
+    bytes: Bucket,
+    /// Its requests in `NetTask::inbound`.
+    open: usize,
+    /// Of which pulls.
+    pulls: usize,
+}
+
+/// The abuse of one kind by one peer, for reporting once per interval.
+#[derive(Debug)]
+struct AbuseReport {
+    member: MemberCode,
+    /// When it was last reported.
+    last: Instant,
+    /// Offences since then.
+    pending: u64,
+    /// The latest offence, in words.
+    detail: String,
+}
+
 /// The net task's state; see the module doc.
 pub(super) struct NetTask {
     swarm: Swarm<Behaviour>,
@@ -134,7 +196,15 @@ pub(super) struct NetTask {
     outbound: HashMap<OutboundRequestId, PendingOutbound>,
     in_flight: HashMap<PeerId, usize>,
     queued: HashMap<PeerId, VecDeque<QueuedRequest>>,
-    inbound: HashMap<InboundRequestId, ResponseChannel<Frame<Response>>>,
+    inbound: HashMap<InboundRequestId, PendingInbound>,
+    limits: PeerLimits,
+    /// Per roster peer that sent a request.
+    quotas: HashMap<PeerId, PeerQuota>,
+    /// Per (peer, kind) of abuse seen; at most [`ABUSE_TRACKED_MAX`].
+    abuse: HashMap<(PeerId, Abuse), AbuseReport>,
+    abuse_suppressed: u64,
+    /// When the earliest counted but unreported abuse becomes due.
+    abuse_due: Option<Instant>,
     /// When each refused peer was last reported; at most [`REFUSED_TRACKED_MAX`].
     refused: HashMap<PeerId, Instant>,
     refused_suppressed: u64,
@@ -182,9 +252,18 @@ impl NetTask {
         if cfg.max_connections == 0 {
             return Err(NetError::Config("max_connections must be at least 1".into()));
         }
+        let l = &cfg.limits;
+        if l.messages_per_sec == 0
+            || l.bytes_per_sec == 0
+            || l.open_streams == 0
+            || l.pending_pulls == 0
+            || l.stream_read.is_zero()
+        {
+            return Err(NetError::Config(format!("every per-peer limit must be above zero: {l:?}")));
+        }
         let local_peer_id = cfg.keypair.public().to_peer_id();
         let roster = Roster::build(local_peer_id, &cfg.peers)?;
-        let mut swarm = build_swarm(cfg.keypair, cfg.max_connections)?;
+        let mut swarm = build_swarm(cfg.keypair, cfg.max_connections, &cfg.limits)?;
         let mut listeners_pending = HashSet::new();
         for addr in cfg.listen {
             ensure_port_free(&addr)?;
@@ -211,6 +290,11 @@ impl NetTask {
             in_flight: HashMap::new(),
             queued: HashMap::new(),
             inbound: HashMap::new(),
+            limits: cfg.limits,
+            quotas: HashMap::new(),
+            abuse: HashMap::new(),
+            abuse_suppressed: 0,
+            abuse_due: None,
             refused: HashMap::new(),
             refused_suppressed: 0,
             listeners_pending,
@@ -248,6 +332,7 @@ impl NetTask {
                     },
                     event = self.swarm.select_next_some() => self.on_swarm_event(event),
                     () = sleep_until_opt(next_dial) => self.dial_due(),
+                    () = sleep_until_opt(self.abuse_due) => self.report_abuse_due(),
                 }
             }
             info!("network task stopped");
@@ -319,7 +404,7 @@ impl NetTask {
         match cmd {
             Command::Request { member, frame, reply } => self.on_request(member, frame, reply),
             Command::Respond { id, frame, reply } => {
-                let result = match self.inbound.remove(&id.0) {
+                let result = match self.take_inbound(id.0) {
                     None => Err(NetError::UnknownInbound(id)),
                     Some(ch) => self
                         .swarm
@@ -430,6 +515,7 @@ impl NetTask {
             // it is added back below and redialled once they are closed.
             info!(%peer, %member, "peer removed from the roster");
             self.roster.remove(&peer);
+            self.quotas.remove(&peer);
             self.swarm.behaviour_mut().allow.disallow_peer(peer);
             self.fail_queued(peer, member);
         }
@@ -668,10 +754,7 @@ impl NetTask {
         }
     }
 
-    fn on_sync_event(
-        &mut self,
-        event: request_response::Event<Frame<tamga_protocol::Request>, Frame<Response>>,
-    ) {
+    fn on_sync_event(&mut self, event: request_response::Event<Frame<Request>, Frame<Response>>) {
         match event {
             request_response::Event::Message { peer, connection_id, message } => {
                 self.mark_ready(peer, connection_id);
@@ -681,12 +764,14 @@ impl NetTask {
                     }
                     Message::Response { request_id, response } => {
                         let result = match response {
-                            Frame::Decoded(r) => Ok(r),
-                            Frame::Rejected(e) => {
+                            Frame::Decoded(r, _) => Ok(r),
+                            Frame::Rejected(e, _) => {
                                 warn!(%peer, error = %e, "malformed response");
                                 Err(NetError::Malformed(e.to_string()))
                             }
-                            Frame::Encoded(_) => Err(NetError::Malformed("undecoded frame".into())),
+                            Frame::Stalled(_) | Frame::Encoded(_) => {
+                                Err(NetError::Malformed("undecoded frame".into()))
+                            }
                         };
                         self.complete_outbound(request_id, result);
                     }
@@ -709,8 +794,16 @@ impl NetTask {
                 self.complete_outbound(request_id, Err(err));
             }
             request_response::Event::InboundFailure { peer, request_id, error, .. } => {
-                self.inbound.remove(&request_id);
+                let delivered = self.take_inbound(request_id).is_some();
                 debug!(%peer, %error, "inbound request not answered");
+                // Not delivered and timed out: its bytes never all arrived (the codec's own
+                // deadline is usually first; this catches a deadline at the timeout).
+                if !delivered && matches!(error, InboundFailure::Timeout) {
+                    if let Some(member) = self.roster.get(&peer).map(|r| r.member) {
+                        let detail = "a request stream left open until the request timeout".to_owned();
+                        self.abuse(peer, member, Abuse::Stalled, detail);
+                    }
+                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -720,30 +813,175 @@ impl NetTask {
         &mut self,
         peer: PeerId,
         request_id: InboundRequestId,
-        request: Frame<tamga_protocol::Request>,
+        request: Frame<Request>,
         channel: ResponseChannel<Frame<Response>>,
     ) {
         let Some(member) = self.roster.get(&peer).map(|r| r.member) else {
             debug!(%peer, "request from a peer that just left the roster, dropped");
             return;
         };
+        if let Err((kind, why)) = self.charge(peer, request.wire_len()) {
+            self.reply_error(channel, why.clone());
+            self.abuse(peer, member, kind, why);
+            return;
+        }
         match request {
-            Frame::Decoded(request) => {
+            Frame::Decoded(request, _) => {
+                let pull = matches!(request, Request::Pull(_));
+                let (open, pulls) = self.quotas.get(&peer).map_or((0, 0), |q| (q.open, q.pulls));
+                let over = if open >= self.limits.open_streams {
+                    Some((
+                        Abuse::OpenStreams,
+                        format!(
+                            "too many open requests: {open} await an answer (limit {})",
+                            self.limits.open_streams
+                        ),
+                    ))
+                } else if pull && pulls >= self.limits.pending_pulls {
+                    Some((
+                        Abuse::PendingPulls,
+                        format!(
+                            "too many pending pulls: {pulls} await an answer (limit {})",
+                            self.limits.pending_pulls
+                        ),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((kind, why)) = over {
+                    self.reply_error(channel, format!("{why}; retry later"));
+                    self.abuse(peer, member, kind, why);
+                    return;
+                }
                 if !self.can_take_inbound() {
                     debug!(%peer, %member, "consumer behind, answering busy");
                     self.reply_error(channel, "busy, try again later".into());
                     return;
                 }
-                self.inbound.insert(request_id, channel);
+                if let Some(q) = self.quotas.get_mut(&peer) {
+                    q.open += 1;
+                    q.pulls += usize::from(pull);
+                }
+                self.inbound.insert(request_id, PendingInbound { channel, peer, pull });
                 self.emit(NetEvent::Inbound { member, peer, id: InboundId(request_id), request });
             }
-            Frame::Rejected(e) => {
+            Frame::Rejected(e, _) => {
                 warn!(%peer, %member, error = %e, "malformed request");
                 self.reply_error(channel, format!("malformed request: {e}"));
-                self.emit(NetEvent::InboundFailure { member, peer, reason: e.to_string() });
+                self.abuse(peer, member, Abuse::Malformed, e.to_string());
+            }
+            Frame::Stalled(got) => {
+                let why = format!(
+                    "stalled request: {got} bytes in {} s, the whole request is due within that",
+                    self.limits.stream_read.as_secs()
+                );
+                warn!(%peer, %member, got, "stalled request stream");
+                self.reply_error(channel, why.clone());
+                self.abuse(peer, member, Abuse::Stalled, why);
             }
             Frame::Encoded(_) => debug!(%peer, "codec returned an undecoded request, dropped"),
         }
+    }
+
+    /// Charge one request of `len` wire bytes to `peer`'s rate buckets, or say which rate
+    /// it is over (a refused request costs nothing).
+    fn charge(&mut self, peer: PeerId, len: usize) -> Result<(), (Abuse, String)> {
+        let now = Instant::now();
+        let l = self.limits;
+        let q = self.quotas.entry(peer).or_insert_with(|| PeerQuota {
+            messages: Bucket::full(l.messages_per_sec, now),
+            bytes: Bucket::full(l.bytes_per_sec, now),
+            open: 0,
+            pulls: 0,
+        });
+        q.messages.refill(l.messages_per_sec, now);
+        q.bytes.refill(l.bytes_per_sec, now);
+        if q.messages.tokens < 1.0 {
+            return Err((
+                Abuse::MessageRate,
+                format!("rate limit: more than {} requests/s; retry later", l.messages_per_sec),
+            ));
+        }
+        // Bytes already read: a request is refused while the budget is in debt, and one
+        // request may overdraw it (a large push must get through once).
+        if !q.bytes.charge(0.0, len as f64) {
+            return Err((
+                Abuse::ByteRate,
+                format!("rate limit: more than {} request bytes/s; retry later", l.bytes_per_sec),
+            ));
+        }
+        q.messages.charge(1.0, 1.0);
+        Ok(())
+    }
+
+    /// Forget an inbound request (answered, failed or timed out) and release its quota.
+    fn take_inbound(&mut self, id: InboundRequestId) -> Option<ResponseChannel<Frame<Response>>> {
+        let p = self.inbound.remove(&id)?;
+        if let Some(q) = self.quotas.get_mut(&p.peer) {
+            q.open = q.open.saturating_sub(1);
+            q.pulls = q.pulls.saturating_sub(usize::from(p.pull));
+        }
+        Some(p.channel)
+    }
+
+    /// Count one offence; report it now if this peer's abuse of this kind was not reported
+    /// within the interval, else when the interval has passed.
+    fn abuse(&mut self, peer: PeerId, member: MemberCode, kind: Abuse, detail: String) {
+        let now = Instant::now();
+        let interval = self.limits.report_interval;
+        match self.abuse.get_mut(&(peer, kind)) {
+            Some(r) => {
+                r.pending += 1;
+                r.detail = detail;
+                if now.duration_since(r.last) >= interval {
+                    self.report_abuse(peer, kind, now);
+                } else {
+                    let due = r.last + interval;
+                    self.abuse_due = Some(self.abuse_due.map_or(due, |d| d.min(due)));
+                    debug!(%peer, %member, kind = kind.name(), pending = r.pending, "abuse counted");
+                }
+            }
+            None => {
+                if self.abuse.len() >= ABUSE_TRACKED_MAX {
+                    self.abuse.retain(|_, r| r.pending > 0 || now.duration_since(r.last) < interval);
+                    if self.abuse.len() >= ABUSE_TRACKED_MAX {
+                        self.abuse_suppressed += 1;
+                        debug!(%peer, suppressed = self.abuse_suppressed, "too many abuse reports, suppressed");
+                        return;
+                    }
+                }
+                self.abuse.insert((peer, kind), AbuseReport { member, last: now, pending: 1, detail });
+                self.report_abuse(peer, kind, now);
+            }
+        }
+    }
+
+    fn report_abuse(&mut self, peer: PeerId, kind: Abuse, now: Instant) {
+        let Some(r) = self.abuse.get_mut(&(peer, kind)) else {
+            return;
+        };
+        let (member, count, detail) = (r.member, r.pending, r.detail.clone());
+        r.pending = 0;
+        r.last = now;
+        warn!(%peer, %member, kind = kind.name(), count, %detail, "peer abuse");
+        self.emit(NetEvent::Abuse { member, peer, kind, count, detail });
+    }
+
+    /// Report every counted abuse whose interval has passed; forget the quiet ones.
+    fn report_abuse_due(&mut self) {
+        let now = Instant::now();
+        let interval = self.limits.report_interval;
+        let due: Vec<(PeerId, Abuse)> = self
+            .abuse
+            .iter()
+            .filter(|(_, r)| r.pending > 0 && now.duration_since(r.last) >= interval)
+            .map(|(k, _)| *k)
+            .collect();
+        for (peer, kind) in due {
+            self.report_abuse(peer, kind, now);
+        }
+        self.abuse.retain(|_, r| r.pending > 0 || now.duration_since(r.last) < interval);
+        self.abuse_due = self.abuse.values().filter(|r| r.pending > 0).map(|r| r.last + interval).min();
     }
 
     fn reply_error(&mut self, channel: ResponseChannel<Frame<Response>>, reason: String) {

@@ -55,6 +55,15 @@ struct TestNode {
 
 impl TestNode {
     async fn start(member: &str, key: Keypair, peers: Vec<PeerEntry>) -> TestNode {
+        TestNode::start_limited(member, key, peers, PeerLimits::default()).await
+    }
+
+    async fn start_limited(
+        member: &str,
+        key: Keypair,
+        peers: Vec<PeerEntry>,
+        limits: PeerLimits,
+    ) -> TestNode {
         let peer = key.public().to_peer_id();
         let cancel = CancellationToken::new();
         let cfg = NetConfig {
@@ -63,6 +72,7 @@ impl TestNode {
             peers,
             max_connections: 32,
             dial_backoff_max: Duration::from_secs(2),
+            limits,
         };
         let (handle, events, join) = spawn(cfg, cancel.clone()).expect("net starts");
         let addrs = timeout(WAIT, handle.listen_addrs()).await.expect("listen in time").expect("task alive");
@@ -90,6 +100,23 @@ impl TestNode {
         .await
         .expect("expected event in time");
         (found, skipped)
+    }
+
+    /// Wait for [`NetEvent::Abuse`] reports of `kind` until they count `total` offences;
+    /// fails on an inbound request among the events. Returns each report's sender.
+    async fn abuse_reports(&mut self, kind: Abuse, total: u64) -> Vec<(MemberCode, PeerId)> {
+        let mut counted = 0;
+        let mut reports = Vec::new();
+        while counted < total {
+            let (ev, skipped) =
+                self.wait_for(|e| matches!(e, NetEvent::Abuse { kind: k, .. } if *k == kind)).await;
+            assert!(!skipped.iter().any(|e| matches!(e, NetEvent::Inbound { .. })), "{skipped:?}");
+            let NetEvent::Abuse { member, peer, count, .. } = ev else { unreachable!("matched above") };
+            counted += count;
+            reports.push((member, peer));
+        }
+        assert_eq!(counted, total, "every offence counted once");
+        reports
     }
 
     /// Every event that arrives within `QUIET`.
@@ -259,6 +286,7 @@ async fn bad_configuration_is_refused_at_spawn() {
         peers,
         max_connections,
         dial_backoff_max: Duration::MAX,
+        limits: PeerLimits::default(),
     };
     let cancel = CancellationToken::new();
     assert!(matches!(spawn(cfg(vec![], vec![], 0), cancel.clone()), Err(NetError::Config(_))));
@@ -290,6 +318,7 @@ fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
         peers: vec![],
         max_connections: 8,
         dial_backoff_max: Duration::from_secs(1),
+        limits: PeerLimits::default(),
     };
     assert!(matches!(spawn(cfg, CancellationToken::new()), Err(NetError::NoRuntime)));
 }
@@ -302,18 +331,26 @@ struct RawCodec;
 
 const RAW_READ_MAX: u64 = 1 << 20;
 
+/// Bytes to write on a new stream; `stall` leaves the stream open after them, never
+/// finishing the request (a half-open stream).
+#[derive(Debug, Clone)]
+struct RawRequest {
+    bytes: Vec<u8>,
+    stall: bool,
+}
+
 impl request_response::Codec for RawCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = RawRequest;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<RawRequest>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut buf = Vec::new();
-        io.take(RAW_READ_MAX).read_to_end(&mut buf).await?;
-        Ok(buf)
+        let mut bytes = Vec::new();
+        io.take(RAW_READ_MAX).read_to_end(&mut bytes).await?;
+        Ok(RawRequest { bytes, stall: false })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -325,12 +362,17 @@ impl request_response::Codec for RawCodec {
         Ok(buf)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: RawRequest) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&req).await?;
-        io.flush().await
+        io.write_all(&req.bytes).await?;
+        io.flush().await?;
+        if req.stall {
+            // Until this side's request timeout drops the stream.
+            std::future::pending::<()>().await;
+        }
+        Ok(())
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
@@ -344,7 +386,7 @@ impl request_response::Codec for RawCodec {
 
 enum HostileCmd {
     Dial(Multiaddr),
-    Send(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
+    Send(PeerId, RawRequest, oneshot::Sender<Result<Vec<u8>, String>>),
 }
 
 #[derive(Debug)]
@@ -444,8 +486,18 @@ impl Hostile {
 
     async fn send(&self, to: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(HostileCmd::Send(to, bytes, tx)).await.expect("hostile alive");
+        self.cmds
+            .send(HostileCmd::Send(to, RawRequest { bytes, stall: false }, tx))
+            .await
+            .expect("hostile alive");
         timeout(WAIT, rx).await.expect("answer in time").expect("hostile alive")
+    }
+
+    /// Open a stream with `req` and return where its answer will arrive, without waiting.
+    async fn fire(&self, to: PeerId, req: RawRequest) -> oneshot::Receiver<Result<Vec<u8>, String>> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(HostileCmd::Send(to, req, tx)).await.expect("hostile alive");
+        rx
     }
 
     async fn next_event(&mut self) -> HostileEvent {
@@ -466,7 +518,9 @@ async fn garbage_from_a_roster_peer_is_reported_and_the_connection_stays_usable(
     let ka = Keypair::generate_ed25519();
     let kh = Keypair::generate_ed25519();
     let (pa, ph) = (ka.public().to_peer_id(), kh.public().to_peer_id());
-    let mut a = TestNode::start("AA", ka, vec![entry("AA", pa, vec![]), entry("KZ", ph, vec![])]).await;
+    let limits = PeerLimits { report_interval: Duration::from_secs(2), ..PeerLimits::default() };
+    let roster = vec![entry("AA", pa, vec![]), entry("KZ", ph, vec![])];
+    let mut a = TestNode::start_limited("AA", ka, roster, limits).await;
     let mut h = Hostile::start(kh);
     h.dial(&a.addr).await;
     assert!(matches!(h.next_event().await, HostileEvent::Established(p) if p == pa));
@@ -482,6 +536,7 @@ async fn garbage_from_a_roster_peer_is_reported_and_the_connection_stays_usable(
     // dropped without a reply and without a report.
     let reply = h.send(pa, vec![]).await;
     assert!(reply.as_ref().map_or(true, Vec::is_empty), "an empty stream gets no reply: {reply:?}");
+    let n = cases.len() as u64;
     for (what, bytes) in cases {
         let reply = h.send(pa, bytes).await.unwrap_or_else(|e| panic!("{what}: no reply: {e}"));
         let resp = decode_response(&reply).unwrap_or_else(|e| panic!("{what}: bad reply: {e}"));
@@ -489,13 +544,11 @@ async fn garbage_from_a_roster_peer_is_reported_and_the_connection_stays_usable(
             matches!(&resp, Response::Error(r) if r.starts_with("malformed request")),
             "{what}: {resp:?}"
         );
-        let (ev, skipped) = a.wait_for(|e| matches!(e, NetEvent::InboundFailure { .. })).await;
-        assert!(
-            matches!(&ev, NetEvent::InboundFailure { member, peer, .. } if *member == code("KZ") && *peer == ph),
-            "{what}: {ev:?}"
-        );
-        assert!(!skipped.iter().any(|e| matches!(e, NetEvent::Inbound { .. })), "{what}: {skipped:?}");
     }
+    // Reported once per interval, not once per request: every case is counted.
+    let reports = a.abuse_reports(Abuse::Malformed, n).await;
+    assert!(reports.iter().all(|(m, p)| *m == code("KZ") && *p == ph), "{reports:?}");
+    assert!(reports.len() < n as usize, "reports are grouped: {reports:?}");
 
     // The same connection still carries a well-formed request.
     let frame = encode_request(&Request::Hello(hello("KZ"))).expect("encodes");
@@ -503,7 +556,8 @@ async fn garbage_from_a_roster_peer_is_reported_and_the_connection_stays_usable(
         let cmds = h.cmds.clone();
         async move {
             let (tx, rx) = oneshot::channel();
-            cmds.send(HostileCmd::Send(pa, frame, tx)).await.expect("hostile alive");
+            let req = RawRequest { bytes: frame, stall: false };
+            cmds.send(HostileCmd::Send(pa, req, tx)).await.expect("hostile alive");
             timeout(WAIT, rx).await.expect("in time").expect("alive")
         }
     });
@@ -595,15 +649,195 @@ async fn codec_bounds_the_header_before_reading_the_payload() {
     // A header announcing 4 GiB, followed by nothing: rejected from the header alone.
     let mut io = futures::io::Cursor::new(header(0x02, u32::MAX));
     let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
-    assert!(matches!(frame, Frame::Rejected(CodecError::Oversized { .. })), "{frame:?}");
+    assert!(matches!(frame, Frame::Rejected(CodecError::Oversized { .. }, HEADER_LEN)), "{frame:?}");
     assert_eq!(io.position() as usize, HEADER_LEN, "no payload byte read");
 
     let good = encode_request(&Request::Hello(hello("AA"))).expect("encodes");
     let mut io = futures::io::Cursor::new(good);
     let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
-    assert!(matches!(frame, Frame::Decoded(Request::Hello(ref h)) if *h == hello("AA")), "{frame:?}");
+    assert!(matches!(frame, Frame::Decoded(Request::Hello(ref h), _) if *h == hello("AA")), "{frame:?}");
 
     let mut io = futures::io::Cursor::new(b"TMG".to_vec());
     let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
-    assert!(matches!(frame, Frame::Rejected(CodecError::Truncated { got: 3, .. })), "{frame:?}");
+    assert!(matches!(frame, Frame::Rejected(CodecError::Truncated { got: 3, .. }, 3)), "{frame:?}");
+}
+
+// ---- per-peer limits ----
+
+/// A node `AA` with `limits` and a connected hostile roster peer `KZ`.
+async fn limited_pair(limits: PeerLimits) -> (TestNode, Hostile) {
+    let ka = Keypair::generate_ed25519();
+    let kh = Keypair::generate_ed25519();
+    let (pa, ph) = (ka.public().to_peer_id(), kh.public().to_peer_id());
+    let roster = vec![entry("AA", pa, vec![]), entry("KZ", ph, vec![])];
+    let a = TestNode::start_limited("AA", ka, roster, limits).await;
+    let mut h = Hostile::start(kh);
+    h.dial(&a.addr).await;
+    assert!(matches!(h.next_event().await, HostileEvent::Established(p) if p == pa));
+    (a, h)
+}
+
+fn raw(req: &Request) -> RawRequest {
+    RawRequest { bytes: encode_request(req).expect("encodes"), stall: false }
+}
+
+/// The error text of a raw answer, or `None` for any other answer.
+fn error_text(answer: &Result<Vec<u8>, String>) -> Option<String> {
+    match answer.as_ref().ok().map(|b| decode_response(b)) {
+        Some(Ok(Response::Error(r))) => Some(r),
+        _ => None,
+    }
+}
+
+fn pull() -> Request {
+    Request::Pull(tamga_protocol::Pull { ranges: vec![] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_the_message_rate_is_refused_and_reported_once_per_interval() {
+    let limits =
+        PeerLimits { messages_per_sec: 5, report_interval: Duration::from_secs(2), ..PeerLimits::default() };
+    let (mut a, h) = limited_pair(limits).await;
+    let pa = a.peer;
+    let flood = 40;
+    let started = tokio::time::Instant::now();
+    let mut answers = Vec::new();
+    for _ in 0..flood {
+        answers.push(h.fire(pa, raw(&Request::Hello(hello("KZ")))).await);
+    }
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        for rx in answers {
+            out.push(timeout(WAIT, rx).await.expect("answer in time").expect("hostile alive"));
+        }
+        out
+    });
+    // Serve what gets through, count the reports, until every answer is in.
+    let mut served = 0u64;
+    let mut reported = Vec::new();
+    while !collect.is_finished() {
+        match timeout(Duration::from_millis(50), a.events.recv()).await {
+            Ok(Some(NetEvent::Inbound { id, .. })) => {
+                served += 1;
+                a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+            }
+            Ok(Some(NetEvent::Abuse { kind, count, .. })) => reported.push((kind, count)),
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => panic!("event channel closed"),
+        }
+    }
+    let elapsed = started.elapsed();
+    let answers = collect.await.expect("no panic");
+    let refused =
+        answers.iter().filter(|a| error_text(a).is_some_and(|r| r.starts_with("rate limit"))).count();
+    let hellos = answers
+        .iter()
+        .filter(|a| matches!(a.as_ref().map(|b| decode_response(b)), Ok(Ok(Response::Hello(_)))))
+        .count();
+    println!(
+        "flood of {flood}: {hellos} served, {refused} refused in {elapsed:?}; reports so far {reported:?}"
+    );
+    assert_eq!(hellos + refused, flood, "every request answered, served or refused");
+    assert_eq!(hellos as u64, served);
+    // One second's burst, plus what the bucket refilled while the flood lasted.
+    assert!(hellos >= 1 && hellos as f64 <= 5.0 + 5.0 * elapsed.as_secs_f64() + 1.0, "{hellos} served");
+    let mut counted: u64 = reported.iter().filter(|(k, _)| *k == Abuse::MessageRate).map(|(_, c)| c).sum();
+    let mut reports = reported.iter().filter(|(k, _)| *k == Abuse::MessageRate).count();
+    if counted < refused as u64 {
+        reports += a.abuse_reports(Abuse::MessageRate, refused as u64 - counted).await.len();
+        counted = refused as u64;
+    }
+    assert_eq!(counted, refused as u64);
+    assert!(reports <= 2 + (elapsed.as_secs() / 2) as usize, "{reports} reports for {refused} refusals");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_requests_and_pending_pulls_are_bounded_per_peer() {
+    let limits = PeerLimits { open_streams: 4, pending_pulls: 2, ..PeerLimits::default() };
+    let (mut a, h) = limited_pair(limits).await;
+    let pa = a.peer;
+    let mut delivered = Vec::new();
+    let mut seen = Vec::new();
+    // Three pulls: two go to the consumer (which does not answer yet), the third is refused.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(h.fire(pa, raw(&pull())).await);
+    }
+    for _ in 0..2 {
+        let (ev, skipped) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+        seen.extend(skipped);
+        let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+        delivered.push(id);
+    }
+    let refused = timeout(WAIT, held.pop().expect("three")).await.expect("in time").expect("alive");
+    assert!(error_text(&refused).is_some_and(|r| r.starts_with("too many pending pulls")), "{refused:?}");
+    // Two more requests fill the four open slots; the next is refused.
+    for _ in 0..3 {
+        held.push(h.fire(pa, raw(&Request::Hello(hello("KZ")))).await);
+    }
+    for _ in 0..2 {
+        let (ev, skipped) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+        seen.extend(skipped);
+        let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+        delivered.push(id);
+    }
+    let refused = timeout(WAIT, held.pop().expect("five")).await.expect("in time").expect("alive");
+    assert!(error_text(&refused).is_some_and(|r| r.starts_with("too many open requests")), "{refused:?}");
+    // Answering frees a slot.
+    a.handle.respond(delivered[0], Response::Error("done".into())).await.expect("respond");
+    let next = h.fire(pa, raw(&pull())).await;
+    let (ev, skipped) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    seen.extend(skipped);
+    let NetEvent::Inbound { id, request, .. } = ev else { unreachable!("matched above") };
+    assert_eq!(request, pull());
+    a.handle.respond(id, Response::Error("done".into())).await.expect("respond");
+    assert!(timeout(WAIT, next).await.expect("in time").expect("alive").is_ok());
+    seen.extend(a.drain_quiet().await);
+    for kind in [Abuse::PendingPulls, Abuse::OpenStreams] {
+        let n = seen
+            .iter()
+            .filter(|e| matches!(e, NetEvent::Abuse { kind: k, count: 1, .. } if *k == kind))
+            .count();
+        assert_eq!(n, 1, "{kind} reported once: {seen:?}");
+    }
+    drop(held);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_streams_and_byte_floods_are_cut_and_reported() {
+    let limits = PeerLimits {
+        bytes_per_sec: 1000,
+        stream_read: Duration::from_secs(1),
+        report_interval: Duration::from_secs(2),
+        ..PeerLimits::default()
+    };
+    let (mut a, h) = limited_pair(limits).await;
+    let pa = a.peer;
+    // Three streams left open: one with nothing, one with half a header, one with a header
+    // and part of its payload. Each is cut after the read deadline and counted.
+    let stalls = [vec![], header(0x01, 100)[..4].to_vec(), [header(0x01, 100), vec![0; 10]].concat()];
+    let mut held = Vec::new();
+    for bytes in stalls {
+        held.push(h.fire(pa, RawRequest { bytes, stall: true }).await);
+    }
+    let reports = a.abuse_reports(Abuse::Stalled, 3).await;
+    println!("3 half-open streams, {} report(s)", reports.len());
+    // 3 KB of bytes in one request overdraws a 1000 bytes/s budget: the next is refused.
+    let big = h.send(pa, [header(0x01, 3000), vec![0; 3000]].concat()).await;
+    assert!(error_text(&big).is_some_and(|r| r.starts_with("malformed request")), "{big:?}");
+    let next = h.send(pa, encode_request(&Request::Hello(hello("KZ"))).expect("encodes")).await;
+    assert!(error_text(&next).is_some_and(|r| r.contains("bytes/s")), "{next:?}");
+    a.abuse_reports(Abuse::ByteRate, 1).await;
+    // Once the budget has refilled, a request goes through again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = h.fire(pa, raw(&Request::Hello(hello("KZ")))).await;
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+    let again = timeout(WAIT, again).await.expect("in time").expect("alive");
+    assert!(matches!(decode_response(&again.expect("answered")), Ok(Response::Hello(_))));
+    drop(held);
+    a.stop().await;
 }
