@@ -121,13 +121,13 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         if let Some((status, why)) = refusal {
             shared.metrics.api_refused.add(1);
             let who = role.map_or("unauthenticated", Role::as_str);
-            shared
-                .writer
-                .audit(
-                    AuditEvent::new(Action::ApiRefused, Outcome::Refused)
-                        .reason(format!("{} {path}: {why} ({who})", req.method())),
-                )
-                .await;
+            // Answered only once its entry is durable: a kill -9 after the answer cannot
+            // erase the trace of a refused call.
+            let ev = AuditEvent::new(Action::ApiRefused, Outcome::Refused)
+                .reason(format!("{} {path}: {why} ({who})", req.method()));
+            if let Err(e) = shared.writer.audit_durable(ev).await {
+                tracing::warn!(error = %e, "the refusal of {path} could not be audited");
+            }
             return ApiError::new(status, format!("{why} for {} {path}", req.method())).into_response();
         }
     }

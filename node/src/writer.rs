@@ -85,6 +85,13 @@ pub enum Op {
     },
     /// Append an audit entry (made durable with the next flush).
     Audit(Box<AuditEvent>),
+    /// Append an audit entry and answer once it is durable.
+    AuditDurable {
+        /// The entry.
+        event: Box<AuditEvent>,
+        /// Where to answer once durable.
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
     /// Store verified projections received from a peer, durably (receipts are signed after).
     Received {
         /// The member that delivered them.
@@ -143,6 +150,15 @@ impl Writer {
     pub async fn audit(&self, ev: AuditEvent) {
         // A stopped writer means shutdown; the event has nowhere durable to go.
         let _ = self.tx.send(Op::Audit(Box::new(ev))).await;
+    }
+
+    /// Append an audit entry and wait until it is durable: for an event the node answers
+    /// (an API refusal), so that a `kill -9` after the answer cannot erase it.
+    pub async fn audit_durable(&self, ev: AuditEvent) -> Result<(), WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::AuditDurable { event: Box::new(ev), reply };
+        self.tx.send(op).await.map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Append an audit entry without waiting; drops it (and says so) if the queue is full.
@@ -323,6 +339,7 @@ impl WriterTask {
         let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
         let mut purged_here: HashSet<(StreamKey, u64)> = HashSet::new();
         let mut feedback_answers: Vec<Answer<()>> = Vec::new();
+        let mut audit_answers: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
         let (mut received, mut delivered) = (0u64, 0u64);
 
         for op in group {
@@ -384,6 +401,12 @@ impl WriterTask {
                 Op::Audit(ev) => {
                     self.append(&mut batch, &mut head, *ev, now);
                     audits += 1;
+                }
+                Op::AuditDurable { event, reply } => {
+                    durable = true;
+                    self.append(&mut batch, &mut head, *event, now);
+                    audits += 1;
+                    audit_answers.push(reply);
                 }
                 Op::Received { from, items, withheld, reply } => {
                     durable = true;
@@ -499,6 +522,9 @@ impl WriterTask {
                 for (reply, result) in feedback_answers {
                     let _ = reply.send(result.map_err(WriteError::from));
                 }
+                for reply in audit_answers {
+                    let _ = reply.send(Ok(()));
+                }
                 if let (Some(n), false) = (&self.notify, projections.is_empty()) {
                     if n.try_send(projections).is_err() {
                         tracing::debug!("push queue full; anti-entropy will deliver");
@@ -531,6 +557,9 @@ impl WriterTask {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
                 for (reply, _) in feedback_answers {
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
+                }
+                for reply in audit_answers {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
             }

@@ -555,8 +555,11 @@ async fn kill9_during_audit_appends_keeps_the_chain_verifiable() {
             .as_u64()
             .unwrap_or(0);
         refused_total += refused;
-        // A refusal's entry is made durable with the next group flush, not before the 401 is
-        // answered: the last moments of refusals before a kill -9 may be missing.
+        // A refusal is answered only once its entry is durable: every answered one is logged.
+        assert!(
+            logged >= refused_total,
+            "{refused_total} refusals answered, {logged} in the log after kill -9"
+        );
         println!(
             "kill -9 during audit appends {cycle}: {refused} refused calls answered before the kill ({refused_total} in all, \
              {logged} refusal entries in the log after the restart), {} records acknowledged, lost = 0; chain of {} \
