@@ -114,9 +114,10 @@ pub fn support() -> Result<Support, String> {
         s(ip(&["-n", &ns, "link", "set", "tprobe1", "master", "tprobebr"]))?;
         s(in_ns(&ns, "sysctl", &["-qw", "net.bridge.bridge-nf-call-iptables=1"]))?;
         s(in_ns(&ns, "iptables", &["-A", "FORWARD", "-s", "10.0.0.1", "-j", "DROP"]))?;
-        let netem =
-            ip(&["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "tprobe0", "root", "netem", "delay", "10ms"])
-                .is_ok();
+        let netem = ip(&[
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "tprobe0", "root", "netem", "delay", "10ms",
+        ])
+        .is_ok();
         let nfqueue =
             in_ns(&ns, "iptables", &["-A", "FORWARD", "-s", "10.0.0.2", "-j", "NFQUEUE", "--queue-num", "0"])
                 .is_ok();
@@ -337,6 +338,20 @@ impl Lab {
             anyhow::ensure!(t0.elapsed() < within, "the lab did not connect within {within:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The pairs `(a, b)` of lab members where `a` reports `b` connected.
+    pub async fn connected_pairs(&self) -> anyhow::Result<BTreeSet<(String, String)>> {
+        let mut out = BTreeSet::new();
+        for (code, m) in &self.members {
+            let peers = call(m.node.client(Role::Operator).get("/v1/peers", &[])).await?;
+            for p in peers["peers"].as_array().into_iter().flatten() {
+                if let (Some(x), true) = (p["member"].as_str(), p["connected"] == true) {
+                    out.insert((code.clone(), x.to_owned()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Cut the network into `groups`: no packet crosses between two groups (dropped, not
