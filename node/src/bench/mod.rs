@@ -488,7 +488,7 @@ async fn echo_baselines(report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-async fn gossip_baseline(report: &mut Report, records: usize, steady: usize) -> Result<()> {
+async fn gossip_baseline(report: &Report, records: usize, steady: usize) -> Result<gossip::GossipFigures> {
     let key = SigningKey::from_bytes(&[7; 32]);
     let salt_key = SaltKey::from_bytes([3; 32]);
     let audience = report.nodes - 1;
@@ -498,7 +498,7 @@ async fn gossip_baseline(report: &mut Report, records: usize, steady: usize) -> 
     };
     let bulk: Vec<Vec<u8>> = (0..records).map(encode).collect::<Result<_>>()?;
     let steady: Vec<Vec<u8>> = (records..records + steady).map(encode).collect::<Result<_>>()?;
-    let g = gossip::measure(
+    gossip::measure(
         audience,
         key.verifying_key(),
         bulk,
@@ -506,20 +506,21 @@ async fn gossip_baseline(report: &mut Report, records: usize, steady: usize) -> 
         replicate::STEADY_PER_TICK,
         replicate::STEADY_TICK,
     )
-    .await?;
-    report.add("gossipsub 1 -> N-1 subscribers (batch verify, no store)", g.records_per_sec, "records/s");
-    for (q, v) in ["p50", "p95", "p99"].iter().zip(g.latency_ms) {
-        report.add(&format!("gossipsub latency publish -> all verified {q} @1000/s"), v, "ms");
-    }
-    Ok(())
+    .await
 }
 
-fn add_replication(report: &mut Report, r: &replicate::Replication) -> Result<()> {
+/// tamga's push and the gossipsub baseline side by side, then the catch-up node.
+fn add_dissemination(
+    report: &mut Report,
+    r: &replicate::Replication,
+    g: &gossip::GossipFigures,
+) -> Result<()> {
     report.add("replication 1 origin -> N-1 peers", r.records_per_sec, "records/s");
-    if let Some(l) = r.latency_ms {
-        for (q, v) in ["p50", "p95", "p99"].iter().zip(l) {
-            report.add(&format!("latency ack -> stored on all peers {q} @1000/s"), v, "ms");
-        }
+    report.add("gossipsub 1 -> N-1 subscribers (batch verify, no store)", g.records_per_sec, "records/s");
+    let l = r.latency_ms.context("the latency was measured")?;
+    for ((q, t), p) in ["p50", "p95", "p99"].iter().zip(l).zip(g.latency_ms) {
+        report.add(&format!("latency ack -> stored on all peers {q} @1000/s"), t, "ms");
+        report.add(&format!("gossipsub latency publish -> all verified {q} @1000/s"), p, "ms");
     }
     report.add("origin disk bytes per record", r.origin_disk_per_record, "bytes");
     report.add("RSS of the bench process (all in-process nodes)", mib(r.process_rss), "MiB");
@@ -640,8 +641,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
     ingest(&mut report, records, dir.path()).await?;
     let steady = records.clamp(1000, 5000);
     let r = replicate::measure(&dir.path().join("replication"), opts.nodes, records, steady, records).await?;
-    add_replication(&mut report, &r)?;
-    gossip_baseline(&mut report, records, steady).await?;
+    let g = gossip_baseline(&report, records, steady).await?;
+    add_dissemination(&mut report, &r, &g)?;
     for (name, value, unit) in crate::reload::latency::measure(dir.path()).await? {
         report.add(name, value, unit);
     }
