@@ -168,11 +168,11 @@ const BENCH_FIGURES: &[&str] = &[
     "projection salt+sign (1 core)",
     "projection verify (1 core)",
     "baseline: projection batch verify of 64 (1 core)",
-    "baseline: libp2p req-resp echo, 1 payload",
-    "baseline: libp2p req-resp echo, 1 payload (MB/s)",
-    "baseline: libp2p req-resp echo, 64 payloads",
-    "baseline: libp2p req-resp echo, 64 payloads (MB/s)",
-    "baseline: libp2p req-resp echo, 64 payloads (payloads/s)",
+    "baseline: libp2p req-resp echo, 1 projection",
+    "baseline: libp2p req-resp echo, 1 projection (MB/s)",
+    "baseline: libp2p req-resp echo, 64 projections",
+    "baseline: libp2p req-resp echo, 64 projections (MB/s)",
+    "baseline: libp2p req-resp echo, 64 projections (projections/s)",
     "baseline: sled insert, flush per 100",
     "ingest via API, batch 1",
     "ingest via API, batch 100",
@@ -263,6 +263,13 @@ fn bench_sweep_smoke() {
         "2,3",
     ]);
     assert_eq!(v["payload_bytes"], 256);
+    let figures = v["figures"].as_array().expect("figures");
+    for name in
+        ["baseline: libp2p req-resp echo, --payload", "baseline: libp2p req-resp echo, --payload (MB/s)"]
+    {
+        let f = figures.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("{name} missing: {v}"));
+        assert!(positive(&f["value"]), "{name}: {f}");
+    }
     let sweep = v["sweep"].as_array().expect("sweep");
     assert_eq!(sweep.len(), 2, "{v}");
     for (p, nodes) in sweep.iter().zip([2, 3]) {

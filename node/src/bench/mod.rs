@@ -79,7 +79,7 @@ pub struct Options {
     pub records: usize,
     /// Nodes of the replication federation (2 to [`fed::MAX_NODES`]).
     pub nodes: usize,
-    /// Echo payload in bytes (default: one encoded projection).
+    /// An extra echo payload in bytes (the limits use echoes of projection size).
     pub payload: Option<usize>,
     /// Also run the growth sweep.
     pub sweep: bool,
@@ -101,9 +101,9 @@ impl Options {
         ensure!(nodes_ok(self.nodes), "--nodes must be from 2 to {}, not {}", fed::MAX_NODES, self.nodes);
         if let Some(p) = self.payload {
             ensure!(
-                (1..=echo::MAX_ECHO_BYTES / ECHO_BATCH).contains(&p),
+                (1..=echo::MAX_ECHO_BYTES).contains(&p),
                 "--payload must be from 1 to {} bytes, not {p}",
-                echo::MAX_ECHO_BYTES / ECHO_BATCH
+                echo::MAX_ECHO_BYTES
             );
         }
         if self.sweep {
@@ -167,7 +167,7 @@ pub struct Report {
     pub memory_bytes: u64,
     /// Bytes of one projection as it crosses the wire (a push of one).
     pub projection_bytes: usize,
-    /// The echo payload, bytes.
+    /// The `--payload` echo's bytes (the projection's size when not given).
     pub payload_bytes: usize,
     /// The figures.
     pub figures: Vec<Figure>,
@@ -195,14 +195,13 @@ impl Report {
     /// A plain table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "tamga bench: {} records, {} nodes, {} cores, {:.1} GiB, projection {} bytes, echo payload {} bytes\n\
+            "tamga bench: {} records, {} nodes, {} cores, {:.1} GiB, projection {} bytes\n\
              {:<60} {:>14}  unit\n",
             self.records,
             self.nodes,
             self.cores,
             self.memory_bytes as f64 / (1u64 << 30) as f64,
             self.projection_bytes,
-            self.payload_bytes,
             "figure",
             "value"
         );
@@ -473,18 +472,24 @@ async fn ingest(report: &mut Report, records: usize, dir: &std::path::Path) -> R
     Ok(())
 }
 
-async fn echo_baselines(report: &mut Report) -> Result<()> {
-    let one = echo::measure(report.payload_bytes).await?;
-    report.add("baseline: libp2p req-resp echo, 1 payload", one.messages_per_sec, "messages/s");
-    report.add("baseline: libp2p req-resp echo, 1 payload (MB/s)", one.mb_per_sec, "MB/s");
-    let batch = echo::measure(report.payload_bytes * ECHO_BATCH).await?;
-    report.add("baseline: libp2p req-resp echo, 64 payloads", batch.messages_per_sec, "messages/s");
-    report.add("baseline: libp2p req-resp echo, 64 payloads (MB/s)", batch.mb_per_sec, "MB/s");
+async fn echo_baselines(report: &mut Report, payload: Option<usize>) -> Result<()> {
+    let size = report.projection_bytes;
+    let one = echo::measure(size).await?;
+    report.add("baseline: libp2p req-resp echo, 1 projection", one.messages_per_sec, "messages/s");
+    report.add("baseline: libp2p req-resp echo, 1 projection (MB/s)", one.mb_per_sec, "MB/s");
+    let batch = echo::measure(size * ECHO_BATCH).await?;
+    report.add("baseline: libp2p req-resp echo, 64 projections", batch.messages_per_sec, "messages/s");
+    report.add("baseline: libp2p req-resp echo, 64 projections (MB/s)", batch.mb_per_sec, "MB/s");
     report.add(
-        "baseline: libp2p req-resp echo, 64 payloads (payloads/s)",
+        "baseline: libp2p req-resp echo, 64 projections (projections/s)",
         batch.messages_per_sec * ECHO_BATCH as f64,
-        "payloads/s",
+        "projections/s",
     );
+    if let Some(p) = payload {
+        let f = echo::measure(p).await?;
+        report.add("baseline: libp2p req-resp echo, --payload", f.messages_per_sec, "messages/s");
+        report.add("baseline: libp2p req-resp echo, --payload (MB/s)", f.mb_per_sec, "MB/s");
+    }
     Ok(())
 }
 
@@ -540,7 +545,7 @@ fn ratios(report: &mut Report) {
         report.get("baseline: sled insert, flush per 100").min(report.get("projection salt+sign (1 core)"));
     report.add("limit: ingest = min(sled insert, salt+sign 1 core)", ingest_limit, "records/s");
     let verify = report.get("baseline: projection batch verify of 64 (1 core)");
-    let echo = report.get("baseline: libp2p req-resp echo, 64 payloads (payloads/s)");
+    let echo = report.get("baseline: libp2p req-resp echo, 64 projections (projections/s)");
     report.add("limit: replication, verify-bound = v*c/(N-1)", verify * cores / peers, "records/s");
     report.add("limit: replication, req-resp-bound = e64*64/(N-1)", echo / peers, "records/s");
     let repl_limit = (verify * cores).min(echo) / peers;
@@ -587,7 +592,7 @@ fn ratios(report: &mut Report) {
         "projection on the wire (push of one)",
     );
     report.notes.extend([
-        format!("c = {} cores, N = {} nodes; v = projection batch verify of 64 on 1 core; e64 = echo messages/s of 64 payloads", report.cores, report.nodes),
+        format!("c = {} cores, N = {} nodes; v = projection batch verify of 64 on 1 core; e64 = echo messages/s of 64 projections", report.cores, report.nodes),
         "replication: all N-1 receivers run in this process and verify every projection on the same c cores, so the verify-bound limit is v*c/(N-1); the origin's links share the request-response capacity, e64*64/(N-1)".into(),
         "the echo returns the payload (a push returns only receipts), so the request-response limits are conservative".into(),
         "catch-up: from the restarted node's process start (open, connect, anti-entropy round) until it held every record it missed; it runs as its own process, whose RSS is the per-node figure".into(),
@@ -636,7 +641,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     };
     micro(&mut report)?;
     report.payload_bytes = opts.payload.unwrap_or(report.projection_bytes);
-    echo_baselines(&mut report).await?;
+    echo_baselines(&mut report, opts.payload).await?;
     raw_sled(&mut report, records, dir.path()).await?;
     ingest(&mut report, records, dir.path()).await?;
     let steady = records.clamp(1000, 5000);
