@@ -240,3 +240,59 @@ async fn leftovers_and_parallel_labs_do_not_collide() {
     .expect("utf-8");
     assert!(!list.contains(&sa) && !list.contains(&sb), "both labs are torn down:\n{list}");
 }
+
+/// How long the long cut is held after its links are declared down.
+const HOLD_AFTER_DOWN: Duration = Duration::from_secs(45);
+
+/// A cut that outlasts the links' liveness check (three failed pings, about 35 s to 105 s),
+/// so the links close and healing rests on redialling, with the dial backoff grown during
+/// the cut. Slow (two to three minutes): run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the cut must outlast the ping liveness check"]
+async fn a_partition_that_outlasts_liveness_heals_by_redialling() {
+    let _one = SERIAL.lock().await;
+    let Some((mut lab, _)) = lab("a_partition_that_outlasts_liveness_heals_by_redialling") else { return };
+    lab.start_all().await.expect("the nodes start");
+    lab.wait_connected(LIMIT).await.expect("the mesh forms");
+    let groups: [&[&str]; 2] = [&["RU"], &["CN", "KG", "KZ", "TJ", "UZ"]];
+    lab.partition(&groups).expect("partitioned");
+    let cut = Instant::now();
+    let crosses = |pairs: &std::collections::BTreeSet<(String, String)>| {
+        pairs.iter().filter(|(a, b)| (a == "RU") != (b == "RU")).count()
+    };
+    loop {
+        let n = crosses(&lab.connected_pairs().await.expect("peers"));
+        if n == 0 {
+            break;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(200), "links across the cut still up after 200 s: {n}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let down = cut.elapsed();
+    // Hold the cut while both sides redial into it and their backoff grows.
+    tokio::time::sleep(HOLD_AFTER_DOWN).await;
+    let mut ingested = 0;
+    for m in ["RU", "KZ", "CN"] {
+        ingested +=
+            netns::ingest(&lab, m, &netns::batch(m, "long"), LIMIT).await.expect("acknowledged").len();
+    }
+    lab.heal().expect("healed");
+    let healed = Instant::now();
+    loop {
+        if crosses(&lab.connected_pairs().await.expect("peers")) == 10 {
+            break;
+        }
+        assert!(healed.elapsed() < Duration::from_secs(400), "the links did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let relinked = healed.elapsed();
+    let t = netns::converge(&lab, Duration::from_secs(400)).await.expect("exact holdings");
+    println!(
+        "long partition: links across the cut declared down {:.1} s into it, cut held {} s more; after the heal, relinked in {:.1} s, converged in {:.1} s ({ingested} records)",
+        down.as_secs_f64(),
+        HOLD_AFTER_DOWN.as_secs(),
+        relinked.as_secs_f64(),
+        healed.elapsed().as_secs_f64().max(t.as_secs_f64())
+    );
+    netns::audits_verify(&lab).await.expect("every audit chain verifies");
+}
