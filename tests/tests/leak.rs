@@ -142,7 +142,7 @@ impl AgreementSpec {
         self.categories.iter().any(|c| c == category)
     }
 
-    fn from_ms(&self) -> i64 {
+    fn starts_ms(&self) -> i64 {
         day_ms(self.from)
     }
 
@@ -518,10 +518,13 @@ fn gen_federation(seed: u64, catalog: &CatalogModel, now_ms: i64) -> FedSpec {
             let age_days = *pick(&mut rng, &[0, 0, 0, 0, 0, 50, 200, 400]);
             let created_ms = now_ms - age_days * DAY_MS - rng.gen_range(60..3600) * 1000;
             let created_ms = created_ms - created_ms % 1000;
-            let expires_ms = rng.gen_bool(0.15).then(|| {
-                let e = now_ms + 20 * DAY_MS;
-                e - e % 1000
-            });
+            // Some records expire in 20 days; some old ones expired yesterday.
+            let expires_ms = match rng.gen_range(0..100) {
+                0..12 => Some(now_ms + 20 * DAY_MS),
+                12..18 if age_days > 0 => Some(now_ms - DAY_MS),
+                _ => None,
+            }
+            .map(|e| e - e % 1000);
             let tag = format!("{m}{i}s{seed}");
             let mut body = Map::new();
             for f in catalog.fields(&category) {
@@ -541,7 +544,16 @@ fn gen_federation(seed: u64, catalog: &CatalogModel, now_ms: i64) -> FedSpec {
     }
     let late = pick(&mut rng, &members).clone();
     let others: Vec<String> = members.iter().filter(|m| **m != late).cloned().collect();
-    let down = rng.gen_bool(0.75).then(|| pick(&mut rng, &others).clone());
+    // Preferably an origin whose records could reach the late member through a relay.
+    let via_relay: Vec<String> = others
+        .iter()
+        .filter(|o| {
+            agreements.iter().any(|a| a.relay && a.parties.len() > 2 && a.is_party(o) && a.is_party(&late))
+        })
+        .cloned()
+        .collect();
+    let candidates = if via_relay.is_empty() { &others } else { &via_relay };
+    let down = rng.gen_bool(0.75).then(|| pick(&mut rng, candidates).clone());
     FedSpec { seed, members, agreements, policies, records, late, down }
 }
 
@@ -585,10 +597,10 @@ impl FedSpec {
         if now >= purge {
             return Err("expired (own expiry or the agreement's retention)");
         }
-        if now < a.from_ms() || a.until_ms().is_some_and(|u| now >= u) {
+        if now < a.starts_ms() || a.until_ms().is_some_and(|u| now >= u) {
             return Err("agreement not in force");
         }
-        if !a.backfill && r.created_ms < a.from_ms() {
+        if !a.backfill && r.created_ms < a.starts_ms() {
             return Err("record predates the agreement, no backfill");
         }
         if !a.is_party(&r.origin) {
@@ -1015,8 +1027,48 @@ fn check_no_leak(
     tally
 }
 
+/// Member → record id → state and field names: what must stop changing.
+type Shape = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Every projection a node keeps of another member's record is under an agreement the
+/// oracle gives it the record under: a second projection, under an agreement that does
+/// not reach the holder, would be a leak the body alone does not show.
+async fn check_projections(
+    spec: &FedSpec,
+    run: &Running,
+    held: &BTreeMap<String, BTreeMap<String, Value>>,
+    want: &Expected,
+) {
+    for (m, records) in held {
+        let client = run.nodes[m].client(Role::Operator);
+        for id in records.keys() {
+            let r = &spec.records[run.ids[id]];
+            if *m == r.origin {
+                continue;
+            }
+            let shown = client
+                .get(&format!("/v1/records/{id}"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("seed {}: {m} shows {id}: {e}", spec.seed));
+            for p in shown["projections"].as_array().into_iter().flatten() {
+                let a = p["agreement"].as_str().unwrap_or_default();
+                assert!(
+                    want[m].get(id).is_some_and(|ok| ok.contains_key(a)),
+                    "seed {}: node {m}, record {id}: LEAK: keeps a projection under agreement {a}, which does \
+                     not give it the record ({} {} of {})\n{}",
+                    spec.seed,
+                    r.classification,
+                    r.category,
+                    r.origin,
+                    spec.describe()
+                );
+            }
+        }
+    }
+}
+
 /// Ids, states and field names of every holding, to tell when nothing changes any more.
-fn shape(held: &BTreeMap<String, BTreeMap<String, Value>>) -> BTreeMap<String, BTreeMap<String, String>> {
+fn shape(held: &BTreeMap<String, BTreeMap<String, Value>>) -> Shape {
     held.iter()
         .map(|(m, rs)| {
             let v = rs
@@ -1058,31 +1110,66 @@ fn missing(
     out
 }
 
+/// What the late member can hold while `down` is stopped: of `down`'s records, only
+/// those a running third member holds under an agreement that allows relaying, reaches
+/// the late member, and whose text the two share; and only under such agreements.
+fn while_down(
+    spec: &FedSpec,
+    run: &Running,
+    want: &mut Expected,
+    down: &str,
+    now: i64,
+    catalog: &CatalogModel,
+) {
+    let late = spec.late.as_str();
+    let relays: Vec<&String> = spec.members.iter().filter(|m| *m != down && *m != late).collect();
+    let Some(held) = want.get_mut(late) else { return };
+    held.retain(|id, agreements| {
+        let r = &spec.records[run.ids[id]];
+        if r.origin != down {
+            return true;
+        }
+        agreements.retain(|a, _| {
+            let Some(spec_a) = spec.agreement(a) else { return false };
+            spec_a.relay
+                && relays.iter().any(|x| {
+                    spec_a.same_text(x, late)
+                        && spec.allowed(r, x, now, catalog).is_ok_and(|ok| ok.contains_key(a))
+                })
+        });
+        !agreements.is_empty()
+    });
+}
+
 /// Poll every running node until its holdings stay unchanged for [`SETTLE`], checking
-/// for leaks at every poll; with `complete`, also until nothing the oracle gives a
-/// running node is missing. Returns what the last check looked at and how long after
-/// `t0` the holdings reached their final state.
+/// for leaks at every poll, and until nothing the oracle gives a running node is
+/// missing (with `down` stopped: see [`while_down`]). Returns what the last check looked
+/// at and how long after `t0` the holdings reached their final state.
 async fn settle(
     spec: &FedSpec,
     run: &Running,
     catalog: &CatalogModel,
-    complete: bool,
+    down: Option<&str>,
     phase: &str,
     t0: Instant,
 ) -> (Tally, Duration) {
     let seed = spec.seed;
     let now = tamga_node::writer::now_ms();
-    let want = expected(spec, run, now, catalog);
-    let mut stable: Option<(Instant, BTreeMap<String, BTreeMap<String, String>>)> = None;
+    let mut want = expected(spec, run, now, catalog);
+    if let Some(d) = down {
+        while_down(spec, run, &mut want, d, now, catalog);
+    }
+    let mut stable: Option<(Instant, Shape)> = None;
     loop {
         let held = holdings(run).await;
         let tally = check_no_leak(spec, run, &held, &want, now, catalog);
-        let lacking = if complete { missing(spec, run, &held, &want) } else { Vec::new() };
+        let lacking = missing(spec, run, &held, &want);
         if lacking.is_empty() {
             let s = shape(&held);
             match &stable {
                 Some((since, prev)) if *prev == s => {
                     if since.elapsed() >= SETTLE {
+                        check_projections(spec, run, &held, &want).await;
                         return (tally, since.duration_since(t0));
                     }
                 }
@@ -1184,7 +1271,7 @@ async fn run_case(seed: u64, catalog: &CatalogModel) -> CaseFigures {
     for m in spec.members.iter().filter(|m| **m != spec.late) {
         ingest(&spec, &mut run, m).await;
     }
-    let (_, first) = settle(&spec, &run, catalog, true, "before the late member joins", t0).await;
+    let (_, first) = settle(&spec, &run, catalog, None, "before the late member joins", t0).await;
     let mut phases = 1;
 
     if let Some(d) = &spec.down {
@@ -1198,13 +1285,13 @@ async fn run_case(seed: u64, catalog: &CatalogModel) -> CaseFigures {
     let mut last_start = t1;
     if let Some(d) = spec.down.clone() {
         let phase = format!("{late} catching up while {d} is down");
-        settle(&spec, &run, catalog, false, &phase, t1).await;
+        settle(&spec, &run, catalog, Some(&d), &phase, t1).await;
         phases += 1;
         last_start = Instant::now();
         start_node(&spec, &d, run.nodes.get_mut(&d).expect("a member")).await;
         wait_connected(&spec, &run).await;
     }
-    let (tally, last) = settle(&spec, &run, catalog, true, "all members up", last_start).await;
+    let (tally, last) = settle(&spec, &run, catalog, None, "all members up", last_start).await;
     phases += 1;
     for n in run.nodes.values_mut() {
         n.stop().await;
