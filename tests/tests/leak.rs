@@ -8,10 +8,19 @@
 //! copy of an agreement whose bytes differ; a policy per member sharing random subsets
 //! (some rules pausing a party, some agreements not shared or not accepted at all, extra
 //! redactions, classifications); and records at every member in random categories,
-//! classifications (confidential and secret included), ages and optional fields. It
-//! writes the files, starts one in-process node per member (`tamga init` with the demo
-//! identity, anti-entropy every second), ingests the records through the HTTP API, waits
-//! until every node's holdings match the oracle and stay unchanged, and checks:
+//! classifications (confidential and secret included), ages, expiries and optional
+//! fields. It writes the files (each member its own copy) and runs the federation as
+//! in-process nodes (`tamga init` with the demo identity, anti-entropy every second),
+//! ingesting through the HTTP API, in three phases:
+//!
+//! 1. every member but one starts and ingests;
+//! 2. one origin stops, the last member starts and ingests: it catches up by pulls, and
+//!    gets the stopped origin's records only through relays, only under agreements that
+//!    allow relaying;
+//! 3. the stopped origin restarts.
+//!
+//! At the end of each phase it waits until every running node's holdings match the
+//! oracle and stay unchanged for a few anti-entropy rounds. At every poll it checks:
 //!
 //! - no node holds a record the oracle does not give it, nor one field more than the
 //!   agreement it holds the record under reveals, nor a value that differs from the
@@ -19,7 +28,8 @@
 //! - no node holds a record under an agreement it is not party to, nor one relayed under an
 //!   agreement that forbids relaying; bilateral agreements reach no third member;
 //! - confidential and secret records never leave their origin;
-//! - every record the oracle gives a node arrives (convergence).
+//! - every record the oracle gives a node arrives (convergence), and once quiet, every
+//!   projection a node keeps is under an agreement that gives it the record.
 //!
 //! The oracle is written here from the generated structures the files were written from,
 //! with the catalog read with `toml`: it never calls `tamga_config`'s decisions. Its
@@ -49,7 +59,7 @@ const TAGS: [&str; 2] = ["personal", "commercial"];
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 /// Cases run when `TAMGA_LEAK_CASES` is not set: small enough for CI on two cores.
-const DEFAULT_CASES: u64 = 4;
+const DEFAULT_CASES: u64 = 5;
 /// How long holdings must stay unchanged, once they match, to count as quiescent: more
 /// than two anti-entropy rounds, so that a late extra record would show.
 const SETTLE: Duration = Duration::from_millis(2500);
@@ -631,8 +641,9 @@ impl FedSpec {
         Ok(())
     }
 
-    /// May `holder` accept `r` under `a`? The design's inbound rules (the sender is the
-    /// origin; relays change who may hold nothing in a federation where all connect).
+    /// May `holder` accept `r` under `a` from its origin? The design's inbound rules, the
+    /// same agreement text at both ends included. (What relays change while an origin is
+    /// down is [`while_down`]'s.)
     fn may_accept(&self, r: &RecordSpec, a: &AgreementSpec, holder: &str) -> Result<(), Why> {
         if !a.same_text(&r.origin, holder) {
             return Err("the two copies of the agreement differ");
