@@ -899,6 +899,7 @@ fn expected(spec: &FedSpec, run: &Running, now: i64, catalog: &CatalogModel) -> 
 struct Tally {
     copies: usize,
     relayed: usize,
+    bilateral: usize,
     fields: usize,
 }
 
@@ -1032,6 +1033,7 @@ fn check_no_leak(
             }
             tally.copies += 1;
             tally.relayed += usize::from(from != r.origin);
+            tally.bilateral += usize::from(a.bilateral());
             tally.fields += keys.len();
         }
     }
@@ -1208,6 +1210,7 @@ struct CaseFigures {
     classified: usize,
     copies: usize,
     relayed: usize,
+    bilateral: usize,
     fields: usize,
     phases: usize,
     converge: Duration,
@@ -1223,6 +1226,7 @@ impl CaseFigures {
         self.classified += o.classified;
         self.copies += o.copies;
         self.relayed += o.relayed;
+        self.bilateral += o.bilateral;
         self.fields += o.fields;
         self.phases += o.phases;
         self.converge = self.converge.max(o.converge);
@@ -1233,14 +1237,15 @@ impl CaseFigures {
 
     fn line(&self) -> String {
         format!(
-            "{} nodes, {} records ({} confidential or secret), {} received copies ({} through a relay) and {} \
-             fields checked in {} phases; extra records 0, extra fields 0; slowest convergence after a (re)start \
-             {:.1} s",
+            "{} nodes, {} records ({} confidential or secret), {} received copies ({} through a relay, {} under \
+             a bilateral agreement) and {} fields checked in {} phases; extra records 0, extra fields 0; slowest \
+             convergence after a (re)start {:.1} s",
             self.members,
             self.records,
             self.classified,
             self.copies,
             self.relayed,
+            self.bilateral,
             self.fields,
             self.phases,
             self.converge.as_secs_f64()
@@ -1313,6 +1318,7 @@ async fn run_case(seed: u64, catalog: &CatalogModel) -> CaseFigures {
         classified: spec.records.iter().filter(|r| !r.leaves_node()).count(),
         copies: tally.copies,
         relayed: tally.relayed,
+        bilateral: tally.bilateral,
         fields: tally.fields,
         phases,
         converge: first.max(last),
