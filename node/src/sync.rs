@@ -602,7 +602,7 @@ async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: 
         .iter()
         .map(|p| ((p.header.origin, &p.envelope.agreement, p.envelope.seq), p.record_id().ok()))
         .collect();
-    let signed = tamga_protocol::verify_receipts(&reply.receipts, &keys);
+    let signed = tamga_protocol::verify_receipts(&reply.receipts, keys);
     let valid: Vec<Receipt> = reply
         .receipts
         .into_iter()
