@@ -8,7 +8,8 @@
 #
 # Toolchain: cargo-fuzz needs nightly compiler flags. With a nightly toolchain installed
 # (`rustup toolchain list`), it is used; otherwise the stable compiler is run with
-# RUSTC_BOOTSTRAP=1. cargo-fuzz itself is installed only when missing.
+# RUSTC_BOOTSTRAP=1 (or when FUZZ_TOOLCHAIN=stable). cargo-fuzz itself is installed only
+# when missing.
 #
 # Sanitizer: none (`-s none`). The project's crates forbid unsafe code, and without
 # AddressSanitizer the targets run 4 to 6 times more executions in the same time; run a
@@ -27,14 +28,25 @@ targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   targets=(codec projection_verify projection_sign config_files ingest_json)
 fi
+for t in "${targets[@]}"; do
+  if [ ! -f "fuzz/fuzz_targets/$t.rs" ]; then
+    echo "fuzz: no target named $t (see fuzz/fuzz_targets/)" >&2
+    exit 2
+  fi
+done
 
+# FUZZ_TOOLCHAIN=stable forces the stable path (to check it on a machine with nightly).
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  toolchain=(+nightly)
-  echo "fuzz: nightly toolchain"
+nightly=$(rustup toolchain list 2>/dev/null | awk '/^nightly/ { print $1; exit }')
+if [ "${FUZZ_TOOLCHAIN:-}" != stable ] && [ -n "$nightly" ]; then
+  toolchain=("+${nightly}")
+  flavour=nightly
+  echo "fuzz: toolchain ${nightly}"
 else
+  # The default toolchain, with the nightly flags cargo-fuzz passes allowed on stable.
   export RUSTC_BOOTSTRAP=1
-  echo "fuzz: stable toolchain with RUSTC_BOOTSTRAP=1 (no nightly installed)"
+  flavour=stable
+  echo "fuzz: default toolchain with RUSTC_BOOTSTRAP=1"
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -49,7 +61,7 @@ trap 'rm -rf "$work"' EXIT
 build_log="$work/build.log"
 # Every target at once (their dependencies are shared; only the links differ), in a
 # target directory of its own so that sanitizer builds of `cargo fuzz run` stay cached.
-target_dir=fuzz/target/no-sanitizer
+target_dir="fuzz/target/no-sanitizer-${flavour}"
 if ! cargo "${toolchain[@]}" fuzz build -s none --target-dir "$target_dir" >"$build_log" 2>&1; then
   tail -n 60 "$build_log"
   echo "fuzz: build failed" >&2
@@ -84,7 +96,7 @@ for t in "${targets[@]}"; do
   log="$work/$t.log"
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-  corpus=$(find "fuzz/corpus/$t" "$work/$t" -type f | wc -l)
+  corpus=$(find "fuzz/corpus/$t" "$work/$t" -type f 2>/dev/null | wc -l)
   status=$(cat "$work/$t.status" 2>/dev/null || echo "did not run")
   printf '%-18s %12s %10s %8s  %s\n' "$t" "${runs:-?}" "${rate:-?}" "$corpus" "$status"
   if [ "$status" != ok ]; then
