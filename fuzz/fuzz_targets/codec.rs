@@ -4,6 +4,12 @@
 //! decoded request or response re-encodes, the re-encoding decodes to the same message
 //! and re-encodes to the same bytes (the encoding is a fixed point); a decoded stored
 //! value of every protocol type the store keeps does the same through `encode_stored`.
+//!
+//! Not an invariant: that a decoded frame re-encodes to its own bytes. bincode accepts
+//! integers in a longer varint form than needed (`[251, 5, 0]` decodes as 5), so several
+//! frames decode to one message. Nothing hashes or signs wire bytes (signatures cover the
+//! canonical encoding of `tamga_protocol::canonical`, and the store re-encodes), so this
+//! costs nothing; the fixed-point check above guards the encoder.
 
 #![no_main]
 
