@@ -338,6 +338,12 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a record is held live (`Some(true)`), as a tombstone (`Some(false)`), or not
+    /// at all (`None`).
+    pub fn record_is_live(&self, id: &RecordId) -> Result<Option<bool>, StoreError> {
+        Ok(self.record(id)?.map(|r| r.state == RecordState::Live))
+    }
+
     /// Whether a record is held.
     pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
         Ok(self.db.contains_key(key(&[b"R", &id.0]))?)

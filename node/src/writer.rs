@@ -103,8 +103,9 @@ pub enum Op {
         /// Where to answer: per item, whether it was new.
         reply: oneshot::Sender<Result<Vec<bool>, WriteError>>,
     },
-    /// Store receipts that peers signed for projections this node sent.
-    Receipts(Vec<Receipt>),
+    /// Store receipts that peers signed for projections this node sent, each with the kind
+    /// of entry it acknowledges (a receipt for a revocation is a purge receipt).
+    Receipts(Vec<(Receipt, EntryKind)>),
     /// Revoke an own record: a revocation entry in every stream it was projected in.
     Revoke {
         /// The record.
@@ -205,7 +206,7 @@ impl Writer {
     }
 
     /// Store receipts for delivered projections.
-    pub async fn receipts(&self, receipts: Vec<Receipt>) {
+    pub async fn receipts(&self, receipts: Vec<(Receipt, EntryKind)>) {
         let _ = self.tx.send(Op::Receipts(receipts)).await;
     }
 
@@ -417,17 +418,12 @@ impl WriterTask {
                     received_answers.push((reply, r));
                 }
                 Op::Receipts(receipts) => {
-                    for r in receipts {
+                    for (r, kind) in receipts {
                         if let Err(e) = batch.put_receipt(&r) {
                             tracing::warn!(error = %e, "receipt not stored");
                             continue;
                         }
-                        let stream = StreamKey { origin: r.origin, agreement: r.agreement.clone() };
-                        let revoke = matches!(
-                            self.store.projection(&stream, r.seq),
-                            Ok(Some(p)) if p.envelope.kind == EntryKind::Revoke
-                        );
-                        let (action, what) = if revoke {
+                        let (action, what) = if kind == EntryKind::Revoke {
                             (Action::Purged, "purge receipt")
                         } else {
                             (Action::Delivered, "receipt")
@@ -692,9 +688,9 @@ impl WriterTask {
                 flags.push(true);
                 continue;
             }
-            let tombstoned =
-                self.store.record(&id)?.is_some_and(|r| r.state != crate::store::RecordState::Live);
-            if tombstoned {
+            // One read answers both: whether the record is held, and as a tombstone.
+            let held = if seen.contains(&id) { Some(true) } else { self.store.record_is_live(&id)? };
+            if held == Some(false) {
                 // Revoked or expired here: keep the tombstone, never take the body back in.
                 batch.purge_projection(&stream, seq, p.envelope.expires_ms);
                 added.insert((stream.clone(), seq));
@@ -702,7 +698,7 @@ impl WriterTask {
                 flags.push(false);
                 continue;
             }
-            if !seen.contains(&id) && !self.store.has_record(&id)? {
+            if held.is_none() {
                 let r = StoredRecord {
                     id,
                     header: p.header.clone(),
