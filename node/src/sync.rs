@@ -83,7 +83,22 @@ pub struct SyncState {
     peers: Mutex<HashMap<MemberCode, PeerState>>,
     /// Streams being pulled now: each is pulled from one peer at a time.
     pulling: Mutex<std::collections::HashSet<StreamKey>>,
+    /// Refused inbound projections per peer and reason, in the current report interval.
+    refusals: Mutex<HashMap<(MemberCode, String), RefusalWindow>>,
 }
+
+/// Projections refused from one peer for one reason within one report interval: the first
+/// [`REFUSALS_AUDITED`] are audited one by one, the rest counted into one summary entry.
+#[derive(Debug, Clone, Default)]
+struct RefusalWindow {
+    since_ms: i64,
+    audited: u32,
+    suppressed: u64,
+    latest: String,
+}
+
+/// Refused projections audited one by one per peer, reason and report interval.
+pub const REFUSALS_AUDITED: u32 = 16;
 
 impl SyncState {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<MemberCode, PeerState>) -> R) -> R {
@@ -108,9 +123,64 @@ impl SyncState {
         }
     }
 
+    /// Count a refusal; whether it is to be audited on its own. An interval that has
+    /// ended with refusals counted but not audited yields its summary.
+    fn refused(
+        &self,
+        peer: MemberCode,
+        reason: &str,
+        now: i64,
+        interval_ms: i64,
+    ) -> (bool, Option<AuditEvent>) {
+        // Reasons start with their label (`signature: ...`): one window per label.
+        let label = reason.split(':').next().unwrap_or(reason);
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let w = r
+            .entry((peer, label.to_owned()))
+            .or_insert_with(|| RefusalWindow { since_ms: now, ..Default::default() });
+        let summary = (now - w.since_ms >= interval_ms).then(|| summary(peer, label, w)).flatten();
+        if now - w.since_ms >= interval_ms {
+            *w = RefusalWindow { since_ms: now, ..Default::default() };
+        }
+        if w.audited < REFUSALS_AUDITED {
+            w.audited += 1;
+            return (true, summary);
+        }
+        w.suppressed += 1;
+        w.latest = reason.to_owned();
+        (false, summary)
+    }
+
+    /// Summaries of the intervals that have ended with refusals counted but not audited.
+    fn refusal_summaries(&self, now: i64, interval_ms: i64) -> Vec<AuditEvent> {
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        r.retain(|(peer, label), w| {
+            if now - w.since_ms < interval_ms {
+                return true;
+            }
+            out.extend(summary(*peer, label, w));
+            false
+        });
+        out
+    }
+
     fn agreement_ok(&self, peer: MemberCode, a: &AgreementId) -> bool {
         self.with(|p| p.get(&peer).and_then(|s| s.agreements.get(a)).copied() == Some(DigestStatus::Match))
     }
+}
+
+/// The audit entry counting the refusals of an interval that were not audited one by one.
+fn summary(peer: MemberCode, label: &str, w: &RefusalWindow) -> Option<AuditEvent> {
+    (w.suppressed > 0).then(|| {
+        AuditEvent::new(Action::Rejected, Outcome::Refused).peer(peer).reason(format!(
+            "{label}: {} more projections refused since {} (after {} audited one by one); the latest: {}",
+            w.suppressed,
+            crate::audit::rfc3339(w.since_ms),
+            w.audited,
+            w.latest
+        ))
+    })
 }
 
 /// Everything a sync job needs; cheap to clone into per-request tasks.
@@ -151,6 +221,9 @@ pub fn spawn(
                 },
                 _ = tick.tick() => {
                     ctx.shared.writer.purge_expired().await;
+                    for ev in ctx.state.refusal_summaries(now_ms(), report_ms(&ctx)) {
+                        ctx.shared.writer.audit(ev).await;
+                    }
                     for (member, _) in ctx.net.connected().await.unwrap_or_default() {
                         let c = ctx.clone();
                         // A hello each round carries our latest audit checkpoint to the peer.
@@ -484,18 +557,29 @@ async fn check_all(
         match verify_inbound(ctx, &fed, from, &p, signed, now) {
             Ok(id) => good.push((i, id, p)),
             Err(reason) => {
-                let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
-                    .peer(from)
-                    .agreement(p.envelope.agreement.clone())
-                    .reason(reason.clone());
-                ev.category = Some(p.header.category.clone());
-                ev.record = p.record_id().ok();
-                ctx.shared.writer.audit(ev).await;
+                let (one_by_one, summary) = ctx.state.refused(from, &reason, now, report_ms(ctx));
+                if let Some(ev) = summary {
+                    ctx.shared.writer.audit(ev).await;
+                }
+                if one_by_one {
+                    let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                        .peer(from)
+                        .agreement(p.envelope.agreement.clone())
+                        .reason(reason.clone());
+                    ev.category = Some(p.header.category.clone());
+                    ev.record = p.record_id().ok();
+                    ctx.shared.writer.audit(ev).await;
+                }
                 refused.push(Refusal { index: i, reason });
             }
         }
     }
     (good, refused)
+}
+
+/// The report interval of refusals, from `[limits] report_secs`.
+fn report_ms(ctx: &Ctx) -> i64 {
+    i64::try_from(ctx.shared.config.limits.report_secs.max(1)).unwrap_or(i64::MAX / 1000) * 1000
 }
 
 /// Push new own projections to every connected audience member the policy allows now.
@@ -598,20 +682,25 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
 async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: PushReply) {
     let fed = ctx.shared.fed();
     let keys = fed.roster.verifying_keys(peer);
-    let sent: HashMap<(MemberCode, &AgreementId, u64), Option<RecordId>> = sent
+    let sent: HashMap<(MemberCode, &AgreementId, u64), (Option<RecordId>, EntryKind)> = sent
         .iter()
-        .map(|p| ((p.header.origin, &p.envelope.agreement, p.envelope.seq), p.record_id().ok()))
+        .map(|p| {
+            ((p.header.origin, &p.envelope.agreement, p.envelope.seq), (p.record_id().ok(), p.envelope.kind))
+        })
         .collect();
     let signed = tamga_protocol::verify_receipts(&reply.receipts, keys);
-    let valid: Vec<Receipt> = reply
+    let valid: Vec<(Receipt, EntryKind)> = reply
         .receipts
         .into_iter()
         .zip(signed)
-        .filter(|(r, ok)| {
-            *ok && r.receiver == peer
-                && sent.get(&(r.origin, &r.agreement, r.seq)).is_some_and(|id| *id == Some(r.record))
+        .filter(|(r, ok)| *ok && r.receiver == peer)
+        .filter_map(|(r, _)| {
+            let kind = match sent.get(&(r.origin, &r.agreement, r.seq)) {
+                Some((id, kind)) if *id == Some(r.record) => *kind,
+                _ => return None,
+            };
+            Some((r, kind))
         })
-        .map(|(r, _)| r)
         .collect();
     for refusal in reply.refused {
         tracing::info!(%peer, index = refusal.index, reason = %refusal.reason, "peer refused a projection");
@@ -869,5 +958,44 @@ pub async fn send_feedback(shared: &Shared, f: tamga_protocol::Feedback) {
         Ok(Response::Error(why)) => tracing::warn!(%origin, %why, "origin refused feedback"),
         Ok(other) => tracing::debug!(%origin, reply = other.name(), "unexpected reply to feedback"),
         Err(e) => tracing::debug!(%origin, error = %e, "feedback not delivered yet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_audited_one_by_one_up_to_a_bound_then_counted_once_per_interval() {
+        let s = SyncState::default();
+        let uz: MemberCode = "UZ".parse().expect("valid");
+        let kz: MemberCode = "KZ".parse().expect("valid");
+        let one_by_one = |peer, reason: &str, now| s.refused(peer, reason, now, 1000);
+        for i in 0..REFUSALS_AUDITED {
+            let (audited, summary) = one_by_one(uz, &format!("signature: forged {i}"), 10);
+            assert!(audited && summary.is_none());
+        }
+        // Past the bound: counted, not audited; other reasons and peers have their own windows.
+        for i in 0..100 {
+            assert!(!one_by_one(uz, &format!("signature: forged again {i}"), 20).0);
+        }
+        assert!(one_by_one(uz, "audience: UZ is not in the audience", 20).0);
+        assert!(one_by_one(kz, "signature: forged", 20).0);
+        assert!(s.refusal_summaries(500, 1000).is_empty(), "the interval has not ended");
+        // The interval ends: one summary counting the 100, then a new window.
+        let (audited, summary) = one_by_one(uz, "signature: later", 1010);
+        assert!(audited);
+        let summary = summary.expect("a summary of the ended interval");
+        let why = summary.reason.expect("a reason");
+        assert!(why.starts_with("signature: 100 more projections refused"), "{why}");
+        assert!(why.ends_with("forged again 99"), "{why}");
+        // Windows that end quietly are summarised by the tick, only when something was counted.
+        for i in 0..(REFUSALS_AUDITED + 3) {
+            one_by_one(kz, &format!("field: smuggled {i}"), 3000);
+        }
+        let summaries = s.refusal_summaries(4000, 1000);
+        assert_eq!(summaries.len(), 1, "{summaries:?}");
+        assert_eq!(summaries[0].peer, Some(kz));
+        assert!(s.refusal_summaries(9000, 1000).is_empty());
     }
 }
