@@ -692,6 +692,7 @@ async fn disk_full_refuses_writes_clearly_and_loses_nothing() {
                     "a full disk is the node's problem, not the client's: {status} {message}"
                 );
                 assert!(!message.is_empty());
+                assert!(!message.contains("storage: storage"), "the cause is said once: {message}");
                 first_error.get_or_insert((status, message, i));
                 refused.push(recs);
                 if refused.len() >= 3 {
