@@ -549,6 +549,8 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErro
             "roster_mismatch": st.roster_mismatch,
             "agreements": agreements,
             "streams": behind,
+            "receipts": { "pushed": st.pushed, "receipted": st.receipted, "refused": st.refused,
+                          "outstanding": st.receipts_outstanding() },
         }));
     }
     Ok(Json(json!({ "peers": out })))

@@ -386,7 +386,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Peers(a) => {
             let v = client(&a.config, Role::Operator)?.get("/v1/peers", &[]).await?;
             print_json_or(&v, a.json, |v| {
-                println!("{:<6} {:<9} {:<10} {:<24} AGREEMENTS", "MEMBER", "ROLE", "STATE", "LAST SEEN");
+                println!(
+                    "{:<6} {:<9} {:<10} {:<24} {:>8} {:>11} AGREEMENTS",
+                    "MEMBER", "ROLE", "STATE", "LAST SEEN", "BEHIND", "UNRECEIPTED"
+                );
                 for p in v["peers"].as_array().into_iter().flatten() {
                     let agreements: Vec<String> = p["agreements"]
                         .as_array()
@@ -395,12 +398,22 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .map(|a| format!("{}:{}", plain(&a["agreement"]), plain(&a["digest"])))
                         .collect();
                     let state = if p["connected"] == true { "connected" } else { "down" };
+                    // The furthest it is behind any of our streams (unknown before its first summary).
+                    let behind = p["streams"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|s| s["behind"].as_u64())
+                        .try_fold(0u64, |m, b| b.map(|b| m.max(b)))
+                        .map_or_else(|| "?".to_owned(), |b| b.to_string());
                     println!(
-                        "{:<6} {:<9} {:<10} {:<24} {}",
+                        "{:<6} {:<9} {:<10} {:<24} {:>8} {:>11} {}",
                         plain(&p["member"]),
                         plain(&p["role"]),
                         state,
                         plain(&p["last_seen"]),
+                        behind,
+                        plain(&p["receipts"]["outstanding"]),
                         agreements.join(" ")
                     );
                 }

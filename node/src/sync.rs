@@ -75,6 +75,21 @@ pub struct PeerState {
     pub roster_mismatch: bool,
     /// Its contiguous mark per stream, from its last summary.
     pub streams: BTreeMap<String, u64>,
+    /// Projections pushed to it (each push counts once, whatever became of it).
+    pub pushed: u64,
+    /// Of those, acknowledged by a receipt it signed.
+    pub receipted: u64,
+    /// Of those, refused by it (with a reason, which it audits).
+    pub refused: u64,
+}
+
+impl PeerState {
+    /// Projections pushed to it that neither a receipt nor a refusal answered: pushes in
+    /// flight, and pushes that failed (delivered later by anti-entropy, which carries no
+    /// receipt, or not yet).
+    pub fn receipts_outstanding(&self) -> u64 {
+        self.pushed.saturating_sub(self.receipted + self.refused)
+    }
 }
 
 /// The sync task's state, shared with the API's peers view.
@@ -671,6 +686,7 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
         ctx.shared.writer.audit(ev).await;
     }
     ctx.shared.metrics.projections_sent.add(ps.len() as u64);
+    ctx.state.with(|p| p.entry(peer).or_default().pushed += ps.len() as u64);
     match ctx.net.request(peer, Request::Push(Push { projections: ps.clone() })).await {
         Ok(Response::Push(reply)) => take_receipts(ctx, peer, &ps, reply).await,
         Ok(other) => tracing::warn!(%peer, reply = other.name(), "unexpected reply to push"),
@@ -702,6 +718,11 @@ async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: 
             Some((r, kind))
         })
         .collect();
+    ctx.state.with(|p| {
+        let s = p.entry(peer).or_default();
+        s.receipted += valid.len() as u64;
+        s.refused += reply.refused.len() as u64;
+    });
     for refusal in reply.refused {
         tracing::info!(%peer, index = refusal.index, reason = %refusal.reason, "peer refused a projection");
     }

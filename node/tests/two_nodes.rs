@@ -82,6 +82,21 @@ fn two_nodes_by_hand() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(seen, "KZ received RU's alert");
+    // Pushed while connected, so KZ's signed receipt comes back: nothing left unreceipted.
+    let mut receipted = serde_json::Value::Null;
+    for _ in 0..300 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&cli(&["peers", "--config", "ru/node.toml", "--json"]))).expect("JSON");
+        receipted = v["peers"].as_array().into_iter().flatten().find(|p| p["member"] == "KZ").expect("KZ")
+            ["receipts"]
+            .clone();
+        if receipted["receipted"].as_u64() >= Some(1) && receipted["outstanding"] == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(receipted["outstanding"], 0, "{receipted}");
+    assert!(receipted["pushed"].as_u64() >= Some(1), "{receipted}");
 
     // KZ answers with feedback, which reaches RU; RU revokes, KZ purges.
     ok(&cli(&[
