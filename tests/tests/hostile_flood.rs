@@ -16,19 +16,19 @@
 //! volume and outcome.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{tcp, tls, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use rand::Rng;
 use tamga_config::Federation;
 use tamga_node::identity::Role;
+use tamga_node::net::raw::{RawCodec, RawRequest};
 use tamga_node::net::SYNC_PROTOCOL;
 use tamga_protocol::codec::{decode_response, encode_request, MAGIC, VERSION};
 use tamga_protocol::{
@@ -53,65 +53,7 @@ fn code(s: &str) -> MemberCode {
     s.parse().expect("valid member code")
 }
 
-// ---- the hostile peer: a libp2p swarm whose codec writes raw bytes ----
-
-/// Bytes to write on a new stream; `stall` leaves the stream open after them.
-#[derive(Debug, Clone)]
-struct RawRequest {
-    bytes: Vec<u8>,
-    stall: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-/// Most response bytes the hostile peer reads (a pull reply may be large).
-const RAW_READ_MAX: u64 = 16 << 20;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = RawRequest;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<RawRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut bytes = Vec::new();
-        io.take(RAW_READ_MAX).read_to_end(&mut bytes).await?;
-        Ok(RawRequest { bytes, stall: false })
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut buf = Vec::new();
-        io.take(RAW_READ_MAX).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: RawRequest) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&req.bytes).await?;
-        io.flush().await?;
-        if req.stall {
-            // Never finish: the stream stays half-open until this side's timeout.
-            std::future::pending::<()>().await;
-        }
-        Ok(())
-    }
-
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&res).await?;
-        io.flush().await
-    }
-}
+// ---- the hostile peer: a libp2p swarm whose codec writes raw bytes (`net::raw`) ----
 
 type Answer = Result<Vec<u8>, String>;
 

@@ -157,6 +157,7 @@
 
 mod behaviour;
 mod codec;
+pub mod raw;
 mod task;
 #[cfg(test)]
 mod tests;

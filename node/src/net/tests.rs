@@ -2,12 +2,11 @@
 //! built with libp2p itself whose test codec writes whatever bytes it is given.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -20,6 +19,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{read_frame_for_tests, Frame};
+use super::raw::{RawCodec, RawRequest};
 use super::*;
 
 /// Upper bound on every wait in these tests.
@@ -323,66 +323,7 @@ fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
     assert!(matches!(spawn(cfg, CancellationToken::new()), Err(NetError::NoRuntime)));
 }
 
-// ---- a hostile peer, built with libp2p, whose codec sends raw bytes ----
-
-/// Writes the request bytes as given; reads the response bytes as they come.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-const RAW_READ_MAX: u64 = 1 << 20;
-
-/// Bytes to write on a new stream; `stall` leaves the stream open after them, never
-/// finishing the request (a half-open stream).
-#[derive(Debug, Clone)]
-struct RawRequest {
-    bytes: Vec<u8>,
-    stall: bool,
-}
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = RawRequest;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<RawRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut bytes = Vec::new();
-        io.take(RAW_READ_MAX).read_to_end(&mut bytes).await?;
-        Ok(RawRequest { bytes, stall: false })
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut buf = Vec::new();
-        io.take(RAW_READ_MAX).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: RawRequest) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&req.bytes).await?;
-        io.flush().await?;
-        if req.stall {
-            // Until this side's request timeout drops the stream.
-            std::future::pending::<()>().await;
-        }
-        Ok(())
-    }
-
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&res).await?;
-        io.flush().await
-    }
-}
+// ---- a hostile peer, built with libp2p, whose codec sends raw bytes (`raw::RawCodec`) ----
 
 enum HostileCmd {
     Dial(Multiaddr),
