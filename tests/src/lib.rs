@@ -17,6 +17,16 @@ use tamga_node::identity::{Role, Tokens};
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Every category of the example catalog (`deploy/example/catalog.toml`).
+pub const EXAMPLE_CATEGORIES: [&str; 6] = [
+    "ipr.protected_mark",
+    "ipr.infringement",
+    "rms.method",
+    "rms.event",
+    "energy.transfer",
+    "enforcement.alert",
+];
+
 /// The example federation shipped in `deploy/example`.
 pub fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")

@@ -484,22 +484,12 @@ where
     }
 }
 
-/// Every category of the example catalog.
-pub const CATEGORIES: [&str; 6] = [
-    "ipr.protected_mark",
-    "ipr.infringement",
-    "rms.method",
-    "rms.event",
-    "energy.transfer",
-    "enforcement.alert",
-];
-
 /// One record of every category in every classification (public, non-confidential,
 /// confidential), unique to `tag`, for `member`.
 pub fn batch(member: &str, tag: &str) -> Vec<Value> {
     let cat = crate::example_catalog();
     let mut recs = Vec::new();
-    for c in CATEGORIES {
+    for c in crate::EXAMPLE_CATEGORIES {
         for class in ["public", "non_confidential", "confidential"] {
             let mut r = crate::record_json(&cat, c, class, &format!("{member}-{tag}"));
             r["created"] = json!(format!("2026-11-28T09:{:02}:00Z", recs.len()));

@@ -12,14 +12,6 @@ use tamga_protocol::{Classification, MemberCode, RecordHeader};
 use tamga_tests::*;
 
 const ALL: [&str; 7] = ["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"];
-const CATEGORIES: [&str; 6] = [
-    "ipr.protected_mark",
-    "ipr.infringement",
-    "rms.method",
-    "rms.event",
-    "energy.transfer",
-    "enforcement.alert",
-];
 
 fn fed_of(node: &TestNode) -> Federation {
     Federation::load(&node.config().expect("config")).expect("the federation loads")
@@ -27,7 +19,7 @@ fn fed_of(node: &TestNode) -> Federation {
 
 /// Ingest one record of every category and classification at `member`; returns ids.
 async fn ingest_mix(f: &TestFederation, member: &str, tag: &str) -> Vec<String> {
-    ingest(f, member, tag, &CATEGORIES).await
+    ingest(f, member, tag, &EXAMPLE_CATEGORIES).await
 }
 
 /// Ingest one record of each of `categories` in every classification at `member`.
