@@ -153,10 +153,12 @@ impl SyncState {
         let w = r
             .entry((peer, label.to_owned()))
             .or_insert_with(|| RefusalWindow { since_ms: now, ..Default::default() });
-        let summary = (now - w.since_ms >= interval_ms).then(|| summary(peer, label, w)).flatten();
-        if now - w.since_ms >= interval_ms {
-            *w = RefusalWindow { since_ms: now, ..Default::default() };
-        }
+        let summary = if now - w.since_ms >= interval_ms {
+            let ended = std::mem::replace(w, RefusalWindow { since_ms: now, ..Default::default() });
+            summary(peer, label, &ended)
+        } else {
+            None
+        };
         if w.audited < REFUSALS_AUDITED {
             w.audited += 1;
             return (true, summary);

@@ -15,20 +15,20 @@
 //! KZ's replication throughput from RU with and without the attack, and the attack's
 //! volume and outcome.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{tcp, tls, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use rand::Rng;
 use tamga_config::Federation;
 use tamga_node::identity::Role;
-use tamga_node::net::raw::{RawCodec, RawRequest};
+use tamga_node::net::raw::{settle, Pending, RawAnswer as Answer, RawCodec, RawRequest};
 use tamga_node::net::SYNC_PROTOCOL;
 use tamga_protocol::codec::{decode_response, encode_request, MAGIC, VERSION};
 use tamga_protocol::{
@@ -54,8 +54,6 @@ fn code(s: &str) -> MemberCode {
 }
 
 // ---- the hostile peer: a libp2p swarm whose codec writes raw bytes (`net::raw`) ----
-
-type Answer = Result<Vec<u8>, String>;
 
 /// A handle to the hostile swarm's task.
 #[derive(Debug, Clone)]
@@ -89,7 +87,7 @@ impl Hostile {
         let (up_tx, up_rx) = oneshot::channel();
         tokio::spawn(async move {
             let mut up = Some(up_tx);
-            let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Answer>> = HashMap::new();
+            let mut pending = Pending::new();
             loop {
                 tokio::select! {
                     cmd = rx.recv() => match cmd {
@@ -105,21 +103,7 @@ impl Hostile {
                                 let _ = up.send(());
                             }
                         }
-                        SwarmEvent::Behaviour(request_response::Event::Message {
-                            message: request_response::Message::Response { request_id, response },
-                            ..
-                        }) => {
-                            if let Some(r) = pending.remove(&request_id) {
-                                let _ = r.send(Ok(response));
-                            }
-                        }
-                        SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        }) => {
-                            if let Some(r) = pending.remove(&request_id) {
-                                let _ = r.send(Err(error.to_string()));
-                            }
-                        }
+                        SwarmEvent::Behaviour(ev) => settle(&mut pending, ev),
                         _ => {}
                     },
                 }

@@ -2,11 +2,13 @@
 //! they come, checking nothing: for clients that must speak the protocol badly on purpose
 //! (the hostile-peer tests drive a libp2p swarm with it). The node never uses it.
 
+use std::collections::HashMap;
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::request_response;
+use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::StreamProtocol;
+use tokio::sync::oneshot;
 
 /// Most response bytes read (a pull reply may be large).
 pub const RAW_READ_MAX: u64 = 16 << 20;
@@ -66,5 +68,29 @@ impl request_response::Codec for RawCodec {
     {
         io.write_all(&res).await?;
         io.flush().await
+    }
+}
+
+/// What a raw request came to: the response bytes, or why there were none.
+pub type RawAnswer = Result<Vec<u8>, String>;
+
+/// Requests sent and not yet answered, each with where its answer goes.
+pub type Pending = HashMap<OutboundRequestId, oneshot::Sender<RawAnswer>>;
+
+/// Hand a response, or an outbound failure, to the request it answers; other events are
+/// ignored.
+pub fn settle(pending: &mut Pending, ev: request_response::Event<RawRequest, Vec<u8>>) {
+    let (id, answer) = match ev {
+        request_response::Event::Message {
+            message: request_response::Message::Response { request_id, response },
+            ..
+        } => (request_id, Ok(response)),
+        request_response::Event::OutboundFailure { request_id, error, .. } => {
+            (request_id, Err(error.to_string()))
+        }
+        _ => return,
+    };
+    if let Some(reply) = pending.remove(&id) {
+        let _ = reply.send(answer);
     }
 }

@@ -1,13 +1,13 @@
 //! Tests of the net module: real nodes on `127.0.0.1:0` talking TLS, and a hostile peer
 //! built with libp2p itself whose test codec writes whatever bytes it is given.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{tcp, tls, yamux, StreamProtocol, Swarm, SwarmBuilder};
@@ -19,7 +19,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{read_frame_for_tests, Frame};
-use super::raw::{RawCodec, RawRequest};
+use super::raw::{settle, Pending, RawCodec, RawRequest};
 use super::*;
 
 /// Upper bound on every wait in these tests.
@@ -364,7 +364,7 @@ impl Hostile {
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<HostileCmd>(16);
         let (ev_tx, ev_rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            let mut pending: HashMap<OutboundRequestId, oneshot::Sender<_>> = HashMap::new();
+            let mut pending = Pending::new();
             // Only the connections dialled on command are reported, not the dials
             // request-response starts on its own when a request finds no connection.
             let mut ours: HashSet<ConnectionId> = HashSet::new();
@@ -398,21 +398,7 @@ impl Hostile {
                         {
                             let _ = ev_tx.try_send(HostileEvent::DialFailed);
                         }
-                        SwarmEvent::Behaviour(request_response::Event::Message {
-                            message: request_response::Message::Response { request_id, response },
-                            ..
-                        }) => {
-                            if let Some(r) = pending.remove(&request_id) {
-                                let _ = r.send(Ok(response));
-                            }
-                        }
-                        SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        }) => {
-                            if let Some(r) = pending.remove(&request_id) {
-                                let _ = r.send(Err(error.to_string()));
-                            }
-                        }
+                        SwarmEvent::Behaviour(ev) => settle(&mut pending, ev),
                         _ => {}
                     },
                 }
