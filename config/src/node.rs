@@ -58,7 +58,9 @@ pub struct NodeConfig {
 /// `[network]`: the peer-to-peer side, and the sync settings that ride on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
-    /// Multiaddrs to listen on, `/ip4|ip6/ADDR/tcp/PORT`. Default: [`default_listen`].
+    /// Multiaddrs to listen on: `/ip4|ip6/ADDR/tcp/PORT` (TCP + TLS + yamux) or
+    /// `/ip4|ip6/ADDR/udp/PORT/quic-v1` (QUIC v1); a node may list both and dials either
+    /// kind of roster address whatever it listens on. Default: [`default_listen`].
     pub listen: Vec<Multiaddr>,
     /// Most simultaneous peer connections. Default: [`default_max_connections`].
     pub max_connections: u32,
@@ -127,7 +129,14 @@ pub struct AuditConfig {
     pub checkpoint_secs: u64,
 }
 
-/// Default `network.listen`: every IPv4 interface, port 7100.
+/// One `network.listen` address checked as `node.toml`'s are (`tamga init --listen` uses
+/// it, so that init never writes a file that will not load): the address, or a message
+/// naming what is wrong and the accepted forms.
+pub fn parse_listen(s: &str) -> Result<Multiaddr, String> {
+    parse::multiaddr(s, AddrUse::Listen)
+}
+
+/// Default `network.listen`: every IPv4 interface, TCP port 7100.
 pub fn default_listen() -> Vec<String> {
     vec!["/ip4/0.0.0.0/tcp/7100".to_owned()]
 }

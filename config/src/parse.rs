@@ -142,44 +142,72 @@ pub(crate) fn title(src: &SourceFile, key: &str, raw: &Spanned<String>) -> Resul
 /// Where a multiaddr is used, which decides the shapes allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AddrUse {
-    /// A local listen address: `/ip4|ip6/…/tcp/PORT`.
+    /// A local listen address: `/ip4|ip6/…/tcp/PORT` or `/ip4|ip6/…/udp/PORT/quic-v1`.
     Listen,
-    /// A roster address to dial: `/ip4|ip6/…/tcp/PORT` (the node's transport resolves no
-    /// DNS names, so `/dns*` addresses are refused rather than silently never dialled), optionally
-    /// followed by `/p2p/PEERID`.
+    /// A roster address to dial: a listen address's shape (the node's transport resolves no
+    /// DNS names, so `/dns*` addresses are refused rather than silently never dialled),
+    /// optionally followed by `/p2p/PEERID`.
     Dial,
 }
 
-/// A TCP multiaddr of the shape `use_` allows, or a message saying what is wrong.
+/// The listen address shapes, as error messages name them.
+const LISTEN_FORMS: &str = "/ip4|ip6/ADDR/tcp/PORT (TCP) or /ip4|ip6/ADDR/udp/PORT/quic-v1 (QUIC)";
+/// The dial address shapes, as error messages name them.
+const DIAL_FORMS: &str =
+    "/ip4|ip6/ADDR/tcp/PORT[/p2p/PEERID] (TCP) or /ip4|ip6/ADDR/udp/PORT/quic-v1[/p2p/PEERID] (QUIC)";
+
+/// A multiaddr of a shape `use_` allows, or a message saying what is wrong and naming the
+/// accepted forms: TCP (`/tcp/PORT`) or QUIC v1 (`/udp/PORT/quic-v1`), on an IP address.
+/// Other UDP forms are refused by name: plain `/udp/PORT` carries no protocol the node
+/// speaks, and `/quic` is QUIC draft-29, which the node's transport does not offer.
 pub(crate) fn multiaddr(s: &str, use_: AddrUse) -> Result<Multiaddr, String> {
     if s.len() > MAX_ADDR_LEN {
         return Err(format!("address is longer than {MAX_ADDR_LEN} bytes"));
     }
-    let addr: Multiaddr = s.parse().map_err(|e| format!("{s:?} is not a multiaddr ({e})"))?;
+    let forms = match use_ {
+        AddrUse::Listen => LISTEN_FORMS,
+        AddrUse::Dial => DIAL_FORMS,
+    };
+    let addr: Multiaddr = s.parse().map_err(|e| format!("{s:?} is not a multiaddr ({e}); give {forms}"))?;
     let mut it = addr.iter();
-    let host_ok = matches!((it.next(), use_), (Some(Protocol::Ip4(_) | Protocol::Ip6(_)), _));
-    if matches!(addr.iter().next(), Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))) {
-        return Err(format!(
-            "{s:?}: DNS names are not resolved by the node; give /ip4/ADDR/tcp/PORT or /ip6/ADDR/tcp/PORT"
-        ));
+    match it.next() {
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_)) => {}
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)) => {
+            return Err(format!("{s:?}: DNS names are not resolved by the node; give {forms}"));
+        }
+        _ => return Err(format!("{s:?} does not start with /ip4/ADDR or /ip6/ADDR; give {forms}")),
     }
-    let tcp_ok = matches!(it.next(), Some(Protocol::Tcp(_)));
+    match it.next() {
+        Some(Protocol::Tcp(_)) => {}
+        Some(Protocol::Udp(_)) => match it.next() {
+            Some(Protocol::QuicV1) => {}
+            Some(Protocol::Quic) => {
+                return Err(format!(
+                    "{s:?} is QUIC draft-29 (/quic), which the node does not speak; use /quic-v1: {forms}"
+                ));
+            }
+            None => {
+                return Err(format!("{s:?} is plain UDP, which carries no peer channel; give {forms}"));
+            }
+            Some(p) => {
+                return Err(format!("{s:?}: /{} is not a transport the node speaks; give {forms}", p.tag()))
+            }
+        },
+        _ => return Err(format!("{s:?} names no TCP port nor QUIC port; give {forms}")),
+    }
     let rest_ok = match (it.next(), use_) {
         (None, _) => true,
         (Some(Protocol::P2p(_)), AddrUse::Dial) => it.next().is_none(),
         _ => false,
     };
-    if host_ok && tcp_ok && rest_ok {
+    if rest_ok {
         Ok(addr)
     } else {
-        Err(match use_ {
-            AddrUse::Listen => format!(
-                "{s:?} is not a TCP listen address of the form /ip4/ADDR/tcp/PORT or /ip6/ADDR/tcp/PORT"
-            ),
-            AddrUse::Dial => {
-                format!("{s:?} is not a TCP address of the form /ip4|ip6/ADDR/tcp/PORT[/p2p/PEERID]")
-            }
-        })
+        let what = match use_ {
+            AddrUse::Listen => "listen address",
+            AddrUse::Dial => "roster address",
+        };
+        Err(format!("{s:?} has parts after the transport that a {what} may not have; give {forms}"))
     }
 }
 
@@ -195,19 +223,75 @@ mod tests {
         assert!(parse_date("2012-12-05T00:00:00Z").is_none());
     }
 
+    const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
     #[test]
     fn multiaddr_shapes() {
         assert!(multiaddr("/ip4/127.0.0.1/tcp/7101", AddrUse::Listen).is_ok());
         assert!(multiaddr("/ip6/::1/tcp/7101", AddrUse::Listen).is_ok());
         assert!(multiaddr("/dns/node.kz/tcp/7101", AddrUse::Listen).is_err());
         assert!(multiaddr("/dns/node.kz/tcp/7101", AddrUse::Dial).is_err_and(|e| e.contains("DNS")));
-        assert!(multiaddr("/ip4/127.0.0.1/udp/7101", AddrUse::Dial).is_err());
         assert!(multiaddr("/ip4/127.0.0.1", AddrUse::Dial).is_err());
         assert!(multiaddr("127.0.0.1:7101", AddrUse::Dial).is_err());
-        assert!(multiaddr(
-            "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
-            AddrUse::Dial
-        )
-        .is_ok());
+        assert!(multiaddr(&format!("/ip4/127.0.0.1/tcp/1/p2p/{PEER}"), AddrUse::Dial).is_ok());
+    }
+
+    #[test]
+    fn quic_v1_addresses_are_accepted_for_listen_and_dial() {
+        for use_ in [AddrUse::Listen, AddrUse::Dial] {
+            for s in
+                ["/ip4/0.0.0.0/udp/7100/quic-v1", "/ip4/127.0.0.1/udp/0/quic-v1", "/ip6/::1/udp/7100/quic-v1"]
+            {
+                let addr = multiaddr(s, use_).unwrap_or_else(|e| panic!("{s} for {use_:?}: {e}"));
+                assert_eq!(addr.to_string(), s);
+            }
+        }
+        let with_peer = format!("/ip4/10.0.0.5/udp/7100/quic-v1/p2p/{PEER}");
+        assert!(multiaddr(&with_peer, AddrUse::Dial).is_ok());
+        assert!(multiaddr(&format!("/ip6/::1/udp/7100/quic-v1/p2p/{PEER}"), AddrUse::Dial).is_ok());
+    }
+
+    /// Every refusal names both accepted forms, so the operator sees what to write.
+    fn names_the_forms(e: &str, use_: AddrUse) -> bool {
+        let tail = match use_ {
+            AddrUse::Listen => "",
+            AddrUse::Dial => "[/p2p/PEERID]",
+        };
+        e.contains(&format!("/ip4|ip6/ADDR/tcp/PORT{tail}"))
+            && e.contains(&format!("/ip4|ip6/ADDR/udp/PORT/quic-v1{tail}"))
+    }
+
+    #[test]
+    fn other_udp_forms_are_refused_naming_the_accepted_ones() {
+        for use_ in [AddrUse::Listen, AddrUse::Dial] {
+            let e = multiaddr("/ip4/127.0.0.1/udp/7101", use_).expect_err("plain UDP");
+            assert!(e.contains("plain UDP") && names_the_forms(&e, use_), "{e}");
+            let e = multiaddr("/ip4/127.0.0.1/udp/7101/quic", use_).expect_err("draft-29");
+            assert!(e.contains("draft-29") && e.contains("/quic-v1") && names_the_forms(&e, use_), "{e}");
+            let e = multiaddr("/ip4/127.0.0.1/udp/7101/webrtc-direct", use_).expect_err("webrtc");
+            assert!(e.contains("/webrtc-direct") && names_the_forms(&e, use_), "{e}");
+            let e =
+                multiaddr("/ip4/127.0.0.1/udp/7101/quic-v1/webtransport", use_).expect_err("webtransport");
+            assert!(e.contains("after the transport") && names_the_forms(&e, use_), "{e}");
+            let e = multiaddr("/dns4/node.kz/udp/7101/quic-v1", use_).expect_err("DNS");
+            assert!(e.contains("DNS") && names_the_forms(&e, use_), "{e}");
+            let e = multiaddr("/ip4/127.0.0.1", use_).expect_err("no port");
+            assert!(names_the_forms(&e, use_), "{e}");
+            let e = multiaddr("127.0.0.1:7101", use_).expect_err("not a multiaddr");
+            assert!(names_the_forms(&e, use_), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_listen_address_takes_no_peer_id() {
+        for s in
+            [format!("/ip4/127.0.0.1/tcp/1/p2p/{PEER}"), format!("/ip4/127.0.0.1/udp/1/quic-v1/p2p/{PEER}")]
+        {
+            let e = multiaddr(&s, AddrUse::Listen).expect_err("a PeerId on a listen address");
+            assert!(e.contains("listen address") && names_the_forms(&e, AddrUse::Listen), "{e}");
+        }
+        let e = multiaddr(&format!("/ip4/127.0.0.1/udp/1/quic-v1/p2p/{PEER}/p2p/{PEER}"), AddrUse::Dial)
+            .expect_err("two PeerIds");
+        assert!(names_the_forms(&e, AddrUse::Dial), "{e}");
     }
 }

@@ -277,6 +277,45 @@ fn malformed_multiaddr() {
 }
 
 #[test]
+fn roster_quic_addresses_load_beside_tcp_ones() {
+    let mut f = Fixture::new();
+    let quic = format!("/ip4/127.0.0.1/udp/7104/quic-v1/p2p/{}", peer("RU"));
+    f.roster = roster().replace(
+        "addrs = [\"/ip4/127.0.0.1/tcp/7104\"]",
+        &format!("addrs = [\"/ip4/127.0.0.1/tcp/7104\", \"{quic}\", \"/ip6/::1/udp/7104/quic-v1\"]"),
+    );
+    let fed = f.load().unwrap_or_else(|e| panic!("{e}"));
+    let ru = fed.roster.member(code("RU")).expect("RU is in the roster");
+    let addrs: Vec<String> = ru.addrs.iter().map(ToString::to_string).collect();
+    assert_eq!(addrs, ["/ip4/127.0.0.1/tcp/7104", quic.as_str(), "/ip6/::1/udp/7104/quic-v1"]);
+}
+
+#[test]
+fn roster_udp_addresses_other_than_quic_v1_are_refused() {
+    for (addr, word) in
+        [("/ip4/127.0.0.1/udp/7104", "plain UDP"), ("/ip4/127.0.0.1/udp/7104/quic", "draft-29")]
+    {
+        let mut f = Fixture::new();
+        f.roster = roster().replace("/ip4/127.0.0.1/tcp/7104", addr);
+        f.one_error(
+            ErrorKind::Invalid,
+            "roster.toml",
+            5,
+            10,
+            &[addr, word, "/udp/PORT/quic-v1[/p2p/PEERID]"],
+        );
+    }
+}
+
+#[test]
+fn roster_quic_address_naming_another_peer_is_refused() {
+    let mut f = Fixture::new();
+    let other = format!("/ip4/127.0.0.1/udp/7104/quic-v1/p2p/{}", peer("KZ"));
+    f.roster = roster().replace("/ip4/127.0.0.1/tcp/7104", &other);
+    f.one_error(ErrorKind::Invalid, "roster.toml", 5, 10, &["/p2p/", "peer_ids"]);
+}
+
+#[test]
 fn agreement_party_not_in_roster() {
     let mut f = Fixture::new();
     f.set_agreement("ipr.toml", IPR.replace("\"CN\"]", "\"UZ\"]"));
@@ -587,6 +626,48 @@ fn node_toml_errors_are_all_reported() {
     );
     assert!(errs.iter().all(|e| e.path == path));
     assert!(errs.0[2].message.contains("tls_key"), "{errs}");
+}
+
+#[test]
+fn node_toml_listens_on_quic_and_tcp() {
+    let text = NODE.replace(
+        "listen = [\"/ip4/0.0.0.0/tcp/7104\"]",
+        "listen = [\"/ip4/0.0.0.0/tcp/7104\", \"/ip4/0.0.0.0/udp/7104/quic-v1\", \"/ip6/::/udp/0/quic-v1\"]",
+    );
+    let (_dir, cfg) = load_node(&text);
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    let listen: Vec<String> = cfg.network.listen.iter().map(ToString::to_string).collect();
+    assert_eq!(listen, ["/ip4/0.0.0.0/tcp/7104", "/ip4/0.0.0.0/udp/7104/quic-v1", "/ip6/::/udp/0/quic-v1"]);
+}
+
+#[test]
+fn node_toml_refuses_draft_quic_and_a_peer_id_on_a_listen_address() {
+    let bad = [
+        ("/ip4/0.0.0.0/udp/7104/quic", "draft-29"),
+        (
+            "/ip4/0.0.0.0/udp/7104/quic-v1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+            "listen address",
+        ),
+    ];
+    for (addr, word) in bad {
+        let (dir, r) = load_node(&NODE.replace("/ip4/0.0.0.0/tcp/7104", addr));
+        let errs = r.expect_err("invalid listen address");
+        assert_eq!(errs.len(), 1, "{errs}");
+        let words = [addr, word, "/ip4|ip6/ADDR/tcp/PORT", "/ip4|ip6/ADDR/udp/PORT/quic-v1"];
+        check(&errs.0[0], ErrorKind::Invalid, &dir.path().join("node.toml"), 11, 11, &words);
+    }
+}
+
+#[test]
+fn parse_listen_checks_as_node_toml_does() {
+    use tamga_config::node::parse_listen;
+    assert_eq!(
+        parse_listen("/ip4/127.0.0.1/udp/0/quic-v1").map(|a| a.to_string()).as_deref(),
+        Ok("/ip4/127.0.0.1/udp/0/quic-v1")
+    );
+    assert!(parse_listen("/ip4/127.0.0.1/tcp/0").is_ok());
+    let e = parse_listen("/ip4/127.0.0.1/udp/0").expect_err("plain UDP");
+    assert!(e.contains("plain UDP") && e.contains("/udp/PORT/quic-v1"), "{e}");
 }
 
 #[test]
