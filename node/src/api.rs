@@ -518,8 +518,12 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErro
     let me = shared.config.member;
     let states = shared.sync.snapshot();
     let own = shared.store.streams().map_err(ApiError::internal)?;
+    // Where each ready connection goes (TCP or QUIC); empty if the network task has stopped.
+    let conns = shared.net.connection_addrs().await.unwrap_or_default();
     let mut out = Vec::new();
     for m in fed.roster.members().filter(|m| m.code != me) {
+        let addrs: Vec<String> =
+            conns.iter().filter(|(c, _, _)| *c == m.code).map(|(_, _, a)| a.to_string()).collect();
         let st = states.get(&m.code).cloned().unwrap_or_default();
         let agreements: Vec<Json_> = fed
             .my_agreements()
@@ -545,6 +549,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErro
             "name": m.name,
             "role": m.role.as_str(),
             "connected": st.connected,
+            "addrs": addrs,
             "last_seen": st.last_seen_ms.map(crate::audit::rfc3339),
             "roster_mismatch": st.roster_mismatch,
             "agreements": agreements,

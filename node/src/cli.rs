@@ -92,7 +92,8 @@ pub struct InitArgs {
     /// The directory for the node's keys, settings and store (created). Example: --data-dir ./ru
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Peer-to-peer listen address. Example: --listen /ip4/0.0.0.0/tcp/7100
+    /// Peer-to-peer listen address: TCP (/ip4|ip6/ADDR/tcp/PORT) or QUIC
+    /// (/ip4|ip6/ADDR/udp/PORT/quic-v1). Example: --listen /ip4/0.0.0.0/tcp/7100
     #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7100")]
     pub listen: String,
     /// Local API address. Example: --api 127.0.0.1:7180
@@ -499,8 +500,8 @@ fn init(a: InitArgs) -> Result<()> {
 /// node.toml; returns what init prints. Also used by `tamga bench` and the test harness.
 pub fn create_node(a: &InitArgs) -> Result<Value> {
     let member: tamga_protocol::MemberCode = a.member.parse()?;
-    let listen: tamga_config::Multiaddr =
-        a.listen.parse().map_err(|e| anyhow!("--listen {:?} is not a multiaddr: {e}", a.listen))?;
+    // Checked as node.toml's `network.listen` is, so init never writes a file that will not load.
+    let listen = tamga_config::node::parse_listen(&a.listen).map_err(|e| anyhow!("--listen: {e}"))?;
     let api: std::net::SocketAddr =
         a.api.parse().map_err(|e| anyhow!("--api {:?} is not an address like 127.0.0.1:7180: {e}", a.api))?;
     std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;

@@ -304,3 +304,46 @@ fn bench_refuses_bad_arguments() {
         assert!(err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// `tamga init --listen` checks the address as node.toml's `network.listen` is checked: a
+/// QUIC v1 address is accepted and the node it writes runs on it; other UDP forms are
+/// refused with one line naming the accepted forms, before anything is created.
+#[test]
+fn init_listen_takes_quic_v1_and_refuses_other_udp_forms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+    let init = |data: &Path, listen: &str| {
+        tamga()
+            .args(["init", "--member", "RU", "--demo-identity", "--json", "--listen", listen])
+            .args(["--api", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--federation")
+            .arg(example())
+            .output()
+            .expect("init runs")
+    };
+    for (listen, says) in
+        [("/ip4/127.0.0.1/udp/7100", "plain UDP"), ("/ip4/127.0.0.1/udp/7100/quic", "draft-29")]
+    {
+        let data = dir.path().join("refused");
+        let out = init(&data, listen);
+        assert!(!out.status.success(), "{listen} was accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(says) && err.contains("/udp/PORT/quic-v1") && err.contains("/tcp/PORT"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked") && err.lines().count() <= 2, "{err}");
+        assert!(!data.exists(), "nothing is created for a refused address");
+    }
+
+    let data = dir.path().join("ru");
+    let v: serde_json::Value = serde_json::from_str(&ok(&init(&data, "/ip4/127.0.0.1/udp/0/quic-v1")))
+        .expect("init --json prints JSON");
+    assert_eq!(v["listen"], "/ip4/127.0.0.1/udp/0/quic-v1");
+    let config = data.join("node.toml");
+    let _node = start(&config);
+    let status = ok(&run(&["status", "--json"], &config));
+    assert!(status.contains("\"member\": \"RU\""), "{status}");
+}

@@ -193,37 +193,102 @@ pub fn record_json(
     })
 }
 
+/// The peer-to-peer transports a test node listens on, and the one the roster gives for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `/ip4/127.0.0.1/tcp/PORT` only; the roster lists that address.
+    Tcp,
+    /// `/ip4/127.0.0.1/udp/PORT/quic-v1` only; the roster lists that address.
+    Quic,
+    /// Both; the roster lists the QUIC address only, so peers dial it over QUIC while the
+    /// node itself still accepts TCP (and dials TCP peers over TCP).
+    Both,
+}
+
 /// A federation of in-process nodes on loopback, each with its own copy of the example
 /// federation's files (so a test can change one side's files).
 #[derive(Debug)]
 pub struct TestFederation {
     /// Nodes by member code.
     pub nodes: std::collections::BTreeMap<String, TestNode>,
-    /// Each member's peer-to-peer port.
+    /// Each member's peer-to-peer TCP port (listened on unless the member is QUIC-only).
     pub ports: std::collections::BTreeMap<String, u16>,
+    /// Each member's QUIC (UDP) port (listened on if the member's transport has QUIC).
+    pub quic_ports: std::collections::BTreeMap<String, u16>,
+}
+
+/// Free loopback UDP ports, one per example member (held only while choosing), for QUIC.
+pub fn free_udp_ports() -> anyhow::Result<std::collections::BTreeMap<String, u16>> {
+    let sockets = tamga_node::localfed::EXAMPLE_MEMBERS
+        .iter()
+        .map(|m| std::net::UdpSocket::bind("127.0.0.1:0").map(|s| ((*m).to_owned(), s)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    sockets.iter().map(|(m, s)| Ok((m.clone(), s.local_addr()?.port()))).collect()
 }
 
 impl TestFederation {
     /// Start `members`; `edit` may change a member's federation directory before it starts.
     pub async fn start_with(members: &[&str], edit: impl Fn(&str, &Path)) -> anyhow::Result<TestFederation> {
+        TestFederation::start_on(members, |_| Transport::Tcp, edit).await
+    }
+
+    /// Start `members`, each listening on the transports `transport` gives it, every
+    /// roster pointing at each member's address of that transport (see [`Transport`]);
+    /// `edit` may change a member's federation directory before it starts.
+    pub async fn start_on(
+        members: &[&str],
+        transport: impl Fn(&str) -> Transport,
+        edit: impl Fn(&str, &Path),
+    ) -> anyhow::Result<TestFederation> {
         let ports = tamga_node::localfed::free_ports()?;
+        let quic_ports = free_udp_ports()?;
+        let tcp_addr = |m: &str| format!("/ip4/127.0.0.1/tcp/{}", ports[m]);
+        let quic_addr = |m: &str| format!("/ip4/127.0.0.1/udp/{}/quic-v1", quic_ports[m]);
         let mut nodes = std::collections::BTreeMap::new();
         for m in members {
             let fed_dir = tempfile::tempdir()?;
             tamga_node::localfed::write_federation(fed_dir.path(), &ports)?;
+            // Members with QUIC are listed in the roster at their QUIC address.
+            let roster = fed_dir.path().join("roster.toml");
+            let mut text = std::fs::read_to_string(&roster)?;
+            for other in members.iter().filter(|o| transport(o) != Transport::Tcp) {
+                anyhow::ensure!(
+                    text.contains(&tcp_addr(other)),
+                    "the roster lists {other} at {}",
+                    tcp_addr(other)
+                );
+                text =
+                    text.replace(&format!("\"{}\"", tcp_addr(other)), &format!("\"{}\"", quic_addr(other)));
+            }
+            std::fs::write(&roster, text)?;
             edit(m, fed_dir.path());
-            let listen = format!("/ip4/127.0.0.1/tcp/{}", ports[*m]);
+            let (listen, also) = match transport(m) {
+                Transport::Tcp => (tcp_addr(m), None),
+                Transport::Quic => (quic_addr(m), None),
+                Transport::Both => (tcp_addr(m), Some(quic_addr(m))),
+            };
             // Anti-entropy every second, so that relays and gaps heal within a test's wait.
             let mut n = TestNode::init_in(m, fed_dir.path(), &listen, |t| {
                 *t = t.replace("[network]\n", "[network]\nanti_entropy_secs = 1\n");
+                if let Some(also) = &also {
+                    *t = t.replace(
+                        &format!("listen = [\"{listen}\"]"),
+                        &format!("listen = [\"{listen}\", \"{also}\"]"),
+                    );
+                }
             })?;
+            let listening = n.config()?.network.listen.len();
+            anyhow::ensure!(
+                listening == 1 + usize::from(also.is_some()),
+                "{m} listens on {listening} addresses"
+            );
             n.federation = Some(fed_dir);
             nodes.insert((*m).to_owned(), n);
         }
         for n in nodes.values_mut() {
             n.restart().await?;
         }
-        Ok(TestFederation { nodes, ports })
+        Ok(TestFederation { nodes, ports, quic_ports })
     }
 
     /// Start `members` with the example files as they are.

@@ -1,7 +1,8 @@
 //! Federations of real nodes on loopback: every node ends up holding exactly what the
 //! agreements and policies allow it — computed here from the files — and not one record
 //! more; redacted fields never arrive; bilateral records stay bilateral; a stopped node
-//! catches up; a cut link heals through a relay; a changed agreement stops only itself.
+//! catches up; a cut link heals through a relay; a changed agreement stops only itself;
+//! the same holds over QUIC, and between members on TCP and members on QUIC.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -462,5 +463,106 @@ async fn a_removed_member_is_disconnected_at_once_and_receives_nothing_new() {
     let auditor = f.node("RU").client(Role::Auditor);
     let v = auditor.get("/v1/audit", &[("action", "peer_disconnected".into())]).await.expect("queries");
     assert!(v.as_array().is_some_and(|a| a.iter().any(|e| e["entry"]["peer"] == "XS")), "{v:#}");
+    f.stop().await;
+}
+
+/// Each peer's connection addresses as `member`'s `/v1/peers` reports them.
+async fn peer_addrs(node: &TestNode) -> BTreeMap<String, Vec<String>> {
+    let v = node.client(Role::Operator).get("/v1/peers", &[]).await.expect("peers");
+    v["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| {
+            let addrs =
+                p["addrs"].as_array().expect("addrs").iter().map(|a| a.as_str().expect("str").to_owned());
+            (p["member"].as_str().expect("member").to_owned(), addrs.collect())
+        })
+        .collect()
+}
+
+/// Wait until every running node has a ready connection to every other; their addresses.
+async fn all_linked(f: &TestFederation) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let members: BTreeSet<&String> = f.nodes.keys().collect();
+    wait_for("every link up", || async {
+        for (m, n) in &f.nodes {
+            let addrs = peer_addrs(n).await;
+            if members.iter().any(|o| *o != m && addrs.get(*o).is_none_or(Vec::is_empty)) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let mut out = BTreeMap::new();
+    for (m, n) in &f.nodes {
+        let mut addrs = peer_addrs(n).await;
+        addrs.retain(|o, _| members.contains(o));
+        out.insert(m.clone(), addrs);
+    }
+    out
+}
+
+fn is_quic(addr: &str) -> bool {
+    addr.starts_with("/ip4/127.0.0.1/udp/") && addr.contains("/quic-v1")
+}
+
+fn is_tcp(addr: &str) -> bool {
+    addr.starts_with("/ip4/127.0.0.1/tcp/")
+}
+
+/// Three members listening on QUIC only, their rosters pointing at each other's QUIC
+/// addresses: every link is QUIC, and every node holds exactly what the files allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_federation_on_quic_only_holds_exactly_what_policies_allow() {
+    let members = ["CN", "KZ", "RU"];
+    let mut f = TestFederation::start_on(&members, |_| Transport::Quic, |_, _| {}).await.expect("starts");
+    for (m, n) in &f.nodes {
+        let listen: Vec<String> =
+            n.config().expect("config").network.listen.iter().map(|a| a.to_string()).collect();
+        assert_eq!(listen, [format!("/ip4/127.0.0.1/udp/{}/quic-v1", f.quic_ports[m])]);
+    }
+    for (m, peers) in all_linked(&f).await {
+        for (other, addrs) in peers {
+            assert!(addrs.iter().all(|a| is_quic(a)), "{m} reaches {other} not over QUIC: {addrs:?}");
+        }
+    }
+    for m in members {
+        ingest_mix(&f, m, "quic").await;
+    }
+    converge(&f, "over QUIC").await;
+    // Bilateral: RU's enforcement alerts reach KZ, never CN.
+    let ru_alerts = |rs: Vec<Value>| {
+        rs.iter().filter(|r| r["category"] == "enforcement.alert" && r["origin"] == "RU").count()
+    };
+    assert!(ru_alerts(records(f.node("KZ")).await) > 0, "KZ received RU's alerts");
+    assert_eq!(ru_alerts(records(f.node("CN")).await), 0, "CN holds an RU–KZ alert");
+    f.stop().await;
+}
+
+/// KZ listens on TCP only, RU on TCP and QUIC (the roster gives its QUIC address), CN on
+/// QUIC only: each dials the others on the transport of their roster address (KZ dials
+/// QUIC without listening on it), the RU–CN link is QUIC, and sharing is as the files say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tcp_and_quic_members_share_with_each_other() {
+    let members = ["CN", "KZ", "RU"];
+    let transport = |m: &str| match m {
+        "KZ" => Transport::Tcp,
+        "RU" => Transport::Both,
+        _ => Transport::Quic,
+    };
+    let mut f = TestFederation::start_on(&members, transport, |_, _| {}).await.expect("starts");
+    let links = all_linked(&f).await;
+    for (m, peers) in &links {
+        for (other, addrs) in peers {
+            assert!(addrs.iter().all(|a| is_quic(a) || is_tcp(a)), "{m} to {other}: {addrs:?}");
+        }
+    }
+    assert!(links["RU"]["CN"].iter().all(|a| is_quic(a)), "{links:?}");
+    assert!(links["CN"]["RU"].iter().all(|a| is_quic(a)), "{links:?}");
+    for m in members {
+        ingest_mix(&f, m, "mixed").await;
+    }
+    converge(&f, "between TCP and QUIC members").await;
     f.stop().await;
 }

@@ -1,4 +1,5 @@
-//! The composed libp2p behaviour and the swarm it runs in (TCP + TLS + yamux).
+//! The composed libp2p behaviour and the swarm it runs in: TCP + TLS + yamux, and QUIC v1
+//! beside it (its own TLS 1.3 and streams), so one swarm listens on and dials either.
 //!
 //! Built once by [`build_swarm`] and then owned by the net task alone. The order of the
 //! fields matters: `#[derive(NetworkBehaviour)]` asks each sub-behaviour in field order
@@ -33,8 +34,8 @@ pub(super) struct Behaviour {
     pub(super) sync: request_response::Behaviour<SyncCodec>,
 }
 
-/// Build the swarm: transport, behaviours, the connection limits from `max_connections`
-/// and the request read deadline from `limits`.
+/// Build the swarm: transports (TCP and QUIC), behaviours, the connection limits from
+/// `max_connections` and the request read deadline from `limits`.
 pub(super) fn build_swarm(
     keypair: Keypair,
     max_connections: u32,
@@ -46,6 +47,10 @@ pub(super) fn build_swarm(
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), tls::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Tls(e.to_string()))?
+        // QUIC v1 (`/udp/PORT/quic-v1`) with libp2p-tls's certificates: the remote PeerId
+        // is proven by the same handshake as on TCP, so the allow-list and every
+        // behaviour below see a QUIC connection exactly as a TCP one.
+        .with_quic()
         .with_behaviour(|_| {
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(max_connections))

@@ -3,7 +3,8 @@
 //! # Who owns what
 //!
 //! - The **net task** (started by [`spawn`], span `net`) owns the `Swarm` (TCP with
-//!   `TCP_NODELAY`, TLS 1.3 via `libp2p-tls`, yamux), the allow-list, the dial schedule,
+//!   `TCP_NODELAY`, TLS 1.3 via `libp2p-tls`, yamux; and QUIC v1 beside it, see
+//!   [Transports](#transports)), the allow-list, the dial schedule,
 //!   the map of outbound requests awaiting a response, the per-peer queues of requests
 //!   waiting for an outbound slot, and the response channels of inbound requests waiting
 //!   for [`NetHandle::respond`]. Nothing else touches any of these.
@@ -20,6 +21,31 @@
 //!
 //! This module must never let a peer that is not in the roster reach any protocol, never
 //! panic on anything a peer sends, and never grow a queue without a bound.
+//!
+//! # Transports
+//!
+//! One swarm carries two transports, chosen per address by its shape:
+//!
+//! | address | transport | security and streams |
+//! |---|---|---|
+//! | `/ip4\|ip6/ADDR/tcp/PORT` | TCP, `TCP_NODELAY` | TLS 1.3 (`libp2p-tls`), then yamux |
+//! | `/ip4\|ip6/ADDR/udp/PORT/quic-v1` | QUIC v1 (RFC 9000, `libp2p-quic`) | QUIC's own TLS 1.3 with the same `libp2p-tls` certificates; QUIC streams |
+//!
+//! A node listens on whatever `node.toml` lists (TCP, QUIC or both) and dials each roster
+//! address on that address's transport, whatever it listens on itself: a TCP-only node
+//! dials a QUIC peer from an ephemeral UDP socket, and a node that listens on QUIC dials
+//! QUIC from its listening socket (of the same IP family). Everything above the transport is the same for both:
+//! the remote PeerId is proven by the TLS handshake, so roster gating, the connection
+//! limits, refusal reports (their `addr` is then a `/udp/…/quic-v1` address), identify,
+//! ping and `/tamga/sync/1` see one kind of connection. The QUIC draft-29 (`/quic`) is
+//! not offered; `tamga-config` refuses it, and plain `/udp` addresses, by name.
+//!
+//! QUIC brings its own timers, libp2p-quic's defaults: a 5 s handshake timeout (within
+//! [`CONNECTION_TIMEOUT`]), a keep-alive every 5 s and a 10 s idle timeout, so a QUIC
+//! connection whose peer vanished closes after 10 s, before [`PING_MAX_FAILURES`] pings
+//! would; the node then redials as for any lost link. QUIC's per-connection stream limit
+//! (256) is above [`MAX_CONCURRENT_STREAMS`], as yamux's is, so the request-response limit
+//! is the one that binds on both.
 //!
 //! # Roster gating
 //!
@@ -41,7 +67,7 @@
 //!    │                           │ deadline (jittered backoff, doubling up to
 //!    │                           ▼           dial_backoff_max)
 //!    ├────── dial error ────── Dialing
-//!    │                           │ TCP + TLS + yamux done (our dial, or theirs inbound)
+//!    │                           │ TCP + TLS + yamux, or QUIC, done (our dial, or theirs inbound)
 //!    │                           ▼
 //!    │                      Established ── the remote may still refuse us: not usable yet
 //!    │                           │ identify answer, ping answer, or a sync message on it
@@ -70,8 +96,11 @@
 //! [`NetError::Listen`]). libp2p-tcp marks listening sockets `SO_REUSEPORT`, so a second
 //! daemon on a fixed port would bind without error and silently take half the incoming
 //! connections; a plain bind is tried first so that an occupied port is an error instead.
+//! libp2p-quic binds its UDP socket plainly, so an occupied QUIC port fails by itself.
 //! [`NetHandle::listen_addrs`] waits until each listener has reported its address, so a
-//! `/tcp/0` listener reports the port it got.
+//! `/tcp/0` or `/udp/0/quic-v1` listener reports the port it got.
+//! [`NetHandle::connection_addrs`] tells which address, and so which transport, each
+//! ready connection uses.
 //!
 //! # Backpressure
 //!
@@ -135,7 +164,7 @@
 //! | [`MAX_PENDING_INCOMING`] | 32 | handshakes in progress from unknown remotes (TLS costs CPU) |
 //! | [`MAX_PENDING_OUTGOING`] | 128 | dials in progress (one per roster peer) |
 //! | [`MAX_ROSTER_PEERS`] | 1024 | PeerIds a roster may list |
-//! | [`CONNECTION_TIMEOUT`] | 10 s | TCP connect + TLS + yamux negotiation |
+//! | [`CONNECTION_TIMEOUT`] | 10 s | TCP connect + TLS + yamux negotiation, or the QUIC handshake |
 //! | [`IDLE_CONNECTION_TIMEOUT`] | 7 days | roster links stay up; dead ones are found by ping |
 //! | [`PING_INTERVAL`] / [`PING_TIMEOUT`] | 15 s / 20 s | liveness of each connection |
 //! | [`PING_MAX_FAILURES`] | 3 | consecutive ping failures that close a connection |
@@ -151,7 +180,8 @@
 //! # `SSLKEYLOGFILE`
 //!
 //! `libp2p-tls` 0.7 builds its rustls configurations with `KeyLogFile::new()`, which writes
-//! TLS secrets to the file named by `SSLKEYLOGFILE` if it is set. [`spawn`] cannot change
+//! TLS secrets to the file named by `SSLKEYLOGFILE` if it is set; libp2p-quic takes its
+//! configurations from the same functions. [`spawn`] cannot change
 //! those private configurations, so the daemon's `main` removes the variable from the
 //! environment before any thread starts.
 
@@ -208,7 +238,7 @@ pub const MAX_PENDING_INCOMING: u32 = 32;
 pub const MAX_PENDING_OUTGOING: u32 = 128;
 /// Most PeerIds a roster may list.
 pub const MAX_ROSTER_PEERS: usize = 1024;
-/// Longest a connection attempt (TCP + TLS + yamux) may take.
+/// Longest a connection attempt (TCP + TLS + yamux, or the QUIC handshake) may take.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection without active streams stays open.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -252,7 +282,8 @@ pub struct PeerEntry {
 pub struct NetConfig {
     /// This node's identity; its PeerId is what the roster lists for this member.
     pub keypair: Keypair,
-    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0` picks a free port).
+    /// Addresses to listen on: TCP (`/ip4/127.0.0.1/tcp/0` picks a free port) or QUIC
+    /// (`/ip4/127.0.0.1/udp/0/quic-v1`), or both.
     pub listen: Vec<Multiaddr>,
     /// The roster. Entries for this node's own PeerId are never dialled.
     pub peers: Vec<PeerEntry>,
@@ -495,6 +526,7 @@ enum Command {
     Respond { id: InboundId, frame: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
     SetPeers { peers: Vec<PeerEntry>, reply: oneshot::Sender<Result<(), NetError>> },
     Connected { reply: oneshot::Sender<Vec<(MemberCode, PeerId)>> },
+    ConnectionAddrs { reply: oneshot::Sender<Vec<(MemberCode, PeerId, Multiaddr)>> },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
 }
 
@@ -542,8 +574,16 @@ impl NetHandle {
         self.call(|reply| Command::Connected { reply }).await
     }
 
-    /// The addresses this node listens on, once every listener has bound (so a `tcp/0`
-    /// listener reports its real port).
+    /// The remote address of every ready connection, with its member and PeerId, sorted:
+    /// `/ip4|ip6/…/tcp/…` for TCP, `/ip4|ip6/…/udp/…/quic-v1` for QUIC. For a connection
+    /// we dialled it is the roster address dialled; for one the peer opened, the address
+    /// it came from (its port is then the peer's sending port, not its listener's).
+    pub async fn connection_addrs(&self) -> Result<Vec<(MemberCode, PeerId, Multiaddr)>, NetError> {
+        self.call(|reply| Command::ConnectionAddrs { reply }).await
+    }
+
+    /// The addresses this node listens on, once every listener has bound (so a `tcp/0` or
+    /// `udp/0/quic-v1` listener reports its real port).
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
         self.call(|reply| Command::ListenAddrs { reply }).await
     }

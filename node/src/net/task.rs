@@ -85,12 +85,15 @@ impl Roster {
 }
 
 /// One established connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Conn {
     /// The remote has shown it accepted the connection.
     ready: bool,
     /// Consecutive failed pings.
     ping_failures: u32,
+    /// The remote's address: the one dialled, or the one an inbound connection came from.
+    /// TCP or QUIC alike; only reported ([`super::NetHandle::connection_addrs`]).
+    remote: Multiaddr,
 }
 
 /// The established connections to one peer.
@@ -425,6 +428,18 @@ impl NetTask {
                 list.sort();
                 let _ = reply.send(list);
             }
+            Command::ConnectionAddrs { reply } => {
+                let mut list: Vec<_> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.announced)
+                    .flat_map(|(p, l)| {
+                        l.conns.values().filter(|c| c.ready).map(move |c| (l.member, *p, c.remote.clone()))
+                    })
+                    .collect();
+                list.sort();
+                let _ = reply.send(list);
+            }
             Command::ListenAddrs { reply } => {
                 if self.listeners_pending.is_empty() || self.listen_waiters.len() >= LISTEN_WAITERS_MAX {
                     let _ = reply.send(self.swarm.listeners().cloned().collect());
@@ -654,7 +669,8 @@ impl NetTask {
                 };
                 r.next_dial = None;
                 let member = r.member;
-                debug!(peer = %peer_id, %member, addr = %endpoint.get_remote_address(), "connection established");
+                let remote = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, %member, addr = %remote, "connection established");
                 self.links
                     .entry(peer_id)
                     .or_insert_with(|| Link {
@@ -664,7 +680,7 @@ impl NetTask {
                         since: Instant::now(),
                     })
                     .conns
-                    .insert(connection_id, Conn::default());
+                    .insert(connection_id, Conn { ready: false, ping_failures: 0, remote });
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
                 debug!(peer = %peer_id, cause = ?cause, "connection closed");
@@ -998,6 +1014,10 @@ impl NetTask {
 /// `SO_REUSEPORT`, so a second daemon on the same port would bind without error and
 /// silently share the incoming connections with the first; a plain bind beforehand
 /// turns that into a clear error.
+///
+/// A QUIC address (`/udp/PORT/quic-v1`) needs no such check: libp2p-quic binds its UDP
+/// socket plainly (no `SO_REUSEPORT`) inside `listen_on`, so a taken port already fails
+/// there, as a [`NetError::Listen`].
 fn ensure_port_free(addr: &Multiaddr) -> Result<(), NetError> {
     let mut ip = None;
     let mut port = None;
@@ -1006,6 +1026,8 @@ fn ensure_port_free(addr: &Multiaddr) -> Result<(), NetError> {
             Protocol::Ip4(a) => ip = Some(IpAddr::V4(a)),
             Protocol::Ip6(a) => ip = Some(IpAddr::V6(a)),
             Protocol::Tcp(p) => port = Some(p),
+            // QUIC: checked by its own bind, see above.
+            Protocol::Udp(_) => return Ok(()),
             _ => {}
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -35,6 +36,19 @@ fn loopback() -> Multiaddr {
     "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")
 }
 
+fn loopback_quic() -> Multiaddr {
+    "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid multiaddr")
+}
+
+fn is_quic(addr: &Multiaddr) -> bool {
+    let mut it = addr.iter().skip(1);
+    matches!((it.next(), it.next()), (Some(Protocol::Udp(p)), Some(Protocol::QuicV1)) if p != 0)
+}
+
+fn is_tcp(addr: &Multiaddr) -> bool {
+    matches!(addr.iter().nth(1), Some(Protocol::Tcp(p)) if p != 0)
+}
+
 fn entry(member: &str, peer: PeerId, addrs: Vec<Multiaddr>) -> PeerEntry {
     PeerEntry { member: code(member), peer_ids: vec![peer], addrs }
 }
@@ -48,7 +62,10 @@ struct TestNode {
     peer: PeerId,
     handle: NetHandle,
     events: mpsc::Receiver<NetEvent>,
+    /// The first listen address.
     addr: Multiaddr,
+    /// Every listen address, as bound.
+    addrs: Vec<Multiaddr>,
     cancel: CancellationToken,
     join: JoinHandle<()>,
 }
@@ -64,11 +81,21 @@ impl TestNode {
         peers: Vec<PeerEntry>,
         limits: PeerLimits,
     ) -> TestNode {
+        TestNode::start_on(member, key, peers, vec![loopback()], limits).await
+    }
+
+    async fn start_on(
+        member: &str,
+        key: Keypair,
+        peers: Vec<PeerEntry>,
+        listen: Vec<Multiaddr>,
+        limits: PeerLimits,
+    ) -> TestNode {
         let peer = key.public().to_peer_id();
         let cancel = CancellationToken::new();
         let cfg = NetConfig {
             keypair: key,
-            listen: vec![loopback()],
+            listen: listen.clone(),
             peers,
             max_connections: 32,
             dial_backoff_max: Duration::from_secs(2),
@@ -76,9 +103,17 @@ impl TestNode {
         };
         let (handle, events, join) = spawn(cfg, cancel.clone()).expect("net starts");
         let addrs = timeout(WAIT, handle.listen_addrs()).await.expect("listen in time").expect("task alive");
+        assert_eq!(addrs.len(), listen.len(), "one bound address per listen address: {addrs:?}");
+        for a in &addrs {
+            assert!(is_tcp(a) || is_quic(a), "the real port is reported: {a}");
+        }
         let addr = addrs.first().cloned().expect("one listen address");
-        assert!(!addr.to_string().ends_with("/tcp/0"), "the real port is reported: {addr}");
-        TestNode { member: code(member), peer, handle, events, addr, cancel, join }
+        TestNode { member: code(member), peer, handle, events, addr, addrs, cancel, join }
+    }
+
+    /// This node's listen address of the kind `pick` selects.
+    fn listen_addr(&self, pick: fn(&Multiaddr) -> bool) -> Multiaddr {
+        self.addrs.iter().find(|a| pick(a)).cloned().expect("a listen address of that kind")
     }
 
     fn entry(&self) -> PeerEntry {
@@ -221,6 +256,150 @@ async fn two_members_exchange_hello_both_ways_over_tls() {
 
     a.stop().await;
     b.stop().await;
+}
+
+/// Each node's ready connections, as (member, remote address), after `Connected` from
+/// each of `members`.
+async fn conn_addrs(n: &mut TestNode, members: &[MemberCode]) -> Vec<(MemberCode, Multiaddr)> {
+    let mut waiting: HashSet<MemberCode> = members.iter().copied().collect();
+    while !waiting.is_empty() {
+        let (ev, _) =
+            n.wait_for(|e| matches!(e, NetEvent::Connected { member, .. } if waiting.contains(member))).await;
+        if let NetEvent::Connected { member, .. } = ev {
+            waiting.remove(&member);
+        }
+    }
+    let got = n.handle.connection_addrs().await.expect("task alive");
+    got.into_iter().map(|(m, _, a)| (m, a)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_only_members_connect_and_exchange_hello() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let roster = vec![entry("AA", pa, vec![]), entry("BB", pb, vec![])];
+    let quic = || vec![loopback_quic()];
+    let mut a = TestNode::start_on("AA", ka, roster.clone(), quic(), PeerLimits::default()).await;
+    let mut b = TestNode::start_on("BB", kb, roster, quic(), PeerLimits::default()).await;
+    assert!(is_quic(&a.addr) && is_quic(&b.addr), "{} {}", a.addr, b.addr);
+    let full = vec![a.entry(), b.entry()];
+    a.handle.set_peers(full.clone()).await.expect("roster accepted");
+    b.handle.set_peers(full).await.expect("roster accepted");
+
+    for (n, other) in [(&mut a, b.member), (&mut b, code("AA"))] {
+        let conns = conn_addrs(n, &[other]).await;
+        assert!(!conns.is_empty() && conns.iter().all(|(m, a)| *m == other && is_quic(a)), "{conns:?}");
+    }
+    exchange_hello(&a, &mut b).await;
+    exchange_hello(&b, &mut a).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// One node per transport set — A on TCP only, B on TCP and QUIC, C on QUIC only — and
+/// each link dialled by one side only (the other lists no address for it), so each
+/// link's transport is known: B dials A over TCP, A dials C over QUIC without listening
+/// on QUIC, C dials B at B's QUIC address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_quic_members_dial_each_other_on_the_roster_address_s_transport() {
+    let (ka, kb, kc) =
+        (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (pa, pb, pc) = (ka.public().to_peer_id(), kb.public().to_peer_id(), kc.public().to_peer_id());
+    let none = vec![entry("AA", pa, vec![]), entry("BB", pb, vec![]), entry("CC", pc, vec![])];
+    let l = PeerLimits::default();
+    let mut a = TestNode::start_on("AA", ka, none.clone(), vec![loopback()], l).await;
+    let mut b = TestNode::start_on("BB", kb, none.clone(), vec![loopback(), loopback_quic()], l).await;
+    let mut c = TestNode::start_on("CC", kc, none, vec![loopback_quic()], l).await;
+    let (a_tcp, b_quic, c_quic) = (a.listen_addr(is_tcp), b.listen_addr(is_quic), c.listen_addr(is_quic));
+    let (ma, mb, mc) = (a.member, b.member, c.member);
+
+    let set = |a_addrs: Vec<Multiaddr>, b_addrs: Vec<Multiaddr>, c_addrs: Vec<Multiaddr>| {
+        vec![entry("AA", pa, a_addrs), entry("BB", pb, b_addrs), entry("CC", pc, c_addrs)]
+    };
+    a.handle.set_peers(set(vec![], vec![], vec![c_quic.clone()])).await.expect("roster accepted");
+    b.handle.set_peers(set(vec![a_tcp.clone()], vec![], vec![])).await.expect("roster accepted");
+    c.handle.set_peers(set(vec![], vec![b_quic.clone()], vec![])).await.expect("roster accepted");
+
+    let dialled = |conns: &[(MemberCode, Multiaddr)], m: MemberCode, to: &Multiaddr| {
+        conns.iter().filter(|(x, _)| *x == m).all(|(_, a)| a.to_string().starts_with(&to.to_string()))
+    };
+    let came_in = |conns: &[(MemberCode, Multiaddr)], m: MemberCode, kind: fn(&Multiaddr) -> bool| {
+        conns.iter().filter(|(x, _)| *x == m).all(|(_, a)| kind(a))
+    };
+    let on_a = conn_addrs(&mut a, &[mb, mc]).await;
+    assert!(came_in(&on_a, mb, is_tcp) && dialled(&on_a, mc, &c_quic), "{on_a:?}");
+    let on_b = conn_addrs(&mut b, &[ma, mc]).await;
+    assert!(dialled(&on_b, ma, &a_tcp) && came_in(&on_b, mc, is_quic), "{on_b:?}");
+    let on_c = conn_addrs(&mut c, &[ma, mb]).await;
+    assert!(came_in(&on_c, ma, is_quic) && dialled(&on_c, mb, &b_quic), "{on_c:?}");
+    for conns in [&on_a, &on_b, &on_c] {
+        let members: HashSet<_> = conns.iter().map(|(m, _)| *m).collect();
+        assert_eq!(members.len(), 2, "{conns:?}");
+    }
+
+    exchange_hello(&a, &mut c).await;
+    exchange_hello(&c, &mut b).await;
+    exchange_hello(&b, &mut a).await;
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_roster_is_refused_over_quic_either_way() {
+    let quic = || vec![loopback_quic()];
+    let ka = Keypair::generate_ed25519();
+    let pa = ka.public().to_peer_id();
+    let mut a =
+        TestNode::start_on("AA", ka, vec![entry("AA", pa, vec![])], quic(), PeerLimits::default()).await;
+    // T dials A over QUIC; A's roster does not list T.
+    let kt = Keypair::generate_ed25519();
+    let pt = kt.public().to_peer_id();
+    let t_roster = vec![a.entry(), entry("XX", pt, vec![])];
+    let mut t = TestNode::start_on("XX", kt, t_roster, quic(), PeerLimits::default()).await;
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Refused { peer, .. } if *peer == pt)).await;
+    assert!(matches!(&ev, NetEvent::Refused { addr: Some(addr), .. } if is_quic(addr)), "{ev:?}");
+
+    // A dials U's QUIC address under a stale key for "KZ": U answers with its own PeerId.
+    let ku = Keypair::generate_ed25519();
+    let pu = ku.public().to_peer_id();
+    let u = TestNode::start_on("YY", ku, vec![entry("YY", pu, vec![])], quic(), PeerLimits::default()).await;
+    let stale = Keypair::generate_ed25519().public().to_peer_id();
+    a.handle.set_peers(vec![a.entry(), entry("KZ", stale, vec![u.addr.clone()])]).await.expect("roster");
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Refused { peer, .. } if *peer == pu)).await;
+    assert!(matches!(&ev, NetEvent::Refused { addr: Some(addr), .. } if is_quic(addr)), "{ev:?}");
+
+    assert!(a.handle.connection_addrs().await.expect("alive").is_empty());
+    let t_events = t.drain_quiet().await;
+    assert!(!t_events.iter().any(|e| matches!(e, NetEvent::Connected { .. })), "{t_events:?}");
+    for n in [a, t, u] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_quic_port_is_a_listen_error() {
+    let a = TestNode::start_on(
+        "AA",
+        Keypair::generate_ed25519(),
+        vec![],
+        vec![loopback_quic()],
+        PeerLimits::default(),
+    )
+    .await;
+    let cfg = NetConfig {
+        keypair: Keypair::generate_ed25519(),
+        listen: vec![a.addr.clone()],
+        peers: vec![],
+        max_connections: 8,
+        dial_backoff_max: Duration::from_secs(1),
+        limits: PeerLimits::default(),
+    };
+    match spawn(cfg, CancellationToken::new()) {
+        Err(NetError::Listen { addr, .. }) => assert_eq!(addr, a.addr),
+        other => panic!("a second listener on {} started: {other:?}", a.addr),
+    }
+    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
