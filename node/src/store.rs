@@ -642,7 +642,7 @@ fn audit_index_prefix(kind: u8, value: &[u8]) -> Vec<u8> {
 }
 
 fn decode_postings(k: &[u8], v: &[u8]) -> Result<Vec<u64>, StoreError> {
-    if v.len() % 8 != 0 {
+    if !v.len().is_multiple_of(8) {
         return Err(StoreError::Corrupt {
             key: hex::encode(k),
             why: "posting list is not 8-byte aligned".into(),

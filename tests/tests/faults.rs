@@ -519,7 +519,7 @@ async fn kill9_during_audit_appends_keeps_the_chain_verifiable() {
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 loop {
-                    let r = if n % 2 == 0 {
+                    let r = if n.is_multiple_of(2) {
                         tokio::time::timeout(CALL, bad.get("/v1/records", &[])).await
                     } else {
                         tokio::time::timeout(CALL, auditor_on_records.get("/v1/records", &[])).await
