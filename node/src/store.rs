@@ -440,6 +440,25 @@ impl Store {
         Ok(self.db.contains_key(w)? || self.is_gone(s, seq)?)
     }
 
+    /// The smallest sequence number above `after` that is held, known withheld or purged
+    /// in a stream, if any: every number between `after` and it is unknown here. One
+    /// lookup per keyspace instead of three per number (see [`Store::seq_known`]).
+    pub fn next_known(&self, s: &StreamKey, after: u64) -> Result<Option<u64>, StoreError> {
+        let Some(first) = after.checked_add(1) else { return Ok(None) };
+        let mut best: Option<u64> = None;
+        for space in [b"P", b"W", b"G"] {
+            let base = key(&[space, &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]]);
+            let lo = key(&[&base, &first.to_be_bytes()]);
+            let hi = key(&[&base, &u64::MAX.to_be_bytes()]);
+            if let Some(kv) = self.db.range(lo..=hi).next() {
+                let (k, _) = kv?;
+                let seq = u64_of(&k, &k[base.len()..])?;
+                best = Some(best.map_or(seq, |b| b.min(seq)));
+            }
+        }
+        Ok(best)
+    }
+
     /// Whether a sequence number of a stream was purged here (expired or revoked).
     pub fn is_gone(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
         Ok(self.db.contains_key(gone_key(s, seq))?)
@@ -893,6 +912,37 @@ mod tests {
             since_ms: None,
         };
         assert_eq!(s.records(&f, 10).expect("lists").len(), 1);
+    }
+
+    #[test]
+    fn next_known_finds_the_first_held_withheld_or_purged_number_of_its_stream_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let stream = |a: &str| StreamKey {
+            origin: "RU".parse().expect("valid"),
+            agreement: a.parse().expect("valid"),
+        };
+        let (ipr, ipr2) = (stream("ipr"), stream("ipr2"));
+        assert_eq!(s.next_known(&ipr, 0).expect("reads"), None, "an empty stream");
+        let mut b = WriteBatch::default();
+        b.put(key(&[&stream_prefix(&ipr), &9u64.to_be_bytes()]), vec![1]);
+        b.put_withheld(&ipr, 7);
+        b.purge_projection(&ipr, 12, 0);
+        // Another stream whose agreement id extends this one's: never mistaken for it.
+        b.put_withheld(&ipr2, 3);
+        b.put(key(&[&stream_prefix(&ipr2), &4u64.to_be_bytes()]), vec![1]);
+        s.commit(b).expect("commits");
+        let next = |after| s.next_known(&ipr, after).expect("reads");
+        assert_eq!(
+            [next(0), next(6), next(7), next(8), next(9), next(11), next(12)],
+            [Some(7), Some(7), Some(9), Some(9), Some(12), Some(12), None]
+        );
+        assert_eq!(s.next_known(&ipr2, 0).expect("reads"), Some(3));
+        assert_eq!(s.next_known(&ipr2, 3).expect("reads"), Some(4));
+        assert_eq!(s.next_known(&ipr, u64::MAX).expect("reads"), None);
+        for seq in 1..=13 {
+            assert_eq!(s.seq_known(&ipr, seq).expect("reads"), [7, 9, 12].contains(&seq), "seq {seq}");
+        }
     }
 
     #[test]

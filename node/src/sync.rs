@@ -47,6 +47,11 @@ use crate::writer::now_ms;
 pub const PULL_BATCH: usize = 256;
 /// Most ranges in one pull request.
 pub const PULL_RANGES: usize = 64;
+/// Pull rounds in a row that may bring no verified projection (only withheld numbers, or
+/// nothing) before a pull from one peer stops until the next anti-entropy round. Rounds
+/// that bring projections do not count: those are signed by their origins, so a peer
+/// cannot make them up, while withheld numbers it could claim without end.
+pub const PULL_IDLE_ROUNDS: u32 = 64;
 /// Capacity of the channel of new own projections to push.
 pub const PUSH_QUEUE: usize = 1024;
 
@@ -763,20 +768,26 @@ async fn anti_entropy(ctx: &Ctx, peer: MemberCode) {
     }
 }
 
-/// The ranges of `stream` between our head and `upto` that we neither hold nor know withheld.
-fn missing(ctx: &Ctx, stream: &StreamKey, upto: u64, budget: &mut usize) -> Vec<SeqRange> {
-    let head = ctx.shared.store.stream_head(stream).unwrap_or(0);
+/// The ranges of `stream` above our head and above `after` (numbers already asked for)
+/// up to `upto` that we neither hold nor know withheld, at most `budget` numbers in all.
+fn missing(ctx: &Ctx, stream: &StreamKey, after: u64, upto: u64, budget: &mut usize) -> Vec<SeqRange> {
+    let store = &ctx.shared.store;
     let mut out: Vec<SeqRange> = Vec::new();
-    let mut seq = head + 1;
+    let Ok(head) = store.stream_head(stream) else { return out };
+    let Some(mut seq) = head.max(after).checked_add(1) else { return out };
     while seq <= upto && *budget > 0 {
-        if !ctx.shared.store.seq_known(stream, seq).unwrap_or(true) {
-            *budget -= 1;
-            match out.last_mut() {
-                Some(r) if r.to + 1 == seq => r.to = seq,
-                _ => out.push(SeqRange { stream: stream.clone(), from: seq, to: seq }),
-            }
+        // Every number from `seq` to just below the next one known here is missing.
+        let Ok(next) = store.next_known(stream, seq - 1) else { return out };
+        let end = next.map_or(upto, |k| k.saturating_sub(1).min(upto));
+        if end >= seq {
+            let to = end.min(seq.saturating_add(*budget as u64 - 1));
+            out.push(SeqRange { stream: stream.clone(), from: seq, to });
+            *budget -= (to - seq + 1) as usize;
         }
-        seq += 1;
+        match next {
+            Some(k) if k < upto => seq = k + 1,
+            _ => break,
+        }
     }
     out
 }
@@ -808,71 +819,122 @@ async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
     ctx.state.release(&claimed);
 }
 
+/// A pull on its way: the request's task, answering with the peer's response.
+type PullTask = tokio::task::JoinHandle<Result<Response, crate::net::NetError>>;
+
 async fn pull_claimed(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
-    let me = ctx.shared.config.member;
-    let fed = ctx.shared.fed();
-    for _round in 0..64 {
-        let mut budget = PULL_BATCH;
-        let mut ranges = Vec::new();
-        for st in &theirs.streams {
-            if st.stream.origin == me || budget == 0 || ranges.len() >= PULL_RANGES {
-                continue;
-            }
-            let Some(a) = fed.agreement(&st.stream.agreement) else { continue };
-            if !a.is_party(me) || !ctx.state.agreement_ok(peer, &a.id) {
-                continue;
-            }
-            let upto = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
-            ranges.extend(missing(ctx, &st.stream, upto, &mut budget));
-        }
-        ranges.truncate(PULL_RANGES);
-        if ranges.is_empty() {
-            return;
-        }
-        let reply = match ctx.net.request(peer, Request::Pull(Pull { ranges: ranges.clone() })).await {
-            Ok(Response::Pull(r)) => r,
-            Ok(other) => {
-                tracing::debug!(%peer, reply = other.name(), "unexpected reply to pull");
+    // One pull is always in flight while the previous reply is verified and stored, so
+    // the peer's reading and the wire overlap our checking and writing. `asked` keeps the
+    // two from asking for the same numbers.
+    let mut asked: HashMap<StreamKey, u64> = HashMap::new();
+    let mut inflight: Option<(Vec<SeqRange>, PullTask)> = None;
+    let mut idle_rounds = 0;
+    while idle_rounds < PULL_IDLE_ROUNDS {
+        let ranges = next_pull(ctx, peer, theirs, &mut asked);
+        let next = (!ranges.is_empty()).then(|| {
+            let (net, req) = (ctx.net.clone(), Request::Pull(Pull { ranges: ranges.clone() }));
+            (ranges, tokio::spawn(async move { net.request(peer, req).await }))
+        });
+        let Some((ranges, reply)) = std::mem::replace(&mut inflight, next) else {
+            if inflight.is_none() {
                 return;
             }
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "pull failed");
-                return;
-            }
+            continue;
         };
-        // Only what was asked for counts: a peer cannot mark as withheld what we did not ask.
-        let asked =
-            |s: &StreamKey, seq: u64| ranges.iter().any(|r| &r.stream == s && r.from <= seq && seq <= r.to);
-        let withheld: Vec<(StreamKey, u64)> = reply
-            .withheld
-            .iter()
-            .flat_map(|r| {
-                (r.from..=r.to.min(r.from.saturating_add(PULL_BATCH as u64)))
-                    .map(move |s| (r.stream.clone(), s))
-            })
-            .filter(|(s, q)| asked(s, *q))
-            .collect();
-        let projections: Vec<Projection> = reply
-            .projections
-            .into_iter()
-            .filter(|p| {
-                asked(
-                    &StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() },
-                    p.envelope.seq,
-                )
-            })
-            .collect();
-        let progress = !projections.is_empty() || !withheld.is_empty();
-        let (items, _refused) = check_all(ctx, peer, projections).await;
-        let items: Vec<(RecordId, Projection)> = items.into_iter().map(|(_, id, p)| (id, p)).collect();
-        if let Err(e) = ctx.shared.writer.received(peer, items, withheld).await {
-            tracing::warn!(%peer, error = %e, "pulled projections not stored");
-            return;
-        }
-        if !progress {
-            return;
+        let reply = reply
+            .await
+            .unwrap_or_else(|e| Err(crate::net::NetError::Io(format!("the pull task ended: {e}"))));
+        match take_pull(ctx, peer, &ranges, reply).await {
+            Some(true) => idle_rounds = 0,
+            Some(false) => idle_rounds += 1,
+            None => break,
         }
     }
+    if let Some((_, reply)) = inflight {
+        reply.abort();
+    }
+}
+
+/// The ranges of the next pull from `peer`: what its summary offers that we lack and have
+/// not asked for yet, at most [`PULL_BATCH`] numbers; `asked` records them.
+fn next_pull(
+    ctx: &Ctx,
+    peer: MemberCode,
+    theirs: &Summary,
+    asked: &mut HashMap<StreamKey, u64>,
+) -> Vec<SeqRange> {
+    let me = ctx.shared.config.member;
+    let fed = ctx.shared.fed();
+    let mut budget = PULL_BATCH;
+    let mut ranges = Vec::new();
+    for st in &theirs.streams {
+        if st.stream.origin == me || budget == 0 || ranges.len() >= PULL_RANGES {
+            continue;
+        }
+        let Some(a) = fed.agreement(&st.stream.agreement) else { continue };
+        if !a.is_party(me) || !ctx.state.agreement_ok(peer, &a.id) {
+            continue;
+        }
+        let upto = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
+        let after = asked.get(&st.stream).copied().unwrap_or(0);
+        ranges.extend(missing(ctx, &st.stream, after, upto, &mut budget));
+    }
+    ranges.truncate(PULL_RANGES);
+    for r in &ranges {
+        let a = asked.entry(r.stream.clone()).or_default();
+        *a = (*a).max(r.to);
+    }
+    ranges
+}
+
+/// Verify and store a pull's reply. `Some(true)` if it brought projections, `Some(false)`
+/// if only withheld numbers or nothing, `None` if the pull failed or nothing could be stored.
+async fn take_pull(
+    ctx: &Ctx,
+    peer: MemberCode,
+    ranges: &[SeqRange],
+    reply: Result<Response, crate::net::NetError>,
+) -> Option<bool> {
+    let reply = match reply {
+        Ok(Response::Pull(r)) => r,
+        Ok(other) => {
+            tracing::debug!(%peer, reply = other.name(), "unexpected reply to pull");
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "pull failed");
+            return None;
+        }
+    };
+    // Only what was asked for counts: a peer cannot mark as withheld what we did not ask.
+    let asked =
+        |s: &StreamKey, seq: u64| ranges.iter().any(|r| &r.stream == s && r.from <= seq && seq <= r.to);
+    let withheld: Vec<(StreamKey, u64)> = reply
+        .withheld
+        .iter()
+        .flat_map(|r| {
+            (r.from..=r.to.min(r.from.saturating_add(PULL_BATCH as u64))).map(move |s| (r.stream.clone(), s))
+        })
+        .filter(|(s, q)| asked(s, *q))
+        .collect();
+    let projections: Vec<Projection> = reply
+        .projections
+        .into_iter()
+        .filter(|p| {
+            asked(
+                &StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() },
+                p.envelope.seq,
+            )
+        })
+        .collect();
+    let (items, _refused) = check_all(ctx, peer, projections).await;
+    let items: Vec<(RecordId, Projection)> = items.into_iter().map(|(_, id, p)| (id, p)).collect();
+    let brought = !items.is_empty();
+    if let Err(e) = ctx.shared.writer.received(peer, items, withheld).await {
+        tracing::warn!(%peer, error = %e, "pulled projections not stored");
+        return None;
+    }
+    Some(brought)
 }
 
 /// Answer a pull: what the asker may hold, and what exists but is not for it.

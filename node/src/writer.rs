@@ -674,10 +674,11 @@ impl WriterTask {
         let mut added: HashSet<(StreamKey, u64)> = HashSet::new();
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
+        let mut known = KnownSeqs::default();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
-            if added.contains(&(stream.clone(), seq)) || self.store.seq_known(&stream, seq)? {
+            if added.contains(&(stream.clone(), seq)) || known.check(&self.store, &stream, seq)? {
                 flags.push(false);
                 continue;
             }
@@ -724,7 +725,7 @@ impl WriterTask {
             flags.push(true);
         }
         for (stream, seq) in withheld {
-            if !self.store.seq_known(&stream, seq)? {
+            if !known.check(&self.store, &stream, seq)? {
                 batch.put_withheld(&stream, seq);
             }
             added.insert((stream.clone(), seq));
@@ -732,12 +733,39 @@ impl WriterTask {
         }
         for stream in touched {
             let mut h = self.store.stream_head(&stream)?;
-            while added.contains(&(stream.clone(), h + 1)) || self.store.seq_known(&stream, h + 1)? {
+            while added.contains(&(stream.clone(), h + 1)) || known.check(&self.store, &stream, h + 1)? {
                 h += 1;
             }
             batch.set_stream_head(&stream, h);
         }
         Ok(flags)
+    }
+}
+
+/// What the store knew of each stream when a group of received projections began: its
+/// contiguous head and the first number known above it. A number at or below the head is
+/// known; one between the head and the first known above it is not, without a lookup;
+/// only the rest are looked up one by one. (Numbers this group adds are in its `added`.)
+#[derive(Default)]
+struct KnownSeqs(HashMap<StreamKey, (u64, Option<u64>)>);
+
+impl KnownSeqs {
+    fn check(&mut self, store: &Store, stream: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        let (head, next) = match self.0.get(stream) {
+            Some(v) => *v,
+            None => {
+                let head = store.stream_head(stream)?;
+                let v = (head, store.next_known(stream, head)?);
+                self.0.insert(stream.clone(), v);
+                v
+            }
+        };
+        match next {
+            _ if seq <= head => Ok(true),
+            None => Ok(false),
+            Some(first) if seq < first => Ok(false),
+            Some(_) => store.seq_known(stream, seq),
+        }
     }
 }
 
