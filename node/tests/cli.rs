@@ -184,6 +184,7 @@ const BENCH_FIGURES: &[&str] = &[
     "origin disk bytes per record",
     "RSS of the bench process (all in-process nodes)",
     "catch-up of a restarted node",
+    "catch-up node: start-up until its API answers",
     "catch-up node: records held",
     "catch-up node: RSS (own process)",
     "catch-up node: disk bytes per record held",

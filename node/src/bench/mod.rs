@@ -531,6 +531,7 @@ fn add_dissemination(
     report.add("RSS of the bench process (all in-process nodes)", mib(r.process_rss), "MiB");
     let c = r.catch_up.as_ref().context("the catch-up was measured")?;
     report.add("catch-up of a restarted node", c.records_per_sec, "records/s");
+    report.add("catch-up node: start-up until its API answers", c.startup_secs * 1000.0, "ms");
     report.add("catch-up node: records held", c.held as f64, "records");
     report.add("catch-up node: RSS (own process)", mib(c.rss_bytes), "MiB");
     report.add("catch-up node: disk bytes per record held", c.disk_per_record, "bytes");

@@ -103,6 +103,9 @@ pub struct CatchUp {
     pub missed: u64,
     /// Records/s from its process start until it held all it missed.
     pub records_per_sec: f64,
+    /// Seconds from its process start until its API answered (store opened, node started):
+    /// the part of the catch-up time spent before any pull.
+    pub startup_secs: f64,
     /// Records it held at the end.
     pub held: u64,
     /// Its resident memory at the end (its own process).
@@ -216,6 +219,7 @@ async fn catch_up_of(
     let start = Instant::now();
     let mut child = Child::spawn(&f.config_path(laggard)?, node_client)?;
     child.wait_up().await?;
+    let startup_secs = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     loop {
         let scrape = Instant::now();
@@ -240,6 +244,7 @@ async fn catch_up_of(
     Ok(CatchUp {
         missed: n as u64,
         records_per_sec: n as f64 / secs,
+        startup_secs,
         held,
         rss_bytes,
         disk_per_record: disk as f64 / held.max(1) as f64,
