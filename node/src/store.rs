@@ -155,16 +155,25 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
+/// A stream's keys in the keyspace `space` (`P`, `Q`, `W`, `G`): space, origin, agreement, 0.
+fn stream_space(space: &[u8; 1], s: &StreamKey) -> Vec<u8> {
+    key(&[space, &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
+}
+
 fn stream_prefix(s: &StreamKey) -> Vec<u8> {
-    key(&[b"P", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
+    stream_space(b"P", s)
 }
 
 fn stream_meta_key(s: &StreamKey) -> Vec<u8> {
-    key(&[b"Q", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
+    stream_space(b"Q", s)
 }
 
 fn gone_key(s: &StreamKey, seq: u64) -> Vec<u8> {
-    key(&[b"G", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()])
+    key(&[&stream_space(b"G", s), &seq.to_be_bytes()])
+}
+
+fn withheld_key(s: &StreamKey, seq: u64) -> Vec<u8> {
+    key(&[&stream_space(b"W", s), &seq.to_be_bytes()])
 }
 
 fn expiry_key(expires_ms: i64, s: &StreamKey, seq: u64) -> Vec<u8> {
@@ -275,8 +284,7 @@ impl WriteBatch {
 
     /// Mark a sequence number as known withheld from this node.
     pub fn put_withheld(&mut self, s: &StreamKey, seq: u64) {
-        let k = key(&[b"W", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()]);
-        self.put(k, Vec::new());
+        self.put(withheld_key(s, seq), Vec::new());
     }
 
     /// A receipt for a delivered projection.
@@ -436,8 +444,7 @@ impl Store {
         if self.db.contains_key(&p)? {
             return Ok(true);
         }
-        let w = key(&[b"W", &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0], &seq.to_be_bytes()]);
-        Ok(self.db.contains_key(w)? || self.is_gone(s, seq)?)
+        Ok(self.db.contains_key(withheld_key(s, seq))? || self.is_gone(s, seq)?)
     }
 
     /// The smallest sequence number above `after` that is held, known withheld or purged
@@ -447,7 +454,7 @@ impl Store {
         let Some(first) = after.checked_add(1) else { return Ok(None) };
         let mut best: Option<u64> = None;
         for space in [b"P", b"W", b"G"] {
-            let base = key(&[space, &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]]);
+            let base = stream_space(space, s);
             let lo = key(&[&base, &first.to_be_bytes()]);
             let hi = key(&[&base, &u64::MAX.to_be_bytes()]);
             if let Some(kv) = self.db.range(lo..=hi).next() {

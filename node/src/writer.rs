@@ -732,7 +732,7 @@ impl WriterTask {
             touched.insert(stream);
         }
         for stream in touched {
-            let mut h = self.store.stream_head(&stream)?;
+            let mut h = known.head(&self.store, &stream)?;
             while added.contains(&(stream.clone(), h + 1)) || known.check(&self.store, &stream, h + 1)? {
                 h += 1;
             }
@@ -750,16 +750,24 @@ impl WriterTask {
 struct KnownSeqs(HashMap<StreamKey, (u64, Option<u64>)>);
 
 impl KnownSeqs {
+    fn get(&mut self, store: &Store, stream: &StreamKey) -> Result<(u64, Option<u64>), StoreError> {
+        if let Some(v) = self.0.get(stream) {
+            return Ok(*v);
+        }
+        let head = store.stream_head(stream)?;
+        let v = (head, store.next_known(stream, head)?);
+        self.0.insert(stream.clone(), v);
+        Ok(v)
+    }
+
+    /// The stream's contiguous head as stored when the group began.
+    fn head(&mut self, store: &Store, stream: &StreamKey) -> Result<u64, StoreError> {
+        Ok(self.get(store, stream)?.0)
+    }
+
+    /// Whether `seq` was held, known withheld or purged when the group began.
     fn check(&mut self, store: &Store, stream: &StreamKey, seq: u64) -> Result<bool, StoreError> {
-        let (head, next) = match self.0.get(stream) {
-            Some(v) => *v,
-            None => {
-                let head = store.stream_head(stream)?;
-                let v = (head, store.next_known(stream, head)?);
-                self.0.insert(stream.clone(), v);
-                v
-            }
-        };
+        let (head, next) = self.get(store, stream)?;
         match next {
             _ if seq <= head => Ok(true),
             None => Ok(false),

@@ -17,16 +17,6 @@ use tamga_node::identity::{Role, Tokens};
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Every category of the example catalog (`deploy/example/catalog.toml`).
-pub const EXAMPLE_CATEGORIES: [&str; 6] = [
-    "ipr.protected_mark",
-    "ipr.infringement",
-    "rms.method",
-    "rms.event",
-    "energy.transfer",
-    "enforcement.alert",
-];
-
 /// The example federation shipped in `deploy/example`.
 pub fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example")
@@ -191,6 +181,26 @@ pub fn record_json(
         "body": valid_body(catalog, category, tag),
         "created": "2026-11-28T09:00:00Z",
     })
+}
+
+/// Every category of the example catalog (`deploy/example/catalog.toml`), read from it.
+pub fn example_categories() -> Vec<String> {
+    example_catalog().categories().map(|c| c.id.to_string()).collect()
+}
+
+/// One record of each of `categories` in every classification (public, non-confidential,
+/// confidential), created a minute apart and unique to `member` and `tag`.
+pub fn record_mix<S: AsRef<str>>(member: &str, tag: &str, categories: &[S]) -> Vec<serde_json::Value> {
+    let cat = example_catalog();
+    let mut recs = Vec::new();
+    for c in categories {
+        for class in ["public", "non_confidential", "confidential"] {
+            let mut r = record_json(&cat, c.as_ref(), class, &format!("{member}-{tag}"));
+            r["created"] = serde_json::json!(format!("2026-11-28T09:{:02}:00Z", recs.len()));
+            recs.push(r);
+        }
+    }
+    recs
 }
 
 /// The peer-to-peer transports a test node listens on, and the one the roster gives for it.

@@ -487,16 +487,7 @@ where
 /// One record of every category in every classification (public, non-confidential,
 /// confidential), unique to `tag`, for `member`.
 pub fn batch(member: &str, tag: &str) -> Vec<Value> {
-    let cat = crate::example_catalog();
-    let mut recs = Vec::new();
-    for c in crate::EXAMPLE_CATEGORIES {
-        for class in ["public", "non_confidential", "confidential"] {
-            let mut r = crate::record_json(&cat, c, class, &format!("{member}-{tag}"));
-            r["created"] = json!(format!("2026-11-28T09:{:02}:00Z", recs.len()));
-            recs.push(r);
-        }
-    }
-    recs
+    crate::record_mix(member, tag, &crate::example_categories())
 }
 
 /// Ingest `records` at `member`, retrying while its link is down (ingest is idempotent:

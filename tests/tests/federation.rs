@@ -20,20 +20,12 @@ fn fed_of(node: &TestNode) -> Federation {
 
 /// Ingest one record of every category and classification at `member`; returns ids.
 async fn ingest_mix(f: &TestFederation, member: &str, tag: &str) -> Vec<String> {
-    ingest(f, member, tag, &EXAMPLE_CATEGORIES).await
+    ingest(f, member, tag, &example_categories()).await
 }
 
 /// Ingest one record of each of `categories` in every classification at `member`.
-async fn ingest(f: &TestFederation, member: &str, tag: &str, categories: &[&str]) -> Vec<String> {
-    let cat = example_catalog();
-    let mut recs = Vec::new();
-    for c in categories {
-        for class in ["public", "non_confidential", "confidential"] {
-            let mut r = record_json(&cat, c, class, &format!("{member}-{tag}"));
-            r["created"] = json!(format!("2026-11-28T09:{:02}:00Z", recs.len()));
-            recs.push(r);
-        }
-    }
+async fn ingest<S: AsRef<str>>(f: &TestFederation, member: &str, tag: &str, categories: &[S]) -> Vec<String> {
+    let recs = record_mix(member, tag, categories);
     let v = f
         .node(member)
         .client(Role::Operator)
