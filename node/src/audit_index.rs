@@ -44,9 +44,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tamga_protocol::{Checkpoint, Digest};
+use tamga_protocol::{Checkpoint, Digest, Receipt};
 
-use crate::audit::{AuditEntry, AuditEvent, ExportedEntry, Filter, Outcome};
+use crate::audit::{Action, AuditEntry, AuditEvent, ExportedEntry, Filter, Outcome};
 use crate::store::{Store, StoreError, WriteBatch};
 
 /// Index kind: the peer.
@@ -214,7 +214,7 @@ impl ChainState {
             tracing::error!(error = %e, "checkpoint not stored");
             return None;
         }
-        let ev = AuditEvent::new(crate::audit::Action::Checkpoint, Outcome::Ok)
+        let ev = AuditEvent::new(Action::Checkpoint, Outcome::Ok)
             .reason(format!("signed checkpoint of entry {} ({})", cp.seq, cp.head))
             .checkpoint(cp);
         append(batch, head, ev, now, policy);
@@ -458,6 +458,18 @@ pub fn query(store: &Store, f: &Filter) -> Result<Vec<ExportedEntry>, StoreError
 pub fn trace(store: &Store, record: tamga_protocol::RecordId) -> Result<Vec<ExportedEntry>, StoreError> {
     let f = Filter { record: Some(record), limit: usize::MAX, ..Filter::default() };
     query(store, &f)
+}
+
+/// The signed receipts held for a record, in log order, each with the action of the
+/// entry that keeps it (`delivered` for a share, `purged` for a revocation).
+pub fn receipts(
+    store: &Store,
+    record: tamga_protocol::RecordId,
+) -> Result<Vec<(Action, Receipt)>, StoreError> {
+    Ok(trace(store, record)?
+        .into_iter()
+        .filter_map(|e| Some((e.entry.action, e.entry.receipt.filter(|r| r.record == record)?)))
+        .collect())
 }
 
 /// What counts are grouped by.

@@ -672,9 +672,11 @@ async fn records(cmd: RecordsCmd) -> Result<()> {
                 }
                 for p in v["receipts"].as_array().into_iter().flatten() {
                     println!(
-                        "{:>15}  {} by {} at {}",
+                        "{:>15}  {} {} #{} by {} at {}",
                         "receipt",
+                        plain(&p["for"]),
                         plain(&p["agreement"]),
+                        plain(&p["seq"]),
                         plain(&p["receiver"]),
                         plain(&p["received"])
                     );

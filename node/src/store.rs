@@ -16,13 +16,16 @@
 //! | `F`    | record id, giver, time                 | feedback received on own record |
 //! | `B`    | record id, origin                      | feedback given, not yet delivered |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
-//! | `V`    | record id, agreement, 0, receiver      | receipt                       |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
 //! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
 //! | `I`    | index kind, value, 0, first audit seq  | audit seqs, u64 BE each (`audit_index`) |
 //! | `K`    | audit seq                              | own signed checkpoint         |
 //! | `J`    | member, seq, head                      | checkpoint a peer showed us   |
 //! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
+//!
+//! `V` (receipts, one key each) is no longer written: a receipt is kept in the
+//! `delivered` or `purged` audit entry that records it, and read back through the audit
+//! log's record index. Stores written before keep their `V` keys, unread.
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
 //! order is time order. Values are encoded with `tamga_protocol::codec::encode_stored`.
@@ -35,8 +38,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
 use tamga_protocol::{
-    AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Projection, Receipt, RecordHeader, RecordId,
-    Salt, SaltedRecord, StreamKey, Value,
+    AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Projection, RecordHeader, RecordId, Salt,
+    SaltedRecord, StreamKey, Value,
 };
 
 /// The on-disk schema this build reads and writes.
@@ -285,13 +288,6 @@ impl WriteBatch {
     /// Mark a sequence number as known withheld from this node.
     pub fn put_withheld(&mut self, s: &StreamKey, seq: u64) {
         self.put(withheld_key(s, seq), Vec::new());
-    }
-
-    /// A receipt for a delivered projection.
-    pub fn put_receipt(&mut self, r: &Receipt) -> Result<(), StoreError> {
-        let k = key(&[b"V", &r.record.0, r.agreement.as_str().as_bytes(), &[0], &r.receiver.as_bytes()]);
-        self.put(k, enc(r)?);
-        Ok(())
     }
 
     /// One audit entry and the new chain head.
@@ -575,17 +571,6 @@ impl Store {
             if origin.is_none_or(|o| o == f.origin) {
                 out.push(f);
             }
-        }
-        Ok(out)
-    }
-
-    /// Receipts held for a record.
-    pub fn receipts_of(&self, id: &RecordId) -> Result<Vec<Receipt>, StoreError> {
-        let prefix = key(&[b"V", &id.0]);
-        let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            out.push(dec(&k, &v)?);
         }
         Ok(out)
     }

@@ -418,11 +418,8 @@ impl WriterTask {
                     received_answers.push((reply, r));
                 }
                 Op::Receipts(receipts) => {
+                    // The entry carries the signed receipt: it is where the receipt is kept.
                     for (r, kind) in receipts {
-                        if let Err(e) = batch.put_receipt(&r) {
-                            tracing::warn!(error = %e, "receipt not stored");
-                            continue;
-                        }
                         let (action, what) = if kind == EntryKind::Revoke {
                             (Action::Purged, "purge receipt")
                         } else {

@@ -263,6 +263,15 @@ async fn a_trace_follows_a_record_to_a_peer_with_the_peers_signed_receipt() {
     assert!(receipt.verify(&key.verifying_key()).is_ok(), "signed by KZ");
     let at = delivered.entry.projection.expect("the projection's place");
     assert_eq!((at.origin, at.seq), (ru(), receipt.seq));
+    // The record's view on RU lists the receipt, read back from that entry.
+    let shown = ru_node.client(Role::Operator).get(&format!("/v1/records/{id}"), &[]).await.expect("shows");
+    let listed = shown["receipts"].as_array().expect("receipts");
+    assert_eq!(listed.len(), 1, "{shown}");
+    assert_eq!(
+        (&listed[0]["for"], &listed[0]["receiver"], &listed[0]["seq"]),
+        (&serde_json::json!("delivered"), &serde_json::json!("KZ"), &serde_json::json!(receipt.seq)),
+        "{shown}"
+    );
     // KZ's own log has the other end: received from RU, under the same agreement.
     let theirs = kz_node.client(Role::Auditor).get(&path, &[]).await.expect("traces");
     let theirs: Vec<tamga_node::audit::ExportedEntry> = serde_json::from_value(theirs).expect("entries");

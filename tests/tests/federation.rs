@@ -314,6 +314,20 @@ async fn revocation_purges_everywhere_with_receipts_and_is_not_pulled_back() {
         peers.contains("CN") && peers.contains("KZ")
     })
     .await;
+    // The origin's view of the record lists each holder's purge receipt (beside the share
+    // receipt of a push; a record that reached it by pull has none).
+    let shown =
+        f.node("RU").client(Role::Operator).get(&format!("/v1/records/{id}"), &[]).await.expect("shows");
+    for m in ["CN", "KZ"] {
+        let kinds: BTreeSet<&str> = shown["receipts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["receiver"] == m)
+            .filter_map(|r| r["for"].as_str())
+            .collect();
+        assert!(kinds.contains("purged"), "{m}: {shown}");
+    }
     // UZ was down: it learns of the revocation when it comes back, from anyone.
     f.nodes.get_mut("UZ").expect("UZ").restart().await.expect("restarts");
     let uz = f.node("UZ");
