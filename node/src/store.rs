@@ -6,7 +6,6 @@
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
 //! | `R`    | record id                              | [`StoredRecord`]              |
-//! | `T`    | time, record id                        | (time index)                  |
 //! | `C`    | category, 0, time, record id           | (category index)              |
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
@@ -23,9 +22,11 @@
 //! | `J`    | member, seq, head                      | checkpoint a peer showed us   |
 //! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
 //!
-//! `V` (receipts, one key each) is no longer written: a receipt is kept in the
-//! `delivered` or `purged` audit entry that records it, and read back through the audit
-//! log's record index. Stores written before keep their `V` keys, unread.
+//! Two prefixes of earlier builds are no longer written, and stores that hold them keep
+//! them unread: `T` (a time index of records; listing every category merges the category
+//! index's per-category scans instead) and `V` (receipts; a receipt is kept in the
+//! `delivered` or `purged` audit entry that records it, found through the audit log's
+//! record index).
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
 //! order is time order. Values are encoded with `tamga_protocol::codec::encode_stored`.
@@ -229,7 +230,6 @@ impl WriteBatch {
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
         let t = time_key(r.header.created_ms);
         self.put(key(&[b"R", &r.id.0]), enc(r)?);
-        self.put(key(&[b"T", &t, &r.id.0]), Vec::new());
         self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
         Ok(())
     }
@@ -370,32 +370,71 @@ impl Store {
 
     /// Records matching `filter`, newest first, at most `limit`.
     pub fn records(&self, filter: &RecordFilter, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
-        // Scan the category index when a category is given, the time index otherwise;
-        // the other filters are checked per record.
-        let prefix = match &filter.category {
-            Some(c) => key(&[b"C", c.as_str().as_bytes(), &[0]]),
-            None => b"T".to_vec(),
+        // The category index is the only record index: a category filter scans its own
+        // category, no filter one scan per category held, merged newest first. The other
+        // filters are checked per record.
+        let prefixes = match &filter.category {
+            Some(c) => vec![key(&[b"C", c.as_str().as_bytes(), &[0]])],
+            None => self.category_prefixes()?,
         };
+        let since = filter.since_ms.map(time_key);
+        // Each scan with its next entry past the prefix (time, then record id), while one
+        // is left at or after `since`.
+        let step =
+            |len: usize, scan: &mut std::iter::Rev<sled::Iter>| -> Result<Option<Vec<u8>>, StoreError> {
+                let Some(kv) = scan.next() else { return Ok(None) };
+                let rest = kv?.0.get(len..).unwrap_or_default().to_vec();
+                Ok(since.is_none_or(|t| rest.get(..8).is_some_and(|r| r >= t.as_slice())).then_some(rest))
+            };
+        let mut scans = Vec::with_capacity(prefixes.len());
+        for p in &prefixes {
+            let mut scan = self.db.scan_prefix(p).rev();
+            let head = step(p.len(), &mut scan)?;
+            scans.push((p.len(), scan, head));
+        }
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix).rev() {
-            let (k, _) = kv?;
-            let rest = &k[prefix.len()..];
-            let (t, id) = rest.split_at(8.min(rest.len()));
-            if let Some(since) = filter.since_ms {
-                if t < time_key(since).as_slice() {
-                    break;
-                }
-            }
-            let id = RecordId::try_from_slice(id)
-                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad index key".into() })?;
+        while out.len() < limit {
+            let Some((len, scan, head)) =
+                scans.iter_mut().filter(|s| s.2.is_some()).max_by(|a, b| a.2.cmp(&b.2))
+            else {
+                break;
+            };
+            let rest = head.take().unwrap_or_default();
+            *head = step(*len, scan)?;
+            let id = rest.get(8..).and_then(RecordId::try_from_slice).ok_or_else(|| StoreError::Corrupt {
+                key: hex::encode(&rest),
+                why: "bad category index key".into(),
+            })?;
             let Some(r) = self.record(&id)? else { continue };
             if filter.origin.is_some_and(|o| o != r.header.origin) {
                 continue;
             }
             out.push(r);
-            if out.len() >= limit {
+        }
+        Ok(out)
+    }
+
+    /// The prefix (`C`, category, 0) of each category the index holds, found by seeking
+    /// from one category to the next rather than scanning their records.
+    fn category_prefixes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut from = b"C".to_vec();
+        while let Some(kv) = self.db.range(from.as_slice()..).next() {
+            let (k, _) = kv?;
+            if k.first() != Some(&b'C') {
                 break;
             }
+            let end = k.iter().position(|b| *b == 0).ok_or_else(|| StoreError::Corrupt {
+                key: hex::encode(&k),
+                why: "bad category index key".into(),
+            })?;
+            let prefix = k[..=end].to_vec();
+            // Past every key of this category: its terminating 0 raised to 1.
+            from = prefix.clone();
+            if let Some(last) = from.last_mut() {
+                *last = 1;
+            }
+            out.push(prefix);
         }
         Ok(out)
     }
@@ -885,19 +924,25 @@ mod tests {
             b.put_record(&rec(1, "ipr.mark", "RU", -5)).expect("enc");
             b.put_record(&rec(2, "ipr.mark", "KZ", 10)).expect("enc");
             b.put_record(&rec(3, "rms.method", "RU", 20)).expect("enc");
+            // A category whose name extends another's: listed in its place, never as it.
+            b.put_record(&rec(4, "ipr.marks", "UZ", 15)).expect("enc");
             s.commit(b).expect("commits");
             s.flush_blocking().expect("flushes");
         }
         let s = Store::open(dir.path()).expect("reopens");
-        assert_eq!(s.record_count().expect("counts"), 3);
-        let all = s.records(&RecordFilter::default(), 10).expect("lists");
-        assert_eq!(all.iter().map(|r| r.id.0[0]).collect::<Vec<_>>(), vec![3, 2, 1], "newest first");
+        assert_eq!(s.record_count().expect("counts"), 4);
+        let ids = |f: &RecordFilter, limit| {
+            s.records(f, limit).expect("lists").iter().map(|r| r.id.0[0]).collect::<Vec<_>>()
+        };
+        let all = RecordFilter::default();
+        assert_eq!(ids(&all, 10), vec![3, 4, 2, 1], "newest first, across categories");
+        assert_eq!(ids(&all, 2), vec![3, 4]);
         let f = RecordFilter { category: Some("ipr.mark".parse().expect("valid")), ..Default::default() };
-        assert_eq!(s.records(&f, 10).expect("lists").len(), 2);
+        assert_eq!(ids(&f, 10), vec![2, 1]);
         let f = RecordFilter { origin: Some("RU".parse().expect("valid")), ..Default::default() };
-        assert_eq!(s.records(&f, 10).expect("lists").len(), 2);
+        assert_eq!(ids(&f, 10), vec![3, 1]);
         let f = RecordFilter { since_ms: Some(0), ..Default::default() };
-        assert_eq!(s.records(&f, 10).expect("lists").len(), 2, "negative time sorts first");
+        assert_eq!(ids(&f, 10), vec![3, 4, 2], "negative time sorts first");
         let f = RecordFilter {
             category: Some("ipr.mark".parse().expect("valid")),
             origin: Some("KZ".parse().expect("valid")),
