@@ -74,6 +74,11 @@ pub enum StartError {
 pub struct PolicyCell(RwLock<Arc<Federation>>);
 
 impl PolicyCell {
+    /// A cell holding `fed` in force.
+    pub fn new(fed: Federation) -> PolicyCell {
+        PolicyCell(RwLock::new(Arc::new(fed)))
+    }
+
     /// The federation in force now.
     pub fn get(&self) -> Arc<Federation> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -165,7 +170,7 @@ impl Node {
         let store = Store::open(&dir).map_err(|source| StartError::Store { dir: dir.clone(), source })?;
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
-        let policy = Arc::new(PolicyCell(RwLock::new(Arc::new(fed))));
+        let policy = Arc::new(PolicyCell::new(fed));
         let (push_tx, push_rx) = tokio::sync::mpsc::channel(crate::sync::PUSH_QUEUE);
         let writer_task = WriterTask::new(
             store.clone(),

@@ -339,6 +339,7 @@ impl WriterTask {
         let mut received_answers = Vec::new();
         let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
         let mut purged_here: HashSet<(StreamKey, u64)> = HashSet::new();
+        let mut seqs = GroupSeqs::default();
         let mut feedback_answers: Vec<Answer<()>> = Vec::new();
         let mut audit_answers: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
         let (mut received, mut delivered) = (0u64, 0u64);
@@ -411,7 +412,9 @@ impl WriterTask {
                 }
                 Op::Received { from, items, withheld, reply } => {
                     durable = true;
-                    let r = self.store_received(from, items, withheld, &mut batch, &mut head, &mut seen, now);
+                    let r = self.store_received(
+                        from, items, withheld, &mut batch, &mut head, &mut seen, &mut seqs, now,
+                    );
                     if let Ok(flags) = &r {
                         received += flags.iter().filter(|n| **n).count() as u64;
                     }
@@ -666,22 +669,21 @@ impl WriterTask {
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         seen: &mut HashSet<RecordId>,
+        seqs: &mut GroupSeqs,
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut added: HashSet<(StreamKey, u64)> = HashSet::new();
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
-        let mut known = KnownSeqs::default();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
-            if added.contains(&(stream.clone(), seq)) || known.check(&self.store, &stream, seq)? {
+            if seqs.known(&self.store, &stream, seq)? {
                 flags.push(false);
                 continue;
             }
             if p.envelope.kind == EntryKind::Revoke {
                 self.apply_revocation(id, &p, from, batch, head, now)?;
-                added.insert((stream.clone(), seq));
+                seqs.add(&stream, seq);
                 touched.insert(stream);
                 flags.push(true);
                 continue;
@@ -691,7 +693,7 @@ impl WriterTask {
             if held == Some(false) {
                 // Revoked or expired here: keep the tombstone, never take the body back in.
                 batch.purge_projection(&stream, seq, p.envelope.expires_ms);
-                added.insert((stream.clone(), seq));
+                seqs.add(&stream, seq);
                 touched.insert(stream);
                 flags.push(false);
                 continue;
@@ -717,20 +719,20 @@ impl WriterTask {
                 .agreement(p.envelope.agreement.clone())
                 .reason(format!("{} #{} from {}", stream.origin, seq, from));
             self.append(batch, head, ev, now);
-            added.insert((stream.clone(), seq));
+            seqs.add(&stream, seq);
             touched.insert(stream);
             flags.push(true);
         }
         for (stream, seq) in withheld {
-            if !known.check(&self.store, &stream, seq)? {
+            if !seqs.known(&self.store, &stream, seq)? {
                 batch.put_withheld(&stream, seq);
             }
-            added.insert((stream.clone(), seq));
+            seqs.add(&stream, seq);
             touched.insert(stream);
         }
         for stream in touched {
-            let mut h = known.head(&self.store, &stream)?;
-            while added.contains(&(stream.clone(), h + 1)) || known.check(&self.store, &stream, h + 1)? {
+            let mut h = seqs.head(&self.store, &stream)?;
+            while seqs.known(&self.store, &stream, h + 1)? {
                 h += 1;
             }
             batch.set_stream_head(&stream, h);
@@ -739,38 +741,52 @@ impl WriterTask {
     }
 }
 
-/// What the store knew of each stream when a group of received projections began: its
-/// contiguous head and the first number known above it. A number at or below the head is
-/// known; one between the head and the first known above it is not, without a lookup;
-/// only the rest are looked up one by one. (Numbers this group adds are in its `added`.)
+/// The stream numbers of one write group: what the store knew of each stream when the
+/// group began (its contiguous head and the first number known above it) and what the
+/// group's ops have added since. Kept per group, not per op, so that two ops of one group
+/// on the same stream see each other's numbers and the later one never writes a lower
+/// head. A number at or below the head is known; one between the head and the first known
+/// above it is not, without a lookup; only the rest are looked up one by one.
 #[derive(Default)]
-struct KnownSeqs(HashMap<StreamKey, (u64, Option<u64>)>);
+struct GroupSeqs {
+    at_start: HashMap<StreamKey, (u64, Option<u64>)>,
+    added: HashSet<(StreamKey, u64)>,
+}
 
-impl KnownSeqs {
-    fn get(&mut self, store: &Store, stream: &StreamKey) -> Result<(u64, Option<u64>), StoreError> {
-        if let Some(v) = self.0.get(stream) {
+impl GroupSeqs {
+    fn at_start(&mut self, store: &Store, stream: &StreamKey) -> Result<(u64, Option<u64>), StoreError> {
+        if let Some(v) = self.at_start.get(stream) {
             return Ok(*v);
         }
         let head = store.stream_head(stream)?;
         let v = (head, store.next_known(stream, head)?);
-        self.0.insert(stream.clone(), v);
+        self.at_start.insert(stream.clone(), v);
         Ok(v)
     }
 
     /// The stream's contiguous head as stored when the group began.
     fn head(&mut self, store: &Store, stream: &StreamKey) -> Result<u64, StoreError> {
-        Ok(self.get(store, stream)?.0)
+        Ok(self.at_start(store, stream)?.0)
     }
 
-    /// Whether `seq` was held, known withheld or purged when the group began.
-    fn check(&mut self, store: &Store, stream: &StreamKey, seq: u64) -> Result<bool, StoreError> {
-        let (head, next) = self.get(store, stream)?;
+    /// Whether `seq` is held, known withheld or purged: in the store when the group began,
+    /// or added by the group since.
+    fn known(&mut self, store: &Store, stream: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        if self.added.contains(&(stream.clone(), seq)) {
+            return Ok(true);
+        }
+        let (head, next) = self.at_start(store, stream)?;
         match next {
             _ if seq <= head => Ok(true),
             None => Ok(false),
             Some(first) if seq < first => Ok(false),
             Some(_) => store.seq_known(stream, seq),
         }
+    }
+
+    /// Record that the group holds (or knows withheld) `seq`.
+    fn add(&mut self, stream: &StreamKey, seq: u64) {
+        self.added.insert((stream.clone(), seq));
     }
 }
 
@@ -908,5 +924,85 @@ impl WriterTask {
             self.append(batch, head, ev, now);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tamga_protocol::{Classification, Record, RecordHeader, SaltKey, Value};
+
+    use super::*;
+
+    /// Projections `seqs` of one stream of RU's, as a pull or a push would bring them.
+    fn projections(seqs: std::ops::RangeInclusive<u64>) -> Vec<(RecordId, Projection)> {
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let key = tamga_config::demo::demo_signing_key(ru);
+        seqs.map(|seq| {
+            let record = Record {
+                header: RecordHeader {
+                    category: "rms.method".parse().expect("valid"),
+                    classification: Classification::Public,
+                    origin: ru,
+                    created_ms: seq as i64,
+                    supersedes: None,
+                    expires_ms: None,
+                },
+                body: BTreeMap::from([("title".to_owned(), Value::Text(format!("method {seq}")))]),
+            };
+            let salted = SaltedRecord::new(record, &SaltKey::from_bytes([7; 32]));
+            let envelope = Envelope {
+                kind: EntryKind::Share,
+                agreement: "sco-rms-2013".parse().expect("valid"),
+                audience: vec!["KZ".parse().expect("valid")],
+                seq,
+                expires_ms: i64::MAX,
+            };
+            (salted.id, salted.project(|_| false, envelope, &key).expect("projects"))
+        })
+        .collect()
+    }
+
+    // Two ops on one stream drained into one write group: the later one sees the earlier
+    // one's numbers, so the stream head ends at the top of both, not below the first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn two_received_ops_of_one_group_on_one_stream_end_at_the_higher_head() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dir.path().join("federation");
+        std::fs::create_dir_all(&files).expect("mkdir");
+        crate::example::write_to(&files).expect("writes");
+        let kz: MemberCode = "KZ".parse().expect("valid");
+        let fed = Federation::load_files(
+            &files.join("roster.toml"),
+            &files.join("catalog.toml"),
+            &files.join("agreements"),
+            &files.join("policies/KZ.toml"),
+            kz,
+        )
+        .expect("loads");
+        let store = Store::open(&dir.path().join("store")).expect("opens");
+        let task = WriterTask::new(
+            store.clone(),
+            kz,
+            Arc::new(PolicyCell::new(fed)),
+            Arc::new(Metrics::default()),
+            tamga_config::demo::demo_signing_key(kz),
+            None,
+        )
+        .expect("writer");
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        // On one thread both ops are queued before the writer runs, so one group takes both.
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let (a, b) = tokio::join!(
+            writer.received(ru, projections(1..=3), Vec::new()),
+            writer.received(ru, projections(4..=5), Vec::new()),
+        );
+        assert_eq!(a.expect("stored"), vec![true; 3]);
+        assert_eq!(b.expect("stored"), vec![true; 2]);
+        let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
+        assert_eq!(store.stream_head(&stream).expect("reads"), 5);
+        drop(writer);
+        handle.await.expect("the writer ends");
     }
 }
