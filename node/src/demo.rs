@@ -185,17 +185,8 @@ fn prepare_keep(dir: &Path) -> Result<PathBuf> {
 /// Write a fixed free loopback API port into every node.toml (instead of port 0), so that
 /// a later `tamga run` listens where the printed commands will look.
 fn fix_api_ports(fed: &LocalFederation) -> Result<BTreeMap<MemberCode, u16>> {
-    // Hold every listener until all are chosen, so that no two nodes get the same port.
-    let listeners = fed
-        .nodes
-        .keys()
-        .map(|m| std::net::TcpListener::bind("127.0.0.1:0").map(|l| (*m, l)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let mut ports = BTreeMap::new();
-    for (m, l) in &listeners {
-        ports.insert(*m, l.local_addr()?.port());
-    }
-    drop(listeners);
+    let free = crate::localfed::free_loopback_ports(fed.nodes.len())?;
+    let ports: BTreeMap<MemberCode, u16> = fed.nodes.keys().copied().zip(free).collect();
     for (m, n) in &fed.nodes {
         let text = std::fs::read_to_string(&n.config_path)?;
         let from = "[api]\nlisten = \"127.0.0.1:0\"";

@@ -57,11 +57,38 @@ pub struct LocalFederation {
 
 /// Free loopback ports, one per example member (held only while choosing).
 pub fn free_ports() -> Result<BTreeMap<String, u16>> {
-    let listeners = EXAMPLE_MEMBERS
-        .iter()
-        .map(|m| std::net::TcpListener::bind("127.0.0.1:0").map(|l| ((*m).to_owned(), l)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(|(m, l)| Ok((m.clone(), l.local_addr()?.port()))).collect()
+    let ports = free_loopback_ports(EXAMPLE_MEMBERS.len())?;
+    Ok(EXAMPLE_MEMBERS.iter().map(|m| (*m).to_owned()).zip(ports).collect())
+}
+
+/// `n` distinct TCP ports free on loopback now, to be listened on a moment later.
+///
+/// They are taken below the kernel's ephemeral range (`ip_local_port_range`), from a
+/// random start: a port the kernel handed out for `:0` and then released could be handed
+/// to any other socket bound to `:0` before its listener binds it again, while a port below
+/// the range is never handed out that way.
+pub fn free_loopback_ports(n: usize) -> Result<Vec<u16>> {
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .filter(|low| *low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    let span = ephemeral_low - LOWEST;
+    let start = rand::random::<u16>() % span;
+    // Hold every listener until all are chosen, so that no port is chosen twice.
+    let mut held = Vec::with_capacity(n);
+    for k in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = LOWEST + (start + k) % span;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    anyhow::ensure!(held.len() == n, "found {} of {n} free loopback ports", held.len());
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// The oracle: the members that may hold a record — its origin, and every member of the
