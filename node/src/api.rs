@@ -492,13 +492,8 @@ async fn give_feedback(
 
 async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiError> {
     let fed = shared.fed();
-    let store = shared.store.clone();
-    let (records, head) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.record_count()?, store.audit_head()?))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    let records = shared.store.record_count();
+    let head = shared.store.audit_head().map_err(ApiError::internal)?;
     Ok(Json(json!({
         "member": shared.config.member.as_str(),
         "peer_id": shared.identity.peer_id().to_string(),
@@ -562,7 +557,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErro
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let n = shared.store.record_count().unwrap_or(0);
+    let n = shared.store.record_count();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render(n)).into_response()
 }
 

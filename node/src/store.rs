@@ -21,6 +21,7 @@
 //! | `K`    | audit seq                              | own signed checkpoint         |
 //! | `J`    | member, seq, head                      | checkpoint a peer showed us   |
 //! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
+//! | `M`    | `records`                              | how many `R` keys there are, u64 BE |
 //!
 //! Two prefixes of earlier builds are no longer written, and stores that hold them keep
 //! them unread: `T` (a time index of records; listing every category merges the category
@@ -33,8 +34,10 @@
 //!
 //! Nothing here decides anything; the writer task is the only caller of [`Store::commit`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
@@ -213,6 +216,8 @@ pub struct WriteBatch {
     /// Audit index postings gathered by [`WriteBatch::put_audit_index`]: index key prefix
     /// (kind, value) -> sequence numbers, written as a few keys when the batch is committed.
     postings: BTreeMap<Vec<u8>, Vec<u64>>,
+    /// The records written, so that [`Store::commit`] can count the new ones.
+    records: BTreeSet<RecordId>,
 }
 
 impl WriteBatch {
@@ -226,8 +231,9 @@ impl WriteBatch {
         self.ops += 1;
     }
 
-    /// A record and its indexes.
+    /// A record and its indexes (new, or replacing the one held).
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
+        self.records.insert(r.id);
         let t = time_key(r.header.created_ms);
         self.put(key(&[b"R", &r.id.0]), enc(r)?);
         self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
@@ -301,14 +307,19 @@ impl WriteBatch {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
+    /// How many records are held (`R` keys): kept in memory and under `Mrecords` by every
+    /// commit that adds one, so that status and metrics never scan the records.
+    records: Arc<AtomicU64>,
 }
+
+const RECORD_COUNT_KEY: &[u8] = b"Mrecords";
 
 impl Store {
     /// Open (or create) the store in `dir`. Fails if another process holds it or the
     /// schema version differs.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
-        let store = Store { db };
+        let store = Store { db, records: Arc::default() };
         match store.db.get(b"Mschema")? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
@@ -321,12 +332,30 @@ impl Store {
                 store.db.flush()?;
             }
         }
+        let count = match store.db.get(RECORD_COUNT_KEY)? {
+            Some(v) => u64_of(RECORD_COUNT_KEY, &v)?,
+            // Written by a build that did not keep the count: count once (the next commit
+            // that adds a record stores it).
+            None => store.count_records()?,
+        };
+        store.records.store(count, Ordering::Relaxed);
         Ok(store)
     }
 
-    /// Apply a batch atomically (not yet durable: see [`Store::flush`]).
-    pub fn commit(&self, b: WriteBatch) -> Result<(), StoreError> {
+    /// Apply a batch atomically (not yet durable: see [`Store::flush`]). The writer task
+    /// is the only caller, so the record count read here cannot change before it is stored.
+    pub fn commit(&self, mut b: WriteBatch) -> Result<(), StoreError> {
+        let mut count = self.records.load(Ordering::Relaxed);
+        if !b.records.is_empty() {
+            for id in std::mem::take(&mut b.records) {
+                if !self.has_record(&id)? {
+                    count += 1;
+                }
+            }
+            b.put(RECORD_COUNT_KEY.to_vec(), count.to_be_bytes().to_vec());
+        }
         self.db.apply_batch(b.seal())?;
+        self.records.store(count, Ordering::Relaxed);
         Ok(())
     }
 
@@ -439,8 +468,13 @@ impl Store {
         Ok(out)
     }
 
-    /// How many records are held.
-    pub fn record_count(&self) -> Result<u64, StoreError> {
+    /// How many records are held (live or tombstones).
+    pub fn record_count(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Count the records by reading them all.
+    fn count_records(&self) -> Result<u64, StoreError> {
         let mut n = 0;
         for kv in self.db.scan_prefix(b"R") {
             kv?;
@@ -657,6 +691,9 @@ impl Store {
             b.insert(k, v);
         }
         self.db.apply_batch(b)?;
+        let count = self.count_records()?;
+        self.db.insert(RECORD_COUNT_KEY, &count.to_be_bytes())?;
+        self.records.store(count, Ordering::Relaxed);
         self.db.flush()?;
         Ok(())
     }
@@ -916,6 +953,53 @@ mod tests {
     }
 
     #[test]
+    fn the_record_count_counts_each_record_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("opens");
+            let mut b = WriteBatch::default();
+            b.put_record(&rec(1, "ipr.mark", "RU", 1)).expect("enc");
+            // The same record twice in one batch, as a receive and a tombstone can put it.
+            b.put_record(&rec(2, "ipr.mark", "RU", 2)).expect("enc");
+            b.put_record(&rec(2, "ipr.mark", "RU", 2)).expect("enc");
+            s.commit(b).expect("commits");
+            assert_eq!(s.record_count(), 2);
+            // A record already held, replaced (a tombstone), and one new.
+            let mut b = WriteBatch::default();
+            let mut gone = rec(1, "ipr.mark", "RU", 1);
+            gone.state = RecordState::Revoked;
+            b.put_record(&gone).expect("enc");
+            b.put_record(&rec(3, "rms.method", "KZ", 3)).expect("enc");
+            s.commit(b).expect("commits");
+            assert_eq!(s.record_count(), 3);
+            // A batch without records leaves it alone.
+            let mut b = WriteBatch::default();
+            b.set_audit_indexed(7);
+            s.commit(b).expect("commits");
+            assert_eq!(s.record_count(), 3);
+            assert_eq!(s.count_records().expect("scans"), 3);
+            s.flush_blocking().expect("flushes");
+        }
+        {
+            let s = Store::open(dir.path()).expect("reopens");
+            assert_eq!(s.record_count(), 3, "kept under Mrecords");
+            // A store written before the count was kept: counted once when opened.
+            s.db.remove(RECORD_COUNT_KEY).expect("removes");
+            s.flush_blocking().expect("flushes");
+        }
+        let s = Store::open(dir.path()).expect("reopens");
+        assert_eq!(s.record_count(), 3, "counted when the key is missing");
+        // A restore counts what it loaded.
+        let pairs: Vec<_> = s.dump().collect::<Result<_, _>>().expect("dumps");
+        drop(s);
+        let other = tempfile::tempdir().expect("tempdir");
+        let r = Store::open(other.path()).expect("opens");
+        r.load_raw(pairs.into_iter().filter(|(k, _)| k.as_slice() != RECORD_COUNT_KEY).collect())
+            .expect("loads");
+        assert_eq!(r.record_count(), 3);
+    }
+
+    #[test]
     fn records_and_filters_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
@@ -930,7 +1014,7 @@ mod tests {
             s.flush_blocking().expect("flushes");
         }
         let s = Store::open(dir.path()).expect("reopens");
-        assert_eq!(s.record_count().expect("counts"), 4);
+        assert_eq!(s.record_count(), 4);
         let ids = |f: &RecordFilter, limit| {
             s.records(f, limit).expect("lists").iter().map(|r| r.id.0[0]).collect::<Vec<_>>()
         };
