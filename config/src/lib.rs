@@ -43,7 +43,7 @@ pub use decide::{
 pub use diff::{diff, PolicyDiff};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Pos, SourceFile};
 pub use federation::{Federation, Sources};
-pub use node::{ApiConfig, AuditConfig, LimitsConfig, NetworkConfig, NodeConfig};
+pub use node::{ApiConfig, AuditConfig, LimitsConfig, NetworkConfig, NodeConfig, StoreConfig};
 pub use policy::{AcceptRule, Members, Policy, ShareRule};
 pub use roster::{Member, PeerIdError, Role, Roster};
 

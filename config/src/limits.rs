@@ -46,6 +46,10 @@ pub const MAX_CONNECTIONS_LIMIT: u32 = 4096;
 pub const MIN_BODY_BYTES: usize = 1024;
 /// Largest `api.max_body_bytes` setting.
 pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+/// Smallest `store.cache_mb` setting, in MiB.
+pub const MIN_CACHE_MB: u64 = 4;
+/// Largest `store.cache_mb` setting, in MiB (64 GiB).
+pub const MAX_CACHE_MB: u64 = 64 * 1024;
 /// Longest interval setting (backoff, anti-entropy, checkpoint), in seconds: one day.
 pub const MAX_INTERVAL_SECS: u64 = 24 * 60 * 60;
 /// Milliseconds in a day, for agreement dates and retention.

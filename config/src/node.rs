@@ -1,5 +1,5 @@
 //! `node.toml`: one node's settings — which member it is, where its files and data are,
-//! and the network, per-peer limits, API and audit settings.
+//! and the network, per-peer limits, API, store and audit settings.
 //!
 //! This module owns the file format (every key with a doc comment and a named default,
 //! in the manner of Garage's `util/config.rs`) and [`NodeConfig::load`]. Paths in the
@@ -17,9 +17,9 @@ use toml::Spanned;
 
 use crate::error::{ConfigErrors, ErrorKind, SourceFile};
 use crate::limits::{
-    MAX_BODY_BYTES_LIMIT, MAX_BYTES_PER_SEC_LIMIT, MAX_CONNECTIONS_LIMIT, MAX_INTERVAL_SECS,
+    MAX_BODY_BYTES_LIMIT, MAX_BYTES_PER_SEC_LIMIT, MAX_CACHE_MB, MAX_CONNECTIONS_LIMIT, MAX_INTERVAL_SECS,
     MAX_LISTEN_ADDRS, MAX_MESSAGES_PER_SEC_LIMIT, MAX_OPEN_STREAMS_LIMIT, MAX_STREAM_READ_SECS,
-    MIN_BODY_BYTES, MIN_BYTES_PER_SEC,
+    MIN_BODY_BYTES, MIN_BYTES_PER_SEC, MIN_CACHE_MB,
 };
 use crate::parse::{self, AddrUse};
 
@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Local HTTP API settings.
     pub api: ApiConfig,
+    /// Local store settings.
+    pub store: StoreConfig,
     /// Audit log settings.
     pub audit: AuditConfig,
 }
@@ -116,6 +118,15 @@ pub struct ApiConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for HTTPS.
     pub tls_key: Option<PathBuf>,
+}
+
+/// `[store]`: the local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The store's page cache, in MiB: the most of the store it keeps decoded in memory,
+    /// and so most of the node's resident memory once it holds more than this. Below what
+    /// writing touches, writes re-read pages from disk. Default: [`default_cache_mb`].
+    pub cache_mb: u64,
 }
 
 /// `[audit]`: the local audit log.
@@ -189,6 +200,10 @@ pub fn default_api_listen() -> SocketAddr {
 pub fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+/// Default `store.cache_mb`.
+pub fn default_cache_mb() -> u64 {
+    64
+}
 /// Default `audit.checkpoint_every`.
 pub fn default_checkpoint_every() -> u64 {
     1000
@@ -237,6 +252,12 @@ impl Default for ApiConfig {
     }
 }
 
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_mb: default_cache_mb() }
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
@@ -276,6 +297,8 @@ struct RawNode {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     audit: RawAudit,
 }
 
@@ -307,6 +330,12 @@ struct RawApi {
     max_body_bytes: Option<Spanned<i64>>,
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    cache_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -468,6 +497,15 @@ impl NodeConfig {
                 default_report_secs(),
             ),
         };
+        let store = StoreConfig {
+            cache_mb: int(
+                "store.cache_mb",
+                &raw.store.cache_mb,
+                MIN_CACHE_MB,
+                MAX_CACHE_MB,
+                default_cache_mb(),
+            ),
+        };
         let audit = AuditConfig {
             checkpoint_every: int(
                 "audit.checkpoint_every",
@@ -536,6 +574,7 @@ impl NodeConfig {
                 network,
                 limits,
                 api: ApiConfig { listen, max_body_bytes, tls_cert, tls_key },
+                store,
                 audit,
             }),
             _ => Err(ConfigErrors::sorted(errs)),

@@ -739,3 +739,24 @@ fn node_toml_limits_defaults_values_and_errors() {
     let errs = r.expect_err("unknown key");
     assert_eq!(errs.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![ErrorKind::UnknownKey], "{errs}");
 }
+
+#[test]
+fn node_toml_store_cache() {
+    let (_dir, cfg) = load_node(NODE);
+    assert_eq!(cfg.unwrap_or_else(|e| panic!("{e}")).store.cache_mb, tamga_config::node::default_cache_mb());
+
+    let (_dir, cfg) = load_node(&format!("{NODE}\n[store]\ncache_mb = 512\n"));
+    assert_eq!(cfg.unwrap_or_else(|e| panic!("{e}")).store.cache_mb, 512);
+
+    // `[store]` is line 16; both bounds refused at the value, with the key named.
+    for bad in ["0", "3", "65537", "-64"] {
+        let (_dir, r) = load_node(&format!("{NODE}\n[store]\ncache_mb = {bad}\n"));
+        let errs = r.expect_err("out of range");
+        let got: Vec<(ErrorKind, usize, usize)> = errs.iter().map(|e| (e.kind, e.line, e.col)).collect();
+        assert_eq!(got, vec![(ErrorKind::Invalid, 17, 12)], "{bad}: {errs}");
+        assert!(errs.0[0].message.contains("store.cache_mb"), "{errs}");
+    }
+    let (_dir, r) = load_node(&format!("{NODE}\n[store]\ncache = 64\n"));
+    let errs = r.expect_err("unknown key");
+    assert_eq!(errs.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![ErrorKind::UnknownKey], "{errs}");
+}

@@ -167,7 +167,8 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         let (identity, tokens, fed) = load(&config)?;
         let dir = config.data_dir.join(STORE_DIR);
-        let store = Store::open(&dir).map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        let store = Store::open_with_cache(&dir, config.store.cache_mb)
+            .map_err(|source| StartError::Store { dir: dir.clone(), source })?;
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let policy = Arc::new(PolicyCell::new(fed));

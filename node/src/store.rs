@@ -318,7 +318,16 @@ impl Store {
     /// Open (or create) the store in `dir`. Fails if another process holds it or the
     /// schema version differs.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        Store::open_with_cache(dir, tamga_config::node::default_cache_mb())
+    }
+
+    /// [`Store::open`] with a page cache of `cache_mb` MiB (node.toml `store.cache_mb`).
+    pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
+            .open()?;
         let store = Store { db, records: Arc::default() };
         match store.db.get(b"Mschema")? {
             Some(v) => {
