@@ -5,7 +5,7 @@
 //! | prefix | key                                    | value                         |
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
-//! | `R`    | record id                              | [`StoredRecord`]              |
+//! | `R`    | record id                              | [`StoredRecord`] (a live received one without its body, which its projection holds) |
 //! | `C`    | category, 0, time, record id           | (category index)              |
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
@@ -198,6 +198,13 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     encode_stored(v).map_err(|e| StoreError::Engine(format!("encode: {e}")))
 }
 
+/// Whether a record's body is its projection's revealed fields, kept only there: a live
+/// received record's. (A store written before this kept the body in the record too; such a
+/// record is read as it was stored.)
+fn body_in_projection(r: &StoredRecord) -> bool {
+    matches!(r.source, Source::Received { .. }) && r.state == RecordState::Live
+}
+
 fn dec<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
     decode_stored(v).map_err(|e| StoreError::Corrupt { key: hex::encode(k), why: e.to_string() })
 }
@@ -231,11 +238,27 @@ impl WriteBatch {
         self.ops += 1;
     }
 
-    /// A record and its indexes (new, or replacing the one held).
+    /// A record and its indexes (new, or replacing the one held). A live received record
+    /// is kept without its body: the body is its projection's revealed fields, and the
+    /// projection is kept beside it (see [`Store::record`]).
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
         self.records.insert(r.id);
         let t = time_key(r.header.created_ms);
-        self.put(key(&[b"R", &r.id.0]), enc(r)?);
+        let value = if body_in_projection(r) {
+            enc(&StoredRecord {
+                id: r.id,
+                header: r.header.clone(),
+                body: BTreeMap::new(),
+                withheld: r.withheld,
+                source: r.source.clone(),
+                stored_ms: r.stored_ms,
+                salts: BTreeMap::new(),
+                state: r.state,
+            })?
+        } else {
+            enc(r)?
+        };
+        self.put(key(&[b"R", &r.id.0]), value);
         self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
         Ok(())
     }
@@ -383,7 +406,7 @@ impl Store {
     /// Whether a record is held live (`Some(true)`), as a tombstone (`Some(false)`), or not
     /// at all (`None`).
     pub fn record_is_live(&self, id: &RecordId) -> Result<Option<bool>, StoreError> {
-        Ok(self.record(id)?.map(|r| r.state == RecordState::Live))
+        Ok(self.record_as_stored(id)?.map(|r| r.state == RecordState::Live))
     }
 
     /// Whether a record is held.
@@ -391,10 +414,30 @@ impl Store {
         Ok(self.db.contains_key(key(&[b"R", &id.0]))?)
     }
 
-    /// One record.
+    /// One record, with its body.
     pub fn record(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
+        self.record_as_stored(id)?.map(|r| self.with_body(r)).transpose()
+    }
+
+    /// One record as stored: a live received record without its body.
+    fn record_as_stored(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
         let k = key(&[b"R", &id.0]);
         self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    /// A live received record's body, from the projection it was first received in.
+    fn with_body(&self, mut r: StoredRecord) -> Result<StoredRecord, StoreError> {
+        if let (true, true, Source::Received { agreement, .. }) =
+            (body_in_projection(&r), r.body.is_empty(), &r.source)
+        {
+            let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
+            if let Some(seq) = self.projection_seq(&r.id, agreement)? {
+                if let Some(p) = self.projection(&stream, seq)? {
+                    r.body = p.revealed_body();
+                }
+            }
+        }
+        Ok(r)
     }
 
     /// An own record with its salts (what is needed to project it).
@@ -443,11 +486,11 @@ impl Store {
                 key: hex::encode(&rest),
                 why: "bad category index key".into(),
             })?;
-            let Some(r) = self.record(&id)? else { continue };
+            let Some(r) = self.record_as_stored(&id)? else { continue };
             if filter.origin.is_some_and(|o| o != r.header.origin) {
                 continue;
             }
-            out.push(r);
+            out.push(self.with_body(r)?);
         }
         Ok(out)
     }
@@ -1006,6 +1049,71 @@ mod tests {
         r.load_raw(pairs.into_iter().filter(|(k, _)| k.as_slice() != RECORD_COUNT_KEY).collect())
             .expect("loads");
         assert_eq!(r.record_count(), 3);
+    }
+
+    #[test]
+    fn a_received_record_is_read_with_its_projections_body() {
+        use tamga_protocol::{EntryKind, Envelope, Record, SaltKey};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let agreement: AgreementId = "sco-rms-2013".parse().expect("valid");
+        let record = Record {
+            header: RecordHeader {
+                category: "rms.method".parse().expect("valid"),
+                classification: Classification::Public,
+                origin: ru,
+                created_ms: 1,
+                supersedes: None,
+                expires_ms: None,
+            },
+            body: BTreeMap::from([
+                ("title".to_owned(), Value::Text("a method".into())),
+                ("summary".to_owned(), Value::Text("withheld from KZ".into())),
+            ]),
+        };
+        let salted = SaltedRecord::new(record, &SaltKey::from_bytes([7; 32]));
+        let envelope = Envelope {
+            kind: EntryKind::Share,
+            agreement: agreement.clone(),
+            audience: vec!["KZ".parse().expect("valid")],
+            seq: 1,
+            expires_ms: i64::MAX,
+        };
+        let p = salted
+            .project(|f| f == "summary", envelope, &tamga_config::demo::demo_signing_key(ru))
+            .expect("projects");
+        let received = StoredRecord {
+            id: salted.id,
+            header: p.header.clone(),
+            body: p.revealed_body(),
+            withheld: 1,
+            source: Source::Received { from: ru, agreement },
+            stored_ms: 2,
+            salts: BTreeMap::new(),
+            state: RecordState::Live,
+        };
+        assert_eq!(received.body.keys().collect::<Vec<_>>(), vec!["title"]);
+        let mut b = WriteBatch::default();
+        b.put_record(&received).expect("enc");
+        b.put_projection(&salted.id, &p).expect("enc");
+        s.commit(b).expect("commits");
+        let stored = s.record_as_stored(&salted.id).expect("reads").expect("held");
+        assert!(stored.body.is_empty(), "kept once, in the projection");
+        assert_eq!(s.record(&salted.id).expect("reads"), Some(received.clone()));
+        assert_eq!(s.records(&RecordFilter::default(), 10).expect("lists"), vec![received.clone()]);
+
+        // Stored with its body by an earlier build: read as stored.
+        s.db.insert(key(&[b"R", &salted.id.0]), enc(&received).expect("enc")).expect("writes");
+        assert_eq!(s.record(&salted.id).expect("reads"), Some(received.clone()));
+
+        // A tombstone has no body, and none is read into it.
+        let mut b = WriteBatch::default();
+        b.put_record(&StoredRecord { body: BTreeMap::new(), state: RecordState::Revoked, ..received })
+            .expect("enc");
+        s.commit(b).expect("commits");
+        let gone = s.record(&salted.id).expect("reads").expect("held");
+        assert!(gone.body.is_empty() && gone.state == RecordState::Revoked);
     }
 
     #[test]
