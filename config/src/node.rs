@@ -124,8 +124,9 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// The store's page cache, in MiB: the most of the store it keeps decoded in memory,
-    /// and so most of the node's resident memory once it holds more than this. Below what
-    /// writing touches, writes re-read pages from disk. Default: [`default_cache_mb`].
+    /// and so most of the node's resident memory once it holds more than this. A cache
+    /// smaller than what writes touch makes them re-read pages from disk.
+    /// Default: [`default_cache_mb`].
     pub cache_mb: u64,
 }
 

@@ -427,15 +427,14 @@ impl Store {
 
     /// A live received record's body, from the projection it was first received in.
     fn with_body(&self, mut r: StoredRecord) -> Result<StoredRecord, StoreError> {
-        if let (true, true, Source::Received { agreement, .. }) =
-            (body_in_projection(&r), r.body.is_empty(), &r.source)
-        {
-            let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
-            if let Some(seq) = self.projection_seq(&r.id, agreement)? {
-                if let Some(p) = self.projection(&stream, seq)? {
-                    r.body = p.revealed_body();
-                }
-            }
+        let Source::Received { agreement, .. } = &r.source else { return Ok(r) };
+        if !body_in_projection(&r) || !r.body.is_empty() {
+            return Ok(r);
+        }
+        let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
+        let Some(seq) = self.projection_seq(&r.id, agreement)? else { return Ok(r) };
+        if let Some(p) = self.projection(&stream, seq)? {
+            r.body = p.revealed_body();
         }
         Ok(r)
     }

@@ -702,7 +702,9 @@ impl WriterTask {
                 let r = StoredRecord {
                     id,
                     header: p.header.clone(),
-                    body: p.revealed_body(),
+                    // Its body is the projection's revealed fields: the store keeps them
+                    // only in the projection, and reads them from there.
+                    body: std::collections::BTreeMap::new(),
                     withheld: p.withheld.len() as u32,
                     source: Source::Received { from, agreement: p.envelope.agreement.clone() },
                     stored_ms: now,
