@@ -35,6 +35,7 @@
 //! Nothing here decides anything; the writer task is the only caller of [`Store::commit`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -215,34 +216,88 @@ fn u64_of(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt { key: hex::encode(k), why: "not 8 bytes".into() })
 }
 
-/// A set of writes applied atomically by [`Store::commit`].
+/// A set of writes applied atomically by [`Store::commit`]. Until then it can be read
+/// through ([`Store::pending`]) and its latest writes undone ([`WriteBatch::rollback`]).
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    inner: sled::Batch,
-    ops: usize,
-    /// Audit index postings gathered by [`WriteBatch::put_audit_index`]: index key prefix
-    /// (kind, value) -> sequence numbers, written as a few keys when the batch is committed.
-    postings: BTreeMap<Vec<u8>, Vec<u64>>,
+    /// Key -> its new value, `None` when removed.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each write in order, with what it replaced in `writes` (`None`: nothing), so that
+    /// the writes since a [`Savepoint`] can be undone newest first.
+    undo: Vec<(Vec<u8>, Replaced)>,
+    /// Audit index postings gathered by [`WriteBatch::put_audit_index`]: (index key prefix
+    /// (kind, value), sequence number), grouped into a few keys when the batch is committed.
+    postings: Vec<(Vec<u8>, u64)>,
     /// The records written, so that [`Store::commit`] can count the new ones.
-    records: BTreeSet<RecordId>,
+    records: Vec<RecordId>,
+}
+
+/// What a write replaced in a [`WriteBatch`]: the batch's earlier write of the key, or
+/// (`None`) nothing.
+type Replaced = Option<Option<Vec<u8>>>;
+
+/// How far a [`WriteBatch`] had got, to undo what was added after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Savepoint {
+    undo: usize,
+    postings: usize,
+    records: usize,
 }
 
 impl WriteBatch {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.ops == 0
+        self.undo.is_empty() && self.postings.is_empty()
+    }
+
+    /// Where the batch is now.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint { undo: self.undo.len(), postings: self.postings.len(), records: self.records.len() }
+    }
+
+    /// Undo everything added since `sp`, as if it had never been.
+    pub fn rollback(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.undo {
+            let Some((k, before)) = self.undo.pop() else { break };
+            match before {
+                Some(v) => self.writes.insert(k, v),
+                None => self.writes.remove(&k),
+            };
+        }
+        self.postings.truncate(sp.postings);
+        self.records.truncate(sp.records);
+    }
+
+    fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
+        let before = self.writes.insert(k.clone(), v);
+        self.undo.push((k, before));
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.inner.insert(k, v);
-        self.ops += 1;
+        self.write(k, Some(v));
+    }
+
+    fn remove(&mut self, k: Vec<u8>) {
+        self.write(k, None);
+    }
+
+    /// Whether the batch holds, knows withheld or purged `seq` of a stream (its own
+    /// writes only; see [`View::seq_known`] for the store with them).
+    pub fn knows_seq(&self, s: &StreamKey, seq: u64) -> bool {
+        let at = |space: &[u8; 1]| key(&[&stream_space(space, s), &seq.to_be_bytes()]);
+        [b"P", b"W", b"G"].into_iter().any(|space| matches!(self.written(&at(space)), Some(Some(_))))
+    }
+
+    /// What the batch wrote under `k`: `Some(None)` if it removed it, `None` if untouched.
+    fn written(&self, k: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes.get(k).map(|v| v.as_deref())
     }
 
     /// A record and its indexes (new, or replacing the one held). A live received record
     /// is kept without its body: the body is its projection's revealed fields, and the
     /// projection is kept beside it (see [`Store::record`]).
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
-        self.records.insert(r.id);
+        self.records.push(r.id);
         let t = time_key(r.header.created_ms);
         let value = if body_in_projection(r) {
             enc(&StoredRecord {
@@ -291,8 +346,8 @@ impl WriteBatch {
     pub fn purge_projection(&mut self, s: &StreamKey, seq: u64, expires_ms: i64) {
         let mut k = stream_prefix(s);
         k.extend_from_slice(&seq.to_be_bytes());
-        self.inner.remove(k);
-        self.inner.remove(expiry_key(expires_ms, s, seq));
+        self.remove(k);
+        self.remove(expiry_key(expires_ms, s, seq));
         self.put(gone_key(s, seq), Vec::new());
     }
 
@@ -310,8 +365,7 @@ impl WriteBatch {
 
     /// Feedback delivered: out of the outbox.
     pub fn remove_feedback_outbox(&mut self, record: &RecordId, origin: MemberCode) {
-        self.inner.remove(key(&[b"B", &record.0, &origin.as_bytes()]));
-        self.ops += 1;
+        self.remove(key(&[b"B", &record.0, &origin.as_bytes()]));
     }
 
     /// Mark a sequence number as known withheld from this node.
@@ -323,6 +377,195 @@ impl WriteBatch {
     pub fn put_audit(&mut self, seq: u64, entry: &[u8], hash: &Digest) {
         self.put(key(&[b"A", &seq.to_be_bytes()]), key(&[&hash.0, entry]));
         self.put(b"H".to_vec(), key(&[&seq.to_be_bytes(), &hash.0]));
+    }
+}
+
+/// Reads of the store: as committed ([`Store::view`]), or as it will be once a batch not
+/// yet committed is ([`Store::pending`]) — the batch's writes first, then what is stored.
+/// The writer reads through the second, so that the ops of one write group see each
+/// other's writes (a revocation the share stored a moment before, a share the tombstone
+/// written a moment before). The batch's audit index postings are not read through.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    db: &'a sled::Db,
+    pending: Option<&'a WriteBatch>,
+}
+
+/// A value read through a [`View`].
+enum Got<'a> {
+    Stored(sled::IVec),
+    Pending(&'a [u8]),
+}
+
+impl std::ops::Deref for Got<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Got::Stored(v) => v,
+            Got::Pending(v) => v,
+        }
+    }
+}
+
+impl<'a> View<'a> {
+    fn get(&self, k: &[u8]) -> Result<Option<Got<'a>>, StoreError> {
+        if let Some(w) = self.pending.and_then(|b| b.written(k)) {
+            return Ok(w.map(Got::Pending));
+        }
+        Ok(self.db.get(k)?.map(Got::Stored))
+    }
+
+    fn contains(&self, k: &[u8]) -> Result<bool, StoreError> {
+        match self.pending.and_then(|b| b.written(k)) {
+            Some(w) => Ok(w.is_some()),
+            None => Ok(self.db.contains_key(k)?),
+        }
+    }
+
+    /// The first key in `lo..=hi`.
+    fn first_key(&self, lo: &[u8], hi: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stored = None;
+        for kv in self.db.range(lo..=hi) {
+            let (k, _) = kv?;
+            // A key the batch wrote or removed is judged by the batch, below.
+            if self.pending.and_then(|b| b.written(&k)).is_none() {
+                stored = Some(k.to_vec());
+                break;
+            }
+        }
+        let written = self.pending.and_then(|b| {
+            b.writes.range::<[u8], _>((Bound::Included(lo), Bound::Included(hi))).find(|(_, v)| v.is_some())
+        });
+        Ok(match (stored, written) {
+            (Some(a), Some((b, _))) => Some(a.min(b.clone())),
+            (a, b) => a.or_else(|| b.map(|(k, _)| k.clone())),
+        })
+    }
+
+    /// Every key and value under `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        if let Some(b) = self.pending {
+            let written = b.writes.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+            for (k, v) in written.take_while(|(k, _)| k.starts_with(prefix)) {
+                match v {
+                    Some(v) => out.insert(k.clone(), v.clone()),
+                    None => out.remove(k),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a record is held live (`Some(true)`), as a tombstone (`Some(false)`), or not
+    /// at all (`None`).
+    pub fn record_is_live(&self, id: &RecordId) -> Result<Option<bool>, StoreError> {
+        Ok(self.record_as_stored(id)?.map(|r| r.state == RecordState::Live))
+    }
+
+    /// Whether a record is held.
+    pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
+        self.contains(&key(&[b"R", &id.0]))
+    }
+
+    /// One record, with its body.
+    pub fn record(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
+        self.record_as_stored(id)?.map(|r| self.with_body(r)).transpose()
+    }
+
+    /// One record as stored: a live received record without its body.
+    fn record_as_stored(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
+        let k = key(&[b"R", &id.0]);
+        self.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    /// A live received record's body, from the projection it was first received in.
+    fn with_body(&self, mut r: StoredRecord) -> Result<StoredRecord, StoreError> {
+        let Source::Received { agreement, .. } = &r.source else { return Ok(r) };
+        if !body_in_projection(&r) || !r.body.is_empty() {
+            return Ok(r);
+        }
+        let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
+        let Some(seq) = self.projection_seq(&r.id, agreement)? else { return Ok(r) };
+        if let Some(p) = self.projection(&stream, seq)? {
+            r.body = p.revealed_body();
+        }
+        Ok(r)
+    }
+
+    /// An own record with its salts (what is needed to project it).
+    pub fn salted(&self, id: &RecordId) -> Result<Option<SaltedRecord>, StoreError> {
+        Ok(self.record(id)?.filter(|r| r.source == Source::Local).map(|r| SaltedRecord {
+            id: r.id,
+            record: tamga_protocol::Record { header: r.header, body: r.body },
+            salts: r.salts,
+        }))
+    }
+
+    /// The highest sequence number known in a stream (0 when none).
+    pub fn stream_head(&self, s: &StreamKey) -> Result<u64, StoreError> {
+        let k = stream_meta_key(s);
+        self.get(&k)?.map(|v| u64_of(&k, &v)).transpose().map(|o| o.unwrap_or(0))
+    }
+
+    /// Whether a sequence number of a stream is held or known withheld.
+    pub fn seq_known(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        let mut p = stream_prefix(s);
+        p.extend_from_slice(&seq.to_be_bytes());
+        Ok(self.contains(&p)? || self.contains(&withheld_key(s, seq))? || self.is_gone(s, seq)?)
+    }
+
+    /// The smallest sequence number above `after` that is held, known withheld or purged
+    /// in a stream, if any: every number between `after` and it is unknown here. One
+    /// lookup per keyspace instead of three per number (see [`View::seq_known`]).
+    pub fn next_known(&self, s: &StreamKey, after: u64) -> Result<Option<u64>, StoreError> {
+        let Some(first) = after.checked_add(1) else { return Ok(None) };
+        let mut best: Option<u64> = None;
+        for space in [b"P", b"W", b"G"] {
+            let base = stream_space(space, s);
+            let lo = key(&[&base, &first.to_be_bytes()]);
+            let hi = key(&[&base, &u64::MAX.to_be_bytes()]);
+            if let Some(k) = self.first_key(&lo, &hi)? {
+                let seq = u64_of(&k, &k[base.len()..])?;
+                best = Some(best.map_or(seq, |b| b.min(seq)));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Whether a sequence number of a stream was purged here (expired or revoked).
+    pub fn is_gone(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        self.contains(&gone_key(s, seq))
+    }
+
+    /// The sequence number of a record's projection under an agreement, if held.
+    pub fn projection_seq(&self, id: &RecordId, agreement: &AgreementId) -> Result<Option<u64>, StoreError> {
+        let k = key(&[b"X", &id.0, agreement.as_str().as_bytes()]);
+        self.get(&k)?.map(|v| u64_of(&k, &v)).transpose()
+    }
+
+    /// The projection at `seq` in a stream.
+    pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
+        let mut k = stream_prefix(s);
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    }
+
+    /// The agreements (and sequence numbers) under which a record was projected.
+    pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
+        let prefix = key(&[b"X", &id.0]);
+        let mut out = Vec::new();
+        for (k, v) in self.scan_prefix(&prefix)? {
+            let name = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok());
+            let agreement = name
+                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad agreement".into() })?;
+            out.push((agreement, u64_of(&k, &v)?));
+        }
+        Ok(out)
     }
 }
 
@@ -379,8 +622,9 @@ impl Store {
     pub fn commit(&self, mut b: WriteBatch) -> Result<(), StoreError> {
         let mut count = self.records.load(Ordering::Relaxed);
         if !b.records.is_empty() {
-            for id in std::mem::take(&mut b.records) {
-                if !self.has_record(&id)? {
+            let ids: BTreeSet<RecordId> = std::mem::take(&mut b.records).into_iter().collect();
+            for id in ids {
+                if !self.view().has_record(&id)? {
                     count += 1;
                 }
             }
@@ -403,49 +647,49 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a record is held live (`Some(true)`), as a tombstone (`Some(false)`), or not
-    /// at all (`None`).
-    pub fn record_is_live(&self, id: &RecordId) -> Result<Option<bool>, StoreError> {
-        Ok(self.record_as_stored(id)?.map(|r| r.state == RecordState::Live))
+    /// Reads of what is committed.
+    pub fn view(&self) -> View<'_> {
+        View { db: &self.db, pending: None }
     }
 
-    /// Whether a record is held.
-    pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(key(&[b"R", &id.0]))?)
+    /// Reads of what will be committed once `batch` is.
+    pub fn pending<'a>(&'a self, batch: &'a WriteBatch) -> View<'a> {
+        View { db: &self.db, pending: Some(batch) }
     }
 
     /// One record, with its body.
     pub fn record(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
-        self.record_as_stored(id)?.map(|r| self.with_body(r)).transpose()
+        self.view().record(id)
     }
 
-    /// One record as stored: a live received record without its body.
-    fn record_as_stored(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
-        let k = key(&[b"R", &id.0]);
-        self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
+    /// The highest sequence number known in a stream (0 when none).
+    pub fn stream_head(&self, s: &StreamKey) -> Result<u64, StoreError> {
+        self.view().stream_head(s)
     }
 
-    /// A live received record's body, from the projection it was first received in.
-    fn with_body(&self, mut r: StoredRecord) -> Result<StoredRecord, StoreError> {
-        let Source::Received { agreement, .. } = &r.source else { return Ok(r) };
-        if !body_in_projection(&r) || !r.body.is_empty() {
-            return Ok(r);
-        }
-        let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
-        let Some(seq) = self.projection_seq(&r.id, agreement)? else { return Ok(r) };
-        if let Some(p) = self.projection(&stream, seq)? {
-            r.body = p.revealed_body();
-        }
-        Ok(r)
+    /// See [`View::next_known`].
+    pub fn next_known(&self, s: &StreamKey, after: u64) -> Result<Option<u64>, StoreError> {
+        self.view().next_known(s, after)
     }
 
-    /// An own record with its salts (what is needed to project it).
-    pub fn salted(&self, id: &RecordId) -> Result<Option<SaltedRecord>, StoreError> {
-        Ok(self.record(id)?.filter(|r| r.source == Source::Local).map(|r| SaltedRecord {
-            id: r.id,
-            record: tamga_protocol::Record { header: r.header, body: r.body },
-            salts: r.salts,
-        }))
+    /// Whether a sequence number of a stream was purged here (expired or revoked).
+    pub fn is_gone(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        self.view().is_gone(s, seq)
+    }
+
+    /// The sequence number of a record's projection under an agreement, if held.
+    pub fn projection_seq(&self, id: &RecordId, agreement: &AgreementId) -> Result<Option<u64>, StoreError> {
+        self.view().projection_seq(id, agreement)
+    }
+
+    /// The projection at `seq` in a stream.
+    pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
+        self.view().projection(s, seq)
+    }
+
+    /// The agreements (and sequence numbers) under which a record was projected.
+    pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
+        self.view().projections_of(id)
     }
 
     /// Records matching `filter`, newest first, at most `limit`.
@@ -485,11 +729,11 @@ impl Store {
                 key: hex::encode(&rest),
                 why: "bad category index key".into(),
             })?;
-            let Some(r) = self.record_as_stored(&id)? else { continue };
+            let Some(r) = self.view().record_as_stored(&id)? else { continue };
             if filter.origin.is_some_and(|o| o != r.header.origin) {
                 continue;
             }
-            out.push(self.with_body(r)?);
+            out.push(self.view().with_body(r)?);
         }
         Ok(out)
     }
@@ -534,12 +778,6 @@ impl Store {
         Ok(n)
     }
 
-    /// The highest sequence number known in a stream (0 when none).
-    pub fn stream_head(&self, s: &StreamKey) -> Result<u64, StoreError> {
-        let k = stream_meta_key(s);
-        self.db.get(&k)?.map(|v| u64_of(&k, &v)).transpose().map(|o| o.unwrap_or(0))
-    }
-
     /// Every stream this node holds something of, with its head.
     pub fn streams(&self) -> Result<Vec<(StreamKey, u64)>, StoreError> {
         let mut out = Vec::new();
@@ -555,40 +793,6 @@ impl Store {
             out.push((StreamKey { origin, agreement }, u64_of(&k, &v)?));
         }
         Ok(out)
-    }
-
-    /// Whether a sequence number of a stream is held or known withheld.
-    pub fn seq_known(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
-        let mut p = stream_prefix(s);
-        p.extend_from_slice(&seq.to_be_bytes());
-        if self.db.contains_key(&p)? {
-            return Ok(true);
-        }
-        Ok(self.db.contains_key(withheld_key(s, seq))? || self.is_gone(s, seq)?)
-    }
-
-    /// The smallest sequence number above `after` that is held, known withheld or purged
-    /// in a stream, if any: every number between `after` and it is unknown here. One
-    /// lookup per keyspace instead of three per number (see [`Store::seq_known`]).
-    pub fn next_known(&self, s: &StreamKey, after: u64) -> Result<Option<u64>, StoreError> {
-        let Some(first) = after.checked_add(1) else { return Ok(None) };
-        let mut best: Option<u64> = None;
-        for space in [b"P", b"W", b"G"] {
-            let base = stream_space(space, s);
-            let lo = key(&[&base, &first.to_be_bytes()]);
-            let hi = key(&[&base, &u64::MAX.to_be_bytes()]);
-            if let Some(kv) = self.db.range(lo..=hi).next() {
-                let (k, _) = kv?;
-                let seq = u64_of(&k, &k[base.len()..])?;
-                best = Some(best.map_or(seq, |b| b.min(seq)));
-            }
-        }
-        Ok(best)
-    }
-
-    /// Whether a sequence number of a stream was purged here (expired or revoked).
-    pub fn is_gone(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(gone_key(s, seq))?)
     }
 
     /// Projections whose expiry is at or before `now_ms`: (stream, seq, expiry), at most `limit`.
@@ -613,12 +817,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The sequence number of a record's projection under an agreement, if held.
-    pub fn projection_seq(&self, id: &RecordId, agreement: &AgreementId) -> Result<Option<u64>, StoreError> {
-        let k = key(&[b"X", &id.0, agreement.as_str().as_bytes()]);
-        self.db.get(&k)?.map(|v| u64_of(&k, &v)).transpose()
-    }
-
     /// Held sequence numbers of a stream above `after`, in order, at most `limit`.
     pub fn held_above(&self, s: &StreamKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
         let prefix = stream_prefix(s);
@@ -630,13 +828,6 @@ impl Store {
             out.push(u64_of(&k, &k[prefix.len()..])?);
         }
         Ok(out)
-    }
-
-    /// The projection at `seq` in a stream.
-    pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
-        let mut k = stream_prefix(s);
-        k.extend_from_slice(&seq.to_be_bytes());
-        self.db.get(&k)?.map(|v| dec(&k, &v)).transpose()
     }
 
     /// Projections of a stream in `from..=to`, in order, at most `limit`.
@@ -654,20 +845,6 @@ impl Store {
         for kv in self.db.range(lo..=hi).take(limit) {
             let (k, v) = kv?;
             out.push(dec(&k, &v)?);
-        }
-        Ok(out)
-    }
-
-    /// The agreements (and sequence numbers) under which a record was projected.
-    pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
-        let prefix = key(&[b"X", &id.0]);
-        let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            let name = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok());
-            let agreement = name
-                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad agreement".into() })?;
-            out.push((agreement, u64_of(&k, &v)?));
         }
         Ok(out)
     }
@@ -801,26 +978,30 @@ impl WriteBatch {
     /// one key `I kind value 0 first-seq` whose value is the numbers, u64 BE each (split
     /// every [`MAX_POSTINGS_PER_KEY`]).
     pub fn put_audit_index(&mut self, kind: u8, value: &[u8], seq: u64) {
-        let prefix = audit_index_prefix(kind, value);
-        match self.postings.get_mut(&prefix) {
-            Some(list) => list.push(seq),
-            None => {
-                self.postings.insert(prefix, vec![seq]);
-            }
-        }
-        self.ops += 1;
+        self.postings.push((audit_index_prefix(kind, value), seq));
     }
 
-    /// The sled batch, with the gathered postings added.
-    fn seal(mut self) -> sled::Batch {
-        for (prefix, seqs) in std::mem::take(&mut self.postings) {
+    /// The sled batch: the writes, and the gathered postings grouped by list.
+    fn seal(self) -> sled::Batch {
+        let mut out = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => out.insert(k, v),
+                None => out.remove(k),
+            }
+        }
+        let mut lists: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        for (prefix, seq) in self.postings {
+            lists.entry(prefix).or_default().push(seq);
+        }
+        for (prefix, seqs) in lists {
             for chunk in seqs.chunks(MAX_POSTINGS_PER_KEY) {
                 let first = chunk.first().copied().unwrap_or_default();
                 let v: Vec<u8> = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
-                self.inner.insert(key(&[&prefix, &first.to_be_bytes()]), v);
+                out.insert(key(&[&prefix, &first.to_be_bytes()]), v);
             }
         }
-        self.inner
+        out
     }
 
     /// The audit indexes are complete through entry `seq`.
@@ -1097,7 +1278,7 @@ mod tests {
         b.put_record(&received).expect("enc");
         b.put_projection(&salted.id, &p).expect("enc");
         s.commit(b).expect("commits");
-        let stored = s.record_as_stored(&salted.id).expect("reads").expect("held");
+        let stored = s.view().record_as_stored(&salted.id).expect("reads").expect("held");
         assert!(stored.body.is_empty(), "kept once, in the projection");
         assert_eq!(s.record(&salted.id).expect("reads"), Some(received.clone()));
         assert_eq!(s.records(&RecordFilter::default(), 10).expect("lists"), vec![received.clone()]);
@@ -1178,8 +1359,42 @@ mod tests {
         assert_eq!(s.next_known(&ipr2, 3).expect("reads"), Some(4));
         assert_eq!(s.next_known(&ipr, u64::MAX).expect("reads"), None);
         for seq in 1..=13 {
-            assert_eq!(s.seq_known(&ipr, seq).expect("reads"), [7, 9, 12].contains(&seq), "seq {seq}");
+            assert_eq!(s.view().seq_known(&ipr, seq).expect("reads"), [7, 9, 12].contains(&seq), "seq {seq}");
         }
+    }
+
+    // Reads through a batch not yet committed see its writes over the store's, including
+    // what it removed; a rollback takes back exactly what came after its savepoint.
+    #[test]
+    fn a_pending_batch_is_read_through_and_rolled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let ipr =
+            StreamKey { origin: "RU".parse().expect("valid"), agreement: "ipr".parse().expect("valid") };
+        let mut b = WriteBatch::default();
+        b.put_withheld(&ipr, 5);
+        b.put_withheld(&ipr, 8);
+        s.commit(b).expect("commits");
+        let mut b = WriteBatch::default();
+        b.put(key(&[&stream_prefix(&ipr), &3u64.to_be_bytes()]), vec![1]);
+        let sp = b.savepoint();
+        b.remove(withheld_key(&ipr, 5));
+        b.put_withheld(&ipr, 6);
+        b.put_record(&rec(1, "ipr.mark", "RU", 10)).expect("encodes");
+        let v = s.pending(&b);
+        assert_eq!(v.next_known(&ipr, 0).expect("reads"), Some(3), "the batch's own key");
+        assert_eq!(v.next_known(&ipr, 3).expect("reads"), Some(6), "5 removed by the batch");
+        assert!(!v.seq_known(&ipr, 5).expect("reads") && v.seq_known(&ipr, 8).expect("reads"));
+        assert!(v.has_record(&Digest([1; 32])).expect("reads"));
+        assert!(!s.view().has_record(&Digest([1; 32])).expect("reads"), "nothing committed yet");
+        b.rollback(sp);
+        let v = s.pending(&b);
+        assert_eq!(v.next_known(&ipr, 3).expect("reads"), Some(5), "the removal undone");
+        assert!(!v.has_record(&Digest([1; 32])).expect("reads"));
+        s.commit(b).expect("commits");
+        assert_eq!(s.next_known(&ipr, 0).expect("reads"), Some(3));
+        assert_eq!(s.next_known(&ipr, 5).expect("reads"), Some(8), "6 was rolled back");
+        assert_eq!(s.record_count(), 0);
     }
 
     #[test]

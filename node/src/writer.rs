@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
-use crate::store::{Source, Store, StoreError, StoredRecord, WriteBatch};
+use crate::store::{RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WriteBatch};
 
 /// Capacity of the op channel; senders wait when it is full (back-pressure on the API).
 pub const WRITE_QUEUE: usize = 4096;
@@ -236,8 +236,6 @@ pub struct WriterTask {
     /// Where new own projections are announced for an immediate push (best effort:
     /// anti-entropy delivers whatever a full channel drops).
     notify: Option<mpsc::Sender<Vec<Projection>>>,
-    /// Heads of own streams, read from the store once then kept here.
-    heads: HashMap<StreamKey, u64>,
     /// The audit clock and checkpoint schedule.
     audit: crate::audit_index::ChainState,
 }
@@ -265,7 +263,7 @@ impl WriterTask {
     ) -> Result<WriterTask, StoreError> {
         let head = store.audit_head()?.unwrap_or((0, GENESIS));
         let audit = crate::audit_index::ChainState::open(&store, head)?;
-        Ok(WriterTask { store, me, policy, metrics, head, signing, notify, heads: HashMap::new(), audit })
+        Ok(WriterTask { store, me, policy, metrics, head, signing, notify, audit })
     }
 
     /// Take the audit checkpoint schedule from `node.toml` (defaults otherwise).
@@ -329,16 +327,13 @@ impl WriterTask {
         let mut batch = WriteBatch::default();
         let mut head = self.head;
         let mut durable = false;
-        let mut seen: HashSet<RecordId> = HashSet::new();
         let mut answers: Vec<Answer<Vec<Ingested>>> = Vec::new();
         let mut snapshots = Vec::new();
         let (mut new_records, mut dups, mut audits) = (0u64, 0u64, 0u64);
         let fed = self.policy.get();
-        let mut heads = self.heads.clone();
         let mut projections: Vec<Projection> = Vec::new();
         let mut received_answers = Vec::new();
         let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
-        let mut purged_here: HashSet<(StreamKey, u64)> = HashSet::new();
         let mut seqs = GroupSeqs::default();
         let mut feedback_answers: Vec<Answer<()>> = Vec::new();
         let mut audit_answers: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
@@ -348,57 +343,21 @@ impl WriterTask {
             match op {
                 Op::Ingest { records, reply } => {
                     durable = true;
-                    let mut out = Vec::with_capacity(records.len());
-                    let mut failed = None;
-                    for salted in records {
-                        let held = match self.store.has_record(&salted.id) {
-                            Ok(h) => h || seen.contains(&salted.id),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        };
-                        if held {
-                            dups += 1;
-                            out.push(Ingested { id: salted.id, new: false });
-                            continue;
+                    let mark = (batch.savepoint(), head);
+                    match self.ingest(&fed, records, &mut batch, &mut head, now) {
+                        Ok((out, ps)) => {
+                            let fresh = out.iter().filter(|i| i.new).count() as u64;
+                            new_records += fresh;
+                            dups += out.len() as u64 - fresh;
+                            audits += fresh;
+                            projections.extend(ps);
+                            answers.push((reply, Ok(out)));
                         }
-                        let id = salted.id;
-                        let category = salted.record.header.category.clone();
-                        let stored = StoredRecord {
-                            id,
-                            header: salted.record.header,
-                            body: salted.record.body,
-                            withheld: 0,
-                            source: Source::Local,
-                            stored_ms: now,
-                            salts: salted.salts,
-                            state: crate::store::RecordState::Live,
-                        };
-                        if let Err(e) = batch.put_record(&stored) {
-                            failed = Some(e);
-                            break;
+                        Err(e) => {
+                            undo(&mut batch, &mut head, mark);
+                            answers.push((reply, Err(e)));
                         }
-                        let ev = AuditEvent::new(Action::Ingested, Outcome::Ok).record(id, category);
-                        self.append(&mut batch, &mut head, ev, now);
-                        audits += 1;
-                        let salted = SaltedRecord {
-                            id,
-                            record: tamga_protocol::Record { header: stored.header, body: stored.body },
-                            salts: stored.salts,
-                        };
-                        match self.project(&fed, &salted, &mut batch, &mut head, &mut heads, now) {
-                            Ok(ps) => projections.extend(ps),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                        seen.insert(id);
-                        new_records += 1;
-                        out.push(Ingested { id, new: true });
                     }
-                    answers.push((reply, failed.map_or(Ok(out), Err)));
                 }
                 Op::Audit(ev) => {
                     self.append(&mut batch, &mut head, *ev, now);
@@ -412,11 +371,11 @@ impl WriterTask {
                 }
                 Op::Received { from, items, withheld, reply } => {
                     durable = true;
-                    let r = self.store_received(
-                        from, items, withheld, &mut batch, &mut head, &mut seen, &mut seqs, now,
-                    );
-                    if let Ok(flags) = &r {
-                        received += flags.iter().filter(|n| **n).count() as u64;
+                    let mark = (batch.savepoint(), head);
+                    let r = self.store_received(from, items, withheld, &mut batch, &mut head, &mut seqs, now);
+                    match &r {
+                        Ok(flags) => received += flags.iter().filter(|n| **n).count() as u64,
+                        Err(_) => undo(&mut batch, &mut head, mark),
                     }
                     received_answers.push((reply, r));
                 }
@@ -443,14 +402,17 @@ impl WriterTask {
                 }
                 Op::Revoke { id, reply } => {
                     durable = true;
-                    let r = self.revoke(id, &mut batch, &mut head, &mut heads, now);
-                    match r {
+                    let mark = (batch.savepoint(), head);
+                    match self.revoke(id, &mut batch, &mut head, now) {
                         Ok(ps) => {
                             let n = ps.len();
                             projections.extend(ps);
                             revoke_answers.push((reply, Ok(n)));
                         }
-                        Err(e) => revoke_answers.push((reply, Err(e))),
+                        Err(e) => {
+                            undo(&mut batch, &mut head, mark);
+                            revoke_answers.push((reply, Err(e)));
+                        }
                     }
                 }
                 Op::Feedback { feedback, event, reply } => {
@@ -464,6 +426,11 @@ impl WriterTask {
                         }
                         FeedbackEvent::Received => batch.put_feedback_received(&f),
                     };
+                    // Nothing was written if it failed (the value did not encode).
+                    if let Err(e) = r {
+                        feedback_answers.push((reply, Err(e)));
+                        continue;
+                    }
                     let (peer, what) = match event {
                         FeedbackEvent::Given => (f.origin, format!("given: {}", f.outcome.as_str())),
                         FeedbackEvent::Delivered => (f.origin, format!("delivered: {}", f.outcome.as_str())),
@@ -475,15 +442,17 @@ impl WriterTask {
                         .reason(if f.note.is_empty() { what } else { format!("{what}: {}", f.note) });
                     ev.record = Some(f.record);
                     self.append(&mut batch, &mut head, ev, now);
-                    feedback_answers.push((reply, r));
+                    feedback_answers.push((reply, Ok(())));
                 }
                 Op::PurgeExpired => {
                     // Expiry is judged by the wall clock as it is now, not by the audit
                     // clock (which never goes back): a clock that was ahead for a moment
                     // must not purge what has not expired.
                     let wall = now_ms();
-                    if let Err(e) = self.purge_expired(&mut batch, &mut head, &mut purged_here, wall, now) {
-                        tracing::warn!(error = %e, "expiry purge failed");
+                    let mark = (batch.savepoint(), head);
+                    if let Err(e) = self.purge_expired(&mut batch, &mut head, wall, now) {
+                        undo(&mut batch, &mut head, mark);
+                        tracing::warn!(error = %e, "expiry purge failed; retried at the next tick");
                     }
                 }
                 Op::Snapshot { reply } => snapshots.push(reply),
@@ -506,7 +475,6 @@ impl WriterTask {
                 if let Some(entry_seq) = checkpoint {
                     self.audit.signed(entry_seq, now);
                 }
-                self.heads = heads;
                 self.metrics.projections_received.add(received);
                 self.metrics.projections_delivered.add(delivered);
                 for (reply, result) in received_answers {
@@ -568,13 +536,46 @@ impl WriterTask {
 }
 
 impl WriterTask {
-    fn own_head(&self, heads: &mut HashMap<StreamKey, u64>, s: &StreamKey) -> Result<u64, StoreError> {
-        if let Some(h) = heads.get(s) {
-            return Ok(*h);
+    /// Store new own records, each with its `ingested` entry and its projections; a record
+    /// held already is answered as such and not stored again.
+    fn ingest(
+        &self,
+        fed: &Federation,
+        records: Vec<SaltedRecord>,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) -> Result<(Vec<Ingested>, Vec<Projection>), StoreError> {
+        let (mut out, mut projections) = (Vec::with_capacity(records.len()), Vec::new());
+        for salted in records {
+            let id = salted.id;
+            if self.store.pending(batch).has_record(&id)? {
+                out.push(Ingested { id, new: false });
+                continue;
+            }
+            let stored = StoredRecord {
+                id,
+                header: salted.record.header,
+                body: salted.record.body,
+                withheld: 0,
+                source: Source::Local,
+                stored_ms: now,
+                salts: salted.salts,
+                state: RecordState::Live,
+            };
+            batch.put_record(&stored)?;
+            let ev =
+                AuditEvent::new(Action::Ingested, Outcome::Ok).record(id, stored.header.category.clone());
+            self.append(batch, head, ev, now);
+            let salted = SaltedRecord {
+                id,
+                record: tamga_protocol::Record { header: stored.header, body: stored.body },
+                salts: stored.salts,
+            };
+            projections.extend(self.project(fed, &salted, batch, head, now)?);
+            out.push(Ingested { id, new: true });
         }
-        let h = self.store.stream_head(s)?;
-        heads.insert(s.clone(), h);
-        Ok(h)
+        Ok((out, projections))
     }
 
     /// Project a new own record under every agreement that covers it and whose policy
@@ -586,7 +587,6 @@ impl WriterTask {
         salted: &SaltedRecord,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
-        heads: &mut HashMap<StreamKey, u64>,
         now: i64,
     ) -> Result<Vec<Projection>, StoreError> {
         let header = &salted.record.header;
@@ -630,7 +630,7 @@ impl WriterTask {
                 continue;
             }
             let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
-            let seq = self.own_head(heads, &stream)? + 1;
+            let seq = self.store.pending(batch).stream_head(&stream)? + 1;
             let withheld = tamga_config::withheld(agreement, &header.category);
             let envelope = Envelope {
                 kind: tamga_protocol::EntryKind::Share,
@@ -653,7 +653,6 @@ impl WriterTask {
             };
             batch.put_projection(&salted.id, &p)?;
             batch.set_stream_head(&stream, seq);
-            heads.insert(stream, seq);
             out.push(p);
         }
         Ok(out)
@@ -668,7 +667,6 @@ impl WriterTask {
         withheld: Vec<(StreamKey, u64)>,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
-        seen: &mut HashSet<RecordId>,
         seqs: &mut GroupSeqs,
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
@@ -677,23 +675,22 @@ impl WriterTask {
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
-            if seqs.known(&self.store, &stream, seq)? {
+            if seqs.known(&self.store, batch, &stream, seq)? {
                 flags.push(false);
                 continue;
             }
             if p.envelope.kind == EntryKind::Revoke {
                 self.apply_revocation(id, &p, from, batch, head, now)?;
-                seqs.add(&stream, seq);
                 touched.insert(stream);
                 flags.push(true);
                 continue;
             }
-            // One read answers both: whether the record is held, and as a tombstone.
-            let held = if seen.contains(&id) { Some(true) } else { self.store.record_is_live(&id)? };
+            // One read answers both: whether the record is held, and as a tombstone —
+            // stored, or written by this group.
+            let held = self.store.pending(batch).record_is_live(&id)?;
             if held == Some(false) {
                 // Revoked or expired here: keep the tombstone, never take the body back in.
                 batch.purge_projection(&stream, seq, p.envelope.expires_ms);
-                seqs.add(&stream, seq);
                 touched.insert(stream);
                 flags.push(false);
                 continue;
@@ -709,10 +706,9 @@ impl WriterTask {
                     source: Source::Received { from, agreement: p.envelope.agreement.clone() },
                     stored_ms: now,
                     salts: std::collections::BTreeMap::new(),
-                    state: crate::store::RecordState::Live,
+                    state: RecordState::Live,
                 };
                 batch.put_record(&r)?;
-                seen.insert(id);
             }
             batch.put_projection(&id, &p)?;
             let ev = AuditEvent::new(Action::Received, Outcome::Ok)
@@ -721,20 +717,18 @@ impl WriterTask {
                 .agreement(p.envelope.agreement.clone())
                 .reason(format!("{} #{} from {}", stream.origin, seq, from));
             self.append(batch, head, ev, now);
-            seqs.add(&stream, seq);
             touched.insert(stream);
             flags.push(true);
         }
         for (stream, seq) in withheld {
-            if !seqs.known(&self.store, &stream, seq)? {
+            if !seqs.known(&self.store, batch, &stream, seq)? {
                 batch.put_withheld(&stream, seq);
             }
-            seqs.add(&stream, seq);
             touched.insert(stream);
         }
         for stream in touched {
             let mut h = seqs.head(&self.store, &stream)?;
-            while seqs.known(&self.store, &stream, h + 1)? {
+            while seqs.known(&self.store, batch, &stream, h + 1)? {
                 h += 1;
             }
             batch.set_stream_head(&stream, h);
@@ -743,16 +737,15 @@ impl WriterTask {
     }
 }
 
-/// The stream numbers of one write group: what the store knew of each stream when the
-/// group began (its contiguous head and the first number known above it) and what the
-/// group's ops have added since. Kept per group, not per op, so that two ops of one group
-/// on the same stream see each other's numbers and the later one never writes a lower
-/// head. A number at or below the head is known; one between the head and the first known
-/// above it is not, without a lookup; only the rest are looked up one by one.
+/// What the store knew of each stream when a write group began: its contiguous head and
+/// the first number known above it. With the group's own writes, that answers whether a
+/// number is known: at or below the head it is; between the head and the first known
+/// above it only the group's writes are looked at; the rest are looked up in both. Kept
+/// per group, so that two ops of one group on the same stream see each other's numbers
+/// and the later one never writes a lower head.
 #[derive(Default)]
 struct GroupSeqs {
     at_start: HashMap<StreamKey, (u64, Option<u64>)>,
-    added: HashSet<(StreamKey, u64)>,
 }
 
 impl GroupSeqs {
@@ -771,24 +764,21 @@ impl GroupSeqs {
         Ok(self.at_start(store, stream)?.0)
     }
 
-    /// Whether `seq` is held, known withheld or purged: in the store when the group began,
-    /// or added by the group since.
-    fn known(&mut self, store: &Store, stream: &StreamKey, seq: u64) -> Result<bool, StoreError> {
-        if self.added.contains(&(stream.clone(), seq)) {
-            return Ok(true);
-        }
+    /// Whether `seq` is held, known withheld or purged: in the store, or by the group's
+    /// writes in `batch`.
+    fn known(
+        &mut self,
+        store: &Store,
+        batch: &WriteBatch,
+        stream: &StreamKey,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
         let (head, next) = self.at_start(store, stream)?;
         match next {
             _ if seq <= head => Ok(true),
-            None => Ok(false),
-            Some(first) if seq < first => Ok(false),
-            Some(_) => store.seq_known(stream, seq),
+            Some(first) if seq >= first => store.pending(batch).seq_known(stream, seq),
+            _ => Ok(batch.knows_seq(stream, seq)),
         }
-    }
-
-    /// Record that the group holds (or knows withheld) `seq`.
-    fn add(&mut self, stream: &StreamKey, seq: u64) {
-        self.added.insert((stream.clone(), seq));
     }
 }
 
@@ -806,16 +796,17 @@ impl WriterTask {
 }
 
 impl WriterTask {
-    /// A tombstone: the record's body dropped, its state set.
+    /// The tombstone of a record held (or, if none is, of the one `p` projects).
     fn tombstone(
         &self,
+        batch: &WriteBatch,
         id: RecordId,
         p: &Projection,
         from: MemberCode,
-        state: crate::store::RecordState,
+        state: RecordState,
         now: i64,
     ) -> Result<StoredRecord, StoreError> {
-        let mut r = self.store.record(&id)?.unwrap_or(StoredRecord {
+        let r = self.store.pending(batch).record(&id)?.unwrap_or(StoredRecord {
             id,
             header: p.header.clone(),
             body: std::collections::BTreeMap::new(),
@@ -825,11 +816,7 @@ impl WriterTask {
             salts: std::collections::BTreeMap::new(),
             state,
         });
-        if r.source != Source::Local {
-            r.body.clear();
-        }
-        r.state = state;
-        Ok(r)
+        Ok(tombstone_of(r, state))
     }
 
     /// A verified revocation from the origin: keep the entry (so it travels on), purge the
@@ -844,13 +831,14 @@ impl WriterTask {
         now: i64,
     ) -> Result<(), StoreError> {
         batch.put_projection(&id, p)?;
-        if let Some(orig) = self.store.projection_seq(&id, &p.envelope.agreement)? {
+        let view = self.store.pending(batch);
+        if let Some(orig) = view.projection_seq(&id, &p.envelope.agreement)? {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
-            if let Some(o) = self.store.projection(&stream, orig)? {
+            if let Some(o) = view.projection(&stream, orig)? {
                 batch.purge_projection(&stream, orig, o.envelope.expires_ms);
             }
         }
-        let r = self.tombstone(id, p, from, crate::store::RecordState::Revoked, now)?;
+        let r = self.tombstone(batch, id, p, from, RecordState::Revoked, now)?;
         batch.put_record(&r)?;
         let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
             .peer(from)
@@ -867,26 +855,25 @@ impl WriterTask {
         id: RecordId,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
-        heads: &mut HashMap<StreamKey, u64>,
         now: i64,
     ) -> Result<Vec<Projection>, StoreError> {
-        let Some(salted) = self.store.salted(&id)? else {
+        let Some(salted) = self.store.pending(batch).salted(&id)? else {
             return Err(StoreError::Engine(format!("no own record {id} to revoke")));
         };
         let mut out = Vec::new();
-        for (agreement, seq) in self.store.projections_of(&id)? {
+        for (agreement, seq) in self.store.pending(batch).projections_of(&id)? {
             let stream = StreamKey { origin: self.me, agreement: agreement.clone() };
-            let Some(original) = self.store.projection(&stream, seq)? else { continue };
-            let next = self.own_head(heads, &stream)? + 1;
+            let view = self.store.pending(batch);
+            let Some(original) = view.projection(&stream, seq)? else { continue };
+            let next = view.stream_head(&stream)? + 1;
             let Ok(rev) = salted.revocation(&original.envelope, next, &self.signing) else { continue };
             batch.put_projection(&id, &rev)?;
             batch.purge_projection(&stream, seq, original.envelope.expires_ms);
             batch.set_stream_head(&stream, next);
-            heads.insert(stream, next);
             out.push(rev);
         }
-        if let Some(mut r) = self.store.record(&id)? {
-            r.state = crate::store::RecordState::Revoked;
+        if let Some(mut r) = self.store.pending(batch).record(&id)? {
+            r.state = RecordState::Revoked;
             batch.put_record(&r)?;
         }
         let ev = AuditEvent::new(Action::Revoked, Outcome::Ok)
@@ -902,23 +889,22 @@ impl WriterTask {
         &self,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
-        done: &mut HashSet<(StreamKey, u64)>,
         wall: i64,
         now: i64,
     ) -> Result<(), StoreError> {
         for (stream, seq, expires) in self.store.expired(wall, MAX_GROUP)? {
-            if !done.insert((stream.clone(), seq)) {
-                continue;
-            }
-            let Some(p) = self.store.projection(&stream, seq)? else { continue };
-            batch.purge_projection(&stream, seq, expires);
-            let Ok(id) = p.record_id() else { continue };
-            if let Some(r) = self.store.record(&id)? {
-                if r.source != Source::Local && r.state == crate::store::RecordState::Live {
-                    let t = self.tombstone(id, &p, stream.origin, crate::store::RecordState::Expired, now)?;
+            // Not there if an earlier op of this group purged it.
+            let Some(p) = self.store.pending(batch).projection(&stream, seq)? else { continue };
+            let id = p.record_id().ok();
+            if let Some(id) = id {
+                let r = self.store.pending(batch).record(&id)?;
+                if let Some(r) = r.filter(|r| r.source != Source::Local && r.state == RecordState::Live) {
+                    let t = tombstone_of(r, RecordState::Expired);
                     batch.put_record(&t)?;
                 }
             }
+            batch.purge_projection(&stream, seq, expires);
+            let Some(id) = id else { continue };
             let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
                 .record(id, p.header.category.clone())
                 .agreement(stream.agreement.clone())
@@ -927,6 +913,21 @@ impl WriterTask {
         }
         Ok(())
     }
+}
+
+/// A record's tombstone: a received copy's body dropped, its state set.
+fn tombstone_of(mut r: StoredRecord, state: RecordState) -> StoredRecord {
+    if r.source != Source::Local {
+        r.body.clear();
+    }
+    r.state = state;
+    r
+}
+
+/// Undo what a failed op added to its group: its writes and its audit entries.
+fn undo(batch: &mut WriteBatch, head: &mut (u64, Digest), (sp, was): (Savepoint, (u64, Digest))) {
+    batch.rollback(sp);
+    *head = was;
 }
 
 #[cfg(test)]
@@ -966,12 +967,9 @@ mod tests {
         .collect()
     }
 
-    // Two ops on one stream drained into one write group: the later one sees the earlier
-    // one's numbers, so the stream head ends at the top of both, not below the first.
-    #[tokio::test(flavor = "current_thread")]
-    async fn two_received_ops_of_one_group_on_one_stream_end_at_the_higher_head() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = dir.path().join("federation");
+    /// A writer for KZ over a fresh store in `dir`, with the example federation's files.
+    fn kz_writer(dir: &std::path::Path) -> (Store, WriterTask) {
+        let files = dir.join("federation");
         std::fs::create_dir_all(&files).expect("mkdir");
         crate::example::write_to(&files).expect("writes");
         let kz: MemberCode = "KZ".parse().expect("valid");
@@ -983,7 +981,7 @@ mod tests {
             kz,
         )
         .expect("loads");
-        let store = Store::open(&dir.path().join("store")).expect("opens");
+        let store = Store::open(&dir.join("store")).expect("opens");
         let task = WriterTask::new(
             store.clone(),
             kz,
@@ -993,6 +991,128 @@ mod tests {
             None,
         )
         .expect("writer");
+        (store, task)
+    }
+
+    /// RU's revocation, at `seq`, of the record shared as `share`.
+    fn revocation_of(seq: u64) -> (RecordId, Projection) {
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let (id, share) = projections(1..=1).remove(0);
+        let record = Record {
+            header: share.header.clone(),
+            body: BTreeMap::from([("title".to_owned(), Value::Text("method 1".to_owned()))]),
+        };
+        let salted = SaltedRecord::new(record, &SaltKey::from_bytes([7; 32]));
+        assert_eq!(salted.id, id);
+        let key = tamga_config::demo::demo_signing_key(ru);
+        (id, salted.revocation(&share.envelope, seq, &key).expect("revokes"))
+    }
+
+    /// What KZ holds of RU's record 1 after the writer ends: its state, and whether the
+    /// share projection (seq 1), which carries the revealed body, is still held.
+    async fn after(
+        store: &Store,
+        writer: Writer,
+        handle: tokio::task::JoinHandle<()>,
+    ) -> (RecordState, bool) {
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
+        let (id, _) = revocation_of(2);
+        let r = store.record(&id).expect("reads").expect("held");
+        assert!(r.body.is_empty(), "a revoked record keeps no body: {:?}", r.body);
+        (r.state, store.projection(&stream, 1).expect("reads").is_some())
+    }
+
+    // A catch-up pull can bring a share and its revocation in one answer: the revocation
+    // must purge the share stored a moment before in the same batch.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_revocation_purges_a_share_stored_in_the_same_op() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let mut items = projections(1..=1);
+        items.push(revocation_of(2));
+        assert_eq!(writer.received(ru, items, Vec::new()).await.expect("stored"), vec![true; 2]);
+        assert_eq!(after(&store, writer, handle).await, (RecordState::Revoked, false));
+    }
+
+    // Two pushes, the share and then its revocation, drained into one write group.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_revocation_purges_a_share_stored_earlier_in_the_same_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let (a, b) = tokio::join!(
+            writer.received(ru, projections(1..=1), Vec::new()),
+            writer.received(ru, vec![revocation_of(2)], Vec::new()),
+        );
+        assert_eq!((a.expect("stored"), b.expect("stored")), (vec![true], vec![true]));
+        assert_eq!(after(&store, writer, handle).await, (RecordState::Revoked, false));
+    }
+
+    // The other order: a revocation, then the share it revoked arriving late (a relay's
+    // push), in one group. The tombstone stands and the body is not taken back in.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_after_its_revocation_in_the_same_group_is_not_taken_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let (a, b) = tokio::join!(
+            writer.received(ru, vec![revocation_of(2)], Vec::new()),
+            writer.received(ru, projections(1..=1), Vec::new()),
+        );
+        assert_eq!((a.expect("stored"), b.expect("stored")), (vec![true], vec![false]));
+        assert_eq!(after(&store, writer, handle).await, (RecordState::Revoked, false));
+    }
+
+    // A Received op that fails halfway (its second record's stored value does not decode)
+    // is refused whole: its first projection, record and audit entry are not committed
+    // with the rest of its group, and the op beside it in the group is.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_op_leaves_nothing_in_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let items = projections(1..=2);
+        let (first, second) = (items[0].0, items[1].0);
+        store
+            .raw_insert(vec![([b"R".as_slice(), &second.0].concat(), b"not a record".to_vec())])
+            .expect("writes");
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let beside = AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).reason("beside the failed op");
+        let (a, b) = tokio::join!(writer.received(ru, items, Vec::new()), writer.audit_durable(beside));
+        assert!(a.is_err(), "the op is refused: {a:?}");
+        b.expect("the op beside it is committed");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
+        assert_eq!(store.projection(&stream, 1).expect("reads"), None);
+        assert_eq!(store.record(&first).expect("reads"), None);
+        assert_eq!(store.stream_head(&stream).expect("reads"), 0);
+        let (last, _) = store.audit_head().expect("reads").expect("an entry");
+        let actions: Vec<String> = store
+            .audit_entries(1, last)
+            .map(|e| {
+                let (_, _, bytes) = e.expect("reads");
+                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+                v["action"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        assert!(actions.contains(&"policy_loaded".to_owned()), "{actions:?}");
+        assert!(!actions.contains(&"received".to_owned()), "{actions:?}");
+    }
+
+    // Two ops on one stream drained into one write group: the later one sees the earlier
+    // one's numbers, so the stream head ends at the top of both, not below the first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn two_received_ops_of_one_group_on_one_stream_end_at_the_higher_head() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
         // On one thread both ops are queued before the writer runs, so one group takes both.
         let ru: MemberCode = "RU".parse().expect("valid");
