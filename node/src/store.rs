@@ -34,8 +34,7 @@
 //!
 //! Nothing here decides anything; the writer task is the only caller of [`Store::commit`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -220,8 +219,9 @@ fn u64_of(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
 /// through ([`Store::pending`]) and its latest writes undone ([`WriteBatch::rollback`]).
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    /// Key -> its new value, `None` when removed.
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Key -> its new value, `None` when removed. Hashed, not ordered: the writer looks
+    /// keys up one by one on its hot path; the few range reads walk it all.
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Each write in order, with what it replaced in `writes` (`None`: nothing), so that
     /// the writes since a [`Savepoint`] can be undone newest first.
     undo: Vec<(Vec<u8>, Replaced)>,
@@ -284,8 +284,12 @@ impl WriteBatch {
     /// Whether the batch holds, knows withheld or purged `seq` of a stream (its own
     /// writes only; see [`View::seq_known`] for the store with them).
     pub fn knows_seq(&self, s: &StreamKey, seq: u64) -> bool {
-        let at = |space: &[u8; 1]| key(&[&stream_space(space, s), &seq.to_be_bytes()]);
-        [b"P", b"W", b"G"].into_iter().any(|space| matches!(self.written(&at(space)), Some(Some(_))))
+        // One key, its keyspace byte changed: the keys differ only there.
+        let mut k = key(&[&stream_space(b"P", s), &seq.to_be_bytes()]);
+        [b'P', b'W', b'G'].into_iter().any(|space| {
+            k[0] = space;
+            matches!(self.written(&k), Some(Some(_)))
+        })
     }
 
     /// What the batch wrote under `k`: `Some(None)` if it removed it, `None` if untouched.
@@ -434,11 +438,12 @@ impl<'a> View<'a> {
             }
         }
         let written = self.pending.and_then(|b| {
-            b.writes.range::<[u8], _>((Bound::Included(lo), Bound::Included(hi))).find(|(_, v)| v.is_some())
+            let within = |k: &&Vec<u8>| k.as_slice() >= lo && k.as_slice() <= hi;
+            b.writes.iter().filter(|(k, v)| v.is_some() && within(k)).map(|(k, _)| k).min()
         });
         Ok(match (stored, written) {
-            (Some(a), Some((b, _))) => Some(a.min(b.clone())),
-            (a, b) => a.or_else(|| b.map(|(k, _)| k.clone())),
+            (Some(a), Some(b)) => Some(a.min(b.clone())),
+            (a, b) => a.or_else(|| b.cloned()),
         })
     }
 
@@ -450,8 +455,7 @@ impl<'a> View<'a> {
             out.insert(k.to_vec(), v.to_vec());
         }
         if let Some(b) = self.pending {
-            let written = b.writes.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
-            for (k, v) in written.take_while(|(k, _)| k.starts_with(prefix)) {
+            for (k, v) in b.writes.iter().filter(|(k, _)| k.starts_with(prefix)) {
                 match v {
                     Some(v) => out.insert(k.clone(), v.clone()),
                     None => out.remove(k),

@@ -7,6 +7,12 @@
 //! in the group needs durability, and only then answers. Concurrent ingests thus share
 //! one flush (group commit): acknowledged means durable without a flush per record.
 //!
+//! Within a group, each op reads the store as the ops before it left it
+//! ([`Store::pending`]): a revocation finds the share stored a moment before and purges
+//! it, a share arriving after its revocation finds the tombstone. An op that fails
+//! halfway (a stored value that does not decode) is undone to where it began and answered
+//! with the error; the rest of the group is committed without it.
+//!
 //! If a commit or flush fails (disk full, read-only directory), every op of the group is
 //! answered with the error, the in-memory chain head is not advanced, and nothing of the
 //! group is acknowledged.
