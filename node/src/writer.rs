@@ -1014,66 +1014,56 @@ mod tests {
         (id, salted.revocation(&share.envelope, seq, &key).expect("revokes"))
     }
 
-    /// What KZ holds of RU's record 1 after the writer ends: its state, and whether the
-    /// share projection (seq 1), which carries the revealed body, is still held.
-    async fn after(
-        store: &Store,
-        writer: Writer,
-        handle: tokio::task::JoinHandle<()>,
-    ) -> (RecordState, bool) {
+    /// Two Received ops from RU, drained into one write group on a fresh KZ writer: each
+    /// op's flags, then what KZ holds of RU's record 1 — its state, and whether the share
+    /// projection (seq 1), which carries the revealed body, is still held.
+    async fn one_group(
+        first: Vec<(RecordId, Projection)>,
+        second: Vec<(RecordId, Projection)>,
+    ) -> ((Vec<bool>, Vec<bool>), (RecordState, bool)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        // On one thread both ops are queued before the writer runs, so one group takes both.
+        let (a, b) =
+            tokio::join!(writer.received(ru, first, Vec::new()), writer.received(ru, second, Vec::new()));
         drop(writer);
         handle.await.expect("the writer ends");
-        let ru: MemberCode = "RU".parse().expect("valid");
         let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
         let (id, _) = revocation_of(2);
         let r = store.record(&id).expect("reads").expect("held");
         assert!(r.body.is_empty(), "a revoked record keeps no body: {:?}", r.body);
-        (r.state, store.projection(&stream, 1).expect("reads").is_some())
+        let held = store.projection(&stream, 1).expect("reads").is_some();
+        ((a.expect("stored"), b.expect("stored")), (r.state, held))
     }
 
     // A catch-up pull can bring a share and its revocation in one answer: the revocation
     // must purge the share stored a moment before in the same batch.
     #[tokio::test(flavor = "current_thread")]
     async fn a_revocation_purges_a_share_stored_in_the_same_op() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, task) = kz_writer(dir.path());
-        let (writer, handle) = task.spawn(CancellationToken::new());
-        let ru: MemberCode = "RU".parse().expect("valid");
         let mut items = projections(1..=1);
         items.push(revocation_of(2));
-        assert_eq!(writer.received(ru, items, Vec::new()).await.expect("stored"), vec![true; 2]);
-        assert_eq!(after(&store, writer, handle).await, (RecordState::Revoked, false));
+        let (flags, held) = one_group(items, Vec::new()).await;
+        assert_eq!(flags, (vec![true; 2], vec![]));
+        assert_eq!(held, (RecordState::Revoked, false));
     }
 
     // Two pushes, the share and then its revocation, drained into one write group.
     #[tokio::test(flavor = "current_thread")]
     async fn a_revocation_purges_a_share_stored_earlier_in_the_same_group() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, task) = kz_writer(dir.path());
-        let (writer, handle) = task.spawn(CancellationToken::new());
-        let ru: MemberCode = "RU".parse().expect("valid");
-        let (a, b) = tokio::join!(
-            writer.received(ru, projections(1..=1), Vec::new()),
-            writer.received(ru, vec![revocation_of(2)], Vec::new()),
-        );
-        assert_eq!((a.expect("stored"), b.expect("stored")), (vec![true], vec![true]));
-        assert_eq!(after(&store, writer, handle).await, (RecordState::Revoked, false));
+        let (flags, held) = one_group(projections(1..=1), vec![revocation_of(2)]).await;
+        assert_eq!(flags, (vec![true], vec![true]));
+        assert_eq!(held, (RecordState::Revoked, false));
     }
 
     // The other order: a revocation, then the share it revoked arriving late (a relay's
     // push), in one group. The tombstone stands and the body is not taken back in.
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_after_its_revocation_in_the_same_group_is_not_taken_in() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, task) = kz_writer(dir.path());
-        let (writer, handle) = task.spawn(CancellationToken::new());
-        let ru: MemberCode = "RU".parse().expect("valid");
-        let (a, b) = tokio::join!(
-            writer.received(ru, vec![revocation_of(2)], Vec::new()),
-            writer.received(ru, projections(1..=1), Vec::new()),
-        );
-        assert_eq!((a.expect("stored"), b.expect("stored")), (vec![true], vec![false]));
-        assert_eq!(after(&store, writer, handle).await, (RecordState::Revoked, false));
+        let (flags, held) = one_group(vec![revocation_of(2)], projections(1..=1)).await;
+        assert_eq!(flags, (vec![true], vec![false]));
+        assert_eq!(held, (RecordState::Revoked, false));
     }
 
     // A Received op that fails halfway (its second record's stored value does not decode)
