@@ -303,17 +303,10 @@ impl WriteBatch {
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
         self.records.push(r.id);
         let t = time_key(r.header.created_ms);
-        let value = if body_in_projection(r) {
-            enc(&StoredRecord {
-                id: r.id,
-                header: r.header.clone(),
-                body: BTreeMap::new(),
-                withheld: r.withheld,
-                source: r.source.clone(),
-                stored_ms: r.stored_ms,
-                salts: BTreeMap::new(),
-                state: r.state,
-            })?
+        // The writer passes a received record without its body already; strip one that
+        // comes with it.
+        let value = if body_in_projection(r) && !r.body.is_empty() {
+            enc(&StoredRecord { body: BTreeMap::new(), salts: BTreeMap::new(), ..r.clone() })?
         } else {
             enc(r)?
         };
@@ -481,8 +474,9 @@ impl<'a> View<'a> {
         self.record_as_stored(id)?.map(|r| self.with_body(r)).transpose()
     }
 
-    /// One record as stored: a live received record without its body.
-    fn record_as_stored(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
+    /// One record as stored: a live received record without its body (enough to make
+    /// its tombstone, which keeps no body).
+    pub fn record_as_stored(&self, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
         let k = key(&[b"R", &id.0]);
         self.get(&k)?.map(|v| dec(&k, &v)).transpose()
     }
@@ -706,6 +700,7 @@ impl Store {
             None => self.category_prefixes()?,
         };
         let since = filter.since_ms.map(time_key);
+        let view = self.view();
         // Each scan with its next entry past the prefix (time, then record id), while one
         // is left at or after `since`.
         let step =
@@ -733,11 +728,11 @@ impl Store {
                 key: hex::encode(&rest),
                 why: "bad category index key".into(),
             })?;
-            let Some(r) = self.view().record_as_stored(&id)? else { continue };
+            let Some(r) = view.record_as_stored(&id)? else { continue };
             if filter.origin.is_some_and(|o| o != r.header.origin) {
                 continue;
             }
-            out.push(self.view().with_body(r)?);
+            out.push(view.with_body(r)?);
         }
         Ok(out)
     }

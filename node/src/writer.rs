@@ -812,7 +812,7 @@ impl WriterTask {
         state: RecordState,
         now: i64,
     ) -> Result<StoredRecord, StoreError> {
-        let r = self.store.pending(batch).record(&id)?.unwrap_or(StoredRecord {
+        let r = self.store.pending(batch).record_as_stored(&id)?.unwrap_or(StoredRecord {
             id,
             header: p.header.clone(),
             body: std::collections::BTreeMap::new(),
@@ -899,15 +899,18 @@ impl WriterTask {
         now: i64,
     ) -> Result<(), StoreError> {
         for (stream, seq, expires) in self.store.expired(wall, MAX_GROUP)? {
+            let view = self.store.pending(batch);
             // Not there if an earlier op of this group purged it.
-            let Some(p) = self.store.pending(batch).projection(&stream, seq)? else { continue };
+            let Some(p) = view.projection(&stream, seq)? else { continue };
             let id = p.record_id().ok();
-            if let Some(id) = id {
-                let r = self.store.pending(batch).record(&id)?;
-                if let Some(r) = r.filter(|r| r.source != Source::Local && r.state == RecordState::Live) {
-                    let t = tombstone_of(r, RecordState::Expired);
-                    batch.put_record(&t)?;
-                }
+            // A received record held live loses its body with the projection.
+            let live_received = match id {
+                Some(id) => view.record_as_stored(&id)?,
+                None => None,
+            }
+            .filter(|r| r.source != Source::Local && r.state == RecordState::Live);
+            if let Some(r) = live_received {
+                batch.put_record(&tombstone_of(r, RecordState::Expired))?;
             }
             batch.purge_projection(&stream, seq, expires);
             let Some(id) = id else { continue };
