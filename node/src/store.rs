@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
 use tamga_protocol::{
     AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Projection, RecordHeader, RecordId, Salt,
-    SaltedRecord, StreamKey, Value,
+    StreamKey, Value,
 };
 
 /// The on-disk schema this build reads and writes.
@@ -493,15 +493,6 @@ impl<'a> View<'a> {
             r.body = p.revealed_body();
         }
         Ok(r)
-    }
-
-    /// An own record with its salts (what is needed to project it).
-    pub fn salted(&self, id: &RecordId) -> Result<Option<SaltedRecord>, StoreError> {
-        Ok(self.record(id)?.filter(|r| r.source == Source::Local).map(|r| SaltedRecord {
-            id: r.id,
-            record: tamga_protocol::Record { header: r.header, body: r.body },
-            salts: r.salts,
-        }))
     }
 
     /// The highest sequence number known in a stream (0 when none).
@@ -1232,7 +1223,7 @@ mod tests {
 
     #[test]
     fn a_received_record_is_read_with_its_projections_body() {
-        use tamga_protocol::{EntryKind, Envelope, Record, SaltKey};
+        use tamga_protocol::{EntryKind, Envelope, Record, SaltKey, SaltedRecord};
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).expect("opens");
         let ru: MemberCode = "RU".parse().expect("valid");

@@ -863,8 +863,15 @@ impl WriterTask {
         head: &mut (u64, Digest),
         now: i64,
     ) -> Result<Vec<Projection>, StoreError> {
-        let Some(salted) = self.store.pending(batch).salted(&id)? else {
+        // Read once: what revokes it (its salts) and what is stored back, revoked.
+        let own = self.store.pending(batch).record(&id)?.filter(|r| r.source == Source::Local);
+        let Some(record) = own else {
             return Err(StoreError::Engine(format!("no own record {id} to revoke")));
+        };
+        let salted = SaltedRecord {
+            id,
+            record: tamga_protocol::Record { header: record.header.clone(), body: record.body.clone() },
+            salts: record.salts.clone(),
         };
         let mut out = Vec::new();
         for (agreement, seq) in self.store.pending(batch).projections_of(&id)? {
@@ -878,10 +885,7 @@ impl WriterTask {
             batch.set_stream_head(&stream, next);
             out.push(rev);
         }
-        if let Some(mut r) = self.store.pending(batch).record(&id)? {
-            r.state = RecordState::Revoked;
-            batch.put_record(&r)?;
-        }
+        batch.put_record(&StoredRecord { state: RecordState::Revoked, ..record })?;
         let ev = AuditEvent::new(Action::Revoked, Outcome::Ok)
             .record(id, salted.record.header.category.clone())
             .reason(format!("{} revocation entries", out.len()));
