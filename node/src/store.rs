@@ -88,7 +88,8 @@ pub enum Source {
     Received {
         /// The peer that delivered it.
         from: MemberCode,
-        /// The agreement it was shared under.
+        /// The agreement of the share its body is read from: the first it was received
+        /// under, or, once that share expired, another one still held.
         agreement: AgreementId,
     },
 }
@@ -458,12 +459,6 @@ impl<'a> View<'a> {
         Ok(out)
     }
 
-    /// Whether a record is held live (`Some(true)`), as a tombstone (`Some(false)`), or not
-    /// at all (`None`).
-    pub fn record_is_live(&self, id: &RecordId) -> Result<Option<bool>, StoreError> {
-        Ok(self.record_as_stored(id)?.map(|r| r.state == RecordState::Live))
-    }
-
     /// Whether a record is held.
     pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
         self.contains(&key(&[b"R", &id.0]))
@@ -481,7 +476,7 @@ impl<'a> View<'a> {
         self.get(&k)?.map(|v| dec(&k, &v)).transpose()
     }
 
-    /// A live received record's body, from the projection it was first received in.
+    /// A live received record's body, from the share its source names.
     fn with_body(&self, mut r: StoredRecord) -> Result<StoredRecord, StoreError> {
         let Source::Received { agreement, .. } = &r.source else { return Ok(r) };
         if !body_in_projection(&r) || !r.body.is_empty() {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use tamga_config::{Decision, Federation};
 use tamga_protocol::{
-    Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord, SigningKey,
-    StreamKey,
+    AgreementId, Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord,
+    SigningKey, StreamKey,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -693,15 +693,17 @@ impl WriterTask {
             }
             // One read answers both: whether the record is held, and as a tombstone —
             // stored, or written by this group.
-            let held = self.store.pending(batch).record_is_live(&id)?;
-            if held == Some(false) {
-                // Revoked or expired here: keep the tombstone, never take the body back in.
+            let held = self.store.pending(batch).record_as_stored(&id)?.map(|r| r.state);
+            if held == Some(RecordState::Revoked) {
+                // Revoked by its origin: keep the tombstone, never take the body back in.
                 batch.purge_projection(&stream, seq, p.envelope.expires_ms);
                 touched.insert(stream);
                 flags.push(false);
                 continue;
             }
-            if held.is_none() {
+            // Held as expired, the record's shares all expired; this one has not (the gate
+            // refuses expired projections), so it is taken in under its own retention.
+            if held != Some(RecordState::Live) {
                 let r = StoredRecord {
                     id,
                     header: p.header.clone(),
@@ -826,7 +828,9 @@ impl WriterTask {
     }
 
     /// A verified revocation from the origin: keep the entry (so it travels on), purge the
-    /// record's share projection in that stream and its body, keep a tombstone.
+    /// record's body and keep a tombstone. The origin revokes the record, not one share of
+    /// it, so its share is purged in every stream that holds one — not only in the stream
+    /// the revocation came in, whose siblings may arrive much later or not at all.
     fn apply_revocation(
         &self,
         id: RecordId,
@@ -837,22 +841,41 @@ impl WriterTask {
         now: i64,
     ) -> Result<(), StoreError> {
         batch.put_projection(&id, p)?;
-        let view = self.store.pending(batch);
-        if let Some(orig) = view.projection_seq(&id, &p.envelope.agreement)? {
-            let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
-            if let Some(o) = view.projection(&stream, orig)? {
-                batch.purge_projection(&stream, orig, o.envelope.expires_ms);
-            }
+        let mut purged = Vec::new();
+        for (agreement, seq, share) in self.shares_held(batch, &id, p.header.origin)? {
+            let stream = StreamKey { origin: p.header.origin, agreement };
+            batch.purge_projection(&stream, seq, share.envelope.expires_ms);
+            purged.push(format!("{} #{seq}", stream.agreement));
         }
         let r = self.tombstone(batch, id, p, from, RecordState::Revoked, now)?;
         batch.put_record(&r)?;
+        let shares = if purged.is_empty() { "no share held".to_owned() } else { purged.join(", ") };
         let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
             .peer(from)
             .record(id, p.header.category.clone())
             .agreement(p.envelope.agreement.clone())
-            .reason(format!("revoked by its origin {}", p.header.origin));
+            .reason(format!("revoked by its origin {}; shares purged: {shares}", p.header.origin));
         self.append(batch, head, ev, now);
         Ok(())
+    }
+
+    /// The shares of a record of `origin`'s still held, as this group's batch leaves them:
+    /// the agreement, the sequence number and the projection of each.
+    fn shares_held(
+        &self,
+        batch: &WriteBatch,
+        id: &RecordId,
+        origin: MemberCode,
+    ) -> Result<Vec<(AgreementId, u64, Projection)>, StoreError> {
+        let view = self.store.pending(batch);
+        let mut out = Vec::new();
+        for (agreement, seq) in view.projections_of(id)? {
+            let stream = StreamKey { origin, agreement };
+            if let Some(p) = view.projection(&stream, seq)? {
+                out.push((stream.agreement, seq, p));
+            }
+        }
+        Ok(out)
     }
 
     /// Revoke an own record in every stream it was projected in.
@@ -907,16 +930,25 @@ impl WriterTask {
             // Not there if an earlier op of this group purged it.
             let Some(p) = view.projection(&stream, seq)? else { continue };
             let id = p.record_id().ok();
-            // A received record held live loses its body with the projection.
             let live_received = match id {
                 Some(id) => view.record_as_stored(&id)?,
                 None => None,
             }
             .filter(|r| r.source != Source::Local && r.state == RecordState::Live);
-            if let Some(r) = live_received {
-                batch.put_record(&tombstone_of(r, RecordState::Expired))?;
-            }
             batch.purge_projection(&stream, seq, expires);
+            // A received record held live loses its body with its last share. A share under
+            // another agreement (with its own retention) may outlive this one: the record
+            // stays live and is read from that share.
+            if let Some(r) = live_received {
+                let next = self.shares_held(batch, &r.id, stream.origin)?.into_iter().next();
+                let kept = match (next, r.source.clone()) {
+                    (Some((agreement, _, _)), Source::Received { from, .. }) => {
+                        StoredRecord { source: Source::Received { from, agreement }, ..r }
+                    }
+                    _ => tombstone_of(r, RecordState::Expired),
+                };
+                batch.put_record(&kept)?;
+            }
             let Some(id) = id else { continue };
             let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
                 .record(id, p.header.category.clone())
@@ -953,6 +985,19 @@ mod tests {
 
     /// Projections `seqs` of one stream of RU's, as a pull or a push would bring them.
     fn projections(seqs: std::ops::RangeInclusive<u64>) -> Vec<(RecordId, Projection)> {
+        shares(RMS, i64::MAX, seqs)
+    }
+
+    const RMS: &str = "sco-rms-2013";
+    const IPR: &str = "sco-ipr-2012";
+
+    /// Shares `seqs` of RU's records 1, 2, … under `agreement`, expiring at `expires_ms`
+    /// (the writer takes what the gate passed; the tests give any agreement and expiry).
+    fn shares(
+        agreement: &str,
+        expires_ms: i64,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> Vec<(RecordId, Projection)> {
         let ru: MemberCode = "RU".parse().expect("valid");
         let key = tamga_config::demo::demo_signing_key(ru);
         seqs.map(|seq| {
@@ -970,10 +1015,10 @@ mod tests {
             let salted = SaltedRecord::new(record, &SaltKey::from_bytes([7; 32]));
             let envelope = Envelope {
                 kind: EntryKind::Share,
-                agreement: "sco-rms-2013".parse().expect("valid"),
+                agreement: agreement.parse().expect("valid"),
                 audience: vec!["KZ".parse().expect("valid")],
                 seq,
-                expires_ms: i64::MAX,
+                expires_ms,
             };
             (salted.id, salted.project(|_| false, envelope, &key).expect("projects"))
         })
@@ -1071,6 +1116,92 @@ mod tests {
         let (flags, held) = one_group(vec![revocation_of(2)], projections(1..=1)).await;
         assert_eq!(flags, (vec![true], vec![false]));
         assert_eq!(held, (RecordState::Revoked, false));
+    }
+
+    // A record shared under two agreements, revoked: the revocation comes in one stream,
+    // and the share in the other is purged with it, not held until (or unless) that
+    // stream's revocation arrives.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_revocation_purges_the_records_share_under_every_agreement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let mut both = shares(RMS, i64::MAX, 1..=1);
+        both.extend(shares(IPR, i64::MAX, 1..=1));
+        assert_eq!(writer.received(ru, both, Vec::new()).await.expect("stored"), vec![true; 2]);
+        let flags = writer.received(ru, vec![revocation_of(2)], Vec::new()).await.expect("stored");
+        assert_eq!(flags, vec![true]);
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let (id, _) = revocation_of(2);
+        for agreement in [RMS, IPR] {
+            let stream = StreamKey { origin: ru, agreement: agreement.parse().expect("valid") };
+            assert_eq!(store.projection(&stream, 1).expect("reads"), None, "{agreement} share still held");
+            assert!(store.is_gone(&stream, 1).expect("reads"), "{agreement} #1 not known purged");
+        }
+        let r = store.record(&id).expect("reads").expect("held");
+        assert_eq!((r.state, r.body.is_empty()), (RecordState::Revoked, true));
+    }
+
+    // The share under another agreement arriving after the revocation is not taken in.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_under_another_agreement_after_the_revocation_is_not_taken_in() {
+        let (flags, held) = one_group(vec![revocation_of(2)], shares(IPR, i64::MAX, 1..=1)).await;
+        assert_eq!(flags, (vec![true], vec![false]));
+        assert_eq!(held, (RecordState::Revoked, false));
+    }
+
+    /// KZ's writer after `ops` Received ops from RU, each awaited, then an expiry purge:
+    /// the store, and what it holds of RU's record 1.
+    async fn received_then_expired(
+        ops: Vec<Vec<(RecordId, Projection)>>,
+        after: Vec<(RecordId, Projection)>,
+    ) -> (tempfile::TempDir, Store, StoredRecord, Vec<bool>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        for items in ops {
+            writer.received(ru, items, Vec::new()).await.expect("stored");
+        }
+        writer.purge_expired().await;
+        let flags = writer.received(ru, after, Vec::new()).await.expect("stored");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let id = projections(1..=1)[0].0;
+        let r = store.record(&id).expect("reads").expect("held");
+        (dir, store, r, flags)
+    }
+
+    // A share expires while the record's share under another agreement (a longer retention)
+    // is held: the record stays live, read from the share that is left.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_received_record_outlives_one_expired_share_while_another_is_held() {
+        let mut both = shares(RMS, 1, 1..=1);
+        both.extend(shares(IPR, i64::MAX, 1..=1));
+        let (_dir, store, r, _) = received_then_expired(vec![both], Vec::new()).await;
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let rms = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
+        let ipr = StreamKey { origin: ru, agreement: IPR.parse().expect("valid") };
+        assert_eq!(store.projection(&rms, 1).expect("reads"), None, "the expired share is purged");
+        assert!(store.projection(&ipr, 1).expect("reads").is_some(), "the other share is held");
+        assert_eq!(r.state, RecordState::Live);
+        assert_eq!(r.source, Source::Received { from: ru, agreement: IPR.parse().expect("valid") });
+        assert_eq!(r.body.get("title"), Some(&Value::Text("method 1".to_owned())));
+    }
+
+    // A record whose only share expired is held as expired; a share of it under another
+    // agreement that has not expired takes it back in. Revoked is different (above).
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_expired_record_is_taken_back_in_by_a_share_under_another_agreement() {
+        let (_dir, _store, r, flags) =
+            received_then_expired(vec![shares(RMS, 1, 1..=1)], shares(IPR, i64::MAX, 1..=1)).await;
+        assert_eq!(flags, vec![true]);
+        assert_eq!(r.state, RecordState::Live);
+        assert_eq!(r.body.get("title"), Some(&Value::Text("method 1".to_owned())));
+        let (_dir, _store, r, _) = received_then_expired(vec![shares(RMS, 1, 1..=1)], Vec::new()).await;
+        assert_eq!((r.state, r.body.is_empty()), (RecordState::Expired, true));
     }
 
     // A Received op that fails halfway (its second record's stored value does not decode)
