@@ -245,6 +245,8 @@ pub(crate) struct Compiled {
 #[derive(Debug, Clone)]
 struct CompiledCategory {
     withheld: Withheld,
+    /// What the agreement alone withholds (its redacted tags), whoever's the record.
+    redacted: Withheld,
     /// `[public, non_confidential]`, each indexed by party.
     share: [Box<[Option<DenyReason>]>; 2],
     /// Indexed by origin party: `None` accepts.
@@ -294,6 +296,7 @@ pub(crate) fn compile(agreement: &Agreement, me: MemberCode, policy: &Policy, ca
                 policy.share.iter().filter(|r| r.covers(&agreement.id, cat)).collect();
             let withheld =
                 Withheld(Arc::new(withheld_fields(agreement, cat, covering.iter().copied(), catalog)));
+            let redacted = Withheld(Arc::new(withheld_fields(agreement, cat, std::iter::empty(), catalog)));
             let share = [Classification::Public, Classification::NonConfidential].map(|class| {
                 agreement
                     .parties
@@ -335,7 +338,7 @@ pub(crate) fn compile(agreement: &Agreement, me: MemberCode, policy: &Policy, ca
                     }
                 })
                 .collect();
-            CompiledCategory { withheld, share, accept }
+            CompiledCategory { withheld, redacted, share, accept }
         })
         .collect();
     Compiled { categories }
@@ -495,9 +498,22 @@ pub fn decide_accept(
     }
 }
 
+/// The fields the agreement itself withholds for records of `category` (its redacted
+/// tags), whoever's the record: what a relay withholds of a projection it forwards, and
+/// what no projection received under the agreement may reveal. An origin's share rules
+/// may withhold more ([`decide`]); those only the origin knows.
+pub fn agreement_withheld(agreement: &Agreement, category: &CategoryId, catalog: &Catalog) -> Withheld {
+    match category_index(agreement, category).and_then(|c| agreement.compiled.categories.get(c)) {
+        Some(cat) => cat.redacted.clone(),
+        None => Withheld(Arc::new(withheld_fields(agreement, category, std::iter::empty(), catalog))),
+    }
+}
+
 /// May this node forward another member's projection (`header`, with the `audience` its
 /// origin signed) to `peer`? Only under an agreement that allows relaying, only to a
-/// party in the audience other than the origin and this node.
+/// party in the audience other than the origin and this node. When it may, the answer is
+/// the fields to withhold ([`agreement_withheld`]): a projection made before the
+/// agreement redacted more leaves with today's redactions.
 pub fn decide_relay(
     header: &RecordHeader,
     agreement: &Agreement,
@@ -505,7 +521,7 @@ pub fn decide_relay(
     peer: MemberCode,
     fed: &Federation,
     now_ms: i64,
-) -> Result<(), DenyReason> {
+) -> Result<Withheld, DenyReason> {
     record_checks(header, agreement, now_ms)?;
     if !agreement.relay {
         return Err(DenyReason::RelayNotAllowed);
@@ -531,7 +547,7 @@ pub fn decide_relay(
     if !audience.contains(&peer) {
         return Err(DenyReason::PeerNotInAudience);
     }
-    Ok(())
+    Ok(agreement_withheld(agreement, &header.category, &fed.catalog))
 }
 
 // ---- explanations --------------------------------------------------------------------

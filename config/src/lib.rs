@@ -37,8 +37,8 @@ pub use agreement::Agreement;
 pub use catalog::{BodyError, Catalog, Category, Field, FieldType};
 pub use check::{warnings, Warning, WarningKind};
 pub use decide::{
-    audience, decide, decide_accept, decide_relay, explain, explain_accept, withheld, Decision, DenyReason,
-    Explanation, Step, StepOutcome, Withheld,
+    agreement_withheld, audience, decide, decide_accept, decide_relay, explain, explain_accept, withheld,
+    Decision, DenyReason, Explanation, Step, StepOutcome, Withheld,
 };
 pub use diff::{diff, PolicyDiff};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Pos, SourceFile};

@@ -2,8 +2,8 @@
 //! backfill, inbound and relay decisions, and explanations that name file and line.
 
 use tamga_config::{
-    audience, decide, decide_accept, decide_relay, demo, explain, explain_accept, Decision, DenyReason,
-    Federation, SourceFile, Sources, StepOutcome,
+    agreement_withheld, audience, decide, decide_accept, decide_relay, demo, explain, explain_accept,
+    Decision, DenyReason, Federation, SourceFile, Sources, StepOutcome,
 };
 use tamga_protocol::{Classification, MemberCode, RecordHeader};
 
@@ -261,7 +261,13 @@ fn relay_decisions() {
     let a = &f.agreements[&"multi".parse().expect("id")];
     let h = header("a.one", Public, "KZ");
     let aud = [code("CN"), code("RU"), code("UZ")];
-    assert_eq!(decide_relay(&h, a, &aud, code("CN"), &f, NOW), Ok(()));
+    // A relay withholds what the agreement redacts (`personal`), not what its own share
+    // rules add to its own records (`commercial`).
+    let relayed = decide_relay(&h, a, &aud, code("CN"), &f, NOW).expect("relays");
+    assert_eq!(relayed.iter().collect::<Vec<_>>(), ["person"]);
+    assert_eq!(agreement_withheld(a, &h.category, &f.catalog), relayed);
+    let own = decide(&header("a.one", Public, "RU"), a, code("KZ"), &f, NOW);
+    assert_eq!(own.withheld().map(|w| w.iter().collect::<Vec<_>>()), Some(vec!["person", "price"]));
     assert_eq!(decide_relay(&h, a, &aud, code("KZ"), &f, NOW), Err(DenyReason::PeerIsOrigin));
     assert_eq!(decide_relay(&h, a, &aud[..1], code("UZ"), &f, NOW), Err(DenyReason::PeerNotInAudience));
     assert_eq!(decide_relay(&h, a, &aud, code("RU"), &f, NOW), Err(DenyReason::PeerIsSelf));

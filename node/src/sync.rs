@@ -456,8 +456,9 @@ fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
 }
 
 /// Invariant 4: signature by the origin's roster key; origin, sender and receiver are
-/// parties; the receiver is in the audience; the category is in the agreement; the
-/// agreement's digests match with the sender; the local accept policy allows it.
+/// parties; the receiver is in the audience; the category is in the agreement and no
+/// field the agreement redacts is revealed; the agreement's digests match with the
+/// sender; the local accept policy allows it.
 /// `signed` is the result of checking the origin's signature (batched by the caller).
 fn verify_inbound(
     ctx: &Ctx,
@@ -506,6 +507,15 @@ fn verify_inbound(
             refuse(ctx, "field"),
             f.name,
             p.header.category
+        ));
+    }
+    let redacted = tamga_config::agreement_withheld(agreement, &p.header.category, &fed.catalog);
+    if let Some(f) = p.revealed.iter().find(|f| redacted.contains(&f.name)) {
+        return Err(format!(
+            "{}: field {} is redacted by agreement {}",
+            refuse(ctx, "redacted"),
+            f.name,
+            agreement.id
         ));
     }
     if !p.envelope.audience.contains(&me) {
@@ -639,6 +649,15 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     }
 }
 
+/// Withhold from a projection about to leave the fields a decision withholds now. A
+/// projection is stored as its origin made it, under the redactions in force then; an
+/// agreement or a policy that redacts more since must not be undone by an old copy.
+fn withhold(p: &mut Projection, withheld: &tamga_config::Withheld) {
+    if !withheld.is_empty() {
+        p.withhold(|f| withheld.contains(f));
+    }
+}
+
 async fn withheld_at_send(ctx: &Ctx, p: &Projection, peer: MemberCode, why: &str, policy: Digest) {
     ctx.shared.metrics.withheld.add("policy_at_send", 1);
     let mut ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
@@ -657,18 +676,22 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     let fed = ctx.shared.fed();
     let now = now_ms();
     let mut allowed = Vec::with_capacity(ps.len());
-    for p in ps {
+    for mut p in ps {
         let verdict = match fed.agreement(&p.envelope.agreement) {
-            None => Some("the agreement is no longer in force".to_owned()),
-            Some(_) if p.envelope.kind == EntryKind::Revoke => None,
+            None => Err("the agreement is no longer in force".to_owned()),
+            Some(_) if p.envelope.kind == EntryKind::Revoke => Ok(()),
             Some(a) => match tamga_config::decide(&p.header, a, peer, &fed, now) {
-                Decision::Allow { .. } => None,
-                Decision::Deny(r) => Some(r.to_string()),
+                // Stored under the policy of its ingest: leaves with today's redactions.
+                Decision::Allow { withheld } => {
+                    withhold(&mut p, &withheld);
+                    Ok(())
+                }
+                Decision::Deny(r) => Err(r.to_string()),
             },
         };
         match verdict {
-            None => allowed.push(p),
-            Some(why) => withheld_at_send(ctx, &p, peer, &why, fed.policy_digest).await,
+            Ok(()) => allowed.push(p),
+            Err(why) => withheld_at_send(ctx, &p, peer, &why, fed.policy_digest).await,
         }
     }
     let ps = allowed;
@@ -959,7 +982,7 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                 reply.withheld.push(SeqRange { stream: r.stream.clone(), from: seq, to: seq });
             }
         }
-        for p in ctx.shared.store.projections(&r.stream, r.from, to, room).unwrap_or_default() {
+        for mut p in ctx.shared.store.projections(&r.stream, r.from, to, room).unwrap_or_default() {
             let seq = p.envelope.seq;
             let withheld = || SeqRange { stream: r.stream.clone(), from: seq, to: seq };
             if !p.envelope.audience.contains(&asker) {
@@ -967,14 +990,15 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                 reply.withheld.push(withheld());
                 continue;
             }
-            let allowed = if p.envelope.kind == EntryKind::Revoke {
-                true
+            let fields = if p.envelope.kind == EntryKind::Revoke {
+                Some(tamga_config::Withheld::default())
             } else if p.header.origin == me {
-                tamga_config::decide(&p.header, a, asker, &fed, now).is_allow()
+                tamga_config::decide(&p.header, a, asker, &fed, now).withheld().cloned()
             } else {
-                tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now).is_ok()
+                tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now).ok()
             };
-            if allowed {
+            if let Some(fields) = fields {
+                withhold(&mut p, &fields);
                 reply.projections.push(p);
             }
         }

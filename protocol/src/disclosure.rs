@@ -416,6 +416,26 @@ impl Projection {
         Ok(id)
     }
 
+    /// Withhold the revealed fields `withhold` names: each is replaced by its digest, so
+    /// the record id and the origin's signature still verify. Any holder can withhold
+    /// more than the origin did, never less. Returns how many fields were withheld.
+    pub fn withhold(&mut self, withhold: impl Fn(&str) -> bool) -> usize {
+        let before = self.revealed.len();
+        let mut added = Vec::new();
+        self.revealed.retain(|f| {
+            let keep = !withhold(&f.name);
+            if !keep {
+                added.push(field_digest(&f.salt, &f.name, &f.value));
+            }
+            keep
+        });
+        if !added.is_empty() {
+            self.withheld.extend(added);
+            self.withheld.sort_unstable();
+        }
+        before - self.revealed.len()
+    }
+
     /// The revealed fields as a map, for storing and showing.
     pub fn revealed_body(&self) -> BTreeMap<String, Value> {
         self.revealed.iter().map(|f| (f.name.clone(), f.value.clone())).collect()

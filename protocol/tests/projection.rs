@@ -49,6 +49,19 @@ fn redacted_fields_do_not_cross_the_wire() {
 }
 
 #[test]
+fn a_holder_can_withhold_more_and_the_projection_still_verifies() {
+    let k = key(7);
+    let salted = SaltedRecord::new(record(), &SaltKey::generate());
+    let envelope = envelope("sco-ipr-2012", 3);
+    let mut p = salted.project(|n| n == "holder_name", envelope.clone(), &k).expect("projects");
+    let tighter = salted.project(|n| n == "holder_name" || n == "mark", envelope, &k).expect("projects");
+    assert_eq!(p.withhold(|n| n == "mark" || n == "holder_name" || n == "no_such_field"), 1);
+    assert_eq!(p.verify(&k.verifying_key()), Ok(salted.id));
+    assert_eq!((&p.revealed, &p.withheld), (&tighter.revealed, &tighter.withheld));
+    assert_eq!(p.withhold(|n| n == "mark"), 0, "withholding twice changes nothing");
+}
+
+#[test]
 fn confidential_and_secret_are_never_projected() {
     for c in [Classification::Confidential, Classification::Secret] {
         let mut r = record();

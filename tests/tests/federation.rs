@@ -347,6 +347,45 @@ async fn revocation_purges_everywhere_with_receipts_and_is_not_pulled_back() {
     f.stop().await;
 }
 
+/// A share rule that redacts one more field holds for what was ingested before it too: a
+/// member that was down pulls the older records with today's redaction, not the one they
+/// were stored under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tighter_redaction_holds_for_records_ingested_before_it() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let body_on = |node: &TestNode, id: String| {
+        let c = node.client(Role::Operator);
+        async move {
+            let r = c.get(&format!("/v1/records/{id}"), &[]).await.ok()?;
+            (r["record"]["state"] == "live").then(|| r["record"]["body"].clone())
+        }
+    };
+    let early = ingest(&f, "RU", "early", &["ipr.infringement"]).await.remove(0);
+    wait_for("KZ holds the early record", || async { body_on(f.node("KZ"), early.clone()).await.is_some() })
+        .await;
+    let shown = body_on(f.node("KZ"), early.clone()).await.expect("held");
+    assert!(shown.get("hs_code").is_some(), "shared in clear before the change: {shown}");
+
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    let late = ingest(&f, "RU", "late", &["ipr.infringement"]).await.remove(0);
+    let ru = f.node("RU");
+    let policy = ru.federation.as_ref().expect("its own files").path().join("policies/RU.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    let rule = "[[share]]\nagreement = \"sco-ipr-2012\"\n";
+    assert!(text.contains(rule));
+    let tighter = text.replace(rule, &format!("{rule}redact_fields = [\"hs_code\"]\n"));
+    std::fs::write(&policy, tighter).expect("writes");
+    ru.client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
+    wait_for("KZ pulls the late record", || async { body_on(f.node("KZ"), late.clone()).await.is_some() })
+        .await;
+    let shown = body_on(f.node("KZ"), late.clone()).await.expect("held");
+    assert!(shown.get("hs_code").is_none(), "redacted since its ingest: {shown}");
+    assert!(shown.get("mark_name").is_some(), "the rest is shared: {shown}");
+    f.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_projections_are_purged_on_every_node() {
     let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");

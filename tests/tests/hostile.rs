@@ -1,5 +1,6 @@
-//! A roster peer that sends forged or out-of-bounds projections: each is refused, audited,
-//! and nothing of it is stored; a well-formed one on the same connection still goes in.
+//! A roster peer that sends forged or out-of-bounds projections (or one that reveals a
+//! field its agreement redacts): each is refused, audited, and nothing of it is stored; a
+//! well-formed one on the same connection still goes in.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -124,8 +125,24 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
         envelope("sco-ipr-2012", &["RU"], 7),
     );
 
+    // A field the agreement redacts (`personal` under the IPR memorandum), revealed.
+    let mut redacted = record("ipr.protected_mark", "UZ", "REDACTED".into());
+    redacted.record.body.insert("right_holder_name".into(), Value::Text("I. Petrov".into()));
+    let redacted =
+        sign(&SaltedRecord::new(redacted.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], 8));
+
     let before = ru.client(Role::Operator).get("/v1/status", &[]).await.expect("status")["records"].as_u64();
-    let push = vec![good, bad_sig, outside, forged_origin, not_audience, not_party, too_big, unknown_field];
+    let push = vec![
+        good,
+        bad_sig,
+        outside,
+        forged_origin,
+        not_audience,
+        not_party,
+        too_big,
+        unknown_field,
+        redacted,
+    ];
     let n = push.len();
     let reply = h.request(ru_code, Request::Push(Push { projections: push })).await.expect("answered");
     let Response::Push(reply) = reply else { panic!("expected a push reply, got {reply:?}") };
