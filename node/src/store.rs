@@ -349,6 +349,11 @@ impl WriteBatch {
         self.put(gone_key(s, seq), Vec::new());
     }
 
+    /// Forget that a number of a stream was said to be withheld from us.
+    pub fn remove_withheld(&mut self, s: &StreamKey, seq: u64) {
+        self.remove(withheld_key(s, seq));
+    }
+
     /// Feedback a peer gave on one of our records.
     pub fn put_feedback_received(&mut self, f: &tamga_protocol::Feedback) -> Result<(), StoreError> {
         self.put(key(&[b"F", &f.record.0, &f.from.as_bytes(), &time_key(f.time_ms)]), enc(f)?);
@@ -524,6 +529,11 @@ impl<'a> View<'a> {
     /// Whether a sequence number of a stream was purged here (expired or revoked).
     pub fn is_gone(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
         self.contains(&gone_key(s, seq))
+    }
+
+    /// Whether a peer said a sequence number of a stream is withheld from us.
+    pub fn is_withheld(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        self.contains(&withheld_key(s, seq))
     }
 
     /// The sequence number of a record's projection under an agreement, if held.

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::net::{NetEvent, NetHandle};
-use crate::writer::now_ms;
+use crate::writer::{now_ms, Taken};
 
 /// Most projections asked for in one pull (one pull reply's worth).
 pub const PULL_BATCH: usize = 256;
@@ -543,9 +543,21 @@ async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> P
     }
     let signed: Vec<(RecordId, Projection)> = items.iter().map(|(_, id, p)| (*id, p.clone())).collect();
     match ctx.shared.writer.received(from, signed, Vec::new()).await {
-        Ok(_) => {
+        Ok(taken) => {
+            // A receipt says the projection is held here: none for one purged here.
+            let mut acked = Vec::with_capacity(items.len());
+            for ((i, id, p), t) in items.iter().zip(taken) {
+                let reason = match t {
+                    Taken::New | Taken::Held => {
+                        acked.push(ReceiptItem::of(*id, p));
+                        continue;
+                    }
+                    Taken::Purged => "not stored: purged here (expired or revoked)",
+                    Taken::Conflict => "not stored: its number is held here with another record",
+                };
+                reply.refused.push(Refusal { index: *i, reason: reason.to_owned() });
+            }
             // One signature for the whole push (see `Receipt::sign_batch`).
-            let acked = items.iter().map(|(_, id, p)| ReceiptItem::of(*id, p)).collect();
             let me = ctx.shared.config.member;
             reply.receipts = Receipt::sign_batch(acked, me, now_ms(), &ctx.shared.identity.signing);
         }

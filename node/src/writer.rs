@@ -106,8 +106,8 @@ pub enum Op {
         items: Vec<(RecordId, Projection)>,
         /// Sequence numbers the sender says exist but are not for this node.
         withheld: Vec<(StreamKey, u64)>,
-        /// Where to answer: per item, whether it was new.
-        reply: oneshot::Sender<Result<Vec<bool>, WriteError>>,
+        /// Where to answer: per item, what became of it.
+        reply: oneshot::Sender<Result<Vec<Taken>, WriteError>>,
     },
     /// Store receipts that peers signed for projections this node sent, each with the kind
     /// of entry it acknowledges (a receipt for a revocation is a purge receipt).
@@ -181,7 +181,7 @@ impl Writer {
         from: MemberCode,
         items: Vec<(RecordId, Projection)>,
         withheld: Vec<(StreamKey, u64)>,
-    ) -> Result<Vec<bool>, WriteError> {
+    ) -> Result<Vec<Taken>, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Received { from, items, withheld, reply }).await.map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
@@ -380,7 +380,7 @@ impl WriterTask {
                     let mark = (batch.savepoint(), head);
                     let r = self.store_received(from, items, withheld, &mut batch, &mut head, &mut seqs, now);
                     match &r {
-                        Ok(flags) => received += flags.iter().filter(|n| **n).count() as u64,
+                        Ok(taken) => received += taken.iter().filter(|t| **t == Taken::New).count() as u64,
                         Err(_) => undo(&mut batch, &mut head, mark),
                     }
                     received_answers.push((reply, r));
@@ -675,20 +675,45 @@ impl WriterTask {
         head: &mut (u64, Digest),
         seqs: &mut GroupSeqs,
         now: i64,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<Taken>, StoreError> {
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
             if seqs.known(&self.store, batch, &stream, seq)? {
-                flags.push(false);
-                continue;
+                let view = self.store.pending(batch);
+                if view.is_gone(&stream, seq)? {
+                    flags.push(Taken::Purged);
+                    continue;
+                }
+                if !view.is_withheld(&stream, seq)? {
+                    // The same projection (or a copy withholding more) has the same
+                    // signature: the origin signed the record id and the envelope.
+                    let held = view.projection(&stream, seq)?;
+                    if held.is_none_or(|h| h.signature == p.signature) {
+                        flags.push(Taken::Held);
+                    } else {
+                        // Two records under one number, both signed by the origin: an
+                        // origin restored from an old backup, or one that equivocates.
+                        let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                            .peer(from)
+                            .record(id, p.header.category.clone())
+                            .agreement(p.envelope.agreement.clone())
+                            .reason(format!("{} #{seq} is held here with another record", stream.origin));
+                        self.append(batch, head, ev, now);
+                        flags.push(Taken::Conflict);
+                    }
+                    continue;
+                }
+                // Withheld only on a peer's word, which no one signs; the origin signed
+                // this projection with us in its audience, so it is ours after all.
+                batch.remove_withheld(&stream, seq);
             }
             if p.envelope.kind == EntryKind::Revoke {
                 self.apply_revocation(id, &p, from, batch, head, now)?;
                 touched.insert(stream);
-                flags.push(true);
+                flags.push(Taken::New);
                 continue;
             }
             // One read answers both: whether the record is held, and as a tombstone —
@@ -698,7 +723,7 @@ impl WriterTask {
                 // Revoked by its origin: keep the tombstone, never take the body back in.
                 batch.purge_projection(&stream, seq, p.envelope.expires_ms);
                 touched.insert(stream);
-                flags.push(false);
+                flags.push(Taken::Purged);
                 continue;
             }
             // Held as expired, the record's shares all expired; this one has not (the gate
@@ -726,7 +751,7 @@ impl WriterTask {
                 .reason(format!("{} #{} from {}", stream.origin, seq, from));
             self.append(batch, head, ev, now);
             touched.insert(stream);
-            flags.push(true);
+            flags.push(Taken::New);
         }
         for (stream, seq) in withheld {
             if !seqs.known(&self.store, batch, &stream, seq)? {
@@ -743,6 +768,20 @@ impl WriterTask {
         }
         Ok(flags)
     }
+}
+
+/// What became of one received projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Stored now.
+    New,
+    /// Held already: its number of its stream is here.
+    Held,
+    /// Not stored, and not held: its number was purged here (expired or revoked), or its
+    /// record was revoked.
+    Purged,
+    /// Not stored: its number is held here with another record (audited).
+    Conflict,
 }
 
 /// What the store knew of each stream when a write group began: its contiguous head and
@@ -1072,7 +1111,7 @@ mod tests {
     async fn one_group(
         first: Vec<(RecordId, Projection)>,
         second: Vec<(RecordId, Projection)>,
-    ) -> ((Vec<bool>, Vec<bool>), (RecordState, bool)) {
+    ) -> ((Vec<Taken>, Vec<Taken>), (RecordState, bool)) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(dir.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
@@ -1097,7 +1136,7 @@ mod tests {
         let mut items = projections(1..=1);
         items.push(revocation_of(2));
         let (flags, held) = one_group(items, Vec::new()).await;
-        assert_eq!(flags, (vec![true; 2], vec![]));
+        assert_eq!(flags, (vec![Taken::New; 2], vec![]));
         assert_eq!(held, (RecordState::Revoked, false));
     }
 
@@ -1105,7 +1144,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_revocation_purges_a_share_stored_earlier_in_the_same_group() {
         let (flags, held) = one_group(projections(1..=1), vec![revocation_of(2)]).await;
-        assert_eq!(flags, (vec![true], vec![true]));
+        assert_eq!(flags, (vec![Taken::New], vec![Taken::New]));
         assert_eq!(held, (RecordState::Revoked, false));
     }
 
@@ -1114,7 +1153,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_after_its_revocation_in_the_same_group_is_not_taken_in() {
         let (flags, held) = one_group(vec![revocation_of(2)], projections(1..=1)).await;
-        assert_eq!(flags, (vec![true], vec![false]));
+        assert_eq!(flags, (vec![Taken::New], vec![Taken::Purged]));
         assert_eq!(held, (RecordState::Revoked, false));
     }
 
@@ -1129,9 +1168,9 @@ mod tests {
         let ru: MemberCode = "RU".parse().expect("valid");
         let mut both = shares(RMS, i64::MAX, 1..=1);
         both.extend(shares(IPR, i64::MAX, 1..=1));
-        assert_eq!(writer.received(ru, both, Vec::new()).await.expect("stored"), vec![true; 2]);
+        assert_eq!(writer.received(ru, both, Vec::new()).await.expect("stored"), vec![Taken::New; 2]);
         let flags = writer.received(ru, vec![revocation_of(2)], Vec::new()).await.expect("stored");
-        assert_eq!(flags, vec![true]);
+        assert_eq!(flags, vec![Taken::New]);
         drop(writer);
         handle.await.expect("the writer ends");
         let (id, _) = revocation_of(2);
@@ -1148,7 +1187,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_under_another_agreement_after_the_revocation_is_not_taken_in() {
         let (flags, held) = one_group(vec![revocation_of(2)], shares(IPR, i64::MAX, 1..=1)).await;
-        assert_eq!(flags, (vec![true], vec![false]));
+        assert_eq!(flags, (vec![Taken::New], vec![Taken::Purged]));
         assert_eq!(held, (RecordState::Revoked, false));
     }
 
@@ -1157,7 +1196,7 @@ mod tests {
     async fn received_then_expired(
         ops: Vec<Vec<(RecordId, Projection)>>,
         after: Vec<(RecordId, Projection)>,
-    ) -> (tempfile::TempDir, Store, StoredRecord, Vec<bool>) {
+    ) -> (tempfile::TempDir, Store, StoredRecord, Vec<Taken>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(dir.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
@@ -1197,11 +1236,52 @@ mod tests {
     async fn an_expired_record_is_taken_back_in_by_a_share_under_another_agreement() {
         let (_dir, _store, r, flags) =
             received_then_expired(vec![shares(RMS, 1, 1..=1)], shares(IPR, i64::MAX, 1..=1)).await;
-        assert_eq!(flags, vec![true]);
+        assert_eq!(flags, vec![Taken::New]);
         assert_eq!(r.state, RecordState::Live);
         assert_eq!(r.body.get("title"), Some(&Value::Text("method 1".to_owned())));
         let (_dir, _store, r, _) = received_then_expired(vec![shares(RMS, 1, 1..=1)], Vec::new()).await;
         assert_eq!((r.state, r.body.is_empty()), (RecordState::Expired, true));
+    }
+
+    // A peer's word that a number is withheld from us is not signed; the origin's signed
+    // projection of that number, with us in its audience, wins over it. Purged numbers
+    // stay purged, a projection held already is answered as held, and another record
+    // under a number held is refused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_signed_projection_wins_over_a_peers_withheld_claim() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let (ru, uz): (MemberCode, MemberCode) = ("RU".parse().expect("valid"), "UZ".parse().expect("valid"));
+        let stream = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
+        let claims = vec![(stream.clone(), 1), (stream.clone(), 2)];
+        assert_eq!(writer.received(uz, Vec::new(), claims).await.expect("stored"), vec![]);
+        assert_eq!(store.stream_head(&stream).expect("reads"), 2, "claims count as known");
+        let taken = writer.received(ru, projections(1..=1), Vec::new()).await.expect("stored");
+        assert_eq!(taken, vec![Taken::New]);
+        assert!(store.projection(&stream, 1).expect("reads").is_some());
+        assert!(!store.view().is_withheld(&stream, 1).expect("reads"));
+        let again = writer.received(uz, projections(1..=1), Vec::new()).await.expect("stored");
+        assert_eq!(again, vec![Taken::Held]);
+        // Another record under the same number (an origin restored from an old backup).
+        let (other, mut clash) = projections(2..=2).remove(0);
+        clash.envelope.seq = 1;
+        let clash = {
+            let key = tamga_config::demo::demo_signing_key(ru);
+            let record = Record { header: clash.header.clone(), body: clash.revealed_body() };
+            let salted = SaltedRecord::new(record, &SaltKey::from_bytes([7; 32]));
+            assert_eq!(salted.id, other);
+            salted.project(|_| false, clash.envelope, &key).expect("projects")
+        };
+        let taken = writer.received(ru, vec![(other, clash)], Vec::new()).await.expect("stored");
+        assert_eq!(taken, vec![Taken::Conflict]);
+        assert_eq!(store.record(&other).expect("reads"), None, "nothing of it is stored");
+        writer.received(ru, vec![revocation_of(3)], Vec::new()).await.expect("stored");
+        let late = writer.received(uz, projections(1..=1), Vec::new()).await.expect("stored");
+        assert_eq!(late, vec![Taken::Purged], "revoked: purged, not held");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        assert_eq!(store.stream_head(&stream).expect("reads"), 3);
     }
 
     // A Received op that fails halfway (its second record's stored value does not decode)
@@ -1254,8 +1334,8 @@ mod tests {
             writer.received(ru, projections(1..=3), Vec::new()),
             writer.received(ru, projections(4..=5), Vec::new()),
         );
-        assert_eq!(a.expect("stored"), vec![true; 3]);
-        assert_eq!(b.expect("stored"), vec![true; 2]);
+        assert_eq!(a.expect("stored"), vec![Taken::New; 3]);
+        assert_eq!(b.expect("stored"), vec![Taken::New; 2]);
         let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
         assert_eq!(store.stream_head(&stream).expect("reads"), 5);
         drop(writer);
