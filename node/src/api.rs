@@ -484,7 +484,7 @@ async fn give_feedback(
         .await
         .map_err(ApiError::internal)?;
     let s2 = shared.clone();
-    tokio::spawn(async move { crate::sync::send_feedback(&s2, f).await });
+    tokio::spawn(async move { crate::sync::send_feedback(&s2, crate::store::OutboxKey::of(&f), f).await });
     Ok(Json(
         json!({ "record": id.to_hex(), "origin": r.header.origin.as_str(), "outcome": outcome.as_str(), "queued": true }),
     ))

@@ -13,7 +13,7 @@
 //! | `G`    | origin, agreement, 0, seq              | (seq purged: expired or revoked) |
 //! | `E`    | expiry time, origin, agreement, 0, seq | (expiry index of projections) |
 //! | `F`    | record id, giver, time                 | feedback received on own record |
-//! | `B`    | record id, origin                      | feedback given, not yet delivered |
+//! | `B`    | record id, origin, time, 8 bytes of its signature | feedback given, not yet delivered (see [`OutboxKey`]) |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
 //! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
@@ -216,6 +216,22 @@ fn u64_of(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt { key: hex::encode(k), why: "not 8 bytes".into() })
 }
 
+/// Where one piece of feedback given waits in the outbox (`B`): its record id, its origin,
+/// its time and the first 8 bytes of its signature, which covers every field — so each
+/// feedback has its own entry, however many are given on one record. A store written
+/// before this kept one entry per record and origin, under `B`, record id, origin; such an
+/// entry is read with that key and removed by it. Opaque outside the store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutboxKey(Vec<u8>);
+
+impl OutboxKey {
+    /// The key a feedback given by this build is kept under.
+    pub fn of(f: &tamga_protocol::Feedback) -> OutboxKey {
+        let sig = &f.signature.0[..8];
+        OutboxKey(key(&[b"B", &f.record.0, &f.origin.as_bytes(), &time_key(f.time_ms), sig]))
+    }
+}
+
 /// A set of writes applied atomically by [`Store::commit`]. Until then it can be read
 /// through ([`Store::pending`]) and its latest writes undone ([`WriteBatch::rollback`]).
 #[derive(Debug, Default)]
@@ -360,15 +376,15 @@ impl WriteBatch {
         Ok(())
     }
 
-    /// Feedback this node gave, waiting for delivery to the origin.
+    /// Feedback this node gave, waiting for delivery to the origin under its own key.
     pub fn put_feedback_outbox(&mut self, f: &tamga_protocol::Feedback) -> Result<(), StoreError> {
-        self.put(key(&[b"B", &f.record.0, &f.origin.as_bytes()]), enc(f)?);
+        self.put(OutboxKey::of(f).0, enc(f)?);
         Ok(())
     }
 
-    /// Feedback delivered: out of the outbox.
-    pub fn remove_feedback_outbox(&mut self, record: &RecordId, origin: MemberCode) {
-        self.remove(key(&[b"B", &record.0, &origin.as_bytes()]));
+    /// Feedback delivered: out of the outbox, by the key it was read under.
+    pub fn remove_feedback_outbox(&mut self, k: &OutboxKey) {
+        self.remove(k.0.clone());
     }
 
     /// Mark a sequence number as known withheld from this node.
@@ -855,17 +871,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Feedback given and not yet delivered, for `origin` (or all when `None`).
+    /// Feedback given and not yet delivered, for `origin` (or all when `None`), at most
+    /// `limit`, each with the key it is kept under.
     pub fn feedback_outbox(
         &self,
         origin: Option<MemberCode>,
-    ) -> Result<Vec<tamga_protocol::Feedback>, StoreError> {
+        limit: usize,
+    ) -> Result<Vec<(OutboxKey, tamga_protocol::Feedback)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(b"B") {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = kv?;
             let f: tamga_protocol::Feedback = dec(&k, &v)?;
             if origin.is_none_or(|o| o == f.origin) {
-                out.push(f);
+                out.push((OutboxKey(k.to_vec()), f));
             }
         }
         Ok(out)

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::net::{NetEvent, NetHandle};
+use crate::store::OutboxKey;
 use crate::writer::{now_ms, Taken};
 
 /// Most projections asked for in one pull (one pull reply's worth).
@@ -284,8 +285,10 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
                 match c.net.request(member, Request::Hello(hello(&c.shared))).await {
                     Ok(Response::Hello(h)) => {
                         on_hello(&c, member, &h).await;
-                        for f in c.shared.store.feedback_outbox(Some(member)).unwrap_or_default() {
-                            send_feedback(&c.shared, f).await;
+                        for (k, f) in
+                            c.shared.store.feedback_outbox(Some(member), usize::MAX).unwrap_or_default()
+                        {
+                            send_feedback(&c.shared, k, f).await;
                         }
                         anti_entropy(&c, member).await;
                     }
@@ -1068,11 +1071,11 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
 
 /// Deliver feedback to its origin now if connected; it stays in the outbox otherwise and
 /// goes on the next connection.
-pub async fn send_feedback(shared: &Shared, f: tamga_protocol::Feedback) {
+pub async fn send_feedback(shared: &Shared, key: OutboxKey, f: tamga_protocol::Feedback) {
     let origin = f.origin;
     match shared.net.request(origin, Request::Feedback(f.clone())).await {
         Ok(Response::FeedbackStored) => {
-            if let Err(e) = shared.writer.feedback(f, crate::writer::FeedbackEvent::Delivered).await {
+            if let Err(e) = shared.writer.feedback(f, crate::writer::FeedbackEvent::Delivered(key)).await {
                 tracing::warn!(%origin, error = %e, "feedback delivered but not recorded");
             }
         }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
-use crate::store::{RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WriteBatch};
+use crate::store::{OutboxKey, RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WriteBatch};
 
 /// Capacity of the op channel; senders wait when it is full (back-pressure on the API).
 pub const WRITE_QUEUE: usize = 4096;
@@ -59,12 +59,12 @@ pub struct Ingested {
 }
 
 /// What happened to a piece of feedback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedbackEvent {
     /// This node gave it; keep it until the origin has it.
     Given,
-    /// The origin stored it.
-    Delivered,
+    /// The origin stored it: out of the outbox, from under the key it was read with.
+    Delivered(OutboxKey),
     /// A peer gave it on one of this node's records.
     Received,
 }
@@ -424,10 +424,10 @@ impl WriterTask {
                 Op::Feedback { feedback, event, reply } => {
                     durable = true;
                     let f = *feedback;
-                    let r = match event {
+                    let r = match &event {
                         FeedbackEvent::Given => batch.put_feedback_outbox(&f),
-                        FeedbackEvent::Delivered => {
-                            batch.remove_feedback_outbox(&f.record, f.origin);
+                        FeedbackEvent::Delivered(k) => {
+                            batch.remove_feedback_outbox(k);
                             Ok(())
                         }
                         FeedbackEvent::Received => batch.put_feedback_received(&f),
@@ -439,7 +439,9 @@ impl WriterTask {
                     }
                     let (peer, what) = match event {
                         FeedbackEvent::Given => (f.origin, format!("given: {}", f.outcome.as_str())),
-                        FeedbackEvent::Delivered => (f.origin, format!("delivered: {}", f.outcome.as_str())),
+                        FeedbackEvent::Delivered(_) => {
+                            (f.origin, format!("delivered: {}", f.outcome.as_str()))
+                        }
                         FeedbackEvent::Received => (f.from, format!("received: {}", f.outcome.as_str())),
                     };
                     let mut ev = AuditEvent::new(Action::Feedback, Outcome::Ok)
@@ -1319,6 +1321,57 @@ mod tests {
             .collect();
         assert!(actions.contains(&"policy_loaded".to_owned()), "{actions:?}");
         assert!(!actions.contains(&"received".to_owned()), "{actions:?}");
+    }
+
+    /// KZ's signed feedback on RU's record 1, given at `time_ms`.
+    fn feedback(outcome: tamga_protocol::FeedbackOutcome, time_ms: i64) -> tamga_protocol::Feedback {
+        let kz: MemberCode = "KZ".parse().expect("valid");
+        let (id, p) = projections(1..=1).remove(0);
+        let key = tamga_config::demo::demo_signing_key(kz);
+        let agreement = p.envelope.agreement;
+        tamga_protocol::Feedback::sign(
+            id,
+            agreement,
+            p.header.origin,
+            kz,
+            outcome,
+            String::new(),
+            time_ms,
+            &key,
+        )
+    }
+
+    // Each feedback given waits under its own key: two on one record are both kept, and
+    // delivering one leaves the other. An entry that an earlier build kept under record id
+    // and origin only is read, and removed by that key alone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_feedback_given_waits_in_the_outbox_until_it_is_delivered() {
+        use tamga_protocol::FeedbackOutcome;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let older = feedback(FeedbackOutcome::NoFinding, 1);
+        let legacy_key = [b"B".as_slice(), &older.record.0, &older.origin.as_bytes()].concat();
+        let value = tamga_protocol::codec::encode_stored(&older).expect("encodes");
+        store.raw_insert(vec![(legacy_key, value)]).expect("writes");
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let seized = feedback(FeedbackOutcome::Seized, 2);
+        let cleared = feedback(FeedbackOutcome::FalsePositive, 3);
+        for f in [&seized, &cleared] {
+            writer.feedback(f.clone(), FeedbackEvent::Given).await.expect("given");
+        }
+        let outbox = || store.feedback_outbox(None, usize::MAX).expect("reads");
+        let waiting: Vec<_> = outbox().into_iter().map(|(_, f)| f).collect();
+        assert_eq!(waiting.len(), 3, "{waiting:?}");
+        assert!([&older, &seized, &cleared].iter().all(|f| waiting.contains(f)), "{waiting:?}");
+        for delivered in [&seized, &older] {
+            let (k, f) = outbox().into_iter().find(|(_, f)| f == delivered).expect("waiting");
+            writer.feedback(f, FeedbackEvent::Delivered(k)).await.expect("recorded");
+        }
+        let waiting: Vec<_> = outbox().into_iter().map(|(_, f)| f).collect();
+        assert_eq!(waiting, vec![cleared], "only the one not delivered is left");
+        assert_eq!(store.feedback_outbox(None, 0).expect("reads"), vec![], "a limit of none reads none");
+        drop(writer);
+        handle.await.expect("the writer ends");
     }
 
     // Two ops on one stream drained into one write group: the later one sees the earlier

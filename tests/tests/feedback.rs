@@ -1,0 +1,77 @@
+//! Feedback between real nodes: what a receiver gives on a record while the record's
+//! origin is away waits in the receiver's outbox, each piece on its own, and reaches the
+//! origin once it is back.
+
+use serde_json::{json, Value};
+use tamga_node::identity::Role;
+use tamga_tests::*;
+
+/// RU ingests one public enforcement alert; once KZ holds it, its id.
+async fn alert_held_by_kz(f: &TestFederation) -> String {
+    let rec = record_json(&example_catalog(), "enforcement.alert", "public", "feedback");
+    let v = f.node("RU").client(Role::Operator).post("/v1/records", &rec).await.expect("ingests");
+    let id = v["ids"][0].as_str().expect("an id").to_owned();
+    let kz = f.node("KZ").client(Role::Operator);
+    wait_for("KZ holds RU's alert", || async {
+        kz.get(&format!("/v1/records/{id}"), &[]).await.is_ok_and(|r| r["record"]["state"] == "live")
+    })
+    .await;
+    id
+}
+
+/// KZ gives feedback on `id`.
+async fn give(f: &TestFederation, id: &str, outcome: &str, note: &str) {
+    let v = f
+        .node("KZ")
+        .client(Role::Operator)
+        .post(&format!("/v1/records/{id}/feedback"), &json!({ "outcome": outcome, "note": note }))
+        .await
+        .expect("gives feedback");
+    assert_eq!(v["origin"], "RU");
+}
+
+/// The feedback RU holds on `id`, as (from, outcome, note), sorted.
+async fn held_by_ru(f: &TestFederation, id: &str) -> Vec<(String, String, String)> {
+    let r = f.node("RU").client(Role::Operator).get(&format!("/v1/records/{id}"), &[]).await.expect("shows");
+    let s = |x: &Value, k: &str| x[k].as_str().unwrap_or_default().to_owned();
+    let mut out: Vec<_> = r["feedback"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| (s(x, "from"), s(x, "outcome"), s(x, "note")))
+        .collect();
+    out.sort();
+    out
+}
+
+fn kz(outcome: &str, note: &str) -> (String, String, String) {
+    ("KZ".to_owned(), outcome.to_owned(), note.to_owned())
+}
+
+// Two pieces of feedback on one record, given while its origin is stopped, are two outbox
+// entries: both reach the origin when it is back, and KZ records each as delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_feedbacks_given_while_the_origin_is_stopped_both_reach_it() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let id = alert_held_by_kz(&f).await;
+    f.nodes.get_mut("RU").expect("RU").stop().await;
+    give(&f, &id, "no_finding", "first look: nothing").await;
+    give(&f, &id, "seized", "second look: 40 boxes at Troitsk").await;
+    f.nodes.get_mut("RU").expect("RU").restart().await.expect("restarts");
+    let want =
+        vec![kz("no_finding", "first look: nothing"), kz("seized", "second look: 40 boxes at Troitsk")];
+    wait_for("RU holds both pieces of KZ's feedback", || async { held_by_ru(&f, &id).await == want }).await;
+    let auditor = f.node("KZ").client(Role::Auditor);
+    wait_for("KZ records both as delivered", || async {
+        let v = auditor.get("/v1/audit", &[("action", "feedback".into())]).await.expect("queries");
+        let delivered = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["entry"]["reason"].as_str().is_some_and(|r| r.starts_with("delivered: ")))
+            .count();
+        delivered == 2
+    })
+    .await;
+    f.stop().await;
+}
