@@ -12,7 +12,7 @@
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
 //! | `G`    | origin, agreement, 0, seq              | (seq purged: expired or revoked) |
 //! | `E`    | expiry time, origin, agreement, 0, seq | (expiry index of projections) |
-//! | `F`    | record id, giver, time                 | feedback received on own record |
+//! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
 //! | `B`    | record id, origin, time, 8 bytes of its signature | feedback given, not yet delivered (see [`OutboxKey`]) |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
@@ -370,9 +370,11 @@ impl WriteBatch {
         self.remove(withheld_key(s, seq));
     }
 
-    /// Feedback a peer gave on one of our records.
+    /// Feedback a peer gave on one of our records, under its own key however many the
+    /// peer gives in one millisecond.
     pub fn put_feedback_received(&mut self, f: &tamga_protocol::Feedback) -> Result<(), StoreError> {
-        self.put(key(&[b"F", &f.record.0, &f.from.as_bytes(), &time_key(f.time_ms)]), enc(f)?);
+        let sig = &f.signature.0[..8];
+        self.put(key(&[b"F", &f.record.0, &f.from.as_bytes(), &time_key(f.time_ms), sig]), enc(f)?);
         Ok(())
     }
 

@@ -1374,6 +1374,25 @@ mod tests {
         handle.await.expect("the writer ends");
     }
 
+    // Two pieces of feedback received from one giver, signed in the same millisecond, are
+    // both kept.
+    #[tokio::test(flavor = "current_thread")]
+    async fn feedback_received_in_one_millisecond_is_all_kept() {
+        use tamga_protocol::FeedbackOutcome;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let (seized, cleared) =
+            (feedback(FeedbackOutcome::Seized, 5), feedback(FeedbackOutcome::NoFinding, 5));
+        for f in [&seized, &cleared] {
+            writer.feedback(f.clone(), FeedbackEvent::Received).await.expect("stored");
+        }
+        let held = store.feedback_of(&seized.record).expect("reads");
+        assert!(held.len() == 2 && held.contains(&seized) && held.contains(&cleared), "{held:?}");
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
     // Two ops on one stream drained into one write group: the later one sees the earlier
     // one's numbers, so the stream head ends at the top of both, not below the first.
     #[tokio::test(flavor = "current_thread")]
