@@ -21,6 +21,11 @@
 //!          receipts); the summary exchange repeats every `anti_entropy_secs`
 //! ```
 //!
+//! Feedback given on a received record waits in the store's outbox until its origin has
+//! stored it: sent at once, then in rounds of at most [`OUTBOX_ROUND`] entries after each
+//! hello with the origin — on connecting and on every anti-entropy tick — so an entry
+//! whose send failed on a live connection goes again within one period.
+//!
 //! Relaying falls out of the pull: a member cut off from an origin pulls the origin's
 //! stream from any peer that holds it, if the agreement allows relaying; the projection
 //! travels untouched and is verified against the origin's key.
@@ -55,6 +60,9 @@ pub const PULL_RANGES: usize = 64;
 pub const PULL_IDLE_ROUNDS: u32 = 64;
 /// Capacity of the channel of new own projections to push.
 pub const PUSH_QUEUE: usize = 1024;
+/// Most outbox entries sent to one origin in one round (on connecting, then on each
+/// anti-entropy tick), one at a time; the rest wait for the next round.
+pub const OUTBOX_ROUND: usize = 64;
 
 /// What a hello told us about one agreement we share with a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,6 +112,8 @@ pub struct SyncState {
     peers: Mutex<HashMap<MemberCode, PeerState>>,
     /// Streams being pulled now: each is pulled from one peer at a time.
     pulling: Mutex<std::collections::HashSet<StreamKey>>,
+    /// Origins whose outbox is being sent now: one round per origin at a time.
+    sending: Mutex<std::collections::HashSet<MemberCode>>,
     /// Refused inbound projections per peer and reason, in the current report interval.
     refusals: Mutex<HashMap<(MemberCode, String), RefusalWindow>>,
 }
@@ -142,6 +152,15 @@ impl SyncState {
         for s in streams {
             p.remove(s);
         }
+    }
+
+    /// Claim `origin`'s outbox for a round; false if a round for it is still running.
+    fn claim_outbox(&self, origin: MemberCode) -> bool {
+        self.sending.lock().unwrap_or_else(|p| p.into_inner()).insert(origin)
+    }
+
+    fn release_outbox(&self, origin: MemberCode) {
+        self.sending.lock().unwrap_or_else(|p| p.into_inner()).remove(&origin);
     }
 
     /// Count a refusal; whether it is to be audited on its own. An interval that has
@@ -254,6 +273,8 @@ pub fn spawn(
                             if let Ok(Response::Hello(h)) = c.net.request(member, Request::Hello(hello(&c.shared))).await {
                                 on_hello(&c, member, &h).await;
                             }
+                            // Feedback whose send failed on this connection goes again.
+                            send_outbox(&c, member).await;
                             anti_entropy(&c, member).await;
                         });
                     }
@@ -285,11 +306,7 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
                 match c.net.request(member, Request::Hello(hello(&c.shared))).await {
                     Ok(Response::Hello(h)) => {
                         on_hello(&c, member, &h).await;
-                        for (k, f) in
-                            c.shared.store.feedback_outbox(Some(member), usize::MAX).unwrap_or_default()
-                        {
-                            send_feedback(&c.shared, k, f).await;
-                        }
+                        send_outbox(&c, member).await;
                         anti_entropy(&c, member).await;
                     }
                     Ok(other) => tracing::warn!(%member, reply = other.name(), "unexpected reply to hello"),
@@ -1069,9 +1086,28 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
         .map_err(|e| format!("not stored: {e}"))
 }
 
-/// Deliver feedback to its origin now if connected; it stays in the outbox otherwise and
-/// goes on the next connection.
-pub async fn send_feedback(shared: &Shared, key: OutboxKey, f: tamga_protocol::Feedback) {
+/// One round of `origin`'s outbox: at most [`OUTBOX_ROUND`] entries, one at a time,
+/// ending early if the origin stops answering. Skipped while a round for it is running.
+async fn send_outbox(ctx: &Ctx, origin: MemberCode) {
+    if !ctx.state.claim_outbox(origin) {
+        return;
+    }
+    match ctx.shared.store.feedback_outbox(Some(origin), OUTBOX_ROUND) {
+        Ok(waiting) => {
+            for (key, f) in waiting {
+                if !send_feedback(&ctx.shared, key, f).await {
+                    break;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(%origin, error = %e, "the feedback outbox could not be read"),
+    }
+    ctx.state.release_outbox(origin);
+}
+
+/// Deliver feedback to its origin now if connected; it stays in the outbox unless the
+/// origin stored it, and goes again in the next round. Whether the origin answered.
+pub async fn send_feedback(shared: &Shared, key: OutboxKey, f: tamga_protocol::Feedback) -> bool {
     let origin = f.origin;
     match shared.net.request(origin, Request::Feedback(f.clone())).await {
         Ok(Response::FeedbackStored) => {
@@ -1081,8 +1117,12 @@ pub async fn send_feedback(shared: &Shared, key: OutboxKey, f: tamga_protocol::F
         }
         Ok(Response::Error(why)) => tracing::warn!(%origin, %why, "origin refused feedback"),
         Ok(other) => tracing::debug!(%origin, reply = other.name(), "unexpected reply to feedback"),
-        Err(e) => tracing::debug!(%origin, error = %e, "feedback not delivered yet"),
+        Err(e) => {
+            tracing::debug!(%origin, error = %e, "feedback not delivered yet");
+            return false;
+        }
     }
+    true
 }
 
 #[cfg(test)]

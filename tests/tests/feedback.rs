@@ -75,3 +75,22 @@ async fn two_feedbacks_given_while_the_origin_is_stopped_both_reach_it() {
     .await;
     f.stop().await;
 }
+
+// More feedback than one outbox round holds, given while the origin is stopped: the round
+// on connecting sends the first [`OUTBOX_ROUND`], and the anti-entropy ticks the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_beyond_one_round_goes_on_the_next_ticks() {
+    use tamga_node::sync::OUTBOX_ROUND;
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let id = alert_held_by_kz(&f).await;
+    f.nodes.get_mut("RU").expect("RU").stop().await;
+    let mut want = Vec::new();
+    for i in 0..=OUTBOX_ROUND {
+        let note = format!("look {i:03}");
+        give(&f, &id, "no_finding", &note).await;
+        want.push(kz("no_finding", &note));
+    }
+    f.nodes.get_mut("RU").expect("RU").restart().await.expect("restarts");
+    wait_for("RU holds every piece of KZ's feedback", || async { held_by_ru(&f, &id).await == want }).await;
+    f.stop().await;
+}
