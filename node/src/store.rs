@@ -10,7 +10,7 @@
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
-//! | `G`    | origin, agreement, 0, seq              | (seq purged: expired or revoked) |
+//! | `G`    | origin, agreement, 0, seq              | seq purged (expired or revoked): its audience, or empty from earlier builds |
 //! | `E`    | expiry time, origin, agreement, 0, seq | (expiry index of projections) |
 //! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
 //! | `B`    | record id, origin, time, 8 bytes of its signature | feedback given, not yet delivered (see [`OutboxKey`]) |
@@ -42,8 +42,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
 use tamga_protocol::{
-    AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Projection, RecordHeader, RecordId, Salt,
-    StreamKey, Value,
+    AgreementId, CategoryId, Checkpoint, Digest, Envelope, MemberCode, Projection, RecordHeader, RecordId,
+    Salt, StreamKey, Value,
 };
 
 /// The on-disk schema this build reads and writes.
@@ -356,13 +356,15 @@ impl WriteBatch {
         self.put(stream_meta_key(s), seq.to_be_bytes().to_vec());
     }
 
-    /// Drop a projection's body from its stream and remember the number as purged.
-    pub fn purge_projection(&mut self, s: &StreamKey, seq: u64, expires_ms: i64) {
+    /// Drop a projection (its envelope `e`) from its stream and remember the number as
+    /// purged, with the audience it was shared with: an origin checks feedback against it.
+    pub fn purge_projection(&mut self, s: &StreamKey, e: &Envelope) -> Result<(), StoreError> {
         let mut k = stream_prefix(s);
-        k.extend_from_slice(&seq.to_be_bytes());
+        k.extend_from_slice(&e.seq.to_be_bytes());
         self.remove(k);
-        self.remove(expiry_key(expires_ms, s, seq));
-        self.put(gone_key(s, seq), Vec::new());
+        self.remove(expiry_key(e.expires_ms, s, e.seq));
+        self.put(gone_key(s, e.seq), enc(&e.audience)?);
+        Ok(())
     }
 
     /// Forget that a number of a stream was said to be withheld from us.
@@ -567,6 +569,20 @@ impl<'a> View<'a> {
         self.get(&k)?.map(|v| dec(&k, &v)).transpose()
     }
 
+    /// Who projection `seq` of a stream was shared with: its audience, read from the
+    /// projection while it is held and from its purge mark after. `None` if neither is
+    /// held, or the mark was made by an earlier build, which kept no audience.
+    pub fn audience(&self, s: &StreamKey, seq: u64) -> Result<Option<Vec<MemberCode>>, StoreError> {
+        if let Some(p) = self.projection(s, seq)? {
+            return Ok(Some(p.envelope.audience));
+        }
+        let k = gone_key(s, seq);
+        match self.get(&k)? {
+            Some(v) if !v.is_empty() => Ok(Some(dec(&k, &v)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The agreements (and sequence numbers) under which a record was projected.
     pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
         let prefix = key(&[b"X", &id.0]);
@@ -699,6 +715,11 @@ impl Store {
         self.view().projection(s, seq)
     }
 
+    /// See [`View::audience`].
+    pub fn audience(&self, s: &StreamKey, seq: u64) -> Result<Option<Vec<MemberCode>>, StoreError> {
+        self.view().audience(s, seq)
+    }
+
     /// The agreements (and sequence numbers) under which a record was projected.
     pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
         self.view().projections_of(id)
@@ -808,15 +829,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Projections whose expiry is at or before `now_ms`: (stream, seq, expiry), at most `limit`.
-    pub fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<(StreamKey, u64, i64)>, StoreError> {
+    /// Projections whose expiry is at or before `now_ms`: (stream, seq), at most `limit`.
+    pub fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<(StreamKey, u64)>, StoreError> {
         let hi = key(&[b"E", &time_key(now_ms), &[0xff]]);
         let mut out = Vec::new();
         for kv in self.db.range(b"E".to_vec()..hi).take(limit) {
             let (k, _) = kv?;
             let bad = || StoreError::Corrupt { key: hex::encode(&k), why: "bad expiry key".into() };
-            let t = k.get(1..9).ok_or_else(bad)?;
-            let expires = (u64::from_be_bytes(t.try_into().map_err(|_| bad())?) ^ (1 << 63)) as i64;
             let origin = std::str::from_utf8(k.get(9..11).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
             let rest = k.get(11..).ok_or_else(bad)?;
             let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
@@ -825,7 +844,7 @@ impl Store {
             let (Some(origin), Some(agreement), Some(seq)) = (origin, agreement, seq) else {
                 return Err(bad());
             };
-            out.push((StreamKey { origin, agreement }, seq, expires));
+            out.push((StreamKey { origin, agreement }, seq));
         }
         Ok(out)
     }
@@ -1350,6 +1369,37 @@ mod tests {
         assert_eq!(s.records(&f, 10).expect("lists").len(), 1);
     }
 
+    /// The envelope of share `seq` of stream `s`, for `audience`.
+    fn share(s: &StreamKey, seq: u64, audience: &[&str]) -> Envelope {
+        Envelope {
+            kind: tamga_protocol::EntryKind::Share,
+            agreement: s.agreement.clone(),
+            audience: audience.iter().map(|m| m.parse().expect("valid")).collect(),
+            seq,
+            expires_ms: 0,
+        }
+    }
+
+    // An origin checks feedback against whom its projection was shared with, also once the
+    // projection is purged: its purge mark keeps the audience. A mark made by an earlier
+    // build kept none.
+    #[test]
+    fn a_purged_projections_audience_is_kept_with_its_purge_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let ipr =
+            StreamKey { origin: "RU".parse().expect("valid"), agreement: "ipr".parse().expect("valid") };
+        let mut b = WriteBatch::default();
+        b.purge_projection(&ipr, &share(&ipr, 1, &["KZ", "UZ"])).expect("encodes");
+        b.put(gone_key(&ipr, 2), Vec::new());
+        s.commit(b).expect("commits");
+        let members = |ms: &[&str]| ms.iter().map(|m| m.parse().expect("valid")).collect::<Vec<MemberCode>>();
+        assert_eq!(s.audience(&ipr, 1).expect("reads"), Some(members(&["KZ", "UZ"])));
+        assert!(s.is_gone(&ipr, 1).expect("reads"));
+        assert_eq!(s.audience(&ipr, 2).expect("reads"), None, "an earlier build's mark");
+        assert_eq!(s.audience(&ipr, 3).expect("reads"), None, "never held");
+    }
+
     #[test]
     fn next_known_finds_the_first_held_withheld_or_purged_number_of_its_stream_only() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1363,7 +1413,7 @@ mod tests {
         let mut b = WriteBatch::default();
         b.put(key(&[&stream_prefix(&ipr), &9u64.to_be_bytes()]), vec![1]);
         b.put_withheld(&ipr, 7);
-        b.purge_projection(&ipr, 12, 0);
+        b.purge_projection(&ipr, &share(&ipr, 12, &["KZ"])).expect("encodes");
         // Another stream whose agreement id extends this one's: never mistaken for it.
         b.put_withheld(&ipr2, 3);
         b.put(key(&[&stream_prefix(&ipr2), &4u64.to_be_bytes()]), vec![1]);

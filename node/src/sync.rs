@@ -1056,7 +1056,9 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
 }
 
 /// Feedback from `from` on one of our records: signed by `from`, on a record of ours that
-/// was shared with `from` under the named agreement.
+/// was shared with `from` under the named agreement — whether or not that share has since
+/// been purged (revoked or expired): feedback given on it is no less true, and the purge
+/// mark keeps whom it was shared with.
 async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -> Result<(), String> {
     let fed = ctx.shared.fed();
     if f.from != from || f.origin != fed.me {
@@ -1066,14 +1068,9 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
         return Err(format!("feedback not signed by {from}'s roster key"));
     }
     let stream = StreamKey { origin: fed.me, agreement: f.agreement.clone() };
-    let shared_with = match ctx.shared.store.projection_seq(&f.record, &f.agreement) {
-        Ok(Some(seq)) => ctx
-            .shared
-            .store
-            .projection(&stream, seq)
-            .ok()
-            .flatten()
-            .is_some_and(|p| p.envelope.audience.contains(&from)),
+    let store = &ctx.shared.store;
+    let shared_with = match store.projection_seq(&f.record, &f.agreement) {
+        Ok(Some(seq)) => store.audience(&stream, seq).ok().flatten().is_some_and(|a| a.contains(&from)),
         _ => false,
     };
     if !shared_with {

@@ -723,7 +723,7 @@ impl WriterTask {
             let held = self.store.pending(batch).record_as_stored(&id)?.map(|r| r.state);
             if held == Some(RecordState::Revoked) {
                 // Revoked by its origin: keep the tombstone, never take the body back in.
-                batch.purge_projection(&stream, seq, p.envelope.expires_ms);
+                batch.purge_projection(&stream, &p.envelope)?;
                 touched.insert(stream);
                 flags.push(Taken::Purged);
                 continue;
@@ -885,7 +885,7 @@ impl WriterTask {
         let mut purged = Vec::new();
         for (agreement, seq, share) in self.shares_held(batch, &id, p.header.origin)? {
             let stream = StreamKey { origin: p.header.origin, agreement };
-            batch.purge_projection(&stream, seq, share.envelope.expires_ms);
+            batch.purge_projection(&stream, &share.envelope)?;
             purged.push(format!("{} #{seq}", stream.agreement));
         }
         let r = self.tombstone(batch, id, p, from, RecordState::Revoked, now)?;
@@ -945,7 +945,7 @@ impl WriterTask {
             let next = view.stream_head(&stream)? + 1;
             let Ok(rev) = salted.revocation(&original.envelope, next, &self.signing) else { continue };
             batch.put_projection(&id, &rev)?;
-            batch.purge_projection(&stream, seq, original.envelope.expires_ms);
+            batch.purge_projection(&stream, &original.envelope)?;
             batch.set_stream_head(&stream, next);
             out.push(rev);
         }
@@ -966,7 +966,7 @@ impl WriterTask {
         wall: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        for (stream, seq, expires) in self.store.expired(wall, MAX_GROUP)? {
+        for (stream, seq) in self.store.expired(wall, MAX_GROUP)? {
             let view = self.store.pending(batch);
             // Not there if an earlier op of this group purged it.
             let Some(p) = view.projection(&stream, seq)? else { continue };
@@ -976,7 +976,7 @@ impl WriterTask {
                 None => None,
             }
             .filter(|r| r.source != Source::Local && r.state == RecordState::Live);
-            batch.purge_projection(&stream, seq, expires);
+            batch.purge_projection(&stream, &p.envelope)?;
             // A received record held live loses its body with its last share. A share under
             // another agreement (with its own retention) may outlive this one: the record
             // stays live and is read from that share.

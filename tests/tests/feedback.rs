@@ -94,3 +94,35 @@ async fn feedback_beyond_one_round_goes_on_the_next_ticks() {
     wait_for("RU holds every piece of KZ's feedback", || async { held_by_ru(&f, &id).await == want }).await;
     f.stop().await;
 }
+
+// Feedback that reaches the origin only after the origin revoked the record (and so purged
+// its share) is still taken: the origin checks it against the audience its purge mark
+// kept, rather than refusing it on every round for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_reaching_the_origin_after_it_revoked_the_record_is_taken() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let id = alert_held_by_kz(&f).await;
+    f.nodes.get_mut("RU").expect("RU").stop().await;
+    give(&f, &id, "seized", "before the revocation").await;
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    f.nodes.get_mut("RU").expect("RU").restart().await.expect("restarts");
+    let ru = f.node("RU").client(Role::Operator);
+    ru.post(&format!("/v1/records/{id}/revoke"), &json!({})).await.expect("revokes");
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
+    let want = vec![kz("seized", "before the revocation")];
+    wait_for("RU holds KZ's feedback", || async { held_by_ru(&f, &id).await == want }).await;
+    let v = f
+        .node("RU")
+        .client(Role::Auditor)
+        .get("/v1/audit", &[("action", "rejected".into()), ("peer", "KZ".into())])
+        .await
+        .expect("queries");
+    let refused: Vec<_> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["entry"]["reason"].as_str().is_some_and(|r| r.contains("not shared")))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    f.stop().await;
+}
