@@ -227,9 +227,14 @@ pub struct OutboxKey(Vec<u8>);
 impl OutboxKey {
     /// The key a feedback given by this build is kept under.
     pub fn of(f: &tamga_protocol::Feedback) -> OutboxKey {
-        let sig = &f.signature.0[..8];
-        OutboxKey(key(&[b"B", &f.record.0, &f.origin.as_bytes(), &time_key(f.time_ms), sig]))
+        OutboxKey(feedback_key(b"B", f, f.origin))
     }
+}
+
+/// A feedback's key in `space` (`B` under its origin, `F` under its giver): the record id,
+/// that member, its time and the first 8 bytes of its signature.
+fn feedback_key(space: &[u8; 1], f: &tamga_protocol::Feedback, member: MemberCode) -> Vec<u8> {
+    key(&[space, &f.record.0, &member.as_bytes(), &time_key(f.time_ms), &f.signature.0[..8]])
 }
 
 /// A set of writes applied atomically by [`Store::commit`]. Until then it can be read
@@ -375,8 +380,7 @@ impl WriteBatch {
     /// Feedback a peer gave on one of our records, under its own key however many the
     /// peer gives in one millisecond.
     pub fn put_feedback_received(&mut self, f: &tamga_protocol::Feedback) -> Result<(), StoreError> {
-        let sig = &f.signature.0[..8];
-        self.put(key(&[b"F", &f.record.0, &f.from.as_bytes(), &time_key(f.time_ms), sig]), enc(f)?);
+        self.put(feedback_key(b"F", f, f.from), enc(f)?);
         Ok(())
     }
 

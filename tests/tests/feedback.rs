@@ -1,6 +1,6 @@
 //! Feedback between real nodes: what a receiver gives on a record while the record's
 //! origin is away waits in the receiver's outbox, each piece on its own, and reaches the
-//! origin once it is back.
+//! origin once it is back — in rounds, and even if the origin purged the record meanwhile.
 
 use serde_json::{json, Value};
 use tamga_node::identity::Role;
