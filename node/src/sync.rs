@@ -457,12 +457,17 @@ async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
             Ok(()) => Response::FeedbackStored,
             Err(why) => {
                 ctx.shared.metrics.rejected.add("feedback", 1);
-                ctx.shared
-                    .writer
-                    .audit(
-                        AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(why.clone()),
-                    )
-                    .await;
+                // The giver sends again each round: audited as other refusals are, the
+                // first few of an interval one by one, then counted.
+                let reason = format!("feedback: {why}");
+                let (one_by_one, summary) = ctx.state.refused(member, &reason, now_ms(), report_ms(ctx));
+                if let Some(ev) = summary {
+                    ctx.shared.writer.audit(ev).await;
+                }
+                if one_by_one {
+                    let ev = AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(reason);
+                    ctx.shared.writer.audit(ev).await;
+                }
                 Response::Error(why)
             }
         },
