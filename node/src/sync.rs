@@ -83,8 +83,12 @@ pub struct PeerState {
     pub connected: bool,
     /// Last time it was connected or answered (ms).
     pub last_seen_ms: Option<i64>,
-    /// The agreements shared with it, and whether their digests match.
+    /// The agreements shared with it, and whether their digests match (as of its hello).
     pub agreements: BTreeMap<AgreementId, DigestStatus>,
+    /// The agreement digests its last hello gave: what every decision compares with the
+    /// texts in force at that moment, so a reload here needs no new hello to take effect.
+    #[serde(skip)]
+    pub digests: BTreeMap<AgreementId, Digest>,
     /// Its roster digest differs from ours.
     pub roster_mismatch: bool,
     /// Its contiguous mark per stream, from its last summary.
@@ -207,8 +211,10 @@ impl SyncState {
         out
     }
 
-    fn agreement_ok(&self, peer: MemberCode, a: &AgreementId) -> bool {
-        self.with(|p| p.get(&peer).and_then(|s| s.agreements.get(a)).copied() == Some(DigestStatus::Match))
+    /// Whether `peer`'s text of agreement `a` (from its last hello) is the one in force here.
+    fn agreement_ok(&self, fed: &Federation, peer: MemberCode, a: &AgreementId) -> bool {
+        let Some(ours) = fed.agreement(a).map(|a| a.digest) else { return false };
+        self.with(|p| p.get(&peer).and_then(|s| s.digests.get(a)) == Some(&ours))
     }
 }
 
@@ -412,6 +418,7 @@ async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
     let newly_mismatched: Vec<AgreementId> = ctx.state.with(|p| {
         let s = p.entry(member).or_default();
         let before = std::mem::replace(&mut s.agreements, statuses.clone());
+        s.digests = h.agreements.iter().cloned().collect();
         s.roster_mismatch = h.roster_digest != fed.roster.digest();
         s.last_seen_ms = Some(now_ms());
         statuses
@@ -501,7 +508,7 @@ fn verify_inbound(
             p.envelope.agreement
         ));
     };
-    if !ctx.state.agreement_ok(sender, &agreement.id) {
+    if !ctx.state.agreement_ok(fed, sender, &agreement.id) {
         return Err(format!(
             "{}: agreement {} not matched with {sender}",
             refuse(ctx, "digest"),
@@ -661,7 +668,7 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     for p in batch {
         let Some(agreement) = fed.agreement(&p.envelope.agreement) else { continue };
         for peer in p.envelope.audience.iter().copied().filter(|m| connected.contains(m)) {
-            if !ctx.state.agreement_ok(peer, &agreement.id) {
+            if !ctx.state.agreement_ok(&fed, peer, &agreement.id) {
                 continue;
             }
             if p.envelope.kind == EntryKind::Revoke {
@@ -804,7 +811,7 @@ fn summary_for(ctx: &Ctx, peer: MemberCode) -> Summary {
     let mut streams = Vec::new();
     for (stream, head) in ctx.shared.store.streams().unwrap_or_default() {
         let Some(a) = fed.agreement(&stream.agreement) else { continue };
-        if !a.is_party(peer) || !ctx.state.agreement_ok(peer, &a.id) {
+        if !a.is_party(peer) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
             continue;
         }
         let above =
@@ -932,7 +939,7 @@ fn next_pull(
             continue;
         }
         let Some(a) = fed.agreement(&st.stream.agreement) else { continue };
-        if !a.is_party(me) || !ctx.state.agreement_ok(peer, &a.id) {
+        if !a.is_party(me) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
             continue;
         }
         let upto = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
@@ -1005,7 +1012,7 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
     let mut reply = PullReply { projections: Vec::new(), withheld: Vec::new() };
     for r in pull.ranges.iter().take(PULL_RANGES) {
         let Some(a) = fed.agreement(&r.stream.agreement) else { continue };
-        if !a.is_party(asker) || !ctx.state.agreement_ok(asker, &a.id) {
+        if !a.is_party(asker) || !ctx.state.agreement_ok(&fed, asker, &a.id) {
             continue;
         }
         let room = tamga_protocol::limits::MAX_BATCH.saturating_sub(reply.projections.len());
@@ -1130,6 +1137,41 @@ pub async fn send_feedback(shared: &Shared, key: OutboxKey, f: tamga_protocol::F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The example federation's files as RU loads them from `dir`.
+    fn ru_federation(dir: &std::path::Path) -> Federation {
+        Federation::load_files(
+            &dir.join("roster.toml"),
+            &dir.join("catalog.toml"),
+            &dir.join("agreements"),
+            &dir.join("policies/RU.toml"),
+            "RU".parse().expect("valid"),
+        )
+        .expect("loads")
+    }
+
+    // An agreement edited and reloaded here stops matching a peer's text at once, before
+    // any new hello: decisions compare the peer's last digests with the text in force.
+    #[test]
+    fn an_agreement_changed_here_stops_matching_before_the_next_hello() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::example::write_to(dir.path()).expect("writes");
+        let before = ru_federation(dir.path());
+        let kz: MemberCode = "KZ".parse().expect("valid");
+        let s = SyncState::default();
+        s.with(|p| p.entry(kz).or_default().digests = before.agreement_digests().into_iter().collect());
+        let (ipr, rms): (AgreementId, AgreementId) =
+            ("sco-ipr-2012".parse().expect("valid"), "sco-rms-2013".parse().expect("valid"));
+        assert!(s.agreement_ok(&before, kz, &ipr) && s.agreement_ok(&before, kz, &rms));
+        let file = dir.path().join("agreements/sco-ipr-2012.toml");
+        let text = std::fs::read_to_string(&file).expect("reads");
+        std::fs::write(&file, text.replace("retention_days = 1825", "retention_days = 1000"))
+            .expect("writes");
+        let after = ru_federation(dir.path());
+        assert!(!s.agreement_ok(&after, kz, &ipr), "the edited agreement no longer matches");
+        assert!(s.agreement_ok(&after, kz, &rms), "the others still do");
+        assert!(!s.agreement_ok(&after, "UZ".parse().expect("valid"), &rms), "no hello, no match");
+    }
 
     #[test]
     fn refusals_are_audited_one_by_one_up_to_a_bound_then_counted_once_per_interval() {
