@@ -139,6 +139,25 @@ impl Roster {
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
+
+    /// Whether the roster lists `peer` for the member `code`: a node runs only under a
+    /// roster that lists its own PeerId for its member.
+    pub fn lists(&self, code: MemberCode, peer: &PeerId) -> bool {
+        self.members.get(&code).is_some_and(|m| m.peer_ids.contains(peer))
+    }
+
+    /// [`Roster::lists`] as the error that `policy check` and a policy reload report.
+    pub fn check_lists(&self, code: MemberCode, peer: &PeerId) -> Result<(), ConfigError> {
+        if self.lists(code, peer) {
+            return Ok(());
+        }
+        Err(ConfigError::whole_file(
+            ErrorKind::UnknownMember,
+            &self.path,
+            format!("this node's PeerId {peer} is not listed for {code} in the roster"),
+        )
+        .with_hint("add it to the member's peer_ids and share the roster with the federation"))
+    }
 }
 
 /// Why a PeerId string is not usable as a member's node identity.

@@ -151,8 +151,7 @@ pub fn load(config: &NodeConfig) -> Result<(Identity, Tokens, Federation), Start
     let identity = Identity::load(&config.identity)?;
     let tokens = Tokens::load(&config.tokens)?;
     let peer_id = identity.peer_id();
-    let listed = fed.roster.member(config.member).is_some_and(|m| m.peer_ids.contains(&peer_id));
-    if !listed {
+    if !fed.roster.lists(config.member, &peer_id) {
         return Err(StartError::NotInRoster {
             peer_id: peer_id.to_string(),
             member: config.member.to_string(),
@@ -213,7 +212,8 @@ impl Node {
             ),
             None => None,
         };
-        let reloader = crate::reload::Reloader::new(&config, policy.clone(), writer.clone());
+        let reloader =
+            crate::reload::Reloader::new(&config, identity.peer_id(), policy.clone(), writer.clone());
         tasks.push(("reload", reloader.spawn(crate::reload::WatchOptions::default(), cancel.child_token())));
         let shared = Arc::new(Shared {
             config,

@@ -335,3 +335,46 @@ async fn concurrent_reloads_put_a_change_in_force_once() {
     assert!(changed <= 1);
     f.stop().await;
 }
+
+/// A roster that no longer lists this node's PeerId for its member is refused on reload,
+/// as `tamga run` would refuse it at the next start: the policy in force stays, and the
+/// refusal, naming the roster and the PeerId, is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_that_drops_this_node_is_refused() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let roster = ru.federation.as_ref().expect("its own files").path().join("roster.toml");
+    let own = ru.node().shared().identity.peer_id().to_string();
+    let other = tamga_node::identity::Identity::generate().peer_id().to_string();
+    let text = std::fs::read_to_string(&roster).expect("reads");
+    assert!(text.contains(&own), "the example roster lists RU's demo identity");
+    let d0 = digest(ru).await;
+    replace(&roster, &text.replace(&own, &other));
+    let err = ru
+        .client(Role::Admin)
+        .post("/v1/policy/reload", &json!({}))
+        .await
+        .expect_err("a roster without this node is refused");
+    let tamga_node::client::ClientError::Api { status, message, details } = err else {
+        panic!("an API error: {err}")
+    };
+    assert_eq!(status.as_u16(), 422);
+    assert!(message.contains("stays"), "{message}");
+    let details = details.map(|d| d.to_string()).unwrap_or_default();
+    assert!(
+        details.contains(&own) && details.contains("roster.toml"),
+        "names the PeerId and the roster: {details}"
+    );
+    assert_eq!(digest(ru).await, d0, "the policy in force stays");
+    let refused: Vec<Value> =
+        audit_entries(ru.node()).into_iter().filter(|e| e["action"] == "policy_refused").collect();
+    assert!(!refused.is_empty(), "the refusal is audited");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["reason"].as_str().is_some_and(|r| r.contains(&own) && r.contains("roster.toml"))),
+        "{refused:?}"
+    );
+    assert!(audit_entries(ru.node()).iter().all(|e| e["action"] != "policy_loaded"));
+    f.stop().await;
+}

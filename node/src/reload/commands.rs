@@ -233,20 +233,10 @@ pub fn check_node(path: &Path, now: i64) -> Report {
     match Identity::load(&cfg.identity) {
         Err(e) => r.add_errors([whole(&cfg.identity, &e)]),
         Ok(id) if r.ok() => {
-            let listed = Federation::load(&cfg).ok().is_none_or(|fed| {
-                fed.roster.member(cfg.member).is_some_and(|m| m.peer_ids.contains(&id.peer_id()))
-            });
-            if !listed {
-                r.add_errors([ConfigError::whole_file(
-                    ErrorKind::UnknownMember,
-                    &cfg.roster,
-                    format!(
-                        "this node's PeerId {} is not listed for {} in the roster",
-                        id.peer_id(),
-                        cfg.member
-                    ),
-                )
-                .with_hint("add it to the member's peer_ids and share the roster with the federation")]);
+            if let Ok(fed) = Federation::load(&cfg) {
+                if let Err(e) = fed.roster.check_lists(cfg.member, &id.peer_id()) {
+                    r.add_errors([e]);
+                }
             }
         }
         Ok(_) => {}

@@ -16,9 +16,10 @@
 //!
 //! What it must never do: put in force a federation that did not load completely and
 //! cross-check (the swap is one `PolicyCell::set` of a fully built `Arc<Federation>`, so a
-//! decision sees the old set or the new one, never a mix); run two reloads at once;
-//! touch the network (the roster's effect on connections belongs to whoever
-//! [subscribes](Reloader::subscribe)).
+//! decision sees the old set or the new one, never a mix), or whose roster no longer
+//! lists this node's PeerId for its member (the next `tamga run` would refuse it); run
+//! two reloads at once; touch the network (the roster's effect on connections belongs to
+//! whoever [subscribes](Reloader::subscribe)).
 //!
 //! ```text
 //!             API / SIGHUP / files changed and quiet for RELOAD_DEBOUNCE
@@ -62,7 +63,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tamga_config::check::FileSet;
-use tamga_config::{ConfigError, ConfigErrors, ErrorKind, Federation, NodeConfig, Sources};
+use tamga_config::{ConfigError, ConfigErrors, ErrorKind, Federation, NodeConfig, PeerId, Sources};
 use tamga_protocol::{AgreementId, Digest};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -168,6 +169,9 @@ impl Default for WatchOptions {
 #[derive(Debug)]
 struct Inner {
     files: FileSet,
+    /// This node's PeerId: a roster that does not list it for the member is refused, as
+    /// `tamga run` would refuse it.
+    peer_id: PeerId,
     cell: Arc<PolicyCell>,
     writer: Writer,
     /// Held for a whole reload: one at a time.
@@ -183,10 +187,10 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for the files `config` names, over the node's policy cell (whose
-    /// federation is the one the node started with). Reads the files once to keep the
-    /// texts in force.
-    pub fn new(config: &NodeConfig, cell: Arc<PolicyCell>, writer: Writer) -> Reloader {
+    /// A reloader for the files `config` names, for the node `peer_id`, over the node's
+    /// policy cell (whose federation is the one the node started with). Reads the files
+    /// once to keep the texts in force.
+    pub fn new(config: &NodeConfig, peer_id: PeerId, cell: Arc<PolicyCell>, writer: Writer) -> Reloader {
         let files = FileSet::of_node(config);
         let fed = cell.get();
         let sources =
@@ -196,6 +200,7 @@ impl Reloader {
         Reloader {
             inner: Arc::new(Inner {
                 files,
+                peer_id,
                 cell,
                 writer,
                 serial: tokio::sync::Mutex::new(()),
@@ -233,7 +238,13 @@ impl Reloader {
             )]))
         });
         let old = self.inner.cell.get();
-        let (fed, sources) = match loaded {
+        let checked = loaded.and_then(|(fed, sources)| {
+            fed.roster
+                .check_lists(self.inner.files.member, &self.inner.peer_id)
+                .map_err(|e| ConfigErrors(vec![e]))?;
+            Ok((fed, sources))
+        });
+        let (fed, sources) = match checked {
             Ok(x) => x,
             Err(errors) => return Err(self.refuse(trigger, errors, &old).await),
         };
