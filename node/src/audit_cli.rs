@@ -12,7 +12,7 @@ use tamga_protocol::{Checkpoint, MemberCode, RecordId};
 
 use crate::audit::{ExportedEntry, QueryParams, VerifyOptions, VerifyReport};
 use crate::audit_index::{Counts, GroupBy, RawEntry};
-use crate::cli::{client, load_config, plain, ConfigArg};
+use crate::cli::{client, load_config, plain, ConfigArg, OutFile};
 use crate::identity::Role;
 use crate::store::Store;
 
@@ -479,20 +479,19 @@ async fn verify(a: VerifyArgs) -> Result<()> {
     }
 }
 
-/// Where export lines go.
-fn output(out: &Option<PathBuf>) -> Result<Box<dyn Write>> {
-    Ok(match out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    })
-}
-
 async fn export(a: ExportArgs) -> Result<()> {
-    let mut w = output(&a.out)?;
+    // To a file: written aside and put in place only once the whole range is written.
+    let mut file = a.out.as_deref().map(OutFile::create).transpose()?;
+    let mut stdout;
+    let w: &mut dyn Write = match &mut file {
+        Some(f) => f,
+        None => {
+            stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            &mut stdout
+        }
+    };
     let mut n = 0u64;
-    let mut emit = |w: &mut Box<dyn Write>, page: &[RawEntry]| -> Result<()> {
+    let mut emit = |w: &mut dyn Write, page: &[RawEntry]| -> Result<()> {
         for e in page {
             let line = match a.format {
                 ExportFormat::Jsonl => crate::audit_index::jsonl_line(e),
@@ -516,7 +515,7 @@ async fn export(a: ExportArgs) -> Result<()> {
         while from <= to {
             let page = crate::audit_index::export_page(&store, from, to, EXPORT_PAGE)?;
             let Some(last) = page.last().map(|e| e.seq) else { break };
-            emit(&mut w, &page)?;
+            emit(w, &page)?;
             from = last + 1;
         }
     } else {
@@ -535,7 +534,7 @@ async fn export(a: ExportArgs) -> Result<()> {
             let v: Value = c.get("/v1/audit/export", &q).await?;
             let page: Vec<RawEntry> = serde_json::from_value(v["entries"].clone())
                 .context("the node sent entries this build cannot read")?;
-            emit(&mut w, &page)?;
+            emit(w, &page)?;
             match v["next"].as_u64() {
                 Some(next) if next > from => from = next,
                 _ => break,
@@ -543,8 +542,8 @@ async fn export(a: ExportArgs) -> Result<()> {
         }
     }
     w.flush()?;
-    drop(w);
-    if let Some(p) = &a.out {
+    if let (Some(f), Some(p)) = (file, &a.out) {
+        f.commit()?;
         eprintln!("{n} entries written to {}", p.display());
     }
     Ok(())

@@ -361,6 +361,56 @@ pub(crate) fn client(c: &ConfigArg, role: Role) -> Result<Client> {
     Ok(Client::new(&load_config(c)?, role)?)
 }
 
+/// An output file written beside its destination (`NAME.partial`) and renamed over it only
+/// by [`OutFile::commit`]: a command that fails part-way leaves an existing file as it
+/// was, and its partial file is removed.
+#[derive(Debug)]
+pub(crate) struct OutFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    committed: bool,
+}
+
+impl OutFile {
+    /// Create the partial file for `dest`.
+    pub(crate) fn create(dest: &Path) -> Result<OutFile> {
+        let mut name =
+            dest.file_name().ok_or_else(|| anyhow!("{} is not a file name", dest.display()))?.to_owned();
+        name.push(".partial");
+        let tmp = dest.with_file_name(name);
+        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(OutFile { dest: dest.to_owned(), tmp, file: std::io::BufWriter::new(file), committed: false })
+    }
+
+    /// Flush and sync what was written, and put it in place of the destination.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        let written = self.file.flush().and_then(|()| self.file.get_ref().sync_all());
+        written.with_context(|| format!("writing {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("writing {}", self.dest.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Write for OutFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(a) => init(a),
@@ -426,9 +476,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Backup(a) => {
             let bytes = client(&a.config, Role::Admin)?.get_bytes("/v1/backup").await?;
             crate::backup::decode(&bytes).context("the node sent a damaged backup")?;
-            let tmp = a.out.with_extension("partial");
-            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            let mut out = OutFile::create(&a.out)?;
+            out.write_all(&bytes).with_context(|| format!("writing {}", a.out.display()))?;
+            out.commit()?;
             println!("backup written to {} ({} bytes)", a.out.display(), bytes.len());
             Ok(())
         }

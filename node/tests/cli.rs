@@ -145,6 +145,29 @@ fn operator_and_auditor_commands() {
     let verified = ok(&run(&["audit", "verify"], &config));
     assert!(verified.starts_with("ok:"), "{verified}");
 
+    // A failed export leaves an earlier export as it was; a good one replaces it whole.
+    let export = dir.path().join("ru-audit.jsonl");
+    let partial = dir.path().join("ru-audit.jsonl.partial");
+    std::fs::write(&export, "an earlier export\n").expect("writes");
+    let export_to = |since: &str| {
+        tamga()
+            .args(["audit", "export", "--since", since, "--out"])
+            .arg(&export)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("runs")
+    };
+    let failed = export_to("yesterday");
+    assert!(!failed.status.success(), "a bad --since fails");
+    assert!(stderr(&failed).contains("\"yesterday\" is neither"), "{}", stderr(&failed));
+    assert_eq!(std::fs::read_to_string(&export).expect("reads"), "an earlier export\n");
+    assert!(!partial.exists(), "the partial file is removed");
+    ok(&export_to("24h"));
+    let exported = std::fs::read_to_string(&export).expect("reads");
+    assert!(exported.lines().count() >= 3 && exported.starts_with("{\"hash\":"), "{exported}");
+    assert!(!partial.exists());
+
     let backup = dir.path().join("ru.backup");
     ok(&tamga().args(["backup", "--out"]).arg(&backup).arg("--config").arg(&config).output().expect("runs"));
     drop(_node);
