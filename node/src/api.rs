@@ -564,6 +564,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn backup(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let snap = shared.writer.snapshot().await.map_err(ApiError::internal)?;
     let bytes = crate::backup::encode(&snap);
+    // Answered only once its entry is durable: a copy of the whole store does not leave
+    // the node without a trace.
+    let ev = AuditEvent::new(Action::BackupTaken, Outcome::Ok).reason(format!(
+        "a backup of {} keys ({} bytes) taken through the API",
+        snap.len(),
+        bytes.len()
+    ));
+    shared.writer.audit_durable(ev).await.map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 

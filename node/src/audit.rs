@@ -71,6 +71,8 @@ pub enum Action {
     PolicyRefused,
     /// An API call was refused (missing or wrong token, or a role that may not).
     ApiRefused,
+    /// A backup of the store was taken through the API (`tamga backup`).
+    BackupTaken,
     /// A signed checkpoint of this log.
     Checkpoint,
 }
@@ -97,6 +99,7 @@ impl Action {
             Action::PolicyLoaded => "policy_loaded",
             Action::PolicyRefused => "policy_refused",
             Action::ApiRefused => "api_refused",
+            Action::BackupTaken => "backup_taken",
             Action::Checkpoint => "checkpoint",
         }
     }

@@ -95,6 +95,11 @@ async fn roles_are_enforced_and_refusals_audited() {
     assert_eq!(n, 7, "each refused call is audited once: {refused:#}");
     let ingested = auditor.get("/v1/audit", &[("action", "ingested".into())]).await.expect("reads");
     assert_eq!(ingested.as_array().map(Vec::len), Some(1), "the second ingest was a duplicate");
+    // The backup taken is audited, once; the refused one only as a refusal.
+    let backups = auditor.get("/v1/audit", &[("action", "backup_taken".into())]).await.expect("reads");
+    let backups = backups.as_array().expect("entries");
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(backups[0]["entry"]["reason"].as_str().is_some_and(|r| r.contains("bytes")), "{}", backups[0]);
 
     let metrics =
         reqwest::get(format!("{}/metrics", node.base())).await.expect("scrapes").text().await.expect("text");
