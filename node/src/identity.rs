@@ -214,12 +214,19 @@ impl Tokens {
         let text = read_secret_file(path)?;
         let t: Tokens = serde_json::from_str(&text)
             .map_err(|e| IdentityError::Format { path: path.to_owned(), why: e.to_string() })?;
-        for tok in [&t.operator, &t.admin, &t.auditor] {
+        let refuse = |why: String| IdentityError::Format { path: path.to_owned(), why };
+        let roles = [(Role::Operator, &t.operator), (Role::Admin, &t.admin), (Role::Auditor, &t.auditor)];
+        for (i, (role, tok)) in roles.iter().enumerate() {
             if tok.len() < 32 {
-                return Err(IdentityError::Format {
-                    path: path.to_owned(),
-                    why: "every token must be at least 32 characters".into(),
-                });
+                return Err(refuse("every token must be at least 32 characters".into()));
+            }
+            // A shared token would grant only the first role that holds it.
+            if let Some((other, _)) = roles[..i].iter().find(|(_, o)| o == tok) {
+                return Err(refuse(format!(
+                    "the {} and {} tokens are the same; give each role a token of its own",
+                    other.as_str(),
+                    role.as_str()
+                )));
             }
         }
         Ok(t)
@@ -275,5 +282,22 @@ mod tests {
         assert_eq!(t.role_of(&t.auditor), Some(Role::Auditor));
         assert_eq!(t.role_of("nope"), None);
         assert_eq!(t.role_of(""), None);
+    }
+
+    #[test]
+    fn a_token_shared_by_two_roles_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.json");
+        let t = Tokens::generate();
+        let shared = Tokens { auditor: t.operator.clone(), ..t.clone() };
+        shared.create(&path).expect("creates");
+        let err = Tokens::load(&path).expect_err("a shared token is refused").to_string();
+        assert!(
+            err.contains("tokens.json") && err.contains("operator and auditor tokens are the same"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).expect("removes");
+        t.create(&path).expect("creates");
+        assert!(Tokens::load(&path).is_ok());
     }
 }

@@ -107,6 +107,19 @@ async fn roles_are_enforced_and_refusals_audited() {
     assert!(metrics.contains("tamga_api_refused_total 7"), "{metrics}");
 }
 
+/// A tokens file that gives two roles one token stops the node at start, naming the file:
+/// the token would otherwise grant only the first of its roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_shared_by_two_roles_stops_the_node_at_start() {
+    let mut n = TestNode::init("KZ", |_| {}).expect("inits");
+    let path = n.config().expect("config").tokens;
+    let shared = tamga_node::identity::Tokens { admin: n.tokens.operator.clone(), ..n.tokens.clone() };
+    std::fs::remove_file(&path).expect("removes");
+    shared.create(&path).expect("writes");
+    let err = n.restart().await.expect_err("the node refuses to start").to_string();
+    assert!(err.contains("tokens.json") && err.contains("operator and admin tokens are the same"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_changes_nothing() {
     let node = TestNode::start_with("CN", |t| t.push_str("max_body_bytes = 4096\n")).await.expect("starts");
