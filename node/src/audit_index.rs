@@ -447,6 +447,9 @@ pub fn for_each_match(
 /// Entries matching a filter, in log order, each with its stored hash (at most `f.limit`).
 pub fn query(store: &Store, f: &Filter) -> Result<Vec<ExportedEntry>, StoreError> {
     let mut out = Vec::new();
+    if f.limit == 0 {
+        return Ok(out);
+    }
     for_each_match(store, f, |hash, entry| {
         out.push(ExportedEntry { hash, entry });
         out.len() < f.limit

@@ -176,6 +176,15 @@ async fn audit_routes_are_for_auditors_page_exports_and_refuse_bad_parameters() 
         "every entry counted once ({sum} of {head}, racing the last appends)"
     );
 
+    // A limit is the most entries answered: 0 is none, as it is for records.
+    for limit in [0, 1, 3] {
+        let q = [("action", "ingested".to_owned()), ("limit", limit.to_string())];
+        let got = auditor.get("/v1/audit", &q).await.expect("queries");
+        assert_eq!(got.as_array().map(Vec::len), Some(limit), "limit={limit}: {got}");
+    }
+    let none = op.get("/v1/records", &[("limit", "0".into())]).await.expect("lists");
+    assert_eq!(none["records"].as_array().map(Vec::len), Some(0), "{none}");
+
     // Exports come in pages that chain: `next` continues where a page stopped.
     let mut seqs = Vec::new();
     let mut from = 1u64;
