@@ -524,19 +524,29 @@ impl NodeConfig {
             ),
         };
 
-        if let Some(p) = &l.pending_pulls {
-            if limits.pending_pulls > limits.open_streams {
-                errs.push(
-                    src.error(
-                        ErrorKind::Invalid,
-                        &p.span(),
-                        format!(
-                            "`limits.pending_pulls` is {}, more than `limits.open_streams` ({})",
-                            limits.pending_pulls, limits.open_streams
-                        ),
-                    )
-                    .with_hint("a pull is one of the peer's open requests: raise open_streams or lower this"),
-                );
+        if limits.pending_pulls > limits.open_streams {
+            // Point at what the file says: pending_pulls, or open_streams when
+            // pending_pulls is its default (both defaults keep the rule).
+            let (span, message) = match (&l.pending_pulls, &l.open_streams) {
+                (Some(p), _) => (
+                    Some(p.span()),
+                    format!(
+                        "`limits.pending_pulls` is {}, more than `limits.open_streams` ({})",
+                        limits.pending_pulls, limits.open_streams
+                    ),
+                ),
+                (None, o) => (
+                    o.as_ref().map(|o| o.span()),
+                    format!(
+                        "`limits.open_streams` is {}, less than `limits.pending_pulls` ({}, its default)",
+                        limits.open_streams, limits.pending_pulls
+                    ),
+                ),
+            };
+            if let Some(span) = span {
+                errs.push(src.error(ErrorKind::Invalid, &span, message).with_hint(
+                    "a pull is one of the peer's open requests: raise open_streams or lower pending_pulls",
+                ));
             }
         }
         let listen = match &raw.api.listen {

@@ -735,6 +735,18 @@ fn node_toml_limits_defaults_values_and_errors() {
     assert!(errs.0[2].message.contains("open_streams"), "{errs}");
     assert!(errs.0[2].hint.is_some(), "{errs}");
 
+    // The rule holds whether pending_pulls is written or its default (8): `[limits]` is
+    // line 16, open_streams line 17.
+    let (_dir, r) = load_node(&format!("{NODE}\n[limits]\nopen_streams = 4\n"));
+    let errs = r.expect_err("open_streams below the default pending_pulls");
+    let got: Vec<(ErrorKind, usize, usize)> = errs.iter().map(|e| (e.kind, e.line, e.col)).collect();
+    assert_eq!(got, vec![(ErrorKind::Invalid, 17, 16)], "{errs}");
+    assert!(
+        errs.0[0].message.contains("open_streams` is 4") && errs.0[0].message.contains("(8, its default)")
+    );
+    let (_dir, r) = load_node(&format!("{NODE}\n[limits]\nopen_streams = 8\n"));
+    assert_eq!(r.unwrap_or_else(|e| panic!("{e}")).limits.open_streams, 8, "equal is allowed");
+
     let (_dir, r) = load_node(&format!("{NODE}\n[limits]\nflood = 1\n"));
     let errs = r.expect_err("unknown key");
     assert_eq!(errs.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![ErrorKind::UnknownKey], "{errs}");
