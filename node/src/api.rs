@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -67,6 +68,18 @@ impl ApiError {
     fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
+}
+
+/// The body of a request, or the JSON error every other refusal gets: a body over the
+/// route's size limit (`limit` bytes) is 413, not the framework's plain-text answer.
+fn body_within(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        ),
+        status => ApiError::new(status, e.body_text()),
+    })
 }
 
 impl IntoResponse for ApiError {
@@ -248,7 +261,11 @@ fn to_record(shared: &Shared, raw: Json_, now: i64) -> Result<Record, Vec<String
     }
 }
 
-async fn ingest(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Json<Json_>, ApiError> {
+async fn ingest(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    let body = body_within(body, shared.config.api.max_body_bytes)?;
     let parsed: IngestBody = serde_json::from_slice(&body).map_err(|e| {
         shared.metrics.ingest_refused.add(1);
         ApiError::bad(format!("malformed JSON: {e}"))
@@ -450,8 +467,9 @@ pub struct FeedbackIn {
 async fn give_feedback(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Json_>, ApiError> {
+    let body = body_within(body, shared.config.api.max_body_bytes)?;
     let (id, r) = record_or_404(&shared, &id)?;
     let input: FeedbackIn =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
@@ -717,8 +735,9 @@ struct WitnessBody {
 
 async fn audit_verify_witness(
     State(shared): State<Arc<Shared>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
+    let body = body_within(body, MAX_WITNESS_BYTES)?;
     let w: WitnessBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("witness: {e}")))?;
     verify_with(&shared, w.witness).await
 }

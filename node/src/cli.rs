@@ -2,11 +2,13 @@
 //! and turned into real objects in one place per command. Errors are one line plus a
 //! hint; exit status 0 on success, 1 on failure, 2 on bad usage.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tamga_config::NodeConfig;
 
@@ -204,7 +206,7 @@ pub struct ImportArgs {
     config: ConfigArg,
     /// A file with one JSON record per line (category, classification, body, optional created).
     file: PathBuf,
-    /// Records per request.
+    /// Records per request (halved while the node finds a request over its body limit).
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// Print the summary as JSON.
@@ -762,10 +764,17 @@ async fn import(a: ImportArgs) -> Result<()> {
     let mut refused: Vec<(usize, String)> = Vec::new();
     let (mut accepted, mut duplicates, mut done) = (0usize, 0usize, 0usize);
     let mut pending: Vec<(usize, Value)> = Vec::new();
-    let batch = a.batch.clamp(1, crate::api::MAX_BATCH_RECORDS);
+    // Records per request: halved whenever a request is over the node's body limit, the
+    // records it left out kept in `held` and sent first.
+    let mut batch = a.batch.clamp(1, crate::api::MAX_BATCH_RECORDS);
+    let mut held: VecDeque<(usize, Value)> = VecDeque::new();
     let mut it = lines.into_iter().filter(|(_, l)| !l.trim().is_empty()).peekable();
-    while it.peek().is_some() || !pending.is_empty() {
+    while it.peek().is_some() || !pending.is_empty() || !held.is_empty() {
         while pending.len() < batch {
+            if let Some(record) = held.pop_front() {
+                pending.push(record);
+                continue;
+            }
             let Some((n, line)) = it.next() else { break };
             match serde_json::from_str::<Value>(&line) {
                 Ok(v) => pending.push((n, v)),
@@ -786,6 +795,18 @@ async fn import(a: ImportArgs) -> Result<()> {
                 duplicates += pending.len() - new;
                 done += pending.len();
                 pending.clear();
+            }
+            Err(ClientError::Api { status: StatusCode::PAYLOAD_TOO_LARGE, message, .. }) => {
+                if let [(n, _)] = pending[..] {
+                    refused.push((n, format!("the record alone is too large for the node: {message}")));
+                    done += 1;
+                    pending.clear();
+                } else {
+                    batch = pending.len() / 2;
+                    for record in pending.drain(batch..).rev() {
+                        held.push_front(record);
+                    }
+                }
             }
             Err(ClientError::Api { details: Some(d), .. }) => {
                 // Take the refused lines out and send the rest again.

@@ -182,6 +182,62 @@ fn operator_and_auditor_commands() {
     assert!(comp.status.success() && String::from_utf8_lossy(&comp.stdout).contains("tamga"));
 }
 
+/// `records import` against a node whose request bodies are limited to 2 KiB: a batch over
+/// the limit is split and sent again, a line too large on its own is refused by its line
+/// number, and everything else is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_splits_batches_over_the_body_limit() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("ru");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
+    ok(&tamga()
+        .args(["init", "--member", "RU", "--demo-identity", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--federation")
+        .arg(example())
+        .output()
+        .expect("init runs"));
+    let config = data.join("node.toml");
+    let text = std::fs::read_to_string(&config).expect("reads");
+    std::fs::write(&config, text.replace("[api]\n", "[api]\nmax_body_bytes = 2048\n")).expect("writes");
+    let node = tamga_node::daemon::Node::start(tamga_config::NodeConfig::load(&config).expect("loads"))
+        .await
+        .expect("starts");
+
+    // 20 records of about 200 bytes: the default batch (500) is far over 2 KiB.
+    let line = |i: usize, summary: &str| {
+        format!(
+            r#"{{"category":"rms.method","classification":"public","body":{{"title":"Method {i}","method_type":"training","summary":"{summary}"}}}}"#
+        )
+    };
+    let mut lines: Vec<String> = (1..=20).map(|i| line(i, &"s".repeat(100))).collect();
+    lines[6] = line(7, &"x".repeat(3000));
+    let file = dir.path().join("methods.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("writes");
+    let imported = {
+        let (file, config) = (file.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            tamga().args(["records", "import", "--json"]).arg(&file).arg("--config").arg(&config).output()
+        })
+        .await
+        .expect("joins")
+        .expect("runs")
+    };
+    assert!(!imported.status.success(), "a refused line makes the import fail");
+    assert!(!stderr(&imported).contains("Payload Too Large"), "{}", stderr(&imported));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&imported)).expect("a JSON summary");
+    assert_eq!(summary["accepted"], 19, "{summary}");
+    let refused = summary["refused"].as_array().expect("refused lines");
+    assert_eq!(refused.len(), 1, "{summary}");
+    assert_eq!(refused[0]["line"], 7);
+    assert!(refused[0]["error"].as_str().is_some_and(|e| e.contains("2048 bytes")), "{summary}");
+    assert_eq!(node.shared().store.record_count(), 19);
+    node.shutdown().await;
+}
+
 /// Every figure `tamga bench --json` prints without `--sweep`, by name.
 const BENCH_FIGURES: &[&str] = &[
     "projection on the wire (push of one)",

@@ -189,6 +189,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert!(r.text().await.expect("text").contains("malformed JSON"));
     let r = raw(serde_json::to_vec(&big).expect("json")).await.expect("answers");
     assert_eq!(r.status().as_u16(), 413, "the 4096-byte limit of node.toml applies");
+    let answer: Value = r.json().await.expect("a JSON error, like every other");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("limit of 4096 bytes")), "{answer}");
 
     assert_eq!(count(&node).await, 0, "nothing was stored");
     op.post("/v1/records", &good).await.expect("a good record still goes in");
