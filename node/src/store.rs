@@ -53,7 +53,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory was written by another schema version.
-    #[error("the data directory has schema version {found}, this build reads {expected}; restore a backup made with `tamga backup` instead")]
+    #[error("the data directory has schema version {found} and this build reads only version {expected}; there is no migration between versions (a backup, too, restores only into a build of its own version): run a build of schema version {found}")]
     Schema {
         /// The version found on disk.
         found: u32,
