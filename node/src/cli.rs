@@ -871,18 +871,36 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
         bail!("{} already exists; restore only into a data directory without a store", dir.display());
     }
     std::fs::create_dir_all(data_dir)?;
-    let store = crate::store::Store::open(&dir)?;
-    let n = snap.len();
-    store.load_raw(snap)?;
-    let report = crate::audit::verify_store(&store);
-    let records = store.record_count();
-    if !report.ok {
-        bail!("restored, but the audit log does not verify: {}", report.error.unwrap_or_default());
+    // Built and verified beside the store's place, and renamed into it only once it
+    // verifies: a refused backup leaves no store that `tamga run` would open.
+    let aside = data_dir.join(format!("{}.restoring", crate::daemon::STORE_DIR));
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
     }
+    let built = (|| -> Result<(usize, u64, u64)> {
+        let store = crate::store::Store::open(&aside)?;
+        let n = snap.len();
+        store.load_raw(snap)?;
+        let report = crate::audit::verify_store(&store);
+        if !report.ok {
+            bail!("the audit log does not verify: {}", report.error.unwrap_or_default());
+        }
+        store.flush_blocking()?;
+        Ok((n, report.entries, store.record_count()))
+    })();
+    let (n, entries, records) = match built {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&aside);
+            return Err(e.context(format!("{} not restored", file.display())));
+        }
+    };
+    std::fs::rename(&aside, &dir)
+        .with_context(|| format!("moving {} to {}", aside.display(), dir.display()))?;
     println!(
         "restored {n} keys into {}: {records} records, audit log verified ({} entries)",
         dir.display(),
-        report.entries
+        entries
     );
     Ok(())
 }

@@ -177,6 +177,21 @@ fn operator_and_auditor_commands() {
     let out =
         ok(&tamga().args(["restore", "--data-dir"]).arg(&restored).arg(&backup).output().expect("runs"));
     assert!(out.contains("3 records, audit log verified"), "{out}");
+    // A backup whose audit log does not verify restores nothing: no store is left that
+    // `tamga run` would open, and the same directory takes a good backup afterwards.
+    let mut snap = tamga_node::backup::decode(&std::fs::read(&backup).expect("reads")).expect("decodes");
+    let entry = snap.iter_mut().find(|(k, _)| k.first() == Some(&b'A')).expect("an audit entry");
+    let last = entry.1.len() - 2;
+    entry.1[last] ^= 1;
+    let tampered = dir.path().join("tampered.backup");
+    std::fs::write(&tampered, tamga_node::backup::encode(&snap)).expect("writes");
+    let again = dir.path().join("again");
+    let refused = tamga().args(["restore", "--data-dir"]).arg(&again).arg(&tampered).output().expect("runs");
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("not restored: the audit log does not verify"), "{}", stderr(&refused));
+    let left: Vec<_> = std::fs::read_dir(&again).expect("lists").collect();
+    assert!(left.is_empty(), "nothing is left in the data directory: {left:?}");
+    ok(&tamga().args(["restore", "--data-dir"]).arg(&again).arg(&backup).output().expect("runs"));
 
     let comp = tamga().args(["completions", "bash"]).output().expect("runs");
     assert!(comp.status.success() && String::from_utf8_lossy(&comp.stdout).contains("tamga"));
