@@ -862,6 +862,20 @@ async fn import(a: ImportArgs) -> Result<()> {
     }
 }
 
+/// A store at `dir` loaded with `snap`, its audit log verified and flushed: the keys
+/// loaded, the audit entries verified and the records held.
+fn build_restored(dir: &Path, snap: crate::writer::Snapshot) -> Result<(usize, u64, u64)> {
+    let store = crate::store::Store::open(dir)?;
+    let n = snap.len();
+    store.load_raw(snap)?;
+    let report = crate::audit::verify_store(&store);
+    if !report.ok {
+        bail!("the audit log does not verify: {}", report.error.unwrap_or_default());
+    }
+    store.flush_blocking()?;
+    Ok((n, report.entries, store.record_count()))
+}
+
 /// `tamga restore`: rebuild the store of `data_dir` from a backup file and verify its audit log.
 pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -877,18 +891,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
     if aside.exists() {
         std::fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
     }
-    let built = (|| -> Result<(usize, u64, u64)> {
-        let store = crate::store::Store::open(&aside)?;
-        let n = snap.len();
-        store.load_raw(snap)?;
-        let report = crate::audit::verify_store(&store);
-        if !report.ok {
-            bail!("the audit log does not verify: {}", report.error.unwrap_or_default());
-        }
-        store.flush_blocking()?;
-        Ok((n, report.entries, store.record_count()))
-    })();
-    let (n, entries, records) = match built {
+    let (n, entries, records) = match build_restored(&aside, snap) {
         Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&aside);

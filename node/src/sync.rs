@@ -464,20 +464,33 @@ async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
             Ok(()) => Response::FeedbackStored,
             Err(why) => {
                 ctx.shared.metrics.rejected.add("feedback", 1);
-                // The giver sends again each round: audited as other refusals are, the
-                // first few of an interval one by one, then counted.
+                // The giver sends again each round: audited as other refusals are.
                 let reason = format!("feedback: {why}");
-                let (one_by_one, summary) = ctx.state.refused(member, &reason, now_ms(), report_ms(ctx));
-                if let Some(ev) = summary {
-                    ctx.shared.writer.audit(ev).await;
-                }
-                if one_by_one {
-                    let ev = AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(reason);
-                    ctx.shared.writer.audit(ev).await;
-                }
+                audit_refusal(ctx, member, &reason, now_ms(), || {
+                    AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(reason.clone())
+                })
+                .await;
                 Response::Error(why)
             }
         },
+    }
+}
+
+/// Audit a refusal of `peer`'s through the refusal window: the first few of an interval
+/// one by one (`entry`), the rest counted in the interval's summary.
+async fn audit_refusal(
+    ctx: &Ctx,
+    peer: MemberCode,
+    reason: &str,
+    now: i64,
+    entry: impl FnOnce() -> AuditEvent,
+) {
+    let (one_by_one, summary) = ctx.state.refused(peer, reason, now, report_ms(ctx));
+    if let Some(ev) = summary {
+        ctx.shared.writer.audit(ev).await;
+    }
+    if one_by_one {
+        ctx.shared.writer.audit(entry()).await;
     }
 }
 
@@ -633,19 +646,16 @@ async fn check_all(
         match verify_inbound(ctx, &fed, from, &p, signed, now) {
             Ok(id) => good.push((i, id, p)),
             Err(reason) => {
-                let (one_by_one, summary) = ctx.state.refused(from, &reason, now, report_ms(ctx));
-                if let Some(ev) = summary {
-                    ctx.shared.writer.audit(ev).await;
-                }
-                if one_by_one {
+                audit_refusal(ctx, from, &reason, now, || {
                     let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
                         .peer(from)
                         .agreement(p.envelope.agreement.clone())
                         .reason(reason.clone());
                     ev.category = Some(p.header.category.clone());
                     ev.record = p.record_id().ok();
-                    ctx.shared.writer.audit(ev).await;
-                }
+                    ev
+                })
+                .await;
                 refused.push(Refusal { index: i, reason });
             }
         }

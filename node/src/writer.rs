@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use tamga_config::{Decision, Federation};
 use tamga_protocol::{
-    AgreementId, Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord,
-    SigningKey, StreamKey,
+    Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord, SigningKey,
+    StreamKey,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -684,28 +684,8 @@ impl WriterTask {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
             if seqs.known(&self.store, batch, &stream, seq)? {
-                let view = self.store.pending(batch);
-                if view.is_gone(&stream, seq)? {
-                    flags.push(Taken::Purged);
-                    continue;
-                }
-                if !view.is_withheld(&stream, seq)? {
-                    // The same projection (or a copy withholding more) has the same
-                    // signature: the origin signed the record id and the envelope.
-                    let held = view.projection(&stream, seq)?;
-                    if held.is_none_or(|h| h.signature == p.signature) {
-                        flags.push(Taken::Held);
-                    } else {
-                        // Two records under one number, both signed by the origin: an
-                        // origin restored from an old backup, or one that equivocates.
-                        let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
-                            .peer(from)
-                            .record(id, p.header.category.clone())
-                            .agreement(p.envelope.agreement.clone())
-                            .reason(format!("{} #{seq} is held here with another record", stream.origin));
-                        self.append(batch, head, ev, now);
-                        flags.push(Taken::Conflict);
-                    }
+                if let Some(taken) = self.known_number(batch, head, from, id, &p, now)? {
+                    flags.push(taken);
                     continue;
                 }
                 // Withheld only on a peer's word, which no one signs; the origin signed
@@ -769,6 +749,48 @@ impl WriterTask {
             batch.set_stream_head(&stream, h);
         }
         Ok(flags)
+    }
+}
+
+impl WriterTask {
+    /// A verified projection whose number is known here: held (the same projection, or a
+    /// copy withholding more — the origin signed the record id and the envelope, so the
+    /// signature is the same), held with another record (audited), or purged. `None` when
+    /// the number is known only from a peer's claim that it is withheld from us. The
+    /// common case, a projection held already, costs one read.
+    fn known_number(
+        &self,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        from: MemberCode,
+        id: RecordId,
+        p: &Projection,
+        now: i64,
+    ) -> Result<Option<Taken>, StoreError> {
+        let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
+        let seq = p.envelope.seq;
+        let view = self.store.pending(batch);
+        if let Some(held) = view.projection(&stream, seq)? {
+            if held.signature == p.signature {
+                return Ok(Some(Taken::Held));
+            }
+            // Two records under one number, both signed by the origin: an origin restored
+            // from an old backup, or one that equivocates.
+            let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                .peer(from)
+                .record(id, p.header.category.clone())
+                .agreement(p.envelope.agreement.clone())
+                .reason(format!("{} #{seq} is held here with another record", stream.origin));
+            self.append(batch, head, ev, now);
+            return Ok(Some(Taken::Conflict));
+        }
+        if view.is_gone(&stream, seq)? {
+            return Ok(Some(Taken::Purged));
+        }
+        if view.is_withheld(&stream, seq)? {
+            return Ok(None);
+        }
+        Ok(Some(Taken::Held))
     }
 }
 
@@ -883,10 +905,10 @@ impl WriterTask {
     ) -> Result<(), StoreError> {
         batch.put_projection(&id, p)?;
         let mut purged = Vec::new();
-        for (agreement, seq, share) in self.shares_held(batch, &id, p.header.origin)? {
-            let stream = StreamKey { origin: p.header.origin, agreement };
+        for share in self.shares_held(batch, &id, p.header.origin)? {
+            let stream = StreamKey { origin: p.header.origin, agreement: share.envelope.agreement.clone() };
             batch.purge_projection(&stream, &share.envelope)?;
-            purged.push(format!("{} #{seq}", stream.agreement));
+            purged.push(format!("{} #{}", stream.agreement, share.envelope.seq));
         }
         let r = self.tombstone(batch, id, p, from, RecordState::Revoked, now)?;
         batch.put_record(&r)?;
@@ -900,21 +922,17 @@ impl WriterTask {
         Ok(())
     }
 
-    /// The shares of a record of `origin`'s still held, as this group's batch leaves them:
-    /// the agreement, the sequence number and the projection of each.
+    /// The shares of a record of `origin`'s still held, as this group's batch leaves them.
     fn shares_held(
         &self,
         batch: &WriteBatch,
         id: &RecordId,
         origin: MemberCode,
-    ) -> Result<Vec<(AgreementId, u64, Projection)>, StoreError> {
+    ) -> Result<Vec<Projection>, StoreError> {
         let view = self.store.pending(batch);
         let mut out = Vec::new();
         for (agreement, seq) in view.projections_of(id)? {
-            let stream = StreamKey { origin, agreement };
-            if let Some(p) = view.projection(&stream, seq)? {
-                out.push((stream.agreement, seq, p));
-            }
+            out.extend(view.projection(&StreamKey { origin, agreement }, seq)?);
         }
         Ok(out)
     }
@@ -938,11 +956,9 @@ impl WriterTask {
             salts: record.salts.clone(),
         };
         let mut out = Vec::new();
-        for (agreement, seq) in self.store.pending(batch).projections_of(&id)? {
-            let stream = StreamKey { origin: self.me, agreement: agreement.clone() };
-            let view = self.store.pending(batch);
-            let Some(original) = view.projection(&stream, seq)? else { continue };
-            let next = view.stream_head(&stream)? + 1;
+        for original in self.shares_held(batch, &id, self.me)? {
+            let stream = StreamKey { origin: self.me, agreement: original.envelope.agreement.clone() };
+            let next = self.store.pending(batch).stream_head(&stream)? + 1;
             let Ok(rev) = salted.revocation(&original.envelope, next, &self.signing) else { continue };
             batch.put_projection(&id, &rev)?;
             batch.purge_projection(&stream, &original.envelope)?;
@@ -983,9 +999,10 @@ impl WriterTask {
             if let Some(r) = live_received {
                 let next = self.shares_held(batch, &r.id, stream.origin)?.into_iter().next();
                 let kept = match (next, r.source.clone()) {
-                    (Some((agreement, _, _)), Source::Received { from, .. }) => {
-                        StoredRecord { source: Source::Received { from, agreement }, ..r }
-                    }
+                    (Some(share), Source::Received { from, .. }) => StoredRecord {
+                        source: Source::Received { from, agreement: share.envelope.agreement },
+                        ..r
+                    },
                     _ => tombstone_of(r, RecordState::Expired),
                 };
                 batch.put_record(&kept)?;
