@@ -11,7 +11,7 @@
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
 //! | `G`    | origin, agreement, 0, seq              | seq purged (expired or revoked): its audience, or empty from earlier builds |
-//! | `E`    | expiry time, origin, agreement, 0, seq | (expiry index of projections) |
+//! | `E`    | expiry time, origin, agreement, 0, seq | expiry index: seq, expiry time, 8 bytes each, per projection of the stream the key lists; the key's time is the earliest, its seq the first (earlier builds: one key per projection, empty value) |
 //! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
 //! | `B`    | record id, origin, time, 8 bytes of its signature | feedback given, not yet delivered (see [`OutboxKey`]) |
 //! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
@@ -195,6 +195,33 @@ fn expiry_key(expires_ms: i64, s: &StreamKey, seq: u64) -> Vec<u8> {
     ])
 }
 
+/// The expiry index key of a list of (seq, expiry ms) of one stream: its earliest expiry,
+/// its first seq. `None` for an empty list.
+fn expiry_list_key(s: &StreamKey, list: &[(u64, i64)]) -> Option<Vec<u8>> {
+    let earliest = list.iter().map(|&(_, at)| at).min()?;
+    Some(expiry_key(earliest, s, list.first()?.0))
+}
+
+fn expiry_list_value(list: &[(u64, i64)]) -> Vec<u8> {
+    list.iter().flat_map(|&(seq, at)| seq.to_be_bytes().into_iter().chain(time_key(at))).collect()
+}
+
+/// A sled key costs far more to write than its bytes, so the expiry index holds the
+/// projections of one stream put by one batch under one key, up to this many.
+pub const MAX_EXPIRIES_PER_KEY: usize = 512;
+
+/// One expiry index key with entries due: what the sweep purges, and what stays listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueExpiries {
+    key: Vec<u8>,
+    /// The stream.
+    pub stream: StreamKey,
+    /// Its sequence numbers due.
+    pub due: Vec<u64>,
+    /// Its entries not yet due: (seq, expiry ms).
+    rest: Vec<(u64, i64)>,
+}
+
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     encode_stored(v).map_err(|e| StoreError::Engine(format!("encode: {e}")))
 }
@@ -252,6 +279,9 @@ pub struct WriteBatch {
     postings: Vec<(Vec<u8>, u64)>,
     /// The records written, so that [`Store::commit`] can count the new ones.
     records: Vec<RecordId>,
+    /// Projections put, by stream: (seq, expiry ms), gathered into a few expiry index
+    /// keys when the batch is committed.
+    expiries: Vec<(StreamKey, u64, i64)>,
 }
 
 /// What a write replaced in a [`WriteBatch`]: the batch's earlier write of the key, or
@@ -264,17 +294,23 @@ pub struct Savepoint {
     undo: usize,
     postings: usize,
     records: usize,
+    expiries: usize,
 }
 
 impl WriteBatch {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.undo.is_empty() && self.postings.is_empty()
+        self.undo.is_empty() && self.postings.is_empty() && self.expiries.is_empty()
     }
 
     /// Where the batch is now.
     pub fn savepoint(&self) -> Savepoint {
-        Savepoint { undo: self.undo.len(), postings: self.postings.len(), records: self.records.len() }
+        Savepoint {
+            undo: self.undo.len(),
+            postings: self.postings.len(),
+            records: self.records.len(),
+            expiries: self.expiries.len(),
+        }
     }
 
     /// Undo everything added since `sp`, as if it had never been.
@@ -288,6 +324,7 @@ impl WriteBatch {
         }
         self.postings.truncate(sp.postings);
         self.records.truncate(sp.records);
+        self.expiries.truncate(sp.expiries);
     }
 
     fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
@@ -343,7 +380,7 @@ impl WriteBatch {
         let mut k = stream_prefix(&s);
         k.extend_from_slice(&p.envelope.seq.to_be_bytes());
         self.put(k, enc(p)?);
-        self.put(expiry_key(p.envelope.expires_ms, &s, p.envelope.seq), Vec::new());
+        self.expiries.push((s, p.envelope.seq, p.envelope.expires_ms));
         if p.envelope.kind == tamga_protocol::EntryKind::Revoke {
             // A revocation is not the record's projection under the agreement.
             return Ok(());
@@ -363,13 +400,23 @@ impl WriteBatch {
 
     /// Drop a projection (its envelope `e`) from its stream and remember the number as
     /// purged, with the audience it was shared with: an origin checks feedback against it.
+    /// Its expiry index entry stays, shared with others, until it is due; the sweep then
+    /// finds the projection gone and only drops the entry.
     pub fn purge_projection(&mut self, s: &StreamKey, e: &Envelope) -> Result<(), StoreError> {
         let mut k = stream_prefix(s);
         k.extend_from_slice(&e.seq.to_be_bytes());
         self.remove(k);
-        self.remove(expiry_key(e.expires_ms, s, e.seq));
         self.put(gone_key(s, e.seq), enc(&e.audience)?);
         Ok(())
+    }
+
+    /// Take `due`'s entries out of the expiry index: its key goes, and the entries not yet
+    /// due are written back under a key of their earliest expiry.
+    pub fn take_due(&mut self, due: &DueExpiries) {
+        self.remove(due.key.clone());
+        if let Some(k) = expiry_list_key(&due.stream, &due.rest) {
+            self.put(k, expiry_list_value(&due.rest));
+        }
     }
 
     /// Forget that a number of a stream was said to be withheld from us.
@@ -833,22 +880,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Projections whose expiry is at or before `now_ms`: (stream, seq), at most `limit`.
-    pub fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<(StreamKey, u64)>, StoreError> {
+    /// Expiry index keys with entries at or before `now_ms`, in order of their earliest,
+    /// until at least `limit` entries are due (or none is left).
+    pub fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<DueExpiries>, StoreError> {
         let hi = key(&[b"E", &time_key(now_ms), &[0xff]]);
-        let mut out = Vec::new();
-        for kv in self.db.range(b"E".to_vec()..hi).take(limit) {
-            let (k, _) = kv?;
-            let bad = || StoreError::Corrupt { key: hex::encode(&k), why: "bad expiry key".into() };
-            let origin = std::str::from_utf8(k.get(9..11).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
-            let rest = k.get(11..).ok_or_else(bad)?;
-            let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
-            let agreement = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok());
-            let seq = seq.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-            let (Some(origin), Some(agreement), Some(seq)) = (origin, agreement, seq) else {
-                return Err(bad());
-            };
-            out.push((StreamKey { origin, agreement }, seq));
+        let (mut out, mut n) = (Vec::new(), 0);
+        for kv in self.db.range(b"E".to_vec()..hi) {
+            if n >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let due = due_expiries(&k, &v, now_ms)?;
+            n += due.due.len();
+            out.push(due);
         }
         Ok(out)
     }
@@ -993,6 +1037,43 @@ const AUDIT_INDEXED_KEY: &[u8] = b"Maudit_index";
 /// Most sequence numbers in one posting key of an audit index.
 pub const MAX_POSTINGS_PER_KEY: usize = 4096;
 
+/// Read one expiry index key: its stream and its entries, split at `now_ms`.
+fn due_expiries(k: &[u8], v: &[u8], now_ms: i64) -> Result<DueExpiries, StoreError> {
+    let bad = || StoreError::Corrupt { key: hex::encode(k), why: "bad expiry index entry".into() };
+    let origin = std::str::from_utf8(k.get(9..11).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
+    let rest = k.get(11..).ok_or_else(bad)?;
+    let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
+    let agreement = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok());
+    let seq = seq.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+    let at = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+    let (Some(origin), Some(agreement), Some(seq), Some(at)) = (origin, agreement, seq, at) else {
+        return Err(bad());
+    };
+    let entries: Vec<(u64, i64)> = if v.is_empty() {
+        // An earlier build's key: one projection, its expiry the key's time.
+        vec![(seq, at)]
+    } else {
+        if v.len() % 16 != 0 {
+            return Err(bad());
+        }
+        v.chunks_exact(16)
+            .map(|c| {
+                let (s, t) = c.split_at(8);
+                let s = u64::from_be_bytes(s.try_into().unwrap_or_default());
+                let t = (u64::from_be_bytes(t.try_into().unwrap_or_default()) ^ (1 << 63)) as i64;
+                (s, t)
+            })
+            .collect()
+    };
+    let (due, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|&(_, t)| t <= now_ms);
+    Ok(DueExpiries {
+        key: k.to_vec(),
+        stream: StreamKey { origin, agreement },
+        due: due.into_iter().map(|(s, _)| s).collect(),
+        rest,
+    })
+}
+
 fn audit_index_prefix(kind: u8, value: &[u8]) -> Vec<u8> {
     key(&[b"I", &[kind], value, &[0]])
 }
@@ -1040,6 +1121,17 @@ impl WriteBatch {
                 let first = chunk.first().copied().unwrap_or_default();
                 let v: Vec<u8> = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
                 out.insert(key(&[&prefix, &first.to_be_bytes()]), v);
+            }
+        }
+        let mut streams: HashMap<StreamKey, Vec<(u64, i64)>> = HashMap::new();
+        for (s, seq, at) in self.expiries {
+            streams.entry(s).or_default().push((seq, at));
+        }
+        for (s, list) in streams {
+            for chunk in list.chunks(MAX_EXPIRIES_PER_KEY) {
+                if let Some(k) = expiry_list_key(&s, chunk) {
+                    out.insert(k, expiry_list_value(chunk));
+                }
             }
         }
         out
@@ -1402,6 +1494,34 @@ mod tests {
         assert!(s.is_gone(&ipr, 1).expect("reads"));
         assert_eq!(s.audience(&ipr, 2).expect("reads"), None, "an earlier build's mark");
         assert_eq!(s.audience(&ipr, 3).expect("reads"), None, "never held");
+    }
+
+    // The expiry index lists a batch's projections of one stream under one key. The sweep
+    // takes the entries due and writes the rest back under their earliest expiry; a key
+    // of an earlier build (one projection, empty value) is read too.
+    #[test]
+    fn the_expiry_index_gives_each_entry_once_when_it_is_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let stream = |a: &str| StreamKey { origin: "RU".parse().expect("valid"), agreement: a.parse().expect("valid") };
+        let (ipr, rms) = (stream("ipr"), stream("rms"));
+        let mut b = WriteBatch::default();
+        b.expiries.extend([(ipr.clone(), 1, 100), (ipr.clone(), 2, 300), (rms.clone(), 1, 250), (ipr.clone(), 3, 200)]);
+        b.put(expiry_key(150, &ipr, 9), Vec::new());
+        s.commit(b).expect("commits");
+        let due = |now, limit| -> Vec<(String, Vec<u64>)> {
+            let got = s.expired(now, limit).expect("reads");
+            got.iter().map(|d| (d.stream.agreement.as_str().to_owned(), d.due.clone())).collect()
+        };
+        assert_eq!(due(99, 10), vec![]);
+        let got = s.expired(200, 10).expect("reads");
+        assert_eq!(due(200, 10), vec![("ipr".to_owned(), vec![1, 3]), ("ipr".to_owned(), vec![9])]);
+        let mut b = WriteBatch::default();
+        got.iter().for_each(|d| b.take_due(d));
+        s.commit(b).expect("commits");
+        assert_eq!(due(200, 10), vec![], "taken once");
+        assert_eq!(due(300, 1), vec![("rms".to_owned(), vec![1])], "at least the limit, in order");
+        assert_eq!(due(300, 10), vec![("rms".to_owned(), vec![1]), ("ipr".to_owned(), vec![2])]);
     }
 
     #[test]

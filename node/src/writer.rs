@@ -982,7 +982,8 @@ impl WriterTask {
         wall: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        for (stream, seq) in self.store.expired(wall, MAX_GROUP)? {
+        let due = self.store.expired(wall, MAX_GROUP)?;
+        for (stream, seq) in due.iter().flat_map(|d| d.due.iter().map(|&seq| (d.stream.clone(), seq))) {
             let view = self.store.pending(batch);
             // Not there if an earlier op of this group purged it.
             let Some(p) = view.projection(&stream, seq)? else { continue };
@@ -1013,6 +1014,9 @@ impl WriterTask {
                 .agreement(stream.agreement.clone())
                 .reason(format!("{} #{seq} expired", stream.origin));
             self.append(batch, head, ev, now);
+        }
+        for d in &due {
+            batch.take_due(d);
         }
         Ok(())
     }
