@@ -424,12 +424,12 @@ async fn show_record(
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
     let (id, r) = record_or_404(&shared, &id)?;
-    let projections = shared.store.projections_of(&id).map_err(ApiError::internal)?;
+    let projections: Vec<Json_> = r.shares.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect();
     let receipts = crate::audit_index::receipts(&shared.store, id).map_err(ApiError::internal)?;
     let feedback = shared.store.feedback_of(&id).map_err(ApiError::internal)?;
     Ok(Json(json!({
         "record": RecordView::from(r),
-        "projections": projections.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect::<Vec<_>>(),
+        "projections": projections,
         "feedback": feedback.iter().map(|f| json!({"from": f.from.as_str(), "outcome": f.outcome.as_str(), "note": f.note, "time": crate::audit::rfc3339(f.time_ms)})).collect::<Vec<_>>(),
         "receipts": receipts.iter().map(|(action, r)| json!({"for": action.as_str(), "agreement": r.agreement.as_str(), "seq": r.seq, "receiver": r.receiver.as_str(), "received": crate::audit::rfc3339(r.received_ms)})).collect::<Vec<_>>(),
     })))

@@ -5,7 +5,7 @@
 //! | prefix | key                                    | value                         |
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
-//! | `R`    | record id                              | [`StoredRecord`] (a live received one without its body, which its projection holds) |
+//! | `R`    | record id                              | [`StoredRecord`] (a live received one without its body, which its projection holds), with the seq of its projection under each agreement |
 //! | `C`    | category, 0, time, record id           | (category index)              |
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
@@ -14,7 +14,6 @@
 //! | `E`    | expiry time, origin, agreement, 0, seq | expiry index: seq, expiry time, 8 bytes each, per projection of the stream the key lists; the key's time is the earliest, its seq the first (earlier builds: one key per projection, empty value) |
 //! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
 //! | `B`    | record id, origin, time, 8 bytes of its signature | feedback given, not yet delivered (see [`OutboxKey`]) |
-//! | `X`    | record id, agreement                   | seq of its projection, u64 BE |
 //! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
 //! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
 //! | `I`    | index kind, value, 0, first audit seq  | audit seqs, u64 BE each (`audit_index`) |
@@ -27,7 +26,8 @@
 //! them unread: `T` (a time index of records; listing every category merges the category
 //! index's per-category scans instead) and `V` (receipts; a receipt is kept in the
 //! `delivered` or `purged` audit entry that records it, found through the audit log's
-//! record index).
+//! record index). A third, `X` (record id, agreement: the seq of its projection), was
+//! schema 2's; opening a schema 2 store moves it into the records ([`StoredRecord::shares`]).
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
 //! order is time order. Values are encoded with `tamga_protocol::codec::encode_stored`.
@@ -47,13 +47,16 @@ use tamga_protocol::{
 };
 
 /// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The schema this build upgrades from, in place, on open (and after restoring a backup).
+pub const UPGRADES_FROM: u32 = 2;
 
 /// Why the store failed. The caller refuses the operation; nothing was half-applied.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory was written by another schema version.
-    #[error("the data directory has schema version {found} and this build reads only version {expected}; there is no migration between versions (a backup, too, restores only into a build of its own version): run a build of schema version {found}")]
+    #[error("the data directory has schema version {found}; this build reads version {expected}, and upgrades version {UPGRADES_FROM} in place, but no other (a backup, too, restores only into a build that reads or upgrades its version): run a build of schema version {found}")]
     Schema {
         /// The version found on disk.
         found: u32,
@@ -113,6 +116,30 @@ pub struct StoredRecord {
     pub salts: BTreeMap<String, Salt>,
     /// Live, or a tombstone: revoked by its origin, or expired (body purged).
     pub state: RecordState,
+    /// The seq of its projection under each agreement: in the origin's stream of that
+    /// agreement. Kept in the record, not under keys of their own: a sled key costs far
+    /// more to write than its bytes.
+    pub shares: BTreeMap<AgreementId, u64>,
+}
+
+/// A record as schema 2 stored it: without its shares, which were keys of their own.
+#[derive(Deserialize)]
+struct StoredRecordV2 {
+    id: RecordId,
+    header: RecordHeader,
+    body: BTreeMap<String, Value>,
+    withheld: u32,
+    source: Source,
+    stored_ms: i64,
+    salts: BTreeMap<String, Salt>,
+    state: RecordState,
+}
+
+impl StoredRecordV2 {
+    fn with_shares(self, shares: BTreeMap<AgreementId, u64>) -> StoredRecord {
+        let StoredRecordV2 { id, header, body, withheld, source, stored_ms, salts, state } = self;
+        StoredRecord { id, header, body, withheld, source, stored_ms, salts, state, shares }
+    }
 }
 
 /// Whether a record's body is still held.
@@ -374,21 +401,25 @@ impl WriteBatch {
         Ok(())
     }
 
-    /// A projection at its place in its stream, and the index from its record.
-    pub fn put_projection(&mut self, id: &RecordId, p: &Projection) -> Result<(), StoreError> {
+    /// A record held already, changed but for its header: its indexes stay as they are.
+    pub fn update_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
+        let value = if body_in_projection(r) && !r.body.is_empty() {
+            enc(&StoredRecord { body: BTreeMap::new(), salts: BTreeMap::new(), ..r.clone() })?
+        } else {
+            enc(r)?
+        };
+        self.put(key(&[b"R", &r.id.0]), value);
+        Ok(())
+    }
+
+    /// A projection at its place in its stream. The record lists it in its
+    /// [`StoredRecord::shares`]: the caller writes that.
+    pub fn put_projection(&mut self, p: &Projection) -> Result<(), StoreError> {
         let s = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
         let mut k = stream_prefix(&s);
         k.extend_from_slice(&p.envelope.seq.to_be_bytes());
         self.put(k, enc(p)?);
         self.expiries.push((s, p.envelope.seq, p.envelope.expires_ms));
-        if p.envelope.kind == tamga_protocol::EntryKind::Revoke {
-            // A revocation is not the record's projection under the agreement.
-            return Ok(());
-        }
-        self.put(
-            key(&[b"X", &id.0, p.envelope.agreement.as_str().as_bytes()]),
-            p.envelope.seq.to_be_bytes().to_vec(),
-        );
         Ok(())
     }
 
@@ -518,23 +549,6 @@ impl<'a> View<'a> {
     }
 
     /// Every key and value under `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
-        let mut out = BTreeMap::new();
-        for kv in self.db.scan_prefix(prefix) {
-            let (k, v) = kv?;
-            out.insert(k.to_vec(), v.to_vec());
-        }
-        if let Some(b) = self.pending {
-            for (k, v) in b.writes.iter().filter(|(k, _)| k.starts_with(prefix)) {
-                match v {
-                    Some(v) => out.insert(k.clone(), v.clone()),
-                    None => out.remove(k),
-                };
-            }
-        }
-        Ok(out)
-    }
-
     /// Whether a record is held.
     pub fn has_record(&self, id: &RecordId) -> Result<bool, StoreError> {
         self.contains(&key(&[b"R", &id.0]))
@@ -559,7 +573,7 @@ impl<'a> View<'a> {
             return Ok(r);
         }
         let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
-        let Some(seq) = self.projection_seq(&r.id, agreement)? else { return Ok(r) };
+        let Some(&seq) = r.shares.get(agreement) else { return Ok(r) };
         if let Some(p) = self.projection(&stream, seq)? {
             r.body = p.revealed_body();
         }
@@ -607,11 +621,6 @@ impl<'a> View<'a> {
         self.contains(&withheld_key(s, seq))
     }
 
-    /// The sequence number of a record's projection under an agreement, if held.
-    pub fn projection_seq(&self, id: &RecordId, agreement: &AgreementId) -> Result<Option<u64>, StoreError> {
-        let k = key(&[b"X", &id.0, agreement.as_str().as_bytes()]);
-        self.get(&k)?.map(|v| u64_of(&k, &v)).transpose()
-    }
 
     /// The projection at `seq` in a stream.
     pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
@@ -634,18 +643,6 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The agreements (and sequence numbers) under which a record was projected.
-    pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
-        let prefix = key(&[b"X", &id.0]);
-        let mut out = Vec::new();
-        for (k, v) in self.scan_prefix(&prefix)? {
-            let name = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse().ok());
-            let agreement = name
-                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad agreement".into() })?;
-            out.push((agreement, u64_of(&k, &v)?));
-        }
-        Ok(out)
-    }
 }
 
 /// The node's store. Cheap to clone (one shared sled database).
@@ -677,7 +674,9 @@ impl Store {
         match store.db.get(b"Mschema")? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
-                if found != SCHEMA_VERSION {
+                if found == UPGRADES_FROM {
+                    store.upgrade()?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
                 }
             }
@@ -694,6 +693,59 @@ impl Store {
         };
         store.records.store(count, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Upgrade a schema 2 store in place: each record takes in the seqs of its projections
+    /// (schema 2's `X` keys, which go), then the store is marked schema 3. In rounds of a
+    /// few thousand records, each applied atomically: an upgrade cut short resumes where
+    /// it stopped, since a record moved already decodes as this schema's.
+    fn upgrade(&self) -> Result<(), StoreError> {
+        const ROUND: usize = 4096;
+        let (mut from, mut moved) = (b"R".to_vec(), 0u64);
+        loop {
+            let (mut batch, mut seen, mut last) = (sled::Batch::default(), 0, None);
+            for kv in self.db.range(from.clone()..) {
+                let (k, v) = kv?;
+                if k.first() != Some(&b'R') || seen == ROUND {
+                    break;
+                }
+                seen += 1;
+                last = Some(k.to_vec());
+                if decode_stored::<StoredRecord>(&v).is_ok() {
+                    continue;
+                }
+                let old: StoredRecordV2 = dec(&k, &v)?;
+                let prefix = key(&[b"X", &k[1..]]);
+                let mut shares = BTreeMap::new();
+                for x in self.db.scan_prefix(&prefix) {
+                    let (xk, xv) = x?;
+                    let name = std::str::from_utf8(&xk[prefix.len()..]).ok().and_then(|s| s.parse().ok());
+                    let agreement = name.ok_or_else(|| StoreError::Corrupt {
+                        key: hex::encode(&xk),
+                        why: "bad agreement".into(),
+                    })?;
+                    shares.insert(agreement, u64_of(&xk, &xv)?);
+                    batch.remove(xk);
+                }
+                batch.insert(k.to_vec(), enc(&old.with_shares(shares))?);
+                moved += 1;
+            }
+            self.db.apply_batch(batch)?;
+            match last {
+                Some(k) if seen == ROUND => from = key(&[&k, &[0]]),
+                _ => break,
+            }
+        }
+        // An `X` key of a record not held (none is written so) goes with the others.
+        let mut batch = sled::Batch::default();
+        for kv in self.db.scan_prefix(b"X") {
+            batch.remove(kv?.0);
+        }
+        batch.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        tracing::info!(records = moved, "store upgraded from schema {UPGRADES_FROM} to {SCHEMA_VERSION}");
+        Ok(())
     }
 
     /// Apply a batch atomically (not yet durable: see [`Store::flush`]). The writer task
@@ -756,11 +808,6 @@ impl Store {
         self.view().is_gone(s, seq)
     }
 
-    /// The sequence number of a record's projection under an agreement, if held.
-    pub fn projection_seq(&self, id: &RecordId, agreement: &AgreementId) -> Result<Option<u64>, StoreError> {
-        self.view().projection_seq(id, agreement)
-    }
-
     /// The projection at `seq` in a stream.
     pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
         self.view().projection(s, seq)
@@ -769,11 +816,6 @@ impl Store {
     /// See [`View::audience`].
     pub fn audience(&self, s: &StreamKey, seq: u64) -> Result<Option<Vec<MemberCode>>, StoreError> {
         self.view().audience(s, seq)
-    }
-
-    /// The agreements (and sequence numbers) under which a record was projected.
-    pub fn projections_of(&self, id: &RecordId) -> Result<Vec<(AgreementId, u64)>, StoreError> {
-        self.view().projections_of(id)
     }
 
     /// Records matching `filter`, newest first, at most `limit`.
@@ -997,13 +1039,17 @@ impl Store {
         self.db.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
     }
 
-    /// Load raw pairs produced by [`Store::dump`] into an empty store (restore).
+    /// Load raw pairs produced by [`Store::dump`] into an empty store (restore); a
+    /// schema 2 store's pairs are upgraded.
     pub fn load_raw(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for (k, v) in pairs {
             b.insert(k, v);
         }
         self.db.apply_batch(b)?;
+        if self.db.get(b"Mschema")?.as_deref() == Some(&UPGRADES_FROM.to_be_bytes()[..]) {
+            self.upgrade()?;
+        }
         let count = self.count_records()?;
         self.db.insert(RECORD_COUNT_KEY, &count.to_be_bytes())?;
         self.records.store(count, Ordering::Relaxed);
@@ -1314,6 +1360,7 @@ mod tests {
             stored_ms: t,
             salts: BTreeMap::new(),
             state: RecordState::Live,
+            shares: BTreeMap::new(),
         }
     }
 
@@ -1401,15 +1448,16 @@ mod tests {
             header: p.header.clone(),
             body: p.revealed_body(),
             withheld: 1,
-            source: Source::Received { from: ru, agreement },
+            source: Source::Received { from: ru, agreement: agreement.clone() },
             stored_ms: 2,
             salts: BTreeMap::new(),
             state: RecordState::Live,
+            shares: [(agreement, 1)].into(),
         };
         assert_eq!(received.body.keys().collect::<Vec<_>>(), vec!["title"]);
         let mut b = WriteBatch::default();
         b.put_record(&received).expect("enc");
-        b.put_projection(&salted.id, &p).expect("enc");
+        b.put_projection(&p).expect("enc");
         s.commit(b).expect("commits");
         let stored = s.view().record_as_stored(&salted.id).expect("reads").expect("held");
         assert!(stored.body.is_empty(), "kept once, in the projection");
@@ -1599,5 +1647,46 @@ mod tests {
         }
         let e = Store::open(dir.path()).expect_err("refuses");
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    // A schema 2 store kept the seq of each projection of a record under a key of its own
+    // (`X`). Opened by this build, or restored from a backup, its records take them in.
+    #[test]
+    fn a_schema_2_store_is_upgraded_in_place_and_from_a_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut own, mut old) = (rec(1, "ipr.mark", "RU", 1), rec(2, "rms.method", "RU", 2));
+        own.shares = [("sco-ipr-2012".parse().expect("valid"), 7), ("sco-rms-2013".parse().expect("valid"), 3)].into();
+        let v2 = |r: &StoredRecord| {
+            let fields = (r.id, &r.header, &r.body, r.withheld, &r.source, r.stored_ms, &r.salts, r.state);
+            encode_stored(&fields).expect("encodes")
+        };
+        let pairs = {
+            let s = Store::open(dir.path()).expect("opens");
+            let mut pairs = vec![(b"Mschema".to_vec(), 2u32.to_be_bytes().to_vec())];
+            for r in [&own, &old] {
+                pairs.push((key(&[b"R", &r.id.0]), v2(r)));
+                pairs.push((key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &time_key(r.header.created_ms), &r.id.0]), Vec::new()));
+                for (a, seq) in &r.shares {
+                    pairs.push((key(&[b"X", &r.id.0, a.as_str().as_bytes()]), seq.to_be_bytes().to_vec()));
+                }
+            }
+            s.raw_insert(pairs.clone()).expect("writes");
+            s.flush_blocking().expect("flushes");
+            pairs
+        };
+        old.shares = BTreeMap::new();
+        let check = |s: &Store| {
+            assert_eq!(s.record(&own.id).expect("reads"), Some(own.clone()));
+            assert_eq!(s.record(&old.id).expect("reads"), Some(old.clone()));
+            assert_eq!(s.db.scan_prefix(b"X").count(), 0, "the X keys went");
+            assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+            assert_eq!(s.record_count(), 2);
+        };
+        check(&Store::open(dir.path()).expect("upgrades"));
+        check(&Store::open(dir.path()).expect("opens upgraded"));
+        let restored = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(restored.path()).expect("opens");
+        s.load_raw(pairs).expect("loads and upgrades");
+        check(&s);
     }
 }

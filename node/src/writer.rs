@@ -561,6 +561,10 @@ impl WriterTask {
                 out.push(Ingested { id, new: false });
                 continue;
             }
+            let ev = AuditEvent::new(Action::Ingested, Outcome::Ok)
+                .record(id, salted.record.header.category.clone());
+            self.append(batch, head, ev, now);
+            let projected = self.project(fed, &salted, batch, head, now)?;
             let stored = StoredRecord {
                 id,
                 header: salted.record.header,
@@ -570,17 +574,10 @@ impl WriterTask {
                 stored_ms: now,
                 salts: salted.salts,
                 state: RecordState::Live,
+                shares: projected.iter().map(|p| (p.envelope.agreement.clone(), p.envelope.seq)).collect(),
             };
             batch.put_record(&stored)?;
-            let ev =
-                AuditEvent::new(Action::Ingested, Outcome::Ok).record(id, stored.header.category.clone());
-            self.append(batch, head, ev, now);
-            let salted = SaltedRecord {
-                id,
-                record: tamga_protocol::Record { header: stored.header, body: stored.body },
-                salts: stored.salts,
-            };
-            projections.extend(self.project(fed, &salted, batch, head, now)?);
+            projections.extend(projected);
             out.push(Ingested { id, new: true });
         }
         Ok((out, projections))
@@ -659,7 +656,7 @@ impl WriterTask {
                     continue;
                 }
             };
-            batch.put_projection(&salted.id, &p)?;
+            batch.put_projection(&p)?;
             batch.set_stream_head(&stream, seq);
             out.push(p);
         }
@@ -700,7 +697,8 @@ impl WriterTask {
             }
             // One read answers both: whether the record is held, and as a tombstone —
             // stored, or written by this group.
-            let held = self.store.pending(batch).record_as_stored(&id)?.map(|r| r.state);
+            let stored = self.store.pending(batch).record_as_stored(&id)?;
+            let held = stored.as_ref().map(|r| r.state);
             if held == Some(RecordState::Revoked) {
                 // Revoked by its origin: keep the tombstone, never take the body back in.
                 batch.purge_projection(&stream, &p.envelope)?;
@@ -710,22 +708,32 @@ impl WriterTask {
             }
             // Held as expired, the record's shares all expired; this one has not (the gate
             // refuses expired projections), so it is taken in under its own retention.
-            if held != Some(RecordState::Live) {
-                let r = StoredRecord {
-                    id,
-                    header: p.header.clone(),
-                    // Its body is the projection's revealed fields: the store keeps them
-                    // only in the projection, and reads them from there.
-                    body: std::collections::BTreeMap::new(),
-                    withheld: p.withheld.len() as u32,
-                    source: Source::Received { from, agreement: p.envelope.agreement.clone() },
-                    stored_ms: now,
-                    salts: std::collections::BTreeMap::new(),
-                    state: RecordState::Live,
-                };
-                batch.put_record(&r)?;
+            let share = (p.envelope.agreement.clone(), seq);
+            match stored {
+                // Held under another agreement: this share is listed beside that one.
+                Some(mut r) if r.state == RecordState::Live => {
+                    r.shares.insert(share.0, share.1);
+                    batch.update_record(&r)?;
+                }
+                stored => {
+                    let r = StoredRecord {
+                        id,
+                        header: p.header.clone(),
+                        // Its body is the projection's revealed fields: the store keeps
+                        // them only in the projection, and reads them from there.
+                        body: std::collections::BTreeMap::new(),
+                        withheld: p.withheld.len() as u32,
+                        source: Source::Received { from, agreement: p.envelope.agreement.clone() },
+                        stored_ms: now,
+                        salts: std::collections::BTreeMap::new(),
+                        state: RecordState::Live,
+                        // A record held as expired keeps the numbers of its expired shares.
+                        shares: stored.map(|r| r.shares).unwrap_or_default().into_iter().chain([share]).collect(),
+                    };
+                    batch.put_record(&r)?;
+                }
             }
-            batch.put_projection(&id, &p)?;
+            batch.put_projection(&p)?;
             let ev = AuditEvent::new(Action::Received, Outcome::Ok)
                 .peer(from)
                 .record(id, p.header.category.clone())
@@ -886,6 +894,7 @@ impl WriterTask {
             stored_ms: now,
             salts: std::collections::BTreeMap::new(),
             state,
+            shares: std::collections::BTreeMap::new(),
         });
         Ok(tombstone_of(r, state))
     }
@@ -903,7 +912,7 @@ impl WriterTask {
         head: &mut (u64, Digest),
         now: i64,
     ) -> Result<(), StoreError> {
-        batch.put_projection(&id, p)?;
+        batch.put_projection(p)?;
         let mut purged = Vec::new();
         for share in self.shares_held(batch, &id, p.header.origin)? {
             let stream = StreamKey { origin: p.header.origin, agreement: share.envelope.agreement.clone() };
@@ -931,7 +940,7 @@ impl WriterTask {
     ) -> Result<Vec<Projection>, StoreError> {
         let view = self.store.pending(batch);
         let mut out = Vec::new();
-        for (agreement, seq) in view.projections_of(id)? {
+        for (agreement, seq) in view.record_as_stored(id)?.map(|r| r.shares).unwrap_or_default() {
             out.extend(view.projection(&StreamKey { origin, agreement }, seq)?);
         }
         Ok(out)
@@ -960,7 +969,7 @@ impl WriterTask {
             let stream = StreamKey { origin: self.me, agreement: original.envelope.agreement.clone() };
             let next = self.store.pending(batch).stream_head(&stream)? + 1;
             let Ok(rev) = salted.revocation(&original.envelope, next, &self.signing) else { continue };
-            batch.put_projection(&id, &rev)?;
+            batch.put_projection(&rev)?;
             batch.purge_projection(&stream, &original.envelope)?;
             batch.set_stream_head(&stream, next);
             out.push(rev);
@@ -1006,7 +1015,7 @@ impl WriterTask {
                     },
                     _ => tombstone_of(r, RecordState::Expired),
                 };
-                batch.put_record(&kept)?;
+                batch.update_record(&kept)?;
             }
             let Some(id) = id else { continue };
             let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
