@@ -424,7 +424,8 @@ async fn show_record(
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
     let (id, r) = record_or_404(&shared, &id)?;
-    let projections: Vec<Json_> = r.shares.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect();
+    let projections: Vec<Json_> =
+        r.shares.iter().map(|(a, s)| json!({"agreement": a.as_str(), "seq": s})).collect();
     let receipts = crate::audit_index::receipts(&shared.store, id).map_err(ApiError::internal)?;
     let feedback = shared.store.feedback_of(&id).map_err(ApiError::internal)?;
     Ok(Json(json!({

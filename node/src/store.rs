@@ -621,7 +621,6 @@ impl<'a> View<'a> {
         self.contains(&withheld_key(s, seq))
     }
 
-
     /// The projection at `seq` in a stream.
     pub fn projection(&self, s: &StreamKey, seq: u64) -> Result<Option<Projection>, StoreError> {
         let mut k = stream_prefix(s);
@@ -642,7 +641,6 @@ impl<'a> View<'a> {
             _ => Ok(None),
         }
     }
-
 }
 
 /// The node's store. Cheap to clone (one shared sled database).
@@ -1091,7 +1089,10 @@ fn due_expiries(k: &[u8], v: &[u8], now_ms: i64) -> Result<DueExpiries, StoreErr
     let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
     let agreement = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok());
     let seq = seq.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-    let at = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+    let at = k
+        .get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
     let (Some(origin), Some(agreement), Some(seq), Some(at)) = (origin, agreement, seq, at) else {
         return Err(bad());
     };
@@ -1099,7 +1100,7 @@ fn due_expiries(k: &[u8], v: &[u8], now_ms: i64) -> Result<DueExpiries, StoreErr
         // An earlier build's key: one projection, its expiry the key's time.
         vec![(seq, at)]
     } else {
-        if v.len() % 16 != 0 {
+        if !v.len().is_multiple_of(16) {
             return Err(bad());
         }
         v.chunks_exact(16)
@@ -1551,10 +1552,18 @@ mod tests {
     fn the_expiry_index_gives_each_entry_once_when_it_is_due() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).expect("opens");
-        let stream = |a: &str| StreamKey { origin: "RU".parse().expect("valid"), agreement: a.parse().expect("valid") };
+        let stream = |a: &str| StreamKey {
+            origin: "RU".parse().expect("valid"),
+            agreement: a.parse().expect("valid"),
+        };
         let (ipr, rms) = (stream("ipr"), stream("rms"));
         let mut b = WriteBatch::default();
-        b.expiries.extend([(ipr.clone(), 1, 100), (ipr.clone(), 2, 300), (rms.clone(), 1, 250), (ipr.clone(), 3, 200)]);
+        b.expiries.extend([
+            (ipr.clone(), 1, 100),
+            (ipr.clone(), 2, 300),
+            (rms.clone(), 1, 250),
+            (ipr.clone(), 3, 200),
+        ]);
         b.put(expiry_key(150, &ipr, 9), Vec::new());
         s.commit(b).expect("commits");
         let due = |now, limit| -> Vec<(String, Vec<u64>)> {
@@ -1655,7 +1664,8 @@ mod tests {
     fn a_schema_2_store_is_upgraded_in_place_and_from_a_backup() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut own, mut old) = (rec(1, "ipr.mark", "RU", 1), rec(2, "rms.method", "RU", 2));
-        own.shares = [("sco-ipr-2012".parse().expect("valid"), 7), ("sco-rms-2013".parse().expect("valid"), 3)].into();
+        own.shares =
+            [("sco-ipr-2012".parse().expect("valid"), 7), ("sco-rms-2013".parse().expect("valid"), 3)].into();
         let v2 = |r: &StoredRecord| {
             let fields = (r.id, &r.header, &r.body, r.withheld, &r.source, r.stored_ms, &r.salts, r.state);
             encode_stored(&fields).expect("encodes")
@@ -1665,7 +1675,16 @@ mod tests {
             let mut pairs = vec![(b"Mschema".to_vec(), 2u32.to_be_bytes().to_vec())];
             for r in [&own, &old] {
                 pairs.push((key(&[b"R", &r.id.0]), v2(r)));
-                pairs.push((key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &time_key(r.header.created_ms), &r.id.0]), Vec::new()));
+                pairs.push((
+                    key(&[
+                        b"C",
+                        r.header.category.as_str().as_bytes(),
+                        &[0],
+                        &time_key(r.header.created_ms),
+                        &r.id.0,
+                    ]),
+                    Vec::new(),
+                ));
                 for (a, seq) in &r.shares {
                     pairs.push((key(&[b"X", &r.id.0, a.as_str().as_bytes()]), seq.to_be_bytes().to_vec()));
                 }
@@ -1679,7 +1698,10 @@ mod tests {
             assert_eq!(s.record(&own.id).expect("reads"), Some(own.clone()));
             assert_eq!(s.record(&old.id).expect("reads"), Some(old.clone()));
             assert_eq!(s.db.scan_prefix(b"X").count(), 0, "the X keys went");
-            assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+            assert_eq!(
+                s.db.get(b"Mschema").expect("reads").as_deref(),
+                Some(&SCHEMA_VERSION.to_be_bytes()[..])
+            );
             assert_eq!(s.record_count(), 2);
         };
         check(&Store::open(dir.path()).expect("upgrades"));

@@ -1091,7 +1091,12 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
     }
     let stream = StreamKey { origin: fed.me, agreement: f.agreement.clone() };
     let store = &ctx.shared.store;
-    let seq = store.view().record_as_stored(&f.record).ok().flatten().and_then(|r| r.shares.get(&f.agreement).copied());
+    let seq = store
+        .view()
+        .record_as_stored(&f.record)
+        .ok()
+        .flatten()
+        .and_then(|r| r.shares.get(&f.agreement).copied());
     let shared_with = match seq {
         Some(seq) => store.audience(&stream, seq).ok().flatten().is_some_and(|a| a.contains(&from)),
         None => false,

@@ -728,7 +728,12 @@ impl WriterTask {
                         salts: std::collections::BTreeMap::new(),
                         state: RecordState::Live,
                         // A record held as expired keeps the numbers of its expired shares.
-                        shares: stored.map(|r| r.shares).unwrap_or_default().into_iter().chain([share]).collect(),
+                        shares: stored
+                            .map(|r| r.shares)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .chain([share])
+                            .collect(),
                     };
                     batch.put_record(&r)?;
                 }
