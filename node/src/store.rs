@@ -237,6 +237,10 @@ fn expiry_list_value(list: &[(u64, i64)]) -> Vec<u8> {
 /// projections of one stream put by one batch under one key, up to this many.
 pub const MAX_EXPIRIES_PER_KEY: usize = 512;
 
+/// Where a walk over the projections held ([`Store::walk_projections`]) goes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkCursor(Vec<u8>);
+
 /// One expiry index key with entries due: what the sweep purges, and what stays listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DueExpiries {
@@ -935,6 +939,29 @@ impl Store {
             out.push(due);
         }
         Ok(out)
+    }
+
+    /// A round of a walk over every projection held, in stream order: at most `limit`
+    /// from `from` (the first when `None`), and where the next round starts (`None` once
+    /// the walk has reached the end).
+    pub fn walk_projections(
+        &self,
+        from: Option<&WalkCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Projection>, Option<WalkCursor>), StoreError> {
+        let start = from.map_or_else(|| b"P".to_vec(), |c| c.0.clone());
+        let mut out = Vec::new();
+        for kv in self.db.range(start..).take(limit) {
+            let (k, v) = kv?;
+            if k.first() != Some(&b'P') {
+                return Ok((out, None));
+            }
+            out.push(dec(&k, &v)?);
+            if out.len() == limit {
+                return Ok((out, Some(WalkCursor(key(&[&k, &[0]])))));
+            }
+        }
+        Ok((out, None))
     }
 
     /// Held sequence numbers of a stream above `after`, in order, at most `limit`.

@@ -31,12 +31,18 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
-use crate::store::{OutboxKey, RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WriteBatch};
+use crate::store::{
+    OutboxKey, RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WalkCursor, WriteBatch,
+};
 
 /// Capacity of the op channel; senders wait when it is full (back-pressure on the API).
 pub const WRITE_QUEUE: usize = 4096;
 /// Most ops committed in one group (one batch, one flush).
 pub const MAX_GROUP: usize = 512;
+
+/// How many projections held one tick of the retention walk reads: with the default
+/// one-minute tick, a node holding a million projections walks them all in about two hours.
+pub const RETENTION_ROUND: usize = 8192;
 
 /// Why a write was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +250,9 @@ pub struct WriterTask {
     notify: Option<mpsc::Sender<Vec<Projection>>>,
     /// The audit clock and checkpoint schedule.
     audit: crate::audit_index::ChainState,
+    /// Where the next round of the retention walk starts (see
+    /// [`WriterTask::purge_by_retention`]); `None`: from the beginning.
+    retention_walk: Option<WalkCursor>,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -269,7 +278,7 @@ impl WriterTask {
     ) -> Result<WriterTask, StoreError> {
         let head = store.audit_head()?.unwrap_or((0, GENESIS));
         let audit = crate::audit_index::ChainState::open(&store, head)?;
-        Ok(WriterTask { store, me, policy, metrics, head, signing, notify, audit })
+        Ok(WriterTask { store, me, policy, metrics, head, signing, notify, audit, retention_walk: None })
     }
 
     /// Take the audit checkpoint schedule from `node.toml` (defaults otherwise).
@@ -461,6 +470,16 @@ impl WriterTask {
                     if let Err(e) = self.purge_expired(&mut batch, &mut head, wall, now) {
                         undo(&mut batch, &mut head, mark);
                         tracing::warn!(error = %e, "expiry purge failed; retried at the next tick");
+                    }
+                    let mark = (batch.savepoint(), head);
+                    let from = self.retention_walk.take();
+                    match self.purge_by_retention(&fed, from.as_ref(), &mut batch, &mut head, wall, now) {
+                        Ok(next) => self.retention_walk = next,
+                        Err(e) => {
+                            undo(&mut batch, &mut head, mark);
+                            self.retention_walk = from;
+                            tracing::warn!(error = %e, "retention purge failed; retried at the next tick");
+                        }
                     }
                 }
                 Op::Snapshot { reply } => snapshots.push(reply),
@@ -998,40 +1017,89 @@ impl WriterTask {
     ) -> Result<(), StoreError> {
         let due = self.store.expired(wall, MAX_GROUP)?;
         for (stream, seq) in due.iter().flat_map(|d| d.due.iter().map(|&seq| (d.stream.clone(), seq))) {
-            let view = self.store.pending(batch);
             // Not there if an earlier op of this group purged it.
-            let Some(p) = view.projection(&stream, seq)? else { continue };
-            let id = p.record_id().ok();
-            let live_received = match id {
-                Some(id) => view.record_as_stored(&id)?,
-                None => None,
-            }
-            .filter(|r| r.source != Source::Local && r.state == RecordState::Live);
-            batch.purge_projection(&stream, &p.envelope)?;
-            // A received record held live loses its body with its last share. A share under
-            // another agreement (with its own retention) may outlive this one: the record
-            // stays live and is read from that share.
-            if let Some(r) = live_received {
-                let next = self.shares_held(batch, &r.id, stream.origin)?.into_iter().next();
-                let kept = match (next, r.source.clone()) {
-                    (Some(share), Source::Received { from, .. }) => StoredRecord {
-                        source: Source::Received { from, agreement: share.envelope.agreement },
-                        ..r
-                    },
-                    _ => tombstone_of(r, RecordState::Expired),
-                };
-                batch.update_record(&kept)?;
-            }
-            let Some(id) = id else { continue };
-            let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
-                .record(id, p.header.category.clone())
-                .agreement(stream.agreement.clone())
-                .reason(format!("{} #{seq} expired", stream.origin));
-            self.append(batch, head, ev, now);
+            let Some(p) = self.store.pending(batch).projection(&stream, seq)? else { continue };
+            self.purge_share(batch, head, &stream, &p, format!("{} #{seq} expired", stream.origin), now)?;
         }
         for d in &due {
             batch.take_due(d);
         }
+        Ok(())
+    }
+
+    /// Walk one round of the projections held, from `from`, and purge those whose
+    /// agreement's retention in force has ended although the expiry they carry has not:
+    /// the agreement's retention was shortened after they were made. Returns where the
+    /// next round starts (`None`: from the beginning).
+    fn purge_by_retention(
+        &self,
+        fed: &Federation,
+        from: Option<&WalkCursor>,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        wall: i64,
+        now: i64,
+    ) -> Result<Option<WalkCursor>, StoreError> {
+        let (held, next) = self.store.walk_projections(from, RETENTION_ROUND)?;
+        for p in held {
+            let Some(agreement) = fed.agreement(&p.envelope.agreement) else { continue };
+            // Expired by the expiry it carries: the expiry sweep's.
+            let shortened = agreement.purge_at_ms(&p.header) <= wall && p.envelope.expires_ms > wall;
+            if p.envelope.kind == EntryKind::Revoke || !shortened {
+                continue;
+            }
+            let (stream, seq) =
+                (StreamKey { origin: p.header.origin, agreement: agreement.id.clone() }, p.envelope.seq);
+            if self.store.pending(batch).projection(&stream, seq)?.is_none() {
+                continue;
+            }
+            let why = format!(
+                "{} #{seq}: the retention of {} in force, {} days, has ended",
+                stream.origin, agreement.id, agreement.retention_days
+            );
+            self.purge_share(batch, head, &stream, &p, why, now)?;
+        }
+        Ok(next)
+    }
+
+    /// Purge one share held, `p` at its place in `stream`: its entry, and the body of a
+    /// received record whose last share it was; audited with `why`.
+    fn purge_share(
+        &self,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        stream: &StreamKey,
+        p: &Projection,
+        why: String,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id = p.record_id().ok();
+        let live_received = match id {
+            Some(id) => self.store.pending(batch).record_as_stored(&id)?,
+            None => None,
+        }
+        .filter(|r| r.source != Source::Local && r.state == RecordState::Live);
+        batch.purge_projection(stream, &p.envelope)?;
+        // A received record held live loses its body with its last share. A share under
+        // another agreement (with its own retention) may outlive this one: the record
+        // stays live and is read from that share.
+        if let Some(r) = live_received {
+            let next = self.shares_held(batch, &r.id, stream.origin)?.into_iter().next();
+            let kept = match (next, r.source.clone()) {
+                (Some(share), Source::Received { from, .. }) => StoredRecord {
+                    source: Source::Received { from, agreement: share.envelope.agreement },
+                    ..r
+                },
+                _ => tombstone_of(r, RecordState::Expired),
+            };
+            batch.update_record(&kept)?;
+        }
+        let Some(id) = id else { return Ok(()) };
+        let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
+            .record(id, p.header.category.clone())
+            .agreement(stream.agreement.clone())
+            .reason(why);
+        self.append(batch, head, ev, now);
         Ok(())
     }
 }
@@ -1074,6 +1142,19 @@ mod tests {
         expires_ms: i64,
         seqs: std::ops::RangeInclusive<u64>,
     ) -> Vec<(RecordId, Projection)> {
+        shares_created(agreement, expires_ms, seqs, LATER)
+    }
+
+    /// Far enough ahead that no agreement's retention has ended.
+    const LATER: i64 = 4_000_000_000_000;
+
+    /// [`shares`] of records created at `created + seq` (ms).
+    fn shares_created(
+        agreement: &str,
+        expires_ms: i64,
+        seqs: std::ops::RangeInclusive<u64>,
+        created: i64,
+    ) -> Vec<(RecordId, Projection)> {
         let ru: MemberCode = "RU".parse().expect("valid");
         let key = tamga_config::demo::demo_signing_key(ru);
         seqs.map(|seq| {
@@ -1082,7 +1163,7 @@ mod tests {
                     category: "rms.method".parse().expect("valid"),
                     classification: Classification::Public,
                     origin: ru,
-                    created_ms: seq as i64,
+                    created_ms: created + seq as i64,
                     supersedes: None,
                     expires_ms: None,
                 },
@@ -1248,6 +1329,42 @@ mod tests {
         let id = projections(1..=1)[0].0;
         let r = store.record(&id).expect("reads").expect("held");
         (dir, store, r, flags)
+    }
+
+    // An agreement's retention shortened after a share was made: the retention in force has
+    // ended (the record was created in 1970), the expiry the share carries has not. The
+    // retention walk purges it, and only it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_is_purged_once_the_retention_in_force_has_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let mut items = shares_created(RMS, i64::MAX, 1..=1, 0);
+        items.extend(shares(RMS, i64::MAX, 2..=2));
+        let (old, recent) = (items[0].0, items[1].0);
+        writer.received(ru, items, Vec::new()).await.expect("stored");
+        writer.purge_expired().await;
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let rms = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
+        assert_eq!(store.projection(&rms, 1).expect("reads"), None, "purged");
+        assert!(store.is_gone(&rms, 1).expect("reads"));
+        let r = store.record(&old).expect("reads").expect("its tombstone");
+        assert!(r.state == RecordState::Expired && r.body.is_empty(), "{r:?}");
+        assert!(store.projection(&rms, 2).expect("reads").is_some(), "within the retention: kept");
+        assert_eq!(store.record(&recent).expect("reads").expect("held").state, RecordState::Live);
+        let (last, _) = store.audit_head().expect("reads").expect("an entry");
+        let purged: Vec<String> = store
+            .audit_entries(1, last)
+            .filter_map(|e| {
+                let (_, _, bytes) = e.expect("reads");
+                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+                (v["action"] == "purged").then(|| v["reason"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        assert_eq!(purged.len(), 1, "{purged:?}");
+        assert!(purged[0].contains("RU #1: the retention of sco-rms-2013 in force"), "{purged:?}");
     }
 
     // A share expires while the record's share under another agreement (a longer retention)
