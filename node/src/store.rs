@@ -393,20 +393,14 @@ impl WriteBatch {
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
         self.records.push(r.id);
         let t = time_key(r.header.created_ms);
-        // The writer passes a received record without its body already; strip one that
-        // comes with it.
-        let value = if body_in_projection(r) && !r.body.is_empty() {
-            enc(&StoredRecord { body: BTreeMap::new(), salts: BTreeMap::new(), ..r.clone() })?
-        } else {
-            enc(r)?
-        };
-        self.put(key(&[b"R", &r.id.0]), value);
         self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
-        Ok(())
+        self.update_record(r)
     }
 
     /// A record held already, changed but for its header: its indexes stay as they are.
     pub fn update_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
+        // The writer passes a received record without its body already; strip one that
+        // comes with it.
         let value = if body_in_projection(r) && !r.body.is_empty() {
             enc(&StoredRecord { body: BTreeMap::new(), salts: BTreeMap::new(), ..r.clone() })?
         } else {
