@@ -116,10 +116,11 @@ pub struct StoredRecord {
     pub salts: BTreeMap<String, Salt>,
     /// Live, or a tombstone: revoked by its origin, or expired (body purged).
     pub state: RecordState,
-    /// The seq of its projection under each agreement: in the origin's stream of that
-    /// agreement. Kept in the record, not under keys of their own: a sled key costs far
-    /// more to write than its bytes.
-    pub shares: BTreeMap<AgreementId, u64>,
+    /// Its projections: (agreement, seq in the origin's stream of that agreement), in the
+    /// order they were made or received. Usually one per agreement; more when the origin
+    /// projected it again for members added to its audience since. Kept in the record,
+    /// not under keys of their own: a sled key costs far more to write than its bytes.
+    pub shares: Vec<(AgreementId, u64)>,
 }
 
 /// A record as schema 2 stored it: without its shares, which were keys of their own.
@@ -136,7 +137,7 @@ struct StoredRecordV2 {
 }
 
 impl StoredRecordV2 {
-    fn with_shares(self, shares: BTreeMap<AgreementId, u64>) -> StoredRecord {
+    fn with_shares(self, shares: Vec<(AgreementId, u64)>) -> StoredRecord {
         let StoredRecordV2 { id, header, body, withheld, source, stored_ms, salts, state } = self;
         StoredRecord { id, header, body, withheld, source, stored_ms, salts, state, shares }
     }
@@ -439,6 +440,12 @@ impl WriteBatch {
         Ok(())
     }
 
+    /// Index projection `seq` of a stream to expire at `at` as well (earlier than the
+    /// expiry it carries, which stays indexed; whichever comes first purges it).
+    pub fn index_expiry(&mut self, s: &StreamKey, seq: u64, at: i64) {
+        self.expiries.push((s.clone(), seq, at));
+    }
+
     /// Take `due`'s entries out of the expiry index: its key goes, and the entries not yet
     /// due are written back under a key of their earliest expiry.
     pub fn take_due(&mut self, due: &DueExpiries) {
@@ -571,9 +578,11 @@ impl<'a> View<'a> {
             return Ok(r);
         }
         let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
-        let Some(&seq) = r.shares.get(agreement) else { return Ok(r) };
-        if let Some(p) = self.projection(&stream, seq)? {
-            r.body = p.revealed_body();
+        for seq in r.shares.iter().filter(|(a, _)| a == agreement).map(|&(_, seq)| seq) {
+            if let Some(p) = self.projection(&stream, seq)? {
+                r.body = p.revealed_body();
+                break;
+            }
         }
         Ok(r)
     }
@@ -712,7 +721,7 @@ impl Store {
                 }
                 let old: StoredRecordV2 = dec(&k, &v)?;
                 let prefix = key(&[b"X", &k[1..]]);
-                let mut shares = BTreeMap::new();
+                let mut shares = Vec::new();
                 for x in self.db.scan_prefix(&prefix) {
                     let (xk, xv) = x?;
                     let name = std::str::from_utf8(&xk[prefix.len()..]).ok().and_then(|s| s.parse().ok());
@@ -720,7 +729,7 @@ impl Store {
                         key: hex::encode(&xk),
                         why: "bad agreement".into(),
                     })?;
-                    shares.insert(agreement, u64_of(&xk, &xv)?);
+                    shares.push((agreement, u64_of(&xk, &xv)?));
                     batch.remove(xk);
                 }
                 batch.insert(k.to_vec(), enc(&old.with_shares(shares))?);
@@ -1382,7 +1391,7 @@ mod tests {
             stored_ms: t,
             salts: BTreeMap::new(),
             state: RecordState::Live,
-            shares: BTreeMap::new(),
+            shares: Vec::new(),
         }
     }
 
@@ -1474,7 +1483,7 @@ mod tests {
             stored_ms: 2,
             salts: BTreeMap::new(),
             state: RecordState::Live,
-            shares: [(agreement, 1)].into(),
+            shares: vec![(agreement, 1)],
         };
         assert_eq!(received.body.keys().collect::<Vec<_>>(), vec!["title"]);
         let mut b = WriteBatch::default();
@@ -1684,9 +1693,9 @@ mod tests {
     #[test]
     fn a_schema_2_store_is_upgraded_in_place_and_from_a_backup() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut own, mut old) = (rec(1, "ipr.mark", "RU", 1), rec(2, "rms.method", "RU", 2));
+        let (mut own, old) = (rec(1, "ipr.mark", "RU", 1), rec(2, "rms.method", "RU", 2));
         own.shares =
-            [("sco-ipr-2012".parse().expect("valid"), 7), ("sco-rms-2013".parse().expect("valid"), 3)].into();
+            vec![("sco-ipr-2012".parse().expect("valid"), 7), ("sco-rms-2013".parse().expect("valid"), 3)];
         let v2 = |r: &StoredRecord| {
             let fields = (r.id, &r.header, &r.body, r.withheld, &r.source, r.stored_ms, &r.salts, r.state);
             encode_stored(&fields).expect("encodes")
@@ -1714,7 +1723,6 @@ mod tests {
             s.flush_blocking().expect("flushes");
             pairs
         };
-        old.shares = BTreeMap::new();
         let check = |s: &Store| {
             assert_eq!(s.record(&own.id).expect("reads"), Some(own.clone()));
             assert_eq!(s.record(&old.id).expect("reads"), Some(old.clone()));

@@ -1091,16 +1091,14 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
     }
     let stream = StreamKey { origin: fed.me, agreement: f.agreement.clone() };
     let store = &ctx.shared.store;
-    let seq = store
-        .view()
-        .record_as_stored(&f.record)
-        .ok()
-        .flatten()
-        .and_then(|r| r.shares.get(&f.agreement).copied());
-    let shared_with = match seq {
-        Some(seq) => store.audience(&stream, seq).ok().flatten().is_some_and(|a| a.contains(&from)),
-        None => false,
-    };
+    let shares =
+        store.view().record_as_stored(&f.record).ok().flatten().map(|r| r.shares).unwrap_or_default();
+    // Any of its projections under the agreement: the origin may have projected it again
+    // for members added to the audience since.
+    let shared_with = shares
+        .into_iter()
+        .filter(|(a, _)| *a == f.agreement)
+        .any(|(_, seq)| store.audience(&stream, seq).ok().flatten().is_some_and(|a| a.contains(&from)));
     if !shared_with {
         return Err(format!("record {} was not shared with {from} under {}", f.record, f.agreement));
     }

@@ -40,9 +40,10 @@ pub const WRITE_QUEUE: usize = 4096;
 /// Most ops committed in one group (one batch, one flush).
 pub const MAX_GROUP: usize = 512;
 
-/// How many projections held one tick of the retention walk reads: with the default
-/// one-minute tick, a node holding a million projections walks them all in about two hours.
-pub const RETENTION_ROUND: usize = 8192;
+/// How many projections held one tick of the walk of the projections held reads (after
+/// start-up and after each reload): with the default one-minute tick, a node holding a
+/// million projections walks them all in about two hours.
+pub const WALK_ROUND: usize = 8192;
 
 /// Why a write was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -250,9 +251,11 @@ pub struct WriterTask {
     notify: Option<mpsc::Sender<Vec<Projection>>>,
     /// The audit clock and checkpoint schedule.
     audit: crate::audit_index::ChainState,
-    /// Where the next round of the retention walk starts (see
-    /// [`WriterTask::purge_by_retention`]); `None`: from the beginning.
-    retention_walk: Option<WalkCursor>,
+    /// The walk of the projections held (see [`WriterTask::walk_held`]) under way: where
+    /// its next round starts (`Some(None)`: at the beginning). `None`: no walk to do.
+    walk: Option<Option<WalkCursor>>,
+    /// The federation the walk has been under; another one restarts it.
+    walked_under: Option<Arc<Federation>>,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -278,7 +281,18 @@ impl WriterTask {
     ) -> Result<WriterTask, StoreError> {
         let head = store.audit_head()?.unwrap_or((0, GENESIS));
         let audit = crate::audit_index::ChainState::open(&store, head)?;
-        Ok(WriterTask { store, me, policy, metrics, head, signing, notify, audit, retention_walk: None })
+        Ok(WriterTask {
+            store,
+            me,
+            policy,
+            metrics,
+            head,
+            signing,
+            notify,
+            audit,
+            walk: None,
+            walked_under: None,
+        })
     }
 
     /// Take the audit checkpoint schedule from `node.toml` (defaults otherwise).
@@ -471,14 +485,23 @@ impl WriterTask {
                         undo(&mut batch, &mut head, mark);
                         tracing::warn!(error = %e, "expiry purge failed; retried at the next tick");
                     }
-                    let mark = (batch.savepoint(), head);
-                    let from = self.retention_walk.take();
-                    match self.purge_by_retention(&fed, from.as_ref(), &mut batch, &mut head, wall, now) {
-                        Ok(next) => self.retention_walk = next,
-                        Err(e) => {
-                            undo(&mut batch, &mut head, mark);
-                            self.retention_walk = from;
-                            tracing::warn!(error = %e, "retention purge failed; retried at the next tick");
+                    // Started, or agreements or policy changed: walk what is held once more.
+                    if !self.walked_under.as_ref().is_some_and(|f| Arc::ptr_eq(f, &fed)) {
+                        self.walked_under = Some(fed.clone());
+                        self.walk = Some(None);
+                    }
+                    if let Some(from) = self.walk.take() {
+                        let mark = (batch.savepoint(), head);
+                        match self.walk_held(&fed, from.as_ref(), &mut batch, &mut head, wall, now) {
+                            Ok((next, made)) => {
+                                self.walk = next.map(Some);
+                                projections.extend(made);
+                            }
+                            Err(e) => {
+                                undo(&mut batch, &mut head, mark);
+                                self.walk = Some(from);
+                                tracing::warn!(error = %e, "walk of the projections held failed; retried at the next tick");
+                            }
                         }
                     }
                 }
@@ -731,8 +754,10 @@ impl WriterTask {
             match stored {
                 // Held under another agreement: this share is listed beside that one.
                 Some(mut r) if r.state == RecordState::Live => {
-                    r.shares.insert(share.0, share.1);
-                    batch.update_record(&r)?;
+                    if !r.shares.contains(&share) {
+                        r.shares.push(share);
+                        batch.update_record(&r)?;
+                    }
                 }
                 stored => {
                     let r = StoredRecord {
@@ -918,7 +943,7 @@ impl WriterTask {
             stored_ms: now,
             salts: std::collections::BTreeMap::new(),
             state,
-            shares: std::collections::BTreeMap::new(),
+            shares: Vec::new(),
         });
         Ok(tombstone_of(r, state))
     }
@@ -1027,11 +1052,14 @@ impl WriterTask {
         Ok(())
     }
 
-    /// Walk one round of the projections held, from `from`, and purge those whose
-    /// agreement's retention in force has ended although the expiry they carry has not:
-    /// the agreement's retention was shortened after they were made. Returns where the
-    /// next round starts (`None`: from the beginning).
-    fn purge_by_retention(
+    /// Walk one round of the projections held, from `from`, and apply the agreements in
+    /// force to what was made under earlier ones. A share whose agreement's retention in
+    /// force ends before the expiry it carries (the retention was shortened since) is
+    /// purged if that end has passed, and else indexed to expire then. An own record is
+    /// projected again for members it is now shared with but was not then (see
+    /// [`WriterTask::project_again`]). Returns where the next round starts (`None`: the
+    /// walk is done) and the projections made.
+    fn walk_held(
         &self,
         fed: &Federation,
         from: Option<&WalkCursor>,
@@ -1039,27 +1067,104 @@ impl WriterTask {
         head: &mut (u64, Digest),
         wall: i64,
         now: i64,
-    ) -> Result<Option<WalkCursor>, StoreError> {
-        let (held, next) = self.store.walk_projections(from, RETENTION_ROUND)?;
+    ) -> Result<(Option<WalkCursor>, Vec<Projection>), StoreError> {
+        let (held, next) = self.store.walk_projections(from, WALK_ROUND)?;
+        let mut made = Vec::new();
         for p in held {
             let Some(agreement) = fed.agreement(&p.envelope.agreement) else { continue };
-            // Expired by the expiry it carries: the expiry sweep's.
-            let shortened = agreement.purge_at_ms(&p.header) <= wall && p.envelope.expires_ms > wall;
-            if p.envelope.kind == EntryKind::Revoke || !shortened {
+            if p.envelope.kind == EntryKind::Revoke {
                 continue;
             }
-            let (stream, seq) =
-                (StreamKey { origin: p.header.origin, agreement: agreement.id.clone() }, p.envelope.seq);
-            if self.store.pending(batch).projection(&stream, seq)?.is_none() {
+            let stream = StreamKey { origin: p.header.origin, agreement: agreement.id.clone() };
+            let (seq, ends) = (p.envelope.seq, agreement.purge_at_ms(&p.header));
+            let shortened = ends < p.envelope.expires_ms;
+            if shortened && ends <= wall {
+                if self.store.pending(batch).projection(&stream, seq)?.is_some() {
+                    let why = format!(
+                        "{} #{seq}: the retention of {} in force, {} days, has ended",
+                        stream.origin, agreement.id, agreement.retention_days
+                    );
+                    self.purge_share(batch, head, &stream, &p, why, now)?;
+                }
                 continue;
             }
-            let why = format!(
-                "{} #{seq}: the retention of {} in force, {} days, has ended",
-                stream.origin, agreement.id, agreement.retention_days
-            );
-            self.purge_share(batch, head, &stream, &p, why, now)?;
+            if shortened {
+                batch.index_expiry(&stream, seq, ends);
+            }
+            if p.header.origin == self.me {
+                made.extend(self.project_again(fed, &p, batch, head, now)?);
+            }
         }
-        Ok(next)
+        Ok((next, made))
+    }
+
+    /// Project own record `p` is a projection of again, at the next number of its stream,
+    /// for the members the agreement and policy in force share it with and none of its
+    /// projections under that agreement was made for: members added to the agreement's
+    /// parties, or to the policy's sharing, since. The agreement decides for them as for a
+    /// new record (its dates, `backfill`), and its redactions hold.
+    fn project_again(
+        &self,
+        fed: &Federation,
+        p: &Projection,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) -> Result<Option<Projection>, StoreError> {
+        let Some(agreement) = fed.agreement(&p.envelope.agreement) else { return Ok(None) };
+        let audience = tamga_config::audience(&p.header, agreement, fed, now);
+        // The common case, read from the projection alone: no one new.
+        if audience.iter().all(|m| p.envelope.audience.contains(m)) {
+            return Ok(None);
+        }
+        let Ok(id) = p.record_id() else { return Ok(None) };
+        let view = self.store.pending(batch);
+        let own = view.record(&id)?.filter(|r| r.source == Source::Local && r.state == RecordState::Live);
+        let Some(mut record) = own else { return Ok(None) };
+        let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
+        let mut shared: HashSet<MemberCode> = HashSet::new();
+        for &(_, seq) in record.shares.iter().filter(|(a, _)| *a == agreement.id) {
+            shared.extend(view.audience(&stream, seq)?.unwrap_or_default());
+        }
+        let added: Vec<MemberCode> = audience.into_iter().filter(|m| !shared.contains(m)).collect();
+        if added.is_empty() {
+            return Ok(None);
+        }
+        let seq = view.stream_head(&stream)? + 1;
+        let withheld = tamga_config::withheld(agreement, &record.header.category);
+        let envelope = Envelope {
+            kind: EntryKind::Share,
+            agreement: agreement.id.clone(),
+            audience: added.clone(),
+            seq,
+            expires_ms: agreement.purge_at_ms(&record.header),
+        };
+        let salted = SaltedRecord {
+            id,
+            record: tamga_protocol::Record { header: record.header.clone(), body: record.body.clone() },
+            salts: record.salts.clone(),
+        };
+        let Ok(again) =
+            salted.project(|f| withheld.as_ref().is_some_and(|w| w.contains(f)), envelope, &self.signing)
+        else {
+            return Ok(None);
+        };
+        batch.put_projection(&again)?;
+        batch.set_stream_head(&stream, seq);
+        record.shares.push((agreement.id.clone(), seq));
+        batch.update_record(&record)?;
+        let to: Vec<&str> = added.iter().map(|m| m.as_str()).collect();
+        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+            .record(id, record.header.category.clone())
+            .agreement(agreement.id.clone())
+            .policy(fed.policy_digest)
+            .reason(format!(
+                "projected again as #{seq} for {}, shared with since #{} was made",
+                to.join(", "),
+                p.envelope.seq
+            ));
+        self.append(batch, head, ev, now);
+        Ok(Some(again))
     }
 
     /// Purge one share held, `p` at its place in `stream`: its entry, and the body of a
@@ -1331,29 +1436,99 @@ mod tests {
         (dir, store, r, flags)
     }
 
-    // An agreement's retention shortened after a share was made: the retention in force has
-    // ended (the record was created in 1970), the expiry the share carries has not. The
-    // retention walk purges it, and only it.
+    // A member added to an agreement's parties after an own record was projected under it:
+    // the next walk of what is held projects the record again, once, for that member only.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_own_record_is_projected_again_for_a_member_added_to_its_agreement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let files = dir.path().join("federation");
+        let (kz, uz): (MemberCode, MemberCode) = ("KZ".parse().expect("valid"), "UZ".parse().expect("valid"));
+        let load = || {
+            let fed = Federation::load_files(
+                &files.join("roster.toml"),
+                &files.join("catalog.toml"),
+                &files.join("agreements"),
+                &files.join("policies/KZ.toml"),
+                kz,
+            );
+            Arc::new(fed.expect("loads"))
+        };
+        let rms_file = files.join("agreements/sco-rms-2013.toml");
+        let text = std::fs::read_to_string(&rms_file).expect("reads");
+        let (with, without) = (r#""TJ", "UZ", "XS""#, r#""TJ", "XS""#);
+        assert!(text.contains(with));
+        std::fs::write(&rms_file, text.replace(with, without)).expect("writes");
+        let policy = task.policy.clone();
+        policy.set(load());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let record = Record {
+            header: RecordHeader {
+                category: "rms.method".parse().expect("valid"),
+                classification: Classification::Public,
+                origin: kz,
+                created_ms: now_ms(),
+                supersedes: None,
+                expires_ms: None,
+            },
+            body: BTreeMap::from([("title".to_owned(), Value::Text("a method".into()))]),
+        };
+        let salted = SaltedRecord::new(record, &SaltKey::from_bytes([9; 32]));
+        let id = writer.ingest(vec![salted]).await.expect("stored")[0].id;
+        let rms = StreamKey { origin: kz, agreement: RMS.parse().expect("valid") };
+        let first = store.projection(&rms, 1).expect("reads").expect("projected");
+        assert!(!first.envelope.audience.contains(&uz) && first.envelope.audience.len() == 5, "{first:?}");
+        // A tick, then an op whose answer says the tick is done.
+        let tick = || async {
+            writer.purge_expired().await;
+            writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
+        };
+        tick().await;
+        assert_eq!(store.stream_head(&rms).expect("reads"), 1, "no one new");
+        std::fs::write(&rms_file, &text).expect("writes");
+        policy.set(load());
+        tick().await;
+        let again = store.projection(&rms, 2).expect("reads").expect("projected again");
+        assert_eq!(again.envelope.audience, vec![uz]);
+        assert_eq!(again.record_id().expect("its record"), id);
+        assert_eq!(again.revealed_body(), first.revealed_body());
+        tick().await;
+        assert_eq!(store.stream_head(&rms).expect("reads"), 2, "once");
+        let r = store.record(&id).expect("reads").expect("held");
+        assert_eq!(r.shares, vec![(rms.agreement.clone(), 1), (rms.agreement.clone(), 2)]);
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
+    // An agreement's retention shortened after its shares were made: for one the retention
+    // in force has ended (its record was created in 1970), for one it ends in a moment, for
+    // one much later; the expiry each carries is far off. The walk purges the first at
+    // once, indexes the second to expire when its retention in force ends, and keeps the
+    // third.
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_is_purged_once_the_retention_in_force_has_ended() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(dir.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
         let ru: MemberCode = "RU".parse().expect("valid");
+        let retention = 1095 * 86_400_000; // sco-rms-2013's
+        let soon = now_ms() + 1_500;
         let mut items = shares_created(RMS, i64::MAX, 1..=1, 0);
         items.extend(shares(RMS, i64::MAX, 2..=2));
+        items.extend(shares_created(RMS, i64::MAX, 3..=3, soon - retention - 3));
         let (old, recent) = (items[0].0, items[1].0);
         writer.received(ru, items, Vec::new()).await.expect("stored");
-        writer.purge_expired().await;
-        drop(writer);
-        handle.await.expect("the writer ends");
+        let tick = || async {
+            writer.purge_expired().await;
+            writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
+        };
+        tick().await;
         let rms = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
         assert_eq!(store.projection(&rms, 1).expect("reads"), None, "purged");
         assert!(store.is_gone(&rms, 1).expect("reads"));
         let r = store.record(&old).expect("reads").expect("its tombstone");
         assert!(r.state == RecordState::Expired && r.body.is_empty(), "{r:?}");
-        assert!(store.projection(&rms, 2).expect("reads").is_some(), "within the retention: kept");
-        assert_eq!(store.record(&recent).expect("reads").expect("held").state, RecordState::Live);
+        assert!(store.projection(&rms, 3).expect("reads").is_some(), "its retention in force ends later");
         let (last, _) = store.audit_head().expect("reads").expect("an entry");
         let purged: Vec<String> = store
             .audit_entries(1, last)
@@ -1365,6 +1540,14 @@ mod tests {
             .collect();
         assert_eq!(purged.len(), 1, "{purged:?}");
         assert!(purged[0].contains("RU #1: the retention of sco-rms-2013 in force"), "{purged:?}");
+
+        tokio::time::sleep(std::time::Duration::from_millis((soon - now_ms()).max(0) as u64 + 100)).await;
+        tick().await;
+        assert_eq!(store.projection(&rms, 3).expect("reads"), None, "expired by its retention in force");
+        assert!(store.projection(&rms, 2).expect("reads").is_some(), "within the retention: kept");
+        assert_eq!(store.record(&recent).expect("reads").expect("held").state, RecordState::Live);
+        drop(writer);
+        handle.await.expect("the writer ends");
     }
 
     // A share expires while the record's share under another agreement (a longer retention)

@@ -106,7 +106,7 @@ fn check_store(node: &ChildNode, what: &str) -> StoreFigures {
     assert_eq!(ids.len(), records.len(), "{what}: a record is indexed twice");
     let mut projections = 0;
     for r in &records {
-        for (agreement, &seq) in &r.shares {
+        for &(ref agreement, seq) in &r.shares {
             let stream = StreamKey { origin: r.header.origin, agreement: agreement.clone() };
             if store.is_gone(&stream, seq).expect("gone") {
                 continue;

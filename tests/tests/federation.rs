@@ -611,3 +611,36 @@ async fn tcp_and_quic_members_share_with_each_other() {
     converge(&f, "between TCP and QUIC members").await;
     f.stop().await;
 }
+
+// A member the origin's policy paused (RU's `except = ["TJ"]` on energy data) is left out of
+// the audience of what is made meanwhile. Once the pause is lifted it receives those records
+// as well: RU projects them again, for TJ alone, and nobody gets one record more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_resumed_by_the_policy_receives_what_was_made_while_it_was_paused() {
+    let mut f = TestFederation::start(&["KZ", "RU", "TJ"]).await.expect("starts");
+    let ids = ingest(&f, "RU", "paused", &["energy.transfer"]).await;
+    converge(&f, "while TJ is paused").await;
+    let held = |recs: Vec<Value>| recs.iter().filter(|r| ids.iter().any(|id| r["id"] == id.as_str())).count();
+    assert_eq!(held(records(f.node("TJ")).await), 0, "paused");
+
+    let dir = f.node("RU").federation.as_ref().expect("own copy").path().to_owned();
+    let policy = dir.join("policies/RU.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    let lifted = text.replace("except = [\"TJ\"]\n", "");
+    assert_ne!(text, lifted, "the example RU policy pauses TJ's energy data");
+    std::fs::write(&policy, lifted).expect("writes");
+    f.node("RU").client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+    converge(&f, "after the pause is lifted").await;
+    assert_eq!(held(records(f.node("TJ")).await), 2, "the public and the non-confidential record");
+
+    let shown = f.node("RU").client(Role::Operator).get(&format!("/v1/records/{}", ids[0]), &[]).await;
+    let shown = shown.expect("shows");
+    let energy: Vec<&Value> = shown["projections"]
+        .as_array()
+        .expect("projections")
+        .iter()
+        .filter(|p| p["agreement"] == "sco-energy-2008")
+        .collect();
+    assert_eq!(energy.len(), 2, "projected again, once: {shown:#}");
+    f.stop().await;
+}
