@@ -5,7 +5,7 @@
 //! | prefix | key                                    | value                         |
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
-//! | `R`    | record id                              | [`StoredRecord`] (a live received one without its body, which its projection holds), with the seq of its projection under each agreement |
+//! | `R`    | record id                              | [`StoredRecord`] (a live received one without its body, which its projection holds), with the (agreement, seq) of each of its projections |
 //! | `C`    | category, 0, time, record id           | (category index)              |
 //! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
@@ -117,7 +117,8 @@ pub struct StoredRecord {
     /// Live, or a tombstone: revoked by its origin, or expired (body purged).
     pub state: RecordState,
     /// Its projections: (agreement, seq in the origin's stream of that agreement), in the
-    /// order they were made or received. Usually one per agreement; more when the origin
+    /// order they were made or received (by agreement for a store upgraded from schema 2).
+    /// Usually one per agreement; more when the origin
     /// projected it again for members added to its audience since. Kept in the record,
     /// not under keys of their own: a sled key costs far more to write than its bytes.
     pub shares: Vec<(AgreementId, u64)>,
@@ -235,7 +236,8 @@ fn expiry_list_value(list: &[(u64, i64)]) -> Vec<u8> {
 }
 
 /// A sled key costs far more to write than its bytes, so the expiry index holds the
-/// projections of one stream put by one batch under one key, up to this many.
+/// projections of one stream put (or indexed again, [`WriteBatch::index_expiry`]) by one
+/// batch under one key, up to this many.
 pub const MAX_EXPIRIES_PER_KEY: usize = 512;
 
 /// Where a walk over the projections held ([`Store::walk_projections`]) goes on.
@@ -954,13 +956,21 @@ impl Store {
     ) -> Result<(Vec<Projection>, Option<WalkCursor>), StoreError> {
         let start = from.map_or_else(|| b"P".to_vec(), |c| c.0.clone());
         let mut out = Vec::new();
-        for kv in self.db.range(start..).take(limit) {
+        let mut read = 0;
+        for kv in self.db.range(start..) {
             let (k, v) = kv?;
             if k.first() != Some(&b'P') {
                 return Ok((out, None));
             }
-            out.push(dec(&k, &v)?);
-            if out.len() == limit {
+            read += 1;
+            // One value that does not decode must not stop the walk at it for good.
+            match dec(&k, &v) {
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a projection held does not decode; the walk goes past it")
+                }
+            }
+            if read == limit {
                 return Ok((out, Some(WalkCursor(key(&[&k, &[0]])))));
             }
         }

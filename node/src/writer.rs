@@ -481,7 +481,7 @@ impl WriterTask {
                     // must not purge what has not expired.
                     let wall = now_ms();
                     let mark = (batch.savepoint(), head);
-                    if let Err(e) = self.purge_expired(&mut batch, &mut head, wall, now) {
+                    if let Err(e) = self.purge_expired(&fed, &mut batch, &mut head, wall, now) {
                         undo(&mut batch, &mut head, mark);
                         tracing::warn!(error = %e, "expiry purge failed; retried at the next tick");
                     }
@@ -495,6 +495,9 @@ impl WriterTask {
                         match self.walk_held(&fed, from.as_ref(), &mut batch, &mut head, wall, now) {
                             Ok((next, made)) => {
                                 self.walk = next.map(Some);
+                                // Made here, sent once committed: durable first, as an
+                                // ingest's, or a restart could number another record so.
+                                durable |= !made.is_empty();
                                 projections.extend(made);
                             }
                             Err(e) => {
@@ -554,6 +557,8 @@ impl WriterTask {
             }
             Err(e) => {
                 tracing::error!(error = %e, "write group failed; nothing acknowledged");
+                // A walk round of this group is lost with it: walk again from the start.
+                self.walked_under = None;
                 // The batch was not applied (apply_batch is atomic) or not made durable;
                 // re-read the head so the chain continues from what is really stored.
                 self.head = self.store.audit_head().ok().flatten().unwrap_or(self.head);
@@ -752,7 +757,8 @@ impl WriterTask {
             // refuses expired projections), so it is taken in under its own retention.
             let share = (p.envelope.agreement.clone(), seq);
             match stored {
-                // Held under another agreement: this share is listed beside that one.
+                // Held already under another share (another agreement, or another number
+                // its origin projected it again under): this one is listed beside it.
                 Some(mut r) if r.state == RecordState::Live => {
                     if !r.shares.contains(&share) {
                         r.shares.push(share);
@@ -1035,6 +1041,7 @@ impl WriterTask {
     /// of a received record; `now` is the audit clock, for the entries and tombstones.
     fn purge_expired(
         &self,
+        fed: &Federation,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         wall: i64,
@@ -1044,6 +1051,13 @@ impl WriterTask {
         for (stream, seq) in due.iter().flat_map(|d| d.due.iter().map(|&seq| (d.stream.clone(), seq))) {
             // Not there if an earlier op of this group purged it.
             let Some(p) = self.store.pending(batch).projection(&stream, seq)? else { continue };
+            // An entry the walk indexed for a retention since lengthened again is not due:
+            // due is the earlier of the expiry the projection carries and the retention
+            // in force.
+            let in_force = fed.agreement(&stream.agreement).map(|a| a.purge_at_ms(&p.header));
+            if in_force.map_or(p.envelope.expires_ms, |at| at.min(p.envelope.expires_ms)) > wall {
+                continue;
+            }
             self.purge_share(batch, head, &stream, &p, format!("{} #{seq} expired", stream.origin), now)?;
         }
         for d in &due {
@@ -1444,16 +1458,7 @@ mod tests {
         let (store, task) = kz_writer(dir.path());
         let files = dir.path().join("federation");
         let (kz, uz): (MemberCode, MemberCode) = ("KZ".parse().expect("valid"), "UZ".parse().expect("valid"));
-        let load = || {
-            let fed = Federation::load_files(
-                &files.join("roster.toml"),
-                &files.join("catalog.toml"),
-                &files.join("agreements"),
-                &files.join("policies/KZ.toml"),
-                kz,
-            );
-            Arc::new(fed.expect("loads"))
-        };
+        let load = || load_kz(&files);
         let rms_file = files.join("agreements/sco-rms-2013.toml");
         let text = std::fs::read_to_string(&rms_file).expect("reads");
         let (with, without) = (r#""TJ", "UZ", "XS""#, r#""TJ", "XS""#);
@@ -1496,6 +1501,52 @@ mod tests {
         assert_eq!(store.stream_head(&rms).expect("reads"), 2, "once");
         let r = store.record(&id).expect("reads").expect("held");
         assert_eq!(r.shares, vec![(rms.agreement.clone(), 1), (rms.agreement.clone(), 2)]);
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
+    /// KZ's federation from the files in `files`, as a reload loads it.
+    fn load_kz(files: &std::path::Path) -> Arc<Federation> {
+        let fed = Federation::load_files(
+            &files.join("roster.toml"),
+            &files.join("catalog.toml"),
+            &files.join("agreements"),
+            &files.join("policies/KZ.toml"),
+            "KZ".parse().expect("valid"),
+        );
+        Arc::new(fed.expect("loads"))
+    }
+
+    // A retention shortened, then lengthened back before the shortened one ended: the walk
+    // under the short one indexed the share to expire early, and that entry, once due, no
+    // longer purges it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_retention_lengthened_back_keeps_what_the_shorter_one_would_have_purged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let files = dir.path().join("federation");
+        let rms_file = files.join("agreements/sco-rms-2013.toml");
+        let text = std::fs::read_to_string(&rms_file).expect("reads");
+        std::fs::write(&rms_file, text.replace("retention_days = 1095", "retention_days = 1"))
+            .expect("writes");
+        let policy = task.policy.clone();
+        policy.set(load_kz(&files));
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let soon = now_ms() + 1_500;
+        let items = shares_created(RMS, i64::MAX, 1..=1, soon - 86_400_000 - 1);
+        writer.received("RU".parse().expect("valid"), items, Vec::new()).await.expect("stored");
+        let tick = || async {
+            writer.purge_expired().await;
+            writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
+        };
+        tick().await;
+        std::fs::write(&rms_file, &text).expect("writes");
+        policy.set(load_kz(&files));
+        tick().await;
+        tokio::time::sleep(std::time::Duration::from_millis((soon - now_ms()).max(0) as u64 + 100)).await;
+        tick().await;
+        let rms = StreamKey { origin: "RU".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
+        assert!(store.projection(&rms, 1).expect("reads").is_some(), "kept under the retention in force");
         drop(writer);
         handle.await.expect("the writer ends");
     }
