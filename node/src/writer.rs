@@ -1483,26 +1483,27 @@ mod tests {
         let rms = StreamKey { origin: kz, agreement: RMS.parse().expect("valid") };
         let first = store.projection(&rms, 1).expect("reads").expect("projected");
         assert!(!first.envelope.audience.contains(&uz) && first.envelope.audience.len() == 5, "{first:?}");
-        // A tick, then an op whose answer says the tick is done.
-        let tick = || async {
-            writer.purge_expired().await;
-            writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
-        };
-        tick().await;
+        tick(&writer).await;
         assert_eq!(store.stream_head(&rms).expect("reads"), 1, "no one new");
         std::fs::write(&rms_file, &text).expect("writes");
         policy.set(load());
-        tick().await;
+        tick(&writer).await;
         let again = store.projection(&rms, 2).expect("reads").expect("projected again");
         assert_eq!(again.envelope.audience, vec![uz]);
         assert_eq!(again.record_id().expect("its record"), id);
         assert_eq!(again.revealed_body(), first.revealed_body());
-        tick().await;
+        tick(&writer).await;
         assert_eq!(store.stream_head(&rms).expect("reads"), 2, "once");
         let r = store.record(&id).expect("reads").expect("held");
         assert_eq!(r.shares, vec![(rms.agreement.clone(), 1), (rms.agreement.clone(), 2)]);
         drop(writer);
         handle.await.expect("the writer ends");
+    }
+
+    /// An anti-entropy tick's op, then an op whose answer says the tick is done.
+    async fn tick(writer: &Writer) {
+        writer.purge_expired().await;
+        writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
     }
 
     /// KZ's federation from the files in `files`, as a reload loads it.
@@ -1535,16 +1536,12 @@ mod tests {
         let soon = now_ms() + 1_500;
         let items = shares_created(RMS, i64::MAX, 1..=1, soon - 86_400_000 - 1);
         writer.received("RU".parse().expect("valid"), items, Vec::new()).await.expect("stored");
-        let tick = || async {
-            writer.purge_expired().await;
-            writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
-        };
-        tick().await;
+        tick(&writer).await;
         std::fs::write(&rms_file, &text).expect("writes");
         policy.set(load_kz(&files));
-        tick().await;
+        tick(&writer).await;
         tokio::time::sleep(std::time::Duration::from_millis((soon - now_ms()).max(0) as u64 + 100)).await;
-        tick().await;
+        tick(&writer).await;
         let rms = StreamKey { origin: "RU".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
         assert!(store.projection(&rms, 1).expect("reads").is_some(), "kept under the retention in force");
         drop(writer);
@@ -1569,11 +1566,7 @@ mod tests {
         items.extend(shares_created(RMS, i64::MAX, 3..=3, soon - retention - 3));
         let (old, recent) = (items[0].0, items[1].0);
         writer.received(ru, items, Vec::new()).await.expect("stored");
-        let tick = || async {
-            writer.purge_expired().await;
-            writer.audit_durable(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok)).await.expect("stored");
-        };
-        tick().await;
+        tick(&writer).await;
         let rms = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
         assert_eq!(store.projection(&rms, 1).expect("reads"), None, "purged");
         assert!(store.is_gone(&rms, 1).expect("reads"));
@@ -1593,7 +1586,7 @@ mod tests {
         assert!(purged[0].contains("RU #1: the retention of sco-rms-2013 in force"), "{purged:?}");
 
         tokio::time::sleep(std::time::Duration::from_millis((soon - now_ms()).max(0) as u64 + 100)).await;
-        tick().await;
+        tick(&writer).await;
         assert_eq!(store.projection(&rms, 3).expect("reads"), None, "expired by its retention in force");
         assert!(store.projection(&rms, 2).expect("reads").is_some(), "within the retention: kept");
         assert_eq!(store.record(&recent).expect("reads").expect("held").state, RecordState::Live);
