@@ -157,6 +157,18 @@ pub enum RecordState {
     Expired,
 }
 
+impl StoredRecord {
+    /// An own record as it was ingested: its header, body and salts, to project (a
+    /// received record has no salts, and cannot be).
+    pub fn salted(&self) -> tamga_protocol::SaltedRecord {
+        tamga_protocol::SaltedRecord {
+            id: self.id,
+            record: tamga_protocol::Record { header: self.header.clone(), body: self.body.clone() },
+            salts: self.salts.clone(),
+        }
+    }
+}
+
 impl Source {
     /// The JSON form the API shows: `{"kind": "local"}` or `{"kind": "received", ...}`.
     pub fn to_json(&self) -> serde_json::Value {
@@ -182,6 +194,11 @@ pub struct RecordFilter {
 
 fn time_key(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The time [`time_key`] made `b` of.
+fn time_of(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -1129,10 +1146,7 @@ fn due_expiries(k: &[u8], v: &[u8], now_ms: i64) -> Result<DueExpiries, StoreErr
     let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
     let agreement = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok());
     let seq = seq.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-    let at = k
-        .get(1..9)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+    let at = k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(time_of);
     let (Some(origin), Some(agreement), Some(seq), Some(at)) = (origin, agreement, seq, at) else {
         return Err(bad());
     };
@@ -1147,7 +1161,7 @@ fn due_expiries(k: &[u8], v: &[u8], now_ms: i64) -> Result<DueExpiries, StoreErr
             .map(|c| {
                 let (s, t) = c.split_at(8);
                 let s = u64::from_be_bytes(s.try_into().unwrap_or_default());
-                let t = (u64::from_be_bytes(t.try_into().unwrap_or_default()) ^ (1 << 63)) as i64;
+                let t = time_of(t.try_into().unwrap_or_default());
                 (s, t)
             })
             .collect()

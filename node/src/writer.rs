@@ -681,33 +681,44 @@ impl WriterTask {
             if audience.is_empty() {
                 continue;
             }
-            let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
-            let seq = self.store.pending(batch).stream_head(&stream)? + 1;
-            let withheld = tamga_config::withheld(agreement, &header.category);
-            let envelope = Envelope {
-                kind: tamga_protocol::EntryKind::Share,
-                agreement: agreement.id.clone(),
-                audience,
-                seq,
-                expires_ms: agreement.purge_at_ms(header),
-            };
-            let p = match salted.project(
-                |f| withheld.as_ref().is_some_and(|w| w.contains(f)),
-                envelope,
-                &self.signing,
-            ) {
-                Ok(p) => p,
-                // audience() never admits a classified record; refuse quietly if it ever did.
-                Err(e) => {
-                    tracing::error!(error = %e, "projection refused");
-                    continue;
-                }
-            };
-            batch.put_projection(&p)?;
-            batch.set_stream_head(&stream, seq);
-            out.push(p);
+            out.extend(self.put_share(agreement, salted, audience, batch)?);
         }
         Ok(out)
+    }
+
+    /// Share an own record under `agreement` with `audience`: its projection, redacted as
+    /// the agreement says and signed, at the next number of the stream. `None` if the
+    /// record cannot be projected.
+    fn put_share(
+        &self,
+        agreement: &tamga_config::Agreement,
+        salted: &SaltedRecord,
+        audience: Vec<MemberCode>,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Projection>, StoreError> {
+        let header = &salted.record.header;
+        let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
+        let seq = self.store.pending(batch).stream_head(&stream)? + 1;
+        let withheld = tamga_config::withheld(agreement, &header.category);
+        let envelope = Envelope {
+            kind: EntryKind::Share,
+            agreement: agreement.id.clone(),
+            audience,
+            seq,
+            expires_ms: agreement.purge_at_ms(header),
+        };
+        match salted.project(|f| withheld.as_ref().is_some_and(|w| w.contains(f)), envelope, &self.signing) {
+            Ok(p) => {
+                batch.put_projection(&p)?;
+                batch.set_stream_head(&stream, seq);
+                Ok(Some(p))
+            }
+            // audience() never admits a classified record; refuse quietly if it ever did.
+            Err(e) => {
+                tracing::error!(error = %e, "projection refused");
+                Ok(None)
+            }
+        }
     }
 
     /// Store verified projections from `from`, advance each stream's contiguous mark.
@@ -1014,11 +1025,7 @@ impl WriterTask {
         let Some(record) = own else {
             return Err(StoreError::Engine(format!("no own record {id} to revoke")));
         };
-        let salted = SaltedRecord {
-            id,
-            record: tamga_protocol::Record { header: record.header.clone(), body: record.body.clone() },
-            salts: record.salts.clone(),
-        };
+        let salted = record.salted();
         let mut out = Vec::new();
         for original in self.shares_held(batch, &id, self.me)? {
             let stream = StreamKey { origin: self.me, agreement: original.envelope.agreement.clone() };
@@ -1144,27 +1151,10 @@ impl WriterTask {
         if added.is_empty() {
             return Ok(None);
         }
-        let seq = view.stream_head(&stream)? + 1;
-        let withheld = tamga_config::withheld(agreement, &record.header.category);
-        let envelope = Envelope {
-            kind: EntryKind::Share,
-            agreement: agreement.id.clone(),
-            audience: added.clone(),
-            seq,
-            expires_ms: agreement.purge_at_ms(&record.header),
-        };
-        let salted = SaltedRecord {
-            id,
-            record: tamga_protocol::Record { header: record.header.clone(), body: record.body.clone() },
-            salts: record.salts.clone(),
-        };
-        let Ok(again) =
-            salted.project(|f| withheld.as_ref().is_some_and(|w| w.contains(f)), envelope, &self.signing)
-        else {
+        let Some(again) = self.put_share(agreement, &record.salted(), added.clone(), batch)? else {
             return Ok(None);
         };
-        batch.put_projection(&again)?;
-        batch.set_stream_head(&stream, seq);
+        let seq = again.envelope.seq;
         record.shares.push((agreement.id.clone(), seq));
         batch.update_record(&record)?;
         let to: Vec<&str> = added.iter().map(|m| m.as_str()).collect();
