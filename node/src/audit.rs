@@ -28,6 +28,8 @@
 //! only entries that carry a checkpoint or are not laid out that way (torn or foreign
 //! bytes, which are then reported as unreadable).
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use tamga_protocol::{AgreementId, CategoryId, Checkpoint, Digest, MemberCode, Receipt, RecordId};
 
@@ -151,8 +153,10 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// The projection concerned: its stream's origin and its sequence number there.
     pub projection: Option<ProjectionRef>,
-    /// A signed receipt (delivered; revocation and purge receipts).
+    /// A signed receipt (purge receipts; `delivered` entries of earlier builds).
     pub receipt: Option<Receipt>,
+    /// The signed receipts of one push under one agreement (`delivered`).
+    pub receipts: Vec<Receipt>,
     /// A signed checkpoint (the `checkpoint` action).
     pub checkpoint: Option<Checkpoint>,
 }
@@ -183,6 +187,7 @@ impl AuditEvent {
             reason: None,
             projection: None,
             receipt: None,
+            receipts: Vec::new(),
             checkpoint: None,
         }
     }
@@ -201,6 +206,18 @@ impl AuditEvent {
         self.projection = Some(ProjectionRef { origin: r.origin, seq: r.seq });
         self.peer = self.peer.or(Some(r.receiver));
         self.receipt = Some(r.clone());
+        self
+    }
+
+    /// Attach the signed receipts one peer gave for one push under one agreement; also
+    /// sets the peer and the agreement from them (the caller groups them so). The entry
+    /// names no one record: it is found under each record its receipts name.
+    pub fn receipts(mut self, rs: Vec<Receipt>) -> Self {
+        if let Some(r) = rs.first() {
+            self.peer = self.peer.or(Some(r.receiver));
+            self.agreement = Some(r.agreement.clone());
+        }
+        self.receipts = rs;
         self
     }
 
@@ -282,6 +299,10 @@ pub struct AuditEntry {
     /// A signed receipt (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
+    /// The signed receipts of one push under one agreement, in the order given (absent
+    /// when none; `delivered` entries of this build, schema 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<Receipt>,
     /// A signed checkpoint (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
@@ -330,9 +351,25 @@ impl AuditEntry {
             reason,
             projection: ev.projection,
             receipt: ev.receipt,
+            receipts: ev.receipts,
             checkpoint: ev.checkpoint,
             prev,
         }
+    }
+
+    /// Whether the entry is about a record: it names it, or holds a receipt for it.
+    pub fn names_record(&self, id: RecordId) -> bool {
+        self.record == Some(id) || self.receipts.iter().any(|r| r.record == id)
+    }
+
+    /// Every record the entry is about, each once.
+    pub fn records(&self) -> BTreeSet<RecordId> {
+        self.record.into_iter().chain(self.receipts.iter().map(|r| r.record)).collect()
+    }
+
+    /// The signed receipt the entry keeps for a record, if any.
+    pub fn receipt_for(&self, id: RecordId) -> Option<&Receipt> {
+        self.receipt.iter().chain(&self.receipts).find(|r| r.record == id)
     }
 
     /// The bytes stored and hashed.
@@ -841,7 +878,7 @@ impl Filter {
             && self.category.as_ref().is_none_or(|c| e.category.as_ref() == Some(c))
             && self.agreement.as_ref().is_none_or(|a| e.agreement.as_ref() == Some(a))
             && self.action.is_none_or(|a| e.action == a)
-            && self.record.is_none_or(|r| e.record == Some(r))
+            && self.record.is_none_or(|r| e.names_record(r))
             && self.outcome.is_none_or(|o| e.outcome == o)
     }
 }

@@ -419,7 +419,7 @@ async fn trace(a: TraceArgs) -> Result<()> {
         if let Some(p) = &e.projection {
             detail.push(format!("{} #{}", p.origin, p.seq));
         }
-        if let Some(r) = &e.receipt {
+        if let Some(r) = e.receipt_for(id) {
             detail.push(format!(
                 "receipt signed by {} at {}",
                 r.receiver,

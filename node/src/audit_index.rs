@@ -17,7 +17,7 @@
 //! | `c`  | category  | it names a category          |
 //! | `g`  | agreement | it names an agreement        |
 //! | `a`  | action    | always                       |
-//! | `r`  | record    | it names a record            |
+//! | `r`  | record    | it names a record, or holds a receipt for one (once per record) |
 //! | `o`  | outcome   | the outcome is not `ok`      |
 //!
 //! Time needs no index: the writer never lets an entry's time go backwards
@@ -83,7 +83,7 @@ pub fn index_entry(batch: &mut WriteBatch, e: &AuditEntry) {
         batch.put_audit_index(KIND_AGREEMENT, a.as_str().as_bytes(), e.seq);
     }
     batch.put_audit_index(KIND_ACTION, e.action.as_str().as_bytes(), e.seq);
-    if let Some(r) = &e.record {
+    for r in e.records() {
         batch.put_audit_index(KIND_RECORD, &r.0, e.seq);
     }
     if e.outcome != Outcome::Ok {
@@ -471,7 +471,7 @@ pub fn receipts(
 ) -> Result<Vec<(Action, Receipt)>, StoreError> {
     Ok(trace(store, record)?
         .into_iter()
-        .filter_map(|e| Some((e.entry.action, e.entry.receipt.filter(|r| r.record == record)?)))
+        .filter_map(|e| Some((e.entry.action, e.entry.receipt_for(record)?.clone())))
         .collect())
 }
 

@@ -14,7 +14,7 @@
 
 use tamga_protocol::Digest;
 
-use crate::store::{SCHEMA_VERSION, UPGRADES_FROM};
+use crate::store::{schema_readable, SCHEMA_VERSION, UPGRADES_FROM};
 use crate::writer::Snapshot;
 
 /// The magic bytes that open a backup.
@@ -34,7 +34,7 @@ pub enum BackupError {
     #[error("backup format version {0} is not supported by this build (it reads {VERSION})")]
     Version(u32),
     /// Another store schema.
-    #[error("backup of store schema {0}; this build reads schema {SCHEMA_VERSION} and upgrades schema {UPGRADES_FROM}")]
+    #[error("backup of store schema {0}; this build reads schema {SCHEMA_VERSION} and upgrades schemas {UPGRADES_FROM} and later")]
     Schema(u32),
     /// The file is cut short or has bytes after its digest.
     #[error("the backup is truncated or has trailing bytes")]
@@ -110,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
         return Err(BackupError::Digest);
     }
     let schema = r.u32()?;
-    if schema != SCHEMA_VERSION && schema != UPGRADES_FROM {
+    if !schema_readable(schema) {
         return Err(BackupError::Schema(schema));
     }
     let count = r.u64()?;

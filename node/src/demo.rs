@@ -635,7 +635,7 @@ impl Summary {
         out.line("");
         out.heading("── What flowed");
         out.line(&format!(
-            "   {} records ingested; {} projections sent, {} delivered with a signed receipt, {} received, {} withheld, {} rejected",
+            "   {} records ingested; audit entries: {} sent and {} delivered (each one push under one agreement, with a signed receipt per projection), {} received, {} withheld, {} rejected",
             self.ingested,
             count("sent"),
             count("delivered"),

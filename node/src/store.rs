@@ -26,7 +26,8 @@
 //! them unread: `T` (a time index of records; listing every category merges the category
 //! index's per-category scans instead) and `V` (receipts; a receipt is kept in the
 //! `delivered` or `purged` audit entry that records it, found through the audit log's
-//! record index). A third, `X` (record id, agreement: the seq of its projection), was
+//! record index; since schema 4 a `delivered` entry keeps every receipt of one push under
+//! one agreement). A third, `X` (record id, agreement: the seq of its projection), was
 //! schema 2's; opening a schema 2 store moves it into the records ([`StoredRecord::shares`]).
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
@@ -46,17 +47,25 @@ use tamga_protocol::{
     Salt, StreamKey, Value,
 };
 
-/// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 3;
+/// The on-disk schema this build reads and writes. Schema 4: a `delivered` audit entry
+/// keeps the receipts of a whole push (`AuditEntry::receipts`), which schema 3 builds do
+/// not read. Schema 3: a record lists its projections (schema 2 kept them under `X`).
+pub const SCHEMA_VERSION: u32 = 4;
 
-/// The schema this build upgrades from, in place, on open (and after restoring a backup).
+/// The oldest schema this build upgrades from, in place, on open (and after restoring a
+/// backup): every one from it up to [`SCHEMA_VERSION`].
 pub const UPGRADES_FROM: u32 = 2;
+
+/// Whether this build reads a store or backup of schema `found`, upgrading it if older.
+pub fn schema_readable(found: u32) -> bool {
+    (UPGRADES_FROM..=SCHEMA_VERSION).contains(&found)
+}
 
 /// Why the store failed. The caller refuses the operation; nothing was half-applied.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory was written by another schema version.
-    #[error("the data directory has schema version {found}; this build reads version {expected}, and upgrades version {UPGRADES_FROM} in place, but no other (a backup, too, restores only into a build that reads or upgrades its version): run a build of schema version {found}")]
+    #[error("the data directory has schema version {found}; this build reads version {expected}, and upgrades versions {UPGRADES_FROM} and later in place, but no other (a backup, too, restores only into a build that reads or upgrades its version): run a build of schema version {found}")]
     Schema {
         /// The version found on disk.
         found: u32,
@@ -698,10 +707,10 @@ impl Store {
         match store.db.get(b"Mschema")? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
-                if found == UPGRADES_FROM {
-                    store.upgrade()?;
-                } else if found != SCHEMA_VERSION {
+                if !schema_readable(found) {
                     return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
+                } else if found != SCHEMA_VERSION {
+                    store.upgrade(found)?;
                 }
             }
             None => {
@@ -719,11 +728,23 @@ impl Store {
         Ok(store)
     }
 
-    /// Upgrade a schema 2 store in place: each record takes in the seqs of its projections
-    /// (schema 2's `X` keys, which go), then the store is marked schema 3. In rounds of a
-    /// few thousand records, each applied atomically: an upgrade cut short resumes where
-    /// it stopped, since a record moved already decodes as this schema's.
-    fn upgrade(&self) -> Result<(), StoreError> {
+    /// Upgrade an older store in place, then mark it this schema. From schema 3 nothing
+    /// moves (schema 4 only adds what a schema 3 build cannot read). From schema 2 each
+    /// record takes in the seqs of its projections (schema 2's `X` keys, which go), in
+    /// rounds of a few thousand records, each applied atomically: an upgrade cut short
+    /// resumes where it stopped, since a record moved already decodes as this schema's.
+    fn upgrade(&self, found: u32) -> Result<(), StoreError> {
+        if found == 2 {
+            self.move_shares_into_records()?;
+        }
+        self.db.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        tracing::info!("store upgraded from schema {found} to {SCHEMA_VERSION}");
+        Ok(())
+    }
+
+    /// Schema 2 to 3: see [`Store::upgrade`].
+    fn move_shares_into_records(&self) -> Result<(), StoreError> {
         const ROUND: usize = 4096;
         let (mut from, mut moved) = (b"R".to_vec(), 0u64);
         loop {
@@ -765,10 +786,9 @@ impl Store {
         for kv in self.db.scan_prefix(b"X") {
             batch.remove(kv?.0);
         }
-        batch.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes());
+        batch.insert(b"Mschema", &3u32.to_be_bytes());
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        tracing::info!(records = moved, "store upgraded from schema {UPGRADES_FROM} to {SCHEMA_VERSION}");
+        tracing::info!(records = moved, "store upgraded from schema 2 to 3");
         Ok(())
     }
 
@@ -1095,15 +1115,16 @@ impl Store {
     }
 
     /// Load raw pairs produced by [`Store::dump`] into an empty store (restore); a
-    /// schema 2 store's pairs are upgraded.
+    /// an older schema's pairs are upgraded.
     pub fn load_raw(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for (k, v) in pairs {
             b.insert(k, v);
         }
         self.db.apply_batch(b)?;
-        if self.db.get(b"Mschema")?.as_deref() == Some(&UPGRADES_FROM.to_be_bytes()[..]) {
-            self.upgrade()?;
+        let found = self.db.get(b"Mschema")?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok());
+        if let Some(found) = found.map(u32::from_be_bytes).filter(|f| *f != SCHEMA_VERSION) {
+            self.upgrade(found)?;
         }
         let count = self.count_records()?;
         self.db.insert(RECORD_COUNT_KEY, &count.to_be_bytes())?;
@@ -1710,6 +1731,25 @@ mod tests {
         }
         let e = Store::open(dir.path()).expect_err("refuses");
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    // Schema 4 moves nothing: a schema 3 store is only marked, and reads as before.
+    #[test]
+    fn a_schema_3_store_is_marked_schema_4_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = rec(1, "ipr.mark", "RU", 1);
+        {
+            let s = Store::open(dir.path()).expect("opens");
+            let mut b = WriteBatch::default();
+            b.put_record(&r).expect("encodes");
+            s.commit(b).expect("commits");
+            s.db.insert(b"Mschema", &3u32.to_be_bytes()).expect("writes");
+            s.flush_blocking().expect("flushes");
+        }
+        let s = Store::open(dir.path()).expect("upgrades");
+        assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&4u32.to_be_bytes()[..]));
+        assert_eq!(s.record(&r.id).expect("reads"), Some(r));
+        assert_eq!(s.record_count(), 1);
     }
 
     // A schema 2 store kept the seq of each projection of a record under a key of its own

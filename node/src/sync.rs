@@ -752,9 +752,9 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     if ps.is_empty() {
         return;
     }
-    // One `sent` entry per stream per push (the receipts that come back are audited one by
-    // one, as `delivered`): an entry per projection per peer would make the audit log the
-    // bottleneck of replication.
+    // One `sent` entry per stream per push (and the receipts that come back are kept in
+    // one `delivered` entry per stream): an entry per projection per peer would make the
+    // audit log the bottleneck of replication.
     let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
     for p in &ps {
         by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);

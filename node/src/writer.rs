@@ -17,13 +17,13 @@
 //! answered with the error, the in-memory chain head is not advanced, and nothing of the
 //! group is acknowledged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tamga_config::{Decision, Federation};
 use tamga_protocol::{
-    Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord, SigningKey,
-    StreamKey,
+    AgreementId, Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord,
+    SigningKey, StreamKey,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -409,20 +409,8 @@ impl WriterTask {
                     received_answers.push((reply, r));
                 }
                 Op::Receipts(receipts) => {
-                    // The entry carries the signed receipt: it is where the receipt is kept.
-                    for (r, kind) in receipts {
-                        let (action, what) = if kind == EntryKind::Revoke {
-                            (Action::Purged, "purge receipt")
-                        } else {
-                            (Action::Delivered, "receipt")
-                        };
-                        // `receipt` sets the record, agreement, stream position and peer.
-                        let ev = AuditEvent::new(action, Outcome::Ok)
-                            .reason(format!("{what} for seq {} signed by {}", r.seq, r.receiver))
-                            .receipt(&r);
-                        self.append(&mut batch, &mut head, ev, now);
-                        delivered += 1;
-                    }
+                    delivered += receipts.len() as u64;
+                    self.keep_receipts(receipts, &mut batch, &mut head, now);
                 }
                 Op::PeerCheckpoint(cp) => {
                     if let Err(e) = batch.put_peer_checkpoint(&cp) {
@@ -823,6 +811,45 @@ impl WriterTask {
             batch.set_stream_head(&stream, h);
         }
         Ok(flags)
+    }
+}
+
+impl WriterTask {
+    /// Keep the receipts one peer signed for one push in audit entries, which are where
+    /// receipts are kept: one `delivered` entry per receiver and agreement (an entry per
+    /// receipt wrote five entries per record on the origin of a six-member federation),
+    /// and one `purged` entry per purge receipt (revocations are rare).
+    fn keep_receipts(
+        &self,
+        receipts: Vec<(Receipt, EntryKind)>,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) {
+        let mut shares: BTreeMap<(MemberCode, AgreementId), Vec<Receipt>> = BTreeMap::new();
+        for (r, kind) in receipts {
+            if kind == EntryKind::Revoke {
+                // `receipt` sets the record, agreement, stream position and peer.
+                let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
+                    .reason(format!("purge receipt for seq {} signed by {}", r.seq, r.receiver))
+                    .receipt(&r);
+                self.append(batch, head, ev, now);
+            } else {
+                shares.entry((r.receiver, r.agreement.clone())).or_default().push(r);
+            }
+        }
+        for rs in shares.into_values() {
+            let first = rs.iter().map(|r| r.seq).min().unwrap_or(0);
+            let last = rs.iter().map(|r| r.seq).max().unwrap_or(0);
+            let (origin, receiver) = (rs[0].origin, rs[0].receiver);
+            let ev = AuditEvent::new(Action::Delivered, Outcome::Ok)
+                .reason(format!(
+                    "{} receipts for projections of {origin}, #{first}..#{last}, signed by {receiver}",
+                    rs.len()
+                ))
+                .receipts(rs);
+            self.append(batch, head, ev, now);
+        }
     }
 }
 
@@ -1232,7 +1259,7 @@ fn undo(batch: &mut WriteBatch, head: &mut (u64, Digest), (sp, was): (Savepoint,
 mod tests {
     use std::collections::BTreeMap;
 
-    use tamga_protocol::{Classification, Record, RecordHeader, SaltKey, Value};
+    use tamga_protocol::{Classification, ReceiptItem, Record, RecordHeader, SaltKey, Value};
 
     use super::*;
 
@@ -1758,6 +1785,54 @@ mod tests {
         assert!(held.len() == 2 && held.contains(&seized) && held.contains(&cleared), "{held:?}");
         drop(writer);
         handle.await.expect("the writer ends");
+    }
+
+    // The receipts of one push are kept in one `delivered` entry per agreement, and each
+    // is found again under its own record; a purge receipt keeps an entry of its own.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_receipts_of_a_push_are_kept_in_one_entry_per_agreement() {
+        use crate::audit::Filter;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        // Records 1 and 2 are shared under both agreements (one id each, two numbers).
+        let items = shares(RMS, LATER, 1..=3).into_iter().chain(shares(IPR, LATER, 1..=2));
+        let items: Vec<ReceiptItem> = items.map(|(id, p)| ReceiptItem::of(id, &p)).collect();
+        let signed = Receipt::sign_batch(items, ru, 1, &tamga_config::demo::demo_signing_key(ru));
+        let (purge, shared) = signed.split_last().expect("five");
+        let mut given: Vec<(Receipt, EntryKind)> =
+            shared.iter().map(|r| (r.clone(), EntryKind::Share)).collect();
+        given.push((purge.clone(), EntryKind::Revoke));
+        writer.receipts(given).await;
+        drop(writer);
+        handle.await.expect("the writer ends");
+
+        let of = |action| {
+            let f = Filter { action: Some(action), limit: usize::MAX, ..Filter::default() };
+            crate::audit_index::query(&store, &f).expect("queries")
+        };
+        let delivered = of(Action::Delivered);
+        let kept: Vec<(Option<String>, usize)> = delivered
+            .iter()
+            .map(|e| (e.entry.agreement.as_ref().map(|a| a.to_string()), e.entry.receipts.len()))
+            .collect();
+        assert_eq!(kept, vec![(Some(IPR.to_owned()), 1), (Some(RMS.to_owned()), 3)]);
+        assert!(delivered.iter().all(|e| e.entry.peer == Some(ru) && e.entry.record.is_none()));
+        let purged = of(Action::Purged);
+        assert_eq!(purged.len(), 1);
+        assert_eq!(purged[0].entry.receipt.as_ref(), Some(purge));
+        for r in shared {
+            let held = crate::audit_index::receipts(&store, r.record).expect("reads");
+            assert!(held.contains(&(Action::Delivered, r.clone())), "{r:?} in {held:?}");
+        }
+        // Record 1 has its two receipts, one from each entry; record 2 its purge receipt
+        // (IPR), kept first, and its RMS one.
+        let (one, two) = (shared[0].record, shared[1].record);
+        assert_eq!(crate::audit_index::receipts(&store, one).expect("reads").len(), 2);
+        let kinds: Vec<Action> =
+            crate::audit_index::receipts(&store, two).expect("reads").into_iter().map(|(a, _)| a).collect();
+        assert_eq!(kinds, vec![Action::Purged, Action::Delivered]);
     }
 
     // Two ops on one stream drained into one write group: the later one sees the earlier
