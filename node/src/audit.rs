@@ -157,8 +157,25 @@ pub struct AuditEvent {
     pub receipt: Option<Receipt>,
     /// The signed receipts of one push under one agreement (`delivered`).
     pub receipts: Vec<Receipt>,
+    /// The projections of one stream one push or pull brought in (`received`).
+    pub projections: Vec<Taken>,
     /// A signed checkpoint (the `checkpoint` action).
     pub checkpoint: Option<Checkpoint>,
+}
+
+/// One projection a `received` entry took in: its record and the record's category, and
+/// where it sits in its stream (the agreement is the entry's own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Taken {
+    /// The record.
+    pub record: RecordId,
+    /// Its category.
+    pub category: CategoryId,
+    /// The record's origin.
+    pub origin: MemberCode,
+    /// The projection's sequence number in (origin, agreement).
+    pub seq: u64,
 }
 
 /// Where a projection sits: the (origin, agreement) stream it belongs to (the agreement is
@@ -188,6 +205,7 @@ impl AuditEvent {
             projection: None,
             receipt: None,
             receipts: Vec::new(),
+            projections: Vec::new(),
             checkpoint: None,
         }
     }
@@ -217,7 +235,25 @@ impl AuditEvent {
             self.peer = self.peer.or(Some(r.receiver));
             self.agreement = Some(r.agreement.clone());
         }
+        if let [one] = rs.as_slice() {
+            self.record = Some(one.record);
+        }
         self.receipts = rs;
+        self
+    }
+
+    /// List the projections of one stream taken in together; the entry also names their
+    /// record when there is one, and their category when they share one.
+    pub fn projections(mut self, ps: Vec<Taken>) -> Self {
+        if let [one] = ps.as_slice() {
+            self.record = Some(one.record);
+        }
+        if let Some(first) = ps.first() {
+            if ps.iter().all(|p| p.category == first.category) {
+                self.category = Some(first.category.clone());
+            }
+        }
+        self.projections = ps;
         self
     }
 
@@ -303,6 +339,10 @@ pub struct AuditEntry {
     /// when none; `delivered` entries of this build, schema 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub receipts: Vec<Receipt>,
+    /// The projections of one stream taken in together, in the order taken (absent when
+    /// none; `received` entries of this build, schema 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projections: Vec<Taken>,
     /// A signed checkpoint (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
@@ -352,19 +392,27 @@ impl AuditEntry {
             projection: ev.projection,
             receipt: ev.receipt,
             receipts: ev.receipts,
+            projections: ev.projections,
             checkpoint: ev.checkpoint,
             prev,
         }
     }
 
-    /// Whether the entry is about a record: it names it, or holds a receipt for it.
+    /// Whether the entry is about a record: it names it, holds a receipt for it, or took
+    /// in a projection of it.
     pub fn names_record(&self, id: RecordId) -> bool {
-        self.record == Some(id) || self.receipts.iter().any(|r| r.record == id)
+        self.records().contains(&id)
     }
 
     /// Every record the entry is about, each once.
     pub fn records(&self) -> BTreeSet<RecordId> {
-        self.record.into_iter().chain(self.receipts.iter().map(|r| r.record)).collect()
+        let listed = self.receipts.iter().map(|r| r.record).chain(self.projections.iter().map(|p| p.record));
+        self.record.into_iter().chain(listed).collect()
+    }
+
+    /// Every category the entry is about, each once.
+    pub fn categories(&self) -> BTreeSet<&CategoryId> {
+        self.category.iter().chain(self.projections.iter().map(|p| &p.category)).collect()
     }
 
     /// The signed receipt the entry keeps for a record, if any.
@@ -875,7 +923,7 @@ impl Filter {
         self.since_ms.is_none_or(|t| e.time_ms >= t)
             && self.until_ms.is_none_or(|t| e.time_ms <= t)
             && self.peer.is_none_or(|p| e.peer == Some(p))
-            && self.category.as_ref().is_none_or(|c| e.category.as_ref() == Some(c))
+            && self.category.as_ref().is_none_or(|c| e.categories().contains(c))
             && self.agreement.as_ref().is_none_or(|a| e.agreement.as_ref() == Some(a))
             && self.action.is_none_or(|a| e.action == a)
             && self.record.is_none_or(|r| e.names_record(r))

@@ -14,10 +14,10 @@
 //! | kind | field     | written when                 |
 //! |------|-----------|------------------------------|
 //! | `p`  | peer      | the entry names a peer       |
-//! | `c`  | category  | it names a category          |
+//! | `c`  | category  | it names a category, or took in a record of one (once per category) |
 //! | `g`  | agreement | it names an agreement        |
 //! | `a`  | action    | always                       |
-//! | `r`  | record    | it names a record, or holds a receipt for one (once per record) |
+//! | `r`  | record    | it names a record, holds a receipt for one, or took one in (once per record) |
 //! | `o`  | outcome   | the outcome is not `ok`      |
 //!
 //! Time needs no index: the writer never lets an entry's time go backwards
@@ -76,7 +76,7 @@ pub fn index_entry(batch: &mut WriteBatch, e: &AuditEntry) {
     if let Some(p) = e.peer {
         batch.put_audit_index(KIND_PEER, &p.as_bytes(), e.seq);
     }
-    if let Some(c) = &e.category {
+    for c in e.categories() {
         batch.put_audit_index(KIND_CATEGORY, c.as_str().as_bytes(), e.seq);
     }
     if let Some(a) = &e.agreement {

@@ -448,9 +448,7 @@ impl Tail {
                 *next = seq + 1;
                 let Ok(e) = serde_json::from_slice::<AuditEntry>(&raw) else { continue };
                 *self.counts.entry(e.action.as_str()).or_default() += 1;
-                if let Some(ev) = event_of(*m, &e, nodes) {
-                    fresh.push(ev);
-                }
+                fresh.extend(events_of(*m, &e, nodes));
             }
         }
         fresh.sort_by_key(|e| (e.time_ms, e.at));
@@ -461,10 +459,28 @@ impl Tail {
     }
 }
 
-fn event_of(at: MemberCode, e: &AuditEntry, nodes: &Nodes) -> Option<Event> {
+/// The live view's lines for one entry: one per record a `received` entry took in (it
+/// lists what one push or pull brought in), one for a withheld, rejected or mismatch one.
+fn events_of(at: MemberCode, e: &AuditEntry, nodes: &Nodes) -> Vec<Event> {
     if !matches!(e.action, Action::Received | Action::Withheld | Action::Rejected | Action::DigestMismatch) {
-        return None;
+        return Vec::new();
     }
+    let ev = event_of(at, e);
+    if e.action != Action::Received {
+        return vec![ev];
+    }
+    let taken: Vec<(RecordId, String)> = if e.projections.is_empty() {
+        e.record.map(|id| (id, ev.category.clone())).into_iter().collect()
+    } else {
+        e.projections.iter().map(|p| (p.record, p.category.to_string())).collect()
+    };
+    taken
+        .into_iter()
+        .map(|(id, category)| received(at, Event { record: Some(id), category, ..ev.clone() }, nodes))
+        .collect()
+}
+
+fn event_of(at: MemberCode, e: &AuditEntry) -> Event {
     let agreement = e.agreement.as_ref().map(|a| a.to_string()).unwrap_or_default();
     let category = e.category.as_ref().map(|c| c.to_string()).unwrap_or_default();
     let reason = e.reason.clone().unwrap_or_default();
@@ -480,29 +496,28 @@ fn event_of(at: MemberCode, e: &AuditEntry, nodes: &Nodes) -> Option<Event> {
         detail: reason.clone(),
         fields: Vec::new(),
     };
-    match e.action {
-        Action::Received => {
-            let id = e.record?;
-            let held = nodes.get(&at).and_then(|s| s.store.record(&id).ok().flatten());
-            ev.origin = held.as_ref().map(|r| r.header.origin);
-            ev.detail = String::new();
-            // Which fields the receiver did not get: those of the origin's whole record
-            // that it does not hold.
-            if let (Some(held), Some(origin)) = (&held, ev.origin.and_then(|o| nodes.get(&o))) {
-                if let Ok(Some(whole)) = origin.store.record(&id) {
-                    ev.fields = whole.body.keys().filter(|k| !held.body.contains_key(*k)).cloned().collect();
-                }
-            }
+    if e.action == Action::Withheld {
+        if let Some(rest) = reason.strip_prefix("from every party: ") {
+            ev.detail = rest.to_owned();
         }
-        Action::Withheld => {
-            if let Some(rest) = reason.strip_prefix("from every party: ") {
-                ev.detail = rest.to_owned();
-            }
-            ev.origin = Some(at);
-        }
-        _ => {}
+        ev.origin = Some(at);
     }
-    Some(ev)
+    ev
+}
+
+/// A received record's line: its origin, and the fields the receiver did not get (those
+/// of the origin's whole record that it does not hold).
+fn received(at: MemberCode, mut ev: Event, nodes: &Nodes) -> Event {
+    let Some(id) = ev.record else { return ev };
+    let held = nodes.get(&at).and_then(|s| s.store.record(&id).ok().flatten());
+    ev.origin = held.as_ref().map(|r| r.header.origin);
+    ev.detail = String::new();
+    if let (Some(held), Some(origin)) = (&held, ev.origin.and_then(|o| nodes.get(&o))) {
+        if let Ok(Some(whole)) = origin.store.record(&id) {
+            ev.fields = whole.body.keys().filter(|k| !held.body.contains_key(*k)).cloned().collect();
+        }
+    }
+    ev
 }
 
 // ---------------------------------------------------------------------------------------

@@ -723,6 +723,8 @@ impl WriterTask {
     ) -> Result<Vec<Taken>, StoreError> {
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
+        // What each stream took in, audited in one `received` entry per stream.
+        let mut taken: BTreeMap<StreamKey, Vec<crate::audit::Taken>> = BTreeMap::new();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
@@ -788,14 +790,26 @@ impl WriterTask {
                 }
             }
             batch.put_projection(&p)?;
-            let ev = AuditEvent::new(Action::Received, Outcome::Ok)
-                .peer(from)
-                .record(id, p.header.category.clone())
-                .agreement(p.envelope.agreement.clone())
-                .reason(format!("{} #{} from {}", stream.origin, seq, from));
-            self.append(batch, head, ev, now);
+            let item =
+                crate::audit::Taken { record: id, category: p.header.category, origin: stream.origin, seq };
+            taken.entry(stream.clone()).or_default().push(item);
             touched.insert(stream);
             flags.push(Taken::New);
+        }
+        for (stream, ps) in taken {
+            let first = ps.iter().map(|p| p.seq).min().unwrap_or(0);
+            let last = ps.iter().map(|p| p.seq).max().unwrap_or(0);
+            let reason = if ps.len() == 1 {
+                format!("{} #{first} from {from}", stream.origin)
+            } else {
+                format!("{} projections of {}, #{first}..#{last}, from {from}", ps.len(), stream.origin)
+            };
+            let ev = AuditEvent::new(Action::Received, Outcome::Ok)
+                .peer(from)
+                .agreement(stream.agreement)
+                .reason(reason)
+                .projections(ps);
+            self.append(batch, head, ev, now);
         }
         for (stream, seq) in withheld {
             if !seqs.known(&self.store, batch, &stream, seq)? {
@@ -1818,7 +1832,10 @@ mod tests {
             .map(|e| (e.entry.agreement.as_ref().map(|a| a.to_string()), e.entry.receipts.len()))
             .collect();
         assert_eq!(kept, vec![(Some(IPR.to_owned()), 1), (Some(RMS.to_owned()), 3)]);
-        assert!(delivered.iter().all(|e| e.entry.peer == Some(ru) && e.entry.record.is_none()));
+        // An entry of one receipt names its record too.
+        let named: Vec<Option<RecordId>> = delivered.iter().map(|e| e.entry.record).collect();
+        assert_eq!(named, vec![Some(shared[3].record), None]);
+        assert!(delivered.iter().all(|e| e.entry.peer == Some(ru)));
         let purged = of(Action::Purged);
         assert_eq!(purged.len(), 1);
         assert_eq!(purged[0].entry.receipt.as_ref(), Some(purge));
@@ -1833,6 +1850,48 @@ mod tests {
         let kinds: Vec<Action> =
             crate::audit_index::receipts(&store, two).expect("reads").into_iter().map(|(a, _)| a).collect();
         assert_eq!(kinds, vec![Action::Purged, Action::Delivered]);
+    }
+
+    // What one push or pull brings in is audited in one `received` entry per stream,
+    // listing each projection; queries by record and category still find it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_one_op_takes_in_is_audited_once_per_stream() {
+        use crate::audit::Filter;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let items: Vec<_> = shares(RMS, LATER, 1..=3).into_iter().chain(shares(IPR, LATER, 1..=1)).collect();
+        let ids: Vec<RecordId> = items.iter().map(|(id, _)| *id).collect();
+        let taken = writer.received(ru, items, Vec::new()).await.expect("stored");
+        assert_eq!(taken, vec![Taken::New; 4]);
+        drop(writer);
+        handle.await.expect("the writer ends");
+
+        let query = |f: Filter| {
+            crate::audit_index::query(&store, &Filter { limit: usize::MAX, ..f }).expect("queries")
+        };
+        let received = query(Filter { action: Some(Action::Received), ..Filter::default() });
+        let listed: Vec<(Option<String>, Vec<u64>, Option<RecordId>)> = received
+            .iter()
+            .map(|e| {
+                let seqs = e.entry.projections.iter().map(|p| p.seq).collect();
+                (e.entry.agreement.as_ref().map(|a| a.to_string()), seqs, e.entry.record)
+            })
+            .collect();
+        // One projection alone names its record, as an entry per projection did.
+        assert_eq!(
+            listed,
+            vec![(Some(IPR.to_owned()), vec![1], Some(ids[3])), (Some(RMS.to_owned()), vec![1, 2, 3], None)]
+        );
+        assert!(received.iter().all(|e| e.entry.peer == Some(ru)));
+        for id in &ids[..3] {
+            let trace = crate::audit_index::trace(&store, *id).expect("traces");
+            let actions: Vec<Action> = trace.iter().map(|e| e.entry.action).collect();
+            assert!(actions.contains(&Action::Received), "{id:?}: {actions:?}");
+        }
+        let category = Some("rms.method".parse().expect("valid"));
+        assert_eq!(query(Filter { category, action: Some(Action::Received), ..Filter::default() }).len(), 2);
     }
 
     // Two ops on one stream drained into one write group: the later one sees the earlier

@@ -71,6 +71,18 @@ pub fn audit_entries(node: &tamga_node::daemon::Node) -> Vec<Value> {
         .collect()
 }
 
+/// The records a `received` entry took in: those its projections list (an entry lists
+/// what one push or pull brought in under one stream), or the one it names.
+pub fn received_records(e: &Value) -> Vec<&str> {
+    if e["action"] != "received" {
+        return Vec::new();
+    }
+    match e["projections"].as_array() {
+        Some(ps) => ps.iter().filter_map(|p| p["record"].as_str()).collect(),
+        None => e["record"].as_str().into_iter().collect(),
+    }
+}
+
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
@@ -178,9 +190,10 @@ pub fn check_not_received_while_paused(
             .flat_map(|i| i.ids.iter().map(String::as_str))
             .collect();
         checked += ids.len();
-        for e in receiver_entries.iter().filter(|e| {
-            e["action"] == "received" && e["agreement"] == agreement && ids.contains(s(&e["record"]))
-        }) {
+        for e in receiver_entries
+            .iter()
+            .filter(|e| e["agreement"] == agreement && received_records(e).iter().any(|id| ids.contains(id)))
+        {
             assert!(
                 e["time_ms"].as_i64().is_some_and(|t| t >= until),
                 "{member} received a record ingested after reload {k} paused it, before the pause was lifted: {e}"
