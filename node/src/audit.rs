@@ -158,7 +158,7 @@ pub struct AuditEvent {
     /// The signed receipts of one push under one agreement (`delivered`).
     pub receipts: Vec<Receipt>,
     /// The projections of one stream one push or pull brought in (`received`).
-    pub projections: Vec<Taken>,
+    pub projections: Vec<TakenIn>,
     /// A signed checkpoint (the `checkpoint` action).
     pub checkpoint: Option<Checkpoint>,
 }
@@ -167,7 +167,7 @@ pub struct AuditEvent {
 /// where it sits in its stream (the agreement is the entry's own).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Taken {
+pub struct TakenIn {
     /// The record.
     pub record: RecordId,
     /// Its category.
@@ -176,6 +176,14 @@ pub struct Taken {
     pub origin: MemberCode,
     /// The projection's sequence number in (origin, agreement).
     pub seq: u64,
+}
+
+/// How an entry about a whole push or pull names the projections of one stream it is
+/// about: "12 projections of RU, #40..#51".
+pub fn projections_of(origin: MemberCode, seqs: &[u64]) -> String {
+    let first = seqs.iter().min().copied().unwrap_or(0);
+    let last = seqs.iter().max().copied().unwrap_or(0);
+    format!("{} projections of {origin}, #{first}..#{last}", seqs.len())
 }
 
 /// Where a projection sits: the (origin, agreement) stream it belongs to (the agreement is
@@ -228,8 +236,9 @@ impl AuditEvent {
     }
 
     /// Attach the signed receipts one peer gave for one push under one agreement; also
-    /// sets the peer and the agreement from them (the caller groups them so). The entry
-    /// names no one record: it is found under each record its receipts name.
+    /// sets the peer and the agreement from them (the caller groups them so), and the
+    /// record when there is one receipt. The entry is found under each record its
+    /// receipts name.
     pub fn receipts(mut self, rs: Vec<Receipt>) -> Self {
         if let Some(r) = rs.first() {
             self.peer = self.peer.or(Some(r.receiver));
@@ -244,7 +253,7 @@ impl AuditEvent {
 
     /// List the projections of one stream taken in together; the entry also names their
     /// record when there is one, and their category when they share one.
-    pub fn projections(mut self, ps: Vec<Taken>) -> Self {
+    pub fn projections(mut self, ps: Vec<TakenIn>) -> Self {
         if let [one] = ps.as_slice() {
             self.record = Some(one.record);
         }
@@ -342,7 +351,7 @@ pub struct AuditEntry {
     /// The projections of one stream taken in together, in the order taken (absent when
     /// none; `received` entries of this build, schema 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub projections: Vec<Taken>,
+    pub projections: Vec<TakenIn>,
     /// A signed checkpoint (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,

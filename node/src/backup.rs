@@ -34,7 +34,7 @@ pub enum BackupError {
     #[error("backup format version {0} is not supported by this build (it reads {VERSION})")]
     Version(u32),
     /// Another store schema.
-    #[error("backup of store schema {0}; this build reads schema {SCHEMA_VERSION} and upgrades schemas {UPGRADES_FROM} and later")]
+    #[error("backup of store schema {0}; this build reads schema {SCHEMA_VERSION} and upgrades the older schemas from {UPGRADES_FROM}")]
     Schema(u32),
     /// The file is cut short or has bytes after its digest.
     #[error("the backup is truncated or has trailing bytes")]

@@ -47,9 +47,10 @@ use tamga_protocol::{
     Salt, StreamKey, Value,
 };
 
-/// The on-disk schema this build reads and writes. Schema 4: a `delivered` audit entry
-/// keeps the receipts of a whole push (`AuditEntry::receipts`), which schema 3 builds do
-/// not read. Schema 3: a record lists its projections (schema 2 kept them under `X`).
+/// The on-disk schema this build reads and writes. Schema 4: an audit entry lists the
+/// receipts of a whole push (`delivered`) or the projections one push or pull took in
+/// (`received`), which schema 3 builds do not read. Schema 3: a record lists its
+/// projections (schema 2 kept them under `X`).
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema this build upgrades from, in place, on open (and after restoring a
@@ -65,7 +66,7 @@ pub fn schema_readable(found: u32) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory was written by another schema version.
-    #[error("the data directory has schema version {found}; this build reads version {expected}, and upgrades versions {UPGRADES_FROM} and later in place, but no other (a backup, too, restores only into a build that reads or upgrades its version): run a build of schema version {found}")]
+    #[error("the data directory has schema version {found}; this build reads version {expected}, and upgrades the older versions from {UPGRADES_FROM} in place, but no other (a backup, too, restores only into a build that reads or upgrades its version): run a build of schema version {found}")]
     Schema {
         /// The version found on disk.
         found: u32,

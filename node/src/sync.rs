@@ -760,13 +760,11 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
         by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);
     }
     for ((origin, agreement), seqs) in by_stream {
-        let first = seqs.iter().min().copied().unwrap_or(0);
-        let last = seqs.iter().max().copied().unwrap_or(0);
         let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
             .peer(peer)
             .agreement(agreement)
             .policy(fed.policy_digest)
-            .reason(format!("{} projections of {origin}, #{first}..#{last}", seqs.len()));
+            .reason(crate::audit::projections_of(origin, &seqs));
         ctx.shared.writer.audit(ev).await;
     }
     ctx.shared.metrics.projections_sent.add(ps.len() as u64);

@@ -28,7 +28,7 @@ use tamga_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
+use crate::audit::{projections_of, Action, AuditEvent, Outcome, TakenIn, GENESIS};
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -724,7 +724,7 @@ impl WriterTask {
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
         // What each stream took in, audited in one `received` entry per stream.
-        let mut taken: BTreeMap<StreamKey, Vec<crate::audit::Taken>> = BTreeMap::new();
+        let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
@@ -790,19 +790,18 @@ impl WriterTask {
                 }
             }
             batch.put_projection(&p)?;
-            let item =
-                crate::audit::Taken { record: id, category: p.header.category, origin: stream.origin, seq };
+            let item = TakenIn { record: id, category: p.header.category, origin: stream.origin, seq };
             taken.entry(stream.clone()).or_default().push(item);
             touched.insert(stream);
             flags.push(Taken::New);
         }
         for (stream, ps) in taken {
-            let first = ps.iter().map(|p| p.seq).min().unwrap_or(0);
-            let last = ps.iter().map(|p| p.seq).max().unwrap_or(0);
-            let reason = if ps.len() == 1 {
-                format!("{} #{first} from {from}", stream.origin)
-            } else {
-                format!("{} projections of {}, #{first}..#{last}, from {from}", ps.len(), stream.origin)
+            let reason = match ps.as_slice() {
+                [one] => format!("{} #{} from {from}", stream.origin, one.seq),
+                _ => {
+                    let seqs: Vec<u64> = ps.iter().map(|p| p.seq).collect();
+                    format!("{}, from {from}", projections_of(stream.origin, &seqs))
+                }
             };
             let ev = AuditEvent::new(Action::Received, Outcome::Ok)
                 .peer(from)
@@ -853,14 +852,10 @@ impl WriterTask {
             }
         }
         for rs in shares.into_values() {
-            let first = rs.iter().map(|r| r.seq).min().unwrap_or(0);
-            let last = rs.iter().map(|r| r.seq).max().unwrap_or(0);
-            let (origin, receiver) = (rs[0].origin, rs[0].receiver);
+            let seqs: Vec<u64> = rs.iter().map(|r| r.seq).collect();
+            let of = projections_of(rs[0].origin, &seqs);
             let ev = AuditEvent::new(Action::Delivered, Outcome::Ok)
-                .reason(format!(
-                    "{} receipts for projections of {origin}, #{first}..#{last}, signed by {receiver}",
-                    rs.len()
-                ))
+                .reason(format!("receipts for {of}, signed by {}", rs[0].receiver))
                 .receipts(rs);
             self.append(batch, head, ev, now);
         }
