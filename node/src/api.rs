@@ -677,8 +677,9 @@ async fn audit_export(
         Ok((crate::audit_index::export_page(&store, from, to, limit)?, to))
     })
     .await?;
+    // A page ends at the limit, at the byte bound, or at `hi`: more may follow but at `hi`.
     let next = match page.last() {
-        Some(e) if page.len() == limit && e.seq < hi => Some(e.seq + 1),
+        Some(e) if e.seq < hi => Some(e.seq + 1),
         _ => None,
     };
     Ok(Json(json!({ "entries": page, "next": next })))

@@ -178,12 +178,35 @@ pub struct TakenIn {
     pub seq: u64,
 }
 
+/// Most receipts, or projections taken in, that one entry lists: a push or pull of more
+/// is audited in several entries, so that an entry stays within tens of kilobytes.
+pub const MAX_LISTED: usize = 64;
+
+/// `items` in runs of at most [`MAX_LISTED`], in order.
+pub fn listed_runs<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    let mut runs = Vec::new();
+    while items.peek().is_some() {
+        runs.push(items.by_ref().take(MAX_LISTED).collect());
+    }
+    runs
+}
+
 /// How an entry about a whole push or pull names the projections of one stream it is
-/// about: "12 projections of RU, #40..#51".
+/// about: "12 projections of RU, #40..#51", or "1 projection of RU, #40".
 pub fn projections_of(origin: MemberCode, seqs: &[u64]) -> String {
+    if let [one] = seqs {
+        return format!("1 projection of {origin}, #{one}");
+    }
     let first = seqs.iter().min().copied().unwrap_or(0);
     let last = seqs.iter().max().copied().unwrap_or(0);
     format!("{} projections of {origin}, #{first}..#{last}", seqs.len())
+}
+
+/// The value every item has, if there are items and they all have the same.
+fn one<T: PartialEq>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    let first = items.next()?;
+    items.all(|x| x == first).then_some(first)
 }
 
 /// Where a projection sits: the (origin, agreement) stream it belongs to (the agreement is
@@ -237,31 +260,23 @@ impl AuditEvent {
 
     /// Attach the signed receipts one peer gave for one push under one agreement; also
     /// sets the peer and the agreement from them (the caller groups them so), and the
-    /// record when there is one receipt. The entry is found under each record its
+    /// record when they are all for one. The entry is found under each record its
     /// receipts name.
     pub fn receipts(mut self, rs: Vec<Receipt>) -> Self {
         if let Some(r) = rs.first() {
             self.peer = self.peer.or(Some(r.receiver));
             self.agreement = Some(r.agreement.clone());
         }
-        if let [one] = rs.as_slice() {
-            self.record = Some(one.record);
-        }
+        self.record = one(rs.iter().map(|r| r.record));
         self.receipts = rs;
         self
     }
 
     /// List the projections of one stream taken in together; the entry also names their
-    /// record when there is one, and their category when they share one.
+    /// record when they are all of one, and their category when they share one.
     pub fn projections(mut self, ps: Vec<TakenIn>) -> Self {
-        if let [one] = ps.as_slice() {
-            self.record = Some(one.record);
-        }
-        if let Some(first) = ps.first() {
-            if ps.iter().all(|p| p.category == first.category) {
-                self.category = Some(first.category.clone());
-            }
-        }
+        self.record = one(ps.iter().map(|p| p.record));
+        self.category = one(ps.iter().map(|p| p.category.clone()));
         self.projections = ps;
         self
     }
@@ -410,7 +425,14 @@ impl AuditEntry {
     /// Whether the entry is about a record: it names it, holds a receipt for it, or took
     /// in a projection of it.
     pub fn names_record(&self, id: RecordId) -> bool {
-        self.records().contains(&id)
+        self.record == Some(id)
+            || self.receipts.iter().any(|r| r.record == id)
+            || self.projections.iter().any(|p| p.record == id)
+    }
+
+    /// Whether the entry is about a category: it names it, or took in a record of it.
+    pub fn names_category(&self, c: &CategoryId) -> bool {
+        self.category.as_ref() == Some(c) || self.projections.iter().any(|p| &p.category == c)
     }
 
     /// Every record the entry is about, each once.
@@ -424,9 +446,10 @@ impl AuditEntry {
         self.category.iter().chain(self.projections.iter().map(|p| &p.category)).collect()
     }
 
-    /// The signed receipt the entry keeps for a record, if any.
-    pub fn receipt_for(&self, id: RecordId) -> Option<&Receipt> {
-        self.receipt.iter().chain(&self.receipts).find(|r| r.record == id)
+    /// The signed receipts the entry keeps for a record (two when the record was shared
+    /// again under the same agreement, with another number).
+    pub fn receipts_for(&self, id: RecordId) -> impl Iterator<Item = &Receipt> {
+        self.receipt.iter().chain(&self.receipts).filter(move |r| r.record == id)
     }
 
     /// The bytes stored and hashed.
@@ -932,11 +955,23 @@ impl Filter {
         self.since_ms.is_none_or(|t| e.time_ms >= t)
             && self.until_ms.is_none_or(|t| e.time_ms <= t)
             && self.peer.is_none_or(|p| e.peer == Some(p))
-            && self.category.as_ref().is_none_or(|c| e.categories().contains(c))
+            && self.category.as_ref().is_none_or(|c| e.names_category(c))
             && self.agreement.as_ref().is_none_or(|a| e.agreement.as_ref() == Some(a))
             && self.action.is_none_or(|a| e.action == a)
             && self.record.is_none_or(|r| e.names_record(r))
             && self.outcome.is_none_or(|o| e.outcome == o)
+            && self.record_of_category(e)
+    }
+
+    /// With both a record and a category asked, an entry that lists what it took in must
+    /// list that record as of that category, not the one beside another of it.
+    fn record_of_category(&self, e: &AuditEntry) -> bool {
+        match (self.record, &self.category) {
+            (Some(r), Some(c)) if !e.projections.is_empty() => {
+                e.projections.iter().any(|p| p.record == r && &p.category == c)
+            }
+            _ => true,
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub fn run(report: &mut Report, entries: u64, dir: &std::path::Path) -> Result<(
     };
     let (t, (n, stats)) = timed(|| {
         let mut n = 0u64;
-        let stats = crate::audit_index::for_each_match(&store, &f, |_, _| {
+        let stats = crate::audit_index::for_each_match(&store, &f, |_, _, _| {
             n += 1;
             true
         })?;

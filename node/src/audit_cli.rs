@@ -221,7 +221,7 @@ pub fn open_offline(c: &ConfigArg) -> Result<Store> {
     if !dir.is_dir() {
         bail!("{} has no store (is --config the right node.toml?)", dir.display());
     }
-    Store::open(&dir).with_context(|| {
+    Store::open_to_read(&dir).with_context(|| {
         format!("opening {} (stop the node first, or drop --offline to ask the running node)", dir.display())
     })
 }
@@ -419,7 +419,7 @@ async fn trace(a: TraceArgs) -> Result<()> {
         if let Some(p) = &e.projection {
             detail.push(format!("{} #{}", p.origin, p.seq));
         }
-        if let Some(r) = e.receipt_for(id) {
+        for r in e.receipts_for(id) {
             detail.push(format!(
                 "receipt signed by {} at {}",
                 r.receiver,

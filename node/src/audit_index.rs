@@ -389,7 +389,7 @@ pub struct QueryStats {
 pub fn for_each_match(
     store: &Store,
     f: &Filter,
-    mut visit: impl FnMut(Digest, AuditEntry) -> bool,
+    mut visit: impl FnMut(Digest, AuditEntry, usize) -> bool,
 ) -> Result<QueryStats, StoreError> {
     let (lo, hi) = seq_range(store, f.since_ms, f.until_ms)?;
     let mut stats = QueryStats { indexes: 0, entries_read: 0 };
@@ -400,7 +400,7 @@ pub fn for_each_match(
         |seq: u64, hash: Digest, raw: &[u8], stats: &mut QueryStats| -> Result<bool, StoreError> {
             stats.entries_read += 1;
             let e: AuditEntry = serde_json::from_slice(raw).map_err(|e| unreadable(seq, e))?;
-            Ok(!f.matches(&e) || visit(hash, e))
+            Ok(!f.matches(&e) || visit(hash, e, raw.len()))
         };
     let mut cursors = if store.audit_indexed()? >= hi { cursors_for(store, f, lo, hi) } else { Vec::new() };
     stats.indexes = cursors.len();
@@ -444,15 +444,22 @@ pub fn for_each_match(
     Ok(stats)
 }
 
-/// Entries matching a filter, in log order, each with its stored hash (at most `f.limit`).
+/// Most stored bytes of entries one query answers or one export page carries (an entry
+/// that lists a whole push is tens of kilobytes; see [`crate::audit::MAX_LISTED`]).
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// Entries matching a filter, in log order, each with its stored hash: at most `f.limit`,
+/// and no more once [`MAX_ANSWER_BYTES`] of them are taken.
 pub fn query(store: &Store, f: &Filter) -> Result<Vec<ExportedEntry>, StoreError> {
     let mut out = Vec::new();
     if f.limit == 0 {
         return Ok(out);
     }
-    for_each_match(store, f, |hash, entry| {
+    let mut bytes = 0;
+    for_each_match(store, f, |hash, entry, size| {
         out.push(ExportedEntry { hash, entry });
-        out.len() < f.limit
+        bytes += size;
+        out.len() < f.limit && bytes < MAX_ANSWER_BYTES
     })?;
     Ok(out)
 }
@@ -471,7 +478,10 @@ pub fn receipts(
 ) -> Result<Vec<(Action, Receipt)>, StoreError> {
     Ok(trace(store, record)?
         .into_iter()
-        .filter_map(|e| Some((e.entry.action, e.entry.receipt_for(record)?.clone())))
+        .flat_map(|e| {
+            let action = e.entry.action;
+            e.entry.receipts_for(record).map(|r| (action, r.clone())).collect::<Vec<_>>()
+        })
         .collect())
 }
 
@@ -534,7 +544,7 @@ fn group_key(e: &AuditEntry, by: GroupBy) -> String {
 pub fn count(store: &Store, f: &Filter, by: Option<GroupBy>) -> Result<Counts, StoreError> {
     let mut total = 0u64;
     let mut groups: BTreeMap<String, u64> = BTreeMap::new();
-    for_each_match(store, f, |_, e| {
+    for_each_match(store, f, |_, e, _| {
         total += 1;
         if let Some(by) = by {
             *groups.entry(group_key(&e, by)).or_default() += 1;
@@ -559,13 +569,18 @@ pub struct RawEntry {
     pub entry: String,
 }
 
-/// Entries `from..=to` as stored, at most `limit`.
+/// Entries `from..=to` as stored: at most `limit`, and no more once [`MAX_ANSWER_BYTES`]
+/// of them are taken.
 pub fn export_page(store: &Store, from: u64, to: u64, limit: usize) -> Result<Vec<RawEntry>, StoreError> {
-    let mut out = Vec::new();
+    let (mut out, mut bytes) = (Vec::new(), 0);
     for item in store.audit_entries(from, to).take(limit) {
         let (seq, hash, raw) = item?;
+        bytes += raw.len();
         let entry = String::from_utf8(raw).map_err(|e| unreadable(seq, e))?;
         out.push(RawEntry { seq, hash, entry });
+        if bytes >= MAX_ANSWER_BYTES {
+            break;
+        }
     }
     Ok(out)
 }
@@ -679,7 +694,18 @@ mod tests {
                 if rng.gen_bool(0.7) {
                     ev = ev.peer(members()[rng.gen_range(0..4)]);
                 }
-                if rng.gen_bool(0.8) {
+                if rng.gen_bool(0.2) {
+                    // An entry listing what one push or pull took in.
+                    let taken = (0..rng.gen_range(1..5))
+                        .map(|seq| crate::audit::TakenIn {
+                            record: records[rng.gen_range(0..40)],
+                            category: categories()[rng.gen_range(0..3)].clone(),
+                            origin: members()[0],
+                            seq,
+                        })
+                        .collect();
+                    ev = ev.projections(taken);
+                } else if rng.gen_bool(0.8) {
                     ev = ev.record(records[rng.gen_range(0..40)], categories()[rng.gen_range(0..3)].clone());
                 }
                 if rng.gen_bool(0.6) {
@@ -700,7 +726,7 @@ mod tests {
 
     fn seqs(store: &Store, f: &Filter) -> (Vec<u64>, QueryStats) {
         let mut out = Vec::new();
-        let stats = for_each_match(store, f, |_, e| {
+        let stats = for_each_match(store, f, |_, e, _| {
             out.push(e.seq);
             true
         })
@@ -731,7 +757,8 @@ mod tests {
         }
         for c in categories() {
             let (got, _) = seqs(&l.store, &Filter { category: Some(c.clone()), ..all() });
-            assert_eq!(got, expect(e, |x| x.category.as_ref() == Some(&c)), "category {c}");
+            let lists = |x: &AuditEntry| x.projections.iter().any(|p| p.category == c);
+            assert_eq!(got, expect(e, |x| x.category.as_ref() == Some(&c) || lists(x)), "category {c}");
         }
         for a in agreements() {
             let (got, _) = seqs(&l.store, &Filter { agreement: Some(a.clone()), ..all() });
@@ -749,7 +776,8 @@ mod tests {
         for i in [0u32, 7, 39] {
             let r = tamga_protocol::Digest::of(&i.to_be_bytes());
             let (got, _) = seqs(&l.store, &Filter { record: Some(r), ..all() });
-            assert_eq!(got, expect(e, |x| x.record == Some(r)), "record {i}");
+            let lists = |x: &AuditEntry| x.projections.iter().any(|p| p.record == r);
+            assert_eq!(got, expect(e, |x| x.record == Some(r) || lists(x)), "record {i}");
             assert_eq!(trace(&l.store, r).expect("traces").len(), got.len());
         }
         // Time bounds are inclusive, at an entry's exact time and between entries.

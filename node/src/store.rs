@@ -699,6 +699,17 @@ impl Store {
 
     /// [`Store::open`] with a page cache of `cache_mb` MiB (node.toml `store.cache_mb`).
     pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        Store::open_as(dir, cache_mb, true)
+    }
+
+    /// Open a store only to read it (`tamga audit … --offline`): one of an older schema
+    /// that this build upgrades is read as it is and left at its schema, so that the
+    /// build that wrote it still opens it. Nothing is written.
+    pub fn open_to_read(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(dir, tamga_config::node::default_cache_mb(), false)
+    }
+
+    fn open_as(dir: &Path, cache_mb: u64, writing: bool) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -710,10 +721,11 @@ impl Store {
                 let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
                 if !schema_readable(found) {
                     return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
-                } else if found != SCHEMA_VERSION {
+                } else if found != SCHEMA_VERSION && writing {
                     store.upgrade(found)?;
                 }
             }
+            None if !writing => {}
             None => {
                 store.db.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes())?;
                 store.db.flush()?;
@@ -1734,7 +1746,8 @@ mod tests {
         assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 
-    // Schema 4 moves nothing: a schema 3 store is only marked, and reads as before.
+    // Schema 4 moves nothing: a schema 3 store is only marked, and reads as before; read
+    // only (an offline audit), it is left at schema 3 for the build that wrote it.
     #[test]
     fn a_schema_3_store_is_marked_schema_4_when_opened() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1746,6 +1759,11 @@ mod tests {
             s.commit(b).expect("commits");
             s.db.insert(b"Mschema", &3u32.to_be_bytes()).expect("writes");
             s.flush_blocking().expect("flushes");
+        }
+        {
+            let s = Store::open_to_read(dir.path()).expect("reads");
+            assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&3u32.to_be_bytes()[..]));
+            assert_eq!(s.record(&r.id).expect("reads"), Some(r.clone()));
         }
         let s = Store::open(dir.path()).expect("upgrades");
         assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&4u32.to_be_bytes()[..]));

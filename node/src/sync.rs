@@ -1061,14 +1061,12 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);
     }
     for ((origin, agreement), seqs) in by_stream {
-        let first = seqs.iter().min().copied().unwrap_or(0);
-        let last = seqs.iter().max().copied().unwrap_or(0);
         ctx.shared.writer.try_audit(
             AuditEvent::new(Action::Sent, Outcome::Ok)
                 .peer(asker)
                 .agreement(agreement)
                 .policy(fed.policy_digest)
-                .reason(format!("pulled: {} projections of {origin}, #{first}..#{last}", seqs.len())),
+                .reason(format!("pulled: {}", crate::audit::projections_of(origin, &seqs))),
         );
     }
     ctx.shared.metrics.projections_sent.add(reply.projections.len() as u64);

@@ -28,7 +28,7 @@ use tamga_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{projections_of, Action, AuditEvent, Outcome, TakenIn, GENESIS};
+use crate::audit::{listed_runs, projections_of, Action, AuditEvent, Outcome, TakenIn, GENESIS};
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -723,14 +723,26 @@ impl WriterTask {
     ) -> Result<Vec<Taken>, StoreError> {
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
-        // What each stream took in, audited in one `received` entry per stream.
+        // What each stream took in, audited in one `received` entry per stream, written
+        // before any other entry of this op so that the log keeps the order things happened.
         let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
             if seqs.known(&self.store, batch, &stream, seq)? {
-                if let Some(taken) = self.known_number(batch, head, from, id, &p, now)? {
-                    flags.push(taken);
+                if let Some(known) = self.known_number(batch, &p)? {
+                    if known == Taken::Conflict {
+                        // Two records under one number, both signed by the origin: an
+                        // origin restored from an old backup, or one that equivocates.
+                        self.audit_taken(from, &mut taken, batch, head, now);
+                        let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                            .peer(from)
+                            .record(id, p.header.category.clone())
+                            .agreement(p.envelope.agreement.clone())
+                            .reason(format!("{} #{seq} is held here with another record", stream.origin));
+                        self.append(batch, head, ev, now);
+                    }
+                    flags.push(known);
                     continue;
                 }
                 // Withheld only on a peer's word, which no one signs; the origin signed
@@ -738,6 +750,7 @@ impl WriterTask {
                 batch.remove_withheld(&stream, seq);
             }
             if p.envelope.kind == EntryKind::Revoke {
+                self.audit_taken(from, &mut taken, batch, head, now);
                 self.apply_revocation(id, &p, from, batch, head, now)?;
                 touched.insert(stream);
                 flags.push(Taken::New);
@@ -795,21 +808,7 @@ impl WriterTask {
             touched.insert(stream);
             flags.push(Taken::New);
         }
-        for (stream, ps) in taken {
-            let reason = match ps.as_slice() {
-                [one] => format!("{} #{} from {from}", stream.origin, one.seq),
-                _ => {
-                    let seqs: Vec<u64> = ps.iter().map(|p| p.seq).collect();
-                    format!("{}, from {from}", projections_of(stream.origin, &seqs))
-                }
-            };
-            let ev = AuditEvent::new(Action::Received, Outcome::Ok)
-                .peer(from)
-                .agreement(stream.agreement)
-                .reason(reason)
-                .projections(ps);
-            self.append(batch, head, ev, now);
-        }
+        self.audit_taken(from, &mut taken, batch, head, now);
         for (stream, seq) in withheld {
             if !seqs.known(&self.store, batch, &stream, seq)? {
                 batch.put_withheld(&stream, seq);
@@ -828,10 +827,32 @@ impl WriterTask {
 }
 
 impl WriterTask {
+    /// Audit what `taken` holds, one `received` entry per stream, and empty it.
+    fn audit_taken(
+        &self,
+        from: MemberCode,
+        taken: &mut BTreeMap<StreamKey, Vec<TakenIn>>,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) {
+        for (stream, ps) in std::mem::take(taken) {
+            for ps in listed_runs(ps) {
+                let seqs: Vec<u64> = ps.iter().map(|p| p.seq).collect();
+                let ev = AuditEvent::new(Action::Received, Outcome::Ok)
+                    .peer(from)
+                    .agreement(stream.agreement.clone())
+                    .reason(format!("{}, from {from}", projections_of(stream.origin, &seqs)))
+                    .projections(ps);
+                self.append(batch, head, ev, now);
+            }
+        }
+    }
+
     /// Keep the receipts one peer signed for one push in audit entries, which are where
     /// receipts are kept: one `delivered` entry per receiver and agreement (an entry per
     /// receipt wrote five entries per record on the origin of a six-member federation),
-    /// and one `purged` entry per purge receipt (revocations are rare).
+    /// then one `purged` entry per purge receipt (revocations are rare).
     fn keep_receipts(
         &self,
         receipts: Vec<(Receipt, EntryKind)>,
@@ -839,24 +860,25 @@ impl WriterTask {
         head: &mut (u64, Digest),
         now: i64,
     ) {
-        let mut shares: BTreeMap<(MemberCode, AgreementId), Vec<Receipt>> = BTreeMap::new();
-        for (r, kind) in receipts {
-            if kind == EntryKind::Revoke {
-                // `receipt` sets the record, agreement, stream position and peer.
-                let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
-                    .reason(format!("purge receipt for seq {} signed by {}", r.seq, r.receiver))
-                    .receipt(&r);
-                self.append(batch, head, ev, now);
-            } else {
-                shares.entry((r.receiver, r.agreement.clone())).or_default().push(r);
-            }
+        let (purges, shares): (Vec<_>, Vec<_>) =
+            receipts.into_iter().partition(|(_, k)| *k == EntryKind::Revoke);
+        let mut by_agreement: BTreeMap<(MemberCode, AgreementId), Vec<Receipt>> = BTreeMap::new();
+        for (r, _) in shares {
+            by_agreement.entry((r.receiver, r.agreement.clone())).or_default().push(r);
         }
-        for rs in shares.into_values() {
+        for rs in by_agreement.into_values().flat_map(listed_runs) {
             let seqs: Vec<u64> = rs.iter().map(|r| r.seq).collect();
             let of = projections_of(rs[0].origin, &seqs);
             let ev = AuditEvent::new(Action::Delivered, Outcome::Ok)
                 .reason(format!("receipts for {of}, signed by {}", rs[0].receiver))
                 .receipts(rs);
+            self.append(batch, head, ev, now);
+        }
+        for (r, _) in purges {
+            // `receipt` sets the record, agreement, stream position and peer.
+            let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
+                .reason(format!("purge receipt for seq {} signed by {}", r.seq, r.receiver))
+                .receipt(&r);
             self.append(batch, head, ev, now);
         }
     }
@@ -865,34 +887,16 @@ impl WriterTask {
 impl WriterTask {
     /// A verified projection whose number is known here: held (the same projection, or a
     /// copy withholding more — the origin signed the record id and the envelope, so the
-    /// signature is the same), held with another record (audited), or purged. `None` when
+    /// signature is the same), held with another record (the caller audits it), or purged. `None` when
     /// the number is known only from a peer's claim that it is withheld from us. The
     /// common case, a projection held already, costs one read.
-    fn known_number(
-        &self,
-        batch: &mut WriteBatch,
-        head: &mut (u64, Digest),
-        from: MemberCode,
-        id: RecordId,
-        p: &Projection,
-        now: i64,
-    ) -> Result<Option<Taken>, StoreError> {
+    fn known_number(&self, batch: &WriteBatch, p: &Projection) -> Result<Option<Taken>, StoreError> {
         let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
         let seq = p.envelope.seq;
         let view = self.store.pending(batch);
         if let Some(held) = view.projection(&stream, seq)? {
-            if held.signature == p.signature {
-                return Ok(Some(Taken::Held));
-            }
-            // Two records under one number, both signed by the origin: an origin restored
-            // from an old backup, or one that equivocates.
-            let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
-                .peer(from)
-                .record(id, p.header.category.clone())
-                .agreement(p.envelope.agreement.clone())
-                .reason(format!("{} #{seq} is held here with another record", stream.origin));
-            self.append(batch, head, ev, now);
-            return Ok(Some(Taken::Conflict));
+            // Another signature: another record under this number (the caller audits it).
+            return Ok(Some(if held.signature == p.signature { Taken::Held } else { Taken::Conflict }));
         }
         if view.is_gone(&stream, seq)? {
             return Ok(Some(Taken::Purged));
@@ -1403,6 +1407,28 @@ mod tests {
         assert_eq!(held, (RecordState::Revoked, false));
     }
 
+    // The log keeps the order things happened: the share taken in, then its revocation.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_and_its_revocation_in_one_op_are_audited_in_that_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let mut items = projections(1..=1);
+        items.push(revocation_of(2));
+        writer.received(ru, items, Vec::new()).await.expect("stored");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let f = crate::audit::Filter { limit: usize::MAX, ..Default::default() };
+        let actions: Vec<Action> = crate::audit_index::query(&store, &f)
+            .expect("queries")
+            .into_iter()
+            .map(|e| e.entry.action)
+            .filter(|a| matches!(a, Action::Received | Action::Purged))
+            .collect();
+        assert_eq!(actions, vec![Action::Received, Action::Purged]);
+    }
+
     // Two pushes, the share and then its revocation, drained into one write group.
     #[tokio::test(flavor = "current_thread")]
     async fn a_revocation_purges_a_share_stored_earlier_in_the_same_group() {
@@ -1698,8 +1724,12 @@ mod tests {
     async fn a_failed_op_leaves_nothing_in_its_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(dir.path());
-        let items = projections(1..=2);
-        let (first, second) = (items[0].0, items[1].0);
+        // Record 2 is taken in and audited, then the revocation of record 1, whose stored
+        // value does not decode, fails the op: its entry must go with the rest.
+        let mut items = projections(2..=2);
+        let revoked = revocation_of(3);
+        let (first, second) = (items[0].0, revoked.0);
+        items.push(revoked);
         store
             .raw_insert(vec![([b"R".as_slice(), &second.0].concat(), b"not a record".to_vec())])
             .expect("writes");
@@ -1712,7 +1742,7 @@ mod tests {
         drop(writer);
         handle.await.expect("the writer ends");
         let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
-        assert_eq!(store.projection(&stream, 1).expect("reads"), None);
+        assert_eq!(store.projection(&stream, 2).expect("reads"), None);
         assert_eq!(store.record(&first).expect("reads"), None);
         assert_eq!(store.stream_head(&stream).expect("reads"), 0);
         let (last, _) = store.audit_head().expect("reads").expect("an entry");
@@ -1838,13 +1868,13 @@ mod tests {
             let held = crate::audit_index::receipts(&store, r.record).expect("reads");
             assert!(held.contains(&(Action::Delivered, r.clone())), "{r:?} in {held:?}");
         }
-        // Record 1 has its two receipts, one from each entry; record 2 its purge receipt
-        // (IPR), kept first, and its RMS one.
+        // Record 1 has its two receipts, one from each entry; record 2 its RMS one, then
+        // its purge receipt (IPR), kept after the deliveries.
         let (one, two) = (shared[0].record, shared[1].record);
         assert_eq!(crate::audit_index::receipts(&store, one).expect("reads").len(), 2);
         let kinds: Vec<Action> =
             crate::audit_index::receipts(&store, two).expect("reads").into_iter().map(|(a, _)| a).collect();
-        assert_eq!(kinds, vec![Action::Purged, Action::Delivered]);
+        assert_eq!(kinds, vec![Action::Delivered, Action::Purged]);
     }
 
     // What one push or pull brings in is audited in one `received` entry per stream,
@@ -1887,6 +1917,30 @@ mod tests {
         }
         let category = Some("rms.method".parse().expect("valid"));
         assert_eq!(query(Filter { category, action: Some(Action::Received), ..Filter::default() }).len(), 2);
+    }
+
+    // A pull of more than an entry lists is audited in several entries, in order.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_pull_is_audited_in_entries_of_at_most_max_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let n = crate::audit::MAX_LISTED as u64 * 2 + 2;
+        writer.received(ru, projections(1..=n), Vec::new()).await.expect("stored");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let f =
+            crate::audit::Filter { action: Some(Action::Received), limit: usize::MAX, ..Default::default() };
+        let seqs: Vec<Vec<u64>> = crate::audit_index::query(&store, &f)
+            .expect("queries")
+            .iter()
+            .map(|e| e.entry.projections.iter().map(|p| p.seq).collect())
+            .collect();
+        let max = crate::audit::MAX_LISTED as u64;
+        let want: Vec<Vec<u64>> =
+            vec![(1..=max).collect(), (max + 1..=2 * max).collect(), (2 * max + 1..=n).collect()];
+        assert_eq!(seqs, want);
     }
 
     // Two ops on one stream drained into one write group: the later one sees the earlier

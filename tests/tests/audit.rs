@@ -266,8 +266,11 @@ async fn a_trace_follows_a_record_to_a_peer_with_the_peers_signed_receipt() {
     let kz: MemberCode = "KZ".parse().expect("valid");
     let delivered = trace.iter().find(|e| e.entry.action.as_str() == "delivered").expect("delivered");
     assert_eq!(delivered.entry.peer, Some(kz));
-    let receipt =
-        delivered.entry.receipt_for(id.parse().expect("an id")).expect("the entry carries its receipt");
+    let receipt = delivered
+        .entry
+        .receipts_for(id.parse().expect("an id"))
+        .next()
+        .expect("the entry carries its receipt");
     assert_eq!((receipt.receiver, receipt.origin), (kz, ru()));
     let key = tamga_node::identity::Identity::from_secret(tamga_config::demo::demo_secret(kz)).signing;
     assert!(receipt.verify(&key.verifying_key()).is_ok(), "signed by KZ");
