@@ -723,8 +723,9 @@ impl WriterTask {
     ) -> Result<Vec<Taken>, StoreError> {
         let mut touched: HashSet<StreamKey> = HashSet::new();
         let mut flags = Vec::with_capacity(items.len());
-        // What each stream took in, audited in one `received` entry per stream, written
-        // before any other entry of this op so that the log keeps the order things happened.
+        // What each stream took in, audited in `received` entries per stream (see
+        // `audit_taken`), written before any other entry of this op so that the log keeps
+        // the order things happened.
         let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
@@ -827,7 +828,8 @@ impl WriterTask {
 }
 
 impl WriterTask {
-    /// Audit what `taken` holds, one `received` entry per stream, and empty it.
+    /// Audit what `taken` holds, one `received` entry per stream (or per run of
+    /// [`crate::audit::MAX_LISTED`]), and empty it.
     fn audit_taken(
         &self,
         from: MemberCode,
@@ -887,9 +889,9 @@ impl WriterTask {
 impl WriterTask {
     /// A verified projection whose number is known here: held (the same projection, or a
     /// copy withholding more — the origin signed the record id and the envelope, so the
-    /// signature is the same), held with another record (the caller audits it), or purged. `None` when
-    /// the number is known only from a peer's claim that it is withheld from us. The
-    /// common case, a projection held already, costs one read.
+    /// signature is the same), held with another record (the caller audits it), or
+    /// purged. `None` when the number is known only from a peer's claim that it is
+    /// withheld from us. The common case, a projection held already, costs one read.
     fn known_number(&self, batch: &WriteBatch, p: &Projection) -> Result<Option<Taken>, StoreError> {
         let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
         let seq = p.envelope.seq;
