@@ -716,9 +716,8 @@ impl Store {
             .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
             .open()?;
         let store = Store { db, records: Arc::default() };
-        match store.db.get(b"Mschema")? {
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
+        match store.stored_schema()? {
+            Some(found) => {
                 if !schema_readable(found) {
                     return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
                 } else if found != SCHEMA_VERSION && writing {
@@ -739,6 +738,12 @@ impl Store {
         };
         store.records.store(count, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// The schema version the store is marked with (0 if the mark is not 4 bytes), if any.
+    fn stored_schema(&self) -> Result<Option<u32>, StoreError> {
+        let v = self.db.get(b"Mschema")?;
+        Ok(v.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0)))
     }
 
     /// Upgrade an older store in place, then mark it this schema. From schema 3 nothing
@@ -1135,8 +1140,7 @@ impl Store {
             b.insert(k, v);
         }
         self.db.apply_batch(b)?;
-        let found = self.db.get(b"Mschema")?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok());
-        if let Some(found) = found.map(u32::from_be_bytes).filter(|f| *f != SCHEMA_VERSION) {
+        if let Some(found) = self.stored_schema()?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f)) {
             self.upgrade(found)?;
         }
         let count = self.count_records()?;

@@ -1360,6 +1360,16 @@ mod tests {
         (store, task)
     }
 
+    /// Every audit entry matching `f` (its limit ignored), in log order.
+    fn audited(store: &Store, f: crate::audit::Filter) -> Vec<crate::audit::ExportedEntry> {
+        crate::audit_index::query(store, &crate::audit::Filter { limit: usize::MAX, ..f }).expect("queries")
+    }
+
+    /// The entries of one action.
+    fn audited_as(store: &Store, action: Action) -> Vec<crate::audit::ExportedEntry> {
+        audited(store, crate::audit::Filter { action: Some(action), ..Default::default() })
+    }
+
     /// RU's revocation, at `seq`, of the record shared as `share`.
     fn revocation_of(seq: u64) -> (RecordId, Projection) {
         let ru: MemberCode = "RU".parse().expect("valid");
@@ -1421,9 +1431,7 @@ mod tests {
         writer.received(ru, items, Vec::new()).await.expect("stored");
         drop(writer);
         handle.await.expect("the writer ends");
-        let f = crate::audit::Filter { limit: usize::MAX, ..Default::default() };
-        let actions: Vec<Action> = crate::audit_index::query(&store, &f)
-            .expect("queries")
+        let actions: Vec<Action> = audited(&store, Default::default())
             .into_iter()
             .map(|e| e.entry.action)
             .filter(|a| matches!(a, Action::Received | Action::Purged))
@@ -1832,7 +1840,6 @@ mod tests {
     // is found again under its own record; a purge receipt keeps an entry of its own.
     #[tokio::test(flavor = "current_thread")]
     async fn the_receipts_of_a_push_are_kept_in_one_entry_per_agreement() {
-        use crate::audit::Filter;
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(dir.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
@@ -1849,11 +1856,7 @@ mod tests {
         drop(writer);
         handle.await.expect("the writer ends");
 
-        let of = |action| {
-            let f = Filter { action: Some(action), limit: usize::MAX, ..Filter::default() };
-            crate::audit_index::query(&store, &f).expect("queries")
-        };
-        let delivered = of(Action::Delivered);
+        let delivered = audited_as(&store, Action::Delivered);
         let kept: Vec<(Option<String>, usize)> = delivered
             .iter()
             .map(|e| (e.entry.agreement.as_ref().map(|a| a.to_string()), e.entry.receipts.len()))
@@ -1863,7 +1866,7 @@ mod tests {
         let named: Vec<Option<RecordId>> = delivered.iter().map(|e| e.entry.record).collect();
         assert_eq!(named, vec![Some(shared[3].record), None]);
         assert!(delivered.iter().all(|e| e.entry.peer == Some(ru)));
-        let purged = of(Action::Purged);
+        let purged = audited_as(&store, Action::Purged);
         assert_eq!(purged.len(), 1);
         assert_eq!(purged[0].entry.receipt.as_ref(), Some(purge));
         for r in shared {
@@ -1895,10 +1898,7 @@ mod tests {
         drop(writer);
         handle.await.expect("the writer ends");
 
-        let query = |f: Filter| {
-            crate::audit_index::query(&store, &Filter { limit: usize::MAX, ..f }).expect("queries")
-        };
-        let received = query(Filter { action: Some(Action::Received), ..Filter::default() });
+        let received = audited_as(&store, Action::Received);
         let listed: Vec<(Option<String>, Vec<u64>, Option<RecordId>)> = received
             .iter()
             .map(|e| {
@@ -1918,7 +1918,10 @@ mod tests {
             assert!(actions.contains(&Action::Received), "{id:?}: {actions:?}");
         }
         let category = Some("rms.method".parse().expect("valid"));
-        assert_eq!(query(Filter { category, action: Some(Action::Received), ..Filter::default() }).len(), 2);
+        assert_eq!(
+            audited(&store, Filter { category, action: Some(Action::Received), ..Filter::default() }).len(),
+            2
+        );
     }
 
     // A pull of more than an entry lists is audited in several entries, in order.
@@ -1932,10 +1935,7 @@ mod tests {
         writer.received(ru, projections(1..=n), Vec::new()).await.expect("stored");
         drop(writer);
         handle.await.expect("the writer ends");
-        let f =
-            crate::audit::Filter { action: Some(Action::Received), limit: usize::MAX, ..Default::default() };
-        let seqs: Vec<Vec<u64>> = crate::audit_index::query(&store, &f)
-            .expect("queries")
+        let seqs: Vec<Vec<u64>> = audited_as(&store, Action::Received)
             .iter()
             .map(|e| e.entry.projections.iter().map(|p| p.seq).collect())
             .collect();
