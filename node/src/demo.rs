@@ -47,7 +47,7 @@ use crate::audit::{Action, AuditEntry, VerifyReport};
 use crate::client::Client;
 use crate::daemon::Shared;
 use crate::identity::Role;
-use crate::localfed::{expected_holders, LocalFederation, EXAMPLE_MEMBERS};
+use crate::localfed::{expected_holders, on_free_ports, LocalFederation, EXAMPLE_MEMBERS};
 use crate::store::{RecordFilter, Source, StoredRecord};
 
 mod records;
@@ -110,12 +110,6 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             (t.path().to_owned(), Some(t))
         }
     };
-    let mut fed = LocalFederation::create(&root, &members, ANTI_ENTROPY_SECS)
-        .with_context(|| format!("creating the nodes in {}", root.display()))?;
-    let api_ports = match args.keep {
-        Some(_) => fix_api_ports(&fed)?,
-        None => BTreeMap::new(),
-    };
     let names: Vec<&str> = members.iter().map(MemberCode::as_str).collect();
     out.heading(&format!(
         "tamga demo: {} member nodes of the example SCO customs federation on loopback ({})",
@@ -123,13 +117,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         names.join(", ")
     ));
     out.line(&format!("  data directories under {}", root.display()));
-    let played = match fed.start_all().await {
-        // Ctrl-C stops the nodes cleanly (and removes the temporary directory).
-        Ok(()) => tokio::select! {
-            r = play(&fed, &out, started) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; the nodes were stopped")),
-        },
-        Err(e) => Err(e.context("starting the nodes")),
+    let (mut fed, api_ports) = start_nodes(&root, &members, args.keep.is_some()).await?;
+    // Ctrl-C stops the nodes cleanly (and removes the temporary directory).
+    let played = tokio::select! {
+        r = play(&fed, &out, started) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted; the nodes were stopped")),
     };
     fed.stop_all().await;
     let summary = played?;
@@ -168,6 +160,31 @@ fn parse_members(given: &[String]) -> Result<Vec<MemberCode>> {
         bail!("--members: give at least two members, e.g. --members KZ,RU");
     }
     Ok(out.into_iter().collect())
+}
+
+/// Create the nodes under `root` (with fixed API ports when `keep`) and start them, on
+/// other ports when a chosen one was taken meanwhile ([`on_free_ports`]). When they do not
+/// start, what started is stopped and the member directories are removed.
+async fn start_nodes(
+    root: &Path,
+    members: &[MemberCode],
+    keep: bool,
+) -> Result<(LocalFederation, BTreeMap<MemberCode, u16>)> {
+    on_free_ports(|| async move {
+        let mut fed = LocalFederation::create(root, members, ANTI_ENTROPY_SECS)
+            .with_context(|| format!("creating the nodes in {}", root.display()))?;
+        let api_ports = if keep { fix_api_ports(&fed)? } else { BTreeMap::new() };
+        if let Err(e) = fed.start_all().await {
+            fed.stop_all().await;
+            for m in members {
+                let dir = root.join(m.as_str());
+                std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+            return Err(e.context("starting the nodes"));
+        }
+        Ok((fed, api_ports))
+    })
+    .await
 }
 
 /// `--keep DIR`: new or empty, made absolute.

@@ -12,8 +12,9 @@ use anyhow::{Context, Result};
 use tamga_config::Federation;
 use tamga_protocol::{MemberCode, RecordHeader};
 
-use crate::daemon::Node;
+use crate::daemon::{Node, StartError};
 use crate::identity::Tokens;
+use crate::net::NetError;
 
 /// The example federation's members, in roster order, with their example ports 7101….
 pub const EXAMPLE_MEMBERS: [&str; 7] = ["CN", "KG", "KZ", "RU", "TJ", "UZ", "XS"];
@@ -89,6 +90,40 @@ pub fn free_loopback_ports(n: usize) -> Result<Vec<u16>> {
     }
     anyhow::ensure!(held.len() == n, "found {} of {n} free loopback ports", held.len());
     held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+/// How many times [`on_free_ports`] starts again.
+pub const PORT_ATTEMPTS: usize = 4;
+
+/// Run `start`, which chooses free ports ([`free_loopback_ports`]), starts nodes on them,
+/// and stops what it started when it fails. A port is free when it is chosen, but nothing
+/// holds it until its node listens, and another program may take it meanwhile: when
+/// `start` fails for that reason ([`port_taken`]), it is run again, up to
+/// [`PORT_ATTEMPTS`] times in all.
+pub async fn on_free_ports<T, Fut>(mut start: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start().await {
+            Err(e) if attempt < PORT_ATTEMPTS && port_taken(&e) => {
+                tracing::debug!(error = %format!("{e:#}"), attempt, "a chosen port was taken; choosing others");
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether a node failed to start because one of its listen addresses (peer-to-peer or
+/// API) was taken.
+pub fn port_taken(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<StartError>() {
+        Some(StartError::Bind { source, .. }) => source.kind() == std::io::ErrorKind::AddrInUse,
+        Some(StartError::Net(NetError::Listen { reason, .. })) => reason.contains("in use"),
+        _ => false,
+    })
 }
 
 /// The oracle: the members that may hold a record — its origin, and every member of the
@@ -204,5 +239,69 @@ impl LocalFederation {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_told_apart_from_other_start_failures() {
+        let listen = StartError::Net(NetError::Listen {
+            addr: "/ip4/127.0.0.1/tcp/7101".parse().expect("multiaddr"),
+            reason: "Address already in use (os error 98)".into(),
+        });
+        assert!(port_taken(&anyhow::Error::new(listen).context("starting CN")));
+        let api = StartError::Bind {
+            addr: "127.0.0.1:7201".parse().expect("address"),
+            source: std::io::ErrorKind::AddrInUse.into(),
+        };
+        assert!(port_taken(&anyhow::Error::new(api)));
+        let unroutable = StartError::Net(NetError::Listen {
+            addr: "/ip4/10.9.9.9/tcp/7101".parse().expect("multiaddr"),
+            reason: "Cannot assign requested address (os error 99)".into(),
+        });
+        assert!(!port_taken(&anyhow::Error::new(unroutable)));
+        assert!(!port_taken(&anyhow::Error::new(StartError::Tls("no key".into()))));
+        assert!(!port_taken(&anyhow::anyhow!("cannot listen on 127.0.0.1:7101: in use")));
+    }
+
+    fn taken() -> anyhow::Error {
+        let source = std::io::ErrorKind::AddrInUse.into();
+        anyhow::Error::new(StartError::Bind { addr: "127.0.0.1:7201".parse().expect("address"), source })
+    }
+
+    #[tokio::test]
+    async fn a_start_that_lost_its_port_is_run_again_and_nothing_else_is() {
+        let runs = std::cell::Cell::new(0);
+        let started = on_free_ports(|| async {
+            runs.set(runs.get() + 1);
+            if runs.get() < 3 {
+                Err(taken())
+            } else {
+                Ok(runs.get())
+            }
+        })
+        .await;
+        assert_eq!(started.expect("the third run starts"), 3);
+
+        runs.set(0);
+        let never = on_free_ports(|| async {
+            runs.set(runs.get() + 1);
+            Err::<(), _>(taken())
+        })
+        .await;
+        assert!(never.is_err_and(|e| port_taken(&e)));
+        assert_eq!(runs.get(), PORT_ATTEMPTS);
+
+        runs.set(0);
+        let other = on_free_ports(|| async {
+            runs.set(runs.get() + 1);
+            Err::<(), _>(anyhow::anyhow!("bad roster"))
+        })
+        .await;
+        assert!(other.is_err());
+        assert_eq!(runs.get(), 1, "only a taken port is tried again");
     }
 }

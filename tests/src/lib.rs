@@ -244,11 +244,22 @@ impl TestFederation {
 
     /// Start `members`, each listening on the transports `transport` gives it, every
     /// roster pointing at each member's address of that transport (see [`Transport`]);
-    /// `edit` may change a member's federation directory before it starts.
+    /// `edit` may change a member's federation directory before it starts. Made again on
+    /// other ports when a chosen one was taken meanwhile
+    /// ([`tamga_node::localfed::on_free_ports`]).
     pub async fn start_on(
         members: &[&str],
         transport: impl Fn(&str) -> Transport,
         edit: impl Fn(&str, &Path),
+    ) -> anyhow::Result<TestFederation> {
+        let (transport, edit) = (&transport, &edit);
+        tamga_node::localfed::on_free_ports(|| TestFederation::try_start_on(members, transport, edit)).await
+    }
+
+    async fn try_start_on(
+        members: &[&str],
+        transport: &impl Fn(&str) -> Transport,
+        edit: &impl Fn(&str, &Path),
     ) -> anyhow::Result<TestFederation> {
         let ports = tamga_node::localfed::free_ports()?;
         let quic_ports = free_udp_ports()?;
@@ -295,10 +306,14 @@ impl TestFederation {
             n.federation = Some(fed_dir);
             nodes.insert((*m).to_owned(), n);
         }
-        for n in nodes.values_mut() {
-            n.restart().await?;
+        let mut fed = TestFederation { nodes, ports, quic_ports };
+        for n in fed.nodes.values_mut() {
+            if let Err(e) = n.restart().await {
+                fed.stop().await;
+                return Err(e);
+            }
         }
-        Ok(TestFederation { nodes, ports, quic_ports })
+        Ok(fed)
     }
 
     /// Start `members` with the example files as they are.
