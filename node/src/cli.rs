@@ -868,6 +868,7 @@ fn build_restored(dir: &Path, snap: crate::writer::Snapshot) -> Result<(usize, u
     let store = crate::store::Store::open(dir)?;
     let n = snap.len();
     store.load_raw(snap)?;
+    store.mark_restored()?;
     let report = crate::audit::verify_store(&store);
     if !report.ok {
         bail!("the audit log does not verify: {}", report.error.unwrap_or_default());

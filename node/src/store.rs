@@ -21,6 +21,7 @@
 //! | `J`    | member, seq, head                      | checkpoint a peer showed us   |
 //! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
 //! | `M`    | `records`                              | how many `R` keys there are, u64 BE |
+//! | `M`    | `restored`                             | what a restore left to reconcile ([`Restored`]) |
 //!
 //! Two prefixes of earlier builds are no longer written, and stores that hold them keep
 //! them unread: `T` (a time index of records; listing every category merges the category
@@ -325,6 +326,52 @@ fn feedback_key(space: &[u8; 1], f: &tamga_protocol::Feedback, member: MemberCod
     key(&[space, &f.record.0, &member.as_bytes(), &time_key(f.time_ms), &f.signature.0[..8]])
 }
 
+/// What a restore left to reconcile. A backup is older than the node it was taken of, so
+/// the peers may hold numbers of the node's own streams that the backup does not, and the
+/// restored node, numbering on from the backup, gives those numbers again to other
+/// records. Until a stream is reconciled with a peer, the node takes back what the peer
+/// holds of it above the backup's head (see the writer's `take_back`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// Each stream's head in the backup (a stream not listed had none).
+    pub heads: Vec<(StreamKey, u64)>,
+    /// How far each stream has been reconciled with each peer since.
+    pub reconciled: Vec<(MemberCode, StreamKey, Reconciled)>,
+}
+
+/// How far a stream has been reconciled with a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reconciled {
+    /// Not at all, or not that this op records.
+    No,
+    /// Through this number of the stream.
+    Through(u64),
+    /// All of what the peer held of it.
+    All,
+}
+
+impl Restored {
+    /// Where reconciling `stream` with `peer` goes on from: after the stream's head in the
+    /// backup or after the number it has been reconciled through, whichever is higher;
+    /// `None` once it is reconciled.
+    pub fn floor(&self, peer: MemberCode, stream: &StreamKey) -> Option<u64> {
+        let head = self.heads.iter().find(|(s, _)| s == stream).map_or(0, |(_, h)| *h);
+        match self.reconciled.iter().find(|(p, s, _)| *p == peer && s == stream).map(|(_, _, r)| *r) {
+            Some(Reconciled::All) => None,
+            Some(Reconciled::Through(n)) => Some(head.max(n)),
+            _ => Some(head),
+        }
+    }
+
+    /// Record how far `stream` is reconciled with `peer`.
+    pub fn reconcile(&mut self, peer: MemberCode, stream: &StreamKey, how_far: Reconciled) {
+        self.reconciled.retain(|(p, s, _)| !(*p == peer && s == stream));
+        self.reconciled.push((peer, stream.clone(), how_far));
+    }
+}
+
+const RESTORED_KEY: &[u8] = b"Mrestored";
+
 /// A set of writes applied atomically by [`Store::commit`]. Until then it can be read
 /// through ([`Store::pending`]) and its latest writes undone ([`WriteBatch::rollback`]).
 #[derive(Debug, Default)]
@@ -437,6 +484,12 @@ impl WriteBatch {
             enc(r)?
         };
         self.put(key(&[b"R", &r.id.0]), value);
+        Ok(())
+    }
+
+    /// What a restore left to reconcile, as it is now.
+    pub fn set_restored(&mut self, r: &Restored) -> Result<(), StoreError> {
+        self.put(RESTORED_KEY.to_vec(), enc(r)?);
         Ok(())
     }
 
@@ -655,6 +708,11 @@ impl<'a> View<'a> {
     /// Whether a peer said a sequence number of a stream is withheld from us.
     pub fn is_withheld(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
         self.contains(&withheld_key(s, seq))
+    }
+
+    /// What a restore left to reconcile, if this store was restored.
+    pub fn restored(&self) -> Result<Option<Restored>, StoreError> {
+        self.get(RESTORED_KEY)?.map(|v| dec(RESTORED_KEY, &v)).transpose()
     }
 
     /// The projection at `seq` in a stream.
@@ -965,6 +1023,19 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Mark a store just restored from a backup: every stream's head is the backup's,
+    /// reconciled with no peer yet ([`Restored`]).
+    pub fn mark_restored(&self) -> Result<(), StoreError> {
+        let mark = Restored { heads: self.streams()?, reconciled: Vec::new() };
+        self.db.insert(RESTORED_KEY, enc(&mark)?)?;
+        Ok(())
+    }
+
+    /// What a restore left to reconcile, if this store was restored.
+    pub fn restored(&self) -> Result<Option<Restored>, StoreError> {
+        self.view().restored()
     }
 
     /// Every stream this node holds something of, with its head.

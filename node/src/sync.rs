@@ -46,11 +46,13 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::net::{NetEvent, NetHandle};
-use crate::store::OutboxKey;
+use crate::store::{OutboxKey, Reconciled};
 use crate::writer::{now_ms, Taken};
 
 /// Most projections asked for in one pull (one pull reply's worth).
 pub const PULL_BATCH: usize = 256;
+/// Most pulls one exchange of summaries makes to take back an own stream from a peer.
+pub const TAKE_BACK_PULLS: usize = 64;
 /// Most ranges in one pull request.
 pub const PULL_RANGES: usize = 64;
 /// Pull rounds in a row that may bring no verified projection (only withheld numbers, or
@@ -890,8 +892,109 @@ async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
     let theirs = Summary {
         streams: theirs.streams.iter().filter(|st| claimed.contains(&st.stream)).cloned().collect(),
     };
+    take_back(ctx, peer, &theirs).await;
     pull_claimed(ctx, peer, &theirs).await;
     ctx.state.release(&claimed);
+}
+
+/// Take back from `peer` what it holds of our own streams that we do not hold as it does:
+/// after a restore, everything above the backup's head until the stream is reconciled
+/// with the peer ([`crate::store::Restored`]); otherwise only numbers above our head,
+/// which a peer can hold only if this store lost them. What the writer does with them is
+/// `WriterTask::take_back`'s.
+async fn take_back(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
+    let me = ctx.shared.config.member;
+    let store = &ctx.shared.store;
+    let restored = match store.restored() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the restore mark cannot be read");
+            return;
+        }
+    };
+    for st in theirs.streams.iter().filter(|st| st.stream.origin == me) {
+        let high = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
+        let floor = restored.as_ref().and_then(|r| r.floor(peer, &st.stream));
+        let Ok(head) = store.stream_head(&st.stream) else { continue };
+        let after = floor.unwrap_or(head);
+        if high > after || floor.is_some() {
+            take_back_stream(ctx, peer, &st.stream, after, high, floor.is_some()).await;
+        }
+    }
+}
+
+/// [`take_back`] for one stream: the numbers above `after` up to `high` the peer says it
+/// holds, in pulls of [`PULL_BATCH`], at most [`TAKE_BACK_PULLS`] of them in one
+/// exchange (a peer may claim any number; what it returns must be signed by us). When
+/// `restored`, the restore mark records how far the stream is reconciled with the peer
+/// after each pull, so that the next exchange goes on from there.
+async fn take_back_stream(
+    ctx: &Ctx,
+    peer: MemberCode,
+    stream: &StreamKey,
+    after: u64,
+    high: u64,
+    restored: bool,
+) {
+    let me = ctx.shared.config.member;
+    let fed = ctx.shared.fed();
+    let keys = fed.roster.verifying_keys(me);
+    let mut from = after.saturating_add(1);
+    for _ in 0..TAKE_BACK_PULLS {
+        let to = high.min(from.saturating_add(PULL_BATCH as u64 - 1));
+        let mut items = Vec::new();
+        if from <= to {
+            let range = SeqRange { stream: stream.clone(), from, to };
+            let reply = ctx.net.request(peer, Request::Pull(Pull { ranges: vec![range] })).await;
+            let Ok(Response::Pull(reply)) = reply else {
+                tracing::debug!(%peer, agreement = %stream.agreement, "taking back: the pull failed");
+                return;
+            };
+            for p in reply.projections {
+                let ours = p.header.origin == me && p.envelope.agreement == stream.agreement;
+                if !ours || p.envelope.seq < from || p.envelope.seq > to {
+                    continue;
+                }
+                match keys.iter().find_map(|k| p.verify(k).ok()) {
+                    Some(id) => items.push((id, p)),
+                    None => {
+                        tracing::warn!(%peer, seq = p.envelope.seq, "taking back: not signed by this node; ignored")
+                    }
+                }
+            }
+        }
+        let last = to >= high;
+        let reconciled = match (restored, last) {
+            (false, _) => Reconciled::No,
+            (true, false) => Reconciled::Through(to),
+            (true, true) => Reconciled::All,
+        };
+        if items.is_empty() && reconciled == Reconciled::No {
+            if last {
+                return;
+            }
+            from = to + 1;
+            continue;
+        }
+        match ctx.shared.writer.take_back(peer, stream.clone(), items, reconciled).await {
+            Ok(t) if t.taken > 0 => tracing::info!(
+                %peer,
+                agreement = %stream.agreement,
+                taken = t.taken,
+                projected_again = t.projected_again,
+                "took back numbers of an own stream held by a peer"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%peer, agreement = %stream.agreement, error = %e, "taking back failed");
+                return;
+            }
+        }
+        if last {
+            return;
+        }
+        from = to + 1;
+    }
 }
 
 /// A pull on its way: the request's task, answering with the peer's response.
@@ -1037,12 +1140,14 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         for mut p in ctx.shared.store.projections(&r.stream, r.from, to, room).unwrap_or_default() {
             let seq = p.envelope.seq;
             let withheld = || SeqRange { stream: r.stream.clone(), from: seq, to: seq };
-            if !p.envelope.audience.contains(&asker) {
+            // Its origin takes back what it signed, as it is held here (see `take_back`).
+            let origin_asks = p.header.origin == asker;
+            if !origin_asks && !p.envelope.audience.contains(&asker) {
                 // Signed by the origin: this number is not for the asker, ever.
                 reply.withheld.push(withheld());
                 continue;
             }
-            let fields = if p.envelope.kind == EntryKind::Revoke {
+            let fields = if origin_asks || p.envelope.kind == EntryKind::Revoke {
                 Some(tamga_config::Withheld::default())
             } else if p.header.origin == me {
                 tamga_config::decide(&p.header, a, asker, &fed, now).withheld().cloned()

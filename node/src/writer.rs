@@ -32,7 +32,8 @@ use crate::audit::{listed_runs, projections_of, Action, AuditEvent, Outcome, Tak
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
 use crate::store::{
-    OutboxKey, RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WalkCursor, WriteBatch,
+    OutboxKey, Reconciled, RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WalkCursor,
+    WriteBatch,
 };
 
 /// Capacity of the op channel; senders wait when it is full (back-pressure on the API).
@@ -137,6 +138,21 @@ pub enum Op {
         /// Where to answer once durable.
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
+    /// Take back what a peer holds of an own stream (see [`WriterTask::take_back`]).
+    TakeBack {
+        /// The peer.
+        from: MemberCode,
+        /// The own stream.
+        stream: StreamKey,
+        /// Projections of the stream the peer holds, each verified as signed by this node,
+        /// with its record id.
+        items: Vec<(RecordId, Projection)>,
+        /// How far the stream is reconciled with the peer once these are taken, after a
+        /// restore ([`crate::store::Restored`]).
+        reconciled: Reconciled,
+        /// Where to answer, once durable.
+        reply: oneshot::Sender<Result<TookBack, WriteError>>,
+    },
     /// Keep a checkpoint a peer showed of its own log (its signature already verified).
     PeerCheckpoint(tamga_protocol::Checkpoint),
     /// Take a consistent snapshot of the whole store.
@@ -191,6 +207,22 @@ impl Writer {
     ) -> Result<Vec<Taken>, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Received { from, items, withheld, reply }).await.map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Take back what `from` holds of the own stream `stream`; answers once durable.
+    pub async fn take_back(
+        &self,
+        from: MemberCode,
+        stream: StreamKey,
+        items: Vec<(RecordId, Projection)>,
+        reconciled: Reconciled,
+    ) -> Result<TookBack, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::TakeBack { from, stream, items, reconciled, reply })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
@@ -363,6 +395,7 @@ impl WriterTask {
         let mut projections: Vec<Projection> = Vec::new();
         let mut received_answers = Vec::new();
         let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
+        let mut took_back_answers: Vec<Answer<TookBack>> = Vec::new();
         let mut seqs = GroupSeqs::default();
         let mut feedback_answers: Vec<Answer<()>> = Vec::new();
         let mut audit_answers: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
@@ -496,6 +529,23 @@ impl WriterTask {
                         }
                     }
                 }
+                Op::TakeBack { from, stream, items, reconciled, reply } => {
+                    durable = true;
+                    let mark = (batch.savepoint(), head);
+                    let r =
+                        self.take_back(&fed, from, &stream, items, reconciled, &mut batch, &mut head, now);
+                    match r {
+                        Ok((took, again)) => {
+                            received += took.taken as u64;
+                            projections.extend(again);
+                            took_back_answers.push((reply, Ok(took)));
+                        }
+                        Err(e) => {
+                            undo(&mut batch, &mut head, mark);
+                            took_back_answers.push((reply, Err(e)));
+                        }
+                    }
+                }
                 Op::Snapshot { reply } => snapshots.push(reply),
             }
         }
@@ -522,6 +572,9 @@ impl WriterTask {
                     let _ = reply.send(result.map_err(WriteError::from));
                 }
                 for (reply, result) in revoke_answers {
+                    let _ = reply.send(result.map_err(WriteError::from));
+                }
+                for (reply, result) in took_back_answers {
                     let _ = reply.send(result.map_err(WriteError::from));
                 }
                 for (reply, result) in feedback_answers {
@@ -561,6 +614,9 @@ impl WriterTask {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
                 for (reply, _) in revoke_answers {
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
+                }
+                for (reply, _) in took_back_answers {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
                 for (reply, _) in feedback_answers {
@@ -757,53 +813,11 @@ impl WriterTask {
                 flags.push(Taken::New);
                 continue;
             }
-            // One read answers both: whether the record is held, and as a tombstone —
-            // stored, or written by this group.
-            let stored = self.store.pending(batch).record_as_stored(&id)?;
-            let held = stored.as_ref().map(|r| r.state);
-            if held == Some(RecordState::Revoked) {
-                // Revoked by its origin: keep the tombstone, never take the body back in.
-                batch.purge_projection(&stream, &p.envelope)?;
+            if !self.keep_share(from, id, &p, &stream, batch, now)? {
                 touched.insert(stream);
                 flags.push(Taken::Purged);
                 continue;
             }
-            // Held as expired, the record's shares all expired; this one has not (the gate
-            // refuses expired projections), so it is taken in under its own retention.
-            let share = (p.envelope.agreement.clone(), seq);
-            match stored {
-                // Held already under another share (another agreement, or another number
-                // its origin projected it again under): this one is listed beside it.
-                Some(mut r) if r.state == RecordState::Live => {
-                    if !r.shares.contains(&share) {
-                        r.shares.push(share);
-                        batch.update_record(&r)?;
-                    }
-                }
-                stored => {
-                    let r = StoredRecord {
-                        id,
-                        header: p.header.clone(),
-                        // Its body is the projection's revealed fields: the store keeps
-                        // them only in the projection, and reads them from there.
-                        body: std::collections::BTreeMap::new(),
-                        withheld: p.withheld.len() as u32,
-                        source: Source::Received { from, agreement: p.envelope.agreement.clone() },
-                        stored_ms: now,
-                        salts: std::collections::BTreeMap::new(),
-                        state: RecordState::Live,
-                        // A record held as expired keeps the numbers of its expired shares.
-                        shares: stored
-                            .map(|r| r.shares)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .chain([share])
-                            .collect(),
-                    };
-                    batch.put_record(&r)?;
-                }
-            }
-            batch.put_projection(&p)?;
             let item = TakenIn { record: id, category: p.header.category, origin: stream.origin, seq };
             taken.entry(stream.clone()).or_default().push(item);
             touched.insert(stream);
@@ -825,9 +839,196 @@ impl WriterTask {
         }
         Ok(flags)
     }
+
+    /// Keep a verified share `p` of record `id`, delivered by `from`, at its place in
+    /// `stream`, and list it in its record (made if not held). `false` if the record was
+    /// revoked here: the tombstone stays, the body is never taken back in, and the number
+    /// is marked purged.
+    fn keep_share(
+        &self,
+        from: MemberCode,
+        id: RecordId,
+        p: &Projection,
+        stream: &StreamKey,
+        batch: &mut WriteBatch,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // One read answers both: whether the record is held, and as a tombstone —
+        // stored, or written by this group.
+        let stored = self.store.pending(batch).record_as_stored(&id)?;
+        let held = stored.as_ref().map(|r| r.state);
+        if held == Some(RecordState::Revoked) {
+            batch.purge_projection(stream, &p.envelope)?;
+            return Ok(false);
+        }
+        // Held as expired, the record's shares all expired; this one has not (the gate
+        // refuses expired projections), so it is taken in under its own retention.
+        let share = (p.envelope.agreement.clone(), p.envelope.seq);
+        match stored {
+            // Held already under another share (another agreement, or another number
+            // its origin projected it again under): this one is listed beside it.
+            Some(mut r) if r.state == RecordState::Live => {
+                if !r.shares.contains(&share) {
+                    r.shares.push(share);
+                    batch.update_record(&r)?;
+                }
+            }
+            stored => {
+                let r = StoredRecord {
+                    id,
+                    header: p.header.clone(),
+                    // Its body is the projection's revealed fields: the store keeps
+                    // them only in the projection, and reads them from there.
+                    body: std::collections::BTreeMap::new(),
+                    withheld: p.withheld.len() as u32,
+                    source: Source::Received { from, agreement: p.envelope.agreement.clone() },
+                    stored_ms: now,
+                    salts: std::collections::BTreeMap::new(),
+                    state: RecordState::Live,
+                    // A record held as expired keeps the numbers of its expired shares.
+                    shares: stored.map(|r| r.shares).unwrap_or_default().into_iter().chain([share]).collect(),
+                };
+                batch.put_record(&r)?;
+            }
+        }
+        batch.put_projection(p)?;
+        Ok(true)
+    }
 }
 
 impl WriterTask {
+    /// Take back what `from` holds of the own stream `stream` (`items`, each signed by
+    /// this node), after a restore from a backup older than what the peer holds: a
+    /// number not held here is taken in as the peer holds it (the record comes back as
+    /// the peer saw it, its withheld fields lost), a number held here with another record
+    /// is given to the peer's and the own record that held it is projected again at a new
+    /// number, for the members of its old audience the agreement and policy still allow.
+    /// The stream then numbers on after the highest taken. The restore mark records how
+    /// far the stream is now `reconciled` with `from` ([`crate::store::Restored`]).
+    /// Returns what was done and the projections made.
+    #[allow(clippy::too_many_arguments)]
+    fn take_back(
+        &self,
+        fed: &Federation,
+        from: MemberCode,
+        stream: &StreamKey,
+        items: Vec<(RecordId, Projection)>,
+        reconciled: Reconciled,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) -> Result<(TookBack, Vec<Projection>), StoreError> {
+        let mut took = TookBack::default();
+        let mut top = self.store.pending(batch).stream_head(stream)?;
+        let mut displaced: Vec<Projection> = Vec::new();
+        let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
+        for (id, p) in items {
+            let seq = p.envelope.seq;
+            let view = self.store.pending(batch);
+            match view.projection(stream, seq)? {
+                Some(ours) if ours.signature == p.signature => continue,
+                // The same record under this number, another audience: the walk adds
+                // whom the peer's lacks, as for any member added.
+                Some(ours) if ours.record_id().ok() == Some(id) => {}
+                Some(ours) => displaced.push(ours),
+                None if view.is_gone(stream, seq)? => continue,
+                None => {}
+            }
+            top = top.max(seq);
+            if p.envelope.expires_ms <= now {
+                continue;
+            }
+            if p.envelope.kind == EntryKind::Revoke {
+                took.taken += 1;
+                self.audit_taken(from, &mut taken, batch, head, now);
+                self.apply_revocation(id, &p, from, batch, head, now)?;
+                continue;
+            }
+            if self.keep_share(from, id, &p, stream, batch, now)? {
+                took.taken += 1;
+                let item = TakenIn { record: id, category: p.header.category, origin: stream.origin, seq };
+                taken.entry(stream.clone()).or_default().push(item);
+            }
+        }
+        batch.set_stream_head(stream, top);
+        self.audit_taken(from, &mut taken, batch, head, now);
+        let mut made = Vec::new();
+        for ours in displaced {
+            made.extend(self.displace(fed, from, stream, &ours, batch, head, now)?);
+        }
+        took.projected_again = made.len();
+        if reconciled != Reconciled::No {
+            if let Some(mut mark) = self.store.pending(batch).restored()? {
+                if mark.floor(from, stream).is_some() {
+                    mark.reconcile(from, stream, reconciled);
+                    batch.set_restored(&mark)?;
+                }
+            }
+        }
+        Ok((took, made))
+    }
+
+    /// An own record's share `ours`, whose number `from` holds with another record: the
+    /// record no longer lists it, and is projected again at the stream's next number.
+    #[allow(clippy::too_many_arguments)]
+    fn displace(
+        &self,
+        fed: &Federation,
+        from: MemberCode,
+        stream: &StreamKey,
+        ours: &Projection,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) -> Result<Option<Projection>, StoreError> {
+        let Ok(id) = ours.record_id() else { return Ok(None) };
+        let own = self.store.pending(batch).record(&id)?;
+        let Some(mut record) = own.filter(|r| r.source == Source::Local && r.state == RecordState::Live)
+        else {
+            return Ok(None);
+        };
+        let seq = ours.envelope.seq;
+        record.shares.retain(|(a, s)| !(*a == stream.agreement && *s == seq));
+        // Members it is still shared with under another number (ingested again since the
+        // restore, say, and taken back at the number the peer holds) need no new one.
+        let view = self.store.pending(batch);
+        let mut covered: HashSet<MemberCode> = HashSet::new();
+        for &(_, s) in record.shares.iter().filter(|(a, _)| *a == stream.agreement) {
+            covered.extend(view.audience(stream, s)?.unwrap_or_default());
+        }
+        let audience: Vec<MemberCode> = fed
+            .agreement(&stream.agreement)
+            .map(|a| tamga_config::audience(&record.header, a, fed, now))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| ours.envelope.audience.contains(m) && !covered.contains(m))
+            .collect();
+        let again = match fed.agreement(&stream.agreement) {
+            Some(a) if !audience.is_empty() => self.put_share(a, &record.salted(), audience, batch)?,
+            _ => None,
+        };
+        let reason = match &again {
+            Some(p) => {
+                record.shares.push((stream.agreement.clone(), p.envelope.seq));
+                format!(
+                    "#{seq} is held by {from} with another record, made before this node was restored; projected again as #{}",
+                    p.envelope.seq
+                )
+            }
+            None => format!(
+                "#{seq} is held by {from} with another record, made before this node was restored; not projected again: each member it was shared with holds it under another number, or is no longer shared with"
+            ),
+        };
+        batch.update_record(&record)?;
+        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+            .record(id, record.header.category.clone())
+            .agreement(stream.agreement.clone())
+            .policy(fed.policy_digest)
+            .reason(reason);
+        self.append(batch, head, ev, now);
+        Ok(again)
+    }
+
     /// Audit what `taken` holds, one `received` entry per stream (or per run of
     /// [`crate::audit::MAX_LISTED`]), and empty it.
     fn audit_taken(
@@ -908,6 +1109,16 @@ impl WriterTask {
         }
         Ok(Some(Taken::Held))
     }
+}
+
+/// What taking back part of an own stream from a peer did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TookBack {
+    /// Projections taken in: numbers this node had lost, or held with another record.
+    pub taken: usize,
+    /// Own records projected again at new numbers, their numbers being held by the peer
+    /// with another record.
+    pub projected_again: usize,
 }
 
 /// What became of one received projection.
@@ -1558,6 +1769,96 @@ mod tests {
         assert_eq!(store.stream_head(&rms).expect("reads"), 2, "once");
         let r = store.record(&id).expect("reads").expect("held");
         assert_eq!(r.shares, vec![(rms.agreement.clone(), 1), (rms.agreement.clone(), 2)]);
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
+    /// KZ's own rms record titled `title`, salted as every test here salts.
+    fn kz_method(title: &str) -> SaltedRecord {
+        let record = Record {
+            header: RecordHeader {
+                category: "rms.method".parse().expect("valid"),
+                classification: Classification::Public,
+                origin: "KZ".parse().expect("valid"),
+                created_ms: now_ms(),
+                supersedes: None,
+                expires_ms: None,
+            },
+            body: BTreeMap::from([("title".to_owned(), Value::Text(title.into()))]),
+        };
+        SaltedRecord::new(record, &SaltKey::from_bytes([9; 32]))
+    }
+
+    #[tokio::test]
+    async fn what_a_peer_holds_of_an_own_stream_is_taken_back_and_its_numbers_given_up() {
+        // Before the loss: KZ made L1, L2, L3, numbered #1..#3; UZ holds them.
+        let (l1, l2, l3) = (kz_method("L1"), kz_method("L2"), kz_method("L3"));
+        let old = tempfile::tempdir().expect("tempdir");
+        let (old_store, task) = kz_writer(old.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        writer.ingest(vec![l1.clone(), l2.clone(), l3.clone()]).await.expect("stored");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let rms = StreamKey { origin: "KZ".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
+        let held_by_uz: Vec<(RecordId, Projection)> = (1..=3)
+            .map(|seq| {
+                let p = old_store.projection(&rms, seq).expect("reads").expect("held");
+                (p.record_id().expect("its record"), p)
+            })
+            .collect();
+
+        // Restored from a backup that held none of them, KZ makes N1, then L3 again (an
+        // import run again), then N2: #1..#3 again, each held by UZ with another record.
+        let new = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(new.path());
+        store.mark_restored().expect("marks");
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let (n1, n2) = (kz_method("N1"), kz_method("N2"));
+        writer.ingest(vec![n1.clone(), l3.clone(), n2.clone()]).await.expect("stored");
+        let uz: MemberCode = "UZ".parse().expect("valid");
+        let took =
+            writer.take_back(uz, rms.clone(), held_by_uz.clone(), Reconciled::All).await.expect("taken");
+
+        // UZ's numbers are kept as UZ holds them; N1 and N2 are projected again after
+        // them; L3, held again under UZ's #3, needs no new number.
+        assert_eq!(took, TookBack { taken: 3, projected_again: 2 });
+        for (seq, (id, p)) in (1..=3).zip(&held_by_uz) {
+            let kept = store.projection(&rms, seq).expect("reads").expect("held");
+            assert_eq!((kept.record_id().expect("its record"), &kept.signature), (*id, &p.signature));
+        }
+        let again: Vec<RecordId> = (4..=5)
+            .map(|seq| {
+                store.projection(&rms, seq).expect("reads").expect("held").record_id().expect("its record")
+            })
+            .collect();
+        assert_eq!(again, vec![n1.id, n2.id]);
+        assert_eq!(store.stream_head(&rms).expect("reads"), 5);
+        let shares = |id| store.record(&id).expect("reads").expect("held").shares;
+        assert_eq!(shares(l3.id), vec![(rms.agreement.clone(), 3)]);
+        assert_eq!(shares(n1.id), vec![(rms.agreement.clone(), 4)]);
+        let l1_back = store.record(&l1.id).expect("reads").expect("taken back");
+        assert_eq!(l1_back.source, Source::Received { from: uz, agreement: rms.agreement.clone() });
+        assert_eq!(l1_back.body, l1.record.body);
+        let mark = store.restored().expect("reads").expect("restored");
+        assert_eq!(mark.floor(uz, &rms), None, "reconciled with UZ");
+        let cn: MemberCode = "CN".parse().expect("valid");
+        assert_eq!(mark.floor(cn, &rms), Some(0), "not yet with CN");
+        writer.take_back(cn, rms.clone(), Vec::new(), Reconciled::Through(7)).await.expect("taken");
+        let mark = store.restored().expect("reads").expect("restored");
+        assert_eq!(mark.floor(cn, &rms), Some(7), "with CN through #7");
+        let sent = audited_as(&store, Action::Sent);
+        let given_up: Vec<&str> = sent
+            .iter()
+            .filter_map(|e| e.entry.reason.as_deref())
+            .filter(|r| r.contains("held by UZ"))
+            .collect();
+        assert_eq!(given_up.len(), 3, "{given_up:?}");
+
+        // Taken back again: nothing changes.
+        let took = writer.take_back(uz, rms.clone(), held_by_uz, Reconciled::All).await.expect("taken");
+        assert_eq!(took, TookBack::default());
+        assert_eq!(store.stream_head(&rms).expect("reads"), 5);
+        assert!(crate::audit::verify_store(&store).ok);
         drop(writer);
         handle.await.expect("the writer ends");
     }

@@ -68,3 +68,95 @@ async fn backup_under_load_restores_a_consistent_prefix() {
         "one ingest entry per restored record, no more"
     );
 }
+
+/// The ids of the live records `node` holds, by origin.
+async fn live_ids(node: &TestNode) -> HashSet<String> {
+    let v =
+        node.client(Role::Operator).get("/v1/records", &[("limit", "10000".into())]).await.expect("lists");
+    v["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == "live")
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect()
+}
+
+async fn ingest_marks(node: &TestNode, tag: &str, n: usize) -> Vec<String> {
+    let cat = example_catalog();
+    let recs: Vec<_> =
+        (0..n).map(|i| record_json(&cat, "ipr.protected_mark", "public", &format!("{tag}-{i}"))).collect();
+    let v =
+        node.client(Role::Operator).post("/v1/records", &json!({ "records": recs })).await.expect("ingests");
+    v["ids"].as_array().expect("ids").iter().map(|x| x.as_str().expect("id").to_owned()).collect()
+}
+
+async fn wait_holds(node: &TestNode, what: &str, want: &HashSet<String>) {
+    let mut last = HashSet::new();
+    for _ in 0..(WAIT.as_millis() / 100) {
+        last = live_ids(node).await;
+        if &last == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{what}: missing {:?}, extra {:?}",
+        want.difference(&last).collect::<Vec<_>>(),
+        last.difference(want).collect::<Vec<_>>()
+    );
+}
+
+/// RU is restored from a backup older than what KZ holds of it, and ingests while KZ is
+/// away: the numbers it gives then are KZ's for other records. Once they meet, RU takes
+/// back what KZ holds of its stream, projects its newer records again at new numbers,
+/// and both end with every record; the numbers RU gives after that reach KZ as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_peers() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let before: HashSet<String> = ingest_marks(f.node("RU"), "before", 4).await.into_iter().collect();
+    wait_holds(f.node("KZ"), "KZ holds what RU made before the backup", &before).await;
+    let backup = f.node("RU").client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
+    let lost: HashSet<String> = ingest_marks(f.node("RU"), "lost", 5).await.into_iter().collect();
+    let held: HashSet<String> = before.union(&lost).cloned().collect();
+    wait_holds(f.node("KZ"), "KZ holds what RU made after the backup", &held).await;
+
+    // RU loses its store and is restored from the backup while KZ is away; it ingests
+    // three records, which take numbers KZ holds with three of the lost ones.
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    let ru = f.nodes.get_mut("RU").expect("RU");
+    ru.stop().await;
+    let data_dir = ru.config().expect("config").data_dir;
+    std::fs::remove_dir_all(data_dir.join(tamga_node::daemon::STORE_DIR)).expect("the store is lost");
+    let file = ru.dir.path().join("ru.backup");
+    std::fs::write(&file, &backup).expect("writes");
+    tamga_node::cli::restore_file(&data_dir, &file).expect("restores");
+    ru.restart().await.expect("the restored node starts");
+    wait_holds(f.node("RU"), "RU holds what the backup held", &before).await;
+    let after: HashSet<String> = ingest_marks(f.node("RU"), "after", 3).await.into_iter().collect();
+
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("KZ starts");
+    let all: HashSet<String> = held.union(&after).cloned().collect();
+    wait_holds(f.node("RU"), "RU takes back the records it lost", &all).await;
+    wait_holds(f.node("KZ"), "KZ receives the records RU made after the restore", &all).await;
+
+    let later: HashSet<String> = ingest_marks(f.node("RU"), "later", 2).await.into_iter().collect();
+    let all: HashSet<String> = all.union(&later).cloned().collect();
+    wait_holds(f.node("KZ"), "KZ receives what RU makes next", &all).await;
+
+    let auditor = f.node("RU").client(Role::Auditor);
+    let sent = auditor.get("/v1/audit", &[("action", "sent".into())]).await.expect("queries");
+    let again = sent
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["entry"]["reason"].as_str().is_some_and(|r| r.contains("projected again as #")))
+        .count();
+    assert_eq!(again, 3, "each record whose number KZ held with another is projected again once:\n{sent:#}");
+    let report = auditor.get("/v1/audit/verify", &[]).await.expect("verifies");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let kz = f.node("KZ").client(Role::Auditor);
+    let rejected = kz.get("/v1/audit", &[("action", "rejected".into())]).await.expect("queries");
+    assert_eq!(rejected.as_array().map(Vec::len), Some(0), "KZ refused nothing:\n{rejected:#}");
+    f.stop().await;
+}
