@@ -518,7 +518,9 @@ pub struct Group {
     pub count: u64,
 }
 
-/// Counts of matching entries, in total and per group (groups sorted by key).
+/// Counts of matching entries, in total and per group (groups sorted by key). By
+/// category, an entry listing several categories counts in each of their groups, so the
+/// groups may add up to more than the total.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Every matching entry.
@@ -529,14 +531,24 @@ pub struct Counts {
     pub groups: Vec<Group>,
 }
 
-fn group_key(e: &AuditEntry, by: GroupBy) -> String {
+/// The groups an entry counts in: one, but for categories, where an entry that lists
+/// projections of several categories counts in each (as a `--category` query of each
+/// would find it).
+fn group_keys(e: &AuditEntry, by: GroupBy) -> Vec<String> {
     let dash = || "-".to_owned();
     match by {
-        GroupBy::Peer => e.peer.map_or_else(dash, |p| p.to_string()),
-        GroupBy::Category => e.category.as_ref().map_or_else(dash, |c| c.to_string()),
-        GroupBy::Action => e.action.as_str().to_owned(),
-        GroupBy::Agreement => e.agreement.as_ref().map_or_else(dash, |a| a.to_string()),
-        GroupBy::Day => e.time.get(..10).map_or_else(dash, str::to_owned),
+        GroupBy::Category => {
+            let cs: Vec<String> = e.categories().into_iter().map(|c| c.to_string()).collect();
+            if cs.is_empty() {
+                vec![dash()]
+            } else {
+                cs
+            }
+        }
+        GroupBy::Peer => vec![e.peer.map_or_else(dash, |p| p.to_string())],
+        GroupBy::Action => vec![e.action.as_str().to_owned()],
+        GroupBy::Agreement => vec![e.agreement.as_ref().map_or_else(dash, |a| a.to_string())],
+        GroupBy::Day => vec![e.time.get(..10).map_or_else(dash, str::to_owned)],
     }
 }
 
@@ -546,8 +558,8 @@ pub fn count(store: &Store, f: &Filter, by: Option<GroupBy>) -> Result<Counts, S
     let mut groups: BTreeMap<String, u64> = BTreeMap::new();
     for_each_match(store, f, |_, e, _| {
         total += 1;
-        if let Some(by) = by {
-            *groups.entry(group_key(&e, by)).or_default() += 1;
+        for key in by.map(|by| group_keys(&e, by)).unwrap_or_default() {
+            *groups.entry(key).or_default() += 1;
         }
         true
     })?;
@@ -634,6 +646,8 @@ pub fn csv_line(e: &RawEntry) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::audit::{Action, AuditEvent, Outcome, GENESIS};
     use rand::{Rng, SeedableRng};
@@ -846,19 +860,38 @@ mod tests {
         for by in [GroupBy::Peer, GroupBy::Category, GroupBy::Action, GroupBy::Agreement, GroupBy::Day] {
             let c = count(&l.store, &f, Some(by)).expect("counts");
             let mut want: BTreeMap<String, u64> = BTreeMap::new();
-            for x in e.iter().filter(|x| x.action == Action::Sent) {
-                let key = match by {
-                    GroupBy::Peer => x.peer.map_or("-".into(), |p| p.to_string()),
-                    GroupBy::Category => x.category.as_ref().map_or("-".into(), |c| c.to_string()),
-                    GroupBy::Action => x.action.as_str().to_owned(),
-                    GroupBy::Agreement => x.agreement.as_ref().map_or("-".into(), |a| a.to_string()),
-                    GroupBy::Day => crate::audit::rfc3339(x.time_ms)[..10].to_owned(),
+            let sent: Vec<_> = e.iter().filter(|x| x.action == Action::Sent).collect();
+            for x in &sent {
+                let keys: Vec<String> = match by {
+                    GroupBy::Peer => vec![x.peer.map_or("-".into(), |p| p.to_string())],
+                    GroupBy::Category => {
+                        let listed = x.projections.iter().map(|p| p.category.to_string());
+                        let cs: BTreeSet<String> =
+                            x.category.iter().map(|c| c.to_string()).chain(listed).collect();
+                        if cs.is_empty() {
+                            vec!["-".into()]
+                        } else {
+                            cs.into_iter().collect()
+                        }
+                    }
+                    GroupBy::Action => vec![x.action.as_str().to_owned()],
+                    GroupBy::Agreement => vec![x.agreement.as_ref().map_or("-".into(), |a| a.to_string())],
+                    GroupBy::Day => vec![crate::audit::rfc3339(x.time_ms)[..10].to_owned()],
                 };
-                *want.entry(key).or_default() += 1;
+                for key in keys {
+                    *want.entry(key).or_default() += 1;
+                }
             }
             let got: BTreeMap<String, u64> = c.groups.iter().map(|g| (g.key.clone(), g.count)).collect();
             assert_eq!(got, want, "by {by:?}");
-            assert_eq!(c.total, want.values().sum::<u64>());
+            assert_eq!(c.total, sent.len() as u64);
+            if by == GroupBy::Category {
+                // Each category's group counts what a query of that category finds.
+                for cat in categories() {
+                    let q = Filter { category: Some(cat.clone()), ..f.clone() };
+                    assert_eq!(count(&l.store, &q, None).expect("counts").total, got[cat.as_str()], "{cat}");
+                }
+            }
         }
         assert_eq!(GroupBy::Day, "day".parse().expect("parses"));
         assert_eq!(count(&l.store, &all(), Some(GroupBy::Day)).expect("counts").groups.len(), 6, "six days");
