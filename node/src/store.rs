@@ -337,6 +337,13 @@ pub struct Restored {
     pub heads: Vec<(StreamKey, u64)>,
     /// How far each stream has been reconciled with each peer since.
     pub reconciled: Vec<(MemberCode, StreamKey, Reconciled)>,
+    /// Shares and revocations made since the restore whose numbers a peer holds with
+    /// other records, by stream and record, with their envelopes: to be made again at
+    /// new numbers once that peer's numbers are all taken back.
+    pub displaced: Vec<(StreamKey, RecordId, Envelope)>,
+    /// Numbers given since the restore that a peer holds with other records, which were
+    /// taken back: a copy of what this node gave them since, from another peer, is stale.
+    pub given: Vec<(StreamKey, u64)>,
 }
 
 /// How far a stream has been reconciled with a peer.
@@ -355,12 +362,17 @@ impl Restored {
     /// backup or after the number it has been reconciled through, whichever is higher;
     /// `None` once it is reconciled.
     pub fn floor(&self, peer: MemberCode, stream: &StreamKey) -> Option<u64> {
-        let head = self.heads.iter().find(|(s, _)| s == stream).map_or(0, |(_, h)| *h);
+        let head = self.floor_of(stream);
         match self.reconciled.iter().find(|(p, s, _)| *p == peer && s == stream).map(|(_, _, r)| *r) {
             Some(Reconciled::All) => None,
             Some(Reconciled::Through(n)) => Some(head.max(n)),
             _ => Some(head),
         }
+    }
+
+    /// The head `stream` had in the backup: numbers above it were given since.
+    pub fn floor_of(&self, stream: &StreamKey) -> u64 {
+        self.heads.iter().find(|(s, _)| s == stream).map_or(0, |(_, h)| *h)
     }
 
     /// Record how far `stream` is reconciled with `peer`.
@@ -540,6 +552,11 @@ impl WriteBatch {
     /// Forget that a number of a stream was said to be withheld from us.
     pub fn remove_withheld(&mut self, s: &StreamKey, seq: u64) {
         self.remove(withheld_key(s, seq));
+    }
+
+    /// Forget that a number of a stream was purged here (its number is another record's).
+    pub fn remove_gone(&mut self, s: &StreamKey, seq: u64) {
+        self.remove(gone_key(s, seq));
     }
 
     /// Feedback a peer gave on one of our records, under its own key however many the
@@ -1028,7 +1045,7 @@ impl Store {
     /// Mark a store just restored from a backup: every stream's head is the backup's,
     /// reconciled with no peer yet ([`Restored`]).
     pub fn mark_restored(&self) -> Result<(), StoreError> {
-        let mark = Restored { heads: self.streams()?, reconciled: Vec::new() };
+        let mark = Restored { heads: self.streams()?, ..Restored::default() };
         self.db.insert(RESTORED_KEY, enc(&mark)?)?;
         Ok(())
     }

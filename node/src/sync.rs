@@ -51,7 +51,7 @@ use crate::writer::{now_ms, Taken};
 
 /// Most projections asked for in one pull (one pull reply's worth).
 pub const PULL_BATCH: usize = 256;
-/// Most pulls one exchange of summaries makes to take back an own stream from a peer.
+/// Most pulls one exchange of summaries makes to take back own streams from a peer.
 pub const TAKE_BACK_PULLS: usize = 64;
 /// Most ranges in one pull request.
 pub const PULL_RANGES: usize = 64;
@@ -900,10 +900,12 @@ async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
 /// Take back from `peer` what it holds of our own streams that we do not hold as it does:
 /// after a restore, everything above the backup's head until the stream is reconciled
 /// with the peer ([`crate::store::Restored`]); otherwise only numbers above our head,
-/// which a peer can hold only if this store lost them. What the writer does with them is
-/// `WriterTask::take_back`'s.
+/// which a peer can hold only if this store lost them. Only streams of agreements matched
+/// with the peer, and at most [`TAKE_BACK_PULLS`] pulls in one exchange. What the writer
+/// does with them is `WriterTask::take_back`'s.
 async fn take_back(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
     let me = ctx.shared.config.member;
+    let fed = ctx.shared.fed();
     let store = &ctx.shared.store;
     let restored = match store.restored() {
         Ok(r) => r,
@@ -912,43 +914,62 @@ async fn take_back(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
             return;
         }
     };
+    let mut pulls = TAKE_BACK_PULLS;
     for st in theirs.streams.iter().filter(|st| st.stream.origin == me) {
+        let Some(a) = fed.agreement(&st.stream.agreement) else { continue };
+        if !a.is_party(peer) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
+            continue;
+        }
         let high = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
         let floor = restored.as_ref().and_then(|r| r.floor(peer, &st.stream));
         let Ok(head) = store.stream_head(&st.stream) else { continue };
         let after = floor.unwrap_or(head);
-        if high > after || floor.is_some() {
-            take_back_stream(ctx, peer, &st.stream, after, high, floor.is_some()).await;
+        if high <= after && floor.is_none() {
+            continue;
+        }
+        // A summary lists at most MAX_ABOVE numbers above the contiguous mark: with that
+        // many, the peer may hold more than `high`.
+        let all = st.above.len() < tamga_protocol::limits::MAX_ABOVE;
+        let restored = floor.is_some();
+        if !take_back_stream(ctx, peer, &st.stream, (after, high), restored, all, &mut pulls).await {
+            return;
         }
     }
 }
 
-/// [`take_back`] for one stream: the numbers above `after` up to `high` the peer says it
-/// holds, in pulls of [`PULL_BATCH`], at most [`TAKE_BACK_PULLS`] of them in one
-/// exchange (a peer may claim any number; what it returns must be signed by us). When
-/// `restored`, the restore mark records how far the stream is reconciled with the peer
-/// after each pull, so that the next exchange goes on from there.
+/// [`take_back`] for one stream: the numbers in `range` (above its first, up to its
+/// second) the peer says it holds, in pulls of [`PULL_BATCH`] taken from `pulls` (a peer
+/// may claim any number; what it returns must be signed by us). When `restored`, the
+/// restore mark records how far the stream is reconciled with the peer after each pull
+/// that brought something, so that the next exchange goes on from there, and at the end
+/// (`all`: the summary listed every number the peer holds) that it is. `false` once the
+/// pulls are spent or one failed.
 async fn take_back_stream(
     ctx: &Ctx,
     peer: MemberCode,
     stream: &StreamKey,
-    after: u64,
-    high: u64,
+    (after, high): (u64, u64),
     restored: bool,
-) {
+    all: bool,
+    pulls: &mut usize,
+) -> bool {
     let me = ctx.shared.config.member;
     let fed = ctx.shared.fed();
     let keys = fed.roster.verifying_keys(me);
     let mut from = after.saturating_add(1);
-    for _ in 0..TAKE_BACK_PULLS {
+    loop {
         let to = high.min(from.saturating_add(PULL_BATCH as u64 - 1));
         let mut items = Vec::new();
         if from <= to {
+            if *pulls == 0 {
+                return false;
+            }
+            *pulls -= 1;
             let range = SeqRange { stream: stream.clone(), from, to };
             let reply = ctx.net.request(peer, Request::Pull(Pull { ranges: vec![range] })).await;
             let Ok(Response::Pull(reply)) = reply else {
                 tracing::debug!(%peer, agreement = %stream.agreement, "taking back: the pull failed");
-                return;
+                return false;
             };
             for p in reply.projections {
                 let ours = p.header.origin == me && p.envelope.agreement == stream.agreement;
@@ -964,34 +985,30 @@ async fn take_back_stream(
             }
         }
         let last = to >= high;
-        let reconciled = match (restored, last) {
-            (false, _) => Reconciled::No,
-            (true, false) => Reconciled::Through(to),
-            (true, true) => Reconciled::All,
+        let reconciled = match (restored, last, all) {
+            (false, _, _) => Reconciled::No,
+            (true, true, true) => Reconciled::All,
+            (true, _, _) => Reconciled::Through(to),
         };
-        if items.is_empty() && reconciled == Reconciled::No {
-            if last {
-                return;
-            }
-            from = to + 1;
-            continue;
-        }
-        match ctx.shared.writer.take_back(peer, stream.clone(), items, reconciled).await {
-            Ok(t) if t.taken > 0 => tracing::info!(
-                %peer,
-                agreement = %stream.agreement,
-                taken = t.taken,
-                projected_again = t.projected_again,
-                "took back numbers of an own stream held by a peer"
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(%peer, agreement = %stream.agreement, error = %e, "taking back failed");
-                return;
+        if !items.is_empty() || (last && restored) {
+            let taken = ctx.shared.writer.take_back(peer, stream.clone(), items, reconciled, last).await;
+            match taken {
+                Ok(t) if t.taken + t.projected_again > 0 => tracing::info!(
+                    %peer,
+                    agreement = %stream.agreement,
+                    taken = t.taken,
+                    projected_again = t.projected_again,
+                    "took back numbers of an own stream held by a peer"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, agreement = %stream.agreement, error = %e, "taking back failed");
+                    return false;
+                }
             }
         }
         if last {
-            return;
+            return true;
         }
         from = to + 1;
     }

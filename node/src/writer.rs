@@ -32,8 +32,8 @@ use crate::audit::{listed_runs, projections_of, Action, AuditEvent, Outcome, Tak
 use crate::daemon::PolicyCell;
 use crate::metrics::Metrics;
 use crate::store::{
-    OutboxKey, Reconciled, RecordState, Savepoint, Source, Store, StoreError, StoredRecord, WalkCursor,
-    WriteBatch,
+    OutboxKey, Reconciled, RecordState, Restored, Savepoint, Source, Store, StoreError, StoredRecord,
+    WalkCursor, WriteBatch,
 };
 
 /// Capacity of the op channel; senders wait when it is full (back-pressure on the API).
@@ -150,6 +150,8 @@ pub enum Op {
         /// How far the stream is reconciled with the peer once these are taken, after a
         /// restore ([`crate::store::Restored`]).
         reconciled: Reconciled,
+        /// Whether these are the last the peer holds above what was taken before.
+        last: bool,
         /// Where to answer, once durable.
         reply: oneshot::Sender<Result<TookBack, WriteError>>,
     },
@@ -217,10 +219,11 @@ impl Writer {
         stream: StreamKey,
         items: Vec<(RecordId, Projection)>,
         reconciled: Reconciled,
+        last: bool,
     ) -> Result<TookBack, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Op::TakeBack { from, stream, items, reconciled, reply })
+            .send(Op::TakeBack { from, stream, items, reconciled, last, reply })
             .await
             .map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
@@ -529,14 +532,19 @@ impl WriterTask {
                         }
                     }
                 }
-                Op::TakeBack { from, stream, items, reconciled, reply } => {
+                Op::TakeBack { from, stream, items, reconciled, last, reply } => {
                     durable = true;
                     let mark = (batch.savepoint(), head);
-                    let r =
-                        self.take_back(&fed, from, &stream, items, reconciled, &mut batch, &mut head, now);
+                    let r = self
+                        .take_back(&fed, from, &stream, items, reconciled, last, &mut batch, &mut head, now);
                     match r {
-                        Ok((took, again)) => {
+                        Ok((took, again, given_up)) => {
                             received += took.taken as u64;
+                            projections.retain(|p| {
+                                let same = p.header.origin == stream.origin
+                                    && p.envelope.agreement == stream.agreement;
+                                !(same && given_up.contains(&p.envelope.seq))
+                            });
                             projections.extend(again);
                             took_back_answers.push((reply, Ok(took)));
                         }
@@ -898,14 +906,21 @@ impl WriterTask {
 
 impl WriterTask {
     /// Take back what `from` holds of the own stream `stream` (`items`, each signed by
-    /// this node), after a restore from a backup older than what the peer holds: a
-    /// number not held here is taken in as the peer holds it (the record comes back as
-    /// the peer saw it, its withheld fields lost), a number held here with another record
-    /// is given to the peer's and the own record that held it is projected again at a new
-    /// number, for the members of its old audience the agreement and policy still allow.
-    /// The stream then numbers on after the highest taken. The restore mark records how
-    /// far the stream is now `reconciled` with `from` ([`crate::store::Restored`]).
-    /// Returns what was done and the projections made.
+    /// this node), after a restore from a backup older than what the peer holds:
+    /// - a number not held here is taken in as the peer holds it (the record comes back
+    ///   as the peer saw it, its withheld fields lost), and the stream numbers on after
+    ///   the highest taken;
+    /// - a number held here with a share or revocation made since the restore is given to
+    ///   the peer's record: the own record no longer lists it, and it is made again once
+    ///   the peer's numbers are all taken (`last`), so that its new number is above them
+    ///   ([`WriterTask::project_displaced`]);
+    /// - a number held here with anything else (a record taken back from another peer)
+    ///   is kept, and the conflict audited.
+    ///
+    /// The restore mark records how far the stream is now `reconciled` with `from`
+    /// ([`crate::store::Restored`]). Returns what was done, the projections made and the
+    /// numbers given up (a projection made earlier in the group under one of them is not
+    /// to be pushed).
     #[allow(clippy::too_many_arguments)]
     fn take_back(
         &self,
@@ -914,30 +929,71 @@ impl WriterTask {
         stream: &StreamKey,
         items: Vec<(RecordId, Projection)>,
         reconciled: Reconciled,
+        last: bool,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
-    ) -> Result<(TookBack, Vec<Projection>), StoreError> {
+    ) -> Result<(TookBack, Vec<Projection>, Vec<u64>), StoreError> {
+        let wall = now_ms();
         let mut took = TookBack::default();
-        let mut top = self.store.pending(batch).stream_head(stream)?;
-        let mut displaced: Vec<Projection> = Vec::new();
+        let start = self.store.pending(batch).stream_head(stream)?;
+        let mut mark = self.store.pending(batch).restored()?;
+        let mut top = start;
+        let mut given_up = Vec::new();
         let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
         for (id, p) in items {
+            if p.header.origin != stream.origin || p.envelope.agreement != stream.agreement {
+                continue;
+            }
             let seq = p.envelope.seq;
             let view = self.store.pending(batch);
-            match view.projection(stream, seq)? {
+            let ours = view.projection(stream, seq)?;
+            if p.envelope.expires_ms <= wall {
+                // Given, but past its retention: nothing to take back.
+                if ours.is_none() {
+                    top = top.max(seq);
+                }
+                continue;
+            }
+            let given = mark.as_ref().is_some_and(|m| m.given.contains(&(stream.clone(), seq)));
+            match ours {
                 Some(ours) if ours.signature == p.signature => continue,
-                // The same record under this number, another audience: the walk adds
-                // whom the peer's lacks, as for any member added.
-                Some(ours) if ours.record_id().ok() == Some(id) => {}
-                Some(ours) => displaced.push(ours),
-                None if view.is_gone(stream, seq)? => continue,
+                // The same record under this number, for another audience: ours is kept
+                // (the peer's copy lacks what was withheld from it); the walk adds whom
+                // the peer's audience had, as for any member added.
+                Some(ours) if ours.record_id().ok() == Some(id) => continue,
+                // Taken back from another peer already: this copy is what this node gave
+                // the number to since the restore, and gave up.
+                Some(_) if given => continue,
+                Some(ours) => {
+                    if !self.give_up(stream, &ours, batch, mark.as_mut())? {
+                        self.audit_taken(from, &mut taken, batch, head, now);
+                        let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                            .peer(from)
+                            .record(id, p.header.category.clone())
+                            .agreement(stream.agreement.clone())
+                            .reason(format!(
+                                "{from} holds #{seq} of this node's stream with another record than the one held here, which was not made since the restore; kept"
+                            ));
+                        self.append(batch, head, ev, now);
+                        continue;
+                    }
+                    given_up.push(seq);
+                }
+                // Purged here: a share or revocation made before the restore (gone for
+                // good), or one made since (revoked, or expired), whose number the peer
+                // holds with a record this node lost.
+                None if view.is_gone(stream, seq)? => {
+                    let since = mark.as_ref().is_some_and(|m| seq > m.floor_of(stream));
+                    if !since || given {
+                        continue;
+                    }
+                    batch.remove_gone(stream, seq);
+                    given_up.push(seq);
+                }
                 None => {}
             }
             top = top.max(seq);
-            if p.envelope.expires_ms <= now {
-                continue;
-            }
             if p.envelope.kind == EntryKind::Revoke {
                 took.taken += 1;
                 self.audit_taken(from, &mut taken, batch, head, now);
@@ -950,83 +1006,146 @@ impl WriterTask {
                 taken.entry(stream.clone()).or_default().push(item);
             }
         }
-        batch.set_stream_head(stream, top);
+        if top > start {
+            batch.set_stream_head(stream, top);
+        }
         self.audit_taken(from, &mut taken, batch, head, now);
         let mut made = Vec::new();
-        for ours in displaced {
-            made.extend(self.displace(fed, from, stream, &ours, batch, head, now)?);
+        if let Some(mut m) = mark {
+            m.given.extend(given_up.iter().map(|seq| (stream.clone(), *seq)));
+            if last {
+                made = self.project_displaced(fed, from, stream, &mut m, batch, head, now)?;
+            }
+            if reconciled != Reconciled::No && m.floor(from, stream).is_some() {
+                m.reconcile(from, stream, reconciled);
+            }
+            batch.set_restored(&m)?;
         }
         took.projected_again = made.len();
-        if reconciled != Reconciled::No {
-            if let Some(mut mark) = self.store.pending(batch).restored()? {
-                if mark.floor(from, stream).is_some() {
-                    mark.reconcile(from, stream, reconciled);
-                    batch.set_restored(&mark)?;
-                }
-            }
-        }
-        Ok((took, made))
+        Ok((took, made, given_up))
     }
 
-    /// An own record's share `ours`, whose number `from` holds with another record: the
-    /// record no longer lists it, and is projected again at the stream's next number.
+    /// Give up number `ours.envelope.seq` of an own stream, which a peer holds with
+    /// another record, if what holds it here was made since the restore (`mark`): a share
+    /// of a live own record, which then no longer lists it, or a revocation of an own
+    /// record; either is kept in the mark to be made again
+    /// ([`WriterTask::project_displaced`]). `false` if anything else holds it.
+    fn give_up(
+        &self,
+        stream: &StreamKey,
+        ours: &Projection,
+        batch: &mut WriteBatch,
+        mark: Option<&mut Restored>,
+    ) -> Result<bool, StoreError> {
+        let (Some(mark), Ok(id)) = (mark, ours.record_id()) else { return Ok(false) };
+        let seq = ours.envelope.seq;
+        let Some(mut record) = self.store.pending(batch).record_as_stored(&id)? else { return Ok(false) };
+        if record.source != Source::Local || seq <= mark.floor_of(stream) {
+            return Ok(false);
+        }
+        let share = (stream.agreement.clone(), seq);
+        match (ours.envelope.kind, record.state) {
+            (EntryKind::Share, RecordState::Live) if record.shares.contains(&share) => {
+                record.shares.retain(|s| *s != share);
+                batch.update_record(&record)?;
+            }
+            (EntryKind::Revoke, RecordState::Revoked) => {}
+            _ => return Ok(false),
+        }
+        mark.displaced.push((stream.clone(), id, ours.envelope.clone()));
+        Ok(true)
+    }
+
+    /// Make again, at the stream's next numbers, what gave up its number in `stream`
+    /// ([`WriterTask::give_up`]): a share, for the members of its old audience that the
+    /// agreement and policy in force still share the record with and that do not hold it
+    /// under another number of its own; a revocation, for its old audience. Each is
+    /// audited `sent`, and leaves the mark.
     #[allow(clippy::too_many_arguments)]
-    fn displace(
+    fn project_displaced(
         &self,
         fed: &Federation,
         from: MemberCode,
         stream: &StreamKey,
-        ours: &Projection,
+        mark: &mut Restored,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
-    ) -> Result<Option<Projection>, StoreError> {
-        let Ok(id) = ours.record_id() else { return Ok(None) };
-        let own = self.store.pending(batch).record(&id)?;
-        let Some(mut record) = own.filter(|r| r.source == Source::Local && r.state == RecordState::Live)
-        else {
-            return Ok(None);
-        };
-        let seq = ours.envelope.seq;
-        record.shares.retain(|(a, s)| !(*a == stream.agreement && *s == seq));
-        // Members it is still shared with under another number (ingested again since the
-        // restore, say, and taken back at the number the peer holds) need no new one.
-        let view = self.store.pending(batch);
-        let mut covered: HashSet<MemberCode> = HashSet::new();
-        for &(_, s) in record.shares.iter().filter(|(a, _)| *a == stream.agreement) {
-            covered.extend(view.audience(stream, s)?.unwrap_or_default());
-        }
-        let audience: Vec<MemberCode> = fed
-            .agreement(&stream.agreement)
-            .map(|a| tamga_config::audience(&record.header, a, fed, now))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| ours.envelope.audience.contains(m) && !covered.contains(m))
-            .collect();
-        let again = match fed.agreement(&stream.agreement) {
-            Some(a) if !audience.is_empty() => self.put_share(a, &record.salted(), audience, batch)?,
-            _ => None,
-        };
-        let reason = match &again {
-            Some(p) => {
-                record.shares.push((stream.agreement.clone(), p.envelope.seq));
-                format!(
-                    "#{seq} is held by {from} with another record, made before this node was restored; projected again as #{}",
-                    p.envelope.seq
-                )
+    ) -> Result<Vec<Projection>, StoreError> {
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut mark.displaced).into_iter().partition(|(s, _, _)| s == stream);
+        mark.displaced = rest;
+        let mut made = Vec::new();
+        for (_, id, old) in mine {
+            let Some(mut record) = self.store.pending(batch).record(&id)? else { continue };
+            if record.source != Source::Local {
+                continue;
             }
-            None => format!(
-                "#{seq} is held by {from} with another record, made before this node was restored; not projected again: each member it was shared with holds it under another number, or is no longer shared with"
-            ),
-        };
-        batch.update_record(&record)?;
-        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
-            .record(id, record.header.category.clone())
-            .agreement(stream.agreement.clone())
-            .policy(fed.policy_digest)
-            .reason(reason);
-        self.append(batch, head, ev, now);
-        Ok(again)
+            let again = match (old.kind, record.state) {
+                (EntryKind::Share, RecordState::Live) => {
+                    let view = self.store.pending(batch);
+                    // Members it is still shared with under another number of its own
+                    // (ingested again since the restore, say) need no new one.
+                    let mut covered: HashSet<MemberCode> = HashSet::new();
+                    for &(_, s) in record.shares.iter().filter(|(a, _)| *a == stream.agreement) {
+                        if let Some(p) =
+                            view.projection(stream, s)?.filter(|p| p.record_id().ok() == Some(id))
+                        {
+                            covered.extend(p.envelope.audience);
+                        }
+                    }
+                    let agreement = fed.agreement(&stream.agreement);
+                    let audience: Vec<MemberCode> = agreement
+                        .map(|a| tamga_config::audience(&record.header, a, fed, now))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|m| old.audience.contains(m) && !covered.contains(m))
+                        .collect();
+                    match agreement {
+                        Some(a) if !audience.is_empty() => {
+                            let again = self.put_share(a, &record.salted(), audience, batch)?;
+                            if let Some(p) = &again {
+                                record.shares.push((stream.agreement.clone(), p.envelope.seq));
+                                batch.update_record(&record)?;
+                            }
+                            again
+                        }
+                        _ => None,
+                    }
+                }
+                (EntryKind::Revoke, RecordState::Revoked) => {
+                    let next = self.store.pending(batch).stream_head(stream)? + 1;
+                    match record.salted().revocation(&old, next, &self.signing) {
+                        Ok(rev) => {
+                            batch.put_projection(&rev)?;
+                            batch.set_stream_head(stream, next);
+                            Some(rev)
+                        }
+                        Err(_) => None,
+                    }
+                }
+                _ => continue,
+            };
+            let what = if old.kind == EntryKind::Revoke { "revocation" } else { "share" };
+            let reason = match &again {
+                Some(p) => format!(
+                    "its {what} #{} made since the restore gave up its number, held by {from} with another record; made again as #{}",
+                    old.seq, p.envelope.seq
+                ),
+                None => format!(
+                    "its {what} #{} made since the restore gave up its number, held by {from} with another record; not made again: each member it was for holds it under another number, or is no longer shared with",
+                    old.seq
+                ),
+            };
+            let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+                .record(id, record.header.category.clone())
+                .agreement(stream.agreement.clone())
+                .policy(fed.policy_digest)
+                .reason(reason);
+            self.append(batch, head, ev, now);
+            made.extend(again);
+        }
+        Ok(made)
     }
 
     /// Audit what `taken` holds, one `received` entry per stream (or per run of
@@ -1791,73 +1910,90 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_peer_holds_of_an_own_stream_is_taken_back_and_its_numbers_given_up() {
-        // Before the loss: KZ made L1, L2, L3, numbered #1..#3; UZ holds them.
-        let (l1, l2, l3) = (kz_method("L1"), kz_method("L2"), kz_method("L3"));
+        // Before the loss: KZ made L1..L4, numbered #1..#4; UZ holds them.
+        let lost: Vec<SaltedRecord> = (1..=4).map(|i| kz_method(&format!("L{i}"))).collect();
         let old = tempfile::tempdir().expect("tempdir");
         let (old_store, task) = kz_writer(old.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
-        writer.ingest(vec![l1.clone(), l2.clone(), l3.clone()]).await.expect("stored");
+        writer.ingest(lost.clone()).await.expect("stored");
         drop(writer);
         handle.await.expect("the writer ends");
         let rms = StreamKey { origin: "KZ".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
-        let held_by_uz: Vec<(RecordId, Projection)> = (1..=3)
-            .map(|seq| {
-                let p = old_store.projection(&rms, seq).expect("reads").expect("held");
+        let held_by = |store: &Store, seqs: std::ops::RangeInclusive<u64>| -> Vec<(RecordId, Projection)> {
+            seqs.map(|seq| {
+                let p = store.projection(&rms, seq).expect("reads").expect("held");
                 (p.record_id().expect("its record"), p)
             })
-            .collect();
+            .collect()
+        };
+        let held_by_uz = held_by(&old_store, 1..=4);
 
-        // Restored from a backup that held none of them, KZ makes N1, then L3 again (an
-        // import run again), then N2: #1..#3 again, each held by UZ with another record.
+        // Restored from a backup that held none of them, KZ makes N1, L3 again (an import
+        // run again) and N2 (#1..#3), and revokes N1 (its revocation #4, #1 purged).
         let new = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(new.path());
         store.mark_restored().expect("marks");
         let (writer, handle) = task.spawn(CancellationToken::new());
-        let (n1, n2) = (kz_method("N1"), kz_method("N2"));
+        let (n1, n2, l3) = (kz_method("N1"), kz_method("N2"), lost[2].clone());
         writer.ingest(vec![n1.clone(), l3.clone(), n2.clone()]).await.expect("stored");
+        let given_since = held_by(&store, 1..=3);
+        assert_eq!(writer.revoke(n1.id).await.expect("revoked"), 1);
         let uz: MemberCode = "UZ".parse().expect("valid");
-        let took =
-            writer.take_back(uz, rms.clone(), held_by_uz.clone(), Reconciled::All).await.expect("taken");
 
-        // UZ's numbers are kept as UZ holds them; N1 and N2 are projected again after
-        // them; L3, held again under UZ's #3, needs no new number.
-        assert_eq!(took, TookBack { taken: 3, projected_again: 2 });
-        for (seq, (id, p)) in (1..=3).zip(&held_by_uz) {
+        // Not all of UZ's numbers yet: what gave up its number waits.
+        let took = writer
+            .take_back(uz, rms.clone(), held_by_uz.clone(), Reconciled::Through(4), false)
+            .await
+            .expect("taken");
+        assert_eq!(took, TookBack { taken: 4, projected_again: 0 });
+        for (seq, (id, p)) in (1..=4).zip(&held_by_uz) {
             let kept = store.projection(&rms, seq).expect("reads").expect("held");
             assert_eq!((kept.record_id().expect("its record"), &kept.signature), (*id, &p.signature));
         }
-        let again: Vec<RecordId> = (4..=5)
-            .map(|seq| {
-                store.projection(&rms, seq).expect("reads").expect("held").record_id().expect("its record")
-            })
-            .collect();
-        assert_eq!(again, vec![n1.id, n2.id]);
-        assert_eq!(store.stream_head(&rms).expect("reads"), 5);
+        assert_eq!(store.stream_head(&rms).expect("reads"), 4);
+        let mark = store.restored().expect("reads").expect("restored");
+        assert_eq!(mark.displaced.len(), 3, "L3's share #2, N2's share #3, N1's revocation #4");
+        assert_eq!(mark.floor(uz, &rms), Some(4));
+
+        // The last of them: N2's share and N1's revocation are made again after UZ's
+        // numbers; L3, held again under UZ's #3, needs no new number.
+        let took = writer.take_back(uz, rms.clone(), Vec::new(), Reconciled::All, true).await.expect("taken");
+        assert_eq!(took, TookBack { taken: 0, projected_again: 2 });
+        let at = |seq| store.projection(&rms, seq).expect("reads").expect("held");
+        assert_eq!((at(5).record_id().expect("its record"), at(5).envelope.kind), (n2.id, EntryKind::Share));
+        assert_eq!((at(6).record_id().expect("its record"), at(6).envelope.kind), (n1.id, EntryKind::Revoke));
+        assert_eq!(store.stream_head(&rms).expect("reads"), 6);
         let shares = |id| store.record(&id).expect("reads").expect("held").shares;
         assert_eq!(shares(l3.id), vec![(rms.agreement.clone(), 3)]);
-        assert_eq!(shares(n1.id), vec![(rms.agreement.clone(), 4)]);
-        let l1_back = store.record(&l1.id).expect("reads").expect("taken back");
+        assert_eq!(shares(n2.id), vec![(rms.agreement.clone(), 5)]);
+        let l1_back = store.record(&lost[0].id).expect("reads").expect("taken back");
         assert_eq!(l1_back.source, Source::Received { from: uz, agreement: rms.agreement.clone() });
-        assert_eq!(l1_back.body, l1.record.body);
+        assert_eq!(l1_back.body, lost[0].record.body);
         let mark = store.restored().expect("reads").expect("restored");
         assert_eq!(mark.floor(uz, &rms), None, "reconciled with UZ");
-        let cn: MemberCode = "CN".parse().expect("valid");
-        assert_eq!(mark.floor(cn, &rms), Some(0), "not yet with CN");
-        writer.take_back(cn, rms.clone(), Vec::new(), Reconciled::Through(7)).await.expect("taken");
-        let mark = store.restored().expect("reads").expect("restored");
-        assert_eq!(mark.floor(cn, &rms), Some(7), "with CN through #7");
+        assert!(mark.displaced.is_empty());
         let sent = audited_as(&store, Action::Sent);
         let given_up: Vec<&str> = sent
             .iter()
             .filter_map(|e| e.entry.reason.as_deref())
-            .filter(|r| r.contains("held by UZ"))
+            .filter(|r| r.contains("held by UZ with another record"))
             .collect();
         assert_eq!(given_up.len(), 3, "{given_up:?}");
 
-        // Taken back again: nothing changes.
-        let took = writer.take_back(uz, rms.clone(), held_by_uz, Reconciled::All).await.expect("taken");
+        // CN holds what KZ gave #1..#3 to since the restore (given up since): stale, and
+        // kept out. UZ's again: nothing changes.
+        let cn: MemberCode = "CN".parse().expect("valid");
+        let took =
+            writer.take_back(cn, rms.clone(), given_since, Reconciled::All, true).await.expect("taken");
         assert_eq!(took, TookBack::default());
-        assert_eq!(store.stream_head(&rms).expect("reads"), 5);
+        let took =
+            writer.take_back(uz, rms.clone(), held_by_uz.clone(), Reconciled::No, true).await.expect("taken");
+        assert_eq!(took, TookBack::default());
+        for (seq, (id, _)) in (1..=4).zip(&held_by_uz) {
+            assert_eq!(at(seq).record_id().expect("its record"), *id);
+        }
+        assert_eq!(store.stream_head(&rms).expect("reads"), 6);
+        assert!(audited_as(&store, Action::Rejected).is_empty(), "nothing to refuse");
         assert!(crate::audit::verify_store(&store).ok);
         drop(writer);
         handle.await.expect("the writer ends");
