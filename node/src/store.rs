@@ -338,9 +338,9 @@ pub struct Restored {
     /// How far each stream has been reconciled with each peer since.
     pub reconciled: Vec<(MemberCode, StreamKey, Reconciled)>,
     /// Shares and revocations made since the restore whose numbers a peer holds with
-    /// other records, by stream and record, with their envelopes: to be made again at
-    /// new numbers once that peer's numbers are all taken back.
-    pub displaced: Vec<(StreamKey, RecordId, Envelope)>,
+    /// other records (or purged), by that peer, stream and record, with their envelopes:
+    /// to be made again at new numbers once that peer's numbers are all taken back.
+    pub displaced: Vec<(MemberCode, StreamKey, RecordId, Envelope)>,
     /// Numbers given since the restore that a peer holds with other records, which were
     /// taken back: a copy of what this node gave them since, from another peer, is stale.
     pub given: Vec<(StreamKey, u64)>,

@@ -959,9 +959,18 @@ async fn take_back_stream(
     let mut from = after.saturating_add(1);
     loop {
         let to = high.min(from.saturating_add(PULL_BATCH as u64 - 1));
-        let mut items = Vec::new();
+        let (mut items, mut used) = (Vec::new(), Vec::new());
         if from <= to {
             if *pulls == 0 {
+                // Out of pulls: the next exchange goes on from here.
+                if restored && from > after.saturating_add(1) {
+                    let done = Reconciled::Through(from - 1);
+                    let _ = ctx
+                        .shared
+                        .writer
+                        .take_back(peer, stream.clone(), Vec::new(), Vec::new(), done, false)
+                        .await;
+                }
                 return false;
             }
             *pulls -= 1;
@@ -971,6 +980,9 @@ async fn take_back_stream(
                 tracing::debug!(%peer, agreement = %stream.agreement, "taking back: the pull failed");
                 return false;
             };
+            for r in reply.withheld.iter().filter(|r| r.stream == *stream) {
+                used.extend(r.from.max(from)..=r.to.min(to));
+            }
             for p in reply.projections {
                 let ours = p.header.origin == me && p.envelope.agreement == stream.agreement;
                 if !ours || p.envelope.seq < from || p.envelope.seq > to {
@@ -984,14 +996,16 @@ async fn take_back_stream(
                 }
             }
         }
+        // The last of the peer's numbers only if its summary listed them all.
         let last = to >= high;
-        let reconciled = match (restored, last, all) {
-            (false, _, _) => Reconciled::No,
-            (true, true, true) => Reconciled::All,
-            (true, _, _) => Reconciled::Through(to),
+        let reconciled = match (restored, last && all) {
+            (false, _) => Reconciled::No,
+            (true, true) => Reconciled::All,
+            (true, false) => Reconciled::Through(to),
         };
-        if !items.is_empty() || (last && restored) {
-            let taken = ctx.shared.writer.take_back(peer, stream.clone(), items, reconciled, last).await;
+        if !items.is_empty() || !used.is_empty() || (last && restored) {
+            let taken =
+                ctx.shared.writer.take_back(peer, stream.clone(), items, used, reconciled, last && all).await;
             match taken {
                 Ok(t) if t.taken + t.projected_again > 0 => tracing::info!(
                     %peer,

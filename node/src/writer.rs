@@ -147,6 +147,8 @@ pub enum Op {
         /// Projections of the stream the peer holds, each verified as signed by this node,
         /// with its record id.
         items: Vec<(RecordId, Projection)>,
+        /// Numbers the peer says were given but holds no copy of (purged there).
+        used: Vec<u64>,
         /// How far the stream is reconciled with the peer once these are taken, after a
         /// restore ([`crate::store::Restored`]).
         reconciled: Reconciled,
@@ -218,12 +220,13 @@ impl Writer {
         from: MemberCode,
         stream: StreamKey,
         items: Vec<(RecordId, Projection)>,
+        used: Vec<u64>,
         reconciled: Reconciled,
         last: bool,
     ) -> Result<TookBack, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Op::TakeBack { from, stream, items, reconciled, last, reply })
+            .send(Op::TakeBack { from, stream, items, used, reconciled, last, reply })
             .await
             .map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
@@ -532,11 +535,12 @@ impl WriterTask {
                         }
                     }
                 }
-                Op::TakeBack { from, stream, items, reconciled, last, reply } => {
+                Op::TakeBack { from, stream, items, used, reconciled, last, reply } => {
                     durable = true;
                     let mark = (batch.savepoint(), head);
-                    let r = self
-                        .take_back(&fed, from, &stream, items, reconciled, last, &mut batch, &mut head, now);
+                    let r = self.take_back(
+                        &fed, from, &stream, items, used, reconciled, last, &mut batch, &mut head, now,
+                    );
                     match r {
                         Ok((took, again, given_up)) => {
                             received += took.taken as u64;
@@ -928,6 +932,7 @@ impl WriterTask {
         from: MemberCode,
         stream: &StreamKey,
         items: Vec<(RecordId, Projection)>,
+        used: Vec<u64>,
         reconciled: Reconciled,
         last: bool,
         batch: &mut WriteBatch,
@@ -941,6 +946,7 @@ impl WriterTask {
         let mut top = start;
         let mut given_up = Vec::new();
         let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
+        let mut used = used;
         for (id, p) in items {
             if p.header.origin != stream.origin || p.envelope.agreement != stream.agreement {
                 continue;
@@ -949,9 +955,13 @@ impl WriterTask {
             let view = self.store.pending(batch);
             let ours = view.projection(stream, seq)?;
             if p.envelope.expires_ms <= wall {
-                // Given, but past its retention: nothing to take back.
-                if ours.is_none() {
+                // Given, but past its retention: nothing to take back; the number is
+                // marked purged here, so that members that lack it stop asking for it.
+                if ours.is_none() && !view.is_gone(stream, seq)? {
                     top = top.max(seq);
+                    batch.purge_projection(stream, &p.envelope)?;
+                } else {
+                    used.push(seq);
                 }
                 continue;
             }
@@ -966,14 +976,14 @@ impl WriterTask {
                 // the number to since the restore, and gave up.
                 Some(_) if given => continue,
                 Some(ours) => {
-                    if !self.give_up(stream, &ours, batch, mark.as_mut())? {
+                    if !self.give_up(from, stream, &ours, batch, mark.as_mut(), head, now)? {
                         self.audit_taken(from, &mut taken, batch, head, now);
                         let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
                             .peer(from)
                             .record(id, p.header.category.clone())
                             .agreement(stream.agreement.clone())
                             .reason(format!(
-                                "{from} holds #{seq} of this node's stream with another record than the one held here, which was not made since the restore; kept"
+                                "{from} holds #{seq} of this node's stream with another record than the one held here, which was not made since a restore; kept"
                             ));
                         self.append(batch, head, ev, now);
                         continue;
@@ -1006,10 +1016,21 @@ impl WriterTask {
                 taken.entry(stream.clone()).or_default().push(item);
             }
         }
+        self.audit_taken(from, &mut taken, batch, head, now);
+        // Numbers the peer knows were given, with no copy to take back (purged there, or
+        // past their retention): what this node gave them since the restore reaches no
+        // one there, and is made again.
+        for seq in used {
+            let given = mark.as_ref().is_some_and(|m| m.given.contains(&(stream.clone(), seq)));
+            let Some(ours) = self.store.pending(batch).projection(stream, seq)? else { continue };
+            if !given && self.give_up(from, stream, &ours, batch, mark.as_mut(), head, now)? {
+                batch.purge_projection(stream, &ours.envelope)?;
+                given_up.push(seq);
+            }
+        }
         if top > start {
             batch.set_stream_head(stream, top);
         }
-        self.audit_taken(from, &mut taken, batch, head, now);
         let mut made = Vec::new();
         if let Some(mut m) = mark {
             m.given.extend(given_up.iter().map(|seq| (stream.clone(), *seq)));
@@ -1030,12 +1051,16 @@ impl WriterTask {
     /// of a live own record, which then no longer lists it, or a revocation of an own
     /// record; either is kept in the mark to be made again
     /// ([`WriterTask::project_displaced`]). `false` if anything else holds it.
+    #[allow(clippy::too_many_arguments)]
     fn give_up(
         &self,
+        from: MemberCode,
         stream: &StreamKey,
         ours: &Projection,
         batch: &mut WriteBatch,
         mark: Option<&mut Restored>,
+        head: &mut (u64, Digest),
+        now: i64,
     ) -> Result<bool, StoreError> {
         let (Some(mark), Ok(id)) = (mark, ours.record_id()) else { return Ok(false) };
         let seq = ours.envelope.seq;
@@ -1052,7 +1077,16 @@ impl WriterTask {
             (EntryKind::Revoke, RecordState::Revoked) => {}
             _ => return Ok(false),
         }
-        mark.displaced.push((stream.clone(), id, ours.envelope.clone()));
+        mark.displaced.push((from, stream.clone(), id, ours.envelope.clone()));
+        let what = if ours.envelope.kind == EntryKind::Revoke { "revocation" } else { "share" };
+        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+            .peer(from)
+            .record(id, record.header.category.clone())
+            .agreement(stream.agreement.clone())
+            .reason(format!(
+                "its {what} #{seq} made since the restore gives up its number, which {from} holds with another record; made again once all {from}'s numbers are taken back"
+            ));
+        self.append(batch, head, ev, now);
         Ok(true)
     }
 
@@ -1072,28 +1106,21 @@ impl WriterTask {
         head: &mut (u64, Digest),
         now: i64,
     ) -> Result<Vec<Projection>, StoreError> {
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut mark.displaced).into_iter().partition(|(s, _, _)| s == stream);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut mark.displaced)
+            .into_iter()
+            .partition(|(p, s, _, _)| *p == from && s == stream);
         mark.displaced = rest;
         let mut made = Vec::new();
-        for (_, id, old) in mine {
+        for (_, _, id, old) in mine {
             let Some(mut record) = self.store.pending(batch).record(&id)? else { continue };
             if record.source != Source::Local {
                 continue;
             }
             let again = match (old.kind, record.state) {
                 (EntryKind::Share, RecordState::Live) => {
-                    let view = self.store.pending(batch);
                     // Members it is still shared with under another number of its own
                     // (ingested again since the restore, say) need no new one.
-                    let mut covered: HashSet<MemberCode> = HashSet::new();
-                    for &(_, s) in record.shares.iter().filter(|(a, _)| *a == stream.agreement) {
-                        if let Some(p) =
-                            view.projection(stream, s)?.filter(|p| p.record_id().ok() == Some(id))
-                        {
-                            covered.extend(p.envelope.audience);
-                        }
-                    }
+                    let covered = shared_with(&self.store.pending(batch), &record, stream)?;
                     let agreement = fed.agreement(&stream.agreement);
                     let audience: Vec<MemberCode> = agreement
                         .map(|a| tamga_config::audience(&record.header, a, fed, now))
@@ -1113,7 +1140,9 @@ impl WriterTask {
                         _ => None,
                     }
                 }
-                (EntryKind::Revoke, RecordState::Revoked) => {
+                // A revocation; or a share of a record revoked since it gave up its
+                // number, which the members holding a copy of it still need revoked.
+                (_, RecordState::Revoked) => {
                     let next = self.store.pending(batch).stream_head(stream)? + 1;
                     match record.salted().revocation(&old, next, &self.signing) {
                         Ok(rev) => {
@@ -1126,14 +1155,20 @@ impl WriterTask {
                 }
                 _ => continue,
             };
-            let what = if old.kind == EntryKind::Revoke { "revocation" } else { "share" };
+            let what = match (old.kind, record.state) {
+                (EntryKind::Share, RecordState::Revoked) => "share, revoked since,",
+                (EntryKind::Share, _) => "share",
+                _ => "revocation",
+            };
             let reason = match &again {
                 Some(p) => format!(
-                    "its {what} #{} made since the restore gave up its number, held by {from} with another record; made again as #{}",
-                    old.seq, p.envelope.seq
+                    "its {what} #{} made since the restore gave up its number, which {from} holds with another record; made again as #{} ({})",
+                    old.seq,
+                    p.envelope.seq,
+                    if p.envelope.kind == EntryKind::Revoke { "a revocation" } else { "a share" }
                 ),
                 None => format!(
-                    "its {what} #{} made since the restore gave up its number, held by {from} with another record; not made again: each member it was for holds it under another number, or is no longer shared with",
+                    "its {what} #{} made since the restore gave up its number, which {from} holds with another record; not made again: each member it was for holds it under another number, or is no longer shared with",
                     old.seq
                 ),
             };
@@ -1379,7 +1414,9 @@ impl WriterTask {
         let view = self.store.pending(batch);
         let mut out = Vec::new();
         for (agreement, seq) in view.record_as_stored(id)?.map(|r| r.shares).unwrap_or_default() {
-            out.extend(view.projection(&StreamKey { origin, agreement }, seq)?);
+            // A number taken back after a restore holds another record (see `take_back`).
+            let p = view.projection(&StreamKey { origin, agreement }, seq)?;
+            out.extend(p.filter(|p| p.record_id().ok() == Some(*id)));
         }
         Ok(out)
     }
@@ -1515,10 +1552,7 @@ impl WriterTask {
         let own = view.record(&id)?.filter(|r| r.source == Source::Local && r.state == RecordState::Live);
         let Some(mut record) = own else { return Ok(None) };
         let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
-        let mut shared: HashSet<MemberCode> = HashSet::new();
-        for &(_, seq) in record.shares.iter().filter(|(a, _)| *a == agreement.id) {
-            shared.extend(view.audience(&stream, seq)?.unwrap_or_default());
-        }
+        let shared = shared_with(&view, &record, &stream)?;
         let added: Vec<MemberCode> = audience.into_iter().filter(|m| !shared.contains(m)).collect();
         if added.is_empty() {
             return Ok(None);
@@ -1586,6 +1620,25 @@ impl WriterTask {
 }
 
 /// A record's tombstone: a received copy's body dropped, its state set.
+/// Whom own record `r`'s shares in `stream` went to: each share's audience, read from its
+/// projection while held (if the number is still the record's: after a restore a number
+/// can be given to another record, see `WriterTask::take_back`), else from its purge mark.
+fn shared_with(
+    view: &crate::store::View<'_>,
+    r: &StoredRecord,
+    stream: &StreamKey,
+) -> Result<HashSet<MemberCode>, StoreError> {
+    let mut out = HashSet::new();
+    for &(_, seq) in r.shares.iter().filter(|(a, _)| *a == stream.agreement) {
+        match view.projection(stream, seq)? {
+            Some(p) if p.record_id().ok() == Some(r.id) => out.extend(p.envelope.audience),
+            Some(_) => {}
+            None => out.extend(view.audience(stream, seq)?.unwrap_or_default()),
+        }
+    }
+    Ok(out)
+}
+
 fn tombstone_of(mut r: StoredRecord, state: RecordState) -> StoredRecord {
     if r.source != Source::Local {
         r.body.clear();
@@ -1942,7 +1995,7 @@ mod tests {
 
         // Not all of UZ's numbers yet: what gave up its number waits.
         let took = writer
-            .take_back(uz, rms.clone(), held_by_uz.clone(), Reconciled::Through(4), false)
+            .take_back(uz, rms.clone(), held_by_uz.clone(), Vec::new(), Reconciled::Through(4), false)
             .await
             .expect("taken");
         assert_eq!(took, TookBack { taken: 4, projected_again: 0 });
@@ -1957,7 +2010,10 @@ mod tests {
 
         // The last of them: N2's share and N1's revocation are made again after UZ's
         // numbers; L3, held again under UZ's #3, needs no new number.
-        let took = writer.take_back(uz, rms.clone(), Vec::new(), Reconciled::All, true).await.expect("taken");
+        let took = writer
+            .take_back(uz, rms.clone(), Vec::new(), Vec::new(), Reconciled::All, true)
+            .await
+            .expect("taken");
         assert_eq!(took, TookBack { taken: 0, projected_again: 2 });
         let at = |seq| store.projection(&rms, seq).expect("reads").expect("held");
         assert_eq!((at(5).record_id().expect("its record"), at(5).envelope.kind), (n2.id, EntryKind::Share));
@@ -1973,26 +2029,49 @@ mod tests {
         assert_eq!(mark.floor(uz, &rms), None, "reconciled with UZ");
         assert!(mark.displaced.is_empty());
         let sent = audited_as(&store, Action::Sent);
-        let given_up: Vec<&str> = sent
-            .iter()
-            .filter_map(|e| e.entry.reason.as_deref())
-            .filter(|r| r.contains("held by UZ with another record"))
-            .collect();
-        assert_eq!(given_up.len(), 3, "{given_up:?}");
+        let reasons: Vec<&str> = sent.iter().filter_map(|e| e.entry.reason.as_deref()).collect();
+        let count = |what: &str| reasons.iter().filter(|r| r.contains(what)).count();
+        assert_eq!(count("gives up its number, which UZ holds"), 3, "{reasons:#?}");
+        assert_eq!(count("which UZ holds with another record; made again as"), 2, "{reasons:#?}");
+        assert_eq!(count("which UZ holds with another record; not made again"), 1, "{reasons:#?}");
 
         // CN holds what KZ gave #1..#3 to since the restore (given up since): stale, and
         // kept out. UZ's again: nothing changes.
         let cn: MemberCode = "CN".parse().expect("valid");
-        let took =
-            writer.take_back(cn, rms.clone(), given_since, Reconciled::All, true).await.expect("taken");
+        let took = writer
+            .take_back(cn, rms.clone(), given_since, Vec::new(), Reconciled::All, true)
+            .await
+            .expect("taken");
         assert_eq!(took, TookBack::default());
-        let took =
-            writer.take_back(uz, rms.clone(), held_by_uz.clone(), Reconciled::No, true).await.expect("taken");
+        let took = writer
+            .take_back(uz, rms.clone(), held_by_uz.clone(), Vec::new(), Reconciled::No, true)
+            .await
+            .expect("taken");
         assert_eq!(took, TookBack::default());
         for (seq, (id, _)) in (1..=4).zip(&held_by_uz) {
             assert_eq!(at(seq).record_id().expect("its record"), *id);
         }
         assert_eq!(store.stream_head(&rms).expect("reads"), 6);
+
+        // TJ holds #7 purged (N3, made since, is given it): N3 gives it up; revoked
+        // while it waits, it is made again as a revocation, for whoever holds a copy.
+        let n3 = kz_method("N3");
+        writer.ingest(vec![n3.clone()]).await.expect("stored");
+        let tj: MemberCode = "TJ".parse().expect("valid");
+        let took = writer
+            .take_back(tj, rms.clone(), Vec::new(), vec![7], Reconciled::Through(7), false)
+            .await
+            .expect("taken");
+        assert_eq!(took, TookBack::default());
+        assert!(store.projection(&rms, 7).expect("reads").is_none(), "#7 given up");
+        assert_eq!(writer.revoke(n3.id).await.expect("revoked"), 0, "no share held to revoke");
+        let took = writer
+            .take_back(tj, rms.clone(), Vec::new(), Vec::new(), Reconciled::All, true)
+            .await
+            .expect("taken");
+        assert_eq!(took.projected_again, 1);
+        assert_eq!((at(8).record_id().expect("its record"), at(8).envelope.kind), (n3.id, EntryKind::Revoke));
+        assert!(store.restored().expect("reads").expect("restored").displaced.is_empty());
         assert!(audited_as(&store, Action::Rejected).is_empty(), "nothing to refuse");
         assert!(crate::audit::verify_store(&store).ok);
         drop(writer);

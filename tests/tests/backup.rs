@@ -107,25 +107,32 @@ async fn wait_holds(node: &TestNode, what: &str, want: &HashSet<String>) {
     );
 }
 
-/// RU is restored from a backup older than what KZ holds of it, and ingests while KZ is
-/// away: the numbers it gives then are KZ's for other records. Once they meet, RU takes
-/// back what KZ holds of its stream, projects its newer records again at numbers above
-/// all of KZ's, and both end with every record, KZ refusing none; the numbers RU gives
-/// after that reach KZ as usual.
+/// RU is restored from a backup older than what KZ and UZ hold of it, and ingests while
+/// they are away: the numbers it gives then are theirs for other records. Once they meet,
+/// RU takes back what each holds of its stream, makes its newer records again at numbers
+/// above all of theirs, once, and all three end with every record, KZ and UZ refusing
+/// none; the numbers RU gives after that reach them as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_peers() {
-    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    const PEERS: [&str; 2] = ["KZ", "UZ"];
+    let mut f = TestFederation::start(&["KZ", "RU", "UZ"]).await.expect("starts");
     let before: HashSet<String> = ingest_marks(f.node("RU"), "before", 4).await.into_iter().collect();
-    wait_holds(f.node("KZ"), "KZ holds what RU made before the backup", &before).await;
+    for m in PEERS {
+        wait_holds(f.node(m), &format!("{m} holds what RU made before the backup"), &before).await;
+    }
     let backup = f.node("RU").client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
     // More than one pull's worth, so that taking them back takes several pulls.
     let lost: HashSet<String> = ingest_marks(f.node("RU"), "lost", 300).await.into_iter().collect();
     let held: HashSet<String> = before.union(&lost).cloned().collect();
-    wait_holds(f.node("KZ"), "KZ holds what RU made after the backup", &held).await;
+    for m in PEERS {
+        wait_holds(f.node(m), &format!("{m} holds what RU made after the backup"), &held).await;
+    }
 
-    // RU loses its store and is restored from the backup while KZ is away; it ingests
-    // three records, which take numbers KZ holds with three of the lost ones.
-    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    // RU loses its store and is restored from the backup while its peers are away; it
+    // ingests three records, which take numbers they hold with three of the lost ones.
+    for m in PEERS {
+        f.nodes.get_mut(m).expect("a peer").stop().await;
+    }
     let ru = f.nodes.get_mut("RU").expect("RU");
     ru.stop().await;
     let data_dir = ru.config().expect("config").data_dir;
@@ -137,14 +144,20 @@ async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_pee
     wait_holds(f.node("RU"), "RU holds what the backup held", &before).await;
     let after: HashSet<String> = ingest_marks(f.node("RU"), "after", 3).await.into_iter().collect();
 
-    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("KZ starts");
+    for m in PEERS {
+        f.nodes.get_mut(m).expect("a peer").restart().await.expect("the peer starts");
+    }
     let all: HashSet<String> = held.union(&after).cloned().collect();
     wait_holds(f.node("RU"), "RU takes back the records it lost", &all).await;
-    wait_holds(f.node("KZ"), "KZ receives the records RU made after the restore", &all).await;
+    for m in PEERS {
+        wait_holds(f.node(m), &format!("{m} receives the records RU made after the restore"), &all).await;
+    }
 
     let later: HashSet<String> = ingest_marks(f.node("RU"), "later", 2).await.into_iter().collect();
     let all: HashSet<String> = all.union(&later).cloned().collect();
-    wait_holds(f.node("KZ"), "KZ receives what RU makes next", &all).await;
+    for m in PEERS {
+        wait_holds(f.node(m), &format!("{m} receives what RU makes next"), &all).await;
+    }
 
     let auditor = f.node("RU").client(Role::Auditor);
     let sent = auditor.get("/v1/audit", &[("action", "sent".into())]).await.expect("queries");
@@ -154,11 +167,16 @@ async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_pee
         .flatten()
         .filter(|e| e["entry"]["reason"].as_str().is_some_and(|r| r.contains("made again as #")))
         .count();
-    assert_eq!(again, 3, "each record whose number KZ held with another is projected again once:\n{sent:#}");
+    assert_eq!(
+        again, 3,
+        "each record whose number its peers held with another is made again once:\n{sent:#}"
+    );
     let report = auditor.get("/v1/audit/verify", &[]).await.expect("verifies");
     assert_eq!(report["ok"], true, "{report:#}");
-    let kz = f.node("KZ").client(Role::Auditor);
-    let rejected = kz.get("/v1/audit", &[("action", "rejected".into())]).await.expect("queries");
-    assert_eq!(rejected.as_array().map(Vec::len), Some(0), "KZ refused nothing:\n{rejected:#}");
+    for m in PEERS {
+        let peer = f.node(m).client(Role::Auditor);
+        let rejected = peer.get("/v1/audit", &[("action", "rejected".into())]).await.expect("queries");
+        assert_eq!(rejected.as_array().map(Vec::len), Some(0), "{m} refused nothing:\n{rejected:#}");
+    }
     f.stop().await;
 }
