@@ -980,7 +980,9 @@ async fn take_back_stream(
                 tracing::debug!(%peer, agreement = %stream.agreement, "taking back: the pull failed");
                 return false;
             };
-            for r in reply.withheld.iter().filter(|r| r.stream == *stream) {
+            // Numbers purged at the peer matter only after a restore (see the writer's
+            // `take_back`); otherwise none of ours is above our head.
+            for r in reply.withheld.iter().filter(|r| restored && r.stream == *stream) {
                 used.extend(r.from.max(from)..=r.to.min(to));
             }
             for p in reply.projections {

@@ -1,6 +1,7 @@
 //! A roster peer that sends forged or out-of-bounds projections (or one that reveals a
 //! field its agreement redacts): each is refused, audited, and nothing of it is stored; a
-//! well-formed one on the same connection still goes in.
+//! well-formed one on the same connection still goes in. One that claims to hold the
+//! node's own stream far beyond its head changes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,10 +44,12 @@ fn envelope(agreement: &str, audience: &[&str], seq: u64) -> Envelope {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn forged_projections_are_refused_audited_and_not_stored() {
-    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
-    let ru = f.node("RU");
+/// A peer holding UZ's roster key (a member gone rogue), connected to RU and past hello;
+/// `answer` answers RU's requests to it (its hello is answered already).
+async fn rogue_uz(
+    ru: &TestNode,
+    answer: impl Fn(Request) -> Response + Send + 'static,
+) -> (net::NetHandle, tokio_util::sync::CancellationToken) {
     let fed_dir = ru.federation.as_ref().expect("own federation copy").path().to_owned();
     let uz_fed = Federation::load_files(
         &fed_dir.join("roster.toml"),
@@ -56,7 +59,6 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
         "UZ".parse().expect("valid"),
     )
     .expect("loads");
-    // The hostile peer holds UZ's roster key (a member gone rogue).
     let uz: tamga_protocol::MemberCode = "UZ".parse().expect("valid");
     let cfg = NetConfig {
         keypair: tamga_config::demo::demo_keypair(uz),
@@ -78,7 +80,6 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
     })
     .await
     .expect("connects to RU");
-    // Answer RU's requests (its hello) in the background.
     let responder = h.clone();
     let hello = tamga_protocol::Hello {
         member: uz,
@@ -92,8 +93,7 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
             if let NetEvent::Inbound { id, request, .. } = ev {
                 let resp = match request {
                     Request::Hello(_) => Response::Hello(h2.clone()),
-                    Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
-                    _ => Response::Error("no".into()),
+                    other => answer(other),
                 };
                 let _ = responder.respond(id, resp).await;
             }
@@ -101,6 +101,20 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
     });
     let reply = h.request(ru_code, Request::Hello(hello)).await.expect("hello answered");
     assert!(matches!(reply, Response::Hello(_)));
+    (h, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_projections_are_refused_audited_and_not_stored() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let uz: tamga_protocol::MemberCode = "UZ".parse().expect("valid");
+    let ru_code: tamga_protocol::MemberCode = "RU".parse().expect("valid");
+    let (h, cancel) = rogue_uz(ru, |request| match request {
+        Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
+        _ => Response::Error("no".into()),
+    })
+    .await;
 
     let key = tamga_config::demo::demo_signing_key(uz);
     let sign = |r: &SaltedRecord, e: Envelope| r.project(|_| false, e, &key).expect("projects");
@@ -164,6 +178,68 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
     let rejected =
         ru.client(Role::Auditor).get("/v1/audit", &[("action", "rejected".into())]).await.expect("audit");
     assert_eq!(rejected.as_array().map(Vec::len), Some(n - 1), "{rejected:#}");
+    cancel.cancel();
+    f.stop().await;
+}
+
+/// A rogue peer claims to hold RU's own stream up to the last number there is, answers
+/// each pull for it with a projection of RU's that RU did not sign and with every number
+/// withheld: RU pulls a bounded number of times, takes in nothing, and numbers on as
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_claiming_an_own_stream_it_does_not_hold_changes_nothing() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let ru_code: tamga_protocol::MemberCode = "RU".parse().expect("valid");
+    let ipr =
+        tamga_protocol::StreamKey { origin: ru_code, agreement: "sco-ipr-2012".parse().expect("valid") };
+    let cat = example_catalog();
+    let ingest = |tag: &'static str| {
+        let op = ru.client(Role::Operator);
+        let r = record_json(&cat, "ipr.protected_mark", "public", tag);
+        async move { op.post("/v1/records", &serde_json::json!({ "records": [r] })).await.expect("ingests") }
+    };
+    ingest("first").await;
+    let store = ru.node().shared().store.clone();
+    assert_eq!(store.stream_head(&ipr).expect("reads"), 1);
+
+    let pulls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pulls.clone();
+    let (forger, stream) = (record("ipr.protected_mark", "RU", "FORGED".into()), ipr.clone());
+    let uz_key = tamga_config::demo::demo_signing_key("UZ".parse().expect("valid"));
+    let (h, cancel) = rogue_uz(ru, move |request| match request {
+        Request::Pull(p) => {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let from = p.ranges.first().map_or(1, |r| r.from);
+            let forged = forger
+                .project(|_| false, envelope("sco-ipr-2012", &["UZ"], from), &uz_key)
+                .expect("projects");
+            Response::Pull(tamga_protocol::PullReply { projections: vec![forged], withheld: p.ranges })
+        }
+        Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
+        _ => Response::Error("no".into()),
+    })
+    .await;
+    let claim = tamga_protocol::StreamSummary { stream, contiguous: u64::MAX - 1, above: vec![u64::MAX] };
+    let summary = Request::Summary(tamga_protocol::Summary { streams: vec![claim] });
+    assert!(matches!(h.request(ru_code, summary).await.expect("answered"), Response::Summary(_)));
+    wait_for("RU pulls from the rogue peer", || {
+        let n = pulls.load(std::sync::atomic::Ordering::Relaxed);
+        async move { n > 0 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = pulls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(n <= tamga_node::sync::TAKE_BACK_PULLS, "{n} pulls for one summary");
+
+    assert_eq!(store.stream_head(&ipr).expect("reads"), 1, "RU numbers on from its own head");
+    ingest("second").await;
+    assert_eq!(store.stream_head(&ipr).expect("reads"), 2);
+    let forged =
+        ru.client(Role::Operator).get("/v1/records", &[("origin", "RU".into())]).await.expect("lists");
+    assert_eq!(forged["records"].as_array().map(Vec::len), Some(2), "only its own two: {forged:#}");
+    let report = ru.client(Role::Auditor).get("/v1/audit/verify", &[]).await.expect("verifies");
+    assert_eq!(report["ok"], true, "{report:#}");
     cancel.cancel();
     f.stop().await;
 }
