@@ -47,7 +47,7 @@ use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::net::{NetEvent, NetHandle};
 use crate::store::{OutboxKey, Reconciled};
-use crate::writer::{now_ms, Taken};
+use crate::writer::{now_ms, HeldByPeer, Taken};
 
 /// Most projections asked for in one pull (one pull reply's worth).
 pub const PULL_BATCH: usize = 256;
@@ -964,12 +964,11 @@ async fn take_back_stream(
             if *pulls == 0 {
                 // Out of pulls: the next exchange goes on from here.
                 if restored && from > after.saturating_add(1) {
-                    let done = Reconciled::Through(from - 1);
-                    let _ = ctx
-                        .shared
-                        .writer
-                        .take_back(peer, stream.clone(), Vec::new(), Vec::new(), done, false)
-                        .await;
+                    let reconciled = Reconciled::Through(from - 1);
+                    let (items, used, last) = (Vec::new(), Vec::new(), false);
+                    let held =
+                        HeldByPeer { from: peer, stream: stream.clone(), items, used, reconciled, last };
+                    let _ = ctx.shared.writer.take_back(held).await;
                 }
                 return false;
             }
@@ -998,16 +997,18 @@ async fn take_back_stream(
                 }
             }
         }
-        // The last of the peer's numbers only if its summary listed them all.
         let last = to >= high;
-        let reconciled = match (restored, last && all) {
+        // The last of the peer's numbers only if its summary listed them all.
+        let complete = last && all;
+        let reconciled = match (restored, complete) {
             (false, _) => Reconciled::No,
             (true, true) => Reconciled::All,
             (true, false) => Reconciled::Through(to),
         };
         if !items.is_empty() || !used.is_empty() || (last && restored) {
-            let taken =
-                ctx.shared.writer.take_back(peer, stream.clone(), items, used, reconciled, last && all).await;
+            let held =
+                HeldByPeer { from: peer, stream: stream.clone(), items, used, reconciled, last: complete };
+            let taken = ctx.shared.writer.take_back(held).await;
             match taken {
                 Ok(t) if t.taken + t.projected_again > 0 => tracing::info!(
                     %peer,

@@ -140,20 +140,8 @@ pub enum Op {
     },
     /// Take back what a peer holds of an own stream (see [`WriterTask::take_back`]).
     TakeBack {
-        /// The peer.
-        from: MemberCode,
-        /// The own stream.
-        stream: StreamKey,
-        /// Projections of the stream the peer holds, each verified as signed by this node,
-        /// with its record id.
-        items: Vec<(RecordId, Projection)>,
-        /// Numbers the peer says were given but holds no copy of (purged there).
-        used: Vec<u64>,
-        /// How far the stream is reconciled with the peer once these are taken, after a
-        /// restore ([`crate::store::Restored`]).
-        reconciled: Reconciled,
-        /// Whether these are the last the peer holds above what was taken before.
-        last: bool,
+        /// What the peer holds.
+        held: HeldByPeer,
         /// Where to answer, once durable.
         reply: oneshot::Sender<Result<TookBack, WriteError>>,
     },
@@ -214,21 +202,10 @@ impl Writer {
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Take back what `from` holds of the own stream `stream`; answers once durable.
-    pub async fn take_back(
-        &self,
-        from: MemberCode,
-        stream: StreamKey,
-        items: Vec<(RecordId, Projection)>,
-        used: Vec<u64>,
-        reconciled: Reconciled,
-        last: bool,
-    ) -> Result<TookBack, WriteError> {
+    /// Take back what a peer holds of an own stream; answers once durable.
+    pub async fn take_back(&self, held: HeldByPeer) -> Result<TookBack, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Op::TakeBack { from, stream, items, used, reconciled, last, reply })
-            .await
-            .map_err(|_| WriteError::Stopped)?;
+        self.tx.send(Op::TakeBack { held, reply }).await.map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
@@ -535,12 +512,11 @@ impl WriterTask {
                         }
                     }
                 }
-                Op::TakeBack { from, stream, items, used, reconciled, last, reply } => {
+                Op::TakeBack { held, reply } => {
                     durable = true;
                     let mark = (batch.savepoint(), head);
-                    let r = self.take_back(
-                        &fed, from, &stream, items, used, reconciled, last, &mut batch, &mut head, now,
-                    );
+                    let stream = held.stream.clone();
+                    let r = self.take_back(&fed, held, &mut batch, &mut head, now);
                     match r {
                         Ok((took, again, given_up)) => {
                             received += took.taken as u64;
@@ -909,8 +885,8 @@ impl WriterTask {
 }
 
 impl WriterTask {
-    /// Take back what `from` holds of the own stream `stream` (`items`, each signed by
-    /// this node), after a restore from a backup older than what the peer holds:
+    /// Take back what a peer holds of an own stream ([`HeldByPeer`]: its projections, each
+    /// signed by this node), after a restore from a backup older than what the peer holds:
     /// - a number not held here is taken in as the peer holds it (the record comes back
     ///   as the peer saw it, its withheld fields lost), and the stream numbers on after
     ///   the highest taken;
@@ -925,20 +901,16 @@ impl WriterTask {
     /// ([`crate::store::Restored`]). Returns what was done, the projections made and the
     /// numbers given up (a projection made earlier in the group under one of them is not
     /// to be pushed).
-    #[allow(clippy::too_many_arguments)]
     fn take_back(
         &self,
         fed: &Federation,
-        from: MemberCode,
-        stream: &StreamKey,
-        items: Vec<(RecordId, Projection)>,
-        used: Vec<u64>,
-        reconciled: Reconciled,
-        last: bool,
+        held: HeldByPeer,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
     ) -> Result<(TookBack, Vec<Projection>, Vec<u64>), StoreError> {
+        let HeldByPeer { from, stream, items, mut used, reconciled, last } = held;
+        let stream = &stream;
         let wall = now_ms();
         let mut took = TookBack::default();
         let start = self.store.pending(batch).stream_head(stream)?;
@@ -946,7 +918,6 @@ impl WriterTask {
         let mut top = start;
         let mut given_up = Vec::new();
         let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
-        let mut used = used;
         for (id, p) in items {
             if p.header.origin != stream.origin || p.envelope.agreement != stream.agreement {
                 continue;
@@ -1263,6 +1234,26 @@ impl WriterTask {
         }
         Ok(Some(Taken::Held))
     }
+}
+
+/// Part of an own stream that a peer holds, pulled back from it (after a restore, see
+/// [`WriterTask::take_back`]).
+#[derive(Debug)]
+pub struct HeldByPeer {
+    /// The peer.
+    pub from: MemberCode,
+    /// The own stream.
+    pub stream: StreamKey,
+    /// Projections of the stream the peer holds, each verified as signed by this node,
+    /// with its record id.
+    pub items: Vec<(RecordId, Projection)>,
+    /// Numbers the peer says were given but holds no copy of (purged there).
+    pub used: Vec<u64>,
+    /// How far the stream is reconciled with the peer once these are taken, after a
+    /// restore ([`crate::store::Restored`]).
+    pub reconciled: Reconciled,
+    /// Whether these are the last the peer holds above what was taken before.
+    pub last: bool,
 }
 
 /// What taking back part of an own stream from a peer did.
@@ -1980,6 +1971,14 @@ mod tests {
             .collect()
         };
         let held_by_uz = held_by(&old_store, 1..=4);
+        let held = |from, items, used, reconciled, last| HeldByPeer {
+            from,
+            stream: rms.clone(),
+            items,
+            used,
+            reconciled,
+            last,
+        };
 
         // Restored from a backup that held none of them, KZ makes N1, L3 again (an import
         // run again) and N2 (#1..#3), and revokes N1 (its revocation #4, #1 purged).
@@ -1995,7 +1994,7 @@ mod tests {
 
         // Not all of UZ's numbers yet: what gave up its number waits.
         let took = writer
-            .take_back(uz, rms.clone(), held_by_uz.clone(), Vec::new(), Reconciled::Through(4), false)
+            .take_back(held(uz, held_by_uz.clone(), Vec::new(), Reconciled::Through(4), false))
             .await
             .expect("taken");
         assert_eq!(took, TookBack { taken: 4, projected_again: 0 });
@@ -2010,10 +2009,8 @@ mod tests {
 
         // The last of them: N2's share and N1's revocation are made again after UZ's
         // numbers; L3, held again under UZ's #3, needs no new number.
-        let took = writer
-            .take_back(uz, rms.clone(), Vec::new(), Vec::new(), Reconciled::All, true)
-            .await
-            .expect("taken");
+        let took =
+            writer.take_back(held(uz, Vec::new(), Vec::new(), Reconciled::All, true)).await.expect("taken");
         assert_eq!(took, TookBack { taken: 0, projected_again: 2 });
         let at = |seq| store.projection(&rms, seq).expect("reads").expect("held");
         assert_eq!((at(5).record_id().expect("its record"), at(5).envelope.kind), (n2.id, EntryKind::Share));
@@ -2038,13 +2035,11 @@ mod tests {
         // CN holds what KZ gave #1..#3 to since the restore (given up since): stale, and
         // kept out. UZ's again: nothing changes.
         let cn: MemberCode = "CN".parse().expect("valid");
-        let took = writer
-            .take_back(cn, rms.clone(), given_since, Vec::new(), Reconciled::All, true)
-            .await
-            .expect("taken");
+        let took =
+            writer.take_back(held(cn, given_since, Vec::new(), Reconciled::All, true)).await.expect("taken");
         assert_eq!(took, TookBack::default());
         let took = writer
-            .take_back(uz, rms.clone(), held_by_uz.clone(), Vec::new(), Reconciled::No, true)
+            .take_back(held(uz, held_by_uz.clone(), Vec::new(), Reconciled::No, true))
             .await
             .expect("taken");
         assert_eq!(took, TookBack::default());
@@ -2059,16 +2054,14 @@ mod tests {
         writer.ingest(vec![n3.clone()]).await.expect("stored");
         let tj: MemberCode = "TJ".parse().expect("valid");
         let took = writer
-            .take_back(tj, rms.clone(), Vec::new(), vec![7], Reconciled::Through(7), false)
+            .take_back(held(tj, Vec::new(), vec![7], Reconciled::Through(7), false))
             .await
             .expect("taken");
         assert_eq!(took, TookBack::default());
         assert!(store.projection(&rms, 7).expect("reads").is_none(), "#7 given up");
         assert_eq!(writer.revoke(n3.id).await.expect("revoked"), 0, "no share held to revoke");
-        let took = writer
-            .take_back(tj, rms.clone(), Vec::new(), Vec::new(), Reconciled::All, true)
-            .await
-            .expect("taken");
+        let took =
+            writer.take_back(held(tj, Vec::new(), Vec::new(), Reconciled::All, true)).await.expect("taken");
         assert_eq!(took.projected_again, 1);
         assert_eq!((at(8).record_id().expect("its record"), at(8).envelope.kind), (n3.id, EntryKind::Revoke));
         assert!(store.restored().expect("reads").expect("restored").displaced.is_empty());
