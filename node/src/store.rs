@@ -1043,9 +1043,11 @@ impl Store {
     }
 
     /// Mark a store just restored from a backup: every stream's head is the backup's,
-    /// reconciled with no peer yet ([`Restored`]).
+    /// reconciled with no peer yet ([`Restored`]). What a backup of a restored node still
+    /// had waiting (given up, to be made again) waits on.
     pub fn mark_restored(&self) -> Result<(), StoreError> {
-        let mark = Restored { heads: self.streams()?, ..Restored::default() };
+        let before = self.restored()?.unwrap_or_default();
+        let mark = Restored { heads: self.streams()?, reconciled: Vec::new(), ..before };
         self.db.insert(RESTORED_KEY, enc(&mark)?)?;
         Ok(())
     }

@@ -1062,7 +1062,8 @@ impl WriterTask {
     }
 
     /// Make again, at the stream's next numbers, what gave up its number in `stream`
-    /// ([`WriterTask::give_up`]): a share, for the members of its old audience that the
+    /// ([`WriterTask::give_up`]) to `from`, or to a member no longer party to the
+    /// agreement: a share, for the members of its old audience that the
     /// agreement and policy in force still share the record with and that do not hold it
     /// under another number of its own; a revocation, for its old audience. Each is
     /// audited `sent`, and leaves the mark.
@@ -1077,9 +1078,12 @@ impl WriterTask {
         head: &mut (u64, Digest),
         now: i64,
     ) -> Result<Vec<Projection>, StoreError> {
+        // Also what waits for a member no longer party to the agreement in force, which
+        // will never be reconciled.
+        let gone = |p: &MemberCode| !fed.agreement(&stream.agreement).is_some_and(|a| a.is_party(*p));
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut mark.displaced)
             .into_iter()
-            .partition(|(p, s, _, _)| *p == from && s == stream);
+            .partition(|(p, s, _, _)| s == stream && (*p == from || gone(p)));
         mark.displaced = rest;
         let mut made = Vec::new();
         for (_, _, id, old) in mine {
