@@ -2075,6 +2075,57 @@ mod tests {
         handle.await.expect("the writer ends");
     }
 
+    #[tokio::test]
+    async fn what_waits_for_a_member_that_left_the_agreement_is_made_again_at_the_next_peers_end() {
+        let rms = StreamKey { origin: "KZ".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
+        // UZ holds L at #1, given before the loss.
+        let old = tempfile::tempdir().expect("tempdir");
+        let (old_store, task) = kz_writer(old.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let l = kz_method("L");
+        writer.ingest(vec![l.clone()]).await.expect("stored");
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let held_by_uz = vec![(l.id, old_store.projection(&rms, 1).expect("reads").expect("held"))];
+
+        // Restored, KZ gives #1 to N; UZ's first pull takes L back, and N waits for UZ.
+        let new = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(new.path());
+        store.mark_restored().expect("marks");
+        let policy = task.policy.clone();
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let n = kz_method("N");
+        writer.ingest(vec![n.clone()]).await.expect("stored");
+        let (uz, cn): (MemberCode, MemberCode) = ("UZ".parse().expect("valid"), "CN".parse().expect("valid"));
+        let held = |from, items, last| HeldByPeer {
+            from,
+            stream: rms.clone(),
+            items,
+            used: Vec::new(),
+            reconciled: if last { Reconciled::All } else { Reconciled::Through(1) },
+            last,
+        };
+        let took = writer.take_back(held(uz, held_by_uz, false)).await.expect("taken");
+        assert_eq!(took, TookBack { taken: 1, projected_again: 0 });
+
+        // UZ leaves the agreement; CN's end makes N again, for the others.
+        let files = new.path().join("federation");
+        let rms_file = files.join("agreements/sco-rms-2013.toml");
+        let text = std::fs::read_to_string(&rms_file).expect("reads");
+        let (with, without) = (r#""TJ", "UZ", "XS""#, r#""TJ", "XS""#);
+        assert!(text.contains(with));
+        std::fs::write(&rms_file, text.replace(with, without)).expect("writes");
+        policy.set(load_kz(&files));
+        let took = writer.take_back(held(cn, Vec::new(), true)).await.expect("taken");
+        assert_eq!(took.projected_again, 1);
+        let again = store.projection(&rms, 2).expect("reads").expect("made again");
+        assert_eq!(again.record_id().expect("its record"), n.id);
+        assert!(!again.envelope.audience.contains(&uz) && again.envelope.audience.contains(&cn), "{again:?}");
+        assert!(store.restored().expect("reads").expect("restored").displaced.is_empty());
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
     /// An anti-entropy tick's op, then an op whose answer says the tick is done.
     async fn tick(writer: &Writer) {
         writer.purge_expired().await;
