@@ -362,7 +362,7 @@ impl Restored {
     /// backup or after the number it has been reconciled through, whichever is higher;
     /// `None` once it is reconciled.
     pub fn floor(&self, peer: MemberCode, stream: &StreamKey) -> Option<u64> {
-        let head = self.floor_of(stream);
+        let head = self.backup_head(stream);
         match self.reconciled.iter().find(|(p, s, _)| *p == peer && s == stream).map(|(_, _, r)| *r) {
             Some(Reconciled::All) => None,
             Some(Reconciled::Through(n)) => Some(head.max(n)),
@@ -371,8 +371,14 @@ impl Restored {
     }
 
     /// The head `stream` had in the backup: numbers above it were given since.
-    pub fn floor_of(&self, stream: &StreamKey) -> u64 {
+    pub fn backup_head(&self, stream: &StreamKey) -> u64 {
         self.heads.iter().find(|(s, _)| s == stream).map_or(0, |(_, h)| *h)
+    }
+
+    /// Whether number `seq` of `stream`, given since the restore, was taken over by a
+    /// peer's record ([`Restored::given`]).
+    pub fn is_given(&self, stream: &StreamKey, seq: u64) -> bool {
+        self.given.iter().any(|(s, n)| s == stream && *n == seq)
     }
 
     /// Record how far `stream` is reconciled with `peer`.

@@ -920,7 +920,7 @@ async fn take_back(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
         if !a.is_party(peer) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
             continue;
         }
-        let high = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
+        let high = highest(st);
         let floor = restored.as_ref().and_then(|r| r.floor(peer, &st.stream));
         let Ok(head) = store.stream_head(&st.stream) else { continue };
         let after = floor.unwrap_or(head);
@@ -935,6 +935,11 @@ async fn take_back(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
             return;
         }
     }
+}
+
+/// The highest number a peer's summary of a stream says it holds or knows withheld.
+fn highest(st: &StreamSummary) -> u64 {
+    st.above.iter().copied().max().unwrap_or(0).max(st.contiguous)
 }
 
 /// [`take_back`] for one stream: the numbers in `range` (above its first, up to its
@@ -1087,7 +1092,7 @@ fn next_pull(
         if !a.is_party(me) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
             continue;
         }
-        let upto = st.above.iter().copied().max().unwrap_or(0).max(st.contiguous);
+        let upto = highest(st);
         let after = asked.get(&st.stream).copied().unwrap_or(0);
         ranges.extend(missing(ctx, &st.stream, after, upto, &mut budget));
     }

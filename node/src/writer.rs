@@ -753,6 +753,23 @@ impl WriterTask {
         }
     }
 
+    /// Revoke an own record's share (its envelope `of`) in `stream`: a revocation entry,
+    /// signed, for the same audience, at the next number of the stream. `None` if the
+    /// record cannot be projected.
+    fn put_revocation(
+        &self,
+        salted: &SaltedRecord,
+        of: &Envelope,
+        stream: &StreamKey,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Projection>, StoreError> {
+        let next = self.store.pending(batch).stream_head(stream)? + 1;
+        let Ok(rev) = salted.revocation(of, next, &self.signing) else { return Ok(None) };
+        batch.put_projection(&rev)?;
+        batch.set_stream_head(stream, next);
+        Ok(Some(rev))
+    }
+
     /// Store verified projections from `from`, advance each stream's contiguous mark.
     #[allow(clippy::too_many_arguments)]
     fn store_received(
@@ -801,12 +818,11 @@ impl WriterTask {
                 flags.push(Taken::New);
                 continue;
             }
-            if !self.keep_share(from, id, &p, &stream, batch, now)? {
+            let Some(item) = self.keep_share(from, id, &p, &stream, batch, now)? else {
                 touched.insert(stream);
                 flags.push(Taken::Purged);
                 continue;
-            }
-            let item = TakenIn { record: id, category: p.header.category, origin: stream.origin, seq };
+            };
             taken.entry(stream.clone()).or_default().push(item);
             touched.insert(stream);
             flags.push(Taken::New);
@@ -829,9 +845,9 @@ impl WriterTask {
     }
 
     /// Keep a verified share `p` of record `id`, delivered by `from`, at its place in
-    /// `stream`, and list it in its record (made if not held). `false` if the record was
-    /// revoked here: the tombstone stays, the body is never taken back in, and the number
-    /// is marked purged.
+    /// `stream`, and list it in its record (made if not held); what was taken in, for its
+    /// `received` entry. `None` if the record was revoked here: the tombstone stays, the
+    /// body is never taken back in, and the number is marked purged.
     fn keep_share(
         &self,
         from: MemberCode,
@@ -840,14 +856,14 @@ impl WriterTask {
         stream: &StreamKey,
         batch: &mut WriteBatch,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<TakenIn>, StoreError> {
         // One read answers both: whether the record is held, and as a tombstone —
         // stored, or written by this group.
         let stored = self.store.pending(batch).record_as_stored(&id)?;
         let held = stored.as_ref().map(|r| r.state);
         if held == Some(RecordState::Revoked) {
             batch.purge_projection(stream, &p.envelope)?;
-            return Ok(false);
+            return Ok(None);
         }
         // Held as expired, the record's shares all expired; this one has not (the gate
         // refuses expired projections), so it is taken in under its own retention.
@@ -880,7 +896,8 @@ impl WriterTask {
             }
         }
         batch.put_projection(p)?;
-        Ok(true)
+        let category = p.header.category.clone();
+        Ok(Some(TakenIn { record: id, category, origin: stream.origin, seq: p.envelope.seq }))
     }
 }
 
@@ -936,7 +953,7 @@ impl WriterTask {
                 }
                 continue;
             }
-            let given = mark.as_ref().is_some_and(|m| m.given.contains(&(stream.clone(), seq)));
+            let given = mark.as_ref().is_some_and(|m| m.is_given(stream, seq));
             match ours {
                 Some(ours) if ours.signature == p.signature => continue,
                 // The same record under this number, for another audience: ours is kept
@@ -965,7 +982,7 @@ impl WriterTask {
                 // good), or one made since (revoked, or expired), whose number the peer
                 // holds with a record this node lost.
                 None if view.is_gone(stream, seq)? => {
-                    let since = mark.as_ref().is_some_and(|m| seq > m.floor_of(stream));
+                    let since = mark.as_ref().is_some_and(|m| seq > m.backup_head(stream));
                     if !since || given {
                         continue;
                     }
@@ -981,9 +998,8 @@ impl WriterTask {
                 self.apply_revocation(id, &p, from, batch, head, now)?;
                 continue;
             }
-            if self.keep_share(from, id, &p, stream, batch, now)? {
+            if let Some(item) = self.keep_share(from, id, &p, stream, batch, now)? {
                 took.taken += 1;
-                let item = TakenIn { record: id, category: p.header.category, origin: stream.origin, seq };
                 taken.entry(stream.clone()).or_default().push(item);
             }
         }
@@ -992,7 +1008,7 @@ impl WriterTask {
         // past their retention): what this node gave them since the restore reaches no
         // one there, and is made again.
         for seq in used {
-            let given = mark.as_ref().is_some_and(|m| m.given.contains(&(stream.clone(), seq)));
+            let given = mark.as_ref().is_some_and(|m| m.is_given(stream, seq));
             let Some(ours) = self.store.pending(batch).projection(stream, seq)? else { continue };
             if !given && self.give_up(from, stream, &ours, batch, mark.as_mut(), head, now)? {
                 batch.purge_projection(stream, &ours.envelope)?;
@@ -1036,7 +1052,7 @@ impl WriterTask {
         let (Some(mark), Ok(id)) = (mark, ours.record_id()) else { return Ok(false) };
         let seq = ours.envelope.seq;
         let Some(mut record) = self.store.pending(batch).record_as_stored(&id)? else { return Ok(false) };
-        if record.source != Source::Local || seq <= mark.floor_of(stream) {
+        if record.source != Source::Local || seq <= mark.backup_head(stream) {
             return Ok(false);
         }
         let share = (stream.agreement.clone(), seq);
@@ -1117,17 +1133,7 @@ impl WriterTask {
                 }
                 // A revocation; or a share of a record revoked since it gave up its
                 // number, which the members holding a copy of it still need revoked.
-                (_, RecordState::Revoked) => {
-                    let next = self.store.pending(batch).stream_head(stream)? + 1;
-                    match record.salted().revocation(&old, next, &self.signing) {
-                        Ok(rev) => {
-                            batch.put_projection(&rev)?;
-                            batch.set_stream_head(stream, next);
-                            Some(rev)
-                        }
-                        Err(_) => None,
-                    }
-                }
+                (_, RecordState::Revoked) => self.put_revocation(&record.salted(), &old, stream, batch)?,
                 _ => continue,
             };
             let what = match (old.kind, record.state) {
@@ -1433,11 +1439,10 @@ impl WriterTask {
         let mut out = Vec::new();
         for original in self.shares_held(batch, &id, self.me)? {
             let stream = StreamKey { origin: self.me, agreement: original.envelope.agreement.clone() };
-            let next = self.store.pending(batch).stream_head(&stream)? + 1;
-            let Ok(rev) = salted.revocation(&original.envelope, next, &self.signing) else { continue };
-            batch.put_projection(&rev)?;
+            let Some(rev) = self.put_revocation(&salted, &original.envelope, &stream, batch)? else {
+                continue;
+            };
             batch.purge_projection(&stream, &original.envelope)?;
-            batch.set_stream_head(&stream, next);
             out.push(rev);
         }
         batch.put_record(&StoredRecord { state: RecordState::Revoked, ..record })?;
@@ -1614,7 +1619,6 @@ impl WriterTask {
     }
 }
 
-/// A record's tombstone: a received copy's body dropped, its state set.
 /// Whom own record `r`'s shares in `stream` went to: each share's audience, read from its
 /// projection while held (if the number is still the record's: after a restore a number
 /// can be given to another record, see `WriterTask::take_back`), else from its purge mark.
@@ -1634,6 +1638,7 @@ fn shared_with(
     Ok(out)
 }
 
+/// A record's tombstone: a received copy's body dropped, its state set.
 fn tombstone_of(mut r: StoredRecord, state: RecordState) -> StoredRecord {
     if r.source != Source::Local {
         r.body.clear();
