@@ -1,20 +1,22 @@
 //! The store: the only module that names sled. Everything the node keeps lives in one
 //! sled tree under a keyspace of one-byte prefixes, so that one [`WriteBatch`] — records,
 //! indexes, projections, receipts and audit entries together — is applied atomically.
+//! The bytes of the large values (records, projections, audit entries; marked * below)
+//! lie in the values files beside the tree, and their keys hold only where (see below).
 //!
 //! | prefix | key                                    | value                         |
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
-//! | `R`    | record id                              | [`StoredRecord`] (a live received one without its body, which its projection holds), with the (agreement, seq) of each of its projections |
+//! | `R`    | record id                              | * [`StoredRecord`] (a live received one without its body, which its projection holds), with the (agreement, seq) of each of its projections |
 //! | `C`    | category, 0, time, record id           | (category index)              |
-//! | `P`    | origin, agreement, 0, seq              | projection (stream entry)     |
+//! | `P`    | origin, agreement, 0, seq              | * projection (stream entry)   |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
 //! | `G`    | origin, agreement, 0, seq              | seq purged (expired or revoked): its audience, or empty from earlier builds |
 //! | `E`    | expiry time, origin, agreement, 0, seq | expiry index: seq, expiry time, 8 bytes each, per projection of the stream the key lists; the key's time is the earliest, its seq the first (earlier builds: one key per projection, empty value) |
 //! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
 //! | `B`    | record id, origin, time, 8 bytes of its signature | feedback given, not yet delivered (see [`OutboxKey`]) |
-//! | `A`    | audit seq                              | entry hash, entry JSON bytes  |
+//! | `A`    | audit seq                              | * entry hash, entry JSON bytes |
 //! | `H`    | (empty)                                | audit head: seq u64 BE, hash  |
 //! | `I`    | index kind, value, 0, first audit seq  | audit seqs, u64 BE each (`audit_index`) |
 //! | `K`    | audit seq                              | own signed checkpoint         |
@@ -22,6 +24,7 @@
 //! | `M`    | `audit_index`                          | audit seq indexed through, u64 BE |
 //! | `M`    | `records`                              | how many `R` keys there are, u64 BE |
 //! | `M`    | `restored`                             | what a restore left to reconcile ([`Restored`]) |
+//! | `M`    | `values`, lane, file number            | bytes of that values file the tree points at, u64 BE |
 //!
 //! Two prefixes of earlier builds are no longer written, and stores that hold them keep
 //! them unread: `T` (a time index of records; listing every category merges the category
@@ -31,11 +34,23 @@
 //! one agreement). A third, `X` (record id, agreement: the seq of its projection), was
 //! schema 2's; opening a schema 2 store moves it into the records ([`StoredRecord::shares`]).
 //!
+//! Since schema 5 the values marked * are appended to the values files (the directory
+//! `values` beside sled's own files, one series of files per keyspace: see [`values`]),
+//! written once and never rewritten in place, and the key holds only where they lie (12
+//! bytes). sled rewrites a page with every value in it each time the page changes; a
+//! value outside is written once. Under those keys, a value of any other length is the
+//! bytes themselves, as schemas before 5 kept them.
+//!
 //! Times are milliseconds since the epoch with the sign bit flipped, big-endian, so byte
 //! order is time order. Values are encoded with `tamga_protocol::codec::encode_stored`.
 //!
 //! Nothing here decides anything; the writer task is the only caller of [`Store::commit`].
 
+mod values;
+
+use values::{Lane, Place};
+
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,11 +63,13 @@ use tamga_protocol::{
     Salt, StreamKey, Value,
 };
 
-/// The on-disk schema this build reads and writes. Schema 4: an audit entry lists the
+/// The on-disk schema this build reads and writes. Schema 5: the bytes of the records,
+/// projections and audit entries are in the values files, which schema 4 builds do not
+/// read. Schema 4: an audit entry lists the
 /// receipts of a whole push (`delivered`) or the projections one push or pull took in
 /// (`received`), which schema 3 builds do not read. Schema 3: a record lists its
 /// projections (schema 2 kept them under `X`).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest schema this build upgrades from, in place, on open (and after restoring a
 /// backup): every one from it up to [`SCHEMA_VERSION`].
@@ -603,12 +620,15 @@ impl WriteBatch {
 #[derive(Clone, Copy, Debug)]
 pub struct View<'a> {
     db: &'a sled::Db,
+    values: &'a values::Values,
     pending: Option<&'a WriteBatch>,
 }
 
 /// A value read through a [`View`].
 enum Got<'a> {
     Stored(sled::IVec),
+    /// Read from the values files.
+    Read(Vec<u8>),
     Pending(&'a [u8]),
 }
 
@@ -617,6 +637,7 @@ impl std::ops::Deref for Got<'_> {
     fn deref(&self) -> &[u8] {
         match self {
             Got::Stored(v) => v,
+            Got::Read(v) => v,
             Got::Pending(v) => v,
         }
     }
@@ -627,7 +648,14 @@ impl<'a> View<'a> {
         if let Some(w) = self.pending.and_then(|b| b.written(k)) {
             return Ok(w.map(Got::Pending));
         }
-        Ok(self.db.get(k)?.map(Got::Stored))
+        let Some(v) = self.db.get(k)? else { return Ok(None) };
+        Ok(match placed(k, &v) {
+            Some((lane, place)) => match self.values.read(lane, place) {
+                Ok(bytes) => Some(Got::Read(bytes)),
+                Err(e) => reread(self.db, self.values, k, place, e)?.map(Got::Read),
+            },
+            None => Some(Got::Stored(v)),
+        })
     }
 
     fn contains(&self, k: &[u8]) -> Result<bool, StoreError> {
@@ -767,6 +795,100 @@ pub struct Store {
     /// How many records are held (`R` keys): kept in memory and under `Mrecords` by every
     /// commit that adds one, so that status and metrics never scan the records.
     records: Arc<AtomicU64>,
+    /// The values files: the bytes of the values kept outside the tree ([`Lane::of_key`]).
+    values: Arc<values::Values>,
+}
+
+/// Where the count of bytes the tree points at in a values file is kept: this, the
+/// lane's byte, the file's number (u32 BE).
+const VALUES_COUNT_PREFIX: &[u8] = b"Mvalues";
+
+fn values_count_key(lane: Lane, segment: u32) -> Vec<u8> {
+    key(&[VALUES_COUNT_PREFIX, &[lane.byte()], &segment.to_be_bytes()])
+}
+
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
+/// A sled batch ready to apply, and what the values files take in once it is.
+struct Sealed {
+    batch: sled::Batch,
+    counts: BTreeMap<(Lane, u32), u64>,
+    removed: Vec<(Lane, Place)>,
+}
+
+impl Store {
+    /// A sled batch of `writes` (`None`: removed). The values kept in the values files
+    /// are appended to them first, durably, and the batch holds where they lie; a value
+    /// there that a write replaces or removes is counted out of its file.
+    fn seal_writes(
+        &self,
+        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Sealed, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut outside: BTreeMap<Lane, Vec<Pair>> = BTreeMap::new();
+        let mut removed = Vec::new();
+        for (k, v) in writes {
+            if let Some(lane) = Lane::of_key(&k) {
+                if let Some(place) = self.db.get(&k)?.and_then(|old| Place::decode(&old)) {
+                    removed.push((lane, place));
+                }
+                if let Some(v) = v {
+                    outside.entry(lane).or_default().push((k, v));
+                    continue;
+                }
+            }
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        let mut added = Vec::new();
+        for (lane, mut pairs) in outside {
+            // In key order, so that a scan of the keys reads the file forwards.
+            pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let bytes: Vec<&[u8]> = pairs.iter().map(|(_, v)| v.as_slice()).collect();
+            let places = self.values.append(lane, &bytes)?;
+            for ((k, _), place) in pairs.into_iter().zip(places) {
+                batch.insert(k, place.encode());
+                added.push((lane, place));
+            }
+        }
+        let counts = self.values.counts_after(&added, &removed);
+        for ((lane, segment), count) in &counts {
+            batch.insert(values_count_key(*lane, *segment), &count.to_be_bytes());
+        }
+        Ok(Sealed { batch, counts, removed })
+    }
+
+    /// Apply a sealed batch atomically (not yet durable).
+    fn apply(&self, sealed: Sealed) -> Result<(), StoreError> {
+        self.db.apply_batch(sealed.batch)?;
+        self.values.committed(sealed.counts, sealed.removed);
+        Ok(())
+    }
+
+    /// Make everything applied durable, then do what that makes safe in the values files.
+    fn flush_now(&self) -> Result<(), StoreError> {
+        let work = self.values.take_pending();
+        let flushed = self.db.flush();
+        self.after_flush(work, flushed.is_ok());
+        flushed?;
+        Ok(())
+    }
+
+    /// Overwrite the values and delete the files that `work` names once a flush made the
+    /// tree durable (`flushed`); else, or if that fails, keep it for the next flush. What
+    /// was made durable stays so either way.
+    fn after_flush(&self, work: values::AfterFlush, flushed: bool) {
+        if !flushed {
+            return self.values.put_back(work);
+        }
+        if let Err(e) = self.values.after_flush(work.clone()) {
+            tracing::warn!(error = %e, "values files: overwriting or deleting what no key points at failed; tried again after the next flush");
+            self.values.put_back(work);
+        }
+    }
 }
 
 const RECORD_COUNT_KEY: &[u8] = b"Mrecords";
@@ -796,7 +918,21 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
             .open()?;
-        let store = Store { db, records: Arc::default() };
+        let mut counts = BTreeMap::new();
+        for kv in db.scan_prefix(VALUES_COUNT_PREFIX) {
+            let (k, v) = kv?;
+            let id = k.get(VALUES_COUNT_PREFIX.len()..).and_then(|rest| {
+                let lane = Lane::of_byte(*rest.first()?)?;
+                Some((lane, u32::from_be_bytes(rest.get(1..)?.try_into().ok()?)))
+            });
+            let id = id.ok_or_else(|| StoreError::Corrupt {
+                key: hex::encode(&k),
+                why: "bad values count key".into(),
+            })?;
+            counts.insert(id, u64_of(&k, &v)?);
+        }
+        let values = Arc::new(values::Values::open(dir, writing, counts)?);
+        let store = Store { db, records: Arc::default(), values };
         match store.stored_schema()? {
             Some(found) => {
                 if !schema_readable(found) {
@@ -827,8 +963,9 @@ impl Store {
         Ok(v.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0)))
     }
 
-    /// Upgrade an older store in place, then mark it this schema. From schema 3 nothing
-    /// moves (schema 4 only adds what a schema 3 build cannot read). From schema 2 each
+    /// Upgrade an older store in place, then mark it this schema. From schema 3 and 4
+    /// nothing moves (schemas 4 and 5 only add what the one before cannot read; the values
+    /// an older store holds in the tree stay there, and are read there). From schema 2 each
     /// record takes in the seqs of its projections (schema 2's `X` keys, which go), in
     /// rounds of a few thousand records, each applied atomically: an upgrade cut short
     /// resumes where it stopped, since a record moved already decodes as this schema's.
@@ -847,7 +984,9 @@ impl Store {
         const ROUND: usize = 4096;
         let (mut from, mut moved) = (b"R".to_vec(), 0u64);
         loop {
-            let (mut batch, mut seen, mut last) = (sled::Batch::default(), 0, None);
+            // Written through the values files: a store restored from a schema 2 backup
+            // holds its records there already.
+            let (mut writes, mut seen, mut last) = (Vec::new(), 0, None);
             for kv in self.db.range(from.clone()..) {
                 let (k, v) = kv?;
                 if k.first() != Some(&b'R') || seen == ROUND {
@@ -855,6 +994,7 @@ impl Store {
                 }
                 seen += 1;
                 last = Some(k.to_vec());
+                let v = self.value(&k, &v)?;
                 if decode_stored::<StoredRecord>(&v).is_ok() {
                     continue;
                 }
@@ -869,12 +1009,13 @@ impl Store {
                         why: "bad agreement".into(),
                     })?;
                     shares.push((agreement, u64_of(&xk, &xv)?));
-                    batch.remove(xk);
+                    writes.push((xk.to_vec(), None));
                 }
-                batch.insert(k.to_vec(), enc(&old.with_shares(shares))?);
+                writes.push((k.to_vec(), Some(enc(&old.with_shares(shares))?)));
                 moved += 1;
             }
-            self.db.apply_batch(batch)?;
+            let sealed = self.seal_writes(writes)?;
+            self.apply(sealed)?;
             match last {
                 Some(k) if seen == ROUND => from = key(&[&k, &[0]]),
                 _ => break,
@@ -904,31 +1045,35 @@ impl Store {
             }
             b.put(RECORD_COUNT_KEY.to_vec(), count.to_be_bytes().to_vec());
         }
-        self.db.apply_batch(b.seal())?;
+        let sealed = b.seal(self)?;
+        self.apply(sealed)?;
         self.records.store(count, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Make everything committed so far durable.
+    /// Make everything committed so far durable (then overwrite the values and delete the
+    /// values files no key points at any more: see [`values`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let work = self.values.take_pending();
+        let flushed = self.db.flush_async().await;
+        self.after_flush(work, flushed.is_ok());
+        flushed?;
         Ok(())
     }
 
     /// Make everything durable, blocking (for shutdown).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.flush_now()
     }
 
     /// Reads of what is committed.
     pub fn view(&self) -> View<'_> {
-        View { db: &self.db, pending: None }
+        View { db: &self.db, values: &self.values, pending: None }
     }
 
     /// Reads of what will be committed once `batch` is.
     pub fn pending<'a>(&'a self, batch: &'a WriteBatch) -> View<'a> {
-        View { db: &self.db, pending: Some(batch) }
+        View { db: &self.db, values: &self.values, pending: Some(batch) }
     }
 
     /// One record, with its body.
@@ -1106,7 +1251,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Projection>, Option<WalkCursor>), StoreError> {
         let start = from.map_or_else(|| b"P".to_vec(), |c| c.0.clone());
-        let mut out = Vec::new();
+        let (mut out, mut scan) = (Vec::new(), self.values.scan());
         let mut read = 0;
         for kv in self.db.range(start..) {
             let (k, v) = kv?;
@@ -1114,9 +1259,10 @@ impl Store {
                 return Ok((out, None));
             }
             read += 1;
-            // One value that does not decode must not stop the walk at it for good.
-            match dec(&k, &v) {
-                Ok(p) => out.push(p),
+            // One value that does not decode (or read) must not stop the walk at it for good.
+            match self.value_now(&mut scan, &k, &v).and_then(|v| v.map(|v| dec(&k, &v)).transpose()) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "a projection held does not decode; the walk goes past it")
                 }
@@ -1152,10 +1298,12 @@ impl Store {
         let prefix = stream_prefix(s);
         let lo = key(&[&prefix, &from.to_be_bytes()]);
         let hi = key(&[&prefix, &to.to_be_bytes()]);
-        let mut out = Vec::new();
+        let (mut out, mut scan) = (Vec::new(), self.values.scan());
         for kv in self.db.range(lo..=hi).take(limit) {
             let (k, v) = kv?;
-            out.push(dec(&k, &v)?);
+            if let Some(v) = self.value_now(&mut scan, &k, &v)? {
+                out.push(dec(&k, &v)?);
+            }
         }
         Ok(out)
     }
@@ -1212,30 +1360,38 @@ impl Store {
     ) -> impl Iterator<Item = Result<(u64, Digest, Vec<u8>), StoreError>> + '_ {
         let lo = key(&[b"A", &from.to_be_bytes()]);
         let hi = key(&[b"A", &to.to_be_bytes()]);
-        self.db.range(lo..=hi).map(|kv| {
+        let mut scan = self.values.scan();
+        self.db.range(lo..=hi).map(move |kv| {
             let (k, v) = kv?;
             let seq = u64_of(&k, &k[1..])?;
-            let hash = v.get(..32).and_then(Digest::try_from_slice).ok_or_else(|| StoreError::Corrupt {
-                key: hex::encode(&k),
-                why: "short audit entry".into(),
-            })?;
-            Ok((seq, hash, v[32..].to_vec()))
+            let (hash, bytes) = audit_entry_of(&k, value_in(&mut scan, &k, &v)?)?;
+            Ok((seq, hash, bytes.to_vec()))
         })
     }
 
-    /// Every key and value, in key order (for backups; the caller holds the write path still).
+    /// Every key and value, in key order, each value as written (read from the values
+    /// files where it lies there): for backups, whose format does not know the files. The
+    /// caller holds the write path still.
     pub fn dump(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
-        self.db.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+        let mut scan = self.values.scan();
+        let pairs = self
+            .db
+            .iter()
+            .filter(|kv| kv.as_ref().map_or(true, |(k, _)| !k.starts_with(VALUES_COUNT_PREFIX)));
+        pairs.map(move |kv| {
+            let (k, v) = kv?;
+            let v = value_in(&mut scan, &k, &v)?.to_vec();
+            Ok((k.to_vec(), v))
+        })
     }
 
     /// Load raw pairs produced by [`Store::dump`] into an empty store (restore); a
     /// an older schema's pairs are upgraded.
     pub fn load_raw(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for (k, v) in pairs {
-            b.insert(k, v);
-        }
-        self.db.apply_batch(b)?;
+        // The counts of the values files are the backed-up store's, not this one's.
+        let pairs = pairs.into_iter().filter(|(k, _)| !k.starts_with(VALUES_COUNT_PREFIX));
+        let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))))?;
+        self.apply(sealed)?;
         if let Some(found) = self.stored_schema()?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f)) {
             self.upgrade(found)?;
         }
@@ -1257,9 +1413,9 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the store occupies on disk.
+    /// Bytes the store occupies on disk: sled's files and the values files.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.values.size()
     }
 }
 
@@ -1338,15 +1494,11 @@ impl WriteBatch {
         self.postings.push((audit_index_prefix(kind, value), seq));
     }
 
-    /// The sled batch: the writes, and the gathered postings grouped by list.
-    fn seal(self) -> sled::Batch {
-        let mut out = sled::Batch::default();
-        for (k, v) in self.writes {
-            match v {
-                Some(v) => out.insert(k, v),
-                None => out.remove(k),
-            }
-        }
+    /// The sled batch: the writes (see [`Store::seal_writes`]), and the gathered postings
+    /// grouped by list.
+    fn seal(self, store: &Store) -> Result<Sealed, StoreError> {
+        let mut sealed = store.seal_writes(self.writes)?;
+        let out = &mut sealed.batch;
         let mut lists: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         for (prefix, seq) in self.postings {
             lists.entry(prefix).or_default().push(seq);
@@ -1369,7 +1521,7 @@ impl WriteBatch {
                 }
             }
         }
-        out
+        Ok(sealed)
     }
 
     /// The audit indexes are complete through entry `seq`.
@@ -1396,11 +1548,17 @@ impl Store {
     pub fn audit_entry(&self, seq: u64) -> Result<Option<(Digest, Vec<u8>)>, StoreError> {
         let k = key(&[b"A", &seq.to_be_bytes()]);
         let Some(v) = self.db.get(&k)? else { return Ok(None) };
-        let hash = v
-            .get(..32)
-            .and_then(Digest::try_from_slice)
-            .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "short audit entry".into() })?;
-        Ok(Some((hash, v[32..].to_vec())))
+        let value = self.value(&k, &v)?;
+        let (hash, bytes) = audit_entry_of(&k, &value)?;
+        Ok(Some((hash, bytes.to_vec())))
+    }
+
+    /// A value as written: read from the values files when the tree holds where it lies.
+    fn value<'v>(&self, k: &[u8], v: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
+        match placed(k, v) {
+            Some((lane, place)) => Ok(Cow::Owned(self.values.read(lane, place)?)),
+            None => Ok(Cow::Borrowed(v)),
+        }
     }
 
     /// Sequence numbers in `from..=to` that index `kind` lists under `value`, in order.
@@ -1436,15 +1594,16 @@ impl Store {
     ) {
         let lo = key(&[b"A", &from.to_be_bytes()]);
         let hi = key(&[b"A", &to.to_be_bytes()]);
+        let mut scan = self.values.scan();
         for kv in self.db.range(lo..=hi) {
             let go = match kv {
                 Err(e) => f(Err(e.into())),
-                Ok((k, v)) => match (u64_of(&k, &k[1..]), v.get(..32).and_then(Digest::try_from_slice)) {
-                    (Ok(seq), Some(hash)) => f(Ok((seq, hash, &v[32..]))),
-                    (Err(e), _) => f(Err(e)),
-                    (Ok(_), None) => {
-                        f(Err(StoreError::Corrupt { key: hex::encode(&k), why: "short audit entry".into() }))
-                    }
+                Ok((k, v)) => match u64_of(&k, &k[1..]) {
+                    Err(e) => f(Err(e)),
+                    Ok(seq) => match value_in(&mut scan, &k, &v).and_then(|v| audit_entry_of(&k, v)) {
+                        Ok((hash, bytes)) => f(Ok((seq, hash, bytes))),
+                        Err(e) => f(Err(e)),
+                    },
                 },
             };
             if !go {
@@ -1498,7 +1657,9 @@ impl Store {
     /// entry `seq` (32-byte hash, then the JSON bytes).
     #[doc(hidden)]
     pub fn tamper_audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get(key(&[b"A", &seq.to_be_bytes()]))?.map(|v| v.to_vec()))
+        let k = key(&[b"A", &seq.to_be_bytes()]);
+        let Some(v) = self.db.get(&k)? else { return Ok(None) };
+        Ok(Some(self.value(&k, &v)?.into_owned()))
     }
 
     /// TAMPER HOOK, for the audit tamper tests only (never called by the node): overwrite
@@ -1507,12 +1668,71 @@ impl Store {
     #[doc(hidden)]
     pub fn tamper_audit_set(&self, seq: u64, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         let k = key(&[b"A", &seq.to_be_bytes()]);
-        match value {
-            Some(v) => self.db.insert(k, v)?,
-            None => self.db.remove(k)?,
-        };
-        self.db.flush()?;
+        let sealed = self.seal_writes([(k, value)])?;
+        self.apply(sealed)?;
+        self.flush_now()?;
         Ok(())
+    }
+}
+
+/// The value of key `k` as written, read through `scan` when it lies in the values file.
+fn value_in<'v>(scan: &'v mut values::Scan<'_>, k: &[u8], v: &'v [u8]) -> Result<&'v [u8], StoreError> {
+    match placed(k, v) {
+        Some((lane, place)) => scan.read(lane, place),
+        None => Ok(v),
+    }
+}
+
+impl Store {
+    /// The value of key `k` as written (`v`: its value in the tree), read through `scan`
+    /// when it lies in the values files; `None` if a commit removed it since `v` was read.
+    fn value_now(
+        &self,
+        scan: &mut values::Scan<'_>,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match placed(k, v) {
+            None => Ok(Some(v.to_vec())),
+            Some((lane, place)) => match scan.read(lane, place) {
+                Ok(bytes) => Ok(Some(bytes.to_vec())),
+                Err(e) => reread(&self.db, &self.values, k, place, e),
+            },
+        }
+    }
+}
+
+/// The value of key `k` after reading it at `place` failed with `e`. A value is replaced
+/// or removed by a commit, and overwritten once that is durable: a read that found its
+/// place before the commit, and read it after, reads the key again. The same place again
+/// is damage (`e`); no key now, `None`.
+fn reread(
+    db: &sled::Db,
+    values: &values::Values,
+    k: &[u8],
+    place: Place,
+    e: StoreError,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(now) = db.get(k)? else { return Ok(None) };
+    match placed(k, &now) {
+        Some((_, same)) if same == place => Err(e),
+        Some((lane, moved)) => values.read(lane, moved).map(Some),
+        None => Ok(Some(now.to_vec())),
+    }
+}
+
+/// Where the value of key `k` lies in the values files, if `v` (its value in the tree) is
+/// a place: 12 bytes under a key of a lane. Any other value is the bytes themselves (as
+/// schemas before 5 kept them).
+fn placed(k: &[u8], v: &[u8]) -> Option<(Lane, Place)> {
+    Some((Lane::of_key(k)?, Place::decode(v)?))
+}
+
+/// An audit entry's stored hash and bytes, from the value of its key `k`.
+fn audit_entry_of<'v>(k: &[u8], v: &'v [u8]) -> Result<(Digest, &'v [u8]), StoreError> {
+    match v.get(..32).and_then(Digest::try_from_slice) {
+        Some(hash) => Ok((hash, &v[32..])),
+        None => Err(StoreError::Corrupt { key: hex::encode(k), why: "short audit entry".into() }),
     }
 }
 
@@ -1664,6 +1884,80 @@ mod tests {
         s.commit(b).expect("commits");
         let gone = s.record(&salted.id).expect("reads").expect("held");
         assert!(gone.body.is_empty() && gone.state == RecordState::Revoked);
+    }
+
+    // A projection's bytes lie in the values files; purged, they are overwritten once the
+    // tree is durable, and a file holding nothing else is deleted.
+    #[test]
+    fn a_purged_projection_leaves_no_bytes_behind_once_flushed() {
+        use tamga_protocol::{EntryKind, Envelope, Record, SaltKey, SaltedRecord};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(dir.path()).expect("opens");
+        Arc::get_mut(&mut s.values).expect("one holder").set_segment_bytes(1024);
+        let ru: MemberCode = "RU".parse().expect("valid");
+        let stream = StreamKey { origin: ru, agreement: "sco-rms-2013".parse().expect("valid") };
+        let share = |seq: u64| {
+            let record = Record {
+                header: rec(seq as u8, "rms.method", "RU", seq as i64).header,
+                body: BTreeMap::from([("title".to_owned(), Value::Text(format!("marker-{seq:04}")))]),
+            };
+            let envelope = Envelope {
+                kind: EntryKind::Share,
+                agreement: stream.agreement.clone(),
+                audience: vec!["KZ".parse().expect("valid")],
+                seq,
+                expires_ms: i64::MAX,
+            };
+            SaltedRecord::new(record, &SaltKey::from_bytes([7; 32]))
+                .project(|_| false, envelope, &tamga_config::demo::demo_signing_key(ru))
+                .expect("projects")
+        };
+        let all: Vec<Projection> = (1..=12).map(share).collect();
+        let mut b = WriteBatch::default();
+        for p in &all {
+            b.put_projection(p).expect("encodes");
+        }
+        s.commit(b).expect("commits");
+        s.flush_blocking().expect("flushes");
+        let on_disk = || {
+            let mut bytes = Vec::new();
+            for e in std::fs::read_dir(dir.path().join(values::DIR_NAME)).expect("lists") {
+                bytes.extend(std::fs::read(e.expect("entry").path()).expect("reads"));
+            }
+            bytes
+        };
+        let holds =
+            |bytes: &[u8], seq: u64| bytes.windows(11).any(|w| w == format!("marker-{seq:04}").as_bytes());
+        let files = s.values.files();
+        assert!(files >= 2, "{files} files");
+        assert!((1..=12).all(|seq| holds(&on_disk(), seq)));
+        assert!(s
+            .db
+            .get(key(&[&stream_prefix(&stream), &1u64.to_be_bytes()]))
+            .expect("reads")
+            .is_some_and(|v| v.len() == Place::ENCODED_LEN));
+
+        let mut b = WriteBatch::default();
+        for p in &all[..8] {
+            b.purge_projection(&stream, &p.envelope).expect("encodes");
+        }
+        s.commit(b).expect("commits");
+        assert!(holds(&on_disk(), 1), "not before the tree is durable");
+        s.flush_blocking().expect("flushes");
+        let bytes = on_disk();
+        assert!((1..=8).all(|seq| !holds(&bytes, seq)), "purged bytes are gone");
+        assert!((9..=12).all(|seq| holds(&bytes, seq)));
+        assert!(s.values.files() < files, "a file holding only purged values is deleted");
+        assert_eq!(s.size_on_disk(), s.db.size_on_disk().expect("sizes") + bytes.len() as u64);
+        drop(s);
+
+        let s = Store::open(dir.path()).expect("reopens");
+        for p in &all[8..] {
+            assert_eq!(s.projection(&stream, p.envelope.seq).expect("reads").as_ref(), Some(p));
+        }
+        assert_eq!(s.projection(&stream, 1).expect("reads"), None);
+        let listed = s.projections(&stream, 1, 12, 100).expect("reads");
+        assert_eq!(listed, all[8..].to_vec());
     }
 
     #[test]
@@ -1849,26 +2143,53 @@ mod tests {
     // Schema 4 moves nothing: a schema 3 store is only marked, and reads as before; read
     // only (an offline audit), it is left at schema 3 for the build that wrote it.
     #[test]
-    fn a_schema_3_store_is_marked_schema_4_when_opened() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let r = rec(1, "ipr.mark", "RU", 1);
-        {
-            let s = Store::open(dir.path()).expect("opens");
-            let mut b = WriteBatch::default();
-            b.put_record(&r).expect("encodes");
-            s.commit(b).expect("commits");
-            s.db.insert(b"Mschema", &3u32.to_be_bytes()).expect("writes");
-            s.flush_blocking().expect("flushes");
-        }
-        {
-            let s = Store::open_to_read(dir.path()).expect("reads");
-            assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&3u32.to_be_bytes()[..]));
+    fn a_schema_3_or_4_store_is_marked_this_schema_when_opened_and_its_entries_read_in_place() {
+        for old in [3u32, 4] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let r = rec(1, "ipr.mark", "RU", 1);
+            let (hash, entry) = (Digest([9; 32]), br#"{"seq":1}"#.to_vec());
+            {
+                let s = Store::open(dir.path()).expect("opens");
+                let mut b = WriteBatch::default();
+                b.put_record(&r).expect("encodes");
+                s.commit(b).expect("commits");
+                // As schemas before 5 kept an audit entry: its bytes in the tree.
+                s.db.insert(key(&[b"A", &1u64.to_be_bytes()]), key(&[&hash.0, &entry])).expect("writes");
+                s.db.insert(b"Mschema", &old.to_be_bytes()).expect("writes");
+                s.flush_blocking().expect("flushes");
+            }
+            {
+                let s = Store::open_to_read(dir.path()).expect("reads");
+                assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&old.to_be_bytes()[..]));
+                assert_eq!(s.record(&r.id).expect("reads"), Some(r.clone()));
+                assert_eq!(s.audit_entry(1).expect("reads"), Some((hash, entry.clone())));
+            }
+            let s = Store::open(dir.path()).expect("upgrades");
+            let marked = s.db.get(b"Mschema").expect("reads");
+            assert_eq!(marked.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
             assert_eq!(s.record(&r.id).expect("reads"), Some(r.clone()));
+            assert_eq!(s.record_count(), 1);
+            // The old entry is read where it is; the next lies in the values file.
+            let (hash2, entry2) = (Digest([8; 32]), br#"{"seq":2}"#.to_vec());
+            let mut b = WriteBatch::default();
+            b.put_audit(2, &entry2, &hash2);
+            s.commit(b).expect("commits");
+            let in_tree = s.db.get(key(&[b"A", &2u64.to_be_bytes()])).expect("reads").expect("present");
+            assert_eq!(in_tree.len(), values::Place::ENCODED_LEN, "the tree holds only where it lies");
+            let both = vec![(1, hash, entry.clone()), (2, hash2, entry2.clone())];
+            let listed: Vec<_> = s.audit_entries(1, 2).collect::<Result<_, _>>().expect("reads");
+            assert_eq!(listed, both);
+            // A backup's pairs hold the bytes, and restore to a store that reads them.
+            let pairs: Vec<_> = s.dump().collect::<Result<_, _>>().expect("dumps");
+            let a2 = pairs.iter().find(|(k, _)| *k == key(&[b"A", &2u64.to_be_bytes()])).expect("dumped");
+            assert_eq!(a2.1, key(&[&hash2.0, &entry2]));
+            let other = tempfile::tempdir().expect("tempdir");
+            let restored = Store::open(other.path()).expect("opens");
+            restored.load_raw(pairs).expect("loads");
+            let listed: Vec<_> = restored.audit_entries(1, 2).collect::<Result<_, _>>().expect("reads");
+            assert_eq!(listed, both);
+            assert_eq!(restored.record(&r.id).expect("reads"), Some(r));
         }
-        let s = Store::open(dir.path()).expect("upgrades");
-        assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&4u32.to_be_bytes()[..]));
-        assert_eq!(s.record(&r.id).expect("reads"), Some(r));
-        assert_eq!(s.record_count(), 1);
     }
 
     // A schema 2 store kept the seq of each projection of a record under a key of its own

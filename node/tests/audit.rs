@@ -386,6 +386,27 @@ fn tamper_tests(root: &Path, witnessed: &[Checkpoint]) {
         assert!(r["error"].as_str().is_some_and(|e| e.contains("unreadable")), "{name}: {r}");
     }
 
+    // A byte changed in the store's values file itself, where the entries' bytes lie,
+    // without the tamper hook: its checksum tells it, and the report names the entry.
+    let (config, store) = copy(root, "values-file");
+    let v = raw(&store, mid);
+    drop(store);
+    let dir = config.parent().expect("a directory").join("store").join("values");
+    let files = std::fs::read_dir(&dir).expect("lists the values files").map(|e| e.expect("an entry").path());
+    let (path, mut bytes, at) = files
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("a-")))
+        .find_map(|p| {
+            let bytes = std::fs::read(&p).expect("reads a values file");
+            let at = bytes.windows(v.len()).position(|w| w == v.as_slice())?;
+            Some((p, bytes, at))
+        })
+        .expect("the entry's bytes are in an audit values file");
+    bytes[at + 40] ^= 0x01;
+    std::fs::write(&path, bytes).expect("writes");
+    let r = verify(root, &config, None);
+    assert_eq!(first_bad(&r), mid, "{r}");
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("unreadable") && e.contains("checksum")), "{r}");
+
     // A forgery by someone holding RU's key: entry k rewritten, everything after it
     // re-chained, every checkpoint re-signed. Alone, the log verifies; against the
     // checkpoints KZ holds, it does not, and the report names the first entry after the
