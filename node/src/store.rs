@@ -25,6 +25,7 @@
 //! | `M`    | `records`                              | how many `R` keys there are, u64 BE |
 //! | `M`    | `restored`                             | what a restore left to reconcile ([`Restored`]) |
 //! | `M`    | `values`, lane, file number            | bytes of that values file the tree points at, u64 BE |
+//! | `M`    | `zero`, lane, place                    | (a value no key points at, to overwrite once that is durable) |
 //!
 //! Two prefixes of earlier builds are no longer written, and stores that hold them keep
 //! them unread: `T` (a time index of records; listing every category merges the category
@@ -807,6 +808,21 @@ fn values_count_key(lane: Lane, segment: u32) -> Vec<u8> {
     key(&[VALUES_COUNT_PREFIX, &[lane.byte()], &segment.to_be_bytes()])
 }
 
+/// Where a value the tree no longer points at waits to be overwritten: this, the lane's
+/// byte, its place. Written with the change that leaves it behind, so that a crash before
+/// the flush that makes it safe to overwrite does not forget it; taken out once done.
+const ZERO_PREFIX: &[u8] = b"Mzero";
+
+fn zero_key(lane: Lane, place: Place) -> Vec<u8> {
+    key(&[ZERO_PREFIX, &[lane.byte()], &place.encode()])
+}
+
+/// Whether a key is the values files' bookkeeping, which describes this store's files
+/// only (not carried by a backup).
+fn is_values_bookkeeping(k: &[u8]) -> bool {
+    k.starts_with(VALUES_COUNT_PREFIX) || k.starts_with(ZERO_PREFIX)
+}
+
 /// A key and its value.
 type Pair = (Vec<u8>, Vec<u8>);
 
@@ -814,6 +830,7 @@ type Pair = (Vec<u8>, Vec<u8>);
 struct Sealed {
     batch: sled::Batch,
     counts: BTreeMap<(Lane, u32), u64>,
+    added: Vec<(Lane, Place)>,
     removed: Vec<(Lane, Place)>,
 }
 
@@ -848,7 +865,13 @@ impl Store {
             // In key order, so that a scan of the keys reads the file forwards.
             pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let bytes: Vec<&[u8]> = pairs.iter().map(|(_, v)| v.as_slice()).collect();
-            let places = self.values.append(lane, &bytes)?;
+            let places = match self.values.append(lane, &bytes) {
+                Ok(places) => places,
+                Err(e) => {
+                    self.forget(&added);
+                    return Err(e);
+                }
+            };
             for ((k, _), place) in pairs.into_iter().zip(places) {
                 batch.insert(k, place.encode());
                 added.push((lane, place));
@@ -858,14 +881,27 @@ impl Store {
         for ((lane, segment), count) in &counts {
             batch.insert(values_count_key(*lane, *segment), &count.to_be_bytes());
         }
-        Ok(Sealed { batch, counts, removed })
+        for (lane, place) in &removed {
+            batch.insert(zero_key(*lane, *place), Vec::new());
+        }
+        Ok(Sealed { batch, counts, added, removed })
     }
 
     /// Apply a sealed batch atomically (not yet durable).
     fn apply(&self, sealed: Sealed) -> Result<(), StoreError> {
-        self.db.apply_batch(sealed.batch)?;
+        if let Err(e) = self.db.apply_batch(sealed.batch) {
+            self.forget(&sealed.added);
+            return Err(e.into());
+        }
         self.values.committed(sealed.counts, sealed.removed);
         Ok(())
+    }
+
+    /// Overwrite values appended for a batch that is not applied: no key points at them.
+    fn forget(&self, added: &[(Lane, Place)]) {
+        if let Err(e) = self.values.zero(added) {
+            tracing::warn!(error = %e, "values files: overwriting the values of a failed commit failed");
+        }
     }
 
     /// Make everything applied durable, then do what that makes safe in the values files.
@@ -884,14 +920,55 @@ impl Store {
         if !flushed {
             return self.values.put_back(work);
         }
+        let done: Vec<Vec<u8>> = work.zeroed().iter().map(|(lane, place)| zero_key(*lane, *place)).collect();
         if let Err(e) = self.values.after_flush(work.clone()) {
             tracing::warn!(error = %e, "values files: overwriting or deleting what no key points at failed; tried again after the next flush");
-            self.values.put_back(work);
+            return self.values.put_back(work);
         }
+        if !done.is_empty() {
+            let mut b = sled::Batch::default();
+            done.into_iter().for_each(|k| b.remove(k));
+            // Left behind, they are overwritten again at the next start: no harm.
+            if let Err(e) = self.db.apply_batch(b) {
+                tracing::warn!(error = %e, "values files: the list of values to overwrite is not cleared");
+            }
+        }
+    }
+
+    /// At start-up: overwrite the values a crash left on the list (the tree as opened is
+    /// durable), then clear the list.
+    fn zero_listed(&self) -> Result<(), StoreError> {
+        let mut listed = Vec::new();
+        for kv in self.db.scan_prefix(ZERO_PREFIX) {
+            let (k, _) = kv?;
+            let rest = k.get(ZERO_PREFIX.len()..).unwrap_or_default();
+            let place = rest.first().and_then(|b| Some((Lane::of_byte(*b)?, Place::decode(&rest[1..])?)));
+            let place = place.ok_or_else(|| StoreError::Corrupt {
+                key: hex::encode(&k),
+                why: "bad values zero key".into(),
+            })?;
+            listed.push((k, place));
+        }
+        if listed.is_empty() {
+            return Ok(());
+        }
+        let places: Vec<(Lane, Place)> = listed.iter().map(|(_, p)| *p).collect();
+        self.values.zero(&places)?;
+        let mut b = sled::Batch::default();
+        listed.into_iter().for_each(|(k, _)| b.remove(k));
+        self.db.apply_batch(b)?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 
 const RECORD_COUNT_KEY: &[u8] = b"Mrecords";
+
+/// The schema version `db` is marked with (0 if the mark is not 4 bytes), if any.
+fn stored_schema(db: &sled::Db) -> Result<Option<u32>, StoreError> {
+    let v = db.get(b"Mschema")?;
+    Ok(v.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0)))
+}
 
 impl Store {
     /// Open (or create) the store in `dir`. Fails if another process holds it or the
@@ -931,13 +1008,20 @@ impl Store {
             })?;
             counts.insert(id, u64_of(&k, &v)?);
         }
+        // Before the values files are opened (which deletes those the tree does not point
+        // at): a store of a schema this build does not read is left as it is.
+        let found = stored_schema(&db)?;
+        if let Some(found) = found.filter(|f| !schema_readable(*f)) {
+            return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
+        }
         let values = Arc::new(values::Values::open(dir, writing, counts)?);
         let store = Store { db, records: Arc::default(), values };
-        match store.stored_schema()? {
+        if writing {
+            store.zero_listed()?;
+        }
+        match found {
             Some(found) => {
-                if !schema_readable(found) {
-                    return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
-                } else if found != SCHEMA_VERSION && writing {
+                if found != SCHEMA_VERSION && writing {
                     store.upgrade(found)?;
                 }
             }
@@ -959,8 +1043,7 @@ impl Store {
 
     /// The schema version the store is marked with (0 if the mark is not 4 bytes), if any.
     fn stored_schema(&self) -> Result<Option<u32>, StoreError> {
-        let v = self.db.get(b"Mschema")?;
-        Ok(v.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0)))
+        stored_schema(&self.db)
     }
 
     /// Upgrade an older store in place, then mark it this schema. From schema 3 and 4
@@ -1374,10 +1457,7 @@ impl Store {
     /// caller holds the write path still.
     pub fn dump(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
         let mut scan = self.values.scan();
-        let pairs = self
-            .db
-            .iter()
-            .filter(|kv| kv.as_ref().map_or(true, |(k, _)| !k.starts_with(VALUES_COUNT_PREFIX)));
+        let pairs = self.db.iter().filter(|kv| kv.as_ref().map_or(true, |(k, _)| !is_values_bookkeeping(k)));
         pairs.map(move |kv| {
             let (k, v) = kv?;
             let v = value_in(&mut scan, &k, &v)?.to_vec();
@@ -1388,8 +1468,8 @@ impl Store {
     /// Load raw pairs produced by [`Store::dump`] into an empty store (restore); a
     /// an older schema's pairs are upgraded.
     pub fn load_raw(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        // The counts of the values files are the backed-up store's, not this one's.
-        let pairs = pairs.into_iter().filter(|(k, _)| !k.starts_with(VALUES_COUNT_PREFIX));
+        // The values files' bookkeeping was the backed-up store's, not this one's.
+        let pairs = pairs.into_iter().filter(|(k, _)| !is_values_bookkeeping(k));
         let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))))?;
         self.apply(sealed)?;
         if let Some(found) = self.stored_schema()?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f)) {
@@ -1958,6 +2038,20 @@ mod tests {
         assert_eq!(s.projection(&stream, 1).expect("reads"), None);
         let listed = s.projections(&stream, 1, 12, 100).expect("reads");
         assert_eq!(listed, all[8..].to_vec());
+
+        // A purge made durable by the engine alone (as by its own background flush), then
+        // a crash before the store's flush overwrote it: the next start does.
+        let mut b = WriteBatch::default();
+        b.purge_projection(&stream, &all[8].envelope).expect("encodes");
+        s.commit(b).expect("commits");
+        s.db.flush().expect("flushes the tree only");
+        drop(s);
+        assert!(holds(&on_disk(), 9), "not overwritten yet");
+        let s = Store::open(dir.path()).expect("reopens");
+        assert!(!holds(&on_disk(), 9), "overwritten at the start");
+        assert!((10..=12).all(|seq| holds(&on_disk(), seq)));
+        assert_eq!(s.db.scan_prefix(ZERO_PREFIX).count(), 0, "the list is cleared");
+        assert_eq!(s.projection(&stream, 10).expect("reads").as_ref(), Some(&all[9]));
     }
 
     #[test]

@@ -2310,7 +2310,7 @@ mod tests {
         let (first, second) = (items[0].0, revoked.0);
         items.push(revoked);
         store
-            .raw_insert(vec![([b"R".as_slice(), &second.0].concat(), b"not a record".to_vec())])
+            .raw_insert(vec![([b"R".as_slice(), &second.0].concat(), b"this is not a record".to_vec())])
             .expect("writes");
         let (writer, handle) = task.spawn(CancellationToken::new());
         let ru: MemberCode = "RU".parse().expect("valid");

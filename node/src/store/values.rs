@@ -120,6 +120,13 @@ pub(super) struct AfterFlush {
     delete: Vec<(Lane, u32)>,
 }
 
+impl AfterFlush {
+    /// The values it overwrites.
+    pub(super) fn zeroed(&self) -> &[(Lane, Place)] {
+        &self.zero
+    }
+}
+
 /// The values files of one store.
 #[derive(Debug)]
 pub(super) struct Values {
@@ -229,8 +236,9 @@ impl Values {
     }
 
     /// Append `values` to `lane`'s files and make them durable; their places, in order.
-    /// On an error nothing is taken as written: the next append writes over what this one
-    /// left.
+    /// On an error nothing is taken as written, and the next append follows what this one
+    /// may have left: a range is never written twice, so a reader's window of a file never
+    /// holds bytes that are written over later.
     pub(super) fn append(&self, lane: Lane, values: &[&[u8]]) -> Result<Vec<Place>, StoreError> {
         if values.is_empty() {
             return Ok(Vec::new());
@@ -241,11 +249,10 @@ impl Values {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (mut segment, mut end) = match state.heads.get(&lane) {
             Some(h) => *h,
-            None => self.begin(&mut state, lane, 1)?,
+            None => self.begin(&mut state, lane, 1, false)?,
         };
         let mut places = Vec::with_capacity(values.len());
         let mut buf = Vec::new();
-        let mut written: Vec<(u32, u64)> = Vec::new();
         for v in values {
             let len = u32::try_from(v.len())
                 .ok()
@@ -253,10 +260,14 @@ impl Values {
                 .ok_or_else(|| StoreError::Engine(format!("a value of {} bytes is too large", v.len())))?;
             let full = end + buf.len() as u64 + FRAME + u64::from(len) > self.segment_bytes;
             if full && (end + buf.len() as u64) > HEADER.len() as u64 {
-                self.write(lane, segment, end, &buf)?;
-                written.push((segment, end + buf.len() as u64));
-                buf.clear();
-                (segment, end) = self.begin(&mut state, lane, segment + 1)?;
+                // A file that takes values of this append is pointed at once it is
+                // committed; one that takes none may be pointed at no more.
+                let takes_values = !buf.is_empty();
+                if takes_values {
+                    self.write(&mut state, lane, segment, end, &buf)?;
+                    buf.clear();
+                }
+                (segment, end) = self.begin(&mut state, lane, segment + 1, !takes_values)?;
             }
             let at = u32::try_from(end + buf.len() as u64)
                 .map_err(|_| StoreError::Engine("values file too large".into()))?;
@@ -265,17 +276,23 @@ impl Values {
             buf.extend_from_slice(&crc32fast::hash(v).to_be_bytes());
             buf.extend_from_slice(v);
         }
-        self.write(lane, segment, end, &buf)?;
-        written.push((segment, end + buf.len() as u64));
-        for (n, size) in written {
-            state.sizes.insert((lane, n), size);
-            state.heads.insert(lane, (n, size));
-        }
+        self.write(&mut state, lane, segment, end, &buf)?;
         Ok(places)
     }
 
-    /// Write `buf` at `at` in a file and make it durable.
-    fn write(&self, lane: Lane, segment: u32, at: u64, buf: &[u8]) -> Result<(), StoreError> {
+    /// Write `buf` at `at` in a head file and make it durable; the lane's head then
+    /// follows it, written or not.
+    fn write(
+        &self,
+        state: &mut State,
+        lane: Lane,
+        segment: u32,
+        at: u64,
+        buf: &[u8],
+    ) -> Result<(), StoreError> {
+        let to = at + buf.len() as u64;
+        state.heads.insert(lane, (segment, to));
+        state.sizes.insert((lane, segment), to);
         let file = self.file(lane, segment)?;
         let io =
             |e: std::io::Error| StoreError::Engine(format!("{}: {e}", self.path(lane, segment).display()));
@@ -283,8 +300,16 @@ impl Values {
         file.sync_data().map_err(io)
     }
 
-    /// Begin file `segment` of a lane (its header durable); the lane's head then.
-    fn begin(&self, state: &mut State, lane: Lane, segment: u32) -> Result<(u32, u64), StoreError> {
+    /// Begin file `segment` of a lane (its header durable); the lane's head then. The file
+    /// appended to before goes after the next flush if no key points at it and
+    /// `before_may_go`.
+    fn begin(
+        &self,
+        state: &mut State,
+        lane: Lane,
+        segment: u32,
+        before_may_go: bool,
+    ) -> Result<(u32, u64), StoreError> {
         let path = self.path(lane, segment);
         let io = |e: std::io::Error| StoreError::Engine(format!("{}: {e}", path.display()));
         let file =
@@ -293,8 +318,7 @@ impl Values {
         file.sync_all().map_err(io)?;
         sync_dir(&self.dir).map_err(io)?;
         self.files.write().unwrap_or_else(|e| e.into_inner()).insert((lane, segment), Arc::new(file));
-        // The file appended to before, if no key points at it any more, can go now.
-        if let Some((before, _)) = state.heads.get(&lane).copied() {
+        if let Some((before, _)) = state.heads.get(&lane).copied().filter(|_| before_may_go) {
             if state.live.get(&(lane, before)).copied().unwrap_or(0) == 0 {
                 state.pending.delete.push((lane, before));
             }
@@ -359,29 +383,10 @@ impl Values {
     /// Carry out `work` (from [`Values::take_pending`]), the tree being durable: the values
     /// no key points at are overwritten with zeros, the files no key points at deleted.
     pub(super) fn after_flush(&self, work: AfterFlush) -> Result<(), StoreError> {
-        let deleted: std::collections::BTreeSet<(Lane, u32)> = work.delete.iter().copied().collect();
-        let mut synced = std::collections::BTreeSet::new();
-        for (lane, p) in work.zero {
-            if deleted.contains(&(lane, p.segment)) {
-                continue;
-            }
-            // A file deleted meanwhile (it held nothing else) needs nothing more.
-            let Ok(file) = self.file(lane, p.segment) else { continue };
-            let io = |e: std::io::Error| {
-                StoreError::Engine(format!("{}: {e}", self.path(lane, p.segment).display()))
-            };
-            file.write_all_at(&vec![0u8; p.footprint() as usize], u64::from(p.at)).map_err(io)?;
-            synced.insert((lane, p.segment));
-        }
-        for (lane, n) in synced {
-            if let Ok(file) = self.file(lane, n) {
-                file.sync_data()
-                    .map_err(|e| StoreError::Engine(format!("{}: {e}", self.path(lane, n).display())))?;
-            }
-        }
-        for (lane, n) in deleted {
+        for (lane, n) in work.delete {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            // Appended to again meanwhile (it was the head), or pointed at again: keep it.
+            // Appended to again meanwhile (it was the head), or pointed at again: keep it
+            // (its values to overwrite are overwritten below).
             let head = state.heads.get(&lane).map(|h| h.0) == Some(n);
             if head || state.live.get(&(lane, n)).copied().unwrap_or(0) != 0 {
                 continue;
@@ -396,11 +401,33 @@ impl Values {
                 Err(e) => return Err(StoreError::Engine(format!("{}: {e}", path.display()))),
             }
         }
+        self.zero(&work.zero)
+    }
+
+    /// Overwrite the values at `places` with zeros, durably; those in a file deleted need
+    /// nothing more.
+    pub(super) fn zero(&self, places: &[(Lane, Place)]) -> Result<(), StoreError> {
+        let mut synced = std::collections::BTreeSet::new();
+        for (lane, p) in places {
+            let Ok(file) = self.file(*lane, p.segment) else { continue };
+            let io = |e: std::io::Error| {
+                StoreError::Engine(format!("{}: {e}", self.path(*lane, p.segment).display()))
+            };
+            file.write_all_at(&vec![0u8; p.footprint() as usize], u64::from(p.at)).map_err(io)?;
+            synced.insert((*lane, p.segment));
+        }
+        for (lane, n) in synced {
+            if let Ok(file) = self.file(lane, n) {
+                file.sync_data()
+                    .map_err(|e| StoreError::Engine(format!("{}: {e}", self.path(lane, n).display())))?;
+            }
+        }
         Ok(())
     }
 
     /// The bytes of the value at `p` in `lane`'s files.
     pub(super) fn read(&self, lane: Lane, p: Place) -> Result<Vec<u8>, StoreError> {
+        self.plausible(lane, p)?;
         let file = self.file(lane, p.segment)?;
         let mut buf = vec![0u8; p.footprint() as usize];
         file.read_exact_at(&mut buf, u64::from(p.at))
@@ -445,6 +472,14 @@ impl Values {
         self.dir.join(format!("{}-{segment:08}", lane.byte() as char))
     }
 
+    /// Refuse a place no append could have made (a damaged key) before reading it.
+    fn plausible(&self, lane: Lane, p: Place) -> Result<(), StoreError> {
+        if p.footprint() > SEGMENT_BYTES || u64::from(p.at) < HEADER.len() as u64 {
+            return Err(self.unreadable(lane, p, "no value can lie there"));
+        }
+        Ok(())
+    }
+
     /// Check a frame read at `p`: its length and its CRC-32.
     fn check(&self, lane: Lane, p: Place, frame: &[u8]) -> Result<(), StoreError> {
         let u = |i: usize| frame.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
@@ -468,7 +503,7 @@ impl Values {
 
 /// Whether a file name is a values file's: lane byte, '-', eight digits.
 fn is_segment_name(name: &str) -> bool {
-    name.len() == 10 && name.as_bytes()[1] == b'-' && name[2..].bytes().all(|b| b.is_ascii_digit())
+    name.len() >= 10 && name.as_bytes()[1] == b'-' && name[2..].bytes().all(|b| b.is_ascii_digit())
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -489,6 +524,7 @@ pub(super) struct Scan<'a> {
 impl Scan<'_> {
     /// The bytes of the value at `p` in `lane`'s files, checked.
     pub(super) fn read(&mut self, lane: Lane, p: Place) -> Result<&[u8], StoreError> {
+        self.values.plausible(lane, p)?;
         let (at, need) = (u64::from(p.at), p.footprint());
         let within = match self.window {
             Some((l, n, from)) => {
@@ -496,11 +532,16 @@ impl Scan<'_> {
             }
             None => false,
         };
-        if !within {
-            let file = self.values.file(lane, p.segment)?;
+        // A window read while the value was being appended holds what was there then:
+        // read it again, alone.
+        let stale = within && self.framed(lane, p).is_err();
+        if !within || stale {
             // Reading forwards (the next value follows closely): a window; else the value.
-            let forwards = matches!(self.last_end, Some((l, n, end)) if l == lane && n == p.segment && at >= end && at - end < 64 << 10);
-            let want = if forwards { (need as usize).max(WINDOW) } else { need as usize };
+            let forwards = matches!(self.last_end, Some((l, n, end))
+                if l == lane && n == p.segment && at >= end && at - end < 64 << 10);
+            let want = if forwards && !stale { (need as usize).max(WINDOW) } else { need as usize };
+            self.window = None;
+            let file = self.values.file(lane, p.segment)?;
             self.buf.resize(want, 0);
             let got = read_up_to(&file, &mut self.buf, at)
                 .map_err(|e| self.values.unreadable(lane, p, &e.to_string()))?;
@@ -508,8 +549,13 @@ impl Scan<'_> {
             self.window = Some((lane, p.segment, at));
         }
         self.last_end = Some((lane, p.segment, at + need));
-        let from = self.window.map_or(0, |w| (at - w.2) as usize);
-        let frame = self.buf.get(from..from + need as usize).unwrap_or_default();
+        self.framed(lane, p)
+    }
+
+    /// The value at `p` from the window, checked.
+    fn framed(&self, lane: Lane, p: Place) -> Result<&[u8], StoreError> {
+        let from = self.window.map_or(0, |w| (u64::from(p.at) - w.2) as usize);
+        let frame = self.buf.get(from..from + p.footprint() as usize).unwrap_or_default();
         self.values.check(lane, p, frame)?;
         Ok(&frame[FRAME as usize..])
     }
