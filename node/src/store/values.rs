@@ -16,7 +16,8 @@
 //!   in the same batch as the keys). A value whose key is removed or rewritten is
 //!   overwritten with zeros, and a file no key points at any more is deleted, but only
 //!   once the tree no longer pointing at them is durable ([`Values::after_flush`]): until
-//!   then a crash could bring the key back.
+//!   then a crash could bring the key back. The store lists such a value in the tree in
+//!   the same batch, so that one a crash kept from being overwritten is at the next start.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
