@@ -800,7 +800,7 @@ pub struct Store {
     values: Arc<values::Values>,
 }
 
-/// Where the count of bytes the tree points at in a values file is kept: this, the
+/// Where the count of bytes the tree points at in one values file is kept: this, the
 /// lane's byte, the file's number (u32 BE).
 const VALUES_COUNT_PREFIX: &[u8] = b"Mvalues";
 
@@ -1755,7 +1755,7 @@ impl Store {
     }
 }
 
-/// The value of key `k` as written, read through `scan` when it lies in the values file.
+/// The value of key `k` as written, read through `scan` when it lies in the values files.
 fn value_in<'v>(scan: &'v mut values::Scan<'_>, k: &[u8], v: &'v [u8]) -> Result<&'v [u8], StoreError> {
     match placed(k, v) {
         Some((lane, place)) => scan.read(lane, place),
