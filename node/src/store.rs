@@ -817,6 +817,15 @@ fn zero_key(lane: Lane, place: Place) -> Vec<u8> {
     key(&[ZERO_PREFIX, &[lane.byte()], &place.encode()])
 }
 
+/// A bookkeeping key of the values files under `prefix`: its lane, and what follows.
+fn lane_key<'k>(k: &'k [u8], prefix: &[u8]) -> Result<(Lane, &'k [u8]), StoreError> {
+    let rest = k.get(prefix.len()..).unwrap_or_default();
+    match rest.split_first().and_then(|(b, rest)| Some((Lane::of_byte(*b)?, rest))) {
+        Some(found) => Ok(found),
+        None => Err(StoreError::Corrupt { key: hex::encode(k), why: "bad values lane".into() }),
+    }
+}
+
 /// Whether a key is the values files' bookkeeping, which describes this store's files
 /// only (not carried by a backup).
 fn is_values_bookkeeping(k: &[u8]) -> bool {
@@ -941,13 +950,10 @@ impl Store {
         let mut listed = Vec::new();
         for kv in self.db.scan_prefix(ZERO_PREFIX) {
             let (k, _) = kv?;
-            let rest = k.get(ZERO_PREFIX.len()..).unwrap_or_default();
-            let place = rest.first().and_then(|b| Some((Lane::of_byte(*b)?, Place::decode(&rest[1..])?)));
-            let place = place.ok_or_else(|| StoreError::Corrupt {
-                key: hex::encode(&k),
-                why: "bad values zero key".into(),
-            })?;
-            listed.push((k, place));
+            let (lane, place) = lane_key(&k, ZERO_PREFIX)?;
+            let place = Place::decode(place)
+                .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "bad place".into() })?;
+            listed.push((k.clone(), (lane, place)));
         }
         if listed.is_empty() {
             return Ok(());
@@ -998,15 +1004,10 @@ impl Store {
         let mut counts = BTreeMap::new();
         for kv in db.scan_prefix(VALUES_COUNT_PREFIX) {
             let (k, v) = kv?;
-            let id = k.get(VALUES_COUNT_PREFIX.len()..).and_then(|rest| {
-                let lane = Lane::of_byte(*rest.first()?)?;
-                Some((lane, u32::from_be_bytes(rest.get(1..)?.try_into().ok()?)))
-            });
-            let id = id.ok_or_else(|| StoreError::Corrupt {
-                key: hex::encode(&k),
-                why: "bad values count key".into(),
-            })?;
-            counts.insert(id, u64_of(&k, &v)?);
+            let (lane, segment) = lane_key(&k, VALUES_COUNT_PREFIX)?;
+            let segment = <[u8; 4]>::try_from(segment)
+                .map_err(|_| StoreError::Corrupt { key: hex::encode(&k), why: "bad file number".into() })?;
+            counts.insert((lane, u32::from_be_bytes(segment)), u64_of(&k, &v)?);
         }
         // Before the values files are opened (which deletes those the tree does not point
         // at): a store of a schema this build does not read is left as it is.
@@ -1039,11 +1040,6 @@ impl Store {
         };
         store.records.store(count, Ordering::Relaxed);
         Ok(store)
-    }
-
-    /// The schema version the store is marked with (0 if the mark is not 4 bytes), if any.
-    fn stored_schema(&self) -> Result<Option<u32>, StoreError> {
-        stored_schema(&self.db)
     }
 
     /// Upgrade an older store in place, then mark it this schema. From schema 3 and 4
@@ -1472,7 +1468,8 @@ impl Store {
         let pairs = pairs.into_iter().filter(|(k, _)| !is_values_bookkeeping(k));
         let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))))?;
         self.apply(sealed)?;
-        if let Some(found) = self.stored_schema()?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f)) {
+        if let Some(found) = stored_schema(&self.db)?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f))
+        {
             self.upgrade(found)?;
         }
         let count = self.count_records()?;

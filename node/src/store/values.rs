@@ -75,6 +75,7 @@ impl Lane {
         }
     }
 
+    /// The lane whose byte is `b`.
     pub(super) fn of_byte(b: u8) -> Option<Lane> {
         [Lane::Audit, Lane::Projections, Lane::Records].into_iter().find(|l| l.byte() == b)
     }
