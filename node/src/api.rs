@@ -524,6 +524,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErr
         "audit_head": head.map(|(s, h)| json!({"seq": s, "hash": h.to_hex()})),
         "peers_connected": shared.metrics.peers_connected.load(std::sync::atomic::Ordering::Relaxed),
         "disk_bytes": shared.store.size_on_disk(),
+        "disk_values_bytes": shared.store.values_on_disk(),
     })))
 }
 

@@ -8,7 +8,7 @@
 //! |--------|----------------------------------------|-------------------------------|
 //! | `M`    | `schema`                               | schema version, u32 BE        |
 //! | `R`    | record id                              | * [`StoredRecord`] (a live received one without its body, which its projection holds), with the (agreement, seq) of each of its projections |
-//! | `C`    | category, 0, time, record id           | (category index)              |
+//! | `C`    | category, 0, time, record id           | category index: time, record id, 40 bytes each, of the records of that category one commit added (up to [`MAX_RECORDS_PER_CATEGORY_KEY`]); the key's time and id are the latest of them (earlier builds: one key per record, empty value) |
 //! | `P`    | origin, agreement, 0, seq              | * projection (stream entry)   |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
@@ -52,7 +52,7 @@ mod values;
 use values::{Lane, Place};
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,13 +64,15 @@ use tamga_protocol::{
     Salt, StreamKey, Value,
 };
 
-/// The on-disk schema this build reads and writes. Schema 5: the bytes of the records,
+/// The on-disk schema this build reads and writes. Schema 6: a category index key lists
+/// the records of one category a commit added, which schema 5 builds read as one record.
+/// Schema 5: the bytes of the records,
 /// projections and audit entries are in the values files, which schema 4 builds do not
 /// read. Schema 4: an audit entry lists the
 /// receipts of a whole push (`delivered`) or the projections one push or pull took in
 /// (`received`), which schema 3 builds do not read. Schema 3: a record lists its
 /// projections (schema 2 kept them under `X`).
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest schema this build upgrades from, in place, on open (and after restoring a
 /// backup): every one from it up to [`SCHEMA_VERSION`].
@@ -223,6 +225,60 @@ pub struct RecordFilter {
 
 fn time_key(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Most records one category index key lists: a commit adding more of one category
+/// writes more keys.
+pub const MAX_RECORDS_PER_CATEGORY_KEY: usize = 256;
+
+/// The keys of one category's index: `C`, category, 0.
+fn category_prefix(c: &CategoryId) -> Vec<u8> {
+    key(&[b"C", c.as_str().as_bytes(), &[0]])
+}
+
+/// A record in the category index: its time (as [`time_key`]) then its id, so that byte
+/// order is (time, id) order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct CategoryEntry([u8; CategoryEntry::LEN]);
+
+impl CategoryEntry {
+    const LEN: usize = 8 + 32;
+
+    fn new(at_ms: i64, id: &RecordId) -> CategoryEntry {
+        let mut e = [0; CategoryEntry::LEN];
+        e[..8].copy_from_slice(&time_key(at_ms));
+        e[8..].copy_from_slice(&id.0);
+        CategoryEntry(e)
+    }
+
+    fn of(b: &[u8]) -> Option<CategoryEntry> {
+        <[u8; CategoryEntry::LEN]>::try_from(b).ok().map(CategoryEntry)
+    }
+
+    fn id(&self) -> RecordId {
+        let mut id = [0; 32];
+        id.copy_from_slice(&self.0[8..]);
+        Digest(id)
+    }
+}
+
+/// The records a category index key `k` (its prefix `len` bytes long) lists: those of its
+/// value, or the key's own from a build that wrote one key per record (empty value).
+fn category_entries(k: &[u8], len: usize, v: &[u8]) -> Result<Vec<CategoryEntry>, StoreError> {
+    let bad = || StoreError::Corrupt { key: hex::encode(k), why: "bad category index key".into() };
+    let latest = k.get(len..).and_then(CategoryEntry::of).ok_or_else(bad)?;
+    if v.is_empty() {
+        return Ok(vec![latest]);
+    }
+    if v.len() % CategoryEntry::LEN != 0 {
+        return Err(bad());
+    }
+    let listed: Vec<CategoryEntry> = v.chunks(CategoryEntry::LEN).filter_map(CategoryEntry::of).collect();
+    // None later than the key says: the listing relies on it.
+    if listed.iter().any(|e| *e > latest) {
+        return Err(bad());
+    }
+    Ok(listed)
 }
 
 /// The time [`time_key`] made `b` of.
@@ -421,8 +477,9 @@ pub struct WriteBatch {
     /// Audit index postings gathered by [`WriteBatch::put_audit_index`]: (index key prefix
     /// (kind, value), sequence number), grouped into a few keys when the batch is committed.
     postings: Vec<(Vec<u8>, u64)>,
-    /// The records written, so that [`Store::commit`] can count the new ones.
-    records: Vec<RecordId>,
+    /// The records written, each with its category and time, so that [`Store::commit`]
+    /// can count the new ones and index them.
+    records: Vec<(RecordId, CategoryId, i64)>,
     /// Projections put, by stream: (seq, expiry ms), gathered into a few expiry index
     /// keys when the batch is committed.
     expiries: Vec<(StreamKey, u64, i64)>,
@@ -500,13 +557,12 @@ impl WriteBatch {
         self.writes.get(k).map(|v| v.as_deref())
     }
 
-    /// A record and its indexes (new, or replacing the one held). A live received record
+    /// A record and its index entry (new, or replacing the one held, whose entry stays: see
+    /// [`Store::commit`]). A live received record
     /// is kept without its body: the body is its projection's revealed fields, and the
     /// projection is kept beside it (see [`Store::record`]).
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
-        self.records.push(r.id);
-        let t = time_key(r.header.created_ms);
-        self.put(key(&[b"C", r.header.category.as_str().as_bytes(), &[0], &t, &r.id.0]), Vec::new());
+        self.records.push((r.id, r.header.category.clone(), r.header.created_ms));
         self.update_record(r)
     }
 
@@ -1042,9 +1098,10 @@ impl Store {
         Ok(store)
     }
 
-    /// Upgrade an older store in place, then mark it this schema. From schema 3 and 4
-    /// nothing moves (schemas 4 and 5 only add what the one before cannot read; the values
-    /// an older store holds in the tree stay there, and are read there). From schema 2 each
+    /// Upgrade an older store in place, then mark it this schema. From schemas 3 to 5
+    /// nothing moves (schemas 4 to 6 only add what the one before cannot read; the values
+    /// an older store holds in the tree stay there, and are read there, and so do its
+    /// category index keys of one record each). From schema 2 each
     /// record takes in the seqs of its projections (schema 2's `X` keys, which go), in
     /// rounds of a few thousand records, each applied atomically: an upgrade cut short
     /// resumes where it stopped, since a record moved already decodes as this schema's.
@@ -1116,10 +1173,24 @@ impl Store {
     pub fn commit(&self, mut b: WriteBatch) -> Result<(), StoreError> {
         let mut count = self.records.load(Ordering::Relaxed);
         if !b.records.is_empty() {
-            let ids: BTreeSet<RecordId> = std::mem::take(&mut b.records).into_iter().collect();
-            for id in ids {
+            // The records new to the store are counted, and indexed by category: one key
+            // per category lists those this commit adds. A record held already keeps the
+            // entry it has, so no record is listed twice and no key is written twice.
+            let records: BTreeMap<RecordId, (CategoryId, i64)> =
+                std::mem::take(&mut b.records).into_iter().map(|(id, c, t)| (id, (c, t))).collect();
+            let mut lists: BTreeMap<CategoryId, Vec<CategoryEntry>> = BTreeMap::new();
+            for (id, (category, at)) in records {
                 if !self.view().has_record(&id)? {
                     count += 1;
+                    lists.entry(category).or_default().push(CategoryEntry::new(at, &id));
+                }
+            }
+            for (category, mut list) in lists {
+                list.sort_unstable();
+                for chunk in list.chunks(MAX_RECORDS_PER_CATEGORY_KEY) {
+                    let Some(latest) = chunk.last() else { continue };
+                    let v: Vec<u8> = chunk.iter().flat_map(|e| e.0).collect();
+                    b.put(key(&[&category_prefix(&category), &latest.0]), v);
                 }
             }
             b.put(RECORD_COUNT_KEY.to_vec(), count.to_be_bytes().to_vec());
@@ -1187,43 +1258,61 @@ impl Store {
 
     /// Records matching `filter`, newest first, at most `limit`.
     pub fn records(&self, filter: &RecordFilter, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
-        // The category index is the only record index: a category filter scans its own
-        // category, no filter one scan per category held, merged newest first. The other
-        // filters are checked per record.
+        // The category index is the only record index: a category filter reads its own
+        // category's keys, no filter every category's, newest first. A key lists records
+        // no later than its own time and id, so a record read from a key is listed once no
+        // key left unread can list a later one. The other filters are checked per record.
         let prefixes = match &filter.category {
-            Some(c) => vec![key(&[b"C", c.as_str().as_bytes(), &[0]])],
+            Some(c) => vec![category_prefix(c)],
             None => self.category_prefixes()?,
         };
-        let since = filter.since_ms.map(time_key);
+        let since = filter.since_ms.map(|t| CategoryEntry::new(t, &Digest([0; 32])));
         let view = self.view();
-        // Each scan with its next entry past the prefix (time, then record id), while one
-        // is left at or after `since`.
-        let step =
-            |len: usize, scan: &mut std::iter::Rev<sled::Iter>| -> Result<Option<Vec<u8>>, StoreError> {
-                let Some(kv) = scan.next() else { return Ok(None) };
-                let rest = kv?.0.get(len..).unwrap_or_default().to_vec();
-                Ok(since.is_none_or(|t| rest.get(..8).is_some_and(|r| r >= t.as_slice())).then_some(rest))
-            };
-        let mut scans = Vec::with_capacity(prefixes.len());
-        for p in &prefixes {
-            let mut scan = self.db.scan_prefix(p).rev();
-            let head = step(p.len(), &mut scan)?;
-            scans.push((p.len(), scan, head));
+        // Each category's keys, newest first, with the next one while it may list a
+        // record at or after `since`.
+        struct Keys {
+            len: usize,
+            scan: std::iter::Rev<sled::Iter>,
+            next: Option<(sled::IVec, sled::IVec, CategoryEntry)>,
         }
+        impl Keys {
+            fn advance(&mut self, since: Option<CategoryEntry>) -> Result<(), StoreError> {
+                self.next = match self.scan.next() {
+                    None => None,
+                    Some(kv) => {
+                        let (k, v) = kv?;
+                        let latest = CategoryEntry::of(&k[self.len.min(k.len())..]).ok_or_else(|| {
+                            StoreError::Corrupt { key: hex::encode(&k), why: "bad category index key".into() }
+                        })?;
+                        since.is_none_or(|s| latest >= s).then_some((k, v, latest))
+                    }
+                };
+                Ok(())
+            }
+        }
+        let mut keys = Vec::with_capacity(prefixes.len());
+        for p in &prefixes {
+            let mut k = Keys { len: p.len(), scan: self.db.scan_prefix(p).rev(), next: None };
+            k.advance(since)?;
+            keys.push(k);
+        }
+        let mut read: BinaryHeap<CategoryEntry> = BinaryHeap::new();
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some((len, scan, head)) =
-                scans.iter_mut().filter(|s| s.2.is_some()).max_by(|a, b| a.2.cmp(&b.2))
-            else {
-                break;
-            };
-            let rest = head.take().unwrap_or_default();
-            *head = step(*len, scan)?;
-            let id = rest.get(8..).and_then(RecordId::try_from_slice).ok_or_else(|| StoreError::Corrupt {
-                key: hex::encode(&rest),
-                why: "bad category index key".into(),
-            })?;
-            let Some(r) = view.record_as_stored(&id)? else { continue };
+            let unread =
+                keys.iter_mut().filter(|k| k.next.is_some()).max_by_key(|k| k.next.as_ref().map(|n| n.2));
+            if let Some(k) =
+                unread.filter(|k| read.peek().is_none_or(|top| k.next.as_ref().is_some_and(|n| n.2 >= *top)))
+            {
+                if let Some((key, value, _)) = k.next.take() {
+                    let listed = category_entries(&key, k.len, &value)?;
+                    read.extend(listed.into_iter().filter(|e| since.is_none_or(|s| *e >= s)));
+                }
+                k.advance(since)?;
+                continue;
+            }
+            let Some(e) = read.pop() else { break };
+            let Some(r) = view.record_as_stored(&e.id())? else { continue };
             if filter.origin.is_some_and(|o| o != r.header.origin) {
                 continue;
             }
@@ -1493,6 +1582,11 @@ impl Store {
     /// Bytes the store occupies on disk: sled's files and the values files.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.values.size()
+    }
+
+    /// The part of [`Store::size_on_disk`] that the values files occupy.
+    pub fn values_on_disk(&self) -> u64 {
+        self.values.size()
     }
 }
 
@@ -2087,6 +2181,63 @@ mod tests {
         assert_eq!(s.records(&f, 10).expect("lists").len(), 1);
     }
 
+    // One key per category per commit, whose records interleave in time with another
+    // key's, beside a key of an earlier build (one record, empty value): each record is
+    // listed once, in order, whatever the limit or the time it starts from.
+    #[test]
+    fn the_category_index_lists_each_record_once_newest_first_across_its_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let commit = |records: &[StoredRecord]| {
+            let mut b = WriteBatch::default();
+            records.iter().for_each(|r| b.put_record(r).expect("enc"));
+            s.commit(b).expect("commits");
+        };
+        commit(&[rec(1, "ipr.mark", "RU", 10), rec(3, "ipr.mark", "KZ", 30), rec(5, "ipr.mark", "RU", 50)]);
+        commit(&[rec(2, "ipr.mark", "RU", 20), rec(4, "ipr.mark", "RU", 40), rec(6, "ipr.mark", "KZ", 60)]);
+        // Held already (its entry stays as it is), and one of another category.
+        let held_again = StoredRecord { state: RecordState::Expired, ..rec(3, "ipr.mark", "KZ", 30) };
+        commit(&[held_again, rec(7, "rms.method", "RU", 35)]);
+        let old = rec(8, "ipr.mark", "RU", 45);
+        let c = key(&[&category_prefix(&old.header.category), &CategoryEntry::new(45, &old.id).0]);
+        s.raw_insert(vec![(key(&[b"R", &old.id.0]), enc(&old).expect("enc")), (c, Vec::new())])
+            .expect("writes");
+        assert_eq!(s.db.scan_prefix(b"C").count(), 4, "one key per category and commit");
+
+        let ids = |f: &RecordFilter, limit| {
+            s.records(f, limit).expect("lists").iter().map(|r| r.id.0[0]).collect::<Vec<_>>()
+        };
+        let all = RecordFilter::default();
+        assert_eq!(ids(&all, 100), vec![6, 5, 8, 4, 7, 3, 2, 1]);
+        for limit in 0..9 {
+            assert_eq!(ids(&all, limit), [6, 5, 8, 4, 7, 3, 2, 1][..limit].to_vec());
+        }
+        let f = RecordFilter { since_ms: Some(30), ..Default::default() };
+        assert_eq!(ids(&f, 100), vec![6, 5, 8, 4, 7, 3]);
+        let f = RecordFilter {
+            category: Some("ipr.mark".parse().expect("valid")),
+            since_ms: Some(31),
+            origin: None,
+        };
+        assert_eq!(ids(&f, 100), vec![6, 5, 8, 4]);
+        assert_eq!(s.record(&Digest([3; 32])).expect("reads").map(|r| r.state), Some(RecordState::Expired));
+
+        // A commit of more records of one category than a key lists writes more keys.
+        let many: Vec<StoredRecord> = (0..MAX_RECORDS_PER_CATEGORY_KEY as i64 + 1)
+            .map(|t| {
+                let mut id = [0xee; 32];
+                id[..8].copy_from_slice(&t.to_be_bytes());
+                StoredRecord { id: Digest(id), ..rec(0, "rms.risk", "UZ", 100 + t) }
+            })
+            .collect();
+        commit(&many);
+        assert_eq!(s.db.scan_prefix(key(&[b"C", b"rms.risk", &[0]])).count(), 2);
+        let f = RecordFilter { category: Some("rms.risk".parse().expect("valid")), ..Default::default() };
+        let listed: Vec<_> =
+            s.records(&f, 1000).expect("lists").iter().map(|r| r.header.created_ms).collect();
+        assert_eq!(listed, (100..100 + many.len() as i64).rev().collect::<Vec<_>>());
+    }
+
     /// The envelope of share `seq` of stream `s`, for `audience`.
     fn share(s: &StreamKey, seq: u64, audience: &[&str]) -> Envelope {
         Envelope {
@@ -2231,11 +2382,11 @@ mod tests {
         assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 
-    // Schema 4 moves nothing: a schema 3 store is only marked, and reads as before; read
-    // only (an offline audit), it is left at schema 3 for the build that wrote it.
+    // Schemas 4 to 6 move nothing: an older store is only marked, and reads as before;
+    // read only (an offline audit), it is left at its schema for the build that wrote it.
     #[test]
-    fn a_schema_3_or_4_store_is_marked_this_schema_when_opened_and_its_entries_read_in_place() {
-        for old in [3u32, 4] {
+    fn a_schema_3_to_5_store_is_marked_this_schema_when_opened_and_its_entries_read_in_place() {
+        for old in [3u32, 4, 5] {
             let dir = tempfile::tempdir().expect("tempdir");
             let r = rec(1, "ipr.mark", "RU", 1);
             let (hash, entry) = (Digest([9; 32]), br#"{"seq":1}"#.to_vec());

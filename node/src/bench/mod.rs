@@ -535,6 +535,7 @@ fn add_dissemination(
     report.add("catch-up node: records held", c.held as f64, "records");
     report.add("catch-up node: RSS (own process)", mib(c.rss_bytes), "MiB");
     report.add("catch-up node: disk bytes per record held", c.disk_per_record, "bytes");
+    report.add("catch-up node: of them in the values files", c.values_per_record, "bytes");
     Ok(())
 }
 

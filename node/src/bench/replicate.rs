@@ -112,6 +112,8 @@ pub struct CatchUp {
     pub rss_bytes: u64,
     /// Its store's bytes on disk per record held.
     pub disk_per_record: f64,
+    /// The part of them in the values files (the rest is the sled tree).
+    pub values_per_record: f64,
 }
 
 /// Measure on a fresh federation of `nodes` under `dir`: replication of `records`,
@@ -235,6 +237,7 @@ async fn catch_up_of(
     let status = child.client.get("/v1/status", &[]).await?;
     let held = status["records"].as_u64().context("status has records")?;
     let disk = status["disk_bytes"].as_u64().context("status has disk_bytes")?;
+    let values = status["disk_values_bytes"].as_u64().context("status has disk_values_bytes")?;
     child.kill().await?;
     ensure!(
         held >= held_before + n as u64,
@@ -248,5 +251,6 @@ async fn catch_up_of(
         held,
         rss_bytes,
         disk_per_record: disk as f64 / held.max(1) as f64,
+        values_per_record: values as f64 / held.max(1) as f64,
     })
 }
