@@ -270,7 +270,7 @@ fn category_entries(k: &[u8], len: usize, v: &[u8]) -> Result<Vec<CategoryEntry>
     if v.is_empty() {
         return Ok(vec![latest]);
     }
-    if v.len() % CategoryEntry::LEN != 0 {
+    if !v.len().is_multiple_of(CategoryEntry::LEN) {
         return Err(bad());
     }
     let listed: Vec<CategoryEntry> = v.chunks(CategoryEntry::LEN).filter_map(CategoryEntry::of).collect();
