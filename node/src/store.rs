@@ -66,10 +66,9 @@ use tamga_protocol::{
 
 /// The on-disk schema this build reads and writes. Schema 6: a category index key lists
 /// the records of one category a commit added, which schema 5 builds read as one record.
-/// Schema 5: the bytes of the records,
-/// projections and audit entries are in the values files, which schema 4 builds do not
-/// read. Schema 4: an audit entry lists the
-/// receipts of a whole push (`delivered`) or the projections one push or pull took in
+/// Schema 5: the bytes of the records, projections and audit entries are in the values
+/// files, which schema 4 builds do not read. Schema 4: an audit entry lists the receipts
+/// of a whole push (`delivered`) or the projections one push or pull took in
 /// (`received`), which schema 3 builds do not read. Schema 3: a record lists its
 /// projections (schema 2 kept them under `X`).
 pub const SCHEMA_VERSION: u32 = 6;
@@ -262,11 +261,20 @@ impl CategoryEntry {
     }
 }
 
+fn bad_category_key(k: &[u8]) -> StoreError {
+    StoreError::Corrupt { key: hex::encode(k), why: "bad category index key".into() }
+}
+
+/// The latest record a category index key `k` (its prefix `len` bytes long) lists.
+fn category_latest(k: &[u8], len: usize) -> Result<CategoryEntry, StoreError> {
+    k.get(len..).and_then(CategoryEntry::of).ok_or_else(|| bad_category_key(k))
+}
+
 /// The records a category index key `k` (its prefix `len` bytes long) lists: those of its
 /// value, or the key's own from a build that wrote one key per record (empty value).
 fn category_entries(k: &[u8], len: usize, v: &[u8]) -> Result<Vec<CategoryEntry>, StoreError> {
-    let bad = || StoreError::Corrupt { key: hex::encode(k), why: "bad category index key".into() };
-    let latest = k.get(len..).and_then(CategoryEntry::of).ok_or_else(bad)?;
+    let bad = || bad_category_key(k);
+    let latest = category_latest(k, len)?;
     if v.is_empty() {
         return Ok(vec![latest]);
     }
@@ -1281,9 +1289,7 @@ impl Store {
                     None => None,
                     Some(kv) => {
                         let (k, v) = kv?;
-                        let latest = CategoryEntry::of(&k[self.len.min(k.len())..]).ok_or_else(|| {
-                            StoreError::Corrupt { key: hex::encode(&k), why: "bad category index key".into() }
-                        })?;
+                        let latest = category_latest(&k, self.len)?;
                         since.is_none_or(|s| latest >= s).then_some((k, v, latest))
                     }
                 };
