@@ -275,17 +275,15 @@ impl Reloader {
         }
         self.inner.tx.send_replace(fed.clone());
         let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-        self.inner
-            .writer
-            .audit(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).policy(fed.policy_digest).reason(
-                format!(
-                    "reloaded on {trigger}: policy {} replaces {}; files changed: {}",
-                    fed.policy_digest.to_hex(),
-                    old.policy_digest.to_hex(),
-                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-                ),
-            ))
-            .await;
+        self.audit(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).policy(fed.policy_digest).reason(
+            format!(
+                "reloaded on {trigger}: policy {} replaces {}; files changed: {}",
+                fed.policy_digest.to_hex(),
+                old.policy_digest.to_hex(),
+                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            ),
+        ))
+        .await;
         tracing::info!(
             trigger = trigger.as_str(),
             digest = %fed.policy_digest.to_hex(),
@@ -294,6 +292,14 @@ impl Reloader {
             "policy reloaded"
         );
         Ok(Reloaded { changed: true, previous: old.policy_digest, digest: fed.policy_digest, files, took })
+    }
+
+    /// Audit what a reload did, durably before the caller answers (an admin's API call
+    /// among them), as the node's other answered events are.
+    async fn audit(&self, ev: AuditEvent) {
+        if let Err(e) = self.inner.writer.audit_durable(ev).await {
+            tracing::warn!(error = %e, "the reload's audit entry is not stored");
+        }
     }
 
     async fn refuse(&self, trigger: Trigger, errors: ConfigErrors, old: &Federation) -> Refused {
@@ -313,10 +319,7 @@ impl Reloader {
         if n > MAX_ERRORS_AUDITED {
             reason.push_str(&format!(" and {} more", n - MAX_ERRORS_AUDITED));
         }
-        self.inner
-            .writer
-            .audit(AuditEvent::new(Action::PolicyRefused, Outcome::Refused).reason(reason))
-            .await;
+        self.audit(AuditEvent::new(Action::PolicyRefused, Outcome::Refused).reason(reason)).await;
         tracing::warn!(
             trigger = trigger.as_str(),
             errors = n,
