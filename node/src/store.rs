@@ -977,15 +977,6 @@ impl Store {
         }
     }
 
-    /// Make everything applied durable, then do what that makes safe in the values files.
-    fn flush_now(&self) -> Result<(), StoreError> {
-        let work = self.values.take_pending();
-        let flushed = self.db.flush();
-        self.after_flush(work, flushed.is_ok());
-        flushed?;
-        Ok(())
-    }
-
     /// Overwrite the values and delete the files that `work` names once a flush made the
     /// tree durable (`flushed`); else, or if that fails, keep it for the next flush. What
     /// was made durable stays so either way.
@@ -1219,9 +1210,14 @@ impl Store {
         Ok(())
     }
 
-    /// Make everything durable, blocking (for shutdown).
+    /// Make everything durable, blocking (for shutdown), then do what that makes safe in
+    /// the values files.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.flush_now()
+        let work = self.values.take_pending();
+        let flushed = self.db.flush();
+        self.after_flush(work, flushed.is_ok());
+        flushed?;
+        Ok(())
     }
 
     /// Reads of what is committed.
@@ -1847,8 +1843,7 @@ impl Store {
         let k = key(&[b"A", &seq.to_be_bytes()]);
         let sealed = self.seal_writes([(k, value)])?;
         self.apply(sealed)?;
-        self.flush_now()?;
-        Ok(())
+        self.flush_blocking()
     }
 }
 

@@ -162,7 +162,7 @@ impl Values {
         live: BTreeMap<(Lane, u32), u64>,
     ) -> Result<Values, StoreError> {
         let dir = dir.join(DIR_NAME);
-        let io = |e: std::io::Error| StoreError::Engine(format!("{}: {e}", dir.display()));
+        let io = io_error(&dir);
         let values = Values {
             dir: dir.clone(),
             writing,
@@ -171,15 +171,15 @@ impl Values {
             state: Mutex::new(State::default()),
         };
         if writing && !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            sync_dir(dir.parent().unwrap_or(&dir)).map_err(io)?;
+            std::fs::create_dir_all(&dir).map_err(&io)?;
+            sync_dir(dir.parent().unwrap_or(&dir)).map_err(&io)?;
         }
         if !dir.exists() {
             return Ok(values);
         }
         let mut found: BTreeMap<(Lane, u32), PathBuf> = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
+        for entry in std::fs::read_dir(&dir).map_err(&io)? {
+            let path = entry.map_err(&io)?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let parsed = name
                 .split_once('-')
@@ -202,18 +202,18 @@ impl Values {
         for ((lane, n), path) in found {
             let head = last.get(&lane) == Some(&n);
             if writing && !head && state.live.get(&(lane, n)).copied().unwrap_or(0) == 0 {
-                std::fs::remove_file(&path).map_err(io)?;
+                std::fs::remove_file(&path).map_err(&io)?;
                 continue;
             }
-            let file = OpenOptions::new().read(true).write(writing).open(&path).map_err(io)?;
-            let mut len = file.metadata().map_err(io)?.len();
+            let file = OpenOptions::new().read(true).write(writing).open(&path).map_err(&io)?;
+            let mut len = file.metadata().map_err(&io)?.len();
             if len < HEADER.len() as u64 && head {
                 // Begun by a commit cut short before its header was durable: nothing in
                 // it is pointed at.
                 if writing {
-                    file.set_len(0).map_err(io)?;
-                    file.write_all_at(HEADER, 0).map_err(io)?;
-                    file.sync_all().map_err(io)?;
+                    file.set_len(0).map_err(&io)?;
+                    file.write_all_at(HEADER, 0).map_err(&io)?;
+                    file.sync_all().map_err(&io)?;
                     len = HEADER.len() as u64;
                 }
             } else {
@@ -296,10 +296,9 @@ impl Values {
         state.heads.insert(lane, (segment, to));
         state.sizes.insert((lane, segment), to);
         let file = self.file(lane, segment)?;
-        let io =
-            |e: std::io::Error| StoreError::Engine(format!("{}: {e}", self.path(lane, segment).display()));
-        file.write_all_at(buf, at).map_err(io)?;
-        file.sync_data().map_err(io)
+        let io = io_error(&self.path(lane, segment));
+        file.write_all_at(buf, at).map_err(&io)?;
+        file.sync_data().map_err(&io)
     }
 
     /// Begin file `segment` of a lane (its header durable); the lane's head then. The file
@@ -313,12 +312,12 @@ impl Values {
         before_may_go: bool,
     ) -> Result<(u32, u64), StoreError> {
         let path = self.path(lane, segment);
-        let io = |e: std::io::Error| StoreError::Engine(format!("{}: {e}", path.display()));
+        let io = io_error(&path);
         let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io)?;
-        file.write_all_at(HEADER, 0).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        sync_dir(&self.dir).map_err(io)?;
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(&io)?;
+        file.write_all_at(HEADER, 0).map_err(&io)?;
+        file.sync_all().map_err(&io)?;
+        sync_dir(&self.dir).map_err(&io)?;
         self.files.write().unwrap_or_else(|e| e.into_inner()).insert((lane, segment), Arc::new(file));
         if let Some((before, _)) = state.heads.get(&lane).copied().filter(|_| before_may_go) {
             if state.live.get(&(lane, before)).copied().unwrap_or(0) == 0 {
@@ -400,7 +399,7 @@ impl Values {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Engine(format!("{}: {e}", path.display()))),
+                Err(e) => return Err(io_error(&path)(e)),
             }
         }
         self.zero(&work.zero)
@@ -412,16 +411,13 @@ impl Values {
         let mut synced = std::collections::BTreeSet::new();
         for (lane, p) in places {
             let Ok(file) = self.file(*lane, p.segment) else { continue };
-            let io = |e: std::io::Error| {
-                StoreError::Engine(format!("{}: {e}", self.path(*lane, p.segment).display()))
-            };
-            file.write_all_at(&vec![0u8; p.footprint() as usize], u64::from(p.at)).map_err(io)?;
+            let io = io_error(&self.path(*lane, p.segment));
+            file.write_all_at(&vec![0u8; p.footprint() as usize], u64::from(p.at)).map_err(&io)?;
             synced.insert((*lane, p.segment));
         }
         for (lane, n) in synced {
             if let Ok(file) = self.file(lane, n) {
-                file.sync_data()
-                    .map_err(|e| StoreError::Engine(format!("{}: {e}", self.path(lane, n).display())))?;
+                file.sync_data().map_err(io_error(&self.path(lane, n)))?;
             }
         }
         Ok(())
@@ -506,6 +502,12 @@ impl Values {
 /// Whether a file name is a values file's: lane byte, '-', eight digits.
 fn is_segment_name(name: &str) -> bool {
     name.len() >= 10 && name.as_bytes()[1] == b'-' && name[2..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An I/O error on `path`, as the store reports it: the path, then the cause.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StoreError {
+    let path = path.display().to_string();
+    move |e| StoreError::Engine(format!("{path}: {e}"))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
