@@ -12,7 +12,7 @@
 //!   ([`echo`]) on the product's transport, of one projection and of a push batch.
 //! - **The product**: ingest through the API (batches of 1 and 100), replication from one
 //!   origin to the N-1 other nodes of a [`fed::BenchFederation`] until all hold all,
-//!   latency ack → stored on every peer at a steady 1,000 records/s, catch-up of a node
+//!   latency origin store → stored on every peer at a steady 1,000 records/s, catch-up of a node
 //!   restarted after missing N records, its resident memory and disk per record
 //!   ([`replicate`]), and policy reload latency ([`crate::reload::latency`]).
 //! - **The peer baseline**: the same signed projections over libp2p gossipsub to the same
@@ -599,7 +599,7 @@ fn ratios(report: &mut Report) {
         "the echo returns the payload (a push returns only receipts), so the request-response limits are conservative".into(),
         "catch-up: from the restarted node's process start (open, connect, anti-entropy round) until it held every record it missed; it runs as its own process, whose RSS is the per-node figure".into(),
         "gossipsub: pre-signed projections, no libp2p message signing, subscribers decode and batch-verify each projection, nothing stored, no receipts, no policy".into(),
-        "latency (tamga): from the API's acknowledgement (durable at the origin) to the last peer's store time; (gossipsub): from publish to verified at the last subscriber".into(),
+        "latency (tamga): from the origin's store time to the last peer's, each taken as its write group starts (the origin acknowledges after that group's flush), read from the nodes, not the client; (gossipsub): from publish to verified at the last subscriber".into(),
     ]);
 }
 

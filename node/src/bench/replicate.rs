@@ -161,31 +161,36 @@ async fn run(f: &mut BenchFederation, records: usize, steady: usize, catch_up: u
 }
 
 /// Latency at the steady rate: `n` records, [`STEADY_PER_TICK`] every [`STEADY_TICK`],
-/// each from its acknowledgement to the last peer's store time.
+/// each from the origin's store time to the last peer's. Both are read from the nodes'
+/// own clock at the same point of the write path (the write group's start, before its
+/// flush), so the figure does not depend on when the client task, sharing the cores with
+/// the nodes, gets to read the answer (a starved client can read it after every peer has
+/// stored).
 async fn latency(f: &BenchFederation, client: &Client, first: usize, n: usize) -> Result<[f64; 3]> {
     let peers = f.peers();
     let base: Vec<u64> = peers.iter().map(|p| received(p)).collect();
-    let mut acks: Vec<(String, i64)> = Vec::with_capacity(n);
+    let origin = f.fed.nodes.get(&f.origin).and_then(|n| n.node.as_ref()).context("the origin runs")?;
+    let mut acks: Vec<tamga_protocol::RecordId> = Vec::with_capacity(n);
     let mut tick = tokio::time::interval(STEADY_TICK);
     for k in (0..n).step_by(STEADY_PER_TICK) {
         tick.tick().await;
         let len = STEADY_PER_TICK.min(n - k);
         let doc = json!({ "records": (first + k..first + k + len).map(body).collect::<Vec<_>>() });
         let v = client.post("/v1/records", &doc).await?;
-        let at = crate::writer::now_ms();
         for id in v["ids"].as_array().into_iter().flatten().filter_map(|x| x.as_str()) {
-            acks.push((id.to_owned(), at));
+            acks.push(id.parse().context("a record id")?);
         }
     }
     ensure!(acks.len() == n, "the origin acknowledged {} of {n} steady-rate records", acks.len());
     let want: Vec<u64> = base.iter().map(|b| b + n as u64).collect();
     wait_received(&peers, &want, "the steady-rate records").await?;
     let mut lat: Vec<f64> = Vec::with_capacity(acks.len());
-    for (id, at) in &acks {
-        let id: tamga_protocol::RecordId = id.parse().context("a record id")?;
-        let mut last = *at;
+    for id in &acks {
+        let at =
+            origin.shared().store.record(id)?.context("the origin lacks a record it acknowledged")?.stored_ms;
+        let mut last = at;
         for p in &peers {
-            let r = p.shared().store.record(&id)?.context("a peer lacks a steady-rate record")?;
+            let r = p.shared().store.record(id)?.context("a peer lacks a steady-rate record")?;
             last = last.max(r.stored_ms);
         }
         lat.push((last - at) as f64);
