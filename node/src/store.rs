@@ -1025,6 +1025,27 @@ impl Store {
 
 const RECORD_COUNT_KEY: &[u8] = b"Mrecords";
 
+/// How long opening waits for the engine's lock on the store's files. A store this process
+/// has just closed stays locked until the engine's last background write lets go of it (a
+/// moment, longer on a loaded machine); a store another process holds stays locked.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Open the engine, waiting up to [`LOCK_WAIT`] for its lock.
+fn open_locked(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            // The engine says so only in its message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// The schema version `db` is marked with (0 if the mark is not 4 bytes), if any.
 fn stored_schema(db: &sled::Db) -> Result<Option<u32>, StoreError> {
     let v = db.get(b"Mschema")?;
@@ -1051,11 +1072,11 @@ impl Store {
     }
 
     fn open_as(dir: &Path, cache_mb: u64, writing: bool) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
-            .open()?;
+            .cache_capacity(cache_mb.saturating_mul(1024 * 1024));
+        let db = open_locked(&config)?;
         let mut counts = BTreeMap::new();
         for kv in db.scan_prefix(VALUES_COUNT_PREFIX) {
             let (k, v) = kv?;
