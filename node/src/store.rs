@@ -796,7 +796,8 @@ impl<'a> View<'a> {
         let mut stored = None;
         'blocks: for kv in self.db.range(lo..=hi) {
             let (k, v) = kv?;
-            for (seq, _) in Block::decode(&k, &v)?.entries(blocks::first_seq(&k)?) {
+            let (base, block) = read_block(&k, &v)?;
+            for (seq, _) in block.entries(base) {
                 // A number the batch wrote or removed is judged by the batch, below.
                 if seq >= first && self.pending.and_then(|b| b.written(&projection_key(s, seq))).is_none() {
                     stored = Some(projection_key(s, seq));
@@ -993,16 +994,7 @@ impl Store {
             };
             let slot = blocks::slot_of(&k);
             let old = match &slot {
-                Some((block, seq)) => {
-                    let b = match changed.entry(block.clone()) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let b = block_at(&self.db, e.key())?;
-                            e.insert(b)
-                        }
-                    };
-                    b.set(*seq, None)
-                }
+                Some((block, seq)) => block_in(&self.db, &mut changed, block)?.set(*seq, None),
                 None => self.db.get(&k)?.and_then(|old| Place::decode(&old)),
             };
             removed.extend(old.map(|place| (lane, place)));
@@ -1307,13 +1299,10 @@ impl Store {
                     key: hex::encode(k),
                     why: "bad projection key".into(),
                 })?;
-                if !changed.contains_key(&block) {
-                    let held = block_at(&self.db, &block)?;
-                    changed.insert(block.clone(), held);
-                }
+                let held = block_in(&self.db, &mut changed, &block)?;
                 match Place::decode(v) {
                     Some(place) => {
-                        changed.entry(block).or_default().set(seq, Some(place));
+                        held.set(seq, Some(place));
                     }
                     None => inline.push((block, seq, v)),
                 }
@@ -1604,15 +1593,13 @@ impl Store {
             }
             // One key or value that does not decode (or read) must not stop the walk at it
             // for good.
-            let first = blocks::first_seq(&k);
-            let block = match first.and_then(|first| Ok((first, Block::decode(&k, &v)?))) {
+            let (first, block) = match read_block(&k, &v) {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(error = %e, "a projection block does not decode; the walk goes past it");
                     continue;
                 }
             };
-            let (first, block) = block;
             let skip = if *k == *start { u64::from(skip) } else { 0 };
             for (seq, place) in block.entries(first).filter(|(seq, _)| seq - first >= skip) {
                 read += 1;
@@ -1654,7 +1641,8 @@ impl Store {
         }
         for kv in self.db.range(blocks::block_key(&space, from)..=blocks::block_key(&space, to)) {
             let (k, v) = kv?;
-            for (seq, place) in Block::decode(&k, &v)?.entries(blocks::first_seq(&k)?) {
+            let (first, block) = read_block(&k, &v)?;
+            for (seq, place) in block.entries(first) {
                 if seq > to {
                     return Ok(out);
                 }
@@ -1769,11 +1757,10 @@ impl Store {
             if k.first() != Some(&b'S') {
                 return vec![value_in(&mut scan, &k, &v).map(|v| (k.to_vec(), v.to_vec()))];
             }
-            let block = match blocks::first_seq(&k).and_then(|first| Ok((first, Block::decode(&k, &v)?))) {
+            let (first, block) = match read_block(&k, &v) {
                 Ok(found) => found,
                 Err(e) => return vec![Err(e)],
             };
-            let (first, block) = block;
             block
                 .entries(first)
                 .map(|(seq, place)| {
@@ -2138,6 +2125,23 @@ fn block_at(db: &sled::Db, k: &[u8]) -> Result<Block, StoreError> {
         Some(v) => Block::decode(k, &v),
         None => Ok(Block::default()),
     }
+}
+
+/// Block key `k`'s first number and the block its value `v` is.
+fn read_block(k: &[u8], v: &[u8]) -> Result<(u64, Block), StoreError> {
+    Ok((blocks::first_seq(k)?, Block::decode(k, v)?))
+}
+
+/// Block `k` as `changed` has it, read from the tree the first time.
+fn block_in<'c>(
+    db: &sled::Db,
+    changed: &'c mut BTreeMap<Vec<u8>, Block>,
+    k: &[u8],
+) -> Result<&'c mut Block, StoreError> {
+    if !changed.contains_key(k) {
+        changed.insert(k.to_vec(), block_at(db, k)?);
+    }
+    Ok(changed.entry(k.to_vec()).or_default())
 }
 
 /// The smaller of two keys found, either or both.
