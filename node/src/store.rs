@@ -577,7 +577,7 @@ impl WriteBatch {
     /// writes only; see [`View::seq_known`] for the store with them).
     pub fn knows_seq(&self, s: &StreamKey, seq: u64) -> bool {
         // One key, its keyspace byte changed: the keys differ only there.
-        let mut k = key(&[&stream_space(b"P", s), &seq.to_be_bytes()]);
+        let mut k = projection_key(s, seq);
         [b'P', b'W', b'G'].into_iter().any(|space| {
             k[0] = space;
             matches!(self.written(&k), Some(Some(_)))

@@ -12,9 +12,9 @@
 //!   ([`echo`]) on the product's transport, of one projection and of a push batch.
 //! - **The product**: ingest through the API (batches of 1 and 100), replication from one
 //!   origin to the N-1 other nodes of a [`fed::BenchFederation`] until all hold all,
-//!   latency origin store → stored on every peer at a steady 1,000 records/s, catch-up of a node
-//!   restarted after missing N records, its resident memory and disk per record
-//!   ([`replicate`]), and policy reload latency ([`crate::reload::latency`]).
+//!   latency origin store → stored on every peer at a steady 1,000 records/s, catch-up
+//!   of a node restarted after missing N records, its resident memory and disk per
+//!   record ([`replicate`]), and policy reload latency ([`crate::reload::latency`]).
 //! - **The peer baseline**: the same signed projections over libp2p gossipsub to the same
 //!   number of subscribers, which verify them ([`gossip`]), throughput and latency side by
 //!   side with tamga's push.

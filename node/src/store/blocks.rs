@@ -29,7 +29,7 @@ pub(super) struct Block(BTreeMap<u8, Place>);
 impl Block {
     /// Read block key `k`'s value: entries in increasing offset, each below [`SEQS`].
     pub(super) fn decode(k: &[u8], v: &[u8]) -> Result<Block, StoreError> {
-        let bad = || StoreError::Corrupt { key: hex::encode(k), why: "bad projection block".into() };
+        let bad = || bad_block(k);
         if !v.len().is_multiple_of(ENTRY) {
             return Err(bad());
         }
@@ -65,7 +65,7 @@ impl Block {
     /// Where number `seq` lies, if block key `k`'s value `v` lists it: read from `v`
     /// without decoding the rest of the block (the lookup of every number received).
     pub(super) fn find(k: &[u8], v: &[u8], seq: u64) -> Result<Option<Place>, StoreError> {
-        let bad = || StoreError::Corrupt { key: hex::encode(k), why: "bad projection block".into() };
+        let bad = || bad_block(k);
         if !v.len().is_multiple_of(ENTRY) {
             return Err(bad());
         }
@@ -92,6 +92,10 @@ impl Block {
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+fn bad_block(k: &[u8]) -> StoreError {
+    StoreError::Corrupt { key: hex::encode(k), why: "bad projection block".into() }
 }
 
 fn offset(seq: u64) -> u8 {
