@@ -1010,7 +1010,7 @@ impl Store {
             // In key order, so that a scan of the keys reads the file forwards.
             pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let bytes: Vec<&[u8]> = pairs.iter().map(|(_, v)| v.as_slice()).collect();
-            let places = match self.values.append(lane, &bytes) {
+            let places = match self.values.append_unsynced(lane, &bytes) {
                 Ok(places) => places,
                 Err(e) => {
                     self.forget(&added);
@@ -1026,6 +1026,10 @@ impl Store {
                 }
                 added.push((lane, place));
             }
+        }
+        if let Err(e) = self.values.sync() {
+            self.forget(&added);
+            return Err(e);
         }
         for (k, b) in changed {
             if b.is_empty() {

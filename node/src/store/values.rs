@@ -9,7 +9,7 @@
 //! value follows as its length (u32 BE), the CRC-32 of its bytes (u32 BE), then the bytes.
 //!
 //! - Appends are made durable before the keys that point at them are applied to the tree
-//!   ([`Values::append`]), so a key committed never points at bytes a crash could lose.
+//!   ([`Values::sync`]), so a key committed never points at bytes a crash could lose.
 //!   Bytes after the last value a key points at (a commit that failed, or one cut short by
 //!   a crash) are never read, and later appends overwrite or follow them.
 //! - The store counts, per file, the bytes of the values its keys point at (in the tree,
@@ -19,7 +19,7 @@
 //!   then a crash could bring the key back. The store lists such a value in the tree in
 //!   the same batch, so that one a crash kept from being overwritten is at the next start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -150,6 +150,8 @@ struct State {
     live: BTreeMap<(Lane, u32), u64>,
     /// What the next flush makes safe to do.
     pending: AfterFlush,
+    /// The files written since the last [`Values::sync`].
+    unsynced: BTreeSet<(Lane, u32)>,
 }
 
 impl Values {
@@ -238,10 +240,18 @@ impl Values {
     }
 
     /// Append `values` to `lane`'s files and make them durable; their places, in order.
+    pub(super) fn append(&self, lane: Lane, values: &[&[u8]]) -> Result<Vec<Place>, StoreError> {
+        let places = self.append_unsynced(lane, values)?;
+        self.sync()?;
+        Ok(places)
+    }
+
+    /// Append `values` to `lane`'s files; their places, in order. They are durable once
+    /// [`Values::sync`] has returned, which must come before any key points at them.
     /// On an error nothing is taken as written, and the next append follows what this one
     /// may have left: a range is never written twice, so a reader's window of a file never
     /// holds bytes that are written over later.
-    pub(super) fn append(&self, lane: Lane, values: &[&[u8]]) -> Result<Vec<Place>, StoreError> {
+    pub(super) fn append_unsynced(&self, lane: Lane, values: &[&[u8]]) -> Result<Vec<Place>, StoreError> {
         if values.is_empty() {
             return Ok(Vec::new());
         }
@@ -282,8 +292,29 @@ impl Values {
         Ok(places)
     }
 
-    /// Write `buf` at `at` in a head file and make it durable; the lane's head then
-    /// follows it, written or not.
+    /// Make durable what was appended since the last sync: the files written, each
+    /// synced on a thread of its own (a write group appends to up to three lanes).
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
+        let written = std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).unsynced);
+        let files = written
+            .into_iter()
+            .map(|(lane, segment)| Ok((self.file(lane, segment)?, self.path(lane, segment))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let sync = |(file, path): &(Arc<File>, PathBuf)| file.sync_data().map_err(io_error(path));
+        let Some((first, rest)) = files.split_first() else { return Ok(()) };
+        std::thread::scope(|scope| {
+            let others: Vec<_> = rest.iter().map(|f| scope.spawn(move || sync(f))).collect();
+            let mut done = sync(first);
+            for h in others {
+                let r = h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                done = done.and(r);
+            }
+            done
+        })
+    }
+
+    /// Write `buf` at `at` in a head file (durable at the next [`Values::sync`]); the
+    /// lane's head then follows it, written or not.
     fn write(
         &self,
         state: &mut State,
@@ -295,10 +326,9 @@ impl Values {
         let to = at + buf.len() as u64;
         state.heads.insert(lane, (segment, to));
         state.sizes.insert((lane, segment), to);
+        state.unsynced.insert((lane, segment));
         let file = self.file(lane, segment)?;
-        let io = io_error(&self.path(lane, segment));
-        file.write_all_at(buf, at).map_err(&io)?;
-        file.sync_data().map_err(&io)
+        file.write_all_at(buf, at).map_err(io_error(&self.path(lane, segment)))
     }
 
     /// Begin file `segment` of a lane (its header durable); the lane's head then. The file
