@@ -58,7 +58,7 @@ use blocks::Block;
 use values::{Lane, Place};
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -509,12 +509,16 @@ pub struct WriteBatch {
     /// Audit index postings gathered by [`WriteBatch::put_audit_index`]: (index key prefix
     /// (kind, value), sequence number), grouped into a few keys when the batch is committed.
     postings: Vec<(Vec<u8>, u64)>,
-    /// The records written, each with its category and time, so that [`Store::commit`]
-    /// can count the new ones and index them.
-    records: Vec<(RecordId, CategoryId, i64)>,
+    /// The records written, each with its category and time and whether the writer found
+    /// it held nowhere ([`WriteBatch::put_new_record`]), so that [`Store::commit`] can
+    /// count the new ones and index them.
+    records: Vec<(RecordId, CategoryId, i64, bool)>,
     /// Projections put, by stream: (seq, expiry ms), gathered into a few expiry index
     /// keys when the batch is committed.
     expiries: Vec<(StreamKey, u64, i64)>,
+    /// Keys written that the store holds nowhere (a new record, an audit entry), so that
+    /// sealing does not look for a value they replace.
+    fresh: Vec<Vec<u8>>,
 }
 
 /// What a write replaced in a [`WriteBatch`]: the batch's earlier write of the key, or
@@ -528,6 +532,7 @@ pub struct Savepoint {
     postings: usize,
     records: usize,
     expiries: usize,
+    fresh: usize,
 }
 
 impl WriteBatch {
@@ -543,6 +548,7 @@ impl WriteBatch {
             postings: self.postings.len(),
             records: self.records.len(),
             expiries: self.expiries.len(),
+            fresh: self.fresh.len(),
         }
     }
 
@@ -558,6 +564,7 @@ impl WriteBatch {
         self.postings.truncate(sp.postings);
         self.records.truncate(sp.records);
         self.expiries.truncate(sp.expiries);
+        self.fresh.truncate(sp.fresh);
     }
 
     fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
@@ -594,7 +601,26 @@ impl WriteBatch {
     /// is kept without its body: the body is its projection's revealed fields, and the
     /// projection is kept beside it (see [`Store::record`]).
     pub fn put_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
-        self.records.push((r.id, r.header.category.clone(), r.header.created_ms));
+        self.records.push((r.id, r.header.category.clone(), r.header.created_ms, false));
+        self.update_record(r)
+    }
+
+    /// Whether this batch writes record `id` (its own writes only).
+    pub fn holds_record(&self, id: &RecordId) -> bool {
+        matches!(self.written(&key(&[b"R", &id.0])), Some(Some(_)))
+    }
+
+    /// The ids of the records this batch writes.
+    pub fn record_ids(&self) -> Vec<RecordId> {
+        self.records.iter().map(|r| r.0).collect()
+    }
+
+    /// A record the caller knows is held neither in the store nor in this batch:
+    /// [`Store::commit`] counts and indexes it without looking it up again, and sealing
+    /// looks for no value it replaces. The writer task, the only committer, knows.
+    pub fn put_new_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
+        self.records.push((r.id, r.header.category.clone(), r.header.created_ms, true));
+        self.fresh.push(key(&[b"R", &r.id.0]));
         self.update_record(r)
     }
 
@@ -690,9 +716,12 @@ impl WriteBatch {
         self.put(withheld_key(s, seq), Vec::new());
     }
 
-    /// One audit entry and the new chain head.
+    /// One audit entry and the new chain head. An entry is written once, at the next
+    /// number of the chain: the store holds nothing under its key.
     pub fn put_audit(&mut self, seq: u64, entry: &[u8], hash: &Digest) {
-        self.put(key(&[b"A", &seq.to_be_bytes()]), key(&[&hash.0, entry]));
+        let k = key(&[b"A", &seq.to_be_bytes()]);
+        self.fresh.push(k.clone());
+        self.put(k, key(&[&hash.0, entry]));
         self.put(b"H".to_vec(), key(&[&seq.to_be_bytes(), &hash.0]));
     }
 }
@@ -974,10 +1003,12 @@ impl Store {
     /// A sled batch of `writes` (`None`: removed). The values kept in the values files
     /// are appended to them first, durably, and the batch holds where they lie (under
     /// their key, or for a projection in its stream's block); a value there that a write
-    /// replaces or removes is counted out of its file.
+    /// replaces or removes is counted out of its file. The keys in `fresh` are held
+    /// nowhere in the tree, so no value of theirs is looked for.
     fn seal_writes(
         &self,
         writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        fresh: &HashSet<Vec<u8>>,
     ) -> Result<Sealed, StoreError> {
         let mut batch = sled::Batch::default();
         let mut outside: BTreeMap<Lane, Vec<Pair>> = BTreeMap::new();
@@ -995,6 +1026,7 @@ impl Store {
             let slot = blocks::slot_of(&k);
             let old = match &slot {
                 Some((block, seq)) => block_in(&self.db, &mut changed, block)?.set(*seq, None),
+                None if fresh.contains(&k) => None,
                 None => self.db.get(&k)?.and_then(|old| Place::decode(&old)),
             };
             removed.extend(old.map(|place| (lane, place)));
@@ -1264,7 +1296,7 @@ impl Store {
                 writes.push((k.to_vec(), Some(enc(&old.with_shares(shares))?)));
                 moved += 1;
             }
-            let sealed = self.seal_writes(writes)?;
+            let sealed = self.seal_writes(writes, &HashSet::new())?;
             self.apply(sealed)?;
             match last {
                 Some(k) if seen == ROUND => from = key(&[&k, &[0]]),
@@ -1342,11 +1374,14 @@ impl Store {
             // The records new to the store are counted, and indexed by category: one key
             // per category lists those this commit adds. A record held already keeps the
             // entry it has, so no record is listed twice and no key is written twice.
-            let records: BTreeMap<RecordId, (CategoryId, i64)> =
-                std::mem::take(&mut b.records).into_iter().map(|(id, c, t)| (id, (c, t))).collect();
+            let mut records: BTreeMap<RecordId, (CategoryId, i64, bool)> = BTreeMap::new();
+            for (id, category, at, new) in std::mem::take(&mut b.records) {
+                let was_new = records.get(&id).is_some_and(|r| r.2);
+                records.insert(id, (category, at, new || was_new));
+            }
             let mut lists: BTreeMap<CategoryId, Vec<CategoryEntry>> = BTreeMap::new();
-            for (id, (category, at)) in records {
-                if !self.view().has_record(&id)? {
+            for (id, (category, at, new)) in records {
+                if new || !self.view().has_record(&id)? {
                     count += 1;
                     lists.entry(category).or_default().push(CategoryEntry::new(at, &id));
                 }
@@ -1785,7 +1820,7 @@ impl Store {
         }
         // The values files' bookkeeping was the backed-up store's, not this one's.
         let pairs = pairs.into_iter().filter(|(k, _)| !is_values_bookkeeping(k));
-        let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))))?;
+        let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))), &HashSet::new())?;
         self.apply(sealed)?;
         if let Some(found) = stored_schema(&self.db)?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f))
         {
@@ -1898,7 +1933,7 @@ impl WriteBatch {
     /// The sled batch: the writes (see [`Store::seal_writes`]), and the gathered postings
     /// grouped by list.
     fn seal(self, store: &Store) -> Result<Sealed, StoreError> {
-        let mut sealed = store.seal_writes(self.writes)?;
+        let mut sealed = store.seal_writes(self.writes, &self.fresh.into_iter().collect())?;
         let out = &mut sealed.batch;
         let mut lists: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         for (prefix, seq) in self.postings {
@@ -2069,7 +2104,7 @@ impl Store {
     #[doc(hidden)]
     pub fn tamper_audit_set(&self, seq: u64, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         let k = key(&[b"A", &seq.to_be_bytes()]);
-        let sealed = self.seal_writes([(k, value)])?;
+        let sealed = self.seal_writes([(k, value)], &HashSet::new())?;
         self.apply(sealed)?;
         self.flush_blocking()
     }

@@ -17,10 +17,12 @@
 //! answered with the error, the in-memory chain head is not advanced, and nothing of the
 //! group is acknowledged.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tamga_config::{Decision, Federation};
+use tamga_protocol::disclosure::ProjectError;
 use tamga_protocol::{
     AgreementId, Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord,
     SigningKey, StreamKey,
@@ -94,6 +96,8 @@ pub enum Op {
         /// The records, already validated against the catalog and salted (salting is
         /// done by the caller, off the single write path).
         records: Vec<SaltedRecord>,
+        /// Which of them the store held when the caller looked (also off that path).
+        checked: Checked,
         /// Where to answer.
         reply: IngestReply,
     },
@@ -158,13 +162,32 @@ pub enum Op {
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
+    store: Store,
+    /// How many groups that wrote records the task has applied ([`WriterTask::remember`]).
+    applied: Arc<AtomicU64>,
+}
+
+/// Which records of an ingest the store held when its caller looked them up, once
+/// `after` groups that wrote records had been applied: a record held then is held still
+/// (records are never deleted, a revoked one leaves its tombstone), and one not held can
+/// only have come since, in a group the writer task remembers.
+#[derive(Debug)]
+pub struct Checked {
+    after: u64,
+    held: Vec<bool>,
 }
 
 impl Writer {
-    /// Ingest records; answers once they are durable.
+    /// Ingest records; answers once they are durable. Whether each is held already is
+    /// looked up here, on the caller's task, so that the single write path does not.
     pub async fn ingest(&self, records: Vec<SaltedRecord>) -> Result<Vec<Ingested>, WriteError> {
+        // Read before the lookups: every group counted in it is visible to them.
+        let after = self.applied.load(Ordering::Acquire);
+        let view = self.store.view();
+        let held = records.iter().map(|r| view.has_record(&r.id)).collect::<Result<_, _>>()?;
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Ingest { records, reply }).await.map_err(|_| WriteError::Stopped)?;
+        let op = Op::Ingest { records, checked: Checked { after, held }, reply };
+        self.tx.send(op).await.map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
@@ -271,6 +294,11 @@ pub struct WriterTask {
     walk: Option<Option<WalkCursor>>,
     /// The federation the walk has been under; another one restarts it.
     walked_under: Option<Arc<Federation>>,
+    /// How many groups that wrote records have been applied, shared with the handles.
+    applied: Arc<AtomicU64>,
+    /// The ids of records the last [`RECENT_GROUPS`] of those groups wrote, each set with
+    /// its group's number: what an ingest's caller could not have seen ([`Checked`]).
+    recent: VecDeque<(u64, HashSet<RecordId>)>,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -307,6 +335,8 @@ impl WriterTask {
             audit,
             walk: None,
             walked_under: None,
+            applied: Arc::new(AtomicU64::new(0)),
+            recent: VecDeque::with_capacity(RECENT_GROUPS),
         })
     }
 
@@ -320,8 +350,9 @@ impl WriterTask {
     /// finishing the ops already queued.
     pub fn spawn(self, cancel: CancellationToken) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (store, applied) = (self.store.clone(), self.applied.clone());
         let handle = tokio::spawn(self.run(rx, cancel));
-        (Writer { tx }, handle)
+        (Writer { tx, store, applied }, handle)
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Op>, cancel: CancellationToken) {
@@ -386,10 +417,10 @@ impl WriterTask {
 
         for op in group {
             match op {
-                Op::Ingest { records, reply } => {
+                Op::Ingest { records, checked, reply } => {
                     durable = true;
                     let mark = (batch.savepoint(), head);
-                    match self.ingest(&fed, records, &mut batch, &mut head, now) {
+                    match self.ingest(&fed, records, checked, &mut batch, &mut head, now) {
                         Ok((out, ps)) => {
                             let fresh = out.iter().filter(|i| i.new).count() as u64;
                             new_records += fresh;
@@ -543,9 +574,18 @@ impl WriterTask {
         let committed = if batch.is_empty() {
             Ok(())
         } else {
+            let written = batch.record_ids();
             match self.store.commit(batch) {
-                Ok(()) if durable => self.store.flush().await,
-                other => other,
+                Ok(()) => {
+                    // Applied, so visible to readers, whether or not the flush succeeds.
+                    self.remember(written);
+                    if durable {
+                        self.store.flush().await
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) => Err(e),
             }
         };
         match committed {
@@ -624,28 +664,48 @@ impl WriterTask {
 
 impl WriterTask {
     /// Store new own records, each with its `ingested` entry and its projections; a record
-    /// held already is answered as such and not stored again.
+    /// held already is answered as such and not stored again. The op's projections are
+    /// numbered first and signed together ([`sign_shares`]), then stored with their
+    /// records; one that cannot be made fails the op, which is undone.
     fn ingest(
         &self,
         fed: &Federation,
         records: Vec<SaltedRecord>,
+        checked: Checked,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
     ) -> Result<(Vec<Ingested>, Vec<Projection>), StoreError> {
-        let (mut out, mut projections) = (Vec::with_capacity(records.len()), Vec::new());
-        for salted in records {
+        let mut out = Vec::with_capacity(records.len());
+        let mut fresh: Vec<(SaltedRecord, Vec<Share>)> = Vec::with_capacity(records.len());
+        let mut taken = HashSet::with_capacity(records.len());
+        for (salted, held) in records.into_iter().zip(checked.held) {
             let id = salted.id;
-            if self.store.pending(batch).has_record(&id)? {
+            if held || taken.contains(&id) || self.held_since(checked.after, &id, batch)? {
                 out.push(Ingested { id, new: false });
                 continue;
             }
+            taken.insert(id);
             let ev = AuditEvent::new(Action::Ingested, Outcome::Ok)
                 .record(id, salted.record.header.category.clone());
             self.append(batch, head, ev, now);
-            let projected = self.project(fed, &salted, batch, head, now)?;
+            let shares = self.number_shares(fed, &salted, batch, head, now)?;
+            fresh.push((salted, shares));
+            out.push(Ingested { id, new: true });
+        }
+        let signed = sign_shares(&fresh, &self.signing).map_err(|e| {
+            tracing::error!(error = %e, "projection refused");
+            StoreError::Engine(format!("a projection could not be made: {e}"))
+        })?;
+        let mut projections = Vec::with_capacity(signed.len());
+        let mut signed = signed.into_iter();
+        for (salted, shares) in fresh {
+            let projected: Vec<Projection> = signed.by_ref().take(shares.len()).collect();
+            for p in &projected {
+                batch.put_projection(p)?;
+            }
             let stored = StoredRecord {
-                id,
+                id: salted.id,
                 header: salted.record.header,
                 body: salted.record.body,
                 withheld: 0,
@@ -655,24 +715,51 @@ impl WriterTask {
                 state: RecordState::Live,
                 shares: projected.iter().map(|p| (p.envelope.agreement.clone(), p.envelope.seq)).collect(),
             };
-            batch.put_record(&stored)?;
+            batch.put_new_record(&stored)?;
             projections.extend(projected);
-            out.push(Ingested { id, new: true });
         }
         Ok((out, projections))
     }
 
-    /// Project a new own record under every agreement that covers it and whose policy
-    /// names an audience; audit what policy withholds. Sequence numbers are assigned here,
-    /// in the same atomic batch as the record, so a stream never has a hole.
-    fn project(
+    /// Whether a record its caller found not held once `after` groups were applied is
+    /// held now: written earlier in this group, or by a group applied since (or, when
+    /// those are no longer all remembered, found in the store).
+    fn held_since(&self, after: u64, id: &RecordId, batch: &WriteBatch) -> Result<bool, StoreError> {
+        if batch.holds_record(id) {
+            return Ok(true);
+        }
+        let applied = self.applied.load(Ordering::Relaxed);
+        if applied - after > self.recent.len() as u64 {
+            return self.store.view().has_record(id);
+        }
+        Ok(self.recent.iter().rev().take_while(|(g, _)| *g > after).any(|(_, ids)| ids.contains(id)))
+    }
+
+    /// Remember the records an applied group wrote, for [`WriterTask::held_since`].
+    fn remember(&mut self, written: Vec<RecordId>) {
+        if written.is_empty() {
+            return;
+        }
+        let group = self.applied.load(Ordering::Relaxed) + 1;
+        if self.recent.len() == RECENT_GROUPS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((group, written.into_iter().collect()));
+        self.applied.store(group, Ordering::Release);
+    }
+
+    /// Number a new own record's share under every agreement that covers it and whose
+    /// policy names an audience; audit what policy withholds. Sequence numbers are
+    /// assigned here, in the same atomic batch as the record, so a stream never has a
+    /// hole: the caller signs and stores every share or undoes them all.
+    fn number_shares(
         &self,
         fed: &Federation,
         salted: &SaltedRecord,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
-    ) -> Result<Vec<Projection>, StoreError> {
+    ) -> Result<Vec<Share>, StoreError> {
         let header = &salted.record.header;
         let mut out = Vec::new();
         for agreement in fed.agreements_for(&header.category) {
@@ -713,9 +800,33 @@ impl WriterTask {
             if audience.is_empty() {
                 continue;
             }
-            out.extend(self.put_share(agreement, salted, audience, batch)?);
+            let share = self.next_share(agreement, salted, audience, batch)?;
+            batch.set_stream_head(&share.stream(self.me), share.envelope.seq);
+            out.push(share);
         }
         Ok(out)
+    }
+
+    /// An own record's share under `agreement` with `audience`, at the next number of the
+    /// stream (the caller moves the stream's head once the share is made).
+    fn next_share(
+        &self,
+        agreement: &tamga_config::Agreement,
+        salted: &SaltedRecord,
+        audience: Vec<MemberCode>,
+        batch: &WriteBatch,
+    ) -> Result<Share, StoreError> {
+        let header = &salted.record.header;
+        let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
+        let seq = self.store.pending(batch).stream_head(&stream)? + 1;
+        let envelope = Envelope {
+            kind: EntryKind::Share,
+            agreement: agreement.id.clone(),
+            audience,
+            seq,
+            expires_ms: agreement.purge_at_ms(header),
+        };
+        Ok(Share { withheld: tamga_config::withheld(agreement, &header.category), envelope })
     }
 
     /// Share an own record under `agreement` with `audience`: its projection, redacted as
@@ -728,21 +839,11 @@ impl WriterTask {
         audience: Vec<MemberCode>,
         batch: &mut WriteBatch,
     ) -> Result<Option<Projection>, StoreError> {
-        let header = &salted.record.header;
-        let stream = StreamKey { origin: self.me, agreement: agreement.id.clone() };
-        let seq = self.store.pending(batch).stream_head(&stream)? + 1;
-        let withheld = tamga_config::withheld(agreement, &header.category);
-        let envelope = Envelope {
-            kind: EntryKind::Share,
-            agreement: agreement.id.clone(),
-            audience,
-            seq,
-            expires_ms: agreement.purge_at_ms(header),
-        };
-        match salted.project(|f| withheld.as_ref().is_some_and(|w| w.contains(f)), envelope, &self.signing) {
+        let share = self.next_share(agreement, salted, audience, batch)?;
+        match share.sign(salted, &self.signing) {
             Ok(p) => {
                 batch.put_projection(&p)?;
-                batch.set_stream_head(&stream, seq);
+                batch.set_stream_head(&share.stream(self.me), p.envelope.seq);
                 Ok(Some(p))
             }
             // audience() never admits a classified record; refuse quietly if it ever did.
@@ -878,6 +979,7 @@ impl WriterTask {
                 }
             }
             stored => {
+                let new = stored.is_none();
                 let r = StoredRecord {
                     id,
                     header: p.header.clone(),
@@ -892,7 +994,11 @@ impl WriterTask {
                     // A record held as expired keeps the numbers of its expired shares.
                     shares: stored.map(|r| r.shares).unwrap_or_default().into_iter().chain([share]).collect(),
                 };
-                batch.put_record(&r)?;
+                if new {
+                    batch.put_new_record(&r)?;
+                } else {
+                    batch.put_record(&r)?;
+                }
             }
         }
         batch.put_projection(p)?;
@@ -1653,6 +1759,63 @@ fn undo(batch: &mut WriteBatch, head: &mut (u64, Digest), (sp, was): (Savepoint,
     *head = was;
 }
 
+/// Groups whose written records the writer task remembers ([`Checked`]).
+const RECENT_GROUPS: usize = 64;
+
+/// Ingest ops with at least this many projections sign them on several threads.
+const PARALLEL_SIGNING_FROM: usize = 16;
+
+/// A share of an own record under one agreement, numbered, not yet signed.
+struct Share {
+    /// The fields the agreement redacts from the record's category.
+    withheld: Option<tamga_config::Withheld>,
+    envelope: Envelope,
+}
+
+impl Share {
+    fn stream(&self, me: MemberCode) -> StreamKey {
+        StreamKey { origin: me, agreement: self.envelope.agreement.clone() }
+    }
+
+    /// The projection: the record redacted as the agreement says, under this envelope,
+    /// signed.
+    fn sign(&self, salted: &SaltedRecord, key: &SigningKey) -> Result<Projection, ProjectError> {
+        let withheld = &self.withheld;
+        salted.project(|f| withheld.as_ref().is_some_and(|w| w.contains(f)), self.envelope.clone(), key)
+    }
+}
+
+/// Sign every share of an ingest op, in order: signing is most of what a new record costs
+/// the writer task, and the shares are independent, so an op with many of them is split
+/// across the machine's cores.
+fn sign_shares(
+    fresh: &[(SaltedRecord, Vec<Share>)],
+    key: &SigningKey,
+) -> Result<Vec<Projection>, ProjectError> {
+    let jobs: Vec<(&SaltedRecord, &Share)> =
+        fresh.iter().flat_map(|(salted, shares)| shares.iter().map(move |s| (salted, s))).collect();
+    // Asked once: the answer reads the process's cgroup files each time.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4));
+    if threads < 2 || jobs.len() < PARALLEL_SIGNING_FROM {
+        return jobs.into_iter().map(|(salted, share)| share.sign(salted, key)).collect();
+    }
+    let per = jobs.len().div_ceil(threads);
+    let sign = |chunk: &[(&SaltedRecord, &Share)]| -> Result<Vec<Projection>, ProjectError> {
+        chunk.iter().map(|(salted, share)| share.sign(salted, key)).collect()
+    };
+    std::thread::scope(|scope| {
+        let mut chunks = jobs.chunks(per);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks.map(|c| scope.spawn(move || sign(c))).collect();
+        let mut out = sign(first)?;
+        for h in others {
+            out.extend(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+        }
+        Ok(out)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1959,6 +2122,77 @@ mod tests {
             body: BTreeMap::from([("title".to_owned(), Value::Text(title.into()))]),
         };
         SaltedRecord::new(record, &SaltKey::from_bytes([9; 32]))
+    }
+
+    /// Send an ingest as a caller would that looked its records up once `after` groups
+    /// had been applied and found none held.
+    async fn ingest_checked_after(writer: &Writer, records: Vec<SaltedRecord>, after: u64) -> Vec<Ingested> {
+        let (reply, rx) = oneshot::channel();
+        let checked = Checked { after, held: vec![false; records.len()] };
+        writer.tx.send(Op::Ingest { records, checked, reply }).await.expect("the writer runs");
+        rx.await.expect("answered").expect("stored")
+    }
+
+    // An op's records are numbered in order and signed on several threads: each share
+    // verifies under its own number, and the stream has no hole.
+    #[tokio::test]
+    async fn an_ops_shares_are_signed_together_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let n = PARALLEL_SIGNING_FROM as u64 * 3 + 1;
+        let records: Vec<SaltedRecord> = (1..=n).map(|i| kz_method(&format!("M{i}"))).collect();
+        let answered = writer.ingest(records.clone()).await.expect("stored");
+        assert!(answered.iter().all(|i| i.new));
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let kz: MemberCode = "KZ".parse().expect("valid");
+        let rms = StreamKey { origin: kz, agreement: RMS.parse().expect("valid") };
+        assert_eq!(store.stream_head(&rms).expect("reads"), n);
+        let key = tamga_config::demo::demo_signing_key(kz).verifying_key();
+        for (seq, r) in (1..=n).zip(&records) {
+            let p = store.projection(&rms, seq).expect("reads").expect("held");
+            assert_eq!(p.record_id().expect("its record"), r.id, "#{seq} is the op's record {seq}");
+            p.verify(&key).expect("signed under its number");
+            let held = store.record(&r.id).expect("reads").expect("held");
+            assert_eq!(held.shares, vec![(rms.agreement.clone(), seq)]);
+        }
+        assert_eq!(store.record_count(), n);
+    }
+
+    // A caller looks its records up before the op reaches the writer; one stored in
+    // between, by a group it could not have seen, is still answered as held: from the
+    // groups the writer remembers, or, once it remembers too few, from the store.
+    #[tokio::test]
+    async fn a_record_stored_after_its_caller_looked_is_not_stored_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let first = kz_method("first");
+        writer.ingest(vec![first.clone()]).await.expect("stored");
+        let again = ingest_checked_after(&writer, vec![first.clone()], 0).await;
+        assert_eq!(again, vec![Ingested { id: first.id, new: false }], "remembered");
+        for i in 0..RECENT_GROUPS {
+            writer.ingest(vec![kz_method(&format!("later {i}"))]).await.expect("stored");
+        }
+        let again = ingest_checked_after(&writer, vec![first.clone()], 0).await;
+        assert_eq!(again, vec![Ingested { id: first.id, new: false }], "looked up");
+        // Twice in one op, or once in each of two ops sent together: stored once.
+        let twice = kz_method("twice");
+        let answered = ingest_checked_after(&writer, vec![twice.clone(), twice.clone()], 0).await;
+        assert_eq!(answered.iter().map(|i| i.new).collect::<Vec<_>>(), vec![true, false]);
+        let third = kz_method("third");
+        let (a, b) = tokio::join!(
+            ingest_checked_after(&writer, vec![third.clone()], 0),
+            ingest_checked_after(&writer, vec![third.clone()], 0)
+        );
+        assert_eq!([a[0].new, b[0].new].iter().filter(|n| **n).count(), 1);
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let total = RECENT_GROUPS as u64 + 3;
+        assert_eq!(store.record_count(), total);
+        let rms = StreamKey { origin: "KZ".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
+        assert_eq!(store.stream_head(&rms).expect("reads"), total, "one share each");
     }
 
     #[tokio::test]
