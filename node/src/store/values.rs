@@ -300,7 +300,8 @@ impl Values {
             .into_iter()
             .map(|(lane, segment)| Ok((self.file(lane, segment)?, self.path(lane, segment))))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let sync = |(file, path): &(Arc<File>, PathBuf)| file.sync_data().map_err(io_error(path));
+        // Nothing allocated on a helper thread unless it fails.
+        let sync = |(file, path): &(Arc<File>, PathBuf)| file.sync_data().map_err(|e| io_error(path)(e));
         let Some((first, rest)) = files.split_first() else { return Ok(()) };
         std::thread::scope(|scope| {
             let others: Vec<_> = rest.iter().map(|f| scope.spawn(move || sync(f))).collect();
