@@ -729,7 +729,7 @@ impl WriterTask {
             return Ok(true);
         }
         let applied = self.applied.load(Ordering::Relaxed);
-        if applied - after > self.recent.len() as u64 {
+        if applied.saturating_sub(after) > self.recent.len() as u64 {
             return self.store.view().has_record(id);
         }
         Ok(self.recent.iter().rev().take_while(|(g, _)| *g > after).any(|(_, ids)| ids.contains(id)))
@@ -1785,9 +1785,9 @@ impl Share {
     }
 }
 
-/// Sign every share of an ingest op, in order: signing is most of what a new record costs
-/// the writer task, and the shares are independent, so an op with many of them is split
-/// across the machine's cores.
+/// Sign every share of an ingest op, in order: signing is the largest part of what a new
+/// record costs the writer task, and the shares are independent, so an op with many of
+/// them is split across the machine's cores.
 fn sign_shares(
     fresh: &[(SaltedRecord, Vec<Share>)],
     key: &SigningKey,

@@ -296,10 +296,16 @@ impl Values {
     /// synced on a thread of its own (a write group appends to up to three lanes).
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         let written = std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).unsynced);
-        let files = written
-            .into_iter()
-            .map(|(lane, segment)| Ok((self.file(lane, segment)?, self.path(lane, segment))))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // A file deleted since (no key points at it) has nothing left to make durable.
+        let files: Vec<(Arc<File>, PathBuf)> = {
+            let open = self.files.read().unwrap_or_else(|e| e.into_inner());
+            written
+                .into_iter()
+                .filter_map(|(lane, segment)| {
+                    Some((open.get(&(lane, segment))?.clone(), self.path(lane, segment)))
+                })
+                .collect()
+        };
         // Nothing allocated on a helper thread unless it fails.
         let sync = |(file, path): &(Arc<File>, PathBuf)| file.sync_data().map_err(|e| io_error(path)(e));
         let Some((first, rest)) = files.split_first() else { return Ok(()) };
