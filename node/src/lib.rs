@@ -26,6 +26,7 @@ pub mod identity;
 pub mod localfed;
 pub mod metrics;
 pub mod net;
+pub mod par;
 pub mod reload;
 pub mod store;
 pub mod sync;

@@ -516,9 +516,6 @@ pub struct WriteBatch {
     /// Projections put, by stream: (seq, expiry ms), gathered into a few expiry index
     /// keys when the batch is committed.
     expiries: Vec<(StreamKey, u64, i64)>,
-    /// Keys written that the store holds nowhere (a new record, an audit entry), so that
-    /// sealing does not look for a value they replace.
-    fresh: Vec<Vec<u8>>,
 }
 
 /// What a write replaced in a [`WriteBatch`]: the batch's earlier write of the key, or
@@ -532,7 +529,6 @@ pub struct Savepoint {
     postings: usize,
     records: usize,
     expiries: usize,
-    fresh: usize,
 }
 
 impl WriteBatch {
@@ -548,7 +544,6 @@ impl WriteBatch {
             postings: self.postings.len(),
             records: self.records.len(),
             expiries: self.expiries.len(),
-            fresh: self.fresh.len(),
         }
     }
 
@@ -564,7 +559,6 @@ impl WriteBatch {
         self.postings.truncate(sp.postings);
         self.records.truncate(sp.records);
         self.expiries.truncate(sp.expiries);
-        self.fresh.truncate(sp.fresh);
     }
 
     fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
@@ -616,11 +610,10 @@ impl WriteBatch {
     }
 
     /// A record the caller knows is held neither in the store nor in this batch:
-    /// [`Store::commit`] counts and indexes it without looking it up again, and sealing
-    /// looks for no value it replaces. The writer task, the only committer, knows.
+    /// [`Store::commit`] counts and indexes it without looking it up again. The writer
+    /// task, the only committer, knows.
     pub fn put_new_record(&mut self, r: &StoredRecord) -> Result<(), StoreError> {
         self.records.push((r.id, r.header.category.clone(), r.header.created_ms, true));
-        self.fresh.push(key(&[b"R", &r.id.0]));
         self.update_record(r)
     }
 
@@ -717,11 +710,10 @@ impl WriteBatch {
     }
 
     /// One audit entry and the new chain head. An entry is written once, at the next
-    /// number of the chain: the store holds nothing under its key.
+    /// number of the chain: the store holds nothing under its key (see
+    /// [`WriteBatch::seal`]).
     pub fn put_audit(&mut self, seq: u64, entry: &[u8], hash: &Digest) {
-        let k = key(&[b"A", &seq.to_be_bytes()]);
-        self.fresh.push(k.clone());
-        self.put(k, key(&[&hash.0, entry]));
+        self.put(key(&[b"A", &seq.to_be_bytes()]), key(&[&hash.0, entry]));
         self.put(b"H".to_vec(), key(&[&seq.to_be_bytes(), &hash.0]));
     }
 }
@@ -1003,12 +995,12 @@ impl Store {
     /// A sled batch of `writes` (`None`: removed). The values kept in the values files
     /// are appended to them first, durably, and the batch holds where they lie (under
     /// their key, or for a projection in its stream's block); a value there that a write
-    /// replaces or removes is counted out of its file. The keys in `fresh` are held
+    /// replaces or removes is counted out of its file. The keys `fresh` names are held
     /// nowhere in the tree, so no value of theirs is looked for.
     fn seal_writes(
         &self,
         writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
-        fresh: &HashSet<Vec<u8>>,
+        fresh: impl Fn(&[u8]) -> bool,
     ) -> Result<Sealed, StoreError> {
         let mut batch = sled::Batch::default();
         let mut outside: BTreeMap<Lane, Vec<Pair>> = BTreeMap::new();
@@ -1026,7 +1018,7 @@ impl Store {
             let slot = blocks::slot_of(&k);
             let old = match &slot {
                 Some((block, seq)) => block_in(&self.db, &mut changed, block)?.set(*seq, None),
-                None if fresh.contains(&k) => None,
+                None if fresh(&k) => None,
                 None => self.db.get(&k)?.and_then(|old| Place::decode(&old)),
             };
             removed.extend(old.map(|place| (lane, place)));
@@ -1296,7 +1288,7 @@ impl Store {
                 writes.push((k.to_vec(), Some(enc(&old.with_shares(shares))?)));
                 moved += 1;
             }
-            let sealed = self.seal_writes(writes, &HashSet::new())?;
+            let sealed = self.seal_writes(writes, |_| false)?;
             self.apply(sealed)?;
             match last {
                 Some(k) if seen == ROUND => from = key(&[&k, &[0]]),
@@ -1370,6 +1362,7 @@ impl Store {
     /// is the only caller, so the record count read here cannot change before it is stored.
     pub fn commit(&self, mut b: WriteBatch) -> Result<(), StoreError> {
         let mut count = self.records.load(Ordering::Relaxed);
+        let mut new_keys = HashSet::new();
         if !b.records.is_empty() {
             // The records new to the store are counted, and indexed by category: one key
             // per category lists those this commit adds. A record held already keeps the
@@ -1383,6 +1376,7 @@ impl Store {
             for (id, (category, at, new)) in records {
                 if new || !self.view().has_record(&id)? {
                     count += 1;
+                    new_keys.insert(key(&[b"R", &id.0]));
                     lists.entry(category).or_default().push(CategoryEntry::new(at, &id));
                 }
             }
@@ -1396,7 +1390,7 @@ impl Store {
             }
             b.put(RECORD_COUNT_KEY.to_vec(), count.to_be_bytes().to_vec());
         }
-        let sealed = b.seal(self)?;
+        let sealed = b.seal(self, &new_keys)?;
         self.apply(sealed)?;
         self.records.store(count, Ordering::Relaxed);
         Ok(())
@@ -1820,7 +1814,7 @@ impl Store {
         }
         // The values files' bookkeeping was the backed-up store's, not this one's.
         let pairs = pairs.into_iter().filter(|(k, _)| !is_values_bookkeeping(k));
-        let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))), &HashSet::new())?;
+        let sealed = self.seal_writes(pairs.map(|(k, v)| (k, Some(v))), |_| false)?;
         self.apply(sealed)?;
         if let Some(found) = stored_schema(&self.db)?.filter(|f| *f != SCHEMA_VERSION && schema_readable(*f))
         {
@@ -1932,8 +1926,11 @@ impl WriteBatch {
 
     /// The sled batch: the writes (see [`Store::seal_writes`]), and the gathered postings
     /// grouped by list.
-    fn seal(self, store: &Store) -> Result<Sealed, StoreError> {
-        let mut sealed = store.seal_writes(self.writes, &self.fresh.into_iter().collect())?;
+    /// The keys of the records new to the store (`new_records`) and of the audit entries
+    /// are held nowhere in it, so sealing looks for no value they replace.
+    fn seal(self, store: &Store, new_records: &HashSet<Vec<u8>>) -> Result<Sealed, StoreError> {
+        let fresh = |k: &[u8]| k.first() == Some(&b'A') || new_records.contains(k);
+        let mut sealed = store.seal_writes(self.writes, fresh)?;
         let out = &mut sealed.batch;
         let mut lists: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         for (prefix, seq) in self.postings {
@@ -2104,7 +2101,7 @@ impl Store {
     #[doc(hidden)]
     pub fn tamper_audit_set(&self, seq: u64, value: Option<Vec<u8>>) -> Result<(), StoreError> {
         let k = key(&[b"A", &seq.to_be_bytes()]);
-        let sealed = self.seal_writes([(k, value)], &HashSet::new())?;
+        let sealed = self.seal_writes([(k, value)], |_| false)?;
         self.apply(sealed)?;
         self.flush_blocking()
     }
@@ -2177,10 +2174,10 @@ fn block_in<'c>(
     changed: &'c mut BTreeMap<Vec<u8>, Block>,
     k: &[u8],
 ) -> Result<&'c mut Block, StoreError> {
-    if !changed.contains_key(k) {
-        changed.insert(k.to_vec(), block_at(db, k)?);
-    }
-    Ok(changed.entry(k.to_vec()).or_default())
+    Ok(match changed.entry(k.to_vec()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => e.insert(block_at(db, k)?),
+    })
 }
 
 /// The smaller of two keys found, either or both.

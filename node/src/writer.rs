@@ -1764,6 +1764,8 @@ const RECENT_GROUPS: usize = 64;
 
 /// Ingest ops with at least this many projections sign them on several threads.
 const PARALLEL_SIGNING_FROM: usize = 16;
+/// Most threads an ingest op's projections are signed on.
+const MAX_SIGNING_THREADS: usize = 4;
 
 /// A share of an own record under one agreement, numbered, not yet signed.
 struct Share {
@@ -1794,26 +1796,19 @@ fn sign_shares(
 ) -> Result<Vec<Projection>, ProjectError> {
     let jobs: Vec<(&SaltedRecord, &Share)> =
         fresh.iter().flat_map(|(salted, shares)| shares.iter().map(move |s| (salted, s))).collect();
-    // Asked once: the answer reads the process's cgroup files each time.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4));
-    if threads < 2 || jobs.len() < PARALLEL_SIGNING_FROM {
-        return jobs.into_iter().map(|(salted, share)| share.sign(salted, key)).collect();
-    }
-    let per = jobs.len().div_ceil(threads);
     let sign = |chunk: &[(&SaltedRecord, &Share)]| -> Result<Vec<Projection>, ProjectError> {
         chunk.iter().map(|(salted, share)| share.sign(salted, key)).collect()
     };
-    std::thread::scope(|scope| {
-        let mut chunks = jobs.chunks(per);
-        let first = chunks.next().unwrap_or_default();
-        let others: Vec<_> = chunks.map(|c| scope.spawn(move || sign(c))).collect();
-        let mut out = sign(first)?;
-        for h in others {
-            out.extend(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
-        }
-        Ok(out)
-    })
+    let threads = crate::par::cores().min(MAX_SIGNING_THREADS);
+    if threads < 2 || jobs.len() < PARALLEL_SIGNING_FROM {
+        return sign(&jobs);
+    }
+    let chunks: Vec<&[(&SaltedRecord, &Share)]> = jobs.chunks(jobs.len().div_ceil(threads)).collect();
+    let mut out = Vec::with_capacity(jobs.len());
+    for part in crate::par::each_on_a_thread(&chunks, |chunk| sign(chunk)) {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

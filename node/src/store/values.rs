@@ -297,27 +297,18 @@ impl Values {
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         let written = std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).unsynced);
         // A file deleted since (no key points at it) has nothing left to make durable.
-        let files: Vec<(Arc<File>, PathBuf)> = {
+        let files: Vec<(Arc<File>, Lane, u32)> = {
             let open = self.files.read().unwrap_or_else(|e| e.into_inner());
             written
                 .into_iter()
-                .filter_map(|(lane, segment)| {
-                    Some((open.get(&(lane, segment))?.clone(), self.path(lane, segment)))
-                })
+                .filter_map(|(lane, n)| Some((open.get(&(lane, n))?.clone(), lane, n)))
                 .collect()
         };
-        // Nothing allocated on a helper thread unless it fails.
-        let sync = |(file, path): &(Arc<File>, PathBuf)| file.sync_data().map_err(|e| io_error(path)(e));
-        let Some((first, rest)) = files.split_first() else { return Ok(()) };
-        std::thread::scope(|scope| {
-            let others: Vec<_> = rest.iter().map(|f| scope.spawn(move || sync(f))).collect();
-            let mut done = sync(first);
-            for h in others {
-                let r = h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                done = done.and(r);
-            }
-            done
+        crate::par::each_on_a_thread(&files, |(file, lane, n)| {
+            file.sync_data().map_err(|e| io_error(&self.path(*lane, *n))(e))
         })
+        .into_iter()
+        .collect()
     }
 
     /// Write `buf` at `at` in a head file (durable at the next [`Values::sync`]); the
@@ -335,7 +326,7 @@ impl Values {
         state.sizes.insert((lane, segment), to);
         state.unsynced.insert((lane, segment));
         let file = self.file(lane, segment)?;
-        file.write_all_at(buf, at).map_err(io_error(&self.path(lane, segment)))
+        file.write_all_at(buf, at).map_err(|e| io_error(&self.path(lane, segment))(e))
     }
 
     /// Begin file `segment` of a lane (its header durable); the lane's head then. The file
