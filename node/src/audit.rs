@@ -435,12 +435,6 @@ impl AuditEntry {
         self.category.as_ref() == Some(c) || self.projections.iter().any(|p| &p.category == c)
     }
 
-    /// Every record the entry is about, each once.
-    pub fn records(&self) -> BTreeSet<RecordId> {
-        let listed = self.receipts.iter().map(|r| r.record).chain(self.projections.iter().map(|p| p.record));
-        self.record.into_iter().chain(listed).collect()
-    }
-
     /// Every category the entry is about, each once.
     pub fn categories(&self) -> BTreeSet<&CategoryId> {
         self.category.iter().chain(self.projections.iter().map(|p| &p.category)).collect()

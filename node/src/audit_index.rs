@@ -17,8 +17,18 @@
 //! | `c`  | category  | it names a category, or took in a record of one (once per category) |
 //! | `g`  | agreement | it names an agreement        |
 //! | `a`  | action    | always                       |
-//! | `r`  | record    | it names a record, holds a receipt for one, or took one in (once per record) |
+//! | `r`  | record    | it names a record            |
+//! | `n`  | numbers   | it lists projections taken in (`received`) or receipts (`delivered`): once per [`NUMBERS_PER_LIST`] numbers of their stream |
 //! | `o`  | outcome   | the outcome is not `ok`      |
+//!
+//! What a `received` or `delivered` entry lists is indexed by stream number, not by
+//! record (store schema 8; earlier entries keep their `r` keys): a push or pull carries
+//! consecutive numbers of one stream, so its entry takes one or two `n` keys where a key
+//! per record took up to 64. A record lists the numbers of its shares (a received one
+//! never forgets one; an own one forgets only a number it gave up after a restore, and
+//! the `sent` entry that says so names the record and points at the number), so a query
+//! by record reads, merged, its `r` list and the `n` lists of its shares' numbers and of
+//! the numbers its `r` entries point at; each entry is then checked, as always.
 //!
 //! Time needs no index: the writer never lets an entry's time go backwards
 //! ([`ChainState::clock`]), so times are non-decreasing in sequence order and a time range
@@ -40,11 +50,11 @@
 //! checkpoint a peer may be shown is always durable, so a crash can never make an honest
 //! log disagree with a checkpoint it already signed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tamga_protocol::{Checkpoint, Digest, Receipt};
+use tamga_protocol::{AgreementId, Checkpoint, Digest, MemberCode, Receipt, RecordId};
 
 use crate::audit::{Action, AuditEntry, AuditEvent, ExportedEntry, Filter, Outcome};
 use crate::store::{Store, StoreError, WriteBatch};
@@ -61,6 +71,10 @@ pub const KIND_ACTION: u8 = b'a';
 pub const KIND_RECORD: u8 = b'r';
 /// Index kind: the outcome (only `refused` and `failed` are indexed).
 pub const KIND_OUTCOME: u8 = b'o';
+/// Index kind: numbers of a stream, [`NUMBERS_PER_LIST`] to a list.
+pub const KIND_NUMBERS: u8 = b'n';
+/// Consecutive numbers of a stream that share one `n` list.
+pub const NUMBERS_PER_LIST: u64 = 64;
 
 /// Entries indexed per batch when indexing a store written before the indexes existed.
 pub const REBUILD_BATCH: usize = 10_000;
@@ -83,12 +97,31 @@ pub fn index_entry(batch: &mut WriteBatch, e: &AuditEntry) {
         batch.put_audit_index(KIND_AGREEMENT, a.as_str().as_bytes(), e.seq);
     }
     batch.put_audit_index(KIND_ACTION, e.action.as_str().as_bytes(), e.seq);
-    for r in e.records() {
+    // What the entry lists is indexed by number (under the entry's own agreement).
+    let listed = e.projections.iter().map(|p| (p.record, p.origin, p.seq));
+    let listed = listed.chain(e.receipts.iter().map(|r| (r.record, r.origin, r.seq)));
+    let mut records: BTreeSet<RecordId> = e.record.into_iter().collect();
+    let mut lists = BTreeSet::new();
+    for (record, origin, seq) in listed {
+        match &e.agreement {
+            Some(a) => lists.insert(numbers_list(origin, a, seq)),
+            None => records.insert(record),
+        };
+    }
+    for r in records {
         batch.put_audit_index(KIND_RECORD, &r.0, e.seq);
+    }
+    for list in lists {
+        batch.put_audit_index(KIND_NUMBERS, &list, e.seq);
     }
     if e.outcome != Outcome::Ok {
         batch.put_audit_index(KIND_OUTCOME, e.outcome.as_str().as_bytes(), e.seq);
     }
+}
+
+/// The `n` list that holds number `seq` of stream (`origin`, `agreement`).
+fn numbers_list(origin: MemberCode, agreement: &AgreementId, seq: u64) -> Vec<u8> {
+    format!("{origin}/{agreement}/{}", seq / NUMBERS_PER_LIST).into_bytes()
 }
 
 /// Append the entry for `ev` after `head` to a batch — the entry, its hash, the new head,
@@ -295,11 +328,42 @@ pub fn seq_range(
     Ok((lo, hi))
 }
 
-/// One index list, read in sequence order, that can skip ahead.
+/// The sequence numbers of one filter's index lists in `from..=to`, merged in order, each
+/// once (most filters have one list; a record has its `r` list and its shares' `n` lists).
+fn merged<'a>(
+    store: &'a Store,
+    lists: &[(u8, Vec<u8>)],
+    from: u64,
+    to: u64,
+) -> Box<dyn Iterator<Item = Result<u64, StoreError>> + 'a> {
+    if let [(kind, value)] = lists {
+        return Box::new(store.audit_index(*kind, value, from, to));
+    }
+    let mut its: Vec<_> = lists.iter().map(|(k, v)| store.audit_index(*k, v, from, to).peekable()).collect();
+    let mut last = None;
+    Box::new(std::iter::from_fn(move || loop {
+        // An error comes out first; otherwise the smallest next number.
+        let mut min: Option<(usize, u64)> = None;
+        for (i, it) in its.iter_mut().enumerate() {
+            match it.peek() {
+                Some(Err(_)) => return it.next(),
+                Some(Ok(s)) if min.is_none_or(|(_, m)| *s < m) => min = Some((i, *s)),
+                _ => {}
+            }
+        }
+        let (i, s) = min?;
+        its[i].next();
+        if last != Some(s) {
+            last = Some(s);
+            return Some(Ok(s));
+        }
+    }))
+}
+
+/// One filter's index lists, read in sequence order, that can skip ahead.
 struct Cursor<'a> {
     store: &'a Store,
-    kind: u8,
-    value: Vec<u8>,
+    lists: Vec<(u8, Vec<u8>)>,
     hi: u64,
     it: Box<dyn Iterator<Item = Result<u64, StoreError>> + 'a>,
     /// The last sequence number read; None before the first read or when exhausted.
@@ -308,9 +372,9 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn new(store: &'a Store, kind: u8, value: Vec<u8>, lo: u64, hi: u64) -> Cursor<'a> {
-        let it = Box::new(store.audit_index(kind, &value, lo, hi));
-        Cursor { store, kind, value, hi, it, at: None, exhausted: false }
+    fn new(store: &'a Store, lists: Vec<(u8, Vec<u8>)>, lo: u64, hi: u64) -> Cursor<'a> {
+        let it = merged(store, &lists, lo, hi);
+        Cursor { store, lists, hi, it, at: None, exhausted: false }
     }
 
     fn read(&mut self) -> Result<Option<u64>, StoreError> {
@@ -327,7 +391,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The first sequence number at or after `target` in this list.
+    /// The first sequence number at or after `target` in these lists.
     fn seek(&mut self, target: u64) -> Result<Option<u64>, StoreError> {
         if self.exhausted {
             return Ok(None);
@@ -348,32 +412,54 @@ impl<'a> Cursor<'a> {
             self.exhausted = true;
             return Ok(None);
         }
-        self.it = Box::new(self.store.audit_index(self.kind, &self.value, target, self.hi));
+        self.it = merged(self.store, &self.lists, target, self.hi);
         self.read()
     }
 }
 
-fn cursors_for<'a>(store: &'a Store, f: &Filter, lo: u64, hi: u64) -> Vec<Cursor<'a>> {
-    let mut keys: Vec<(u8, Vec<u8>)> = Vec::new();
-    if let Some(r) = &f.record {
-        keys.push((KIND_RECORD, r.0.to_vec()));
+/// The index lists of a record (see Indexes): its own; those of its shares' numbers; and
+/// those of a number an entry naming it points at (the number of a share it gave up,
+/// whose receipts stay listed under it).
+fn record_lists(store: &Store, id: &RecordId) -> Result<Vec<(u8, Vec<u8>)>, StoreError> {
+    let mut numbers = BTreeSet::new();
+    if let Some(r) = store.view().record_as_stored(id)? {
+        numbers.extend(r.shares.iter().map(|(a, seq)| numbers_list(r.header.origin, a, *seq)));
     }
+    for seq in store.audit_index(KIND_RECORD, &id.0, 1, u64::MAX) {
+        let seq = seq?;
+        let (_, raw) = store.audit_entry(seq)?.ok_or_else(|| unreadable(seq, "missing"))?;
+        let e: AuditEntry = serde_json::from_slice(&raw).map_err(|e| unreadable(seq, e))?;
+        if let (Some(p), Some(a)) = (e.projection, &e.agreement) {
+            numbers.insert(numbers_list(p.origin, a, p.seq));
+        }
+    }
+    let mut lists = vec![(KIND_RECORD, id.0.to_vec())];
+    lists.extend(numbers.into_iter().map(|v| (KIND_NUMBERS, v)));
+    Ok(lists)
+}
+
+fn cursors_for<'a>(store: &'a Store, f: &Filter, lo: u64, hi: u64) -> Result<Vec<Cursor<'a>>, StoreError> {
+    let mut keys: Vec<Vec<(u8, Vec<u8>)>> = Vec::new();
+    if let Some(r) = &f.record {
+        keys.push(record_lists(store, r)?);
+    }
+    let mut one = |kind: u8, value: &[u8]| keys.push(vec![(kind, value.to_vec())]);
     if let Some(p) = f.peer {
-        keys.push((KIND_PEER, p.as_bytes().to_vec()));
+        one(KIND_PEER, &p.as_bytes());
     }
     if let Some(a) = &f.agreement {
-        keys.push((KIND_AGREEMENT, a.as_str().as_bytes().to_vec()));
+        one(KIND_AGREEMENT, a.as_str().as_bytes());
     }
     if let Some(c) = &f.category {
-        keys.push((KIND_CATEGORY, c.as_str().as_bytes().to_vec()));
+        one(KIND_CATEGORY, c.as_str().as_bytes());
     }
     if let Some(a) = f.action {
-        keys.push((KIND_ACTION, a.as_str().as_bytes().to_vec()));
+        one(KIND_ACTION, a.as_str().as_bytes());
     }
     if let Some(o) = f.outcome.filter(|o| *o != Outcome::Ok) {
-        keys.push((KIND_OUTCOME, o.as_str().as_bytes().to_vec()));
+        one(KIND_OUTCOME, o.as_str().as_bytes());
     }
-    keys.into_iter().map(|(k, v)| Cursor::new(store, k, v, lo, hi)).collect()
+    Ok(keys.into_iter().map(|lists| Cursor::new(store, lists, lo, hi)).collect())
 }
 
 /// How a query was answered (for `tamga bench` and tests: an index, or a scan).
@@ -402,7 +488,7 @@ pub fn for_each_match(
             let e: AuditEntry = serde_json::from_slice(raw).map_err(|e| unreadable(seq, e))?;
             Ok(!f.matches(&e) || visit(hash, e, raw.len()))
         };
-    let mut cursors = if store.audit_indexed()? >= hi { cursors_for(store, f, lo, hi) } else { Vec::new() };
+    let mut cursors = if store.audit_indexed()? >= hi { cursors_for(store, f, lo, hi)? } else { Vec::new() };
     stats.indexes = cursors.len();
     if cursors.is_empty() {
         for item in store.audit_entries(lo, hi) {
@@ -684,6 +770,28 @@ mod tests {
     ];
     const OUTCOMES: [Outcome; 3] = [Outcome::Ok, Outcome::Refused, Outcome::Failed];
 
+    /// A record received from `members()[0]` under `shares`.
+    fn received(id: RecordId, shares: Vec<(AgreementId, u64)>) -> crate::store::StoredRecord {
+        crate::store::StoredRecord {
+            id,
+            header: tamga_protocol::RecordHeader {
+                category: categories()[0].clone(),
+                classification: tamga_protocol::Classification::Public,
+                origin: members()[0],
+                created_ms: T0,
+                supersedes: None,
+                expires_ms: None,
+            },
+            body: BTreeMap::new(),
+            withheld: 0,
+            source: crate::store::Source::Received { from: members()[0], agreement: shares[0].0.clone() },
+            stored_ms: T0,
+            salts: BTreeMap::new(),
+            state: crate::store::RecordState::Live,
+            shares,
+        }
+    }
+
     /// A log of random entries spread over six days, written in batches of random sizes
     /// (one larger than a posting key holds) through [`append`].
     fn log(n: usize, seed: u64) -> Log {
@@ -695,6 +803,7 @@ mod tests {
         let mut head = (0u64, GENESIS);
         let mut i = 0usize;
         let mut big_done = false;
+        let mut shares: BTreeMap<RecordId, Vec<(AgreementId, u64)>> = BTreeMap::new();
         while i < n {
             let size = if !big_done && i > n / 2 {
                 big_done = true;
@@ -725,12 +834,23 @@ mod tests {
                 if rng.gen_bool(0.6) {
                     ev = ev.agreement(agreements()[rng.gen_range(0..2)].clone());
                 }
+                // As on a receiver, a record taken in lists the number it came under.
+                if let Some(a) = &ev.agreement {
+                    for p in &ev.projections {
+                        shares.entry(p.record).or_default().push((a.clone(), p.seq));
+                    }
+                }
                 let time = T0 + (i as i64) * 6 * DAY / n as i64;
                 append(&mut batch, &mut head, ev, time, tamga_protocol::Digest([1; 32]));
                 i += 1;
             }
             store.commit(batch).expect("commits");
         }
+        let mut batch = WriteBatch::default();
+        for (id, shares) in shares {
+            batch.put_record(&received(id, shares)).expect("encodes");
+        }
+        store.commit(batch).expect("commits");
         let entries = store
             .audit_entries(1, u64::MAX)
             .map(|r| serde_json::from_slice(&r.expect("reads").2).expect("parses"))
@@ -896,6 +1016,46 @@ mod tests {
         assert_eq!(GroupBy::Day, "day".parse().expect("parses"));
         assert_eq!(count(&l.store, &all(), Some(GroupBy::Day)).expect("counts").groups.len(), 6, "six days");
         assert_eq!(count(&l.store, &all(), None).expect("counts").total, 3000);
+    }
+
+    #[test]
+    fn receipts_are_found_under_the_records_numbers_and_a_number_it_gave_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let (kz, uz) = (members()[0], members()[2]);
+        let a = agreements()[0].clone();
+        let [held, gave_up, other]: [RecordId; 3] =
+            [1u32, 2, 3].map(|i| tamga_protocol::Digest::of(&i.to_be_bytes()));
+        // `held` and `gave_up` are numbers #3 and #4 of KZ's stream; `other` is #200
+        // (another list of numbers); one entry keeps UZ's receipts for all three.
+        let item =
+            |record, seq| tamga_protocol::ReceiptItem { record, agreement: a.clone(), origin: kz, seq };
+        let items = vec![item(held, 3), item(gave_up, 4), item(other, 200)];
+        let signed = Receipt::sign_batch(items, uz, T0, &tamga_config::demo::demo_signing_key(uz));
+        let mut head = (0u64, GENESIS);
+        let mut batch = WriteBatch::default();
+        let delivered = AuditEvent::new(Action::Delivered, Outcome::Ok).receipts(signed);
+        append(&mut batch, &mut head, delivered, T0, Digest([1; 32]));
+        // `gave_up` then gives #4 up (after a restore), and is shared again as #130.
+        let sent = AuditEvent::new(Action::Sent, Outcome::Ok)
+            .record(gave_up, categories()[0].clone())
+            .agreement(a.clone())
+            .projection(kz, 4);
+        append(&mut batch, &mut head, sent, T0 + 1, Digest([1; 32]));
+        for (id, seq) in [(held, 3), (gave_up, 130), (other, 200)] {
+            let mut r = received(id, vec![(a.clone(), seq)]);
+            r.header.origin = kz;
+            batch.put_record(&r).expect("encodes");
+        }
+        store.commit(batch).expect("commits");
+        let kept =
+            |id| -> Vec<u64> { receipts(&store, id).expect("reads").iter().map(|(_, r)| r.seq).collect() };
+        assert_eq!((kept(held), kept(gave_up), kept(other)), (vec![3], vec![4], vec![200]));
+        let traced =
+            |id| -> Vec<u64> { trace(&store, id).expect("reads").iter().map(|e| e.entry.seq).collect() };
+        assert_eq!((traced(held), traced(gave_up), traced(other)), (vec![1], vec![1, 2], vec![1]));
+        // Not held, and named by no entry: nothing.
+        assert!(trace(&store, tamga_protocol::Digest::of(b"none")).expect("reads").is_empty());
     }
 
     #[test]

@@ -35,7 +35,7 @@
 //! them unread: `T` (a time index of records; listing every category merges the category
 //! index's per-category scans instead) and `V` (receipts; a receipt is kept in the
 //! `delivered` or `purged` audit entry that records it, found through the audit log's
-//! record index; since schema 4 a `delivered` entry keeps every receipt of one push under
+//! indexes (`audit_index`); since schema 4 a `delivered` entry keeps every receipt of one push under
 //! one agreement). A third, `X` (record id, agreement: the seq of its projection), was
 //! schema 2's; opening a schema 2 store moves it into the records ([`StoredRecord::shares`]).
 //!
@@ -70,7 +70,10 @@ use tamga_protocol::{
     Salt, StreamKey, Value,
 };
 
-/// The on-disk schema this build reads and writes. Schema 7: the places of a stream's
+/// The on-disk schema this build reads and writes. Schema 8: the audit log indexes what a
+/// `received` or `delivered` entry lists by stream number (`I` kind `n`), not by record,
+/// so a schema 7 build would not find those entries by record; nothing moves on opening.
+/// Schema 7: the places of a stream's
 /// projections are listed 64 to a key (`S`), where schema 6 kept one key each (`P`), which
 /// schema 7 moves on opening. Schema 6: a category index key lists
 /// the records of one category a commit added, which schema 5 builds read as one record.
@@ -79,7 +82,7 @@ use tamga_protocol::{
 /// of a whole push (`delivered`) or the projections one push or pull took in
 /// (`received`), which schema 3 builds do not read. Schema 3: a record lists its
 /// projections (schema 2 kept them under `X`).
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The oldest schema this build upgrades from, in place, on open (and after restoring a
 /// backup): every one from it up to [`SCHEMA_VERSION`].

@@ -1172,10 +1172,13 @@ impl WriterTask {
         }
         mark.displaced.push((from, stream.clone(), id, ours.envelope.clone()));
         let what = if ours.envelope.kind == EntryKind::Revoke { "revocation" } else { "share" };
+        // The number it gave up, under which receipts for it stay listed (see
+        // `audit_index`'s Indexes).
         let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
             .peer(from)
             .record(id, record.header.category.clone())
             .agreement(stream.agreement.clone())
+            .projection(stream.origin, seq)
             .reason(format!(
                 "its {what} #{seq} made since the restore gives up its number, which {from} holds with another record; made again once all {from}'s numbers are taken back"
             ));
@@ -2229,6 +2232,12 @@ mod tests {
         let given_since = held_by(&store, 1..=3);
         assert_eq!(writer.revoke(n1.id).await.expect("revoked"), 1);
         let uz: MemberCode = "UZ".parse().expect("valid");
+        // CN's receipts for L3's #2 and N2's #3, in one entry, kept before they give their
+        // numbers up.
+        let cn: MemberCode = "CN".parse().expect("valid");
+        let items = given_since[1..].iter().map(|(id, p)| ReceiptItem::of(*id, p)).collect();
+        let signed = Receipt::sign_batch(items, cn, 1, &tamga_config::demo::demo_signing_key(cn));
+        writer.receipts(signed.into_iter().map(|r| (r, EntryKind::Share)).collect()).await;
 
         // Not all of UZ's numbers yet: what gave up its number waits.
         let took = writer
@@ -2269,10 +2278,14 @@ mod tests {
         assert_eq!(count("gives up its number, which UZ holds"), 3, "{reasons:#?}");
         assert_eq!(count("which UZ holds with another record; made again as"), 2, "{reasons:#?}");
         assert_eq!(count("which UZ holds with another record; not made again"), 1, "{reasons:#?}");
+        // A receipt stays with the record it was given for, under the number given up.
+        let receipts = |id| -> Vec<u64> {
+            crate::audit_index::receipts(&store, id).expect("reads").iter().map(|(_, r)| r.seq).collect()
+        };
+        assert_eq!((receipts(l3.id), receipts(n2.id)), (vec![2], vec![3]));
 
         // CN holds what KZ gave #1..#3 to since the restore (given up since): stale, and
         // kept out. UZ's again: nothing changes.
-        let cn: MemberCode = "CN".parse().expect("valid");
         let took =
             writer.take_back(held(cn, given_since, Vec::new(), Reconciled::All, true)).await.expect("taken");
         assert_eq!(took, TookBack::default());
@@ -2643,8 +2656,11 @@ mod tests {
         let (writer, handle) = task.spawn(CancellationToken::new());
         let ru: MemberCode = "RU".parse().expect("valid");
         // Records 1 and 2 are shared under both agreements (one id each, two numbers).
-        let items = shares(RMS, LATER, 1..=3).into_iter().chain(shares(IPR, LATER, 1..=2));
-        let items: Vec<ReceiptItem> = items.map(|(id, p)| ReceiptItem::of(id, &p)).collect();
+        // Held here, as a record is where its receipts are kept.
+        let held: Vec<(RecordId, Projection)> =
+            shares(RMS, LATER, 1..=3).into_iter().chain(shares(IPR, LATER, 1..=2)).collect();
+        writer.received(ru, held.clone(), Vec::new()).await.expect("stored");
+        let items: Vec<ReceiptItem> = held.iter().map(|(id, p)| ReceiptItem::of(*id, p)).collect();
         let signed = Receipt::sign_batch(items, ru, 1, &tamga_config::demo::demo_signing_key(ru));
         let (purge, shared) = signed.split_last().expect("five");
         let mut given: Vec<(Receipt, EntryKind)> =
