@@ -588,28 +588,31 @@ async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> P
     if items.is_empty() {
         return reply;
     }
-    let signed: Vec<(RecordId, Projection)> = items.iter().map(|(_, id, p)| (*id, p.clone())).collect();
+    // What each receipt would say, taken before the projections go to the writer.
+    let answers: Vec<(u32, ReceiptItem)> =
+        items.iter().map(|(i, id, p)| (*i, ReceiptItem::of(*id, p))).collect();
+    let signed: Vec<(RecordId, Projection)> = items.into_iter().map(|(_, id, p)| (id, p)).collect();
     match ctx.shared.writer.received(from, signed, Vec::new()).await {
         Ok(taken) => {
             // A receipt says the projection is held here: none for one purged here.
-            let mut acked = Vec::with_capacity(items.len());
-            for ((i, id, p), t) in items.iter().zip(taken) {
+            let mut acked = Vec::with_capacity(answers.len());
+            for ((i, item), t) in answers.into_iter().zip(taken) {
                 let reason = match t {
                     Taken::New | Taken::Held => {
-                        acked.push(ReceiptItem::of(*id, p));
+                        acked.push(item);
                         continue;
                     }
                     Taken::Purged => "not stored: purged here (expired or revoked)",
                     Taken::Conflict => "not stored: its number is held here with another record",
                 };
-                reply.refused.push(Refusal { index: *i, reason: reason.to_owned() });
+                reply.refused.push(Refusal { index: i, reason: reason.to_owned() });
             }
             // One signature for the whole push (see `Receipt::sign_batch`).
             let me = ctx.shared.config.member;
             reply.receipts = Receipt::sign_batch(acked, me, now_ms(), &ctx.shared.identity.signing);
         }
         Err(e) => {
-            for (i, _, _) in items {
+            for (i, _) in answers {
                 reply.refused.push(Refusal { index: i, reason: format!("not stored: {e}") });
             }
         }
