@@ -1043,9 +1043,7 @@ mod tests {
             .projection(kz, 4);
         append(&mut batch, &mut head, sent, T0 + 1, Digest([1; 32]));
         for (id, seq) in [(held, 3), (gave_up, 130), (other, 200)] {
-            let mut r = received(id, vec![(a.clone(), seq)]);
-            r.header.origin = kz;
-            batch.put_record(&r).expect("encodes");
+            batch.put_record(&received(id, vec![(a.clone(), seq)])).expect("encodes");
         }
         store.commit(batch).expect("commits");
         let kept =

@@ -35,8 +35,8 @@
 //! them unread: `T` (a time index of records; listing every category merges the category
 //! index's per-category scans instead) and `V` (receipts; a receipt is kept in the
 //! `delivered` or `purged` audit entry that records it, found through the audit log's
-//! indexes (`audit_index`); since schema 4 a `delivered` entry keeps every receipt of one push under
-//! one agreement). A third, `X` (record id, agreement: the seq of its projection), was
+//! indexes (`audit_index`); since schema 4 a `delivered` entry keeps every receipt of one
+//! push under one agreement). A third, `X` (record id, agreement: the seq of its projection), was
 //! schema 2's; opening a schema 2 store moves it into the records ([`StoredRecord::shares`]).
 //!
 //! Since schema 5 the values marked * are appended to the values files (the directory
@@ -73,9 +73,9 @@ use tamga_protocol::{
 /// The on-disk schema this build reads and writes. Schema 8: the audit log indexes what a
 /// `received` or `delivered` entry lists by stream number (`I` kind `n`), not by record,
 /// so a schema 7 build would not find those entries by record; nothing moves on opening.
-/// Schema 7: the places of a stream's
-/// projections are listed 64 to a key (`S`), where schema 6 kept one key each (`P`), which
-/// schema 7 moves on opening. Schema 6: a category index key lists
+/// Schema 7: the places of a stream's projections are listed 64 to a key (`S`), where
+/// schema 6 kept one key each (`P`), which schema 7 moves on opening. Schema 6: a category
+/// index key lists
 /// the records of one category a commit added, which schema 5 builds read as one record.
 /// Schema 5: the bytes of the records, projections and audit entries are in the values
 /// files, which schema 4 builds do not read. Schema 4: an audit entry lists the receipts
@@ -1234,15 +1234,15 @@ impl Store {
         Ok(store)
     }
 
-    /// Upgrade an older store in place, then mark it this schema. From schemas 3 to 5
-    /// nothing else moves (schemas 4 to 6 only add what the one before cannot read; the
-    /// values an older store holds in the tree stay there, and are read there, and so do
-    /// its category index keys of one record each). From schema 2 each
+    /// Upgrade an older store in place, then mark it this schema. From schema 2 each
     /// record takes in the seqs of its projections (schema 2's `X` keys, which go), in
     /// rounds of a few thousand records, each applied atomically: an upgrade cut short
     /// resumes where it stopped, since a record moved already decodes as this schema's.
     /// Up to schema 6, the projections' keys go into their blocks (see
-    /// [`Store::move_projections_into_blocks`]).
+    /// [`Store::move_projections_into_blocks`]). Nothing else moves: schemas 4, 5, 6 and 8
+    /// only add what the one before cannot read (the values an older store holds in the
+    /// tree stay there, and are read there, and so do its category index keys of one
+    /// record each and its audit entries' record index keys).
     fn upgrade(&self, found: u32) -> Result<(), StoreError> {
         if found == 2 {
             self.move_shares_into_records()?;
