@@ -36,8 +36,9 @@
 //! index's per-category scans instead) and `V` (receipts; a receipt is kept in the
 //! `delivered` or `purged` audit entry that records it, found through the audit log's
 //! indexes (`audit_index`); since schema 4 a `delivered` entry keeps every receipt of one
-//! push under one agreement). A third, `X` (record id, agreement: the seq of its projection), was
-//! schema 2's; opening a schema 2 store moves it into the records ([`StoredRecord::shares`]).
+//! push under one agreement). A third, `X` (record id, agreement: the seq of its
+//! projection), was schema 2's; opening a schema 2 store moves it into the records
+//! ([`StoredRecord::shares`]).
 //!
 //! Since schema 5 the values marked * are appended to the values files (the directory
 //! `values` beside sled's own files, one series of files per keyspace: see [`values`]),
@@ -75,9 +76,8 @@ use tamga_protocol::{
 /// so a schema 7 build would not find those entries by record; nothing moves on opening.
 /// Schema 7: the places of a stream's projections are listed 64 to a key (`S`), where
 /// schema 6 kept one key each (`P`), which schema 7 moves on opening. Schema 6: a category
-/// index key lists
-/// the records of one category a commit added, which schema 5 builds read as one record.
-/// Schema 5: the bytes of the records, projections and audit entries are in the values
+/// index key lists the records of one category a commit added, which schema 5 builds read
+/// as one record. Schema 5: the bytes of the records, projections and audit entries are in the values
 /// files, which schema 4 builds do not read. Schema 4: an audit entry lists the receipts
 /// of a whole push (`delivered`) or the projections one push or pull took in
 /// (`received`), which schema 3 builds do not read. Schema 3: a record lists its
