@@ -30,7 +30,7 @@
 //! stream from any peer that holds it, if the agreement allows relaying; the projection
 //! travels untouched and is verified against the origin's key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub const PULL_BATCH: usize = 256;
 pub const TAKE_BACK_PULLS: usize = 64;
 /// Most ranges in one pull request.
 pub const PULL_RANGES: usize = 64;
+/// Pulls from one peer on the wire at once.
+pub const PULLS_IN_FLIGHT: usize = 2;
 /// Pull rounds in a row that may bring no verified projection (only withheld numbers, or
 /// nothing) before a pull from one peer stops until the next anti-entropy round. Rounds
 /// that bring projections do not count: those are signed by their origins, so a peer
@@ -641,7 +643,7 @@ async fn check_all(
         let items: Vec<(&Projection, &tamga_protocol::VerifyingKey)> =
             keyed.iter().map(|(_, p, k)| (*p, *k)).collect();
         let mut out = vec![None; projections.len()];
-        for ((i, _, _), r) in keyed.iter().zip(tamga_protocol::verify_many(&items)) {
+        for ((i, _, _), r) in keyed.iter().zip(verify_on_every_core(&items)) {
             out[*i] = Some(r);
         }
         out
@@ -666,6 +668,20 @@ async fn check_all(
         }
     }
     (good, refused)
+}
+
+/// Fewest projections a thread of [`verify_on_every_core`] checks: below it, a thread
+/// costs more than it saves.
+pub const VERIFY_PER_THREAD: usize = 64;
+
+/// [`tamga_protocol::verify_many`], split across the machine's cores when the batch is
+/// large enough for each to check at least [`VERIFY_PER_THREAD`] of it.
+fn verify_on_every_core(
+    items: &[(&Projection, &tamga_protocol::VerifyingKey)],
+) -> Vec<Result<RecordId, tamga_protocol::disclosure::VerifyError>> {
+    let threads = crate::par::cores().min(items.len() / VERIFY_PER_THREAD).max(1);
+    let parts: Vec<_> = items.chunks(items.len().div_ceil(threads).max(1)).collect();
+    crate::par::each_on_a_thread(&parts, |part| tamga_protocol::verify_many(part)).concat()
 }
 
 /// The report interval of refusals, from `[limits] report_secs`.
@@ -1041,37 +1057,55 @@ async fn take_back_stream(
 
 /// A pull on its way: the request's task, answering with the peer's response.
 type PullTask = tokio::task::JoinHandle<Result<Response, crate::net::NetError>>;
+/// A pull's verified projections on their way into the store: `false` if they could not
+/// be stored.
+type StoreTask = tokio::task::JoinHandle<bool>;
 
 async fn pull_claimed(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
-    // One pull is always in flight while the previous reply is verified and stored, so
-    // the peer's reading and the wire overlap our checking and writing. `asked` keeps the
-    // two from asking for the same numbers.
+    // Pulls overlap: [`PULLS_IN_FLIGHT`] are on the wire while the previous reply is
+    // verified and the one before it is stored, so the peer's reading, our checking and
+    // our writing run side by side. `asked` keeps the pulls from asking for the same
+    // numbers; a reply goes to the writer only once the one before it is stored, so they
+    // land in order.
     let mut asked: HashMap<StreamKey, u64> = HashMap::new();
-    let mut inflight: Option<(Vec<SeqRange>, PullTask)> = None;
+    let mut inflight: VecDeque<(Vec<SeqRange>, PullTask)> = VecDeque::new();
+    let mut storing: Option<StoreTask> = None;
     let mut idle_rounds = 0;
     while idle_rounds < PULL_IDLE_ROUNDS {
-        let ranges = next_pull(ctx, peer, theirs, &mut asked);
-        let next = (!ranges.is_empty()).then(|| {
-            let (net, req) = (ctx.net.clone(), Request::Pull(Pull { ranges: ranges.clone() }));
-            (ranges, tokio::spawn(async move { net.request(peer, req).await }))
-        });
-        let Some((ranges, reply)) = std::mem::replace(&mut inflight, next) else {
-            if inflight.is_none() {
-                return;
+        while inflight.len() < PULLS_IN_FLIGHT {
+            let ranges = next_pull(ctx, peer, theirs, &mut asked);
+            if ranges.is_empty() {
+                break;
             }
-            continue;
-        };
+            let (net, req) = (ctx.net.clone(), Request::Pull(Pull { ranges: ranges.clone() }));
+            inflight.push_back((ranges, tokio::spawn(async move { net.request(peer, req).await })));
+        }
+        let Some((ranges, reply)) = inflight.pop_front() else { break };
         let reply = reply
             .await
             .unwrap_or_else(|e| Err(crate::net::NetError::Io(format!("the pull task ended: {e}"))));
-        match take_pull(ctx, peer, &ranges, reply).await {
-            Some(true) => idle_rounds = 0,
-            Some(false) => idle_rounds += 1,
-            None => break,
+        let Some(pulled) = check_pull(ctx, peer, &ranges, reply).await else { break };
+        if !stored(storing.take()).await {
+            break;
         }
+        idle_rounds = if pulled.items.is_empty() { idle_rounds + 1 } else { 0 };
+        let c = ctx.clone();
+        storing = Some(tokio::spawn(async move {
+            let r = c.shared.writer.received(peer, pulled.items, pulled.withheld).await;
+            r.map_err(|e| tracing::warn!(%peer, error = %e, "pulled projections not stored")).is_ok()
+        }));
     }
-    if let Some((_, reply)) = inflight {
+    for (_, reply) in inflight {
         reply.abort();
+    }
+    stored(storing).await;
+}
+
+/// Wait for a pull's projections to be stored: `false` if they could not be.
+async fn stored(task: Option<StoreTask>) -> bool {
+    match task {
+        Some(t) => t.await.unwrap_or(false),
+        None => true,
     }
 }
 
@@ -1107,14 +1141,20 @@ fn next_pull(
     ranges
 }
 
-/// Verify and store a pull's reply. `Some(true)` if it brought projections, `Some(false)`
-/// if only withheld numbers or nothing, `None` if the pull failed or nothing could be stored.
-async fn take_pull(
+/// What a pull brought that was asked for: the verified projections, and the numbers
+/// the peer says are withheld from us.
+struct Pulled {
+    items: Vec<(RecordId, Projection)>,
+    withheld: Vec<(StreamKey, u64)>,
+}
+
+/// Verify a pull's reply; `None` if the pull failed.
+async fn check_pull(
     ctx: &Ctx,
     peer: MemberCode,
     ranges: &[SeqRange],
     reply: Result<Response, crate::net::NetError>,
-) -> Option<bool> {
+) -> Option<Pulled> {
     let reply = match reply {
         Ok(Response::Pull(r)) => r,
         Ok(other) => {
@@ -1148,13 +1188,8 @@ async fn take_pull(
         })
         .collect();
     let (items, _refused) = check_all(ctx, peer, projections).await;
-    let items: Vec<(RecordId, Projection)> = items.into_iter().map(|(_, id, p)| (id, p)).collect();
-    let brought = !items.is_empty();
-    if let Err(e) = ctx.shared.writer.received(peer, items, withheld).await {
-        tracing::warn!(%peer, error = %e, "pulled projections not stored");
-        return None;
-    }
-    Some(brought)
+    let items = items.into_iter().map(|(_, id, p)| (id, p)).collect();
+    Some(Pulled { items, withheld })
 }
 
 /// Answer a pull: what the asker may hold, and what exists but is not for it.
