@@ -570,17 +570,6 @@ fn fast_link(raw: &[u8]) -> Option<(u64, &[u8])> {
     Some((seq, tail.get(PREV.len()..PREV.len() + 64)?))
 }
 
-/// Lowercase hex of a digest, as the entries' JSON writes it.
-fn hex64(d: &Digest) -> [u8; 64] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (i, b) in d.0.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
-    }
-    out
-}
-
 /// Whether an entry has a `checkpoint` field. In valid JSON the bytes `,"checkpoint":{`
 /// cannot occur inside a string (its quotes would be escaped), so finding them is exact.
 fn carries_checkpoint(raw: &[u8]) -> bool {
@@ -606,14 +595,14 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        ChainVerifier { next: 1, prev: GENESIS, prev_hex: hex64(&GENESIS) }
+        ChainVerifier { next: 1, prev: GENESIS, prev_hex: GENESIS.hex_bytes() }
     }
 }
 
 impl ChainVerifier {
     /// Start after a known entry (`seq`, `hash`): to verify a range whose predecessor is trusted.
     pub fn after(seq: u64, hash: Digest) -> ChainVerifier {
-        ChainVerifier { next: seq + 1, prev: hash, prev_hex: hex64(&hash) }
+        ChainVerifier { next: seq + 1, prev: hash, prev_hex: hash.hex_bytes() }
     }
 
     /// Check the next entry, stored under `key_seq` with hash `stored` and bytes `raw`.
@@ -645,7 +634,7 @@ impl ChainVerifier {
             return Err(ChainError::Link { seq: key_seq });
         }
         self.prev = *stored;
-        self.prev_hex = hex64(stored);
+        self.prev_hex = stored.hex_bytes();
         self.next += 1;
         Ok(checkpoint)
     }
@@ -770,7 +759,6 @@ mod tests {
         for (seq, _, raw) in chain(3) {
             let e: AuditEntry = serde_json::from_slice(&raw).expect("parses");
             assert_eq!(fast_link(&raw), Some((seq, e.prev.to_hex().as_bytes())));
-            assert_eq!(hex64(&e.prev), e.prev.to_hex().as_bytes());
             assert!(!carries_checkpoint(&raw));
         }
         let key = tamga_protocol::SigningKey::from_bytes(&[9; 32]);

@@ -232,7 +232,24 @@ impl Digest {
 
     /// Lowercase hexadecimal form.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.with_hex(str::to_owned)
+    }
+
+    /// The lowercase hexadecimal form as ASCII bytes, on the stack: digests are shown in
+    /// every audit entry, so showing one allocates nothing.
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        out
+    }
+
+    /// `f` of the lowercase hexadecimal form.
+    fn with_hex<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        f(std::str::from_utf8(&self.hex_bytes()).expect("hexadecimal is ASCII"))
     }
 }
 
@@ -247,20 +264,20 @@ impl FromStr for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        self.with_hex(|h| f.write_str(h))
     }
 }
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", &self.to_hex()[..16])
+        self.with_hex(|h| f.write_str(&h[..16]))
     }
 }
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            s.serialize_str(&self.to_hex())
+            self.with_hex(|h| s.serialize_str(h))
         } else {
             self.0.serialize(s)
         }

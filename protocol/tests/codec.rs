@@ -187,6 +187,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
+    fn a_digest_is_shown_as_lowercase_hex_and_read_back(bytes in any::<[u8; 32]>()) {
+        let d = Digest(bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        prop_assert_eq!(d.to_hex(), hex.clone());
+        prop_assert_eq!(d.to_string(), hex.clone());
+        prop_assert_eq!(&d.hex_bytes()[..], hex.as_bytes());
+        prop_assert_eq!(format!("{d:?}"), hex[..16].to_owned());
+        prop_assert_eq!(serde_json::to_string(&d).expect("serialises"), format!("\"{hex}\""));
+        prop_assert_eq!(hex.parse::<Digest>().expect("parses"), d);
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = codec::decode_request(&bytes);
         let _ = codec::decode_response(&bytes);
