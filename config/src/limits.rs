@@ -62,6 +62,9 @@ pub const MIN_BYTES_PER_SEC: u64 = 64 * 1024;
 pub const MAX_BYTES_PER_SEC_LIMIT: u64 = 1024 * 1024 * 1024;
 /// Highest `limits.open_streams` setting: one peer's two connections at their stream limit.
 pub const MAX_OPEN_STREAMS_LIMIT: u64 = 128;
+/// Least `limits.pending_pulls`: an honest node catching up keeps two pulls on the wire to
+/// the peer it pulls from, and a lower limit would refuse the second as abuse.
+pub const MIN_PENDING_PULLS: u64 = 2;
 /// Longest `limits.stream_read_secs` setting: the time a sender waits for a whole
 /// exchange (the node's request timeout); a request read more slowly has failed anyway.
 pub const MAX_STREAM_READ_SECS: u64 = 30;

@@ -19,7 +19,7 @@ use crate::error::{ConfigErrors, ErrorKind, SourceFile};
 use crate::limits::{
     MAX_BODY_BYTES_LIMIT, MAX_BYTES_PER_SEC_LIMIT, MAX_CACHE_MB, MAX_CONNECTIONS_LIMIT, MAX_INTERVAL_SECS,
     MAX_LISTEN_ADDRS, MAX_MESSAGES_PER_SEC_LIMIT, MAX_OPEN_STREAMS_LIMIT, MAX_STREAM_READ_SECS,
-    MIN_BODY_BYTES, MIN_BYTES_PER_SEC, MIN_CACHE_MB,
+    MIN_BODY_BYTES, MIN_BYTES_PER_SEC, MIN_CACHE_MB, MIN_PENDING_PULLS,
 };
 use crate::parse::{self, AddrUse};
 
@@ -95,7 +95,8 @@ pub struct LimitsConfig {
     /// read are bounded per connection by the network layer and by `stream_read_secs`).
     /// Default: [`default_open_streams`].
     pub open_streams: u64,
-    /// Pulls of one peer awaiting this node's answer at once (at most `open_streams`).
+    /// Pulls of one peer awaiting this node's answer at once (at most `open_streams`, at
+    /// least [`MIN_PENDING_PULLS`]).
     /// Default: [`default_pending_pulls`].
     pub pending_pulls: u64,
     /// Seconds within which a request's bytes must all arrive once its stream is open; a
@@ -479,7 +480,7 @@ impl NodeConfig {
             pending_pulls: int(
                 "limits.pending_pulls",
                 &l.pending_pulls,
-                1,
+                MIN_PENDING_PULLS,
                 MAX_OPEN_STREAMS_LIMIT,
                 default_pending_pulls(),
             ),

@@ -746,6 +746,12 @@ fn node_toml_limits_defaults_values_and_errors() {
     );
     let (_dir, r) = load_node(&format!("{NODE}\n[limits]\nopen_streams = 8\n"));
     assert_eq!(r.unwrap_or_else(|e| panic!("{e}")).limits.open_streams, 8, "equal is allowed");
+    // Below the two pulls a peer catching up keeps on the wire.
+    let (_dir, r) = load_node(&format!("{NODE}\n[limits]\npending_pulls = 1\n"));
+    let errs = r.expect_err("pending_pulls below 2");
+    let got: Vec<(ErrorKind, usize, usize)> = errs.iter().map(|e| (e.kind, e.line, e.col)).collect();
+    assert_eq!(got, vec![(ErrorKind::Invalid, 17, 17)], "{errs}");
+    assert!(errs.0[0].message.contains("limits.pending_pulls"), "{errs}");
 
     let (_dir, r) = load_node(&format!("{NODE}\n[limits]\nflood = 1\n"));
     let errs = r.expect_err("unknown key");

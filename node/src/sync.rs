@@ -55,8 +55,10 @@ pub const PULL_BATCH: usize = 256;
 pub const TAKE_BACK_PULLS: usize = 64;
 /// Most ranges in one pull request.
 pub const PULL_RANGES: usize = 64;
-/// Pulls from one peer on the wire at once.
+/// Pulls from one peer on the wire at once: no more than any peer's `limits.pending_pulls`
+/// may be.
 pub const PULLS_IN_FLIGHT: usize = 2;
+const _: () = assert!(PULLS_IN_FLIGHT as u64 <= tamga_config::limits::MIN_PENDING_PULLS);
 /// Pull rounds in a row that may bring no verified projection (only withheld numbers, or
 /// nothing) before a pull from one peer stops until the next anti-entropy round. Rounds
 /// that bring projections do not count: those are signed by their origins, so a peer
