@@ -167,6 +167,14 @@ struct TimeOf {
     time_ms: i64,
 }
 
+/// Light view of an entry: the number of a stream it points at, if any.
+#[derive(Deserialize)]
+struct PointsAt {
+    agreement: Option<AgreementId>,
+    #[serde(default)]
+    projection: Option<crate::audit::ProjectionRef>,
+}
+
 fn unreadable(seq: u64, why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { key: format!("audit entry {seq}"), why: format!("{why}; run `tamga audit verify`") }
 }
@@ -428,7 +436,7 @@ fn record_lists(store: &Store, id: &RecordId) -> Result<Vec<(u8, Vec<u8>)>, Stor
     for seq in store.audit_index(KIND_RECORD, &id.0, 1, u64::MAX) {
         let seq = seq?;
         let (_, raw) = store.audit_entry(seq)?.ok_or_else(|| unreadable(seq, "missing"))?;
-        let e: AuditEntry = serde_json::from_slice(&raw).map_err(|e| unreadable(seq, e))?;
+        let e: PointsAt = serde_json::from_slice(&raw).map_err(|e| unreadable(seq, e))?;
         if let (Some(p), Some(a)) = (e.projection, &e.agreement) {
             numbers.insert(numbers_list(p.origin, a, p.seq));
         }

@@ -64,6 +64,10 @@ const _: () = assert!(PULLS_IN_FLIGHT as u64 <= tamga_config::limits::MIN_PENDIN
 /// that bring projections do not count: those are signed by their origins, so a peer
 /// cannot make them up, while withheld numbers it could claim without end.
 pub const PULL_IDLE_ROUNDS: u32 = 64;
+/// Fewest projections a thread of [`verify_on_every_core`] checks: below it, a thread
+/// costs more than it saves.
+pub const VERIFY_PER_THREAD: usize = 64;
+
 /// Capacity of the channel of new own projections to push.
 pub const PUSH_QUEUE: usize = 1024;
 /// Most outbox entries sent to one origin in one round (on connecting, then on each
@@ -671,10 +675,6 @@ async fn check_all(
     }
     (good, refused)
 }
-
-/// Fewest projections a thread of [`verify_on_every_core`] checks: below it, a thread
-/// costs more than it saves.
-pub const VERIFY_PER_THREAD: usize = 64;
 
 /// [`tamga_protocol::verify_many`], split across the machine's cores when the batch is
 /// large enough for each to check at least [`VERIFY_PER_THREAD`] of it.
