@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use tamga_protocol::MemberCode;
@@ -234,6 +234,11 @@ impl Child {
         self.pid().map_or(0, rss_of)
     }
 
+    /// The CPU time its threads have used so far, from /proc.
+    pub fn cpu_secs(&self) -> f64 {
+        self.pid().map_or(0.0, cpu_secs_of)
+    }
+
     /// Kill it with SIGKILL and reap it.
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await.context("killing the child node")
@@ -253,6 +258,49 @@ pub fn rss_of(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The clock ticks per second of the CPU times in /proc/PID/stat (`USER_HZ`, fixed at 100
+/// in Linux's interface to user space).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user and system, every thread, those ended included) of process `pid` so far,
+/// in seconds, from /proc/PID/stat; 0 if unknown.
+pub fn cpu_secs_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| cpu_secs_in(&s)).unwrap_or(0.0)
+}
+
+/// The user and system CPU time in a /proc/PID/stat line (its 14th and 15th fields), in
+/// seconds.
+fn cpu_secs_in(stat: &str) -> Option<f64> {
+    // The command name, in parentheses, may hold spaces and parentheses: the fields are
+    // counted from after its last `)`, where the 3rd field begins.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(14 - 3);
+    let (user, system): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    Some((user + system) as f64 / USER_HZ)
+}
+
+/// The start of a window over which this process's use of the cores is measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    /// When the window began.
+    pub at: Instant,
+    /// The process's CPU time then, in seconds.
+    cpu_secs: f64,
+}
+
+impl CpuMark {
+    /// A window beginning now.
+    pub fn now() -> CpuMark {
+        CpuMark { at: Instant::now(), cpu_secs: cpu_secs_of(std::process::id()) }
+    }
+
+    /// Cores this process used on average from the mark until now.
+    pub fn cores_used(&self) -> f64 {
+        let wall = self.at.elapsed().as_secs_f64();
+        (cpu_secs_of(std::process::id()) - self.cpu_secs) / wall.max(f64::MIN_POSITIVE)
+    }
+}
+
 /// Bytes of the files under `dir` (recursively).
 pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
@@ -264,4 +312,31 @@ pub fn dir_bytes(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (tamga (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100";
+        assert_eq!(cpu_secs_in(stat), Some(3.25));
+        assert_eq!(cpu_secs_in("4242 (tamga) S 1 2"), None, "too few fields");
+        assert_eq!(cpu_secs_in("no command name"), None);
+    }
+
+    #[test]
+    fn this_process_is_seen_using_cpu() {
+        let mark = CpuMark::now();
+        let mut x = 0u64;
+        // 50 ms of CPU, or 10 s of waiting for the clock to show any.
+        while cpu_secs_of(std::process::id()) < mark.cpu_secs + 0.05
+            && mark.at.elapsed() < Duration::from_secs(10)
+        {
+            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(7));
+        }
+        std::hint::black_box(x);
+        assert!(mark.cores_used() > 0.0);
+    }
 }

@@ -18,6 +18,10 @@
 //! - **The peer baseline**: the same signed projections over libp2p gossipsub to the same
 //!   number of subscribers, which verify them ([`gossip`]), throughput and latency side by
 //!   side with tamga's push.
+//! - **Cores used** on average during ingest (batches of 100), replication and catch-up
+//!   (the restarted node's process, and the bench process whose nodes answer its pulls),
+//!   from the CPU times in /proc: a figure close to the cores there are is bound by the
+//!   CPU, one well below them by waiting (on a disk sync, a reply, one busy thread).
 //! - **Ratios**: each product figure over the limit that bounds it (below).
 //! - **Growth** (`--sweep`): replication and catch-up over a grid of records × nodes.
 //!
@@ -441,7 +445,7 @@ async fn ingest(report: &mut Report, records: usize, dir: &std::path::Path) -> R
     ] {
         let total = if batch == 1 { records.min(20_000) } else { records };
         let per_client = total / clients / batch;
-        let start = Instant::now();
+        let start = fed::CpuMark::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
             let client = client.clone();
@@ -464,7 +468,10 @@ async fn ingest(report: &mut Report, records: usize, dir: &std::path::Path) -> R
         }
         let done = per_client * batch * clients;
         next += done;
-        report.add(name, done as f64 / start.elapsed().as_secs_f64(), "records/s");
+        report.add(name, done as f64 / start.at.elapsed().as_secs_f64(), "records/s");
+        if batch == 100 {
+            report.add("ingest, batch 100: cores used (node and clients)", start.cores_used(), "cores");
+        }
     }
     let disk = node.shared().store.size_on_disk();
     report.add("disk bytes per stored record", disk as f64 / next.max(1) as f64, "bytes");
@@ -521,6 +528,7 @@ fn add_dissemination(
     g: &gossip::GossipFigures,
 ) -> Result<()> {
     report.add("replication 1 origin -> N-1 peers", r.records_per_sec, "records/s");
+    report.add("replication: cores used (every node, one process)", r.cores_used, "cores");
     report.add("gossipsub 1 -> N-1 subscribers (batch verify, no store)", g.records_per_sec, "records/s");
     let l = r.latency_ms.context("the latency was measured")?;
     for ((q, t), p) in ["p50", "p95", "p99"].iter().zip(l).zip(g.latency_ms) {
@@ -531,6 +539,8 @@ fn add_dissemination(
     report.add("RSS of the bench process (all in-process nodes)", mib(r.process_rss), "MiB");
     let c = r.catch_up.as_ref().context("the catch-up was measured")?;
     report.add("catch-up of a restarted node", c.records_per_sec, "records/s");
+    report.add("catch-up node: cores used (own process)", c.cores_used, "cores");
+    report.add("catch-up: cores used by the peers answering (bench process)", c.peers_cores_used, "cores");
     report.add("catch-up node: start-up until its API answers", c.startup_secs * 1000.0, "ms");
     report.add("catch-up node: records held", c.held as f64, "records");
     report.add("catch-up node: RSS (own process)", mib(c.rss_bytes), "MiB");

@@ -84,6 +84,9 @@ async fn wait_received(peers: &[&crate::daemon::Node], want: &[u64], what: &str)
 pub struct Replication {
     /// Records/s from the first ingest call until every peer held every record.
     pub records_per_sec: f64,
+    /// Cores this process (every in-process node, and the client feeding the origin)
+    /// used on average meanwhile.
+    pub cores_used: f64,
     /// Ack → stored on every peer at the steady rate, p50/p95/p99 (ms); `None` if skipped.
     pub latency_ms: Option<[f64; 3]>,
     /// Records the origin disseminated (bulk + steady).
@@ -103,6 +106,10 @@ pub struct CatchUp {
     pub missed: u64,
     /// Records/s from its process start until it held all it missed.
     pub records_per_sec: f64,
+    /// Cores its process used on average meanwhile.
+    pub cores_used: f64,
+    /// Cores the bench process (the peers answering its pulls) used on average meanwhile.
+    pub peers_cores_used: f64,
     /// Seconds from its process start until its API answered (store opened, node started):
     /// the part of the catch-up time spent before any pull.
     pub startup_secs: f64,
@@ -139,11 +146,12 @@ async fn run(f: &mut BenchFederation, records: usize, steady: usize, catch_up: u
     {
         let peers = f.peers();
         let base: Vec<u64> = peers.iter().map(|p| received(p)).collect();
-        let start = Instant::now();
+        let start = super::fed::CpuMark::now();
         feed(&client, next, records).await?;
         let want: Vec<u64> = base.iter().map(|b| b + records as u64).collect();
         wait_received(&peers, &want, "replication").await?;
-        out.records_per_sec = records as f64 / start.elapsed().as_secs_f64();
+        out.records_per_sec = records as f64 / start.at.elapsed().as_secs_f64();
+        out.cores_used = start.cores_used();
         next += records;
     }
     if steady > 0 {
@@ -223,7 +231,8 @@ async fn catch_up_of(
         wait_received(&peers, &want, "the catch-up records").await?;
     }
     let node_client = f.client(laggard)?;
-    let start = Instant::now();
+    let peers_cpu = super::fed::CpuMark::now();
+    let start = peers_cpu.at;
     let mut child = Child::spawn(&f.config_path(laggard)?, node_client)?;
     child.wait_up().await?;
     let startup_secs = start.elapsed().as_secs_f64();
@@ -238,6 +247,7 @@ async fn catch_up_of(
         tokio::time::sleep((scrape.elapsed() * POLL_COST_FACTOR).max(POLL_MIN)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let (cores_used, peers_cores_used) = (child.cpu_secs() / secs, peers_cpu.cores_used());
     let rss_bytes = child.rss_bytes();
     let status = child.client.get("/v1/status", &[]).await?;
     let held = status["records"].as_u64().context("status has records")?;
@@ -252,6 +262,8 @@ async fn catch_up_of(
     Ok(CatchUp {
         missed: n as u64,
         records_per_sec: n as f64 / secs,
+        cores_used,
+        peers_cores_used,
         startup_secs,
         held,
         rss_bytes,
