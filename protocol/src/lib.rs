@@ -18,6 +18,7 @@
 //! 30,700/s); record id (canonical encode + hash) 1.3 µs; codec push of 64 projections
 //! encode 66 µs, decode 110 µs.
 
+mod batch;
 pub mod canonical;
 pub mod codec;
 pub mod disclosure;
