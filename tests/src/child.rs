@@ -13,10 +13,10 @@ use tamga_node::identity::Role;
 
 use crate::TestNode;
 
-/// A free TCP port on 127.0.0.1 (racy in principle, fine on a test machine).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range, so that no outgoing
+/// connection takes it while a child that listens on it is restarted.
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    tamga_node::localfed::free_loopback_ports(1)?.pop().ok_or_else(|| anyhow::anyhow!("no free port"))
 }
 
 /// A node run as a child process.

@@ -57,10 +57,6 @@ fn code(m: &str) -> MemberCode {
     m.parse().expect("the bench members are valid member codes")
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Write the files of a federation of `members` (roster on `ports`) into `dir`.
 fn write_files(dir: &Path, members: &[MemberCode], ports: &BTreeMap<MemberCode, u16>) -> Result<()> {
     std::fs::create_dir_all(dir.join("agreements"))?;
@@ -103,16 +99,20 @@ impl BenchFederation {
     pub fn create(root: &Path, nodes: usize) -> Result<BenchFederation> {
         ensure!((2..=MAX_NODES).contains(&nodes), "--nodes must be from 2 to {MAX_NODES}, not {nodes}");
         let members: Vec<MemberCode> = MEMBERS.iter().take(nodes).map(|m| code(m)).collect();
+        // Below the ephemeral range: a node restarted as a child process listens on the
+        // same API port, which the bench's own outgoing connections must not take meanwhile.
+        let free = crate::localfed::free_loopback_ports(2 * members.len())?;
+        let (peer_ports, api_ports) = free.split_at(members.len());
         let ports: BTreeMap<MemberCode, u16> =
-            members.iter().map(|m| free_port().map(|p| (*m, p))).collect::<Result<_>>()?;
+            members.iter().copied().zip(peer_ports.iter().copied()).collect();
         let mut api = BTreeMap::new();
         let mut out = BTreeMap::new();
-        for m in &members {
+        for (m, api_port) in members.iter().zip(api_ports) {
             let base = root.join(m.as_str());
             let files = base.join("federation");
             write_files(&files, &members, &ports)?;
             let data = base.join("node");
-            let api_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], *api_port));
             crate::cli::create_node(&crate::cli::InitArgs {
                 member: m.to_string(),
                 data_dir: data.clone(),
