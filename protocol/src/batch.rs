@@ -114,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_that_verifies_alone_and_one_that_does_not_agree_with_the_single_check() {
+    fn an_unreduced_s_is_refused_as_the_single_check_refuses_it() {
         let (messages, sigs, keys, by) = signed(5);
         // s + ℓ: the same point equation, but s not reduced; the single check refuses it.
         let mut bytes = sigs[2].to_bytes();
@@ -136,5 +136,22 @@ mod tests {
         s[2] = Signature::from_bytes(&bytes);
         assert!(keys[by[2]].verify_strict(&messages[2], &s[2]).is_err());
         assert!(!verify_batch(&batch(&messages, &s, &keys, &by)));
+    }
+
+    #[test]
+    fn a_weak_key_is_refused_as_the_single_check_refuses_it() {
+        let (messages, sigs, keys, by) = signed(5);
+        // The identity as the key, R the identity and s = 0: the batch equation holds
+        // for every weight, so only the weak-key check refuses it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).expect("the identity is a point");
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let forged = Signature::from_bytes(&forged);
+        assert!(weak.verify_strict(b"anything", &forged).is_err());
+        let mut items = batch(&messages, &sigs, &keys, &by);
+        items.push((b"anything", forged, &weak));
+        assert!(!verify_batch(&items));
     }
 }
