@@ -718,9 +718,10 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     }
     let size = ctx.shared.config.network.push_batch.clamp(1, tamga_protocol::limits::MAX_BATCH);
     for (peer, ps) in per_peer {
-        for chunk in ps.chunks(size) {
+        let mut ps = ps.into_iter().peekable();
+        while ps.peek().is_some() {
             let c = ctx.clone();
-            let chunk = chunk.to_vec();
+            let chunk: Vec<Projection> = ps.by_ref().take(size).collect();
             tokio::spawn(async move { send_push(&c, peer, chunk).await });
         }
     }
@@ -792,23 +793,31 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     }
     ctx.shared.metrics.projections_sent.add(ps.len() as u64);
     ctx.state.with(|p| p.entry(peer).or_default().pushed += ps.len() as u64);
-    match ctx.net.request(peer, Request::Push(Push { projections: ps.clone() })).await {
-        Ok(Response::Push(reply)) => take_receipts(ctx, peer, &ps, reply).await,
+    // What a receipt must match, taken before the projections move into the request.
+    let sent: HashMap<(MemberCode, AgreementId, u64), (Option<RecordId>, EntryKind)> = ps
+        .iter()
+        .map(|p| {
+            let key = (p.header.origin, p.envelope.agreement.clone(), p.envelope.seq);
+            (key, (p.record_id().ok(), p.envelope.kind))
+        })
+        .collect();
+    match ctx.net.request(peer, Request::Push(Push { projections: ps })).await {
+        Ok(Response::Push(reply)) => take_receipts(ctx, peer, &sent, reply).await,
         Ok(other) => tracing::warn!(%peer, reply = other.name(), "unexpected reply to push"),
         Err(e) => tracing::debug!(%peer, error = %e, "push failed; anti-entropy will deliver"),
     }
 }
 
 /// Keep the receipts that the receiver really signed for what was sent.
-async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: PushReply) {
+/// `sent`: each projection pushed, by (origin, agreement, seq), with its record id and kind.
+async fn take_receipts(
+    ctx: &Ctx,
+    peer: MemberCode,
+    sent: &HashMap<(MemberCode, AgreementId, u64), (Option<RecordId>, EntryKind)>,
+    reply: PushReply,
+) {
     let fed = ctx.shared.fed();
     let keys = fed.roster.verifying_keys(peer);
-    let sent: HashMap<(MemberCode, &AgreementId, u64), (Option<RecordId>, EntryKind)> = sent
-        .iter()
-        .map(|p| {
-            ((p.header.origin, &p.envelope.agreement, p.envelope.seq), (p.record_id().ok(), p.envelope.kind))
-        })
-        .collect();
     let signed = tamga_protocol::verify_receipts(&reply.receipts, keys);
     let valid: Vec<(Receipt, EntryKind)> = reply
         .receipts
@@ -816,7 +825,7 @@ async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &[Projection], reply: 
         .zip(signed)
         .filter(|(r, ok)| *ok && r.receiver == peer)
         .filter_map(|(r, _)| {
-            let kind = match sent.get(&(r.origin, &r.agreement, r.seq)) {
+            let kind = match sent.get(&(r.origin, r.agreement.clone(), r.seq)) {
                 Some((id, kind)) if *id == Some(r.record) => *kind,
                 _ => return None,
             };
