@@ -794,7 +794,7 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     ctx.shared.metrics.projections_sent.add(ps.len() as u64);
     ctx.state.with(|p| p.entry(peer).or_default().pushed += ps.len() as u64);
     // What a receipt must match, taken before the projections move into the request.
-    let sent: HashMap<(MemberCode, AgreementId, u64), (Option<RecordId>, EntryKind)> = ps
+    let sent: Sent = ps
         .iter()
         .map(|p| {
             let key = (p.header.origin, p.envelope.agreement.clone(), p.envelope.seq);
@@ -808,14 +808,12 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     }
 }
 
+/// The projections of one push, by (origin, agreement, seq), each with its record id and
+/// kind: what a receipt for it must match.
+type Sent = HashMap<(MemberCode, AgreementId, u64), (Option<RecordId>, EntryKind)>;
+
 /// Keep the receipts that the receiver really signed for what was sent.
-/// `sent`: each projection pushed, by (origin, agreement, seq), with its record id and kind.
-async fn take_receipts(
-    ctx: &Ctx,
-    peer: MemberCode,
-    sent: &HashMap<(MemberCode, AgreementId, u64), (Option<RecordId>, EntryKind)>,
-    reply: PushReply,
-) {
+async fn take_receipts(ctx: &Ctx, peer: MemberCode, sent: &Sent, reply: PushReply) {
     let fed = ctx.shared.fed();
     let keys = fed.roster.verifying_keys(peer);
     let signed = tamga_protocol::verify_receipts(&reply.receipts, keys);
