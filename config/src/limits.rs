@@ -52,6 +52,8 @@ pub const MIN_CACHE_MB: u64 = 4;
 pub const MAX_CACHE_MB: u64 = 64 * 1024;
 /// Longest interval setting (backoff, anti-entropy, checkpoint), in seconds: one day.
 pub const MAX_INTERVAL_SECS: u64 = 24 * 60 * 60;
+/// Most failed pings in a row `network.ping_max_failures` may ask for.
+pub const MAX_PING_FAILURES: u32 = 100;
 /// Milliseconds in a day, for agreement dates and retention.
 pub const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 /// Highest `limits.messages_per_sec` setting.

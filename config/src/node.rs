@@ -18,8 +18,8 @@ use toml::Spanned;
 use crate::error::{ConfigErrors, ErrorKind, SourceFile};
 use crate::limits::{
     MAX_BODY_BYTES_LIMIT, MAX_BYTES_PER_SEC_LIMIT, MAX_CACHE_MB, MAX_CONNECTIONS_LIMIT, MAX_INTERVAL_SECS,
-    MAX_LISTEN_ADDRS, MAX_MESSAGES_PER_SEC_LIMIT, MAX_OPEN_STREAMS_LIMIT, MAX_STREAM_READ_SECS,
-    MIN_BODY_BYTES, MIN_BYTES_PER_SEC, MIN_CACHE_MB, MIN_PENDING_PULLS,
+    MAX_LISTEN_ADDRS, MAX_MESSAGES_PER_SEC_LIMIT, MAX_OPEN_STREAMS_LIMIT, MAX_PING_FAILURES,
+    MAX_STREAM_READ_SECS, MIN_BODY_BYTES, MIN_BYTES_PER_SEC, MIN_CACHE_MB, MIN_PENDING_PULLS,
 };
 use crate::parse::{self, AddrUse};
 
@@ -75,6 +75,19 @@ pub struct NetworkConfig {
     /// Seconds between two anti-entropy rounds with each connected peer.
     /// Default: [`default_anti_entropy_secs`].
     pub anti_entropy_secs: u64,
+    /// Seconds between two pings on each peer connection (its liveness check).
+    /// Default: [`default_ping_interval_secs`].
+    pub ping_interval_secs: u64,
+    /// Seconds after which an unanswered ping counts as failed.
+    /// Default: [`default_ping_timeout_secs`].
+    pub ping_timeout_secs: u64,
+    /// Failed pings in a row that close a connection (the node then redials). libp2p's
+    /// ping does not count the first failure, and on a dead link each later ping fails
+    /// only once its new stream's 10 s opening timeout ends, so a link that stops
+    /// carrying packets without closing is closed at most `interval + timeout +
+    /// max_failures × (interval + 10 s)` after it stopped (110 s with the defaults).
+    /// Default: [`default_ping_max_failures`].
+    pub ping_max_failures: u32,
 }
 
 /// `[limits]`: what one roster peer may ask of this node. Every limit is per peer, on what
@@ -165,6 +178,18 @@ pub fn default_dial_backoff_max_secs() -> u64 {
 pub fn default_push_batch() -> usize {
     256
 }
+/// Default `network.ping_interval_secs`.
+pub fn default_ping_interval_secs() -> u64 {
+    15
+}
+/// Default `network.ping_timeout_secs`.
+pub fn default_ping_timeout_secs() -> u64 {
+    20
+}
+/// Default `network.ping_max_failures`.
+pub fn default_ping_max_failures() -> u32 {
+    3
+}
 /// Default `network.anti_entropy_secs`: one minute.
 pub fn default_anti_entropy_secs() -> u64 {
     60
@@ -226,6 +251,9 @@ impl Default for NetworkConfig {
             dial_backoff_max_secs: default_dial_backoff_max_secs(),
             push_batch: default_push_batch(),
             anti_entropy_secs: default_anti_entropy_secs(),
+            ping_interval_secs: default_ping_interval_secs(),
+            ping_timeout_secs: default_ping_timeout_secs(),
+            ping_max_failures: default_ping_max_failures(),
         }
     }
 }
@@ -312,6 +340,9 @@ struct RawNetwork {
     dial_backoff_max_secs: Option<Spanned<i64>>,
     push_batch: Option<Spanned<i64>>,
     anti_entropy_secs: Option<Spanned<i64>>,
+    ping_interval_secs: Option<Spanned<i64>>,
+    ping_timeout_secs: Option<Spanned<i64>>,
+    ping_max_failures: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -446,6 +477,28 @@ impl NodeConfig {
             MAX_INTERVAL_SECS,
             default_anti_entropy_secs(),
         );
+        network.ping_interval_secs = int(
+            "network.ping_interval_secs",
+            &raw.network.ping_interval_secs,
+            1,
+            MAX_INTERVAL_SECS,
+            default_ping_interval_secs(),
+        );
+        network.ping_timeout_secs = int(
+            "network.ping_timeout_secs",
+            &raw.network.ping_timeout_secs,
+            1,
+            MAX_INTERVAL_SECS,
+            default_ping_timeout_secs(),
+        );
+        network.ping_max_failures = u32::try_from(int(
+            "network.ping_max_failures",
+            &raw.network.ping_max_failures,
+            1,
+            u64::from(MAX_PING_FAILURES),
+            u64::from(default_ping_max_failures()),
+        ))
+        .unwrap_or(default_ping_max_failures());
         let max_body_bytes = usize::try_from(int(
             "api.max_body_bytes",
             &raw.api.max_body_bytes,

@@ -629,6 +629,36 @@ fn node_toml_errors_are_all_reported() {
 }
 
 #[test]
+fn node_toml_sets_the_links_liveness_check_within_bounds() {
+    let (_dir, cfg) = load_node(NODE);
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (cfg.network.ping_interval_secs, cfg.network.ping_timeout_secs, cfg.network.ping_max_failures),
+        (15, 20, 3)
+    );
+
+    let set = |keys: &str| NODE.replace("[network]\n", &format!("[network]\n{keys}\n"));
+    let (_dir, cfg) = load_node(&set("ping_interval_secs = 2\nping_timeout_secs = 3\nping_max_failures = 2"));
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (cfg.network.ping_interval_secs, cfg.network.ping_timeout_secs, cfg.network.ping_max_failures),
+        (2, 3, 2)
+    );
+
+    let (dir, r) = load_node(&set("ping_interval_secs = 0\nping_timeout_secs = -1\nping_max_failures = 101"));
+    let errs = r.expect_err("out of bounds");
+    let got: Vec<(ErrorKind, usize, usize)> = errs.iter().map(|e| (e.kind, e.line, e.col)).collect();
+    assert_eq!(
+        got,
+        vec![(ErrorKind::Invalid, 11, 22), (ErrorKind::Invalid, 12, 21), (ErrorKind::Invalid, 13, 21)],
+        "{errs}"
+    );
+    assert!(errs.iter().all(|e| e.path == dir.path().join("node.toml")));
+    assert!(errs.0[0].message.contains("`network.ping_interval_secs` is 0, outside 1..=86400"), "{errs}");
+    assert!(errs.0[2].message.contains("`network.ping_max_failures` is 101, outside 1..=100"), "{errs}");
+}
+
+#[test]
 fn node_toml_listens_on_quic_and_tcp() {
     let text = NODE.replace(
         "listen = [\"/ip4/0.0.0.0/tcp/7104\"]",

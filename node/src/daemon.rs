@@ -193,6 +193,7 @@ impl Node {
             max_connections: config.network.max_connections,
             dial_backoff_max: Duration::from_secs(config.network.dial_backoff_max_secs),
             limits: (&config.limits).into(),
+            liveness: (&config.network).into(),
         };
         let (net, net_events, net_task) =
             crate::net::spawn(net_config, cancel.child_token()).map_err(StartError::Net)?;

@@ -14,9 +14,9 @@ use libp2p::{
 
 use super::codec::SyncCodec;
 use super::{
-    NetError, PeerLimits, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
+    Liveness, NetError, PeerLimits, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING,
-    PING_INTERVAL, PING_TIMEOUT, REQUEST_TIMEOUT, SYNC_PROTOCOL,
+    REQUEST_TIMEOUT, SYNC_PROTOCOL,
 };
 
 /// Everything the node speaks on a connection, in the order connections are vetted.
@@ -35,11 +35,13 @@ pub(super) struct Behaviour {
 }
 
 /// Build the swarm: transports (TCP and QUIC), behaviours, the connection limits from
-/// `max_connections` and the request read deadline from `limits`.
+/// `max_connections`, the request read deadline from `limits` and the pings' timers from
+/// `liveness`.
 pub(super) fn build_swarm(
     keypair: Keypair,
     max_connections: u32,
     limits: &PeerLimits,
+    liveness: Liveness,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let codec = SyncCodec { request_deadline: limits.stream_read };
     let public = keypair.public();
@@ -68,7 +70,7 @@ pub(super) fn build_swarm(
                         .with_push_listen_addr_updates(false),
                 ),
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT),
+                    ping::Config::new().with_interval(liveness.interval).with_timeout(liveness.timeout),
                 ),
                 sync: request_response::Behaviour::with_codec(
                     codec,

@@ -42,7 +42,7 @@
 //!
 //! QUIC brings its own timers, libp2p-quic's defaults: a 5 s handshake timeout (within
 //! [`CONNECTION_TIMEOUT`]), a keep-alive every 5 s and a 10 s idle timeout, so a QUIC
-//! connection whose peer vanished closes after 10 s, before [`PING_MAX_FAILURES`] pings
+//! connection whose peer vanished closes after 10 s, before [`Liveness::max_failures`] pings
 //! would; the node then redials as for any lost link. QUIC's per-connection stream limit
 //! (256) is above [`MAX_CONCURRENT_STREAMS`], as yamux's is, so the request-response limit
 //! is the one that binds on both.
@@ -88,7 +88,12 @@
 //! answer, a ping answer, or a `/tamga/sync/1` message on it. A node refused by the other
 //! side sees its TLS handshake succeed and the connection then dropped; it never gets
 //! ready, so it never reports `Connected`. Connections are kept open while idle (see
-//! [`IDLE_CONNECTION_TIMEOUT`]); [`PING_MAX_FAILURES`] failed pings in a row close one.
+//! [`IDLE_CONNECTION_TIMEOUT`]); [`Liveness::max_failures`] failed pings in a row close one
+//! (node.toml's `[network] ping_interval_secs`, `ping_timeout_secs` and `ping_max_failures`,
+//! 15 s, 20 s and 3 by default). libp2p's ping does not count the first failure, and on a
+//! dead link each later ping fails only when its new stream's 10 s opening timeout ends,
+//! so a link that stops carrying packets without closing is closed at most `interval +
+//! timeout + max_failures × (interval + 10 s)` after it stopped: 110 s with the defaults.
 //!
 //! # Listening
 //!
@@ -166,8 +171,6 @@
 //! | [`MAX_ROSTER_PEERS`] | 1024 | PeerIds a roster may list |
 //! | [`CONNECTION_TIMEOUT`] | 10 s | TCP connect + TLS + yamux negotiation, or the QUIC handshake |
 //! | [`IDLE_CONNECTION_TIMEOUT`] | 7 days | roster links stay up; dead ones are found by ping |
-//! | [`PING_INTERVAL`] / [`PING_TIMEOUT`] | 15 s / 20 s | liveness of each connection |
-//! | [`PING_MAX_FAILURES`] | 3 | consecutive ping failures that close a connection |
 //! | [`DIAL_BACKOFF_INITIAL`] | 1 s | first redial delay; doubles up to `NetConfig::dial_backoff_max` |
 //! | [`DIAL_BACKOFF_CEILING`] | 1 h | `dial_backoff_max` is clamped to this (and to at least 1 ms) |
 //! | [`BACKOFF_RESET_AFTER`] | 30 s | uptime after which a closed link redials from the initial delay |
@@ -242,12 +245,6 @@ pub const MAX_ROSTER_PEERS: usize = 1024;
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection without active streams stays open.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Interval between pings on each connection.
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// Time after which a ping counts as failed.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
-/// Consecutive ping failures that close a connection.
-pub const PING_MAX_FAILURES: u32 = 3;
 /// First redial delay after a failed dial or a lost link.
 pub const DIAL_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Upper bound on `NetConfig::dial_backoff_max`: no setting makes a roster peer wait
@@ -294,6 +291,37 @@ pub struct NetConfig {
     pub dial_backoff_max: Duration,
     /// What one roster peer may ask of this node.
     pub limits: PeerLimits,
+    /// The liveness check of each connection.
+    pub liveness: Liveness,
+}
+
+/// The liveness check of each connection: a ping every `interval`, failed after
+/// `timeout`; `max_failures` failures in a row close the connection, and the node redials.
+/// Built from node.toml's `[network] ping_*` keys; [`Default`] gives their defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// Between two pings on a connection.
+    pub interval: Duration,
+    /// After which an unanswered ping counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failed pings that close a connection.
+    pub max_failures: u32,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness::from(&tamga_config::NetworkConfig::default())
+    }
+}
+
+impl From<&tamga_config::NetworkConfig> for Liveness {
+    fn from(n: &tamga_config::NetworkConfig) -> Self {
+        Liveness {
+            interval: Duration::from_secs(n.ping_interval_secs),
+            timeout: Duration::from_secs(n.ping_timeout_secs),
+            max_failures: n.ping_max_failures,
+        }
+    }
 }
 
 /// What one roster peer may ask of this node (see "Per-peer limits" in the module doc).

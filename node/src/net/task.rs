@@ -34,8 +34,8 @@ use super::{
     Abuse, Command, InboundId, NetConfig, NetError, NetEvent, PeerEntry, PeerLimits, ABUSE_TRACKED_MAX,
     BACKOFF_RESET_AFTER, DIAL_BACKOFF_CEILING, DIAL_BACKOFF_INITIAL, EVENT_BACKLOG_MAX,
     IDENTIFY_PROTOCOL_VERSION, INBOUND_SHED_BACKLOG, LISTEN_WAITERS_MAX, MAX_OUTBOUND_PER_PEER,
-    MAX_PENDING_INBOUND, MAX_QUEUED_PER_PEER, MAX_ROSTER_PEERS, PING_MAX_FAILURES, REFUSED_REPORT_INTERVAL,
-    REFUSED_TRACKED_MAX, SYNC_PROTOCOL,
+    MAX_PENDING_INBOUND, MAX_QUEUED_PER_PEER, MAX_ROSTER_PEERS, REFUSED_REPORT_INTERVAL, REFUSED_TRACKED_MAX,
+    SYNC_PROTOCOL,
 };
 
 type RequestReply = oneshot::Sender<Result<Response, NetError>>;
@@ -201,6 +201,8 @@ pub(super) struct NetTask {
     queued: HashMap<PeerId, VecDeque<QueuedRequest>>,
     inbound: HashMap<InboundRequestId, PendingInbound>,
     limits: PeerLimits,
+    /// Consecutive failed pings that close a connection.
+    ping_max_failures: u32,
     /// Per roster peer that sent a request.
     quotas: HashMap<PeerId, PeerQuota>,
     /// Per (peer, kind) of abuse seen; at most [`ABUSE_TRACKED_MAX`].
@@ -266,7 +268,7 @@ impl NetTask {
         }
         let local_peer_id = cfg.keypair.public().to_peer_id();
         let roster = Roster::build(local_peer_id, &cfg.peers)?;
-        let mut swarm = build_swarm(cfg.keypair, cfg.max_connections, &cfg.limits)?;
+        let mut swarm = build_swarm(cfg.keypair, cfg.max_connections, &cfg.limits, cfg.liveness)?;
         let mut listeners_pending = HashSet::new();
         for addr in cfg.listen {
             ensure_port_free(&addr)?;
@@ -294,6 +296,7 @@ impl NetTask {
             queued: HashMap::new(),
             inbound: HashMap::new(),
             limits: cfg.limits,
+            ping_max_failures: cfg.liveness.max_failures.max(1),
             quotas: HashMap::new(),
             abuse: HashMap::new(),
             abuse_suppressed: 0,
@@ -760,7 +763,7 @@ impl NetTask {
                         return;
                     };
                     c.ping_failures += 1;
-                    if c.ping_failures >= PING_MAX_FAILURES {
+                    if c.ping_failures >= self.ping_max_failures {
                         warn!(%peer, error = %e, "connection unresponsive, closing it");
                         self.swarm.close_connection(connection);
                     }

@@ -100,6 +100,7 @@ impl TestNode {
             max_connections: 32,
             dial_backoff_max: Duration::from_secs(2),
             limits,
+            liveness: Liveness::default(),
         };
         let (handle, events, join) = spawn(cfg, cancel.clone()).expect("net starts");
         let addrs = timeout(WAIT, handle.listen_addrs()).await.expect("listen in time").expect("task alive");
@@ -394,6 +395,7 @@ async fn a_taken_quic_port_is_a_listen_error() {
         max_connections: 8,
         dial_backoff_max: Duration::from_secs(1),
         limits: PeerLimits::default(),
+        liveness: Liveness::default(),
     };
     match spawn(cfg, CancellationToken::new()) {
         Err(NetError::Listen { addr, .. }) => assert_eq!(addr, a.addr),
@@ -466,6 +468,7 @@ async fn bad_configuration_is_refused_at_spawn() {
         max_connections,
         dial_backoff_max: Duration::MAX,
         limits: PeerLimits::default(),
+        liveness: Liveness::default(),
     };
     let cancel = CancellationToken::new();
     assert!(matches!(spawn(cfg(vec![], vec![], 0), cancel.clone()), Err(NetError::Config(_))));
@@ -498,6 +501,7 @@ fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
         max_connections: 8,
         dial_backoff_max: Duration::from_secs(1),
         limits: PeerLimits::default(),
+        liveness: Liveness::default(),
     };
     assert!(matches!(spawn(cfg, CancellationToken::new()), Err(NetError::NoRuntime)));
 }
