@@ -284,6 +284,18 @@ impl Lab {
         &self.members[code]
     }
 
+    /// Add `keys` (lines of `key = value`) to every member's `[network]` section, before
+    /// the nodes start.
+    pub fn set_network(&self, keys: &str) -> anyhow::Result<()> {
+        for m in self.members.values() {
+            let path = &m.node.files.config_path;
+            let cfg = std::fs::read_to_string(path)?;
+            anyhow::ensure!(cfg.contains("[network]\n"), "{} has no [network] section", path.display());
+            std::fs::write(path, cfg.replacen("[network]\n", &format!("[network]\n{keys}\n"), 1))?;
+        }
+        Ok(())
+    }
+
     /// Start `member`'s node inside its namespace and wait until its API answers.
     pub async fn start(&mut self, member: &str) -> anyhow::Result<()> {
         let m = self.members.get_mut(member).ok_or_else(|| anyhow::anyhow!("no member {member}"))?;

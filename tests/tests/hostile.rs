@@ -67,6 +67,7 @@ async fn rogue_uz(
         max_connections: 8,
         dial_backoff_max: Duration::from_secs(1),
         limits: net::PeerLimits::default(),
+        liveness: net::Liveness::default(),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (h, mut events, _task) = net::spawn(cfg, cancel.clone()).expect("spawns");
