@@ -408,6 +408,7 @@ impl fmt::Debug for NetConfig {
             .field("max_connections", &self.max_connections)
             .field("dial_backoff_max", &self.dial_backoff_max)
             .field("limits", &self.limits)
+            .field("liveness", &self.liveness)
             .finish()
     }
 }
