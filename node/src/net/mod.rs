@@ -90,10 +90,8 @@
 //! ready, so it never reports `Connected`. Connections are kept open while idle (see
 //! [`IDLE_CONNECTION_TIMEOUT`]); [`Liveness::max_failures`] failed pings in a row close one
 //! (node.toml's `[network] ping_interval_secs`, `ping_timeout_secs` and `ping_max_failures`,
-//! 15 s, 20 s and 3 by default). libp2p's ping does not count the first failure, and on a
-//! dead link each later ping fails only when its new stream's 10 s opening timeout ends,
-//! so a link that stops carrying packets without closing is closed at most `interval +
-//! timeout + max_failures × (interval + 10 s)` after it stopped: 110 s with the defaults.
+//! 15 s, 20 s and 3 by default; how long a dead link then stays open is worked out at
+//! [`tamga_config::NetworkConfig::ping_max_failures`]: at most 110 s with the defaults).
 //!
 //! # Listening
 //!
