@@ -12,6 +12,7 @@
 //! | `S`    | origin, agreement, 0, seq / 64         | where projections `64·b ..` of the stream lie in the values files, 13 bytes each ([`blocks`]) |
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
+//! | `U`    | origin, agreement, 0, seq              | the member whose word alone the `W` mark of that seq stands on, when it is not the stream's origin (the origin is asked again) |
 //! | `G`    | origin, agreement, 0, seq              | seq purged (expired or revoked): its audience, or empty from earlier builds |
 //! | `E`    | expiry time, origin, agreement, 0, seq | expiry index: seq, expiry time, 8 bytes each, per projection of the stream the key lists; the key's time is the earliest, its seq the first (earlier builds: one key per projection, empty value) |
 //! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
@@ -313,7 +314,7 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// A stream's keys in the keyspace `space` (`P`, `Q`, `W`, `G`, `S`): space, origin,
+/// A stream's keys in the keyspace `space` (`P`, `Q`, `W`, `U`, `G`, `S`): space, origin,
 /// agreement, 0.
 fn stream_space(space: &[u8; 1], s: &StreamKey) -> Vec<u8> {
     key(&[space, &s.origin.as_bytes(), s.agreement.as_str().as_bytes(), &[0]])
@@ -343,6 +344,10 @@ fn gone_key(s: &StreamKey, seq: u64) -> Vec<u8> {
 
 fn withheld_key(s: &StreamKey, seq: u64) -> Vec<u8> {
     key(&[&stream_space(b"W", s), &seq.to_be_bytes()])
+}
+
+fn unconfirmed_key(s: &StreamKey, seq: u64) -> Vec<u8> {
+    key(&[&stream_space(b"U", s), &seq.to_be_bytes()])
 }
 
 fn expiry_key(expires_ms: i64, s: &StreamKey, seq: u64) -> Vec<u8> {
@@ -682,6 +687,13 @@ impl WriteBatch {
     /// Forget that a number of a stream was said to be withheld from us.
     pub fn remove_withheld(&mut self, s: &StreamKey, seq: u64) {
         self.remove(withheld_key(s, seq));
+        self.remove(unconfirmed_key(s, seq));
+    }
+
+    /// The stream's origin says too that a number is withheld from us: it no longer
+    /// stands on another peer's word alone.
+    pub fn confirm_withheld(&mut self, s: &StreamKey, seq: u64) {
+        self.remove(unconfirmed_key(s, seq));
     }
 
     /// Forget that a number of a stream was purged here (its number is another record's).
@@ -707,9 +719,14 @@ impl WriteBatch {
         self.remove(k.0.clone());
     }
 
-    /// Mark a sequence number as known withheld from this node.
-    pub fn put_withheld(&mut self, s: &StreamKey, seq: u64) {
+    /// Mark a sequence number as known withheld from this node, on the word of `by`. Only
+    /// the stream's origin knows: what another peer says is kept as unconfirmed too, for
+    /// the origin to be asked again.
+    pub fn put_withheld(&mut self, s: &StreamKey, seq: u64, by: MemberCode) {
         self.put(withheld_key(s, seq), Vec::new());
+        if by != s.origin {
+            self.put(unconfirmed_key(s, seq), by.as_bytes().to_vec());
+        }
     }
 
     /// One audit entry and the new chain head. An entry is written once, at the next
@@ -904,6 +921,12 @@ impl<'a> View<'a> {
     /// Whether a peer said a sequence number of a stream is withheld from us.
     pub fn is_withheld(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
         self.contains(&withheld_key(s, seq))
+    }
+
+    /// Whether a number of a stream is marked withheld on the word of a peer other than
+    /// its origin alone.
+    pub fn is_unconfirmed_withheld(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        self.contains(&unconfirmed_key(s, seq))
     }
 
     /// What a restore left to reconcile, if this store was restored.
@@ -1697,6 +1720,25 @@ impl Store {
     pub fn held_above(&self, s: &StreamKey, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
         let Some(first) = after.checked_add(1) else { return Ok(Vec::new()) };
         Ok(self.held_in(s, first, u64::MAX, limit)?.into_iter().map(|(seq, _)| seq).collect())
+    }
+
+    /// Numbers of a stream in `from..=to` marked withheld on the word of a peer other than
+    /// its origin alone, in order, at most `limit`.
+    pub fn unconfirmed_withheld(
+        &self,
+        s: &StreamKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let base = stream_space(b"U", s);
+        let (lo, hi) = (unconfirmed_key(s, from), unconfirmed_key(s, to));
+        let mut out = Vec::new();
+        for kv in self.db.range(lo..=hi).take(limit) {
+            let (k, _) = kv?;
+            out.push(u64_of(&k, &k[base.len()..])?);
+        }
+        Ok(out)
     }
 
     /// Projections of a stream in `from..=to`, in order, at most `limit`.
@@ -2726,10 +2768,10 @@ mod tests {
         assert_eq!(s.next_known(&ipr, 0).expect("reads"), None, "an empty stream");
         let mut b = WriteBatch::default();
         b.put(key(&[&stream_prefix(&ipr), &9u64.to_be_bytes()]), vec![1]);
-        b.put_withheld(&ipr, 7);
+        b.put_withheld(&ipr, 7, ipr.origin);
         b.purge_projection(&ipr, &share(&ipr, 12, &["KZ"])).expect("encodes");
         // Another stream whose agreement id extends this one's: never mistaken for it.
-        b.put_withheld(&ipr2, 3);
+        b.put_withheld(&ipr2, 3, ipr2.origin);
         b.put(key(&[&stream_prefix(&ipr2), &4u64.to_be_bytes()]), vec![1]);
         s.commit(b).expect("commits");
         let next = |after| s.next_known(&ipr, after).expect("reads");
@@ -2754,14 +2796,14 @@ mod tests {
         let ipr =
             StreamKey { origin: "RU".parse().expect("valid"), agreement: "ipr".parse().expect("valid") };
         let mut b = WriteBatch::default();
-        b.put_withheld(&ipr, 5);
-        b.put_withheld(&ipr, 8);
+        b.put_withheld(&ipr, 5, ipr.origin);
+        b.put_withheld(&ipr, 8, ipr.origin);
         s.commit(b).expect("commits");
         let mut b = WriteBatch::default();
         b.put(key(&[&stream_prefix(&ipr), &3u64.to_be_bytes()]), vec![1]);
         let sp = b.savepoint();
         b.remove(withheld_key(&ipr, 5));
-        b.put_withheld(&ipr, 6);
+        b.put_withheld(&ipr, 6, ipr.origin);
         b.put_record(&rec(1, "ipr.mark", "RU", 10)).expect("encodes");
         let v = s.pending(&b);
         assert_eq!(v.next_known(&ipr, 0).expect("reads"), Some(3), "the batch's own key");

@@ -28,7 +28,9 @@
 //!
 //! Relaying falls out of the pull: a member cut off from an origin pulls the origin's
 //! stream from any peer that holds it, if the agreement allows relaying; the projection
-//! travels untouched and is verified against the origin's key.
+//! travels untouched and is verified against the origin's key. That a number is withheld
+//! from the asker is no one's signed word: one marked withheld on a relay's word alone is
+//! asked of its origin again once the two are connected ([`unconfirmed`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -897,6 +899,31 @@ fn missing(ctx: &Ctx, stream: &StreamKey, after: u64, upto: u64, budget: &mut us
     out
 }
 
+/// The numbers of `stream` above `after`, up to its head and `upto`, that we know
+/// withheld on the word of a peer other than its origin alone, as ranges of at most
+/// `budget` numbers in all: to be asked of the origin again. A withheld number is no one's
+/// signed word, and a peer that said so falsely would otherwise keep us from that number
+/// for good, the head having passed it. (Numbers above the head are asked once it passes
+/// them: [`missing`] asks for the gaps below them first.)
+fn unconfirmed(ctx: &Ctx, stream: &StreamKey, after: u64, upto: u64, budget: &mut usize) -> Vec<SeqRange> {
+    let store = &ctx.shared.store;
+    let (Ok(head), Some(from)) = (store.stream_head(stream), after.checked_add(1)) else { return Vec::new() };
+    let to = head.min(upto);
+    if from > to || *budget == 0 {
+        return Vec::new();
+    }
+    let seqs = store.unconfirmed_withheld(stream, from, to, *budget).unwrap_or_default();
+    *budget -= seqs.len();
+    let mut out: Vec<SeqRange> = Vec::new();
+    for seq in seqs {
+        match out.last_mut() {
+            Some(r) if r.to.checked_add(1) == Some(seq) => r.to = seq,
+            _ => out.push(SeqRange { stream: stream.clone(), from: seq, to: seq }),
+        }
+    }
+    out
+}
+
 /// Pull from `peer` every range it holds that we lack, in rounds of [`PULL_BATCH`].
 async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
     ctx.state.with(|p| {
@@ -1119,7 +1146,8 @@ async fn stored(task: Option<StoreTask>) -> bool {
 }
 
 /// The ranges of the next pull from `peer`: what its summary offers that we lack and have
-/// not asked for yet, at most [`PULL_BATCH`] numbers; `asked` records them.
+/// not asked for yet — and of its own streams, what only another peer said is withheld
+/// from us ([`unconfirmed`]) — at most [`PULL_BATCH`] numbers; `asked` records them.
 fn next_pull(
     ctx: &Ctx,
     peer: MemberCode,
@@ -1140,6 +1168,9 @@ fn next_pull(
         }
         let upto = highest(st);
         let after = asked.get(&st.stream).copied().unwrap_or(0);
+        if st.stream.origin == peer {
+            ranges.extend(unconfirmed(ctx, &st.stream, after, upto, &mut budget));
+        }
         ranges.extend(missing(ctx, &st.stream, after, upto, &mut budget));
     }
     ranges.truncate(PULL_RANGES);

@@ -931,7 +931,11 @@ impl WriterTask {
         self.audit_taken(from, &mut taken, batch, head, now);
         for (stream, seq) in withheld {
             if !seqs.known(&self.store, batch, &stream, seq)? {
-                batch.put_withheld(&stream, seq);
+                batch.put_withheld(&stream, seq, from);
+            } else if from == stream.origin
+                && self.store.pending(batch).is_unconfirmed_withheld(&stream, seq)?
+            {
+                batch.confirm_withheld(&stream, seq);
             }
             touched.insert(stream);
         }
@@ -2536,6 +2540,36 @@ mod tests {
         drop(writer);
         handle.await.expect("the writer ends");
         assert_eq!(store.stream_head(&stream).expect("reads"), 3);
+    }
+
+    // A number said withheld by a peer other than its origin is kept as unconfirmed, to be
+    // asked of the origin again; the origin saying so too confirms it, and the origin's
+    // signed projection of it ends the claim whole. What the origin says first is not
+    // unconfirmed, nor made so by a peer saying it again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_withheld_number_on_another_peers_word_waits_for_the_origins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let (ru, uz): (MemberCode, MemberCode) = ("RU".parse().expect("valid"), "UZ".parse().expect("valid"));
+        let stream = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
+        let claims = |seqs: &[u64]| seqs.iter().map(|&s| (stream.clone(), s)).collect::<Vec<_>>();
+        let unconfirmed = || store.unconfirmed_withheld(&stream, 1, u64::MAX, 100).expect("reads");
+        writer.received(ru, Vec::new(), claims(&[1])).await.expect("stored");
+        writer.received(uz, Vec::new(), claims(&[1, 2, 3, 5])).await.expect("stored");
+        assert_eq!(unconfirmed(), vec![2, 3, 5], "1 is the origin's word");
+        assert_eq!(store.stream_head(&stream).expect("reads"), 3);
+        assert_eq!(store.unconfirmed_withheld(&stream, 3, 4, 100).expect("reads"), vec![3], "within bounds");
+        assert_eq!(store.unconfirmed_withheld(&stream, 1, u64::MAX, 1).expect("reads"), vec![2], "at most");
+        writer.received(ru, Vec::new(), claims(&[2])).await.expect("stored");
+        assert_eq!(unconfirmed(), vec![3, 5], "2 confirmed by its origin");
+        assert!(store.view().is_withheld(&stream, 2).expect("reads"), "and still withheld");
+        let taken = writer.received(ru, projections(3..=3), Vec::new()).await.expect("stored");
+        assert_eq!(taken, vec![Taken::New]);
+        assert_eq!(unconfirmed(), vec![5], "3 is held: the claim is gone");
+        assert!(!store.view().is_withheld(&stream, 3).expect("reads"));
+        drop(writer);
+        handle.await.expect("the writer ends");
     }
 
     // A Received op that fails halfway (its second record's stored value does not decode)

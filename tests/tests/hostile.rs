@@ -1,7 +1,9 @@
 //! A roster peer that sends forged or out-of-bounds projections (or one that reveals a
 //! field its agreement redacts): each is refused, audited, and nothing of it is stored; a
 //! well-formed one on the same connection still goes in. One that claims to hold the
-//! node's own stream far beyond its head changes nothing.
+//! node's own stream far beyond its head changes nothing. One that says another member's
+//! records are withheld from the node, falsely, keeps them from it only until it reaches
+//! their origin.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,13 +46,13 @@ fn envelope(agreement: &str, audience: &[&str], seq: u64) -> Envelope {
     }
 }
 
-/// A peer holding UZ's roster key (a member gone rogue), connected to RU and past hello;
-/// `answer` answers RU's requests to it (its hello is answered already).
+/// A peer holding UZ's roster key (a member gone rogue), connected to `node` and past
+/// hello; `answer` answers the requests made to it (its hello is answered already).
 async fn rogue_uz(
-    ru: &TestNode,
+    node: &TestNode,
     answer: impl Fn(Request) -> Response + Send + 'static,
 ) -> (net::NetHandle, tokio_util::sync::CancellationToken) {
-    let fed_dir = ru.federation.as_ref().expect("own federation copy").path().to_owned();
+    let fed_dir = node.federation.as_ref().expect("own federation copy").path().to_owned();
     let uz_fed = Federation::load_files(
         &fed_dir.join("roster.toml"),
         &fed_dir.join("catalog.toml"),
@@ -71,16 +73,16 @@ async fn rogue_uz(
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (h, mut events, _task) = net::spawn(cfg, cancel.clone()).expect("spawns");
-    let ru_code: tamga_protocol::MemberCode = "RU".parse().expect("valid");
+    let target = node.node().shared().config.member;
     tokio::time::timeout(WAIT, async {
         while let Some(ev) = events.recv().await {
-            if matches!(ev, NetEvent::Connected { member, .. } if member == ru_code) {
+            if matches!(ev, NetEvent::Connected { member, .. } if member == target) {
                 return;
             }
         }
     })
     .await
-    .expect("connects to RU");
+    .expect("connects");
     let responder = h.clone();
     let hello = tamga_protocol::Hello {
         member: uz,
@@ -100,7 +102,7 @@ async fn rogue_uz(
             }
         }
     });
-    let reply = h.request(ru_code, Request::Hello(hello)).await.expect("hello answered");
+    let reply = h.request(target, Request::Hello(hello)).await.expect("hello answered");
     assert!(matches!(reply, Response::Hello(_)));
     (h, cancel)
 }
@@ -240,6 +242,80 @@ async fn a_peer_claiming_an_own_stream_it_does_not_hold_changes_nothing() {
         ru.client(Role::Operator).get("/v1/records", &[("origin", "RU".into())]).await.expect("lists");
     assert_eq!(forged["records"].as_array().map(Vec::len), Some(2), "only its own two: {forged:#}");
     let report = ru.client(Role::Auditor).get("/v1/audit/verify", &[]).await.expect("verifies");
+    assert_eq!(report["ok"], true, "{report:#}");
+    cancel.cancel();
+    f.stop().await;
+}
+
+/// While KZ is cut off from RU, a rogue UZ says it holds RU's IPR stream and that every
+/// number of it is withheld from KZ. KZ has no signed word against it, so it marks them
+/// withheld and its head passes them. Once the link to RU is back, KZ asks RU again for
+/// what it knows only on UZ's word, and holds RU's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_false_withheld_claim_is_undone_by_the_origin() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let (ru, kz) = (f.node("RU"), f.node("KZ"));
+    let (ru_code, kz_code) = (ru.node().shared().config.member, kz.node().shared().config.member);
+    let fed_of = |n: &TestNode| Federation::load(&n.config().expect("config")).expect("loads");
+    let all_but = |n: &TestNode, other: tamga_protocol::MemberCode| {
+        let peers = tamga_node::daemon::peer_entries(&fed_of(n));
+        peers.into_iter().filter(|p| p.member != other).collect::<Vec<_>>()
+    };
+    ru.node().shared().net.set_peers(all_but(ru, kz_code)).await.expect("cuts");
+    kz.node().shared().net.set_peers(all_but(kz, ru_code)).await.expect("cuts");
+    wait_for("the RU–KZ link down", || async {
+        let c = kz.node().shared().net.connected().await.unwrap_or_default();
+        !c.iter().any(|(m, _)| *m == ru_code)
+    })
+    .await;
+
+    let cat = example_catalog();
+    let records: Vec<_> =
+        (0..3).map(|i| record_json(&cat, "ipr.protected_mark", "public", &format!("cut-{i}"))).collect();
+    let op = ru.client(Role::Operator);
+    op.post("/v1/records", &serde_json::json!({ "records": records })).await.expect("ingests");
+    let ipr =
+        tamga_protocol::StreamKey { origin: ru_code, agreement: "sco-ipr-2012".parse().expect("valid") };
+    let head = ru.node().shared().store.stream_head(&ipr).expect("reads");
+    assert_eq!(head, 3, "one IPR share each");
+
+    let stream = ipr.clone();
+    let (_h, cancel) = rogue_uz(kz, move |request| match request {
+        Request::Pull(p) => {
+            Response::Pull(tamga_protocol::PullReply { projections: vec![], withheld: p.ranges })
+        }
+        Request::Summary(_) => Response::Summary(tamga_protocol::Summary {
+            streams: vec![tamga_protocol::StreamSummary {
+                stream: stream.clone(),
+                contiguous: head,
+                above: vec![],
+            }],
+        }),
+        _ => Response::Error("no".into()),
+    })
+    .await;
+    let store = kz.node().shared().store.clone();
+    wait_for("KZ takes UZ's word", || async { store.stream_head(&ipr).expect("reads") == head }).await;
+    for seq in 1..=head {
+        assert!(store.view().is_withheld(&ipr, seq).expect("reads"), "#{seq} marked withheld");
+        assert!(store.projection(&ipr, seq).expect("reads").is_none());
+    }
+    assert_eq!(store.unconfirmed_withheld(&ipr, 1, u64::MAX, 10).expect("reads"), vec![1, 2, 3]);
+
+    ru.node().shared().net.set_peers(tamga_node::daemon::peer_entries(&fed_of(ru))).await.expect("heals");
+    kz.node().shared().net.set_peers(tamga_node::daemon::peer_entries(&fed_of(kz))).await.expect("heals");
+    wait_for("KZ holds RU's records, asked of RU again", || async {
+        (1..=head).all(|seq| store.projection(&ipr, seq).ok().flatten().is_some())
+    })
+    .await;
+    for seq in 1..=head {
+        assert!(!store.view().is_withheld(&ipr, seq).expect("reads"), "#{seq} no longer marked withheld");
+    }
+    assert_eq!(store.unconfirmed_withheld(&ipr, 1, u64::MAX, 10).expect("reads"), Vec::<u64>::new());
+    let listed =
+        kz.client(Role::Operator).get("/v1/records", &[("origin", "RU".into())]).await.expect("lists");
+    assert_eq!(listed["records"].as_array().map(Vec::len), Some(3), "{listed:#}");
+    let report = kz.client(Role::Auditor).get("/v1/audit/verify", &[]).await.expect("verifies");
     assert_eq!(report["ok"], true, "{report:#}");
     cancel.cancel();
     f.stop().await;
