@@ -1771,14 +1771,22 @@ impl Store {
     }
 
     /// Feedback given and not yet delivered, for `origin` (or all when `None`), at most
-    /// `limit`, each with the key it is kept under.
+    /// `limit`, each with the key it is kept under: in key order from just after `after`,
+    /// then from the first up to `after` (so that reads that each start where the last
+    /// one ended come round to every entry, however many before it stay).
     pub fn feedback_outbox(
         &self,
         origin: Option<MemberCode>,
+        after: Option<&OutboxKey>,
         limit: usize,
     ) -> Result<Vec<(OutboxKey, tamga_protocol::Feedback)>, StoreError> {
+        use std::ops::Bound::{Excluded, Included};
+        let (first, end) = (b"B".to_vec(), b"C".to_vec());
+        let rest =
+            self.db.range((after.map_or(Included(first.clone()), |k| Excluded(k.0.clone())), Excluded(end)));
+        let before = after.map(|k| self.db.range((Included(first), Included(k.0.clone()))));
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(b"B") {
+        for kv in rest.chain(before.into_iter().flatten()) {
             if out.len() >= limit {
                 break;
             }

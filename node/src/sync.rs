@@ -130,6 +130,8 @@ pub struct SyncState {
     pulling: Mutex<std::collections::HashSet<StreamKey>>,
     /// Origins whose outbox is being sent now: one round per origin at a time.
     sending: Mutex<std::collections::HashSet<MemberCode>>,
+    /// Per origin, the last outbox entry it answered: the next round starts after it.
+    outbox_answered: Mutex<HashMap<MemberCode, OutboxKey>>,
     /// Refused inbound projections per peer and reason, in the current report interval.
     refusals: Mutex<HashMap<(MemberCode, String), RefusalWindow>>,
 }
@@ -177,6 +179,15 @@ impl SyncState {
 
     fn release_outbox(&self, origin: MemberCode) {
         self.sending.lock().unwrap_or_else(|p| p.into_inner()).remove(&origin);
+    }
+
+    /// The last of `origin`'s outbox entries it answered, if any since this node started.
+    fn outbox_answered(&self, origin: MemberCode) -> Option<OutboxKey> {
+        self.outbox_answered.lock().unwrap_or_else(|p| p.into_inner()).get(&origin).cloned()
+    }
+
+    fn set_outbox_answered(&self, origin: MemberCode, key: OutboxKey) {
+        self.outbox_answered.lock().unwrap_or_else(|p| p.into_inner()).insert(origin, key);
     }
 
     /// Count a refusal; whether it is to be audited on its own. An interval that has
@@ -1329,16 +1340,21 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
 
 /// One round of `origin`'s outbox: at most [`OUTBOX_ROUND`] entries, one at a time,
 /// ending early if the origin stops answering. Skipped while a round for it is running.
+/// Each round starts after the last entry the origin answered, wrapping round: entries
+/// it refuses stay in the outbox, and [`OUTBOX_ROUND`] of them first in key order must
+/// not hold back the ones after them.
 async fn send_outbox(ctx: &Ctx, origin: MemberCode) {
     if !ctx.state.claim_outbox(origin) {
         return;
     }
-    match ctx.shared.store.feedback_outbox(Some(origin), OUTBOX_ROUND) {
+    let after = ctx.state.outbox_answered(origin);
+    match ctx.shared.store.feedback_outbox(Some(origin), after.as_ref(), OUTBOX_ROUND) {
         Ok(waiting) => {
             for (key, f) in waiting {
-                if !send_feedback(&ctx.shared, key, f).await {
+                if !send_feedback(&ctx.shared, key.clone(), f).await {
                     break;
                 }
+                ctx.state.set_outbox_answered(origin, key);
             }
         }
         Err(e) => tracing::warn!(%origin, error = %e, "the feedback outbox could not be read"),

@@ -2648,7 +2648,7 @@ mod tests {
         for f in [&seized, &cleared] {
             writer.feedback(f.clone(), FeedbackEvent::Given).await.expect("given");
         }
-        let outbox = || store.feedback_outbox(None, usize::MAX).expect("reads");
+        let outbox = || store.feedback_outbox(None, None, usize::MAX).expect("reads");
         let waiting: Vec<_> = outbox().into_iter().map(|(_, f)| f).collect();
         assert_eq!(waiting.len(), 3, "{waiting:?}");
         assert!([&older, &seized, &cleared].iter().all(|f| waiting.contains(f)), "{waiting:?}");

@@ -3,7 +3,7 @@
 //! well-formed one on the same connection still goes in. One that claims to hold the
 //! node's own stream far beyond its head changes nothing. One that says another member's
 //! records are withheld from the node, falsely, keeps them from it only until it reaches
-//! their origin.
+//! their origin. An origin that refuses some feedback for good does not hold back the rest.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -317,6 +317,80 @@ async fn a_false_withheld_claim_is_undone_by_the_origin() {
     assert_eq!(listed["records"].as_array().map(Vec::len), Some(3), "{listed:#}");
     let report = kz.client(Role::Auditor).get("/v1/audit/verify", &[]).await.expect("verifies");
     assert_eq!(report["ok"], true, "{report:#}");
+    cancel.cancel();
+    f.stop().await;
+}
+
+/// A rogue UZ pushes 70 records to KZ, and refuses every piece of feedback KZ gives on
+/// them; then goes on refusing, for good, the first 64 in the order KZ's outbox keeps them
+/// (one round's worth), and takes the rest. Each round starts where the last one ended, so
+/// the rest reach UZ, and only the refused 64 stay in KZ's outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_refused_for_good_does_not_hold_back_the_rest() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    use tamga_protocol::RecordId;
+    let mut f = TestFederation::start(&["KZ"]).await.expect("starts");
+    let kz = f.node("KZ");
+    let (uz, kz_code): (tamga_protocol::MemberCode, _) =
+        ("UZ".parse().expect("valid"), kz.node().shared().config.member);
+    // `None`: every piece refused; then those listed refused, the rest stored.
+    let refused: Arc<Mutex<Option<HashSet<RecordId>>>> = Arc::default();
+    let taken: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
+    let (r, t) = (refused.clone(), taken.clone());
+    let (h, cancel) = rogue_uz(kz, move |request| match request {
+        Request::Feedback(fb) => match r.lock().expect("lock").as_ref() {
+            Some(refused) if !refused.contains(&fb.record) => {
+                t.lock().expect("lock").insert(fb.record);
+                Response::FeedbackStored
+            }
+            _ => Response::Error("refused".into()),
+        },
+        Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
+        _ => Response::Error("no".into()),
+    })
+    .await;
+
+    let key = tamga_config::demo::demo_signing_key(uz);
+    let push: Vec<Projection> = (1..=70)
+        .map(|i| {
+            let r = record("ipr.protected_mark", "UZ", format!("mark {i}"));
+            r.project(|_| false, envelope("sco-ipr-2012", &["KZ"], i), &key).expect("projects")
+        })
+        .collect();
+    let reply = h.request(kz_code, Request::Push(Push { projections: push })).await.expect("answered");
+    let Response::Push(reply) = reply else { panic!("expected a push reply, got {reply:?}") };
+    assert_eq!(reply.receipts.len(), 70, "{:?}", reply.refused);
+
+    let op = kz.client(Role::Operator);
+    let listed =
+        op.get("/v1/records", &[("origin", "UZ".into()), ("limit", "100".into())]).await.expect("lists");
+    let ids: Vec<String> = listed["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 70);
+    for id in &ids {
+        let fb = serde_json::json!({ "outcome": "no_finding", "note": "checked" });
+        op.post(&format!("/v1/records/{id}/feedback"), &fb).await.expect("gives feedback");
+    }
+    let store = kz.node().shared().store.clone();
+    let outbox = || store.feedback_outbox(None, None, usize::MAX).expect("reads");
+    assert_eq!(outbox().len(), 70, "every piece refused so far");
+    let first: HashSet<RecordId> =
+        outbox().iter().take(tamga_node::sync::OUTBOX_ROUND).map(|(_, f)| f.record).collect();
+    *refused.lock().expect("lock") = Some(first.clone());
+
+    wait_for("the six pieces after one round's worth of refused ones reach UZ", || async {
+        taken.lock().expect("lock").len() == 70 - first.len()
+    })
+    .await;
+    wait_for("KZ's outbox holds only the refused", || async { outbox().len() == first.len() }).await;
+    let left: HashSet<RecordId> = outbox().iter().map(|(_, f)| f.record).collect();
+    assert_eq!(left, first);
+    assert!(taken.lock().expect("lock").is_disjoint(&first));
     cancel.cancel();
     f.stop().await;
 }
