@@ -923,10 +923,14 @@ impl<'a> View<'a> {
         self.contains(&withheld_key(s, seq))
     }
 
-    /// Whether a number of a stream is marked withheld on the word of a peer other than
-    /// its origin alone.
-    pub fn is_unconfirmed_withheld(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
-        self.contains(&unconfirmed_key(s, seq))
+    /// The peer on whose word alone a number of a stream is marked withheld, if that is
+    /// not its origin.
+    pub fn withheld_on_word_of(&self, s: &StreamKey, seq: u64) -> Result<Option<MemberCode>, StoreError> {
+        let k = unconfirmed_key(s, seq);
+        let Some(v) = self.get(&k)? else { return Ok(None) };
+        let code = std::str::from_utf8(&v).ok().and_then(|c| c.parse().ok());
+        code.map(Some)
+            .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "not a member code".into() })
     }
 
     /// What a restore left to reconcile, if this store was restored.

@@ -889,6 +889,9 @@ impl WriterTask {
         // `audit_taken`), written before any other entry of this op so that the log keeps
         // the order things happened.
         let mut taken: BTreeMap<StreamKey, Vec<TakenIn>> = BTreeMap::new();
+        // Numbers a peer other than their origin said were withheld from us, which the
+        // origin's signed projections now give us: audited against that peer, per stream.
+        let mut contradicted: BTreeMap<(MemberCode, StreamKey), Vec<u64>> = BTreeMap::new();
         for (id, p) in items {
             let stream = StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
             let seq = p.envelope.seq;
@@ -910,6 +913,9 @@ impl WriterTask {
                 }
                 // Withheld only on a peer's word, which no one signs; the origin signed
                 // this projection with us in its audience, so it is ours after all.
+                if let Some(by) = self.store.pending(batch).withheld_on_word_of(&stream, seq)? {
+                    contradicted.entry((by, stream.clone())).or_default().push(seq);
+                }
                 batch.remove_withheld(&stream, seq);
             }
             if p.envelope.kind == EntryKind::Revoke {
@@ -929,11 +935,21 @@ impl WriterTask {
             flags.push(Taken::New);
         }
         self.audit_taken(from, &mut taken, batch, head, now);
+        for ((by, stream), seqs) in contradicted {
+            let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                .peer(by)
+                .agreement(stream.agreement)
+                .reason(format!(
+                    "said to be withheld from this node, but signed by their origin for this node: {}",
+                    crate::audit::projections_of(stream.origin, &seqs)
+                ));
+            self.append(batch, head, ev, now);
+        }
         for (stream, seq) in withheld {
             if !seqs.known(&self.store, batch, &stream, seq)? {
                 batch.put_withheld(&stream, seq, from);
             } else if from == stream.origin
-                && self.store.pending(batch).is_unconfirmed_withheld(&stream, seq)?
+                && self.store.pending(batch).withheld_on_word_of(&stream, seq)?.is_some()
             {
                 batch.confirm_withheld(&stream, seq);
             }

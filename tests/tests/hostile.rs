@@ -250,7 +250,7 @@ async fn a_peer_claiming_an_own_stream_it_does_not_hold_changes_nothing() {
 /// While KZ is cut off from RU, a rogue UZ says it holds RU's IPR stream and that every
 /// number of it is withheld from KZ. KZ has no signed word against it, so it marks them
 /// withheld and its head passes them. Once the link to RU is back, KZ asks RU again for
-/// what it knows only on UZ's word, and holds RU's records.
+/// what it knows only on UZ's word, holds RU's records, and audits UZ's claim as refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_false_withheld_claim_is_undone_by_the_origin() {
     let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
@@ -312,6 +312,24 @@ async fn a_false_withheld_claim_is_undone_by_the_origin() {
         assert!(!store.view().is_withheld(&ipr, seq).expect("reads"), "#{seq} no longer marked withheld");
     }
     assert_eq!(store.unconfirmed_withheld(&ipr, 1, u64::MAX, 10).expect("reads"), Vec::<u64>::new());
+    // The auditor sees UZ's word contradicted by RU's signatures, each number once.
+    let auditor = kz.client(Role::Auditor);
+    let v = auditor
+        .get("/v1/audit", &[("action", "rejected".into()), ("peer", "UZ".into())])
+        .await
+        .expect("queries");
+    let contradicted: Vec<String> = v
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["entry"]["reason"].as_str())
+        .filter(|r| r.starts_with("said to be withheld from this node"))
+        .map(str::to_owned)
+        .collect();
+    // Each names how many of RU's numbers it covers ("2 projections of RU, #1..#2").
+    let count = |r: &String| r.split(": ").nth(1)?.split(' ').next()?.parse::<usize>().ok();
+    let numbers: usize = contradicted.iter().map(|r| count(r).unwrap_or(0)).sum();
+    assert_eq!(numbers, 3, "{contradicted:?}");
     let listed =
         kz.client(Role::Operator).get("/v1/records", &[("origin", "RU".into())]).await.expect("lists");
     assert_eq!(listed["records"].as_array().map(Vec::len), Some(3), "{listed:#}");
