@@ -535,6 +535,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErro
     let own = shared.store.streams().map_err(ApiError::internal)?;
     // Where each ready connection goes (TCP or QUIC); empty if the network task has stopped.
     let conns = shared.net.connection_addrs().await.unwrap_or_default();
+    let feedback = shared.store.feedback_waiting().map_err(ApiError::internal)?;
     let mut out = Vec::new();
     for m in fed.roster.members().filter(|m| m.code != me) {
         let addrs: Vec<String> =
@@ -571,6 +572,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Result<Json<Json_>, ApiErro
             "streams": behind,
             "receipts": { "pushed": st.pushed, "receipted": st.receipted, "refused": st.refused,
                           "outstanding": st.receipts_outstanding() },
+            "feedback_waiting": feedback.get(&m.code).copied().unwrap_or(0),
         }));
     }
     Ok(Json(json!({ "peers": out })))

@@ -440,8 +440,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let v = client(&a.config, Role::Operator)?.get("/v1/peers", &[]).await?;
             print_json_or(&v, a.json, |v| {
                 println!(
-                    "{:<6} {:<9} {:<10} {:<24} {:>8} {:>11} AGREEMENTS",
-                    "MEMBER", "ROLE", "STATE", "LAST SEEN", "BEHIND", "UNRECEIPTED"
+                    "{:<6} {:<9} {:<10} {:<24} {:>8} {:>11} {:>8} AGREEMENTS",
+                    "MEMBER", "ROLE", "STATE", "LAST SEEN", "BEHIND", "UNRECEIPTED", "FEEDBACK"
                 );
                 for p in v["peers"].as_array().into_iter().flatten() {
                     let agreements: Vec<String> = p["agreements"]
@@ -460,13 +460,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .try_fold(0u64, |m, b| b.map(|b| m.max(b)))
                         .map_or_else(|| "?".to_owned(), |b| b.to_string());
                     println!(
-                        "{:<6} {:<9} {:<10} {:<24} {:>8} {:>11} {}",
+                        "{:<6} {:<9} {:<10} {:<24} {:>8} {:>11} {:>8} {}",
                         plain(&p["member"]),
                         plain(&p["role"]),
                         state,
                         plain(&p["last_seen"]),
                         behind,
                         plain(&p["receipts"]["outstanding"]),
+                        plain(&p["feedback_waiting"]),
                         agreements.join(" ")
                     );
                 }

@@ -1803,6 +1803,22 @@ impl Store {
         Ok(out)
     }
 
+    /// How many pieces of feedback given wait in the outbox, per origin they go to. Reads
+    /// the keys only: the origin follows the record id in both key forms ([`OutboxKey`]).
+    pub fn feedback_waiting(&self) -> Result<BTreeMap<MemberCode, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for k in self.db.scan_prefix(b"B").keys() {
+            let k = k?;
+            let origin = k.get(33..35).and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
+            let origin = origin.ok_or_else(|| StoreError::Corrupt {
+                key: hex::encode(&k),
+                why: "no origin in an outbox key".into(),
+            })?;
+            *out.entry(origin).or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
     /// The audit chain head: last sequence number and its hash.
     pub fn audit_head(&self) -> Result<Option<(u64, Digest)>, StoreError> {
         let Some(v) = self.db.get(b"H")? else { return Ok(None) };

@@ -44,6 +44,15 @@ async fn held_by_ru(f: &TestFederation, id: &str) -> Vec<(String, String, String
     out
 }
 
+/// The pieces of feedback KZ's outbox holds for RU and for CN, as `/v1/peers` shows them.
+async fn waiting(f: &TestFederation) -> (Option<u64>, Option<u64>) {
+    let v = f.node("KZ").client(Role::Operator).get("/v1/peers", &[]).await.expect("peers");
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    let count =
+        |m: &str| peers.iter().find(|p| p["member"] == m).and_then(|p| p["feedback_waiting"].as_u64());
+    (count("RU"), count("CN"))
+}
+
 fn kz(outcome: &str, note: &str) -> (String, String, String) {
     ("KZ".to_owned(), outcome.to_owned(), note.to_owned())
 }
@@ -90,8 +99,11 @@ async fn feedback_beyond_one_round_goes_on_the_next_ticks() {
         give(&f, &id, "no_finding", &note).await;
         want.push(kz("no_finding", &note));
     }
+    // What waits is shown per origin in `tamga peers` (`FEEDBACK`).
+    assert_eq!(waiting(&f).await, (Some(OUTBOX_ROUND as u64 + 1), Some(0)));
     f.nodes.get_mut("RU").expect("RU").restart().await.expect("restarts");
     wait_for("RU holds every piece of KZ's feedback", || async { held_by_ru(&f, &id).await == want }).await;
+    wait_for("KZ's outbox empty", || async { waiting(&f).await == (Some(0), Some(0)) }).await;
     f.stop().await;
 }
 
