@@ -54,6 +54,8 @@ fn two_nodes_by_hand() {
     assert!(connected, "RU sees KZ connected");
     let table = ok(&cli(&["peers", "--config", "ru/node.toml"]));
     assert!(table.lines().any(|l| l.starts_with("KZ") && l.contains("connected")), "{table}");
+    let head: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert!(head.ends_with(&["BEHIND", "UNRECEIPTED", "FEEDBACK", "AGREEMENTS"]), "{table}");
 
     let body = r#"{"alert_kind":"smuggling","summary":"Undeclared cigarettes in a timber load","detected_at":"2026-11-27T06:40:00Z","customs_office":"Troitsk"}"#;
     let out = cli(&[
