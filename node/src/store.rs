@@ -928,8 +928,8 @@ impl<'a> View<'a> {
     pub fn withheld_on_word_of(&self, s: &StreamKey, seq: u64) -> Result<Option<MemberCode>, StoreError> {
         let k = unconfirmed_key(s, seq);
         let Some(v) = self.get(&k)? else { return Ok(None) };
-        let code = std::str::from_utf8(&v).ok().and_then(|c| c.parse().ok());
-        code.map(Some)
+        member_code(Some(&v))
+            .map(Some)
             .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "not a member code".into() })
     }
 
@@ -1610,7 +1610,7 @@ impl Store {
         for kv in self.db.scan_prefix(b"Q") {
             let (k, v) = kv?;
             let bad = || StoreError::Corrupt { key: hex::encode(&k), why: "bad stream key".into() };
-            let origin = std::str::from_utf8(k.get(1..3).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
+            let origin = member_code(k.get(1..3));
             let agreement = k
                 .get(3..k.len().saturating_sub(1))
                 .and_then(|b| std::str::from_utf8(b).ok())
@@ -1809,8 +1809,7 @@ impl Store {
         let mut out = BTreeMap::new();
         for k in self.db.scan_prefix(b"B").keys() {
             let k = k?;
-            let origin = k.get(33..35).and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
-            let origin = origin.ok_or_else(|| StoreError::Corrupt {
+            let origin = member_code(k.get(33..35)).ok_or_else(|| StoreError::Corrupt {
                 key: hex::encode(&k),
                 why: "no origin in an outbox key".into(),
             })?;
@@ -1931,10 +1930,15 @@ const AUDIT_INDEXED_KEY: &[u8] = b"Maudit_index";
 /// Most sequence numbers in one posting key of an audit index.
 pub const MAX_POSTINGS_PER_KEY: usize = 4096;
 
+/// A member code from its two bytes in a key or value.
+fn member_code(bytes: Option<&[u8]>) -> Option<MemberCode> {
+    std::str::from_utf8(bytes?).ok()?.parse().ok()
+}
+
 /// Read one expiry index key: its stream and its entries, split at `now_ms`.
 fn due_expiries(k: &[u8], v: &[u8], now_ms: i64) -> Result<DueExpiries, StoreError> {
     let bad = || StoreError::Corrupt { key: hex::encode(k), why: "bad expiry index entry".into() };
-    let origin = std::str::from_utf8(k.get(9..11).ok_or_else(bad)?).ok().and_then(|s| s.parse().ok());
+    let origin = member_code(k.get(9..11));
     let rest = k.get(11..).ok_or_else(bad)?;
     let (name, seq) = rest.split_at(rest.len().saturating_sub(9));
     let agreement = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok());
