@@ -2668,6 +2668,25 @@ mod tests {
         let waiting: Vec<_> = outbox().into_iter().map(|(_, f)| f).collect();
         assert_eq!(waiting.len(), 3, "{waiting:?}");
         assert!([&older, &seized, &cleared].iter().all(|f| waiting.contains(f)), "{waiting:?}");
+        // Counted per origin from the keys, the earlier form's among them.
+        assert_eq!(
+            store.feedback_waiting().expect("reads").into_iter().collect::<Vec<_>>(),
+            vec![(older.origin, 3)]
+        );
+        // Read from just after a key, wrapping round to it.
+        let keys: Vec<_> = outbox().into_iter().map(|(k, _)| k).collect();
+        let from_second: Vec<_> = store
+            .feedback_outbox(None, Some(&keys[1]), 10)
+            .expect("reads")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(from_second, vec![keys[2].clone(), keys[0].clone(), keys[1].clone()]);
+        let two = store.feedback_outbox(Some(older.origin), Some(&keys[2]), 2).expect("reads");
+        assert_eq!(
+            two.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![keys[0].clone(), keys[1].clone()]
+        );
         for delivered in [&seized, &older] {
             let (k, f) = outbox().into_iter().find(|(_, f)| f == delivered).expect("waiting");
             writer.feedback(f, FeedbackEvent::Delivered(k)).await.expect("recorded");
