@@ -285,6 +285,7 @@ const BENCH_FIGURES: &[&str] = &[
     "catch-up node: start-up until its API answers",
     "catch-up node: records held",
     "catch-up node: RSS (own process)",
+    "catch-up node: RSS started again, at rest",
     "catch-up node: disk bytes per record held",
     "gossipsub 1 -> N-1 subscribers (batch verify, no store)",
     "gossipsub latency publish -> all verified p50 @1000/s",
@@ -379,6 +380,7 @@ fn bench_sweep_smoke() {
             "catch_up_records_per_sec",
             "held",
             "rss_bytes",
+            "rss_at_rest_bytes",
             "disk_bytes_per_record",
             "origin_disk_bytes_per_record",
         ] {

@@ -243,6 +243,19 @@ impl Child {
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await.context("killing the child node")
     }
+
+    /// Stop it with SIGTERM, as an operator would (its store flushed and closed), and
+    /// reap it; SIGKILL if it has not exited within [`CHILD_START_TIMEOUT`].
+    pub async fn stop(mut self) -> Result<()> {
+        let pid = self.pid().context("the child node has exited already")?;
+        let kill = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        ensure!(kill.await.context("running kill")?.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(CHILD_START_TIMEOUT, self.child.wait()).await {
+            Ok(status) => ensure!(status?.success(), "the child node stopped with an error"),
+            Err(_) => anyhow::bail!("the child node did not stop within {CHILD_START_TIMEOUT:?}"),
+        }
+        Ok(())
+    }
 }
 
 /// Resident memory of process `pid` (VmRSS in /proc/PID/status), in bytes; 0 if unknown.

@@ -152,6 +152,8 @@ pub struct SweepPoint {
     pub held: u64,
     /// The catch-up node's resident memory at the end, bytes.
     pub rss_bytes: u64,
+    /// The catch-up node's resident memory started again and idle, bytes.
+    pub rss_at_rest_bytes: u64,
     /// The catch-up node's store bytes per record held.
     pub disk_bytes_per_record: f64,
     /// The origin's store bytes per record.
@@ -215,25 +217,27 @@ impl Report {
         }
         if !self.sweep.is_empty() {
             out.push_str(&format!(
-                "\ngrowth sweep\n{:>5} {:>9} {:>14} {:>14} {:>10} {:>9} {:>13} {:>13}\n",
+                "\ngrowth sweep\n{:>5} {:>9} {:>14} {:>14} {:>10} {:>9} {:>9} {:>13} {:>13}\n",
                 "nodes",
                 "records",
                 "repl rec/s",
                 "catch-up rec/s",
                 "held",
                 "RSS MiB",
+                "rest MiB",
                 "disk B/rec",
                 "origin B/rec"
             ));
             for p in &self.sweep {
                 out.push_str(&format!(
-                    "{:>5} {:>9} {:>14.1} {:>14.1} {:>10} {:>9.1} {:>13.1} {:>13.1}\n",
+                    "{:>5} {:>9} {:>14.1} {:>14.1} {:>10} {:>9.1} {:>9.1} {:>13.1} {:>13.1}\n",
                     p.nodes,
                     p.records,
                     p.replication_records_per_sec,
                     p.catch_up_records_per_sec,
                     p.held,
                     p.rss_bytes as f64 / (1u64 << 20) as f64,
+                    p.rss_at_rest_bytes as f64 / (1u64 << 20) as f64,
                     p.disk_bytes_per_record,
                     p.origin_disk_bytes_per_record
                 ));
@@ -544,6 +548,7 @@ fn add_dissemination(
     report.add("catch-up node: start-up until its API answers", c.startup_secs * 1000.0, "ms");
     report.add("catch-up node: records held", c.held as f64, "records");
     report.add("catch-up node: RSS (own process)", mib(c.rss_bytes), "MiB");
+    report.add("catch-up node: RSS started again, at rest", mib(c.rss_at_rest_bytes), "MiB");
     report.add("catch-up node: disk bytes per record held", c.disk_per_record, "bytes");
     report.add("catch-up node: of them in the values files", c.values_per_record, "bytes");
     Ok(())
@@ -607,7 +612,7 @@ fn ratios(report: &mut Report) {
         format!("c = {} cores, N = {} nodes; v = projection batch verify of 64 on 1 core; e64 = echo messages/s of 64 projections", report.cores, report.nodes),
         "replication: all N-1 receivers run in this process and verify every projection on the same c cores, so the verify-bound limit is v*c/(N-1); the origin's links share the request-response capacity, e64*64/(N-1)".into(),
         "the echo returns the payload (a push returns only receipts), so the request-response limits are conservative".into(),
-        "catch-up: from the restarted node's process start (open, connect, anti-entropy round) until it held every record it missed; it runs as its own process, whose RSS is the per-node figure".into(),
+        format!("catch-up: from the restarted node's process start (open, connect, anti-entropy round) until it held every record it missed; it runs as its own process, whose RSS is the per-node figure, read at the end of the catch-up and again once it is stopped (SIGTERM), started again and idle for {} s (at rest)", replicate::AT_REST.as_secs()),
         "gossipsub: pre-signed projections, no libp2p message signing, subscribers decode and batch-verify each projection, nothing stored, no receipts, no policy".into(),
         "latency (tamga): from the origin's store time to the last peer's, each taken as its write group starts (the origin acknowledges after that group's flush), read from the nodes, not the client; (gossipsub): from publish to verified at the last subscriber".into(),
     ]);
@@ -626,6 +631,7 @@ async fn sweep(report: &mut Report, opts: &Options, dir: &std::path::Path) -> Re
                 catch_up_records_per_sec: c.records_per_sec,
                 held: c.held,
                 rss_bytes: c.rss_bytes,
+                rss_at_rest_bytes: c.rss_at_rest_bytes,
                 disk_bytes_per_record: c.disk_per_record,
                 origin_disk_bytes_per_record: r.origin_disk_per_record,
             });

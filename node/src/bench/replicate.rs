@@ -99,6 +99,10 @@ pub struct Replication {
     pub catch_up: Option<CatchUp>,
 }
 
+/// How long the caught-up node, started again, is left idle before its memory is read
+/// (it connects and exchanges summaries with its peers meanwhile).
+pub const AT_REST: Duration = Duration::from_secs(2);
+
 /// A node's catch-up after being offline.
 #[derive(Debug, Clone, Default)]
 pub struct CatchUp {
@@ -117,6 +121,9 @@ pub struct CatchUp {
     pub held: u64,
     /// Its resident memory at the end (its own process).
     pub rss_bytes: u64,
+    /// Its resident memory once stopped, started again and left idle for [`AT_REST`]:
+    /// what holding the records costs, without the pages a catch-up's writes touched.
+    pub rss_at_rest_bytes: u64,
     /// Its store's bytes on disk per record held.
     pub disk_per_record: f64,
     /// The part of them in the values files (the rest is the sled tree).
@@ -253,7 +260,12 @@ async fn catch_up_of(
     let held = status["records"].as_u64().context("status has records")?;
     let disk = status["disk_bytes"].as_u64().context("status has disk_bytes")?;
     let values = status["disk_values_bytes"].as_u64().context("status has disk_values_bytes")?;
-    child.kill().await?;
+    child.stop().await?;
+    let mut again = Child::spawn(&f.config_path(laggard)?, f.client(laggard)?)?;
+    again.wait_up().await?;
+    tokio::time::sleep(AT_REST).await;
+    let rss_at_rest_bytes = again.rss_bytes();
+    again.kill().await?;
     ensure!(
         held >= held_before + n as u64,
         "the restarted node holds {held} records, not the {} it should",
@@ -267,6 +279,7 @@ async fn catch_up_of(
         startup_secs,
         held,
         rss_bytes,
+        rss_at_rest_bytes,
         disk_per_record: disk as f64 / held.max(1) as f64,
         values_per_record: values as f64 / held.max(1) as f64,
     })
