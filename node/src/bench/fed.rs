@@ -245,7 +245,8 @@ impl Child {
     }
 
     /// Stop it with SIGTERM, as an operator would (its store flushed and closed), and
-    /// reap it; SIGKILL if it has not exited within [`CHILD_START_TIMEOUT`].
+    /// reap it. An error if it has not exited cleanly within [`CHILD_START_TIMEOUT`] (it
+    /// is then killed as it is dropped).
     pub async fn stop(mut self) -> Result<()> {
         let pid = self.pid().context("the child node has exited already")?;
         let kill = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
