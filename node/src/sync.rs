@@ -886,12 +886,16 @@ async fn anti_entropy(ctx: &Ctx, peer: MemberCode) {
     }
 }
 
-/// The ranges of `stream` above our head and above `after` (numbers already asked for)
+/// The ranges of `stream` above our `head` and above `after` (numbers already asked for)
 /// up to `upto` that we neither hold nor know withheld, at most `budget` numbers in all.
-fn missing(ctx: &Ctx, stream: &StreamKey, after: u64, upto: u64, budget: &mut usize) -> Vec<SeqRange> {
+fn missing(
+    ctx: &Ctx,
+    stream: &StreamKey,
+    (head, after, upto): (u64, u64, u64),
+    budget: &mut usize,
+) -> Vec<SeqRange> {
     let store = &ctx.shared.store;
     let mut out: Vec<SeqRange> = Vec::new();
-    let Ok(head) = store.stream_head(stream) else { return out };
     let Some(mut seq) = head.max(after).checked_add(1) else { return out };
     while seq <= upto && *budget > 0 {
         // Every number from `seq` to just below the next one known here is missing.
@@ -910,15 +914,20 @@ fn missing(ctx: &Ctx, stream: &StreamKey, after: u64, upto: u64, budget: &mut us
     out
 }
 
-/// The numbers of `stream` above `after`, up to its head and `upto`, that we know
+/// The numbers of `stream` above `after`, up to our `head` and `upto`, that we know
 /// withheld on the word of a peer other than its origin alone, as ranges of at most
 /// `budget` numbers in all: to be asked of the origin again. A withheld number is no one's
 /// signed word, and a peer that said so falsely would otherwise keep us from that number
 /// for good, the head having passed it. (Numbers above the head are asked once it passes
 /// them: [`missing`] asks for the gaps below them first.)
-fn unconfirmed(ctx: &Ctx, stream: &StreamKey, after: u64, upto: u64, budget: &mut usize) -> Vec<SeqRange> {
+fn unconfirmed(
+    ctx: &Ctx,
+    stream: &StreamKey,
+    (head, after, upto): (u64, u64, u64),
+    budget: &mut usize,
+) -> Vec<SeqRange> {
     let store = &ctx.shared.store;
-    let (Ok(head), Some(from)) = (store.stream_head(stream), after.checked_add(1)) else { return Vec::new() };
+    let Some(from) = after.checked_add(1) else { return Vec::new() };
     let to = head.min(upto);
     if from > to || *budget == 0 {
         return Vec::new();
@@ -1177,12 +1186,12 @@ fn next_pull(
         if !a.is_party(me) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
             continue;
         }
-        let upto = highest(st);
-        let after = asked.get(&st.stream).copied().unwrap_or(0);
+        let Ok(head) = ctx.shared.store.stream_head(&st.stream) else { continue };
+        let span = (head, asked.get(&st.stream).copied().unwrap_or(0), highest(st));
         if st.stream.origin == peer {
-            ranges.extend(unconfirmed(ctx, &st.stream, after, upto, &mut budget));
+            ranges.extend(unconfirmed(ctx, &st.stream, span, &mut budget));
         }
-        ranges.extend(missing(ctx, &st.stream, after, upto, &mut budget));
+        ranges.extend(missing(ctx, &st.stream, span, &mut budget));
     }
     ranges.truncate(PULL_RANGES);
     for r in &ranges {
