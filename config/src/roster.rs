@@ -3,8 +3,9 @@
 //! This module owns the roster format, the PeerId → ed25519 key extraction (a PeerId of
 //! an ed25519 node is the identity multihash of its protobuf-encoded public key), and the
 //! lookups the node needs: member by code, by PeerId, and a member's verifying keys. It
-//! refuses PeerIds that are not inlined ed25519 keys, weak keys, and duplicates. It never
-//! connects anywhere nor decides who may receive what (that is [`mod@crate::decide`]).
+//! refuses PeerIds that are not inlined ed25519 keys, weak keys, PeerIds that are not the
+//! one their key's node has, and duplicates, of a PeerId or of a key. It never connects
+//! anywhere nor decides who may receive what (that is [`mod@crate::decide`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -172,10 +173,32 @@ pub enum PeerIdError {
     /// An ed25519 key of small order, which anyone could forge signatures for.
     #[error("PeerId {0} holds a weak ed25519 key")]
     Weak(String),
+    /// An ed25519 key written otherwise than in its node's PeerId (protobuf fields in
+    /// another order, unknown fields, over-long varints): the same key under another
+    /// PeerId, which no node has and which would let one key stand for two members.
+    #[error("PeerId {peer} is not the PeerId of the ed25519 key it carries, which is {canonical}")]
+    NotCanonical {
+        /// The PeerId as written.
+        peer: String,
+        /// The PeerId of its key, the one a node with that key has.
+        canonical: String,
+    },
 }
 
-/// The ed25519 verifying key inside a PeerId, refusing anything else and weak keys.
+/// The ed25519 verifying key inside a PeerId, refusing anything else, weak keys, and a
+/// PeerId that is not the one its key's node has.
 pub fn peer_key(peer: &PeerId) -> Result<VerifyingKey, PeerIdError> {
+    let (key, canonical) = inline_key(peer)?;
+    if canonical != *peer {
+        return Err(PeerIdError::NotCanonical { peer: peer.to_string(), canonical: canonical.to_string() });
+    }
+    Ok(key)
+}
+
+/// The ed25519 key inlined in a PeerId however its protobuf is written, and the PeerId
+/// of that key (the one its node has, which TLS derives); refuses anything else and weak
+/// keys. The two PeerIds differ when the protobuf is not the canonical one.
+fn inline_key(peer: &PeerId) -> Result<(VerifyingKey, PeerId), PeerIdError> {
     let not_ed = || PeerIdError::NotEd25519(peer.to_string());
     let mh = peer.as_ref();
     if mh.code() != MULTIHASH_IDENTITY {
@@ -187,7 +210,7 @@ pub fn peer_key(peer: &PeerId) -> Result<VerifyingKey, PeerIdError> {
     if key.is_weak() {
         return Err(PeerIdError::Weak(peer.to_string()));
     }
-    Ok(key)
+    Ok((key, libp2p_identity::PublicKey::from(ed).to_peer_id()))
 }
 
 /// Parse a PeerId string and extract its ed25519 key.
@@ -239,7 +262,8 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Roster>, Vec<ConfigError>) {
     }
     let mut members: BTreeMap<MemberCode, Member> = BTreeMap::new();
     let mut by_peer: HashMap<PeerId, MemberCode> = HashMap::new();
-    let mut peer_lines: HashMap<PeerId, usize> = HashMap::new();
+    // Each key's first listing, canonical or not: line, PeerId as written, member.
+    let mut key_lines: HashMap<[u8; 32], (usize, PeerId, Option<MemberCode>)> = HashMap::new();
     for table in &raw.member {
         let line = src.pos(table.span().start).line;
         let m = table.get_ref();
@@ -294,19 +318,48 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Roster>, Vec<ConfigError>) {
         let mut peer_ids = Vec::new();
         let mut keys = Vec::new();
         for id in ids {
-            match parse_peer_id(id.get_ref().trim()) {
-                Ok((peer, key)) => {
+            let text = id.get_ref().trim();
+            let read = text
+                .parse::<PeerId>()
+                .map_err(|_| PeerIdError::Malformed(text.to_owned()))
+                .and_then(|peer| inline_key(&peer).map(|(key, canonical)| (peer, key, canonical)));
+            match read {
+                Ok((peer, key, canonical)) => {
+                    // By key, not only by PeerId: two PeerIds carrying one key would let that
+                    // key's node sign as both members.
                     let pos = src.pos(id.span().start);
-                    if let Some(first) = peer_lines.get(&peer) {
-                        let owner = by_peer.get(&peer).map(|c| c.to_string()).unwrap_or_default();
-                        errs.push(src.error_at(
-                            ErrorKind::Duplicate,
-                            pos,
-                            format!("PeerId {peer} is listed twice (first at line {first}, for {owner})"),
+                    let first = key_lines.get(key.as_bytes()).cloned();
+                    let owner = |o: Option<MemberCode>| o.map(|c| c.to_string()).unwrap_or_default();
+                    if first.is_none() {
+                        key_lines.insert(key.to_bytes(), (pos.line, peer, code.as_ref().map(|c| c.value)));
+                    }
+                    if peer != canonical {
+                        let mut msg = PeerIdError::NotCanonical {
+                            peer: peer.to_string(),
+                            canonical: canonical.to_string(),
+                        }
+                        .to_string();
+                        if let Some((line, _, o)) = &first {
+                            msg.push_str(&format!("; that key is listed at line {line}, for {}", owner(*o)));
+                        }
+                        errs.push(src.error_at(ErrorKind::Invalid, pos, msg).with_hint(
+                            "list the PeerId that `tamga init` printed for the node: no node has this one",
                         ));
                         continue;
                     }
-                    peer_lines.insert(peer, pos.line);
+                    if let Some((line, first_peer, o)) = first {
+                        let what = if first_peer == peer {
+                            "is listed twice".to_owned()
+                        } else {
+                            format!("carries the same ed25519 key as PeerId {first_peer}")
+                        };
+                        errs.push(src.error_at(
+                            ErrorKind::Duplicate,
+                            pos,
+                            format!("PeerId {peer} {what} (first at line {line}, for {})", owner(o)),
+                        ));
+                        continue;
+                    }
                     if let Some(c) = &code {
                         by_peer.insert(peer, c.value);
                     }
@@ -315,7 +368,7 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Roster>, Vec<ConfigError>) {
                 }
                 Err(e) => {
                     let kind = match e {
-                        PeerIdError::Malformed(_) => ErrorKind::Invalid,
+                        PeerIdError::Malformed(_) | PeerIdError::NotCanonical { .. } => ErrorKind::Invalid,
                         PeerIdError::NotEd25519(_) => ErrorKind::NotEd25519,
                         PeerIdError::Weak(_) => ErrorKind::WeakKey,
                     };

@@ -269,6 +269,57 @@ fn non_ed25519_peer_id_is_refused() {
     assert!(e.hint.is_some());
 }
 
+/// A PeerId carrying `member`'s demo key with its protobuf's two fields swapped (key,
+/// then type): it decodes to the same key, yet is not the PeerId of that key's node.
+fn reencoded_peer(member: &str) -> String {
+    let key = demo::demo_signing_key(code(member)).verifying_key().to_bytes();
+    // Identity multihash (code 0x00) of 36 bytes: field 2 (the key, 32 bytes), field 1 (type ed25519).
+    let mut bytes = vec![0x00, 0x24, 0x12, 0x20];
+    bytes.extend(key);
+    bytes.extend([0x08, 0x01]);
+    let reencoded = libp2p_identity::PeerId::from_bytes(&bytes).expect("an inline identity multihash");
+    assert_ne!(reencoded.to_string(), peer(member));
+    reencoded.to_string()
+}
+
+#[test]
+fn reencoded_peer_id_of_another_members_key_is_refused() {
+    // CN listing KZ's key under another PeerId would let KZ's node sign as CN.
+    let mut f = Fixture::new();
+    let forged = reencoded_peer("KZ");
+    f.roster = roster().replace(&peer("CN"), &forged);
+    let e = f.one_error(
+        ErrorKind::Invalid,
+        "roster.toml",
+        16,
+        13,
+        &[&forged, "not the PeerId of the ed25519 key", &peer("KZ"), "line 10, for KZ"],
+    );
+    assert!(e.hint.is_some());
+    let refused = tamga_config::roster::parse_peer_id(&forged);
+    assert!(matches!(refused, Err(tamga_config::PeerIdError::NotCanonical { .. })), "{refused:?}");
+}
+
+#[test]
+fn the_same_key_under_two_peer_ids_is_refused() {
+    // Refused where it is re-encoded, and again where the key comes back: each key once.
+    let mut f = Fixture::new();
+    let reencoded = reencoded_peer("CN");
+    f.roster = roster().replace(&peer("KZ"), &reencoded);
+    let errs = f.errors();
+    assert_eq!(errs.len(), 2, "expected two errors, got:\n{errs}");
+    let path = f.path("roster.toml");
+    check(&errs.0[0], ErrorKind::Invalid, &path, 10, 13, &[&reencoded, "not the PeerId", &peer("CN")]);
+    check(
+        &errs.0[1],
+        ErrorKind::Duplicate,
+        &path,
+        16,
+        13,
+        &[&peer("CN"), "same ed25519 key", &reencoded, "line 10, for KZ"],
+    );
+}
+
 #[test]
 fn malformed_multiaddr() {
     let mut f = Fixture::new();
