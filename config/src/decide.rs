@@ -39,6 +39,11 @@ use crate::catalog::Catalog;
 use crate::federation::Federation;
 use crate::policy::{Policy, ShareRule};
 
+/// How far past this node's clock a record's creation time may be (clocks of members
+/// differ a little): 10 minutes. A record created later is neither shared nor accepted,
+/// so no one can make a record outlast its agreement's retention by dating it ahead.
+pub const MAX_CREATED_AHEAD_MS: i64 = 10 * 60 * 1000;
+
 /// Why a record is not sent to (or not accepted from) a peer. The names
 /// ([`DenyReason::as_str`]) are stable and serve as metric and audit labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -46,6 +51,10 @@ pub enum DenyReason {
     /// The record is `confidential` or `secret`: it never leaves the node.
     #[error("a {0} record never leaves the node")]
     Classified(Classification),
+    /// The record says it was created later than [`MAX_CREATED_AHEAD_MS`] past this
+    /// node's clock: its retention would run from a time not yet come.
+    #[error("the record's creation time is more than 10 minutes ahead of this node's clock")]
+    CreatedInFuture,
     /// The record has expired, or the agreement's retention period is over.
     #[error("the record has expired (its own expiry or the agreement's retention)")]
     Expired,
@@ -121,6 +130,7 @@ impl DenyReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             DenyReason::Classified(_) => "classified",
+            DenyReason::CreatedInFuture => "created_in_future",
             DenyReason::Expired => "expired",
             DenyReason::AgreementNotInForce => "agreement_not_in_force",
             DenyReason::BeforeAgreement => "before_agreement",
@@ -360,6 +370,9 @@ fn record_checks(header: &RecordHeader, agreement: &Agreement, now_ms: i64) -> R
     let Some(class) = class_index(header.classification) else {
         return Err(DenyReason::Classified(header.classification));
     };
+    if header.created_ms > now_ms.saturating_add(MAX_CREATED_AHEAD_MS) {
+        return Err(DenyReason::CreatedInFuture);
+    }
     if now_ms >= agreement.purge_at_ms(header) {
         return Err(DenyReason::Expired);
     }
@@ -473,6 +486,36 @@ pub fn decide_accept(
     now_ms: i64,
 ) -> Result<(), DenyReason> {
     record_checks(header, agreement, now_ms)?;
+    let (o, c) = accept_parties(header, agreement, sender, fed)?;
+    match agreement.compiled.categories.get(c).and_then(|cat| cat.accept.get(o)) {
+        Some(None) => Ok(()),
+        Some(Some(reason)) => Err(*reason),
+        None => Err(DenyReason::NoAcceptRule),
+    }
+}
+
+/// May this node take from `sender` a revocation of a record `header` describes, under
+/// `agreement`? Only from whom a share of it could come ([`decide_accept`]'s parties,
+/// relaying and category), but whatever the dates and the accept rules say now: a
+/// revocation only makes holders purge, and a record taken while they allowed it must
+/// still be purged once they no longer do.
+pub fn decide_accept_revocation(
+    header: &RecordHeader,
+    agreement: &Agreement,
+    sender: MemberCode,
+    fed: &Federation,
+) -> Result<(), DenyReason> {
+    accept_parties(header, agreement, sender, fed).map(|_| ())
+}
+
+/// The checks of who sends what under `agreement` that shares and revocations have in
+/// common: the origin's index among the parties and the category's in the agreement.
+fn accept_parties(
+    header: &RecordHeader,
+    agreement: &Agreement,
+    sender: MemberCode,
+    fed: &Federation,
+) -> Result<(usize, usize), DenyReason> {
     if party_index(agreement, fed.me).is_none() {
         return Err(DenyReason::SelfNotParty);
     }
@@ -491,11 +534,7 @@ pub fn decide_accept(
     let Some(c) = category_index(agreement, &header.category) else {
         return Err(DenyReason::CategoryNotInAgreement);
     };
-    match agreement.compiled.categories.get(c).and_then(|cat| cat.accept.get(o)) {
-        Some(None) => Ok(()),
-        Some(Some(reason)) => Err(*reason),
-        None => Err(DenyReason::NoAcceptRule),
-    }
+    Ok((o, c))
 }
 
 /// The fields the agreement itself withholds for records of `category` (its redacted
@@ -653,6 +692,17 @@ fn explain_record(
         format!("the record is {c}: confidential and secret records never leave the node, whatever the policy says"),
         None,
         DenyReason::Classified(c),
+    )?;
+    s.check(
+        header.created_ms <= now_ms.saturating_add(MAX_CREATED_AHEAD_MS),
+        format!("the record was created at {}, not ahead of this node's clock", fmt_ms(header.created_ms)),
+        format!(
+            "the record says it was created at {}, more than 10 minutes after this node's clock ({})",
+            fmt_ms(header.created_ms),
+            fmt_ms(now_ms)
+        ),
+        None,
+        DenyReason::CreatedInFuture,
     )?;
     let purge = agreement.purge_at_ms(header);
     s.check(

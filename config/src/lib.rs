@@ -5,7 +5,7 @@
 //! This crate owns the file formats (documented with full examples in `config/README.md`),
 //! the error reporting for them (every problem, each with file, line, column and a hint),
 //! and the decision functions: [`decide()`] (may this record go to this peer, with which
-//! fields withheld), [`audience`], [`decide_accept`], [`decide_relay`] and [`explain`].
+//! fields withheld), [`audience`], [`decide_accept`] (and [`decide_accept_revocation`]), [`decide_relay`] and [`explain`].
 //! It does no network or store I/O and keeps no state: it reads files when asked, and
 //! the node applies what it decides. Its parts:
 //!
@@ -37,8 +37,9 @@ pub use agreement::Agreement;
 pub use catalog::{BodyError, Catalog, Category, Field, FieldType};
 pub use check::{warnings, Warning, WarningKind};
 pub use decide::{
-    agreement_withheld, audience, decide, decide_accept, decide_relay, explain, explain_accept, withheld,
-    Decision, DenyReason, Explanation, Step, StepOutcome, Withheld,
+    agreement_withheld, audience, decide, decide_accept, decide_accept_revocation, decide_relay, explain,
+    explain_accept, withheld, Decision, DenyReason, Explanation, Step, StepOutcome, Withheld,
+    MAX_CREATED_AHEAD_MS,
 };
 pub use diff::{diff, PolicyDiff};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Pos, SourceFile};

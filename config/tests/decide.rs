@@ -2,8 +2,9 @@
 //! backfill, inbound and relay decisions, and explanations that name file and line.
 
 use tamga_config::{
-    agreement_withheld, audience, decide, decide_accept, decide_relay, demo, explain, explain_accept,
-    Decision, DenyReason, Federation, SourceFile, Sources, StepOutcome,
+    agreement_withheld, audience, decide, decide_accept, decide_accept_revocation, decide_relay, demo,
+    explain, explain_accept, Decision, DenyReason, Federation, SourceFile, Sources, StepOutcome,
+    MAX_CREATED_AHEAD_MS,
 };
 use tamga_protocol::{Classification, MemberCode, RecordHeader};
 
@@ -203,6 +204,16 @@ fn dates_retention_and_backfill() {
     h.expires_ms = None;
     h.created_ms = from - 1;
     assert_eq!(decide(&h, a, code("KZ"), &f, from + DAY), Decision::Deny(DenyReason::BeforeAgreement));
+    // Dated ahead of this node's clock: a little (clocks differ), or too far to be shared
+    // or accepted (its retention would run from a time not yet come).
+    h.created_ms = NOW + MAX_CREATED_AHEAD_MS;
+    assert!(decide(&h, a, code("KZ"), &f, NOW).is_allow());
+    h.created_ms = NOW + MAX_CREATED_AHEAD_MS + 1;
+    assert_eq!(decide(&h, a, code("KZ"), &f, NOW), Decision::Deny(DenyReason::CreatedInFuture));
+    let e = explain(&h, a, code("KZ"), &f, NOW);
+    assert_eq!(e.decision, Decision::Deny(DenyReason::CreatedInFuture));
+    let inbound = RecordHeader { created_ms: NOW + 365 * DAY, ..header("a.one", Public, "KZ") };
+    assert_eq!(decide_accept(&inbound, a, code("KZ"), &f, NOW), Err(DenyReason::CreatedInFuture));
 }
 
 #[test]
@@ -253,6 +264,36 @@ fn inbound_decisions() {
     assert_eq!(decide_accept(&h, b, code("KZ"), &cn, NOW), Ok(()));
     let ru = header("a.one", Public, "RU");
     assert_eq!(decide_accept(&ru, b, code("KZ"), &cn, NOW), Err(DenyReason::OriginNotParty));
+}
+
+#[test]
+fn revocations_come_only_from_whom_a_share_could() {
+    let f = fed("RU", POLICY);
+    let a = &f.agreements[&"multi".parse().expect("id")];
+    // Neither the accept rules nor the dates stop a revocation: what was taken while they
+    // allowed it must still be purged.
+    let from_cn = header("a.one", Public, "CN");
+    assert_eq!(decide_accept(&from_cn, a, code("CN"), &f, NOW), Err(DenyReason::OriginNotAccepted));
+    assert_eq!(decide_accept_revocation(&from_cn, a, code("CN"), &f), Ok(()));
+    let old = RecordHeader { created_ms: NOW - 40 * DAY, ..header("a.one", Public, "KZ") };
+    assert_eq!(decide_accept(&old, a, code("KZ"), &f, NOW), Err(DenyReason::Expired));
+    assert_eq!(decide_accept_revocation(&old, a, code("KZ"), &f), Ok(()));
+    assert_eq!(decide_accept_revocation(&old, a, code("CN"), &f), Ok(()), "relayed: multi allows it");
+    // The parties, relaying and the category do.
+    let from_kz = header("a.one", Public, "KZ");
+    assert_eq!(decide_accept_revocation(&from_kz, a, code("TJ"), &f), Err(DenyReason::SenderNotParty));
+    let ours = header("a.one", Public, "RU");
+    assert_eq!(decide_accept_revocation(&ours, a, code("KZ"), &f), Err(DenyReason::OriginIsSelf));
+    let b = &f.agreements[&"bilateral".parse().expect("id")];
+    assert_eq!(decide_accept_revocation(&from_kz, b, code("KZ"), &f), Err(DenyReason::SelfNotParty));
+    let cn = fed("CN", "member = \"CN\"\n");
+    let b = &cn.agreements[&"bilateral".parse().expect("id")];
+    assert_eq!(decide_accept_revocation(&from_kz, b, code("KZ"), &cn), Ok(()));
+    assert_eq!(decide_accept_revocation(&from_kz, b, code("UZ"), &cn), Err(DenyReason::SenderNotParty));
+    let from_uz = header("a.one", Public, "UZ");
+    assert_eq!(decide_accept_revocation(&from_uz, b, code("KZ"), &cn), Err(DenyReason::OriginNotParty));
+    let two = header("a.two", Public, "KZ");
+    assert_eq!(decide_accept_revocation(&two, b, code("KZ"), &cn), Err(DenyReason::CategoryNotInAgreement));
 }
 
 #[test]
