@@ -32,7 +32,7 @@
 //! from the asker is no one's signed word: one marked withheld on a relay's word alone is
 //! asked of its origin again once the two are connected ([`unconfirmed`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -946,12 +946,29 @@ fn unconfirmed(
 
 /// Pull from `peer` every range it holds that we lack, in rounds of [`PULL_BATCH`].
 async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
+    // Only streams of agreements held here in the same text and with the peer a party are
+    // of use; the rest is dropped before anything is kept of it, so a peer's summaries
+    // cannot grow this node's memory.
+    let fed = ctx.shared.fed();
+    let theirs = Summary {
+        streams: theirs
+            .streams
+            .iter()
+            .filter(|st| {
+                fed.agreement(&st.stream.agreement).is_some_and(|a| a.is_party(peer))
+                    && ctx.state.agreement_ok(&fed, peer, &st.stream.agreement)
+            })
+            .cloned()
+            .collect(),
+    };
     ctx.state.with(|p| {
         let s = p.entry(peer).or_default();
         s.last_seen_ms = Some(now_ms());
-        for st in &theirs.streams {
-            s.streams.insert(format!("{}/{}", st.stream.origin, st.stream.agreement), st.contiguous);
-        }
+        s.streams = theirs
+            .streams
+            .iter()
+            .map(|st| (format!("{}/{}", st.stream.origin, st.stream.agreement), st.contiguous))
+            .collect();
     });
     // Pull each stream from one peer at a time, and from its origin when the origin is
     // connected: the same numbers from several relays at once would be wasted work.
@@ -1229,7 +1246,8 @@ async fn check_pull(
     // Only what was asked for counts: a peer cannot mark as withheld what we did not ask.
     let asked =
         |s: &StreamKey, seq: u64| ranges.iter().any(|r| &r.stream == s && r.from <= seq && seq <= r.to);
-    let withheld: Vec<(StreamKey, u64)> = reply
+    // Each number once, however often the reply repeats it.
+    let withheld: BTreeSet<(StreamKey, u64)> = reply
         .withheld
         .iter()
         .flat_map(|r| {
@@ -1237,6 +1255,7 @@ async fn check_pull(
         })
         .filter(|(s, q)| asked(s, *q))
         .collect();
+    let withheld = withheld.into_iter().collect();
     let projections: Vec<Projection> = reply
         .projections
         .into_iter()

@@ -247,6 +247,54 @@ async fn a_peer_claiming_an_own_stream_it_does_not_hold_changes_nothing() {
     f.stop().await;
 }
 
+/// A rogue peer's summaries list thousands of streams of agreements that do not exist,
+/// and of one it is not a party to: RU keeps of them only the streams it shares with the
+/// peer, and each summary replaces the one before, so summaries cannot grow its memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_summary_keeps_only_the_streams_shared_with_its_sender() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let ru_code: tamga_protocol::MemberCode = "RU".parse().expect("valid");
+    let (h, cancel) = rogue_uz(ru, |request| match request {
+        Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
+        _ => Response::Error("no".into()),
+    })
+    .await;
+    let stream = |origin: &str, agreement: &str| tamga_protocol::StreamSummary {
+        stream: tamga_protocol::StreamKey {
+            origin: origin.parse().expect("valid"),
+            agreement: agreement.parse().expect("valid"),
+        },
+        contiguous: 0,
+        above: vec![],
+    };
+    let summary = |shared: &str, agreement_of: fn(usize) -> String| {
+        let mut streams: Vec<_> = (0..4000).map(|i| stream("UZ", &agreement_of(i))).collect();
+        streams.push(stream("KZ", "ru-kz-enforcement"));
+        streams.push(stream(shared, "sco-ipr-2012"));
+        Request::Summary(tamga_protocol::Summary { streams })
+    };
+    let kept = || {
+        let states = ru.node().shared().sync.snapshot();
+        states.get(&"UZ".parse().expect("valid")).map(|s| s.streams.keys().cloned().collect::<Vec<_>>())
+    };
+    for (shared, agreement_of) in
+        [("UZ", (|i| format!("made-up-{i}")) as fn(usize) -> String), ("CN", |i| format!("other-{i}"))]
+    {
+        let reply = h.request(ru_code, summary(shared, agreement_of)).await.expect("answered");
+        assert!(matches!(reply, Response::Summary(_)), "{reply:?}");
+        let want = vec![format!("{shared}/sco-ipr-2012")];
+        wait_for("RU keeps the one stream it shares with UZ", || {
+            let now = kept();
+            let want = want.clone();
+            async move { now == Some(want) }
+        })
+        .await;
+    }
+    cancel.cancel();
+    f.stop().await;
+}
+
 /// While KZ is cut off from RU, a rogue UZ says it holds RU's IPR stream and that every
 /// number of it is withheld from KZ. KZ has no signed word against it, so it marks them
 /// withheld and its head passes them. Once the link to RU is back, KZ asks RU again for
