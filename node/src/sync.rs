@@ -299,7 +299,7 @@ pub fn spawn(
                         let c = ctx.clone();
                         // A hello each round carries our latest audit checkpoint to the peer.
                         tokio::spawn(async move {
-                            if let Ok(Response::Hello(h)) = c.net.request(member, Request::Hello(hello(&c.shared))).await {
+                            if let Ok(Response::Hello(h)) = c.net.request(member, Request::Hello(hello(&c.shared, member))).await {
                                 on_hello(&c, member, &h).await;
                             }
                             // Feedback whose send failed on this connection goes again.
@@ -332,7 +332,7 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
                 .await;
             let c = ctx.clone();
             tokio::spawn(async move {
-                match c.net.request(member, Request::Hello(hello(&c.shared))).await {
+                match c.net.request(member, Request::Hello(hello(&c.shared, member))).await {
                     Ok(Response::Hello(h)) => {
                         on_hello(&c, member, &h).await;
                         send_outbox(&c, member).await;
@@ -393,19 +393,28 @@ async fn on_new_policy(ctx: &Ctx, fed: &Federation) {
     for (member, _) in ctx.net.connected().await.unwrap_or_default() {
         let c = ctx.clone();
         tokio::spawn(async move {
-            if let Ok(Response::Hello(h)) = c.net.request(member, Request::Hello(hello(&c.shared))).await {
+            if let Ok(Response::Hello(h)) =
+                c.net.request(member, Request::Hello(hello(&c.shared, member))).await
+            {
                 on_hello(&c, member, &h).await;
             }
         });
     }
 }
 
-fn hello(shared: &Shared) -> Hello {
+/// Our hello to `peer`: the digests of the agreements it is a party to, and no others (a
+/// bilateral agreement's id and digest are its parties' business).
+fn hello(shared: &Shared, peer: MemberCode) -> Hello {
     let fed = shared.fed();
+    let agreements = fed
+        .agreement_digests()
+        .into_iter()
+        .filter(|(a, _)| fed.agreement(a).is_some_and(|a| a.is_party(peer)))
+        .collect();
     Hello {
         member: shared.config.member,
         roster_digest: fed.roster.digest(),
-        agreements: fed.agreement_digests(),
+        agreements,
         checkpoint: shared.store.latest_checkpoint().ok().flatten(),
     }
 }
@@ -441,7 +450,14 @@ async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
     let newly_mismatched: Vec<AgreementId> = ctx.state.with(|p| {
         let s = p.entry(member).or_default();
         let before = std::mem::replace(&mut s.agreements, statuses.clone());
-        s.digests = h.agreements.iter().cloned().collect();
+        // Only of agreements it is a party to: naming another's with the right digest
+        // (learnt from its parties) matches nothing.
+        s.digests = h
+            .agreements
+            .iter()
+            .filter(|(a, _)| fed.agreement(a).is_some_and(|a| a.is_party(member)))
+            .cloned()
+            .collect();
         s.roster_mismatch = h.roster_digest != fed.roster.digest();
         s.last_seen_ms = Some(now_ms());
         statuses
@@ -473,7 +489,7 @@ async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
                 return Response::Error(format!("hello names {} but the connection is {member}'s", h.member));
             }
             on_hello(ctx, member, &h).await;
-            Response::Hello(hello(&ctx.shared))
+            Response::Hello(hello(&ctx.shared, member))
         }
         Request::Push(p) => Response::Push(on_push(ctx, member, p.projections).await),
         Request::Summary(s) => {
@@ -593,8 +609,10 @@ fn verify_inbound(
         return Err(format!("{}: expired", refuse(ctx, "expired")));
     }
     if p.envelope.kind == EntryKind::Revoke {
-        // A revocation reveals nothing and only makes holders purge: accepted from any
-        // matched party whatever the accept policy says now.
+        // A revocation reveals nothing and only makes holders purge: accepted whatever the
+        // accept rules and the dates say now, but only from whom a share could come.
+        tamga_config::decide_accept_revocation(&p.header, agreement, sender, fed)
+            .map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))?;
         return Ok(id);
     }
     tamga_config::decide_accept(&p.header, agreement, sender, fed, now)
@@ -770,6 +788,9 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     for mut p in ps {
         let verdict = match fed.agreement(&p.envelope.agreement) {
             None => Err("the agreement is no longer in force".to_owned()),
+            Some(a) if !ctx.state.agreement_ok(&fed, peer, &a.id) => {
+                Err(format!("agreement {} is no longer matched with {peer}", a.id))
+            }
             Some(_) if p.envelope.kind == EntryKind::Revoke => Ok(()),
             Some(a) => match tamga_config::decide(&p.header, a, peer, &fed, now) {
                 // Stored under the policy of its ingest: leaves with today's redactions.

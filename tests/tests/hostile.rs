@@ -1,7 +1,9 @@
 //! A roster peer that sends forged or out-of-bounds projections (or one that reveals a
-//! field its agreement redacts): each is refused, audited, and nothing of it is stored; a
-//! well-formed one on the same connection still goes in. One that claims to hold the
-//! node's own stream far beyond its head changes nothing. One that says another member's
+//! field its agreement redacts, is dated ahead, or revokes what it could never have
+//! shared): each is refused, audited, and nothing of it is stored; a well-formed one on
+//! the same connection still goes in. One that claims to hold the node's own stream far
+//! beyond its head changes nothing, and one whose summaries list thousands of streams
+//! leaves the node keeping only those it shares with it. One that says another member's
 //! records are withheld from the node, falsely, keeps them from it only until it reaches
 //! their origin. An origin that refuses some feedback for good does not hold back the rest.
 
@@ -147,6 +149,43 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
     redacted.record.body.insert("right_holder_name".into(), Value::Text("I. Petrov".into()));
     let redacted =
         sign(&SaltedRecord::new(redacted.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], 8));
+    // Dated a day ahead: its retention would run from a time not yet come.
+    let mut ahead = record("ipr.protected_mark", "UZ", "AHEAD".into());
+    ahead.record.header.created_ms = tamga_node::writer::now_ms() + 86_400_000;
+    let ahead =
+        sign(&SaltedRecord::new(ahead.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], 9));
+    // Revocations come only from whom a share could: not of KZ's record in a category the
+    // agreement does not cover, relayed by UZ ...
+    let kz_key = tamga_config::demo::demo_signing_key("KZ".parse().expect("valid"));
+    let revoke_outside = record("enforcement.alert", "KZ", "OUT".into())
+        .revocation(&envelope("sco-ipr-2012", &["RU"], 1), 1, &kz_key)
+        .expect("revokes");
+    // ... and not from UZ under RU and KZ's bilateral agreement, even though UZ's hello
+    // names that agreement with the right digest (below).
+    let revoke_bilateral = record("enforcement.alert", "UZ", "BILAT".into())
+        .revocation(&envelope("ru-kz-enforcement", &["RU"], 2), 2, &key)
+        .expect("revokes");
+    let fed_dir = ru.federation.as_ref().expect("own federation copy").path().to_owned();
+    let load = |member: &str| {
+        Federation::load_files(
+            &fed_dir.join("roster.toml"),
+            &fed_dir.join("catalog.toml"),
+            &fed_dir.join("agreements"),
+            &fed_dir.join(format!("policies/{member}.toml")),
+            member.parse().expect("valid"),
+        )
+        .expect("loads")
+    };
+    let (ru_fed, mut claimed) = (load("RU"), load("UZ").agreement_digests());
+    claimed.extend(ru_fed.agreement_digests().into_iter().filter(|(a, _)| a.as_str() == "ru-kz-enforcement"));
+    claimed.sort();
+    let hello = tamga_protocol::Hello {
+        member: uz,
+        roster_digest: ru_fed.roster.digest(),
+        agreements: claimed,
+        checkpoint: None,
+    };
+    assert!(matches!(h.request(ru_code, Request::Hello(hello)).await, Ok(Response::Hello(_))));
 
     let before = ru.client(Role::Operator).get("/v1/status", &[]).await.expect("status")["records"].as_u64();
     let push = vec![
@@ -159,6 +198,9 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
         too_big,
         unknown_field,
         redacted,
+        ahead,
+        revoke_outside,
+        revoke_bilateral,
     ];
     let n = push.len();
     let reply = h.request(ru_code, Request::Push(Push { projections: push })).await.expect("answered");
