@@ -11,6 +11,11 @@
 //!
 //! A backup is taken by the writer task between two write groups, so it holds a
 //! prefix-consistent state: every record with its indexes and audit entries, or none.
+//!
+//! The schema is written twice: in the header, and as the store's own schema marker
+//! (`Mschema`) among the keys, which a restore writes over the new store's. A backup whose
+//! two disagree is refused, since the store restored from it would be marked a schema its
+//! keys do not follow (or one `tamga run` refuses).
 
 use tamga_protocol::Digest;
 
@@ -23,6 +28,8 @@ pub const MAGIC: &[u8; 13] = b"TAMGA-BACKUP\n";
 pub const VERSION: u32 = 1;
 /// Longest key or value accepted when reading a backup.
 pub const MAX_ITEM_BYTES: usize = 64 * 1024 * 1024;
+/// The key of the store's schema marker (see the key table of [`crate::store`]).
+const SCHEMA_KEY: &[u8] = b"Mschema";
 
 /// Why a backup could not be read. Nothing was restored.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,60 @@ pub enum BackupError {
     /// The digest does not match: the file was changed or damaged.
     #[error("the backup's digest does not match its contents (damaged or altered)")]
     Digest,
+    /// The schema marker among the keys is not the schema of the header.
+    #[error(
+        "the backup's header says store schema {header} but {marker}: the backup was altered or damaged"
+    )]
+    SchemaMarker {
+        /// The schema the header gives.
+        header: u32,
+        /// What the keys hold instead.
+        marker: Marker,
+    },
+}
+
+/// A backup's schema marker (its `Mschema` pair) where it is not the header's schema.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// No marker: every store holds one, so every backup taken of one does.
+    Missing,
+    /// Another schema number.
+    Schema(u32),
+    /// A value of this many bytes, which is no schema number (4 bytes).
+    Length(usize),
+}
+
+impl std::fmt::Display for Marker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Marker::Missing => write!(f, "it holds no schema marker (Mschema)"),
+            Marker::Schema(n) => write!(f, "its schema marker (Mschema) says schema {n}"),
+            Marker::Length(n) => {
+                write!(f, "its schema marker (Mschema) is {n} bytes long, not a 4-byte schema number")
+            }
+        }
+    }
+}
+
+/// Whether the schema marker among `pairs` is the header's `schema`, once or more.
+fn check_marker(schema: u32, pairs: &Snapshot) -> Result<(), BackupError> {
+    let mut found = false;
+    for (_, v) in pairs.iter().filter(|(k, _)| k.as_slice() == SCHEMA_KEY) {
+        let marker = match <[u8; 4]>::try_from(v.as_slice()) {
+            Ok(b) if u32::from_be_bytes(b) == schema => {
+                found = true;
+                continue;
+            }
+            Ok(b) => Marker::Schema(u32::from_be_bytes(b)),
+            Err(_) => Marker::Length(v.len()),
+        };
+        return Err(BackupError::SchemaMarker { header: schema, marker });
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(BackupError::SchemaMarker { header: schema, marker: Marker::Missing })
+    }
 }
 
 /// Encode a snapshot.
@@ -123,6 +184,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
     if !r.b.is_empty() {
         return Err(BackupError::Truncated);
     }
+    check_marker(schema, &out)?;
     Ok(out)
 }
 
@@ -130,11 +192,18 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
 mod tests {
     use super::*;
 
+    /// A snapshot of this schema, with one other key.
+    fn snap() -> Snapshot {
+        vec![
+            (SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec()),
+            (b"Rx".to_vec(), b"value".to_vec()),
+        ]
+    }
+
     #[test]
     fn round_trips_and_detects_damage() {
-        let snap = vec![(b"Mschema".to_vec(), vec![0, 0, 0, 1]), (b"Rx".to_vec(), b"value".to_vec())];
-        let b = encode(&snap);
-        assert_eq!(decode(&b).expect("decodes"), snap);
+        let b = encode(&snap());
+        assert_eq!(decode(&b).expect("decodes"), snap());
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 1;
@@ -143,5 +212,40 @@ mod tests {
         for cut in 0..b.len() {
             assert!(decode(&b[..cut]).is_err());
         }
+    }
+
+    // A restore writes the backup's marker over the new store's: one that is not the
+    // header's schema would leave a store marked a schema its keys do not follow.
+    #[test]
+    fn a_schema_marker_other_than_the_headers_is_refused_naming_both() {
+        let with = |marker: Option<Vec<u8>>| {
+            let mut s = snap();
+            match marker {
+                Some(m) => s[0].1 = m,
+                None => {
+                    s.remove(0);
+                }
+            }
+            decode(&encode(&s)).expect_err("refused").to_string()
+        };
+        let header = format!("header says store schema {SCHEMA_VERSION}");
+        for (marker, named) in [
+            (Some(99u32.to_be_bytes().to_vec()), "says schema 99"),
+            (
+                Some((SCHEMA_VERSION - 1).to_be_bytes().to_vec()),
+                &format!("says schema {}", SCHEMA_VERSION - 1),
+            ),
+            (Some(vec![0, 8]), "is 2 bytes long"),
+            (None, "holds no schema marker"),
+        ] {
+            let e = with(marker);
+            assert!(e.contains(&header) && e.contains(named), "{e}");
+        }
+        let mut twice = snap();
+        twice.push((SCHEMA_KEY.to_vec(), 99u32.to_be_bytes().to_vec()));
+        assert!(matches!(
+            decode(&encode(&twice)),
+            Err(BackupError::SchemaMarker { marker: Marker::Schema(99), .. })
+        ));
     }
 }

@@ -69,6 +69,42 @@ async fn backup_under_load_restores_a_consistent_prefix() {
     );
 }
 
+/// A backup whose schema marker (the `Mschema` pair among its keys) disagrees with the
+/// schema its header gives, its digest made again to match, restores nothing: the store
+/// it would leave is marked a schema `tamga run` refuses. The error names both, no store
+/// is left half built, and the same data directory takes the true backup afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_schema_marker_disagrees_with_its_header_restores_nothing() {
+    let mut node = TestNode::start("KZ").await.expect("starts");
+    ingest_marks(&node, "kept", 2).await;
+    let bytes = node.client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
+    node.stop().await;
+    let snap = tamga_node::backup::decode(&bytes).expect("decodes");
+
+    let mut restored = TestNode::init("KZ", |_| {}).expect("inits");
+    let data_dir = restored.config().expect("config").data_dir;
+    let header = format!("schema {}", tamga_node::store::SCHEMA_VERSION);
+    let store = tamga_node::daemon::STORE_DIR;
+    for (marker, named) in [(99u32.to_be_bytes().to_vec(), "schema 99"), (vec![0, 8], "2 bytes long")] {
+        let mut altered = snap.clone();
+        let pair = altered.iter_mut().find(|(k, _)| k.as_slice() == b"Mschema").expect("a schema marker");
+        pair.1 = marker;
+        let file = restored.dir.path().join("altered.backup");
+        std::fs::write(&file, tamga_node::backup::encode(&altered)).expect("writes");
+        let e = tamga_node::cli::restore_file(&data_dir, &file).expect_err("refused");
+        let e = format!("{e:#}");
+        assert!(e.contains(&header) && e.contains(named), "names both {header:?} and {named:?}: {e}");
+        for left in [store.to_owned(), format!("{store}.restoring")] {
+            assert!(!data_dir.join(&left).exists(), "{left} is left in the data directory");
+        }
+    }
+    let file = restored.dir.path().join("kz.backup");
+    std::fs::write(&file, &bytes).expect("writes");
+    tamga_node::cli::restore_file(&data_dir, &file).expect("the true backup restores");
+    restored.restart().await.expect("the restored node starts");
+    assert_eq!(live_ids(&restored).await.len(), 2);
+}
+
 /// The ids of the live records `node` holds, by origin.
 async fn live_ids(node: &TestNode) -> HashSet<String> {
     let v =
