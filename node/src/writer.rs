@@ -299,6 +299,9 @@ pub struct WriterTask {
     /// The ids of records the last [`RECENT_GROUPS`] of those groups wrote, each set with
     /// its group's number: what an ingest's caller could not have seen ([`Checked`]).
     recent: VecDeque<(u64, HashSet<RecordId>)>,
+    /// Something is applied that no flush has yet made durable (a group that needed none,
+    /// or one whose flush failed): the next group that answers durable flushes first.
+    unflushed: bool,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -337,6 +340,7 @@ impl WriterTask {
             walked_under: None,
             applied: Arc::new(AtomicU64::new(0)),
             recent: VecDeque::with_capacity(RECENT_GROUPS),
+            unflushed: false,
         })
     }
 
@@ -575,18 +579,22 @@ impl WriterTask {
             Ok(())
         } else {
             let written = batch.record_ids();
-            match self.store.commit(batch) {
-                Ok(()) => {
-                    // Applied, so visible to readers, whether or not the flush succeeds.
-                    self.remember(written);
-                    if durable {
-                        self.store.flush().await
-                    } else {
-                        Ok(())
-                    }
-                }
-                Err(e) => Err(e),
+            self.store.commit(batch).map(|()| {
+                // Applied, so visible to readers, whether or not the flush succeeds.
+                self.remember(written);
+                self.unflushed = true;
+            })
+        };
+        // A group whose answers say durable flushes whatever is applied and not yet known
+        // durable, even when it wrote nothing itself: a retry of a write whose flush failed
+        // finds its records held, and must not be told so before they are durable.
+        let committed = match committed {
+            Ok(()) if durable && self.unflushed => {
+                let flushed = self.store.flush().await;
+                self.unflushed = flushed.is_err();
+                flushed
             }
+            other => other,
         };
         match committed {
             Ok(()) => {
