@@ -197,11 +197,35 @@ pub struct RecordIn {
     pub supersedes: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// The body of `POST /v1/records`: a batch, `{"records": [...]}` and no other key, or one
+/// record (an object without `records`). Read by hand rather than as an untagged enum,
+/// which would store a batch without a key it does not know and, refusing, could not say
+/// why.
+#[derive(Debug)]
 enum IngestBody {
-    Batch { records: Vec<Json_> },
+    Batch(Vec<Json_>),
     One(Json_),
+}
+
+impl IngestBody {
+    /// Read a request body; the error is the message for the client.
+    fn parse(body: &[u8]) -> Result<IngestBody, String> {
+        let v: Json_ = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+        let Json_::Object(mut map) = v else { return Ok(IngestBody::One(v)) };
+        let Some(records) = map.remove("records") else { return Ok(IngestBody::One(Json_::Object(map))) };
+        if !map.is_empty() {
+            let keys: Vec<String> = map.keys().map(|k| format!("`{k}`")).collect();
+            let s = if keys.len() == 1 { "" } else { "s" };
+            return Err(format!(
+                "unknown key{s} {} in a batch, which holds `records` and nothing else; nothing was stored",
+                keys.join(", ")
+            ));
+        }
+        match records {
+            Json_::Array(records) => Ok(IngestBody::Batch(records)),
+            _ => Err("`records` is not a list of records; nothing was stored".into()),
+        }
+    }
 }
 
 fn parse_time(field: &str, s: &str) -> Result<i64, String> {
@@ -266,12 +290,12 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     let body = body_within(body, shared.config.api.max_body_bytes)?;
-    let parsed: IngestBody = serde_json::from_slice(&body).map_err(|e| {
+    let parsed = IngestBody::parse(&body).map_err(|e| {
         shared.metrics.ingest_refused.add(1);
-        ApiError::bad(format!("malformed JSON: {e}"))
+        ApiError::bad(e)
     })?;
     let (raws, batch) = match parsed {
-        IngestBody::Batch { records } => (records, true),
+        IngestBody::Batch(records) => (records, true),
         IngestBody::One(v) => (vec![v], false),
     };
     if raws.is_empty() {

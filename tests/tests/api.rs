@@ -153,6 +153,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let mut big = good.clone();
     big["body"][&text_field] = json!("x".repeat(8000));
     let mixed_batch = json!({ "records": [good.clone(), unknown_field.clone()] });
+    // A batch is `records` and nothing else: a key beside it is not dropped silently.
+    let batch_extra_key = json!({ "records": [good.clone()], "classification": "secret" });
+    let batch_not_a_list = json!({ "records": good.clone() });
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("unknown category", unknown_category, "ipr.nothing"),
@@ -163,6 +166,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ("missing classification", no_class, "classification"),
         ("unknown top-level key", unknown_top, "colour"),
         ("batch with one bad record", mixed_batch, "no_such_field"),
+        ("batch with a key besides records", batch_extra_key, "unknown key `classification`"),
+        ("batch whose records are no list", batch_not_a_list, "`records` is"),
     ];
     for (what, body, needle) in cases {
         let e = op.post("/v1/records", &body).await.expect_err(what);
