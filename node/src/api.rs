@@ -474,7 +474,11 @@ async fn revoke_record(
     if r.state == crate::store::RecordState::Revoked {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("record {id} is already revoked")));
     }
-    let n = shared.writer.revoke(id).await.map_err(ApiError::internal)?;
+    // The writer checks again: another revocation may have passed the check above first.
+    let n = shared.writer.revoke(id).await.map_err(|e| match e {
+        crate::writer::WriteError::Refused(m) => ApiError::new(StatusCode::CONFLICT, m),
+        e => ApiError::internal(e),
+    })?;
     Ok(Json(json!({ "id": id.to_hex(), "revocations": n })))
 }
 

@@ -57,6 +57,10 @@ pub enum WriteError {
     /// The writer has stopped (the node is shutting down).
     #[error("the node is shutting down")]
     Stopped,
+    /// The write does not apply to what is stored (a record already revoked, say);
+    /// nothing of it was applied.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The result of ingesting one record.
@@ -412,7 +416,8 @@ impl WriterTask {
         let fed = self.policy.get();
         let mut projections: Vec<Projection> = Vec::new();
         let mut received_answers = Vec::new();
-        let mut revoke_answers: Vec<Answer<usize>> = Vec::new();
+        let mut revoke_answers: Vec<(oneshot::Sender<Result<usize, WriteError>>, Result<usize, WriteError>)> =
+            Vec::new();
         let mut took_back_answers: Vec<Answer<TookBack>> = Vec::new();
         let mut seqs = GroupSeqs::default();
         let mut feedback_answers: Vec<Answer<()>> = Vec::new();
@@ -1566,12 +1571,17 @@ impl WriterTask {
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
-    ) -> Result<Vec<Projection>, StoreError> {
+    ) -> Result<Vec<Projection>, WriteError> {
         // Read once: what revokes it (its salts) and what is stored back, revoked.
         let own = self.store.pending(batch).record(&id)?.filter(|r| r.source == Source::Local);
         let Some(record) = own else {
-            return Err(StoreError::Engine(format!("no own record {id} to revoke")));
+            return Err(WriteError::Refused(format!("no own record {id} to revoke")));
         };
+        // Checked here, in the one writer, so that two revocations racing past the API's
+        // check make one set of revocation entries, not two.
+        if record.state == RecordState::Revoked {
+            return Err(WriteError::Refused(format!("record {id} is already revoked")));
+        }
         let salted = record.salted();
         let mut out = Vec::new();
         for original in self.shares_held(batch, &id, self.me)? {
@@ -2259,6 +2269,22 @@ mod tests {
         writer.ingest(vec![n1.clone(), l3.clone(), n2.clone()]).await.expect("stored");
         let given_since = held_by(&store, 1..=3);
         assert_eq!(writer.revoke(n1.id).await.expect("revoked"), 1);
+        // A second revocation (two racing past the API's check) is refused, and no second
+        // `revoked` entry is written.
+        match writer.revoke(n1.id).await {
+            Err(WriteError::Refused(m)) => assert!(m.contains("already revoked"), "{m}"),
+            other => panic!("a second revocation: {other:?}"),
+        }
+        let (last, _) = store.audit_head().expect("reads").expect("an entry");
+        let revoked = store
+            .audit_entries(1, last)
+            .filter(|e| {
+                let (_, _, bytes) = e.as_ref().expect("reads");
+                let v: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+                v["action"] == "revoked"
+            })
+            .count();
+        assert_eq!(revoked, 1);
         let uz: MemberCode = "UZ".parse().expect("valid");
         // CN's receipts for L3's #2 and N2's #3, in one entry, kept before they give their
         // numbers up.
