@@ -240,7 +240,15 @@ fn to_record(shared: &Shared, raw: Json_, now: i64) -> Result<Record, Vec<String
     let mut errors = Vec::new();
     let category = r.category.parse().map_err(|e: tamga_protocol::ParseError| e.to_string());
     let classification = r.classification.parse::<Classification>().map_err(|e| e.to_string());
-    let created = r.created.as_deref().map(|s| parse_time("created", s)).transpose();
+    let created = r.created.as_deref().map(|s| parse_time("created", s)).transpose().and_then(|c| match c {
+        // The agreements' retention runs from it: not from a time not yet come.
+        Some(t) if t > now.saturating_add(tamga_config::MAX_CREATED_AHEAD_MS) => Err(format!(
+            "`created`: {} is more than 10 minutes ahead of this node's clock ({})",
+            crate::audit::rfc3339(t),
+            crate::audit::rfc3339(now)
+        )),
+        c => Ok(c),
+    });
     let expires = r.expires.as_deref().map(|s| parse_time("expires", s)).transpose();
     let supersedes = r
         .supersedes

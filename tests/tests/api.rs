@@ -156,6 +156,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     // A batch is `records` and nothing else: a key beside it is not dropped silently.
     let batch_extra_key = json!({ "records": [good.clone()], "classification": "secret" });
     let batch_not_a_list = json!({ "records": good.clone() });
+    let mut ahead = good.clone();
+    ahead["created"] = json!(tamga_node::audit::rfc3339(tamga_node::writer::now_ms() + 86_400_000));
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("unknown category", unknown_category, "ipr.nothing"),
@@ -168,6 +170,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ("batch with one bad record", mixed_batch, "no_such_field"),
         ("batch with a key besides records", batch_extra_key, "unknown key `classification`"),
         ("batch whose records are no list", batch_not_a_list, "`records` is"),
+        ("created a day ahead", ahead, "more than 10 minutes ahead"),
     ];
     for (what, body, needle) in cases {
         let e = op.post("/v1/records", &body).await.expect_err(what);
