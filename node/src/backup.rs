@@ -28,6 +28,12 @@ pub const MAGIC: &[u8; 13] = b"TAMGA-BACKUP\n";
 pub const VERSION: u32 = 1;
 /// Longest key or value accepted when reading a backup.
 pub const MAX_ITEM_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of the header: magic, version, schema and count.
+const HEADER_BYTES: usize = MAGIC.len() + 4 + 4 + 8;
+/// Bytes of the digest that closes a backup.
+const DIGEST_BYTES: usize = 32;
+/// The shortest backup: a header and a digest, no items.
+const MIN_BYTES: usize = HEADER_BYTES + DIGEST_BYTES;
 /// The key of the store's schema marker (see the key table of [`crate::store`]).
 const SCHEMA_KEY: &[u8] = b"Mschema";
 
@@ -43,9 +49,18 @@ pub enum BackupError {
     /// Another store schema.
     #[error("backup of store schema {0}; this build reads schema {SCHEMA_VERSION} and upgrades the older schemas from {UPGRADES_FROM}")]
     Schema(u32),
-    /// The file is cut short or has bytes after its digest.
-    #[error("the backup is truncated or has trailing bytes")]
+    /// The file opens as a backup but is shorter than a header and digest.
+    #[error("the backup is truncated: {0} bytes, fewer than the {MIN_BYTES} of its header and digest")]
+    Short(usize),
+    /// The items end before the count of the header does.
+    #[error("the backup is truncated: it ends before the last of the items its header counts")]
     Truncated,
+    /// There are bytes between the last item and the digest.
+    #[error("the backup has bytes after the last of the items its header counts")]
+    Trailing,
+    /// A key or value longer than [`MAX_ITEM_BYTES`].
+    #[error("the backup holds a key or value of {0} bytes, over the limit of {MAX_ITEM_BYTES} bytes")]
+    ItemTooLarge(usize),
     /// The digest does not match: the file was changed or damaged.
     #[error("the backup's digest does not match its contents (damaged or altered)")]
     Digest,
@@ -150,7 +165,7 @@ impl<'a> Reader<'a> {
     fn item(&mut self) -> Result<Vec<u8>, BackupError> {
         let n = self.u32()? as usize;
         if n > MAX_ITEM_BYTES {
-            return Err(BackupError::Truncated);
+            return Err(BackupError::ItemTooLarge(n));
         }
         Ok(self.take(n)?.to_vec())
     }
@@ -158,10 +173,14 @@ impl<'a> Reader<'a> {
 
 /// Decode and check a backup.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
-    if bytes.len() < MAGIC.len() + 16 + 32 || &bytes[..MAGIC.len()] != MAGIC {
+    // A file cut inside its magic bytes is a backup cut short too.
+    if !MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
         return Err(BackupError::Magic);
     }
-    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if bytes.len() < MIN_BYTES {
+        return Err(BackupError::Short(bytes.len()));
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES);
     let mut r = Reader { b: &body[MAGIC.len()..] };
     let version = r.u32()?;
     if version != VERSION {
@@ -182,7 +201,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
         out.push((k, v));
     }
     if !r.b.is_empty() {
-        return Err(BackupError::Truncated);
+        return Err(BackupError::Trailing);
     }
     check_marker(schema, &out)?;
     Ok(out)
@@ -247,5 +266,37 @@ mod tests {
             decode(&encode(&twice)),
             Err(BackupError::SchemaMarker { marker: Marker::Schema(99), .. })
         ));
+    }
+
+    // A file that opens with the magic bytes but ends before its header and digest do
+    // is a backup cut short, not some other file.
+    #[test]
+    fn a_backup_cut_inside_its_header_is_truncated_not_another_file() {
+        let b = encode(&snap());
+        for cut in [0, 5, MAGIC.len(), MAGIC.len() + 10, MAGIC.len() + 16 + 31] {
+            let e = decode(&b[..cut]).expect_err("refused").to_string();
+            assert!(e.contains("truncated") && !e.contains("magic"), "cut at {cut}: {e}");
+        }
+        let mut other = b"NOT-A-BACKUP\n".to_vec();
+        other.extend_from_slice(&b[MAGIC.len()..]);
+        for e in [decode(&other), decode(&other[..5]), decode(b"{\"records\"")] {
+            assert!(e.expect_err("refused").to_string().contains("magic"));
+        }
+    }
+
+    // An item longer than the limit is refused by the limit, before anything is read of it.
+    #[test]
+    fn an_item_over_the_limit_names_the_limit() {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&VERSION.to_be_bytes());
+        b.extend_from_slice(&SCHEMA_VERSION.to_be_bytes());
+        b.extend_from_slice(&1u64.to_be_bytes());
+        b.extend_from_slice(&(MAX_ITEM_BYTES as u32 + 1).to_be_bytes());
+        b.extend_from_slice(b"key");
+        let d = Digest::of(&b);
+        b.extend_from_slice(&d.0);
+        let e = decode(&b).expect_err("refused").to_string();
+        assert!(e.contains(&format!("{} bytes", MAX_ITEM_BYTES + 1)), "{e}");
+        assert!(e.contains(&format!("limit of {MAX_ITEM_BYTES} bytes")), "{e}");
     }
 }

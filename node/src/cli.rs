@@ -886,7 +886,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
     if dir.exists() {
         bail!("{} already exists; restore only into a data directory without a store", dir.display());
     }
-    std::fs::create_dir_all(data_dir)?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     // Built and verified beside the store's place, and renamed into it only once it
     // verifies: a refused backup leaves no store that `tamga run` would open.
     let aside = data_dir.join(format!("{}.restoring", crate::daemon::STORE_DIR));
@@ -902,10 +902,31 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
     };
     std::fs::rename(&aside, &dir)
         .with_context(|| format!("moving {} to {}", aside.display(), dir.display()))?;
+    // The rename is durable only once the directory that holds it is synced.
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", data_dir.display()))?;
     println!(
         "restored {n} keys into {}: {records} records, audit log verified ({} entries)",
         dir.display(),
         entries
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A data directory that cannot be made is named, not just the OS's reason.
+    #[test]
+    fn a_restore_that_cannot_make_the_data_directory_names_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("ru.backup");
+        let snap = vec![(b"Mschema".to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
+        std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
+        let data_dir = file.join("ru");
+        let e = format!("{:#}", restore_file(&data_dir, &file).expect_err("a file is in the way"));
+        assert!(e.contains(&data_dir.display().to_string()), "{e}");
+    }
 }
