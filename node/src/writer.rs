@@ -87,7 +87,7 @@ pub enum FeedbackEvent {
 type IngestReply = oneshot::Sender<Result<Vec<Ingested>, WriteError>>;
 
 /// An op's reply channel and the result it will be sent once the group is durable.
-type Answer<T> = (oneshot::Sender<Result<T, WriteError>>, Result<T, StoreError>);
+type Answer<T, E = StoreError> = (oneshot::Sender<Result<T, WriteError>>, Result<T, E>);
 
 /// A raw copy of the store, taken between two write groups.
 pub type Snapshot = Vec<(Vec<u8>, Vec<u8>)>;
@@ -416,8 +416,7 @@ impl WriterTask {
         let fed = self.policy.get();
         let mut projections: Vec<Projection> = Vec::new();
         let mut received_answers = Vec::new();
-        let mut revoke_answers: Vec<(oneshot::Sender<Result<usize, WriteError>>, Result<usize, WriteError>)> =
-            Vec::new();
+        let mut revoke_answers: Vec<Answer<usize, WriteError>> = Vec::new();
         let mut took_back_answers: Vec<Answer<TookBack>> = Vec::new();
         let mut seqs = GroupSeqs::default();
         let mut feedback_answers: Vec<Answer<()>> = Vec::new();
@@ -613,7 +612,7 @@ impl WriterTask {
                     let _ = reply.send(result.map_err(WriteError::from));
                 }
                 for (reply, result) in revoke_answers {
-                    let _ = reply.send(result.map_err(WriteError::from));
+                    let _ = reply.send(result);
                 }
                 for (reply, result) in took_back_answers {
                     let _ = reply.send(result.map_err(WriteError::from));
