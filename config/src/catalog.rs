@@ -30,7 +30,9 @@ pub enum FieldType {
     Text,
     /// A JSON integer (signed 64-bit).
     Integer,
-    /// A JSON number or string of decimal digits, normalised (`"012.50"` → `"12.5"`).
+    /// A string of decimal digits, normalised (`"012.50"` → `"12.5"`), or a JSON number
+    /// that is an integer in i64 or u64 or has at most 15 significant digits: JSON numbers
+    /// are read as binary floats, and only strings are exact.
     Decimal,
     /// A JSON boolean.
     Bool,
@@ -375,12 +377,7 @@ fn normalise(field: &Field, json: &Json) -> Result<Value, BodyError> {
         },
         FieldType::Decimal => {
             let text = match json {
-                Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                    (Some(i), _, _) => i.to_string(),
-                    (_, Some(u), _) => u.to_string(),
-                    (_, _, Some(f)) => format!("{f}"),
-                    _ => return Err(wrong()),
-                },
+                Json::Number(n) => decimal_of_number(n).map_err(invalid)?,
                 Json::String(s) => s.clone(),
                 _ => return Err(wrong()),
             };
@@ -452,6 +449,41 @@ fn normalise(field: &Field, json: &Json) -> Result<Value, BodyError> {
             Ok(value)
         }
     }
+}
+
+/// The most significant digits a JSON number may carry into a `decimal` field: every
+/// decimal of at most 15 significant digits reads back from the nearest f64 as itself.
+const MAX_EXACT_NUMBER_DIGITS: usize = 15;
+
+/// The text of a JSON number given for a `decimal` field, refused unless it is certainly
+/// the value sent. Integers in i64 or u64 are exact. Any other number has been read as
+/// an f64: it is kept only if the shortest text that reads back as that f64 has at most
+/// [`MAX_EXACT_NUMBER_DIGITS`] significant digits, and then in positional form (`1e3` →
+/// `1000`), so the digit limit of [`normalise_decimal`] applies as to a string. A number
+/// of more digits may have been rounded, and the record would cover a value never sent.
+///
+/// Only strings are exact: without its text, a number that rounds to the same f64 as a
+/// short one cannot be told from it (`0.1000000000000000055511151231257827` is kept as
+/// `0.1`).
+fn decimal_of_number(n: &serde_json::Number) -> Result<String, String> {
+    if let Some(i) = n.as_i64() {
+        return Ok(i.to_string());
+    }
+    if let Some(u) = n.as_u64() {
+        return Ok(u.to_string());
+    }
+    let f = n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| format!("{n} is not a finite number"))?;
+    // `{:e}` is the shortest text that reads back as `f`, such as `1.2345678901234568e29`.
+    let shortest = format!("{f:e}");
+    let mantissa = shortest.split_once('e').map_or(shortest.as_str(), |(m, _)| m);
+    if mantissa.bytes().filter(u8::is_ascii_digit).count() > MAX_EXACT_NUMBER_DIGITS {
+        return Err(format!(
+            "the number {n} may have lost digits in transit as a JSON number; send decimals of \
+             more than {MAX_EXACT_NUMBER_DIGITS} significant digits as a string"
+        ));
+    }
+    // `{}` is the same shortest digits, never in exponent form.
+    Ok(format!("{f}"))
 }
 
 /// A decimal in normal form: optional `-`, no leading zeros (but one before the point),

@@ -169,3 +169,83 @@ fn fields_with_tags() {
     assert!(c.fields_with_tags(&cat("energy.transfer"), ["personal"]).is_empty());
     assert_eq!(c.fields_with_tags(&cat("energy.transfer"), ["commercial", "personal"]).len(), 3);
 }
+
+/// A body whose `volume` (a decimal field) is the JSON text given, read as the API reads
+/// it: through serde_json's parser, so a number is what that parser makes of it.
+fn volume(c: &Catalog, text: &str) -> Result<Value, Vec<BodyError>> {
+    let mut b = energy();
+    b.insert("volume".into(), serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}")));
+    c.validate_body(&cat("energy.transfer"), &b).map(|mut out| out.remove("volume").expect("volume"))
+}
+
+#[test]
+fn a_decimal_number_is_kept_exactly() {
+    let c = catalog();
+    for (sent, kept) in [
+        ("12.5", "12.5"),
+        ("1e3", "1000"),
+        ("-0.25", "-0.25"),
+        ("-0.0", "0"),
+        ("1.5e-7", "0.00000015"),
+        ("0.1", "0.1"),
+        ("123456789012.345", "123456789012.345"),
+        ("18446744073709551615", "18446744073709551615"),
+        ("9007199254740993", "9007199254740993"),
+        ("-9223372036854775808", "-9223372036854775808"),
+    ] {
+        assert_eq!(volume(&c, sent), Ok(Value::Text(kept.into())), "{sent}");
+    }
+}
+
+#[test]
+fn a_decimal_number_that_may_have_lost_digits_is_refused() {
+    let c = catalog();
+    for sent in [
+        "123456789012345678901234567890",
+        "3.141592653589793238",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1234567890123456.5",
+        "9007199254740993.0",
+        "0.1234567890123456",
+    ] {
+        let errs = volume(&c, sent).expect_err(sent);
+        assert!(
+            matches!(&errs[..], [BodyError::Invalid { field, .. }] if field == "volume"),
+            "{sent}: {errs:?}"
+        );
+        let shown = errs[0].to_string();
+        assert!(
+            shown.starts_with("field `volume`: the number ")
+                && shown.contains("may have lost digits")
+                && shown.contains("as a string"),
+            "{sent}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn a_long_decimal_string_is_kept_exactly() {
+    let c = catalog();
+    for sent in [
+        "123456789012345678901234567890",
+        "3.141592653589793238",
+        "18446744073709551616",
+        "0.1000000000000000055511151231257827",
+        "-12345678901234567890123456789012345678",
+    ] {
+        assert_eq!(volume(&c, &format!("{sent:?}")), Ok(Value::Text(sent.into())), "{sent}");
+    }
+}
+
+#[test]
+fn a_decimal_number_has_the_digit_limit_of_its_text() {
+    // 1e300 is exact as far as its digits go, but its text has 301 of them: refused as
+    // the same digits given as a string are.
+    let c = catalog();
+    let as_number = volume(&c, "1e300").expect_err("too many digits");
+    let as_string = volume(&c, &format!("\"1{}\"", "0".repeat(300))).expect_err("too many digits");
+    assert_eq!(as_number, as_string);
+    assert!(as_number[0].to_string().contains("more than 38 significant digits"), "{as_number:?}");
+    assert!(matches!(&volume(&c, "\"1e3\"").expect_err("no exponent")[..], [BodyError::Invalid { .. }]));
+}
