@@ -184,6 +184,13 @@ impl Withheld {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// These fields withheld, and `more` besides.
+    pub fn and(&self, more: impl IntoIterator<Item = String>) -> Withheld {
+        let mut all = (*self.0).clone();
+        all.extend(more);
+        Withheld(Arc::new(all))
+    }
 }
 
 impl fmt::Display for Withheld {

@@ -758,12 +758,16 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     }
 }
 
-/// Withhold from a projection about to leave the fields a decision withholds now. A
-/// projection is stored as its origin made it, under the redactions in force then; an
-/// agreement or a policy that redacts more since must not be undone by an old copy.
-fn withhold(p: &mut Projection, withheld: &tamga_config::Withheld) {
-    if !withheld.is_empty() {
-        p.withhold(|f| withheld.contains(f));
+/// Withhold from a projection about to leave the fields a decision withholds now, and
+/// those `catalog` (the one in force) no longer lists for its category: they have no tags
+/// left to decide on. A projection is stored as its origin made it, under the redactions
+/// and the catalog in force then; an agreement, a policy or a catalog that redacts more
+/// since must not be undone by an old copy.
+fn withhold(p: &mut Projection, withheld: &tamga_config::Withheld, catalog: &tamga_config::Catalog) {
+    let known = catalog.category(&p.header.category).map(|c| &c.fields);
+    let out = |f: &str| withheld.contains(f) || !known.is_some_and(|k| k.contains_key(f));
+    if p.revealed.iter().any(|f| out(&f.name)) {
+        p.withhold(out);
     }
 }
 
@@ -795,7 +799,7 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
             Some(a) => match tamga_config::decide(&p.header, a, peer, &fed, now) {
                 // Stored under the policy of its ingest: leaves with today's redactions.
                 Decision::Allow { withheld } => {
-                    withhold(&mut p, &withheld);
+                    withhold(&mut p, &withheld, &fed.catalog);
                     Ok(())
                 }
                 Decision::Deny(r) => Err(r.to_string()),
@@ -1332,7 +1336,9 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                 tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now).ok()
             };
             if let Some(fields) = fields {
-                withhold(&mut p, &fields);
+                if !origin_asks {
+                    withhold(&mut p, &fields, &fed.catalog);
+                }
                 reply.projections.push(p);
             }
         }

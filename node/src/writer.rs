@@ -812,7 +812,7 @@ impl WriterTask {
             if audience.is_empty() {
                 continue;
             }
-            let share = self.next_share(agreement, salted, audience, batch)?;
+            let share = self.next_share(&fed.catalog, agreement, salted, audience, batch)?;
             batch.set_stream_head(&share.stream(self.me), share.envelope.seq);
             out.push(share);
         }
@@ -820,9 +820,12 @@ impl WriterTask {
     }
 
     /// An own record's share under `agreement` with `audience`, at the next number of the
-    /// stream (the caller moves the stream's head once the share is made).
+    /// stream (the caller moves the stream's head once the share is made). It reveals only
+    /// fields that `catalog` (the one in force) lists for the record's category: a field
+    /// dropped or renamed since the record was stored has no tags left to decide on.
     fn next_share(
         &self,
+        catalog: &tamga_config::Catalog,
         agreement: &tamga_config::Agreement,
         salted: &SaltedRecord,
         audience: Vec<MemberCode>,
@@ -838,7 +841,22 @@ impl WriterTask {
             seq,
             expires_ms: agreement.purge_at_ms(header),
         };
-        Ok(Share { withheld: tamga_config::withheld(agreement, &header.category), envelope })
+        let known = catalog.category(&header.category);
+        let unknown: Vec<String> = salted
+            .record
+            .body
+            .keys()
+            .filter(|f| !known.is_some_and(|c| c.fields.contains_key(*f)))
+            .cloned()
+            .collect();
+        let withheld = tamga_config::withheld(agreement, &header.category).map(|w| {
+            if unknown.is_empty() {
+                w
+            } else {
+                w.and(unknown)
+            }
+        });
+        Ok(Share { withheld, envelope })
     }
 
     /// Share an own record under `agreement` with `audience`: its projection, redacted as
@@ -846,12 +864,13 @@ impl WriterTask {
     /// record cannot be projected.
     fn put_share(
         &self,
+        catalog: &tamga_config::Catalog,
         agreement: &tamga_config::Agreement,
         salted: &SaltedRecord,
         audience: Vec<MemberCode>,
         batch: &mut WriteBatch,
     ) -> Result<Option<Projection>, StoreError> {
-        let share = self.next_share(agreement, salted, audience, batch)?;
+        let share = self.next_share(catalog, agreement, salted, audience, batch)?;
         match share.sign(salted, &self.signing) {
             Ok(p) => {
                 batch.put_projection(&p)?;
@@ -1262,7 +1281,7 @@ impl WriterTask {
                         .collect();
                     match agreement {
                         Some(a) if !audience.is_empty() => {
-                            let again = self.put_share(a, &record.salted(), audience, batch)?;
+                            let again = self.put_share(&fed.catalog, a, &record.salted(), audience, batch)?;
                             if let Some(p) = &again {
                                 record.shares.push((stream.agreement.clone(), p.envelope.seq));
                                 batch.update_record(&record)?;
@@ -1703,7 +1722,8 @@ impl WriterTask {
         if added.is_empty() {
             return Ok(None);
         }
-        let Some(again) = self.put_share(agreement, &record.salted(), added.clone(), batch)? else {
+        let Some(again) = self.put_share(&fed.catalog, agreement, &record.salted(), added.clone(), batch)?
+        else {
             return Ok(None);
         };
         let seq = again.envelope.seq;
@@ -1809,7 +1829,8 @@ const MAX_SIGNING_THREADS: usize = 4;
 
 /// A share of an own record under one agreement, numbered, not yet signed.
 struct Share {
-    /// The fields the agreement redacts from the record's category.
+    /// The fields the agreement redacts from the record's category, and those the catalog
+    /// no longer lists; `None` (no category of the agreement) withholds every field.
     withheld: Option<tamga_config::Withheld>,
     envelope: Envelope,
 }
@@ -1823,7 +1844,7 @@ impl Share {
     /// signed.
     fn sign(&self, salted: &SaltedRecord, key: &SigningKey) -> Result<Projection, ProjectError> {
         let withheld = &self.withheld;
-        salted.project(|f| withheld.as_ref().is_some_and(|w| w.contains(f)), self.envelope.clone(), key)
+        salted.project(|f| withheld.as_ref().is_none_or(|w| w.contains(f)), self.envelope.clone(), key)
     }
 }
 
@@ -2119,7 +2140,10 @@ mod tests {
                 supersedes: None,
                 expires_ms: None,
             },
-            body: BTreeMap::from([("title".to_owned(), Value::Text("a method".into()))]),
+            body: BTreeMap::from([
+                ("title".to_owned(), Value::Text("a method".into())),
+                ("summary".to_owned(), Value::Text("how".into())),
+            ]),
         };
         let salted = SaltedRecord::new(record, &SaltKey::from_bytes([9; 32]));
         let id = writer.ingest(vec![salted]).await.expect("stored")[0].id;
@@ -2129,12 +2153,23 @@ mod tests {
         tick(&writer).await;
         assert_eq!(store.stream_head(&rms).expect("reads"), 1, "no one new");
         std::fs::write(&rms_file, &text).expect("writes");
+        // The catalog renamed `summary` meanwhile: a field it no longer lists has no tags
+        // to decide on, and is withheld.
+        let catalog = files.join("catalog.toml");
+        let cat_text = std::fs::read_to_string(&catalog).expect("reads");
+        let (old, new) =
+            ("[category.\"rms.method\".fields.summary]", "[category.\"rms.method\".fields.synopsis]");
+        assert_eq!(cat_text.matches(old).count(), 1);
+        std::fs::write(&catalog, cat_text.replace(old, new)).expect("writes");
         policy.set(load());
         tick(&writer).await;
         let again = store.projection(&rms, 2).expect("reads").expect("projected again");
         assert_eq!(again.envelope.audience, vec![uz]);
         assert_eq!(again.record_id().expect("its record"), id);
-        assert_eq!(again.revealed_body(), first.revealed_body());
+        assert!(first.revealed_body().contains_key("summary"), "{first:?}");
+        let mut without = first.revealed_body();
+        without.remove("summary");
+        assert_eq!(again.revealed_body(), without);
         tick(&writer).await;
         assert_eq!(store.stream_head(&rms).expect("reads"), 2, "once");
         let r = store.record(&id).expect("reads").expect("held");

@@ -4,7 +4,8 @@
 //! promises (see `tamga_tests::reload`): every entry under one complete policy, each
 //! ingest under the policy in force when it was made, one `policy_loaded` per change with
 //! the new digest, refusals that change nothing, and KZ never receiving a record ingested
-//! while it was paused. And the file watcher alone puts an edit in force.
+//! while it was paused. And the file watcher alone puts an edit in force, and a field the
+//! catalog in force no longer lists does not leave with a projection stored before.
 
 use std::path::Path;
 use std::time::Duration;
@@ -380,5 +381,45 @@ async fn a_roster_that_drops_this_node_is_refused() {
         "{refused:?}"
     );
     assert!(audit_entries(ru.node()).iter().all(|e| e["action"] != "policy_loaded"));
+    f.stop().await;
+}
+
+/// A field the catalog in force no longer lists has no tags left to decide on: RU's
+/// projection stored before its catalog renamed the field reaches KZ, which was away,
+/// without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_the_catalog_no_longer_lists_does_not_leave() {
+    let mut f = TestFederation::start(&["RU", "KZ"]).await.expect("starts");
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    let cat = example_catalog();
+    let ru = f.node("RU");
+    let mut record = record_json(&cat, "rms.method", "public", "renamed");
+    record["body"]["summary"] = json!("Routes are scored.");
+    let id = ru.client(Role::Operator).post("/v1/records", &record).await.expect("ingests")["ids"][0]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let catalog = ru.federation.as_ref().expect("own federation copy").path().join("catalog.toml");
+    let text = std::fs::read_to_string(&catalog).expect("reads");
+    let (old, new) =
+        ("[category.\"rms.method\".fields.summary]", "[category.\"rms.method\".fields.synopsis]");
+    assert_eq!(text.matches(old).count(), 1);
+    replace(&catalog, &text.replace(old, new));
+    let v = ru.client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+    assert_eq!(v["outcome"], "loaded", "{v}");
+
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
+    let kz = f.node("KZ");
+    let path = format!("/v1/records/{id}");
+    wait_for("RU's record at KZ", || {
+        let c = kz.client(Role::Operator);
+        let path = path.clone();
+        async move { c.get(&path, &[]).await.is_ok() }
+    })
+    .await;
+    let held = kz.client(Role::Operator).get(&path, &[]).await.expect("shows");
+    let body = &held["record"]["body"];
+    assert!(body["title"].is_string(), "{held:#}");
+    assert!(body.get("summary").is_none(), "a field RU's catalog no longer lists left it: {held:#}");
     f.stop().await;
 }
