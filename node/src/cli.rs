@@ -11,6 +11,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tamga_config::NodeConfig;
+use tamga_protocol::{MemberCode, VerifyingKey};
 
 use crate::audit_cli::AuditCmd;
 use crate::client::{Client, ClientError};
@@ -279,7 +280,9 @@ pub struct BackupArgs {
 /// `tamga restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The data directory to rebuild (its store must not exist yet). Example: --data-dir ./ru
+    /// The data directory to rebuild (its store must not exist yet). The backup's audit log
+    /// must be signed by the member and key of its node.toml (checked only when it holds
+    /// one). Example: --data-dir ./ru
     #[arg(long)]
     data_dir: PathBuf,
     /// The backup file.
@@ -504,7 +507,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Restore(a) => restore_file(&a.data_dir, &a.file),
+        Command::Restore(a) => {
+            println!("{}", restore_file(&a.data_dir, &a.file)?);
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tamga", &mut std::io::stdout());
             Ok(())
@@ -863,29 +869,155 @@ async fn import(a: ImportArgs) -> Result<()> {
     }
 }
 
-/// A store at `dir` loaded with `snap`, its audit log verified and flushed: the keys
-/// loaded, the audit entries verified and the records held.
-fn build_restored(dir: &Path, snap: crate::writer::Snapshot) -> Result<(usize, u64, u64)> {
+/// Whom a restored log's checkpoints must be signed by: the node that will run on the
+/// store, as the node.toml `tamga init` writes into the data directory names it.
+enum Signer {
+    /// The node's member, and the keys it signs with: its identity's, and every key the
+    /// roster lists for the member (one rotated since the backup was taken).
+    Node { member: MemberCode, keys: Vec<VerifyingKey>, config: PathBuf },
+    /// Why the restore cannot know.
+    Unknown(String),
+}
+
+/// The signer of the node that will run on `data_dir`'s store. A node.toml there that
+/// does not load is refused: the node would not start with it, and the restore cannot
+/// tell whose log it may take.
+fn restore_signer(data_dir: &Path) -> Result<Signer> {
+    let path = data_dir.join("node.toml");
+    if !path.exists() {
+        return Ok(Signer::Unknown(format!("{} holds no node.toml", data_dir.display())));
+    }
+    let config = NodeConfig::load(&path).map_err(|e| {
+        anyhow!("{e}: the restore checks the backup's audit log against the member and key it names")
+    })?;
+    let mut keys = Vec::new();
+    let identity = crate::identity::Identity::load(&config.identity);
+    if let Ok(id) = &identity {
+        keys.push(id.signing.verifying_key());
+    }
+    if let Ok(fed) = tamga_config::Federation::load(&config) {
+        for k in fed.roster.verifying_keys(config.member) {
+            if !keys.contains(k) {
+                keys.push(*k);
+            }
+        }
+    }
+    match identity {
+        Err(e) if keys.is_empty() => {
+            let roster = config.roster.display();
+            Ok(Signer::Unknown(format!("neither the identity ({e}) nor the roster {roster} is readable")))
+        }
+        _ => Ok(Signer::Node { member: config.member, keys, config: path }),
+    }
+}
+
+/// Whom a restored log's checkpoints were checked to be signed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedBy {
+    /// Every checkpoint verifies under the member's keys; the last covers entry `through`.
+    Member {
+        /// The member.
+        member: MemberCode,
+        /// Its checkpoints stored.
+        checkpoints: u64,
+        /// The entry the last one covers.
+        through: u64,
+    },
+    /// The member's keys were known, but the log holds no checkpoint yet.
+    NoCheckpoint(MemberCode),
+    /// No signer was known, for this reason.
+    Unchecked(String),
+}
+
+/// What `tamga restore` did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The store rebuilt.
+    pub store: PathBuf,
+    /// The keys loaded.
+    pub keys: usize,
+    /// The records held.
+    pub records: u64,
+    /// The audit entries whose chain verified.
+    pub entries: u64,
+    /// Whom its checkpoints were checked to be signed by.
+    pub signed: SignedBy,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Restored { store, keys, records, entries, signed } = self;
+        write!(f, "restored {keys} keys into {}: {records} records, ", store.display())?;
+        match signed {
+            SignedBy::Member { member, checkpoints, through } => write!(
+                f,
+                "audit log verified ({entries} entries; {checkpoints} checkpoints signed by {member}'s key, \
+                 the last of entry {through})"
+            ),
+            SignedBy::NoCheckpoint(member) => write!(
+                f,
+                "audit log verified as a hash chain only ({entries} entries): it holds no checkpoint \
+                 {member} signed yet, so the restore cannot check who signed the log"
+            ),
+            SignedBy::Unchecked(why) => write!(
+                f,
+                "audit log verified as a hash chain only ({entries} entries): its checkpoints' \
+                 signatures were not checked, as {why}, so the restore cannot check who signed the log"
+            ),
+        }
+    }
+}
+
+/// A store at `dir` loaded with `snap`, its audit log verified (its checkpoints against
+/// `signer`) and flushed.
+fn build_restored(dir: &Path, snap: crate::writer::Snapshot, signer: &Signer) -> Result<Restored> {
     let store = crate::store::Store::open(dir)?;
-    let n = snap.len();
+    let keys = snap.len();
     store.load_raw(snap)?;
     store.mark_restored()?;
-    let report = crate::audit::verify_store(&store);
+    let opts = match signer {
+        Signer::Node { member, keys, config } => {
+            // Another member's log, as it signed it, is named as such rather than as a forgery.
+            if let Some(cp) = store.checkpoints()?.into_iter().find(|cp| cp.member != *member) {
+                bail!(
+                    "the backup holds {0}'s audit log (its checkpoints are signed as {0}), not {member}'s, \
+                     the member {1} names: a node restored from it would run as {member} on {0}'s log",
+                    cp.member,
+                    config.display()
+                );
+            }
+            crate::audit::VerifyOptions { signer: Some((*member, keys.clone())), witness: Vec::new() }
+        }
+        Signer::Unknown(_) => crate::audit::VerifyOptions::default(),
+    };
+    let report = crate::audit::verify_store_with(&store, &opts);
     if !report.ok {
         bail!("the audit log does not verify: {}", report.error.unwrap_or_default());
     }
+    let signed = match signer {
+        Signer::Node { member, .. } => match store.latest_checkpoint()? {
+            Some(cp) => {
+                SignedBy::Member { member: *member, checkpoints: report.checkpoints, through: cp.seq }
+            }
+            None => SignedBy::NoCheckpoint(*member),
+        },
+        Signer::Unknown(why) => SignedBy::Unchecked(why.clone()),
+    };
     store.flush_blocking()?;
-    Ok((n, report.entries, store.record_count()))
+    let records = store.record_count();
+    Ok(Restored { store: dir.to_owned(), keys, records, entries: report.entries, signed })
 }
 
-/// `tamga restore`: rebuild the store of `data_dir` from a backup file and verify its audit log.
-pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
+/// `tamga restore`: rebuild the store of `data_dir` from a backup file and verify its
+/// audit log, its checkpoints against the node that will run on it (see [`Restored`]).
+pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let snap = crate::backup::decode(&bytes).with_context(|| format!("{}", file.display()))?;
     let dir = data_dir.join(crate::daemon::STORE_DIR);
     if dir.exists() {
         bail!("{} already exists; restore only into a data directory without a store", dir.display());
     }
+    let signer = restore_signer(data_dir).with_context(|| format!("{} not restored", file.display()))?;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     // Built and verified beside the store's place, and renamed into it only once it
     // verifies: a refused backup leaves no store that `tamga run` would open.
@@ -893,7 +1025,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
     if aside.exists() {
         std::fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
     }
-    let (n, entries, records) = match build_restored(&aside, snap) {
+    let mut restored = match build_restored(&aside, snap, &signer) {
         Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&aside);
@@ -906,12 +1038,8 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<()> {
     std::fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", data_dir.display()))?;
-    println!(
-        "restored {n} keys into {}: {records} records, audit log verified ({} entries)",
-        dir.display(),
-        entries
-    );
-    Ok(())
+    restored.store = dir;
+    Ok(restored)
 }
 
 #[cfg(test)]
@@ -928,5 +1056,23 @@ mod tests {
         let data_dir = file.join("ru");
         let e = format!("{:#}", restore_file(&data_dir, &file).expect_err("a file is in the way"));
         assert!(e.contains(&data_dir.display().to_string()), "{e}");
+    }
+
+    // A node.toml in the data directory that does not load is refused before anything is
+    // built: the restore cannot tell whose log the store may hold.
+    #[test]
+    fn a_restore_into_a_directory_whose_node_toml_does_not_load_builds_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("ru.backup");
+        let snap = vec![(b"Mschema".to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
+        std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
+        let node_toml = tmp.path().join("node.toml");
+        std::fs::write(&node_toml, "member = \"RU\"\n").expect("writes");
+        let e = format!("{:#}", restore_file(tmp.path(), &file).expect_err("refused"));
+        assert!(e.contains("node.toml") && e.contains("not restored"), "{e}");
+        let store = crate::daemon::STORE_DIR;
+        for left in [store.to_owned(), format!("{store}.restoring")] {
+            assert!(!tmp.path().join(&left).exists(), "{left} is left");
+        }
     }
 }

@@ -216,3 +216,108 @@ async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_pee
     }
     f.stop().await;
 }
+
+/// A backup of RU's node, its log ending with a checkpoint RU signed (a clean stop signs
+/// one, and the backup is taken after the restart).
+async fn backup_of(member: &str, tag: &str) -> Vec<u8> {
+    let mut node = TestNode::start(member).await.expect("starts");
+    ingest_marks(&node, tag, 2).await;
+    node.restart().await.expect("restarts");
+    let bytes = node.client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
+    node.stop().await;
+    let snap = tamga_node::backup::decode(&bytes).expect("decodes");
+    assert!(snap.iter().any(|(k, _)| k.first() == Some(&b'K')), "the backup holds a signed checkpoint");
+    bytes
+}
+
+/// Neither the store nor the store being built is left in `data_dir`.
+fn nothing_left(data_dir: &std::path::Path) {
+    let store = tamga_node::daemon::STORE_DIR;
+    for left in [store.to_owned(), format!("{store}.restoring")] {
+        assert!(!data_dir.join(&left).exists(), "{left} is left in the data directory");
+    }
+}
+
+/// RU's backup restored into KZ's data directory would give KZ's node a log whose
+/// checkpoints RU signed, and RU's records as its own: it is refused, naming both
+/// members, and nothing is left. Into a directory without a node.toml it restores, and
+/// says that who signed the log was not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_another_member_restores_nothing_naming_both() {
+    let bytes = backup_of("RU", "ru").await;
+    let kz = TestNode::init("KZ", |_| {}).expect("inits");
+    let data_dir = kz.config().expect("config").data_dir;
+    let file = kz.dir.path().join("ru.backup");
+    std::fs::write(&file, &bytes).expect("writes");
+    let e = format!("{:#}", tamga_node::cli::restore_file(&data_dir, &file).expect_err("refused"));
+    assert!(e.contains("RU's") && e.contains("KZ's"), "names both members: {e}");
+    nothing_left(&data_dir);
+
+    let bare = tempfile::tempdir().expect("tempdir");
+    let done = tamga_node::cli::restore_file(bare.path(), &file).expect("restores").to_string();
+    assert!(done.contains("as a hash chain only") && done.contains("cannot check who signed"), "{done}");
+}
+
+/// A forger edits an entry of KZ's backed-up log and makes everything after it again:
+/// the chain, the heads of the checkpoints after the edit (signed with its own key, in
+/// KZ's name), the head, and the backup's digest. Only the checkpoints' signatures give it away, and the
+/// restore checks them under KZ's key: refused, nothing left. The same rewrite signed
+/// with KZ's own key restores, so it is the signature alone that refuses the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_log_whose_checkpoints_another_key_signed_restores_nothing() {
+    use tamga_node::audit::{Action, AuditEntry, GENESIS};
+    use tamga_protocol::{Checkpoint, Digest, SigningKey};
+
+    let snap = tamga_node::backup::decode(&backup_of("KZ", "kz").await).expect("decodes");
+    let rewrite = |key: &SigningKey| {
+        let mut snap = snap.clone();
+        let mut prev = GENESIS;
+        let mut hashes = std::collections::HashMap::new();
+        let mut edited = false;
+        let mut signed = Vec::new();
+        for (k, v) in snap.iter_mut().filter(|(k, _)| k.first() == Some(&b'A')) {
+            let mut e: AuditEntry = serde_json::from_slice(&v[32..]).expect("an entry");
+            if e.action == Action::Ingested && !edited {
+                e.reason = Some("nothing was ingested".into());
+                edited = true;
+            }
+            // Checkpoints of the entries before the edit still match, and are left as KZ signed them.
+            if let Some(cp) = e.checkpoint.as_mut().filter(|cp| cp.head != hashes[&cp.seq]) {
+                *cp = Checkpoint::sign(cp.member, cp.seq, hashes[&cp.seq], cp.time_ms, key);
+                signed.push(cp.clone());
+            }
+            e.prev = prev;
+            let bytes = e.to_bytes();
+            prev = Digest::of(&bytes);
+            hashes.insert(u64::from_be_bytes(k[1..9].try_into().expect("a seq")), prev);
+            *v = [prev.0.as_slice(), &bytes].concat();
+        }
+        assert!(edited && !signed.is_empty(), "an ingest entry before a checkpoint was edited");
+        let head = *hashes.keys().max().expect("entries");
+        for (k, v) in snap.iter_mut() {
+            match k.first() {
+                Some(b'H') => *v = [head.to_be_bytes().as_slice(), &prev.0].concat(),
+                Some(b'K') => {
+                    let seq = u64::from_be_bytes(k[1..9].try_into().expect("a seq"));
+                    if let Some(cp) = signed.iter().find(|c| c.seq == seq) {
+                        *v = tamga_protocol::codec::encode_stored(cp).expect("encodes");
+                    }
+                }
+                _ => {}
+            }
+        }
+        tamga_node::backup::encode(&snap)
+    };
+
+    let kz = TestNode::init("KZ", |_| {}).expect("inits");
+    let data_dir = kz.config().expect("config").data_dir;
+    let file = kz.dir.path().join("forged.backup");
+    std::fs::write(&file, rewrite(&SigningKey::from_bytes(&[7; 32]))).expect("writes");
+    let e = format!("{:#}", tamga_node::cli::restore_file(&data_dir, &file).expect_err("refused"));
+    assert!(e.contains("not signed by KZ's key"), "{e}");
+    nothing_left(&data_dir);
+
+    let own = SigningKey::from_bytes(&tamga_config::demo::demo_secret("KZ".parse().expect("valid")));
+    std::fs::write(&file, rewrite(&own)).expect("writes");
+    tamga_node::cli::restore_file(&data_dir, &file).expect("a rewrite KZ's key signed restores");
+}
