@@ -297,8 +297,12 @@ async fn a_summary_keeps_only_the_streams_shared_with_its_sender() {
     let mut f = TestFederation::start(&["RU"]).await.expect("starts");
     let ru = f.node("RU");
     let ru_code: tamga_protocol::MemberCode = "RU".parse().expect("valid");
-    let (h, cancel) = rogue_uz(ru, |request| match request {
-        Request::Summary(_) => Response::Summary(tamga_protocol::Summary { streams: vec![] }),
+    // UZ answers RU's own summaries (each anti-entropy round) with the one it last sent:
+    // a summary replaces the one before, whichever side started the exchange.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(tamga_protocol::Summary { streams: vec![] }));
+    let answer = last.clone();
+    let (h, cancel) = rogue_uz(ru, move |request| match request {
+        Request::Summary(_) => Response::Summary(answer.lock().expect("not poisoned").clone()),
         _ => Response::Error("no".into()),
     })
     .await;
@@ -314,7 +318,7 @@ async fn a_summary_keeps_only_the_streams_shared_with_its_sender() {
         let mut streams: Vec<_> = (0..4000).map(|i| stream("UZ", &agreement_of(i))).collect();
         streams.push(stream("KZ", "ru-kz-enforcement"));
         streams.push(stream(shared, "sco-ipr-2012"));
-        Request::Summary(tamga_protocol::Summary { streams })
+        tamga_protocol::Summary { streams }
     };
     let kept = || {
         let states = ru.node().shared().sync.snapshot();
@@ -323,7 +327,9 @@ async fn a_summary_keeps_only_the_streams_shared_with_its_sender() {
     for (shared, agreement_of) in
         [("UZ", (|i| format!("made-up-{i}")) as fn(usize) -> String), ("CN", |i| format!("other-{i}"))]
     {
-        let reply = h.request(ru_code, summary(shared, agreement_of)).await.expect("answered");
+        let sent = summary(shared, agreement_of);
+        *last.lock().expect("not poisoned") = sent.clone();
+        let reply = h.request(ru_code, Request::Summary(sent)).await.expect("answered");
         assert!(matches!(reply, Response::Summary(_)), "{reply:?}");
         let want = vec![format!("{shared}/sco-ipr-2012")];
         wait_for("RU keeps the one stream it shares with UZ", || {
