@@ -272,7 +272,8 @@ impl Writer {
         let _ = self.tx.send(Op::PeerCheckpoint(cp)).await;
     }
 
-    /// A consistent copy of the store.
+    /// A consistent copy of the store, its audit log ending with a checkpoint signed over
+    /// its last entry.
     pub async fn snapshot(&self) -> Result<Snapshot, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Snapshot { reply }).await.map_err(|_| WriteError::Stopped)?;
@@ -575,6 +576,11 @@ impl WriterTask {
                 }
                 Op::Snapshot { reply } => snapshots.push(reply),
             }
+        }
+        // A snapshot (a backup) ends with a checkpoint over its last entry, so that a
+        // restore can check who signed all of its log, not only up to the last one due.
+        if !snapshots.is_empty() {
+            self.audit.force = true;
         }
         let checkpoint = self.checkpoint_if_due(&mut batch, &mut head, now);
         durable |= checkpoint.is_some();
@@ -2174,6 +2180,29 @@ mod tests {
         assert_eq!(store.stream_head(&rms).expect("reads"), 2, "once");
         let r = store.record(&id).expect("reads").expect("held");
         assert_eq!(r.shares, vec![(rms.agreement.clone(), 1), (rms.agreement.clone(), 2)]);
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
+    // A snapshot's log ends with a checkpoint over its last entry, however few entries
+    // came since the last one due.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_snapshot_ends_with_a_checkpoint_over_its_last_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        // The first group signs a checkpoint (none yet); the second is not due one.
+        writer.ingest(vec![kz_method("M1")]).await.expect("stored");
+        writer.ingest(vec![kz_method("M2")]).await.expect("stored");
+        let (head, _) = store.audit_head().expect("reads").expect("an entry");
+        let before = store.latest_checkpoint().expect("reads").map_or(0, |c| c.seq);
+        assert!(before + 1 < head, "no checkpoint over the last entry yet: {before} of {head}");
+        let snap = writer.snapshot().await.expect("copied");
+        // Signed over every entry before it; its own entry, which carries it, comes last.
+        let cp = store.latest_checkpoint().expect("reads").expect("a checkpoint");
+        let (last, _) = store.audit_head().expect("reads").expect("an entry");
+        assert_eq!((cp.seq, last), (head, head + 1));
+        assert!(snap.iter().any(|(k, _)| k.first() == Some(&b'K')), "the copy holds it");
         drop(writer);
         handle.await.expect("the writer ends");
     }
