@@ -53,6 +53,16 @@ pub enum StartError {
         /// Why.
         source: StoreError,
     },
+    /// The store's audit log is another member's: its latest checkpoint names it.
+    #[error("the store in {dir} holds {theirs}'s audit log (its latest checkpoint is signed as {theirs}), but this node is {member}; restore this node's own backup, or give it an empty data directory")]
+    ForeignLog {
+        /// The store directory.
+        dir: PathBuf,
+        /// The member the log's checkpoint names.
+        theirs: String,
+        /// This node's member.
+        member: String,
+    },
     /// The API address could not be bound.
     #[error("cannot listen on {addr} for the API: {source}")]
     Bind {
@@ -168,6 +178,16 @@ impl Node {
         let dir = config.data_dir.join(STORE_DIR);
         let store = Store::open_with_cache(&dir, config.store.cache_mb)
             .map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        // Its entries would go on another member's chain, signed as this one.
+        let latest =
+            store.latest_checkpoint().map_err(|source| StartError::Store { dir: dir.clone(), source })?;
+        if let Some(cp) = latest.filter(|cp| cp.member != config.member) {
+            return Err(StartError::ForeignLog {
+                dir,
+                theirs: cp.member.to_string(),
+                member: config.member.to_string(),
+            });
+        }
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let policy = Arc::new(PolicyCell::new(fed));

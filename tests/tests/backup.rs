@@ -1,5 +1,6 @@
 //! A backup taken while records are ingested restores to a node holding a
-//! prefix-consistent set of them, with a verifying audit log.
+//! prefix-consistent set of them, with a verifying audit log. Another member's backup, or
+//! store, is refused by the node that would run on it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,4 +321,36 @@ async fn a_rewritten_log_whose_checkpoints_another_key_signed_restores_nothing()
     let own = SigningKey::from_bytes(&tamga_config::demo::demo_secret("KZ".parse().expect("valid")));
     std::fs::write(&file, rewrite(&own)).expect("writes");
     tamga_node::cli::restore_file(&data_dir, &file).expect("a rewrite KZ's key signed restores");
+}
+
+/// A store whose audit log another member signed is not run: KZ's node, given RU's store,
+/// refuses to start, naming both, and the store is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_log_another_member_signed_does_not_start() {
+    let mut ru = TestNode::start("RU").await.expect("starts");
+    let r = record_json(&example_catalog(), "rms.method", "public", "ru's");
+    ru.client(Role::Operator).post("/v1/records", &r).await.expect("ingests");
+    ru.stop().await;
+    let mut kz = TestNode::init("KZ", |_| {}).expect("inits");
+    let store = |n: &TestNode| n.config().expect("loads").data_dir.join(tamga_node::daemon::STORE_DIR);
+    let (from, to) = (store(&ru), store(&kz));
+    let _ = std::fs::remove_dir_all(&to);
+    std::fs::create_dir_all(&to).expect("makes");
+    let mut files = vec![from.clone()];
+    while let Some(dir) = files.pop() {
+        for entry in std::fs::read_dir(&dir).expect("lists") {
+            let path = entry.expect("reads").path();
+            let target = to.join(path.strip_prefix(&from).expect("inside"));
+            if path.is_dir() {
+                std::fs::create_dir_all(&target).expect("makes");
+                files.push(path);
+            } else {
+                std::fs::copy(&path, &target).expect("copies");
+            }
+        }
+    }
+    let e = kz.restart().await.expect_err("refused").to_string();
+    assert!(e.contains("holds RU's audit log") && e.contains("this node is KZ"), "{e}");
+    ru.restart().await.expect("RU's own node still starts on it");
+    ru.stop().await;
 }
