@@ -608,30 +608,49 @@ fn verify_inbound(
     if p.envelope.expires_ms <= now {
         return Err(format!("{}: expired", refuse(ctx, "expired")));
     }
-    if p.envelope.kind == EntryKind::Revoke {
+    Ok(id)
+}
+
+/// Does this node's accept policy take `p` (which passed [`verify_inbound`]) from
+/// `sender`? A refusal here is this node's own choice about a projection its origin
+/// signed for it, not a fault of the sender's.
+fn accepts(ctx: &Ctx, fed: &Federation, sender: MemberCode, p: &Projection, now: i64) -> Result<(), String> {
+    let Some(agreement) = fed.agreement(&p.envelope.agreement) else {
+        return Err(format!(
+            "{}: unknown agreement {}",
+            refuse(ctx, "unknown_agreement"),
+            p.envelope.agreement
+        ));
+    };
+    let decided = if p.envelope.kind == EntryKind::Revoke {
         // A revocation reveals nothing and only makes holders purge: accepted whatever the
         // accept rules and the dates say now, but only from whom a share could come.
         tamga_config::decide_accept_revocation(&p.header, agreement, sender, fed)
-            .map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))?;
-        return Ok(id);
-    }
-    tamga_config::decide_accept(&p.header, agreement, sender, fed, now)
-        .map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))?;
-    Ok(id)
+    } else {
+        tamga_config::decide_accept(&p.header, agreement, sender, fed, now)
+    };
+    decided.map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))
 }
 
 /// Verify, store, and answer with receipts.
 async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> PushReply {
-    let (items, refused) = check_all(ctx, from, projections).await;
+    let Checked { good: items, refused, declined } = check_all(ctx, from, projections).await;
     let mut reply = PushReply { receipts: Vec::new(), refused };
+    let me = ctx.shared.config.member;
+    let declined: Vec<(StreamKey, u64, MemberCode)> = declined.into_iter().map(|(s, q)| (s, q, me)).collect();
     if items.is_empty() {
+        if !declined.is_empty() {
+            if let Err(e) = ctx.shared.writer.received(from, Vec::new(), declined).await {
+                tracing::warn!(%from, error = %e, "numbers declined here not marked");
+            }
+        }
         return reply;
     }
     // What each receipt would say, taken before the projections go to the writer.
     let answers: Vec<(u32, ReceiptItem)> =
         items.iter().map(|(i, id, p)| (*i, ReceiptItem::of(*id, p))).collect();
     let signed: Vec<(RecordId, Projection)> = items.into_iter().map(|(_, id, p)| (id, p)).collect();
-    match ctx.shared.writer.received(from, signed, Vec::new()).await {
+    match ctx.shared.writer.received(from, signed, declined).await {
         Ok(taken) => {
             // A receipt says the projection is held here: none for one purged here.
             let mut acked = Vec::with_capacity(answers.len());
@@ -647,7 +666,6 @@ async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> P
                 reply.refused.push(Refusal { index: i, reason: reason.to_owned() });
             }
             // One signature for the whole push (see `Receipt::sign_batch`).
-            let me = ctx.shared.config.member;
             reply.receipts = Receipt::sign_batch(acked, me, now_ms(), &ctx.shared.identity.signing);
         }
         Err(e) => {
@@ -660,15 +678,10 @@ async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> P
 }
 
 /// Verify every projection; audit and refuse the bad ones.
-async fn check_all(
-    ctx: &Ctx,
-    from: MemberCode,
-    projections: Vec<Projection>,
-) -> (Vec<(u32, RecordId, Projection)>, Vec<Refusal>) {
+async fn check_all(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> Checked {
     let fed = ctx.shared.fed();
     let now = now_ms();
-    let mut good = Vec::new();
-    let mut refused = Vec::new();
+    let (mut good, mut refused, mut declined) = (Vec::new(), Vec::new(), Vec::new());
     // Batch signature verification (about twice the single rate) against each origin's
     // first roster key; the rest of the checks run per projection.
     let signed: Vec<Option<Result<RecordId, tamga_protocol::disclosure::VerifyError>>> = {
@@ -687,24 +700,51 @@ async fn check_all(
     };
     for ((i, p), signed) in projections.into_iter().enumerate().zip(signed) {
         let i = i as u32;
-        match verify_inbound(ctx, &fed, from, &p, signed, now) {
-            Ok(id) => good.push((i, id, p)),
-            Err(reason) => {
-                audit_refusal(ctx, from, &reason, now, || {
-                    let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
-                        .peer(from)
-                        .agreement(p.envelope.agreement.clone())
-                        .reason(reason.clone());
-                    ev.category = Some(p.header.category.clone());
-                    ev.record = p.record_id().ok();
-                    ev
-                })
-                .await;
-                refused.push(Refusal { index: i, reason });
+        let checked = verify_inbound(ctx, &fed, from, &p, signed, now)
+            .map(|id| (id, accepts(ctx, &fed, from, &p, now)));
+        let reason = match checked {
+            Ok((id, Ok(()))) => {
+                good.push((i, id, p));
+                continue;
             }
-        }
+            Ok((_, Err(reason))) => {
+                // Never of our own streams: what a peer holds of them is taken back (see
+                // `take_back`), not marked.
+                if p.header.origin != fed.me {
+                    let stream =
+                        StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
+                    declined.push((stream, p.envelope.seq));
+                }
+                reason
+            }
+            Err(reason) => reason,
+        };
+        audit_refusal(ctx, from, &reason, now, || {
+            let mut ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                .peer(from)
+                .agreement(p.envelope.agreement.clone())
+                .reason(reason.clone());
+            ev.category = Some(p.header.category.clone());
+            ev.record = p.record_id().ok();
+            ev
+        })
+        .await;
+        refused.push(Refusal { index: i, reason });
     }
-    (good, refused)
+    Checked { good, refused, declined }
+}
+
+/// What [`check_all`] made of the projections a peer sent.
+struct Checked {
+    /// Those that verify and that this node's accept policy takes, with their index and
+    /// record id.
+    good: Vec<(u32, RecordId, Projection)>,
+    /// The others, each with why (audited).
+    refused: Vec<Refusal>,
+    /// Of those, the numbers that verify but that this node's accept policy refuses: its
+    /// own choice, marked withheld on its own word so that its streams' heads pass them
+    /// (and asked of their origin again, as any number withheld on another's word is).
+    declined: Vec<(StreamKey, u64)>,
 }
 
 /// [`tamga_protocol::verify_many`], split across the machine's cores when the batch is
@@ -1244,10 +1284,10 @@ fn next_pull(
 }
 
 /// What a pull brought that was asked for: the verified projections, and the numbers
-/// the peer says are withheld from us.
+/// withheld from us, each with whose word it is (the peer's, or ours: declined).
 struct Pulled {
     items: Vec<(RecordId, Projection)>,
-    withheld: Vec<(StreamKey, u64)>,
+    withheld: Vec<(StreamKey, u64, MemberCode)>,
 }
 
 /// Verify a pull's reply; `None` if the pull failed.
@@ -1280,7 +1320,6 @@ async fn check_pull(
         })
         .filter(|(s, q)| asked(s, *q))
         .collect();
-    let withheld = withheld.into_iter().collect();
     let projections: Vec<Projection> = reply
         .projections
         .into_iter()
@@ -1291,8 +1330,15 @@ async fn check_pull(
             )
         })
         .collect();
-    let (items, _refused) = check_all(ctx, peer, projections).await;
-    let items = items.into_iter().map(|(_, id, p)| (id, p)).collect();
+    let checked = check_all(ctx, peer, projections).await;
+    let items = checked.good.into_iter().map(|(_, id, p)| (id, p)).collect();
+    // On the peer's word, or on this node's own (declined by its accept policy).
+    let me = ctx.shared.config.member;
+    let withheld = withheld
+        .into_iter()
+        .map(|(s, q)| (s, q, peer))
+        .chain(checked.declined.into_iter().map(|(s, q)| (s, q, me)))
+        .collect();
     Some(Pulled { items, withheld })
 }
 

@@ -120,8 +120,9 @@ pub enum Op {
         from: MemberCode,
         /// The projections, each already verified, with its record id.
         items: Vec<(RecordId, Projection)>,
-        /// Sequence numbers the sender says exist but are not for this node.
-        withheld: Vec<(StreamKey, u64)>,
+        /// Sequence numbers that exist but are not for this node, each with the member on
+        /// whose word: the sender's, or this node's own (its accept policy declined them).
+        withheld: Vec<(StreamKey, u64, MemberCode)>,
         /// Where to answer: per item, what became of it.
         reply: oneshot::Sender<Result<Vec<Taken>, WriteError>>,
     },
@@ -217,12 +218,13 @@ impl Writer {
         }
     }
 
-    /// Store verified projections from a peer; answers once they are durable.
+    /// Store verified projections from a peer, and mark numbers withheld from this node,
+    /// each on its claimant's word (see [`Op::Received`]); answers once they are durable.
     pub async fn received(
         &self,
         from: MemberCode,
         items: Vec<(RecordId, Projection)>,
-        withheld: Vec<(StreamKey, u64)>,
+        withheld: Vec<(StreamKey, u64, MemberCode)>,
     ) -> Result<Vec<Taken>, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::Received { from, items, withheld, reply }).await.map_err(|_| WriteError::Stopped)?;
@@ -914,7 +916,7 @@ impl WriterTask {
         &self,
         from: MemberCode,
         items: Vec<(RecordId, Projection)>,
-        withheld: Vec<(StreamKey, u64)>,
+        withheld: Vec<(StreamKey, u64, MemberCode)>,
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         seqs: &mut GroupSeqs,
@@ -949,8 +951,10 @@ impl WriterTask {
                     continue;
                 }
                 // Withheld only on a peer's word, which no one signs; the origin signed
-                // this projection with us in its audience, so it is ours after all.
-                if let Some(by) = self.store.pending(batch).withheld_on_word_of(&stream, seq)? {
+                // this projection with us in its audience, so it is ours after all. (Or
+                // on our own: declined by an accept policy that takes it now.)
+                let by = self.store.pending(batch).withheld_on_word_of(&stream, seq)?;
+                if let Some(by) = by.filter(|by| *by != self.me) {
                     contradicted.entry((by, stream.clone())).or_default().push(seq);
                 }
                 batch.remove_withheld(&stream, seq);
@@ -982,10 +986,10 @@ impl WriterTask {
                 ));
             self.append(batch, head, ev, now);
         }
-        for (stream, seq) in withheld {
+        for (stream, seq, by) in withheld {
             if !seqs.known(&self.store, batch, &stream, seq)? {
-                batch.put_withheld(&stream, seq, from);
-            } else if from == stream.origin
+                batch.put_withheld(&stream, seq, by);
+            } else if by == stream.origin
                 && self.store.pending(batch).withheld_on_word_of(&stream, seq)?.is_some()
             {
                 batch.confirm_withheld(&stream, seq);
@@ -2625,7 +2629,7 @@ mod tests {
         let (writer, handle) = task.spawn(CancellationToken::new());
         let (ru, uz): (MemberCode, MemberCode) = ("RU".parse().expect("valid"), "UZ".parse().expect("valid"));
         let stream = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
-        let claims = vec![(stream.clone(), 1), (stream.clone(), 2)];
+        let claims = vec![(stream.clone(), 1, uz), (stream.clone(), 2, uz)];
         assert_eq!(writer.received(uz, Vec::new(), claims).await.expect("stored"), vec![]);
         assert_eq!(store.stream_head(&stream).expect("reads"), 2, "claims count as known");
         let taken = writer.received(ru, projections(1..=1), Vec::new()).await.expect("stored");
@@ -2657,8 +2661,10 @@ mod tests {
 
     // A number said withheld by a peer other than its origin is kept as unconfirmed, to be
     // asked of the origin again; the origin saying so too confirms it, and the origin's
-    // signed projection of it ends the claim whole. What the origin says first is not
-    // unconfirmed, nor made so by a peer saying it again.
+    // signed projection of it ends the claim whole, audited against the peer. What the
+    // origin says first is not unconfirmed, nor made so by a peer saying it again. A
+    // number this node declined itself (its accept policy) is unconfirmed too, and its
+    // projection taken later audits no one.
     #[tokio::test(flavor = "current_thread")]
     async fn a_withheld_number_on_another_peers_word_waits_for_the_origins() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -2666,21 +2672,39 @@ mod tests {
         let (writer, handle) = task.spawn(CancellationToken::new());
         let (ru, uz): (MemberCode, MemberCode) = ("RU".parse().expect("valid"), "UZ".parse().expect("valid"));
         let stream = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
-        let claims = |seqs: &[u64]| seqs.iter().map(|&s| (stream.clone(), s)).collect::<Vec<_>>();
+        let kz: MemberCode = "KZ".parse().expect("valid");
+        let claims =
+            |by: MemberCode, seqs: &[u64]| seqs.iter().map(|&s| (stream.clone(), s, by)).collect::<Vec<_>>();
         let unconfirmed = || store.unconfirmed_withheld(&stream, 1, u64::MAX, 100).expect("reads");
-        writer.received(ru, Vec::new(), claims(&[1])).await.expect("stored");
-        writer.received(uz, Vec::new(), claims(&[1, 2, 3, 5])).await.expect("stored");
+        writer.received(ru, Vec::new(), claims(ru, &[1])).await.expect("stored");
+        writer.received(uz, Vec::new(), claims(uz, &[1, 2, 3, 5])).await.expect("stored");
         assert_eq!(unconfirmed(), vec![2, 3, 5], "1 is the origin's word");
         assert_eq!(store.stream_head(&stream).expect("reads"), 3);
         assert_eq!(store.unconfirmed_withheld(&stream, 3, 4, 100).expect("reads"), vec![3], "within bounds");
         assert_eq!(store.unconfirmed_withheld(&stream, 1, u64::MAX, 1).expect("reads"), vec![2], "at most");
-        writer.received(ru, Vec::new(), claims(&[2])).await.expect("stored");
+        writer.received(ru, Vec::new(), claims(ru, &[2])).await.expect("stored");
         assert_eq!(unconfirmed(), vec![3, 5], "2 confirmed by its origin");
         assert!(store.view().is_withheld(&stream, 2).expect("reads"), "and still withheld");
         let taken = writer.received(ru, projections(3..=3), Vec::new()).await.expect("stored");
         assert_eq!(taken, vec![Taken::New]);
         assert_eq!(unconfirmed(), vec![5], "3 is held: the claim is gone");
         assert!(!store.view().is_withheld(&stream, 3).expect("reads"));
+        writer.received(ru, Vec::new(), claims(kz, &[4])).await.expect("stored");
+        assert_eq!(unconfirmed(), vec![4, 5], "declined here: asked of the origin again");
+        assert_eq!(store.stream_head(&stream).expect("reads"), 5, "the head passes it");
+        let taken = writer.received(ru, projections(4..=4), Vec::new()).await.expect("stored");
+        assert_eq!(taken, vec![Taken::New]);
+        assert_eq!(unconfirmed(), vec![5]);
+        let (last, _) = store.audit_head().expect("reads").expect("an entry");
+        let against: Vec<String> = store
+            .audit_entries(1, last)
+            .filter_map(|e| {
+                let (_, _, bytes) = e.expect("reads");
+                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+                (v["action"] == "rejected").then(|| v["peer"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        assert_eq!(against, vec!["UZ".to_owned()], "the peer's false claim only");
         drop(writer);
         handle.await.expect("the writer ends");
     }

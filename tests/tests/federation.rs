@@ -2,7 +2,8 @@
 //! agreements and policies allow it — computed here from the files — and not one record
 //! more; redacted fields never arrive; bilateral records stay bilateral; a stopped node
 //! catches up; a cut link heals through a relay; a changed agreement stops only itself;
-//! the same holds over QUIC, and between members on TCP and members on QUIC.
+//! the same holds over QUIC, and between members on TCP and members on QUIC; what a
+//! member's accept policy declines does not hold its streams back.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -642,5 +643,56 @@ async fn a_member_resumed_by_the_policy_receives_what_was_made_while_it_was_paus
         .filter(|p| p["agreement"] == "sco-energy-2008")
         .collect();
     assert_eq!(energy.len(), 2, "projected again, once: {shown:#}");
+    f.stop().await;
+}
+
+/// RU shares its energy records with KZ, whose accept policy takes them only from CN: KZ
+/// declines each, and marks its number withheld on its own word, so that its head of RU's
+/// stream passes it (a number it neither holds nor knows withheld would be asked for at
+/// every exchange, and hold the head back for good). Once KZ's policy takes them from RU,
+/// KZ asks RU for those numbers again and holds the records, and audits no one for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_number_declined_by_the_accept_policy_is_passed_until_the_policy_takes_it() {
+    const ACCEPT: &str = "[[accept]]\nagreement = \"sco-energy-2008\"\n";
+    let from_cn_only = |m: &str, dir: &std::path::Path| {
+        if m == "KZ" {
+            let policy = dir.join("policies/KZ.toml");
+            let text = std::fs::read_to_string(&policy).expect("reads");
+            assert_eq!(text.matches(ACCEPT).count(), 1);
+            std::fs::write(&policy, text.replace(ACCEPT, &format!("{ACCEPT}from = [\"CN\"]\n")))
+                .expect("writes");
+        }
+    };
+    let mut f = TestFederation::start_with(&["KZ", "RU"], from_cn_only).await.expect("starts");
+    let ids = ingest(&f, "RU", "declined", &["energy.transfer"]).await;
+    let (ru, kz) = (f.node("RU"), f.node("KZ"));
+    let stream = tamga_protocol::StreamKey {
+        origin: "RU".parse().expect("valid"),
+        agreement: "sco-energy-2008".parse().expect("valid"),
+    };
+    let head = ru.node().shared().store.stream_head(&stream).expect("reads");
+    assert!(head >= 2, "RU shared its energy records: {head}");
+    wait_for("KZ's head of RU's energy stream passes what it declined", || {
+        let at_kz = kz.node().shared().store.stream_head(&stream).expect("reads");
+        async move { at_kz == head }
+    })
+    .await;
+    converge(&f, "while KZ declines RU's energy records").await;
+    let held = |recs: Vec<Value>| recs.iter().filter(|r| ids.iter().any(|id| r["id"] == id.as_str())).count();
+    assert_eq!(held(records(kz).await), 0, "declined");
+
+    let policy = kz.federation.as_ref().expect("own copy").path().join("policies/KZ.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    std::fs::write(&policy, text.replace("from = [\"CN\"]\n", "")).expect("writes");
+    let v = kz.client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+    assert_eq!(v["outcome"], "loaded", "{v}");
+    converge(&f, "once KZ takes RU's energy records").await;
+    assert_eq!(held(records(kz).await), 2, "the public and the non-confidential record");
+    let against_itself = kz
+        .client(Role::Auditor)
+        .get("/v1/audit", &[("action", "rejected".into()), ("peer", "KZ".into())])
+        .await
+        .expect("audit");
+    assert_eq!(against_itself.as_array().map(Vec::len), Some(0), "{against_itself:#}");
     f.stop().await;
 }
