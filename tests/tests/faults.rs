@@ -718,6 +718,27 @@ async fn disk_full_refuses_writes_clearly_and_loses_nothing() {
         .expect("status answers on a full disk");
     println!("disk full: status while full: {}", status.map_or_else(|e| e.to_string(), |_| "ok".into()));
 
+    // A reload while full: its `policy_loaded` entry cannot be stored, so the new policy is
+    // not put in force (the file watcher may try first; it fails the same way).
+    let admin = ru.client(Role::Admin);
+    let policy = ru.files.federation.as_ref().expect("own copy").path().join("policies/RU.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    let lifted = text.replace("except = [\"TJ\"]\n", "");
+    assert_ne!(text, lifted, "the example RU policy pauses TJ's energy data");
+    let in_force =
+        || async { call("the policy in force", admin.get("/v1/policy", &[])).await["digest"].clone() };
+    let before = in_force().await;
+    std::fs::write(&policy, &lifted).expect("writes");
+    match tokio::time::timeout(CALL, admin.post("/v1/policy/reload", &json!({}))).await {
+        Ok(Err(ClientError::Api { status, message, .. })) => {
+            assert_eq!(status.as_u16(), 503, "{message}");
+            assert!(message.contains("could not be audited"), "{message}");
+        }
+        other => panic!("a reload that cannot be audited: {other:?}"),
+    }
+    assert_eq!(in_force().await, before, "the policy in force stays");
+    std::fs::write(&policy, &text).expect("writes");
+
     // Space returns.
     std::fs::remove_file(fs.path.join("filler")).expect("remove filler");
     let again =

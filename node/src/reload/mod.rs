@@ -26,6 +26,7 @@
 //!   in force F ───────────────────────────────────────────────▶ loading (lock held)
 //!   loading ── every file valid, digest ≠ F ──▶ PolicyCell::set(F'), notify subscribers,
 //!                                              audit policy_loaded (digest F') ──▶ in force F'
+//!                                              (the entry not stored: set F back ──▶ in force F)
 //!   loading ── every file valid, digest = F ──▶ unchanged (nothing audited) ──▶ in force F
 //!   loading ── any error ──▶ audit policy_refused (the errors) ──▶ in force F
 //! ```
@@ -128,14 +129,34 @@ pub struct Reloaded {
 }
 
 /// Why a reload was refused; the policy set in force did not change.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the new policy files are invalid; the policy {} stays in force:\n{errors}", in_force.to_hex())]
+#[derive(Debug, Clone)]
 pub struct Refused {
-    /// Every error in the files, with path, line and column.
+    /// Every error in the files, with path, line and column (none when `unaudited`).
     pub errors: ConfigErrors,
     /// The digest of the set still in force.
     pub in_force: Digest,
+    /// The files were valid, but their `policy_loaded` entry could not be stored (the
+    /// store's error): a policy in force that the log does not show is not kept.
+    pub unaudited: Option<String>,
 }
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stays = self.in_force.to_hex();
+        match &self.unaudited {
+            None => write!(
+                f,
+                "the new policy files are invalid; the policy {stays} stays in force:\n{}",
+                self.errors
+            ),
+            Some(why) => {
+                write!(f, "the new policy could not be audited ({why}); the policy {stays} stays in force")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// What the reloader remembers about the set in force.
 #[derive(Debug, Clone)]
@@ -264,26 +285,37 @@ impl Reloader {
         // The swap: from here on every decision that reads the cell sees the new set.
         self.inner.cell.set(fed.clone());
         let took = started.elapsed();
-        {
+        let before = {
             let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            *st = InForce {
+            let new = InForce {
                 fed: fed.clone(),
                 sources: Some(Arc::new(sources)),
                 since_ms: now_ms(),
                 trigger: Some(trigger),
             };
-        }
+            std::mem::replace(&mut *st, new)
+        };
         self.inner.tx.send_replace(fed.clone());
         let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-        self.audit(AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).policy(fed.policy_digest).reason(
-            format!(
+        let loaded =
+            AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).policy(fed.policy_digest).reason(format!(
                 "reloaded on {trigger}: policy {} replaces {}; files changed: {}",
                 fed.policy_digest.to_hex(),
                 old.policy_digest.to_hex(),
                 if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-            ),
-        ))
-        .await;
+            ));
+        if let Err(e) = self.inner.writer.audit_durable(loaded).await {
+            // Audited or not in force (invariant 6): the set before goes back.
+            self.inner.cell.set(old.clone());
+            *self.inner.state.lock().unwrap_or_else(|p| p.into_inner()) = before;
+            self.inner.tx.send_replace(old.clone());
+            tracing::error!(error = %e, "the reload's audit entry is not stored; the policy in force stays");
+            return Err(Refused {
+                errors: ConfigErrors(Vec::new()),
+                in_force: old.policy_digest,
+                unaudited: Some(e.to_string()),
+            });
+        }
         tracing::info!(
             trigger = trigger.as_str(),
             digest = %fed.policy_digest.to_hex(),
@@ -294,8 +326,9 @@ impl Reloader {
         Ok(Reloaded { changed: true, previous: old.policy_digest, digest: fed.policy_digest, files, took })
     }
 
-    /// Audit what a reload did, durably before the caller answers (an admin's API call
-    /// among them), as the node's other answered events are.
+    /// Audit a refused reload, durably before the caller answers (an admin's API call
+    /// among them), as the node's other answered events are. A refusal changes nothing,
+    /// so an entry that cannot be stored is only logged.
     async fn audit(&self, ev: AuditEvent) {
         if let Err(e) = self.inner.writer.audit_durable(ev).await {
             tracing::warn!(error = %e, "the reload's audit entry is not stored");
@@ -325,7 +358,7 @@ impl Reloader {
             errors = n,
             "policy reload refused; the old policy stays in force"
         );
-        Refused { errors, in_force: old.policy_digest }
+        Refused { errors, in_force: old.policy_digest, unaudited: None }
     }
 
     /// Start the reload task: file polling and SIGHUP as `opts` says, agreement

@@ -78,6 +78,11 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Response {
             "took_ms": r.took.as_secs_f64() * 1000.0,
         }))
         .into_response(),
+        Err(refused) if refused.unaudited.is_some() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": refused.to_string(), "digest": refused.in_force.to_hex() })),
+        )
+            .into_response(),
         Err(refused) => {
             let n = refused.errors.len();
             (
