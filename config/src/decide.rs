@@ -39,10 +39,13 @@ use crate::catalog::Catalog;
 use crate::federation::Federation;
 use crate::policy::{Policy, ShareRule};
 
-/// How far past this node's clock a record's creation time may be (clocks of members
-/// differ a little): 10 minutes. A record created later is neither shared nor accepted,
-/// so no one can make a record outlast its agreement's retention by dating it ahead.
-pub const MAX_CREATED_AHEAD_MS: i64 = 10 * 60 * 1000;
+/// How far past this node's clock a record's creation time may be for the record to be
+/// shared or accepted: 2 days. Members' clocks differ, and a node whose clock is a day
+/// off still exchanges records with the rest (what it declines meanwhile it asks for
+/// again); a record dated further ahead would have its retention run from a time not yet
+/// come, so dating ahead stretches a record's retention by 2 days at most. (The API holds
+/// its own ingest to a tighter bound.)
+pub const MAX_CREATED_AHEAD_MS: i64 = 2 * 86_400_000;
 
 /// Why a record is not sent to (or not accepted from) a peer. The names
 /// ([`DenyReason::as_str`]) are stable and serve as metric and audit labels.
@@ -53,7 +56,7 @@ pub enum DenyReason {
     Classified(Classification),
     /// The record says it was created later than [`MAX_CREATED_AHEAD_MS`] past this
     /// node's clock: its retention would run from a time not yet come.
-    #[error("the record's creation time is more than 10 minutes ahead of this node's clock")]
+    #[error("the record's creation time is more than 2 days ahead of this node's clock")]
     CreatedInFuture,
     /// The record has expired, or the agreement's retention period is over.
     #[error("the record has expired (its own expiry or the agreement's retention)")]
@@ -704,7 +707,7 @@ fn explain_record(
         header.created_ms <= now_ms.saturating_add(MAX_CREATED_AHEAD_MS),
         format!("the record was created at {}, not ahead of this node's clock", fmt_ms(header.created_ms)),
         format!(
-            "the record says it was created at {}, more than 10 minutes after this node's clock ({})",
+            "the record says it was created at {}, more than 2 days after this node's clock ({})",
             fmt_ms(header.created_ms),
             fmt_ms(now_ms)
         ),

@@ -228,6 +228,12 @@ impl IngestBody {
     }
 }
 
+/// How far past the node's clock an ingested record's `created` may be: 10 minutes, for
+/// clocks that differ a little. Tighter than what peers tolerate between themselves
+/// ([`tamga_config::MAX_CREATED_AHEAD_MS`]): here it is the node's own clock, and a
+/// time further ahead is a mistake (a local time sent as UTC, say).
+const MAX_INGEST_AHEAD_MS: i64 = 10 * 60 * 1000;
+
 fn parse_time(field: &str, s: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
@@ -242,7 +248,7 @@ fn to_record(shared: &Shared, raw: Json_, now: i64) -> Result<Record, Vec<String
     let classification = r.classification.parse::<Classification>().map_err(|e| e.to_string());
     let created = r.created.as_deref().map(|s| parse_time("created", s)).transpose().and_then(|c| match c {
         // The agreements' retention runs from it: not from a time not yet come.
-        Some(t) if t > now.saturating_add(tamga_config::MAX_CREATED_AHEAD_MS) => Err(format!(
+        Some(t) if t > now.saturating_add(MAX_INGEST_AHEAD_MS) => Err(format!(
             "`created`: {} is more than 10 minutes ahead of this node's clock ({})",
             crate::audit::rfc3339(t),
             crate::audit::rfc3339(now)

@@ -149,9 +149,9 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
     redacted.record.body.insert("right_holder_name".into(), Value::Text("I. Petrov".into()));
     let redacted =
         sign(&SaltedRecord::new(redacted.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], 8));
-    // Dated a day ahead: its retention would run from a time not yet come.
+    // Dated three days ahead: its retention would run from a time not yet come.
     let mut ahead = record("ipr.protected_mark", "UZ", "AHEAD".into());
-    ahead.record.header.created_ms = tamga_node::writer::now_ms() + 86_400_000;
+    ahead.record.header.created_ms = tamga_node::writer::now_ms() + 3 * 86_400_000;
     let ahead =
         sign(&SaltedRecord::new(ahead.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], 9));
     // Revocations come only from whom a share could: not of KZ's record in a category the
