@@ -2211,6 +2211,15 @@ mod tests {
         handle.await.expect("the writer ends");
     }
 
+    /// Every entry of the store's audit log, as JSON.
+    fn entries(store: &Store) -> Vec<serde_json::Value> {
+        let (last, _) = store.audit_head().expect("reads").expect("an entry");
+        store
+            .audit_entries(1, last)
+            .map(|e| serde_json::from_slice(&e.expect("reads").2).expect("json"))
+            .collect()
+    }
+
     /// KZ's own rms record titled `title`, salted as every test here salts.
     fn kz_method(title: &str) -> SaltedRecord {
         let record = Record {
@@ -2342,16 +2351,7 @@ mod tests {
             Err(WriteError::Refused(m)) => assert!(m.contains("already revoked"), "{m}"),
             other => panic!("a second revocation: {other:?}"),
         }
-        let (last, _) = store.audit_head().expect("reads").expect("an entry");
-        let revoked = store
-            .audit_entries(1, last)
-            .filter(|e| {
-                let (_, _, bytes) = e.as_ref().expect("reads");
-                let v: serde_json::Value = serde_json::from_slice(bytes).expect("json");
-                v["action"] == "revoked"
-            })
-            .count();
-        assert_eq!(revoked, 1);
+        assert_eq!(entries(&store).iter().filter(|e| e["action"] == "revoked").count(), 1);
         let uz: MemberCode = "UZ".parse().expect("valid");
         // CN's receipts for L3's #2 and N2's #3, in one entry, kept before they give their
         // numbers up.
@@ -2567,14 +2567,10 @@ mod tests {
         let r = store.record(&old).expect("reads").expect("its tombstone");
         assert!(r.state == RecordState::Expired && r.body.is_empty(), "{r:?}");
         assert!(store.projection(&rms, 3).expect("reads").is_some(), "its retention in force ends later");
-        let (last, _) = store.audit_head().expect("reads").expect("an entry");
-        let purged: Vec<String> = store
-            .audit_entries(1, last)
-            .filter_map(|e| {
-                let (_, _, bytes) = e.expect("reads");
-                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                (v["action"] == "purged").then(|| v["reason"].as_str().unwrap_or_default().to_owned())
-            })
+        let purged: Vec<String> = entries(&store)
+            .iter()
+            .filter(|e| e["action"] == "purged")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(purged.len(), 1, "{purged:?}");
         assert!(purged[0].contains("RU #1: the retention of sco-rms-2013 in force"), "{purged:?}");
@@ -2695,14 +2691,10 @@ mod tests {
         let taken = writer.received(ru, projections(4..=4), Vec::new()).await.expect("stored");
         assert_eq!(taken, vec![Taken::New]);
         assert_eq!(unconfirmed(), vec![5]);
-        let (last, _) = store.audit_head().expect("reads").expect("an entry");
-        let against: Vec<String> = store
-            .audit_entries(1, last)
-            .filter_map(|e| {
-                let (_, _, bytes) = e.expect("reads");
-                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                (v["action"] == "rejected").then(|| v["peer"].as_str().unwrap_or_default().to_owned())
-            })
+        let against: Vec<String> = entries(&store)
+            .iter()
+            .filter(|e| e["action"] == "rejected")
+            .map(|e| e["peer"].as_str().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(against, vec!["UZ".to_owned()], "the peer's false claim only");
         drop(writer);
@@ -2737,15 +2729,8 @@ mod tests {
         assert_eq!(store.projection(&stream, 2).expect("reads"), None);
         assert_eq!(store.record(&first).expect("reads"), None);
         assert_eq!(store.stream_head(&stream).expect("reads"), 0);
-        let (last, _) = store.audit_head().expect("reads").expect("an entry");
-        let actions: Vec<String> = store
-            .audit_entries(1, last)
-            .map(|e| {
-                let (_, _, bytes) = e.expect("reads");
-                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                v["action"].as_str().unwrap_or_default().to_owned()
-            })
-            .collect();
+        let actions: Vec<String> =
+            entries(&store).iter().map(|e| e["action"].as_str().unwrap_or_default().to_owned()).collect();
         assert!(actions.contains(&"policy_loaded".to_owned()), "{actions:?}");
         assert!(!actions.contains(&"received".to_owned()), "{actions:?}");
     }
