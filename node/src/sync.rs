@@ -544,14 +544,14 @@ fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
 /// field the agreement redacts is revealed; the agreement's digests match with the
 /// sender; the local accept policy allows it.
 /// `signed` is the result of checking the origin's signature (batched by the caller).
-fn verify_inbound(
+fn verify_inbound<'f>(
     ctx: &Ctx,
-    fed: &Federation,
+    fed: &'f Federation,
     sender: MemberCode,
     p: &Projection,
     signed: Option<Result<RecordId, tamga_protocol::disclosure::VerifyError>>,
     now: i64,
-) -> Result<RecordId, String> {
+) -> Result<(RecordId, &'f tamga_config::Agreement), String> {
     let me = fed.me;
     let Some(agreement) = fed.agreement(&p.envelope.agreement) else {
         return Err(format!(
@@ -608,20 +608,19 @@ fn verify_inbound(
     if p.envelope.expires_ms <= now {
         return Err(format!("{}: expired", refuse(ctx, "expired")));
     }
-    Ok(id)
+    Ok((id, agreement))
 }
 
-/// Does this node's accept policy take `p` (which passed [`verify_inbound`]) from
-/// `sender`? A refusal here is this node's own choice about a projection its origin
-/// signed for it, not a fault of the sender's.
-fn accepts(ctx: &Ctx, fed: &Federation, sender: MemberCode, p: &Projection, now: i64) -> Result<(), String> {
-    let Some(agreement) = fed.agreement(&p.envelope.agreement) else {
-        return Err(format!(
-            "{}: unknown agreement {}",
-            refuse(ctx, "unknown_agreement"),
-            p.envelope.agreement
-        ));
-    };
+/// Does this node's accept policy take `p` (which passed [`verify_inbound`], under
+/// `agreement`) from `sender`? A refusal here is this node's own choice about a
+/// projection its origin signed for it, not a fault of the sender's.
+fn accepts(
+    ctx: &Ctx,
+    (fed, agreement): (&Federation, &tamga_config::Agreement),
+    sender: MemberCode,
+    p: &Projection,
+    now: i64,
+) -> Result<(), String> {
     let decided = if p.envelope.kind == EntryKind::Revoke {
         // A revocation reveals nothing and only makes holders purge: accepted whatever the
         // accept rules and the dates say now, but only from whom a share could come.
@@ -701,7 +700,7 @@ async fn check_all(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) ->
     for ((i, p), signed) in projections.into_iter().enumerate().zip(signed) {
         let i = i as u32;
         let checked = verify_inbound(ctx, &fed, from, &p, signed, now)
-            .map(|id| (id, accepts(ctx, &fed, from, &p, now)));
+            .map(|(id, agreement)| (id, accepts(ctx, (&fed, agreement), from, &p, now)));
         let reason = match checked {
             Ok((id, Ok(()))) => {
                 good.push((i, id, p));
