@@ -383,10 +383,17 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
     }
 }
 
-/// A new policy set is in force: the roster takes effect at once (a removed member is
-/// disconnected, a new one dialled), and every connected peer hears our new agreement
-/// digests.
+/// A new policy set is in force: pushes queued under the one before are withdrawn, the
+/// roster takes effect at once (a removed member is disconnected, a new one dialled), and
+/// every connected peer hears our new agreement digests.
 async fn on_new_policy(ctx: &Ctx, fed: &Federation) {
+    // Pushes still waiting for an outbound slot were decided under the policy before
+    // (invariant 1): withdrawn, each is audited (see `send_push`), and what the new policy
+    // allows goes by anti-entropy, decided again as it is answered.
+    match ctx.net.withdraw_queued_pushes().await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => tracing::info!(pushes = n, "pushes queued under the policy before withdrawn"),
+    }
     if let Err(e) = ctx.net.set_peers(crate::daemon::peer_entries(fed)).await {
         tracing::error!(error = %e, "the new roster could not be applied to the network");
     }
@@ -881,6 +888,25 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     match ctx.net.request(peer, Request::Push(Push { projections: ps })).await {
         Ok(Response::Push(reply)) => take_receipts(ctx, peer, &sent, reply).await,
         Ok(other) => tracing::warn!(%peer, reply = other.name(), "unexpected reply to push"),
+        Err(crate::net::NetError::Withdrawn) => {
+            // Its `sent` entries are written; the log says it never left.
+            let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
+            for (origin, agreement, seq) in sent.into_keys() {
+                by_stream.entry((origin, agreement)).or_default().push(seq);
+            }
+            for ((origin, agreement), mut seqs) in by_stream {
+                seqs.sort_unstable();
+                let ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
+                    .peer(peer)
+                    .agreement(agreement)
+                    .policy(ctx.shared.fed().policy_digest)
+                    .reason(format!(
+                        "at send time: withdrawn before it left, the policy having changed: {}",
+                        crate::audit::projections_of(origin, &seqs)
+                    ));
+                ctx.shared.writer.audit(ev).await;
+            }
+        }
         Err(e) => tracing::debug!(%peer, error = %e, "push failed; anti-entropy will deliver"),
     }
 }

@@ -118,7 +118,9 @@
 //! per-connection stream limit [`MAX_CONCURRENT_STREAMS`] (which counts both directions):
 //! past that limit libp2p silently drops inbound streams, so a sender that respected only
 //! its own limit could lose requests at the receiver. Excess requests wait in a per-peer
-//! queue ([`MAX_QUEUED_PER_PEER`]); past it, [`NetError::Busy`].
+//! queue ([`MAX_QUEUED_PER_PEER`]); past it, [`NetError::Busy`]. Pushes waiting there
+//! were decided under the policy in force when they were queued: when it changes, the
+//! consumer withdraws them ([`NetHandle::withdraw_queued_pushes`]) before they leave.
 //!
 //! # Per-peer limits
 //!
@@ -527,6 +529,10 @@ pub enum NetError {
     /// The net task has stopped (shutdown); nothing more can be done with this handle.
     #[error("the network task has stopped")]
     Shutdown,
+    /// A push waiting for an outbound slot was withdrawn ([`NetHandle::withdraw_queued_pushes`]).
+    /// Nothing was sent.
+    #[error("withdrawn before it was sent")]
+    Withdrawn,
     /// [`spawn`] was called outside a Tokio runtime.
     #[error("the network must be started inside a Tokio runtime")]
     NoRuntime,
@@ -549,12 +555,33 @@ pub enum NetError {
 /// A local command for the net task, each with its reply channel.
 #[derive(Debug)]
 enum Command {
-    Request { member: MemberCode, frame: Vec<u8>, reply: oneshot::Sender<Result<Response, NetError>> },
-    Respond { id: InboundId, frame: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
-    SetPeers { peers: Vec<PeerEntry>, reply: oneshot::Sender<Result<(), NetError>> },
-    Connected { reply: oneshot::Sender<Vec<(MemberCode, PeerId)>> },
-    ConnectionAddrs { reply: oneshot::Sender<Vec<(MemberCode, PeerId, Multiaddr)>> },
-    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Request {
+        member: MemberCode,
+        frame: Vec<u8>,
+        push: bool,
+        reply: oneshot::Sender<Result<Response, NetError>>,
+    },
+    WithdrawPushes {
+        reply: oneshot::Sender<usize>,
+    },
+    Respond {
+        id: InboundId,
+        frame: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    SetPeers {
+        peers: Vec<PeerEntry>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<(MemberCode, PeerId)>>,
+    },
+    ConnectionAddrs {
+        reply: oneshot::Sender<Vec<(MemberCode, PeerId, Multiaddr)>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
 }
 
 /// A cheap, cloneable handle to the net task.
@@ -579,7 +606,14 @@ impl NetHandle {
     /// Send a request to a member's node and wait for its response.
     pub async fn request(&self, member: MemberCode, req: Request) -> Result<Response, NetError> {
         let frame = encode_request(&req).map_err(NetError::Encode)?;
-        self.call(|reply| Command::Request { member, frame, reply }).await?
+        let push = matches!(req, Request::Push(_));
+        self.call(|reply| Command::Request { member, frame, push, reply }).await?
+    }
+
+    /// Withdraw every push still waiting for an outbound slot (their callers get
+    /// [`NetError::Withdrawn`]); how many. Those in flight are on the wire already.
+    pub async fn withdraw_queued_pushes(&self) -> Result<usize, NetError> {
+        self.call(|reply| Command::WithdrawPushes { reply }).await
     }
 
     /// Answer an inbound request ([`NetEvent::Inbound`]). If the response cannot be

@@ -117,6 +117,8 @@ struct PendingOutbound {
 #[derive(Debug)]
 struct QueuedRequest {
     frame: Vec<u8>,
+    /// A push, which a policy change withdraws (see [`super::NetHandle::withdraw_queued_pushes`]).
+    push: bool,
     reply: RequestReply,
 }
 
@@ -408,7 +410,22 @@ impl NetTask {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Request { member, frame, reply } => self.on_request(member, frame, reply),
+            Command::Request { member, frame, push, reply } => self.on_request(member, frame, push, reply),
+            Command::WithdrawPushes { reply } => {
+                let mut withdrawn = 0;
+                for queue in self.queued.values_mut() {
+                    for q in std::mem::take(queue) {
+                        if q.push {
+                            let _ = q.reply.send(Err(NetError::Withdrawn));
+                            withdrawn += 1;
+                        } else {
+                            queue.push_back(q);
+                        }
+                    }
+                }
+                self.queued.retain(|_, q| !q.is_empty());
+                let _ = reply.send(withdrawn);
+            }
             Command::Respond { id, frame, reply } => {
                 let result = match self.take_inbound(id.0) {
                     None => Err(NetError::UnknownInbound(id)),
@@ -453,7 +470,7 @@ impl NetTask {
         }
     }
 
-    fn on_request(&mut self, member: MemberCode, frame: Vec<u8>, reply: RequestReply) {
+    fn on_request(&mut self, member: MemberCode, frame: Vec<u8>, push: bool, reply: RequestReply) {
         if !self.members.contains(&member) {
             let _ = reply.send(Err(NetError::UnknownMember(member)));
             return;
@@ -478,7 +495,7 @@ impl NetTask {
         if queue.len() >= MAX_QUEUED_PER_PEER {
             let _ = reply.send(Err(NetError::Busy(member)));
         } else {
-            queue.push_back(QueuedRequest { frame, reply });
+            queue.push_back(QueuedRequest { frame, push, reply });
         }
     }
 

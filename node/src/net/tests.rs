@@ -13,7 +13,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{tcp, tls, yamux, StreamProtocol, Swarm, SwarmBuilder};
 use tamga_protocol::codec::{decode_response, encode_request, CodecError, HEADER_LEN, MAGIC, VERSION};
-use tamga_protocol::{Digest, Hello, MemberCode, Request, Response};
+use tamga_protocol::{Digest, Hello, MemberCode, Push, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -453,6 +453,55 @@ async fn more_concurrent_requests_than_the_stream_limit_all_complete() {
         assert!(matches!(r, Ok(Response::Hello(h)) if h.member == code("BB")), "{r:?}");
     }
     assert_eq!(answered.load(Ordering::SeqCst), n);
+    b.cancel.cancel();
+    a.stop().await;
+}
+
+// Pushes waiting for an outbound slot are withdrawn (a policy change decided them under
+// the policy before); what else waits, and what is in flight, goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_pushes_are_withdrawn_and_nothing_else() {
+    let (a, mut b) = connected_pair().await;
+    let request = |req: Request| {
+        let h = a.handle.clone();
+        Box::pin(async move { h.request(code("BB"), req).await })
+    };
+    // Every outbound slot taken by a hello B does not answer yet.
+    let in_flight: Vec<_> =
+        (0..MAX_OUTBOUND_PER_PEER).map(|_| tokio::spawn(request(Request::Hello(hello("AA"))))).collect();
+    let mut inbound = Vec::new();
+    while inbound.len() < MAX_OUTBOUND_PER_PEER {
+        let (ev, _) = b.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+        let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+        inbound.push(id);
+    }
+    // Two pushes and a hello queue behind them: each polled once, its command is sent.
+    let mut queued = vec![
+        request(Request::Push(Push { projections: vec![] })),
+        request(Request::Push(Push { projections: vec![] })),
+        request(Request::Hello(hello("AA"))),
+    ];
+    for f in &mut queued {
+        assert!(futures::poll!(f).is_pending());
+    }
+    assert_eq!(a.handle.withdraw_queued_pushes().await.expect("answers"), 2);
+    let hello_left = queued.pop().expect("the hello");
+    for push in queued {
+        assert!(matches!(timeout(WAIT, push).await.expect("answered"), Err(NetError::Withdrawn)));
+    }
+    // B answers the hellos in flight: the queued hello goes out, and no push ever does.
+    for id in inbound {
+        b.handle.respond(id, Response::Hello(hello("BB"))).await.expect("respond");
+    }
+    let (ev, _) = b.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { id, request: got, .. } = ev else { unreachable!("matched above") };
+    assert_eq!(got, Request::Hello(hello("AA")));
+    b.handle.respond(id, Response::Hello(hello("BB"))).await.expect("respond");
+    assert!(matches!(timeout(WAIT, hello_left).await.expect("answered"), Ok(Response::Hello(_))));
+    for h in in_flight {
+        assert!(matches!(h.await.expect("no panic"), Ok(Response::Hello(_))));
+    }
+    assert_eq!(a.handle.withdraw_queued_pushes().await.expect("answers"), 0, "nothing left to withdraw");
     b.cancel.cancel();
     a.stop().await;
 }
