@@ -863,11 +863,8 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
     // One `sent` entry per stream per push (and the receipts that come back are kept in
     // one `delivered` entry per stream): an entry per projection per peer would make the
     // audit log the bottleneck of replication.
-    let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
-    for p in &ps {
-        by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);
-    }
-    for ((origin, agreement), seqs) in by_stream {
+    let numbers = ps.iter().map(|p| (p.header.origin, p.envelope.agreement.clone(), p.envelope.seq));
+    for ((origin, agreement), seqs) in by_stream(numbers) {
         let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
             .peer(peer)
             .agreement(agreement)
@@ -890,11 +887,7 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
         Ok(other) => tracing::warn!(%peer, reply = other.name(), "unexpected reply to push"),
         Err(crate::net::NetError::Withdrawn) => {
             // Its `sent` entries are written; the log says it never left.
-            let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
-            for (origin, agreement, seq) in sent.into_keys() {
-                by_stream.entry((origin, agreement)).or_default().push(seq);
-            }
-            for ((origin, agreement), mut seqs) in by_stream {
+            for ((origin, agreement), mut seqs) in by_stream(sent.into_keys()) {
                 seqs.sort_unstable();
                 let ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
                     .peer(peer)
@@ -909,6 +902,18 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
         }
         Err(e) => tracing::debug!(%peer, error = %e, "push failed; anti-entropy will deliver"),
     }
+}
+
+/// Stream numbers grouped by stream, in the order given: what one audit entry per stream
+/// lists.
+fn by_stream(
+    numbers: impl IntoIterator<Item = (MemberCode, AgreementId, u64)>,
+) -> BTreeMap<(MemberCode, AgreementId), Vec<u64>> {
+    let mut out: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
+    for (origin, agreement, seq) in numbers {
+        out.entry((origin, agreement)).or_default().push(seq);
+    }
+    out
 }
 
 /// The projections of one push, by (origin, agreement, seq), each with its record id and
@@ -1415,11 +1420,9 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         }
     }
     reply.withheld.truncate(tamga_protocol::limits::MAX_RANGES);
-    let mut by_stream: BTreeMap<(MemberCode, AgreementId), Vec<u64>> = BTreeMap::new();
-    for p in &reply.projections {
-        by_stream.entry((p.header.origin, p.envelope.agreement.clone())).or_default().push(p.envelope.seq);
-    }
-    for ((origin, agreement), seqs) in by_stream {
+    let numbers =
+        reply.projections.iter().map(|p| (p.header.origin, p.envelope.agreement.clone(), p.envelope.seq));
+    for ((origin, agreement), seqs) in by_stream(numbers) {
         ctx.shared.writer.try_audit(
             AuditEvent::new(Action::Sent, Outcome::Ok)
                 .peer(asker)
