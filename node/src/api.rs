@@ -671,6 +671,13 @@ async fn audit_count(
     q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<crate::audit_index::Counts>, ApiError> {
     let Query(mut q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    // Read as a map of strings, where `limit` would fail as "invalid type: string": said
+    // plainly instead, as a count has no limit.
+    if q.contains_key("limit") {
+        return Err(ApiError::bad(
+            "`limit` does not apply to a count, which counts every entry that matches",
+        ));
+    }
     let by = q
         .remove("by")
         .map(|b| b.parse::<crate::audit_index::GroupBy>())

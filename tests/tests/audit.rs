@@ -211,6 +211,7 @@ async fn audit_routes_are_for_auditors_page_exports_and_refuse_bad_parameters() 
     // Bad parameters: a 400 naming the parameter; nothing else happens.
     for (path, q, needle) in [
         ("/v1/audit/count", vec![("by", "weekday")], "cannot group by"),
+        ("/v1/audit/count", vec![("limit", "5")], "`limit` does not apply to a count"),
         ("/v1/audit", vec![("action", "exploded")], "unknown action"),
         ("/v1/audit", vec![("since", "yesterday")], "since"),
         ("/v1/audit", vec![("colour", "red")], "colour"),
