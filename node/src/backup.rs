@@ -19,7 +19,7 @@
 
 use tamga_protocol::Digest;
 
-use crate::store::{schema_readable, SCHEMA_VERSION, UPGRADES_FROM};
+use crate::store::{schema_readable, SCHEMA_KEY, SCHEMA_VERSION, UPGRADES_FROM};
 use crate::writer::Snapshot;
 
 /// The magic bytes that open a backup.
@@ -34,8 +34,6 @@ const HEADER_BYTES: usize = MAGIC.len() + 4 + 4 + 8;
 const DIGEST_BYTES: usize = 32;
 /// The shortest backup: a header and a digest, no items.
 const MIN_BYTES: usize = HEADER_BYTES + DIGEST_BYTES;
-/// The key of the store's schema marker (see the key table of [`crate::store`]).
-const SCHEMA_KEY: &[u8] = b"Mschema";
 
 /// Why a backup could not be read. Nothing was restored.
 #[derive(Debug, thiserror::Error)]

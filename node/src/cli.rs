@@ -1051,7 +1051,8 @@ mod tests {
     fn a_restore_that_cannot_make_the_data_directory_names_it() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let file = tmp.path().join("ru.backup");
-        let snap = vec![(b"Mschema".to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
+        let snap =
+            vec![(crate::store::SCHEMA_KEY.to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
         std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
         let data_dir = file.join("ru");
         let e = format!("{:#}", restore_file(&data_dir, &file).expect_err("a file is in the way"));
@@ -1064,7 +1065,8 @@ mod tests {
     fn a_restore_into_a_directory_whose_node_toml_does_not_load_builds_nothing() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let file = tmp.path().join("ru.backup");
-        let snap = vec![(b"Mschema".to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
+        let snap =
+            vec![(crate::store::SCHEMA_KEY.to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
         std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
         let node_toml = tmp.path().join("node.toml");
         std::fs::write(&node_toml, "member = \"RU\"\n").expect("writes");

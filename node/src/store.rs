@@ -85,6 +85,9 @@ use tamga_protocol::{
 /// projections (schema 2 kept them under `X`).
 pub const SCHEMA_VERSION: u32 = 8;
 
+/// The key of the schema marker: the store's schema, 4 bytes big-endian.
+pub const SCHEMA_KEY: &[u8] = b"Mschema";
+
 /// The oldest schema this build upgrades from, in place, on open (and after restoring a
 /// backup): every one from it up to [`SCHEMA_VERSION`].
 pub const UPGRADES_FROM: u32 = 2;
@@ -1190,7 +1193,7 @@ fn open_locked(config: &sled::Config) -> Result<sled::Db, StoreError> {
 
 /// The schema version `db` is marked with (0 if the mark is not 4 bytes), if any.
 fn stored_schema(db: &sled::Db) -> Result<Option<u32>, StoreError> {
-    let v = db.get(b"Mschema")?;
+    let v = db.get(SCHEMA_KEY)?;
     Ok(v.map(|v| <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).unwrap_or(0)))
 }
 
@@ -1247,7 +1250,7 @@ impl Store {
             }
             None if !writing => {}
             None => {
-                store.db.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes())?;
+                store.db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 store.db.flush()?;
             }
         }
@@ -1277,7 +1280,7 @@ impl Store {
         if found < 7 {
             self.move_projections_into_blocks()?;
         }
-        self.db.insert(b"Mschema", &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         self.db.flush()?;
         tracing::info!("store upgraded from schema {found} to {SCHEMA_VERSION}");
         Ok(())
@@ -1330,7 +1333,7 @@ impl Store {
         for kv in self.db.scan_prefix(b"X") {
             batch.remove(kv?.0);
         }
-        batch.insert(b"Mschema", &3u32.to_be_bytes());
+        batch.insert(SCHEMA_KEY, &3u32.to_be_bytes());
         self.db.apply_batch(batch)?;
         tracing::info!(records = moved, "store upgraded from schema 2 to 3");
         Ok(())
@@ -2704,14 +2707,14 @@ mod tests {
             for ((lane, segment), count) in &counts {
                 batch.insert(values_count_key(*lane, *segment), &count.to_be_bytes());
             }
-            batch.insert(b"Mschema", &6u32.to_be_bytes());
+            batch.insert(SCHEMA_KEY, &6u32.to_be_bytes());
             s.apply(Sealed { batch, counts, added, removed: Vec::new() }).expect("applies");
             s.flush_blocking().expect("flushes");
         }
         for _ in 0..2 {
             let s = Store::open(dir.path()).expect("upgrades, then opens");
             assert_eq!(
-                s.db.get(b"Mschema").expect("reads").as_deref(),
+                s.db.get(SCHEMA_KEY).expect("reads").as_deref(),
                 Some(&SCHEMA_VERSION.to_be_bytes()[..])
             );
             assert_eq!(s.db.scan_prefix(b"P").count(), 0, "the keys went");
@@ -2858,7 +2861,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let s = Store::open(dir.path()).expect("opens");
-            s.db.insert(b"Mschema", &99u32.to_be_bytes()).expect("writes");
+            s.db.insert(SCHEMA_KEY, &99u32.to_be_bytes()).expect("writes");
             s.flush_blocking().expect("flushes");
         }
         let e = Store::open(dir.path()).expect_err("refuses");
@@ -2881,17 +2884,17 @@ mod tests {
                 s.commit(b).expect("commits");
                 // As schemas before 5 kept an audit entry: its bytes in the tree.
                 s.db.insert(key(&[b"A", &1u64.to_be_bytes()]), key(&[&hash.0, &entry])).expect("writes");
-                s.db.insert(b"Mschema", &old.to_be_bytes()).expect("writes");
+                s.db.insert(SCHEMA_KEY, &old.to_be_bytes()).expect("writes");
                 s.flush_blocking().expect("flushes");
             }
             {
                 let s = Store::open_to_read(dir.path()).expect("reads");
-                assert_eq!(s.db.get(b"Mschema").expect("reads").as_deref(), Some(&old.to_be_bytes()[..]));
+                assert_eq!(s.db.get(SCHEMA_KEY).expect("reads").as_deref(), Some(&old.to_be_bytes()[..]));
                 assert_eq!(s.record(&r.id).expect("reads"), Some(r.clone()));
                 assert_eq!(s.audit_entry(1).expect("reads"), Some((hash, entry.clone())));
             }
             let s = Store::open(dir.path()).expect("upgrades");
-            let marked = s.db.get(b"Mschema").expect("reads");
+            let marked = s.db.get(SCHEMA_KEY).expect("reads");
             assert_eq!(marked.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
             assert_eq!(s.record(&r.id).expect("reads"), Some(r.clone()));
             assert_eq!(s.record_count(), 1);
@@ -2932,7 +2935,7 @@ mod tests {
         };
         let pairs = {
             let s = Store::open(dir.path()).expect("opens");
-            let mut pairs = vec![(b"Mschema".to_vec(), 2u32.to_be_bytes().to_vec())];
+            let mut pairs = vec![(SCHEMA_KEY.to_vec(), 2u32.to_be_bytes().to_vec())];
             for r in [&own, &old] {
                 pairs.push((key(&[b"R", &r.id.0]), v2(r)));
                 pairs.push((
@@ -2958,7 +2961,7 @@ mod tests {
             assert_eq!(s.record(&old.id).expect("reads"), Some(old.clone()));
             assert_eq!(s.db.scan_prefix(b"X").count(), 0, "the X keys went");
             assert_eq!(
-                s.db.get(b"Mschema").expect("reads").as_deref(),
+                s.db.get(SCHEMA_KEY).expect("reads").as_deref(),
                 Some(&SCHEMA_VERSION.to_be_bytes()[..])
             );
             assert_eq!(s.record_count(), 2);

@@ -88,7 +88,10 @@ async fn a_backup_whose_schema_marker_disagrees_with_its_header_restores_nothing
     let store = tamga_node::daemon::STORE_DIR;
     for (marker, named) in [(99u32.to_be_bytes().to_vec(), "schema 99"), (vec![0, 8], "2 bytes long")] {
         let mut altered = snap.clone();
-        let pair = altered.iter_mut().find(|(k, _)| k.as_slice() == b"Mschema").expect("a schema marker");
+        let pair = altered
+            .iter_mut()
+            .find(|(k, _)| k.as_slice() == tamga_node::store::SCHEMA_KEY)
+            .expect("a schema marker");
         pair.1 = marker;
         let file = restored.dir.path().join("altered.backup");
         std::fs::write(&file, tamga_node::backup::encode(&altered)).expect("writes");
