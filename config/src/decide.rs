@@ -705,7 +705,10 @@ fn explain_record(
     )?;
     s.check(
         header.created_ms <= now_ms.saturating_add(MAX_CREATED_AHEAD_MS),
-        format!("the record was created at {}, not ahead of this node's clock", fmt_ms(header.created_ms)),
+        format!(
+            "the record was created at {}, not more than 2 days ahead of this node's clock",
+            fmt_ms(header.created_ms)
+        ),
         format!(
             "the record says it was created at {}, more than 2 days after this node's clock ({})",
             fmt_ms(header.created_ms),

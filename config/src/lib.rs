@@ -5,7 +5,8 @@
 //! This crate owns the file formats (documented with full examples in `config/README.md`),
 //! the error reporting for them (every problem, each with file, line, column and a hint),
 //! and the decision functions: [`decide()`] (may this record go to this peer, with which
-//! fields withheld), [`audience`], [`decide_accept`] (and [`decide_accept_revocation`]), [`decide_relay`] and [`explain`].
+//! fields withheld), [`audience`], [`decide_accept`] (and [`decide_accept_revocation`]),
+//! [`decide_relay`] and [`explain`].
 //! It does no network or store I/O and keeps no state: it reads files when asked, and
 //! the node applies what it decides. Its parts:
 //!

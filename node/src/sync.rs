@@ -30,7 +30,9 @@
 //! stream from any peer that holds it, if the agreement allows relaying; the projection
 //! travels untouched and is verified against the origin's key. That a number is withheld
 //! from the asker is no one's signed word: one marked withheld on a relay's word alone is
-//! asked of its origin again once the two are connected ([`unconfirmed`]).
+//! asked of its origin again once the two are connected ([`unconfirmed`]), as is one this
+//! node's accept policy declined (marked withheld on its own word, so that the stream's
+//! head passes it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -1010,10 +1012,11 @@ fn missing(
 }
 
 /// The numbers of `stream` above `after`, up to our `head` and `upto`, that we know
-/// withheld on the word of a peer other than its origin alone, as ranges of at most
-/// `budget` numbers in all: to be asked of the origin again. A withheld number is no one's
-/// signed word, and a peer that said so falsely would otherwise keep us from that number
-/// for good, the head having passed it. (Numbers above the head are asked once it passes
+/// withheld on the word of a peer other than its origin alone (or on our own: declined by
+/// our accept policy), as ranges of at most `budget` numbers in all: to be asked of the
+/// origin again. A withheld number is no one's signed word, and a peer that said so
+/// falsely would otherwise keep us from that number for good, the head having passed it;
+/// one we declined comes in once our policy takes it. (Numbers above the head are asked once it passes
 /// them: [`missing`] asks for the gaps below them first.)
 fn unconfirmed(
     ctx: &Ctx,
