@@ -1046,14 +1046,20 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
 mod tests {
     use super::*;
 
+    /// A backup in `dir` of a store that holds its schema marker only.
+    fn empty_backup(dir: &Path) -> PathBuf {
+        let file = dir.join("ru.backup");
+        let snap =
+            vec![(crate::store::SCHEMA_KEY.to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
+        std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
+        file
+    }
+
     // A data directory that cannot be made is named, not just the OS's reason.
     #[test]
     fn a_restore_that_cannot_make_the_data_directory_names_it() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let file = tmp.path().join("ru.backup");
-        let snap =
-            vec![(crate::store::SCHEMA_KEY.to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
-        std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
+        let file = empty_backup(tmp.path());
         let data_dir = file.join("ru");
         let e = format!("{:#}", restore_file(&data_dir, &file).expect_err("a file is in the way"));
         assert!(e.contains(&data_dir.display().to_string()), "{e}");
@@ -1064,10 +1070,7 @@ mod tests {
     #[test]
     fn a_restore_into_a_directory_whose_node_toml_does_not_load_builds_nothing() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let file = tmp.path().join("ru.backup");
-        let snap =
-            vec![(crate::store::SCHEMA_KEY.to_vec(), crate::store::SCHEMA_VERSION.to_be_bytes().to_vec())];
-        std::fs::write(&file, crate::backup::encode(&snap)).expect("writes");
+        let file = empty_backup(tmp.path());
         let node_toml = tmp.path().join("node.toml");
         std::fs::write(&node_toml, "member = \"RU\"\n").expect("writes");
         let e = format!("{:#}", restore_file(tmp.path(), &file).expect_err("refused"));
