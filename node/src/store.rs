@@ -979,6 +979,20 @@ pub struct Store {
     records: Arc<AtomicU64>,
     /// The values files: the bytes of the values kept outside the tree ([`Lane::of_key`]).
     values: Arc<values::Values>,
+    /// Tests only: a flush made to fail, and the flushes that ran ([`Store::fail_next_flush`]).
+    #[cfg(test)]
+    flush_failpoint: Arc<FlushFailpoint>,
+}
+
+/// Tests only: makes [`Store::flush`] fail once, after its batch was applied, as a full or
+/// failing disk can; and counts the flushes that made something durable.
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct FlushFailpoint {
+    /// The next flush fails without flushing.
+    armed: std::sync::atomic::AtomicBool,
+    /// How many flushes succeeded.
+    flushed: AtomicU64,
 }
 
 /// Where the count of bytes the tree points at in one values file is kept: this, the
@@ -1238,7 +1252,13 @@ impl Store {
             return Err(StoreError::Schema { found, expected: SCHEMA_VERSION });
         }
         let values = Arc::new(values::Values::open(dir, writing, counts)?);
-        let store = Store { db, records: Arc::default(), values };
+        let store = Store {
+            db,
+            records: Arc::default(),
+            values,
+            #[cfg(test)]
+            flush_failpoint: Arc::default(),
+        };
         if writing {
             store.zero_listed()?;
         }
@@ -1433,10 +1453,30 @@ impl Store {
     /// values files no key points at any more: see [`values`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let work = self.values.take_pending();
+        #[cfg(test)]
+        if self.flush_failpoint.armed.swap(false, Ordering::Relaxed) {
+            self.after_flush(work, false);
+            return Err(StoreError::Engine("flush failed (test failpoint)".into()));
+        }
         let flushed = self.db.flush_async().await;
         self.after_flush(work, flushed.is_ok());
         flushed?;
+        #[cfg(test)]
+        self.flush_failpoint.flushed.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Tests only: the next [`Store::flush`] fails without flushing, leaving what was
+    /// committed applied but not durable.
+    #[cfg(test)]
+    pub(crate) fn fail_next_flush(&self) {
+        self.flush_failpoint.armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Tests only: how many calls of [`Store::flush`] have succeeded.
+    #[cfg(test)]
+    pub(crate) fn flushes(&self) -> u64 {
+        self.flush_failpoint.flushed.load(Ordering::Relaxed)
     }
 
     /// Make everything durable, blocking (for shutdown), then do what that makes safe in

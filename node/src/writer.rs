@@ -2307,6 +2307,29 @@ mod tests {
         assert_eq!(store.stream_head(&rms).expect("reads"), total, "one share each");
     }
 
+    // A flush failed after its group was applied: the caller was told the write failed,
+    // yet the record is held. Its retry finds it held and writes nothing, and is answered
+    // only once a flush has made it durable.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_retry_after_a_failed_flush_is_answered_only_once_a_flush_ran() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        // The first group signs the first checkpoint; the retry below is due none, so it
+        // writes nothing.
+        writer.ingest(vec![kz_method("first")]).await.expect("stored");
+        let record = kz_method("M1");
+        store.fail_next_flush();
+        let failed = writer.ingest(vec![record.clone()]).await;
+        assert!(matches!(failed, Err(WriteError::Store(_))), "{failed:?}");
+        let flushes = store.flushes();
+        let again = writer.ingest(vec![record.clone()]).await.expect("stored");
+        assert_eq!(again, vec![Ingested { id: record.id, new: false }]);
+        assert_eq!(store.flushes(), flushes + 1, "answered held before any flush");
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
     #[tokio::test]
     async fn what_a_peer_holds_of_an_own_stream_is_taken_back_and_its_numbers_given_up() {
         // Before the loss: KZ made L1..L4, numbered #1..#4; UZ holds them.
