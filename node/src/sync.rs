@@ -275,6 +275,7 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let ctx = Ctx { shared, net, state };
+    spawn_withdrawer(ctx.net.clone(), policies.clone(), cancel.clone());
     tokio::spawn(async move {
         let period = Duration::from_secs(ctx.shared.config.network.anti_entropy_secs.max(1));
         let mut tick = tokio::time::interval(period);
@@ -385,17 +386,39 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
     }
 }
 
-/// A new policy set is in force: pushes queued under the one before are withdrawn, the
-/// roster takes effect at once (a removed member is disconnected, a new one dialled), and
-/// every connected peer hears our new agreement digests.
+/// Withdraw the pushes still waiting for an outbound slot as soon as a new policy set is
+/// in force: they were decided under the one before (invariant 1). Each is audited (see
+/// [`send_push`]), and what the new policy allows goes by anti-entropy, decided again as
+/// it is answered. A task of its own, so that the withdrawal does not wait for the sync
+/// loop to finish what it is doing (storing a push's audit entries, an event).
+fn spawn_withdrawer(
+    net: NetHandle,
+    mut policies: tokio::sync::watch::Receiver<Arc<Federation>>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                changed = policies.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    policies.borrow_and_update();
+                    match net.withdraw_queued_pushes().await {
+                        Ok(0) | Err(_) => {}
+                        Ok(n) => tracing::info!(pushes = n, "pushes queued under the policy before withdrawn"),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A new policy set is in force: the roster takes effect at once (a removed member is
+/// disconnected, a new one dialled), and every connected peer hears our new agreement
+/// digests. (Pushes queued under the set before are withdrawn by [`spawn_withdrawer`].)
 async fn on_new_policy(ctx: &Ctx, fed: &Federation) {
-    // Pushes still waiting for an outbound slot were decided under the policy before
-    // (invariant 1): withdrawn, each is audited (see `send_push`), and what the new policy
-    // allows goes by anti-entropy, decided again as it is answered.
-    match ctx.net.withdraw_queued_pushes().await {
-        Ok(0) | Err(_) => {}
-        Ok(n) => tracing::info!(pushes = n, "pushes queued under the policy before withdrawn"),
-    }
     if let Err(e) = ctx.net.set_peers(crate::daemon::peer_entries(fed)).await {
         tracing::error!(error = %e, "the new roster could not be applied to the network");
     }
@@ -884,7 +907,16 @@ async fn send_push(ctx: &Ctx, peer: MemberCode, ps: Vec<Projection>) {
             (key, (p.record_id().ok(), p.envelope.kind))
         })
         .collect();
-    match ctx.net.request(peer, Request::Push(Push { projections: ps })).await {
+    // Writing those entries may have waited on the writer: a policy set put in force
+    // meanwhile was not there to decide this push, which then does not leave (as a push
+    // still queued when it comes into force is withdrawn).
+    let in_force = Arc::ptr_eq(&fed, &ctx.shared.fed());
+    let answer = if in_force {
+        ctx.net.request(peer, Request::Push(Push { projections: ps })).await
+    } else {
+        Err(crate::net::NetError::Withdrawn)
+    };
+    match answer {
         Ok(Response::Push(reply)) => take_receipts(ctx, peer, &sent, reply).await,
         Ok(other) => tracing::warn!(%peer, reply = other.name(), "unexpected reply to push"),
         Err(crate::net::NetError::Withdrawn) => {
