@@ -136,8 +136,9 @@
 //! | `pending_pulls` | the same, for pulls only | `Response::Error("too many pending pulls …")` |
 //! | `stream_read` | the codec's deadline for a request's bytes once its stream is open; a half-open stream is then answered with an error and closed | `Response::Error("stalled request …")` |
 //!
-//! Requests refused by a limit cost no token, so a flooding peer still gets its allowance
-//! served. The requests being read at once on one connection are bounded by libp2p at
+//! Requests refused by a limit, or answered "busy" because the consumer is behind (see
+//! [Backpressure](#backpressure)), cost no token, so a flooding peer still gets its
+//! allowance served and an honest peer does not pay for the node's own backlog. The requests being read at once on one connection are bounded by libp2p at
 //! [`MAX_CONCURRENT_STREAMS`] (past it, streams are dropped unread), and each for at most
 //! `stream_read`.
 //!

@@ -131,7 +131,7 @@ struct PendingInbound {
 }
 
 /// A token bucket: `rate` tokens per second, at most `rate` held (one second's burst).
-/// The balance may go below zero (a debt), see [`Bucket::charge`].
+/// The balance may go below zero (a debt), see [`Bucket::take`].
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
@@ -149,13 +149,10 @@ impl Bucket {
         self.last = now;
     }
 
-    /// Take `cost` tokens if the bucket holds at least `need`; otherwise take nothing.
-    fn charge(&mut self, need: f64, cost: f64) -> bool {
-        if self.tokens < need {
-            return false;
-        }
+    /// Take `cost` tokens, into debt if need be (whether the request may pass is decided
+    /// before, by [`NetTask::check_rate`]).
+    fn take(&mut self, cost: f64) {
         self.tokens -= cost;
-        true
     }
 }
 
@@ -856,11 +853,15 @@ impl NetTask {
             debug!(%peer, "request from a peer that just left the roster, dropped");
             return;
         };
-        if let Err((kind, why)) = self.charge(peer, request.wire_len()) {
+        if let Err((kind, why)) = self.check_rate(peer) {
             self.reply_error(channel, why.clone());
             self.abuse(peer, member, kind, why);
             return;
         }
+        // A request costs its tokens once taken, or found malformed or stalled; one
+        // refused by a limit, or answered "busy" because our own consumer is behind,
+        // costs none (else an honest peer would pay for our backlog).
+        let len = request.wire_len();
         match request {
             Frame::Decoded(request, _) => {
                 let pull = matches!(request, Request::Pull(_));
@@ -894,6 +895,7 @@ impl NetTask {
                     self.reply_error(channel, "busy, try again later".into());
                     return;
                 }
+                self.charge(peer, len);
                 if let Some(q) = self.quotas.get_mut(&peer) {
                     q.open += 1;
                     q.pulls += usize::from(pull);
@@ -903,6 +905,7 @@ impl NetTask {
             }
             Frame::Rejected(e, _) => {
                 warn!(%peer, %member, error = %e, "malformed request");
+                self.charge(peer, len);
                 self.reply_error(channel, format!("malformed request: {e}"));
                 self.abuse(peer, member, Abuse::Malformed, e.to_string());
             }
@@ -912,6 +915,7 @@ impl NetTask {
                     self.limits.stream_read.as_secs()
                 );
                 warn!(%peer, %member, got, "stalled request stream");
+                self.charge(peer, len);
                 self.reply_error(channel, why.clone());
                 self.abuse(peer, member, Abuse::Stalled, why);
             }
@@ -919,9 +923,9 @@ impl NetTask {
         }
     }
 
-    /// Charge one request of `len` wire bytes to `peer`'s rate buckets, or say which rate
-    /// it is over (a refused request costs nothing).
-    fn charge(&mut self, peer: PeerId, len: usize) -> Result<(), (Abuse, String)> {
+    /// Whether `peer` may send a request now, or which rate it is over. Takes no token:
+    /// see [`NetTask::charge`].
+    fn check_rate(&mut self, peer: PeerId) -> Result<(), (Abuse, String)> {
         let now = Instant::now();
         let l = self.limits;
         let q = self.quotas.entry(peer).or_insert_with(|| PeerQuota {
@@ -940,14 +944,22 @@ impl NetTask {
         }
         // Bytes already read: a request is refused while the budget is in debt, and one
         // request may overdraw it (a large push must get through once).
-        if !q.bytes.charge(0.0, len as f64) {
+        if q.bytes.tokens < 0.0 {
             return Err((
                 Abuse::ByteRate,
                 format!("rate limit: more than {} request bytes/s; retry later", l.bytes_per_sec),
             ));
         }
-        q.messages.charge(1.0, 1.0);
         Ok(())
+    }
+
+    /// Charge one request of `len` wire bytes, which passed [`NetTask::check_rate`], to
+    /// `peer`'s rate buckets: one message token and `len` byte tokens (possibly a debt).
+    fn charge(&mut self, peer: PeerId, len: usize) {
+        if let Some(q) = self.quotas.get_mut(&peer) {
+            q.messages.take(1.0);
+            q.bytes.take(len as f64);
+        }
     }
 
     /// Forget an inbound request (answered, failed or timed out) and release its quota.

@@ -1000,3 +1000,31 @@ async fn half_open_streams_and_byte_floods_are_cut_and_reported() {
     drop(held);
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_for_open_streams_costs_no_rate_token() {
+    let limits = PeerLimits { messages_per_sec: 2, open_streams: 1, ..PeerLimits::default() };
+    let (mut a, h) = limited_pair(limits).await;
+    let pa = a.peer;
+    // The first request is handed to the consumer and held unanswered: one token spent.
+    let first = h.fire(pa, raw(&Request::Hello(hello("KZ")))).await;
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+    // The second is refused by the open-streams limit, and must not spend the last token.
+    let second = h.send(pa, encode_request(&Request::Hello(hello("KZ"))).expect("encodes")).await;
+    assert!(error_text(&second).is_some_and(|r| r.starts_with("too many open requests")), "{second:?}");
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+    assert!(timeout(WAIT, first).await.expect("in time").expect("alive").is_ok());
+    // At once (well within the half second a token takes to refill), a third is served.
+    let third = h.fire(pa, raw(&Request::Hello(hello("KZ")))).await;
+    let (ev, _) = a
+        .wait_for(|e| {
+            matches!(e, NetEvent::Inbound { .. } | NetEvent::Abuse { kind: Abuse::MessageRate, .. })
+        })
+        .await;
+    let NetEvent::Inbound { id, .. } = ev else { panic!("the third request was refused: {ev:?}") };
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+    let third = timeout(WAIT, third).await.expect("in time").expect("alive");
+    assert!(matches!(decode_response(&third.expect("answered")), Ok(Response::Hello(_))));
+    a.stop().await;
+}
