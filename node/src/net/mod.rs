@@ -81,7 +81,8 @@
 //!                                          BACKOFF_RESET_AFTER
 //!
 //!  removed by set_peers (from any state): the allow-list closes all its connections
-//!  (Disconnected if it was Ready), it is never dialled again, and its attempts are Refused.
+//!  (Disconnected if it was Ready; a late answer on one not Ready yet is ignored, so it
+//!  never gets Connected), it is never dialled again, and its attempts are Refused.
 //! ```
 //!
 //! A connection counts as *ready* once the remote has shown it accepted it: an identify

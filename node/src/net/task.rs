@@ -634,6 +634,12 @@ impl NetTask {
         let Some(link) = self.links.get_mut(&peer) else {
             return;
         };
+        // A late answer from a peer that left the roster (or moved to another member)
+        // since it connected: its connections are being closed, it is no member to announce.
+        if !self.roster.get(&peer).is_some_and(|r| r.member == link.member) {
+            debug!(%peer, member = %link.member, "answer from a peer no longer in the roster as this member, ignored");
+            return;
+        }
         let Some(c) = link.conns.get_mut(&conn) else {
             return;
         };
@@ -1039,6 +1045,21 @@ impl NetTask {
             }
             Err(e) => debug!(error = %e, "cannot encode error response"),
         }
+    }
+}
+
+/// For the tests: feed the task the swarm events libp2p would deliver and the commands a
+/// handle would send, in an order the test chooses, without its event loop. Some races
+/// (a late answer on a connection of a peer that has just left the roster) cannot be
+/// ordered from outside the task; this is how their order is made certain.
+#[cfg(test)]
+impl NetTask {
+    pub(super) fn swarm_event_for_tests(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.on_swarm_event(event);
+    }
+
+    pub(super) fn command_for_tests(&mut self, cmd: Command) {
+        self.on_command(cmd);
     }
 }
 

@@ -1028,3 +1028,107 @@ async fn a_request_refused_for_open_streams_costs_no_rate_token() {
     assert!(matches!(decode_response(&third.expect("answered")), Ok(Response::Hello(_))));
     a.stop().await;
 }
+
+// ---- the task driven by hand, for races whose order cannot be chosen from outside ----
+
+/// A net task whose swarm events and commands the test feeds one by one.
+struct Driven {
+    task: task::NetTask,
+    events: mpsc::Receiver<NetEvent>,
+}
+
+impl Driven {
+    /// A task for `AA` (no listener, nothing to dial) with `peers` as its roster.
+    fn start(peers: Vec<PeerEntry>) -> Driven {
+        let cfg = NetConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: vec![],
+            peers,
+            max_connections: 32,
+            dial_backoff_max: Duration::from_secs(2),
+            limits: PeerLimits::default(),
+            liveness: Liveness::default(),
+        };
+        let (_commands, commands_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+        let (events_tx, events) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let task = task::NetTask::new(cfg, commands_rx, events_tx, CancellationToken::new()).expect("task");
+        Driven { task, events }
+    }
+
+    fn swarm(&mut self, event: SwarmEvent<behaviour::BehaviourEvent>) {
+        self.task.swarm_event_for_tests(event);
+    }
+
+    /// A connection `conn` with `peer` completed its handshake.
+    fn established(&mut self, peer: PeerId, conn: usize) {
+        self.swarm(SwarmEvent::ConnectionEstablished {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(conn),
+            endpoint: driven_endpoint(),
+            num_established: std::num::NonZeroU32::MIN,
+            concurrent_dial_errors: None,
+            established_in: Duration::from_millis(1),
+        });
+    }
+
+    /// `peer` answered a ping on `conn`: the connection is ready.
+    fn ping_answered(&mut self, peer: PeerId, conn: usize) {
+        self.swarm(SwarmEvent::Behaviour(behaviour::BehaviourEvent::Ping(libp2p::ping::Event {
+            peer,
+            connection: ConnectionId::new_unchecked(conn),
+            result: Ok(Duration::from_millis(1)),
+        })));
+    }
+
+    fn closed(&mut self, peer: PeerId, conn: usize) {
+        self.swarm(SwarmEvent::ConnectionClosed {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(conn),
+            endpoint: driven_endpoint(),
+            num_established: 0,
+            cause: None,
+        });
+    }
+
+    fn set_peers(&mut self, peers: Vec<PeerEntry>) {
+        let (reply, mut rx) = oneshot::channel();
+        self.task.command_for_tests(Command::SetPeers { peers, reply });
+        rx.try_recv().expect("answered at once").expect("roster accepted");
+    }
+
+    fn connected(&mut self) -> Vec<(MemberCode, PeerId)> {
+        let (reply, mut rx) = oneshot::channel();
+        self.task.command_for_tests(Command::Connected { reply });
+        rx.try_recv().expect("answered at once")
+    }
+
+    /// The events emitted so far.
+    fn events(&mut self) -> Vec<NetEvent> {
+        std::iter::from_fn(|| self.events.try_recv().ok()).collect()
+    }
+}
+
+fn driven_endpoint() -> libp2p::core::ConnectedPoint {
+    libp2p::core::ConnectedPoint::Listener {
+        local_addr: "/ip4/127.0.0.1/tcp/1".parse().expect("valid multiaddr"),
+        send_back_addr: "/ip4/127.0.0.1/tcp/2".parse().expect("valid multiaddr"),
+    }
+}
+
+#[tokio::test]
+async fn a_late_answer_from_a_peer_removed_while_connecting_announces_nothing() {
+    let me = Keypair::generate_ed25519().public().to_peer_id();
+    let p = Keypair::generate_ed25519().public().to_peer_id();
+    let mut a = Driven::start(vec![entry("AA", me, vec![]), entry("KZ", p, vec![])]);
+    // Connected, not ready yet (no identify or ping answer), when KZ leaves the roster.
+    a.established(p, 1);
+    a.set_peers(vec![entry("AA", me, vec![])]);
+    // The ping answer was already on its way; then the allow-list's close lands.
+    a.ping_answered(p, 1);
+    let events = a.events();
+    assert!(!events.iter().any(|e| matches!(e, NetEvent::Connected { .. })), "{events:?}");
+    a.closed(p, 1);
+    let events = a.events();
+    assert!(events.is_empty(), "nothing to report about a peer never announced: {events:?}");
+    assert!(a.connected().is_empty());
+}
