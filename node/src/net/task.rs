@@ -544,7 +544,8 @@ impl NetTask {
                 continue;
             }
             // Removed, or moved to another member: close its connections; if it moved,
-            // it is added back below and redialled once they are closed.
+            // it is added back below and redialled once they are closed (a connection of
+            // its own that completes before then starts a new link: ConnectionEstablished).
             info!(%peer, %member, "peer removed from the roster");
             self.roster.remove(&peer);
             self.quotas.remove(&peer);
@@ -694,6 +695,15 @@ impl NetTask {
                 let member = r.member;
                 let remote = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, %member, addr = %remote, "connection established");
+                // The peer moved to another member and reconnected before its old
+                // connections (closing) reported it: those belong to the old member's link,
+                // which ends here; this connection starts the new member's.
+                if self.links.get(&peer_id).is_some_and(|l| l.member != member) {
+                    if let Some(old) = self.links.remove(&peer_id).filter(|l| l.announced) {
+                        info!(peer = %peer_id, member = %old.member, to = %member, "member disconnected: its peer moved");
+                        self.emit(NetEvent::Disconnected { member: old.member, peer: peer_id });
+                    }
+                }
                 self.links
                     .entry(peer_id)
                     .or_insert_with(|| Link {

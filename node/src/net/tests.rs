@@ -1132,3 +1132,29 @@ async fn a_late_answer_from_a_peer_removed_while_connecting_announces_nothing() 
     assert!(events.is_empty(), "nothing to report about a peer never announced: {events:?}");
     assert!(a.connected().is_empty());
 }
+
+#[tokio::test]
+async fn a_peer_moved_to_another_member_reconnects_as_that_member() {
+    let me = Keypair::generate_ed25519().public().to_peer_id();
+    let p = Keypair::generate_ed25519().public().to_peer_id();
+    let mut a = Driven::start(vec![entry("AA", me, vec![]), entry("KZ", p, vec![])]);
+    a.established(p, 1);
+    a.ping_answered(p, 1);
+    // The PeerId moves from KZ to KY; the peer reconnects before the old connection's close
+    // is reported.
+    a.set_peers(vec![entry("AA", me, vec![]), entry("KY", p, vec![])]);
+    a.established(p, 2);
+    a.ping_answered(p, 2);
+    a.closed(p, 1);
+    let got: Vec<(&str, MemberCode)> = a
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            NetEvent::Connected { member, .. } => Some(("connected", *member)),
+            NetEvent::Disconnected { member, .. } => Some(("disconnected", *member)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![("connected", code("KZ")), ("disconnected", code("KZ")), ("connected", code("KY"))]);
+    assert_eq!(a.connected(), vec![(code("KY"), p)]);
+}
