@@ -637,7 +637,7 @@ impl NetTask {
         };
         // A late answer from a peer that left the roster (or moved to another member)
         // since it connected: its connections are being closed, it is no member to announce.
-        if !self.roster.get(&peer).is_some_and(|r| r.member == link.member) {
+        if self.roster.get(&peer).is_none_or(|r| r.member != link.member) {
             debug!(%peer, member = %link.member, "answer from a peer no longer in the roster as this member, ignored");
             return;
         }
