@@ -14,8 +14,9 @@
 //! the append path, the indexes and the checkpoint schedule).
 //!
 //! Verification ([`verify_store_with`]) recomputes the chain — in parallel segments on a
-//! long log, each link still checked once — and names the first bad sequence number; it
-//! then checks every checkpoint the node signed (stored, and carried by `checkpoint`
+//! long log, each link still checked once — and names the first bad sequence number (on a
+//! running node, where the writer appends meanwhile, it goes on to the entries appended
+//! until the head it reads names the last entry it verified); it then checks every checkpoint the node signed (stored, and carried by `checkpoint`
 //! entries) and every witnessed one (a peer's copy) against the hash the chain has at the
 //! checkpoint's sequence number. A head hash commits to the whole prefix but cannot say
 //! which entry in it changed, so a re-chained rewrite is localised between the last
@@ -735,6 +736,7 @@ pub fn check_checkpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Store, WriteBatch};
 
     fn chain(n: u64) -> Vec<(u64, Digest, Vec<u8>)> {
         let mut prev = GENESIS;
@@ -845,6 +847,79 @@ mod tests {
         let e = check_checkpoints(vec![good(10), good(20)], &heads, 15).expect_err("detects");
         assert!(matches!(e, ChainError::Truncated { at: 20, last: 15, .. }), "{e}");
         assert_eq!(e.first_bad(), 16);
+    }
+
+    /// A store in a temporary directory whose log holds `n` entries; its head.
+    fn store_with_log(n: u64) -> (tempfile::TempDir, Store, (u64, Digest)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let mut head = (0, GENESIS);
+        append_to(&store, &mut head, n, 1000);
+        (dir, store, head)
+    }
+
+    /// Append `n` entries after `head` as the writer does ([`crate::audit_index::append`],
+    /// then a commit), `per_commit` to a batch.
+    fn append_to(store: &Store, head: &mut (u64, Digest), n: u64, per_commit: u64) {
+        let mut left = n;
+        while left > 0 {
+            let now = per_commit.min(left);
+            let mut batch = WriteBatch::default();
+            for _ in 0..now {
+                let seq = head.0 + 1;
+                let ev = AuditEvent::new(Action::Ingested, Outcome::Ok).reason(format!("r{seq}"));
+                crate::audit_index::append(&mut batch, head, ev, 1_000 * seq as i64, Digest([1; 32]));
+            }
+            store.commit(batch).expect("commits");
+            left -= now;
+        }
+    }
+
+    /// Sign a checkpoint of `head` and append its entry, as the writer does when one falls
+    /// due (the checkpoint and its entry in one batch).
+    fn sign_checkpoint(store: &Store, head: &mut (u64, Digest)) -> Checkpoint {
+        let mut state = crate::audit_index::ChainState::open(store, *head).expect("reads the state");
+        state.force = true;
+        let key = tamga_protocol::SigningKey::from_bytes(&[9; 32]);
+        let me: MemberCode = "RU".parse().expect("valid");
+        let mut batch = WriteBatch::default();
+        let now = 1_000 * (head.0 as i64 + 1);
+        let at = state.checkpoint_if_due(&mut batch, head, now, me, &key, Digest([1; 32])).expect("due");
+        store.commit(batch).expect("commits");
+        store.checkpoints().expect("reads").into_iter().find(|c| c.seq + 1 == at).expect("stored")
+    }
+
+    #[test]
+    fn a_log_that_grows_while_it_is_verified_verifies() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (_dir, store, head) = store_with_log(20_000);
+        let stop = AtomicBool::new(false);
+        let (reports, grown) = std::thread::scope(|s| {
+            // The writer keeps appending, a checkpoint every 50 entries.
+            let appender = s.spawn(|| {
+                let mut head = head;
+                while !stop.load(Ordering::Relaxed) {
+                    append_to(&store, &mut head, 1, 1);
+                    if head.0 % 50 == 0 {
+                        sign_checkpoint(&store, &mut head);
+                    }
+                }
+                head.0
+            });
+            let reports: Vec<VerifyReport> = (0..20).map(|_| verify_store(&store)).collect();
+            stop.store(true, Ordering::Relaxed);
+            (reports, appender.join().expect("the appender ran"))
+        });
+        for r in &reports {
+            assert!(r.ok, "an honest log that grows verifies: {:?}", r.error);
+        }
+        assert!(grown > reports[0].entries, "the log grew while it was verified");
+        let last = verify_store(&store);
+        assert!(last.ok && last.entries == grown, "{last:?}");
+        // A head past the entries that no longer moves is still a cut tail.
+        store.tamper_audit_set(grown, None).expect("tampers");
+        let cut = verify_store(&store);
+        assert_eq!(cut.first_bad, Some(grown), "{cut:?}");
     }
 }
 
@@ -1002,6 +1077,10 @@ pub struct VerifyReport {
 pub const PARALLEL_VERIFY_MIN: u64 = 100_000;
 /// Most threads one verification uses.
 pub const MAX_VERIFY_THREADS: usize = 4;
+/// Most times verification reads the head again and verifies the entries appended since
+/// (on a running node the writer keeps appending while the log is verified). The last
+/// round verifies up to the head it read, and the report is of the log that head names.
+pub const MAX_VERIFY_ROUNDS: u32 = 64;
 
 /// What one segment of the chain gave.
 struct Segment {
@@ -1026,26 +1105,28 @@ impl Segment {
     }
 }
 
-/// Verify entries `lo..=hi` (to the end of the log when `hi` is `u64::MAX`).
+/// The verifier a segment starting at entry `lo` starts from: after the hash stored
+/// beside entry `lo - 1` (a missing or damaged entry `lo - 1` is reported by the segment
+/// before, which checks that hash against the entry's bytes).
+fn segment_start(store: &crate::store::Store, lo: u64) -> ChainVerifier {
+    if lo <= 1 {
+        return ChainVerifier::default();
+    }
+    let prev = store.audit_entry(lo - 1).ok().flatten().map_or(GENESIS, |(h, _)| h);
+    ChainVerifier::after(lo - 1, prev)
+}
+
+/// Verify the entries after those `start` verified, up to `hi` (to the end of the log
+/// when `hi` is `u64::MAX`).
 fn verify_segment(
     store: &crate::store::Store,
-    lo: u64,
+    start: ChainVerifier,
     hi: u64,
     head_seq: u64,
     wanted: &std::collections::HashSet<u64>,
 ) -> Segment {
-    let prev = if lo <= 1 {
-        GENESIS
-    } else {
-        // A missing or damaged entry lo-1 is reported by the segment before.
-        store.audit_entry(lo - 1).ok().flatten().map_or(GENESIS, |(h, _)| h)
-    };
-    let mut seg = Segment {
-        v: if lo <= 1 { ChainVerifier::default() } else { ChainVerifier::after(lo - 1, prev) },
-        error: None,
-        cps: Vec::new(),
-        heads: Default::default(),
-    };
+    let lo = start.verified() + 1;
+    let mut seg = Segment { v: start, error: None, cps: Vec::new(), heads: Default::default() };
     store.for_each_audit_entry(lo, hi, |item| {
         let (seq, hash, raw) = match item {
             Ok(x) => x,
@@ -1156,7 +1237,7 @@ pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> V
             .iter()
             .map(|&(lo, hi)| {
                 let wanted = &wanted;
-                scope.spawn(move || verify_segment(store, lo, hi, head_seq, wanted))
+                scope.spawn(move || verify_segment(store, segment_start(store, lo), hi, head_seq, wanted))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Segment::panicked())).collect()
@@ -1171,16 +1252,50 @@ pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> V
         heads.extend(seg.heads);
         cps.extend(seg.cps);
     }
-    match store.audit_head() {
-        Ok(Some((h, _))) if h != v.verified() => {
+    // The head, read after the entries. An entry and the head that names it are committed
+    // in one atomic batch, so on an honest log the head read now is at or past every
+    // entry read before: a head past them names entries appended meanwhile (verify is run
+    // on a running node), which are verified in turn, until the head read names the last
+    // entry verified. A head below the entries, or one that names entries the log does not
+    // hold, is an error.
+    let mut rounds = 0;
+    loop {
+        let (h, hash) = match store.audit_head() {
+            Ok(Some(head)) => head,
+            Ok(None) if v.verified() == 0 => break,
+            Ok(None) => return fail(&v, ChainError::Head { last: v.verified(), head: 0 }),
+            Err(e) => return fail(&v, ChainError::Unreadable { seq: v.verified() + 1, why: e.to_string() }),
+        };
+        if h < v.verified() {
             return fail(&v, ChainError::Head { last: v.verified(), head: h });
         }
-        Ok(Some((_, hash))) if hash != v.head() => {
-            return fail(&v, ChainError::HeadHash { seq: v.verified() });
+        if h == v.verified() {
+            if hash != v.head() {
+                return fail(&v, ChainError::HeadHash { seq: v.verified() });
+            }
+            break;
         }
-        Ok(None) if v.verified() > 0 => return fail(&v, ChainError::Head { last: v.verified(), head: 0 }),
-        Err(e) => return fail(&v, ChainError::Unreadable { seq: v.verified() + 1, why: e.to_string() }),
-        _ => {}
+        // Entries up to the head read are all committed: verify them, and past them
+        // (then read the head again) unless the log kept growing for too many rounds,
+        // when the log verified is the one this head names.
+        rounds += 1;
+        let last_round = rounds >= MAX_VERIFY_ROUNDS;
+        let seg = verify_segment(store, v, if last_round { h } else { u64::MAX }, h, &wanted);
+        v = seg.v;
+        if let Some(e) = seg.error {
+            return fail(&v, e);
+        }
+        heads.extend(seg.heads);
+        cps.extend(seg.cps);
+        if v.verified() < h {
+            return fail(&v, ChainError::Head { last: v.verified(), head: h });
+        }
+        if last_round {
+            if hash != v.head() {
+                return fail(&v, ChainError::HeadHash { seq: v.verified() });
+            }
+            break;
+        }
     }
     // Signatures: a checkpoint the node signed that does not verify was forged. Each is
     // stored and logged, so the same checkpoint seen twice is verified once.
