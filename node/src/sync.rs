@@ -364,6 +364,12 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
             ev.peer_id = Some(peer.to_string());
             ctx.shared.writer.audit(ev).await;
         }
+        NetEvent::RefusedSummary { count } => {
+            let ev = AuditEvent::new(Action::PeerRefused, Outcome::Refused).reason(format!(
+                "{count} further connection attempts from peers outside the roster refused, not itemised"
+            ));
+            ctx.shared.writer.audit(ev).await;
+        }
         NetEvent::Abuse { member, kind, count, detail, .. } => {
             // One entry per peer and kind per report interval, however many requests it
             // stands for (the net task counts them).

@@ -53,9 +53,11 @@
 //! connection from or to a PeerId outside the roster is denied right after the TLS
 //! handshake (the earliest point where the remote PeerId is proven) and never reaches the
 //! connection limits, identify, ping or `/tamga/sync/1`. Denials are reported as
-//! [`NetEvent::Refused`], at most once per peer per [`REFUSED_REPORT_INTERVAL`]. A dial
-//! to a roster address that answers with a PeerId outside the roster is refused and
-//! reported the same way.
+//! [`NetEvent::Refused`], at most once per peer per [`REFUSED_REPORT_INTERVAL`]; while
+//! [`REFUSED_TRACKED_MAX`] peers refused within it are remembered, further refusals are
+//! counted instead and reported as [`NetEvent::RefusedSummary`] (the first at once, then
+//! at most once per interval), so none goes unaudited. A dial to a roster address that
+//! answers with a PeerId outside the roster is refused and reported the same way.
 //!
 //! # A roster peer's connection lifecycle
 //!
@@ -166,7 +168,7 @@
 //! | [`EVENT_BACKLOG_MAX`] | 1024 | events held while the channel is full; past it events are dropped and logged |
 //! | [`INBOUND_SHED_BACKLOG`] | 64 | backlog length from which inbound requests are shed |
 //! | [`REFUSED_REPORT_INTERVAL`] | 5 min | at most one `Refused` per peer per interval (audit, not a flood) |
-//! | [`REFUSED_TRACKED_MAX`] | 1024 | refused peers remembered; when all are recent, further reports are suppressed |
+//! | [`REFUSED_TRACKED_MAX`] | 1024 | refused peers remembered; when all are recent, further refusals are counted and reported as one `RefusedSummary` per interval |
 //! | [`MAX_CONNECTIONS_PER_PEER`] | 2 | tolerates both sides dialling at once without flapping |
 //! | [`MAX_PENDING_INCOMING`] | 32 | handshakes in progress from unknown remotes (TLS costs CPU) |
 //! | [`MAX_PENDING_OUTGOING`] | 128 | dials in progress (one per roster peer) |
@@ -233,7 +235,8 @@ pub const EVENT_BACKLOG_MAX: usize = 1024;
 pub const INBOUND_SHED_BACKLOG: usize = 64;
 /// At most one [`NetEvent::Refused`] per peer per this interval.
 pub const REFUSED_REPORT_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// Most refused peers remembered for rate limiting.
+/// Most refused peers remembered for rate limiting; past it refusals are only counted
+/// ([`NetEvent::RefusedSummary`]).
 pub const REFUSED_TRACKED_MAX: usize = 1024;
 /// Most established connections to one peer.
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
@@ -450,6 +453,14 @@ pub enum NetEvent {
         /// Its address, if known.
         addr: Option<Multiaddr>,
     },
+    /// Refusals of PeerIds outside the roster that were not reported one by one, because
+    /// [`REFUSED_TRACKED_MAX`] peers refused within [`REFUSED_REPORT_INTERVAL`] were
+    /// already remembered. At most one per interval (the first at once), counting the
+    /// refusals since the previous one; so every refusal is audited, at least in summary.
+    RefusedSummary {
+        /// Connection attempts refused and not reported one by one (at least 1).
+        count: u64,
+    },
     /// A roster member sent a request. Answer it with [`NetHandle::respond`] within
     /// [`REQUEST_TIMEOUT`].
     Inbound {
@@ -487,6 +498,7 @@ impl NetEvent {
             NetEvent::Connected { .. } => "connected",
             NetEvent::Disconnected { .. } => "disconnected",
             NetEvent::Refused { .. } => "refused",
+            NetEvent::RefusedSummary { .. } => "refused_summary",
             NetEvent::Inbound { .. } => "inbound",
             NetEvent::Abuse { .. } => "abuse",
         }

@@ -211,7 +211,13 @@ pub(super) struct NetTask {
     abuse_due: Option<Instant>,
     /// When each refused peer was last reported; at most [`REFUSED_TRACKED_MAX`].
     refused: HashMap<PeerId, Instant>,
+    /// Refusals not reported one by one (the table was full) and not yet in a
+    /// [`NetEvent::RefusedSummary`].
     refused_suppressed: u64,
+    /// When the last [`NetEvent::RefusedSummary`] was emitted.
+    refused_summary_last: Option<Instant>,
+    /// When the counted refusals are due for a summary, if any are.
+    refused_due: Option<Instant>,
     /// Listeners that have not reported an address yet.
     listeners_pending: HashSet<ListenerId>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
@@ -302,6 +308,8 @@ impl NetTask {
             abuse_due: None,
             refused: HashMap::new(),
             refused_suppressed: 0,
+            refused_summary_last: None,
+            refused_due: None,
             listeners_pending,
             listen_waiters: Vec::new(),
         };
@@ -338,6 +346,7 @@ impl NetTask {
                     event = self.swarm.select_next_some() => self.on_swarm_event(event),
                     () = sleep_until_opt(next_dial) => self.dial_due(),
                     () = sleep_until_opt(self.abuse_due) => self.report_abuse_due(),
+                    () = sleep_until_opt(self.refused_due) => self.report_refused_summary(Instant::now()),
                 }
             }
             info!("network task stopped");
@@ -382,6 +391,7 @@ impl NetTask {
 
     fn report_refused(&mut self, peer: PeerId, addr: Option<Multiaddr>) {
         let now = Instant::now();
+        self.report_refused_summary(now);
         match self.refused.get(&peer) {
             Some(last) if now.duration_since(*last) < REFUSED_REPORT_INTERVAL => {
                 debug!(%peer, "refused again (already reported)");
@@ -392,7 +402,8 @@ impl NetTask {
                 self.refused.retain(|_, t| now.duration_since(*t) < REFUSED_REPORT_INTERVAL);
                 if self.refused.len() >= REFUSED_TRACKED_MAX {
                     self.refused_suppressed += 1;
-                    debug!(%peer, suppressed = self.refused_suppressed, "too many refused peers, report suppressed");
+                    debug!(%peer, suppressed = self.refused_suppressed, "too many refused peers, counted for a summary");
+                    self.report_refused_summary(now);
                     return;
                 }
             }
@@ -401,6 +412,27 @@ impl NetTask {
         self.refused.insert(peer, now);
         warn!(%peer, addr = ?addr, "refused a peer that is not in the roster");
         self.emit(NetEvent::Refused { peer, addr });
+    }
+
+    /// Report the refusals counted but not reported one by one, if there are any and no
+    /// summary was emitted within [`REFUSED_REPORT_INTERVAL`]; else have the timer do it
+    /// when the interval has passed.
+    fn report_refused_summary(&mut self, now: Instant) {
+        if self.refused_suppressed == 0 {
+            self.refused_due = None;
+            return;
+        }
+        if let Some(last) = self.refused_summary_last {
+            if now.duration_since(last) < REFUSED_REPORT_INTERVAL {
+                self.refused_due = Some(last + REFUSED_REPORT_INTERVAL);
+                return;
+            }
+        }
+        let count = std::mem::take(&mut self.refused_suppressed);
+        self.refused_summary_last = Some(now);
+        self.refused_due = None;
+        warn!(count, "refused peers that are not in the roster, too many to report one by one");
+        self.emit(NetEvent::RefusedSummary { count });
     }
 
     // ---- commands ----
@@ -1070,6 +1102,13 @@ impl NetTask {
 
     pub(super) fn command_for_tests(&mut self, cmd: Command) {
         self.on_command(cmd);
+    }
+
+    /// Make every refusal report `by` older, as if that much time had passed.
+    pub(super) fn age_refusals_for_tests(&mut self, by: Duration) {
+        let age = |t: &mut Instant| *t = t.checked_sub(by).expect("the clock is older than that");
+        self.refused.values_mut().for_each(age);
+        self.refused_summary_last.as_mut().map(age);
     }
 }
 

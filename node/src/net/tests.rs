@@ -1158,3 +1158,43 @@ async fn a_peer_moved_to_another_member_reconnects_as_that_member() {
     assert_eq!(got, vec![("connected", code("KZ")), ("disconnected", code("KZ")), ("connected", code("KY"))]);
     assert_eq!(a.connected(), vec![(code("KY"), p)]);
 }
+
+#[tokio::test]
+async fn refusals_beyond_the_remembered_peers_are_reported_as_a_count() {
+    let me = Keypair::generate_ed25519().public().to_peer_id();
+    let mut a = Driven::start(vec![entry("AA", me, vec![])]);
+    let (mut itemised, mut counted, mut summaries) = (0, 0, 0);
+    let mut refuse_one = |a: &mut Driven| {
+        // A dial answered by a PeerId outside the roster, each time another one.
+        let obtained = Keypair::generate_ed25519().public().to_peer_id();
+        let address: Multiaddr = "/ip4/127.0.0.1/tcp/3".parse().expect("valid multiaddr");
+        a.swarm(SwarmEvent::OutgoingConnectionError {
+            connection_id: ConnectionId::new_unchecked(0),
+            peer_id: None,
+            error: libp2p::swarm::DialError::WrongPeerId { obtained, address },
+        });
+        for e in a.events() {
+            match e {
+                NetEvent::Refused { peer, .. } if peer == obtained => itemised += 1,
+                NetEvent::RefusedSummary { count } => {
+                    counted += count;
+                    summaries += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (itemised, counted, summaries)
+    };
+    for _ in 0..REFUSED_TRACKED_MAX {
+        refuse_one(&mut a);
+    }
+    // The table is full of recent refusals: the next is counted, reported at once.
+    assert_eq!(refuse_one(&mut a), (REFUSED_TRACKED_MAX, 1, 1));
+    // Two more within the interval: counted, not reported yet.
+    refuse_one(&mut a);
+    assert_eq!(refuse_one(&mut a), (REFUSED_TRACKED_MAX, 1, 1));
+    // Once the interval has passed, the next refusal is itemised (the table has room
+    // again) and the two counted ones are reported with it.
+    a.task.age_refusals_for_tests(REFUSED_REPORT_INTERVAL);
+    assert_eq!(refuse_one(&mut a), (REFUSED_TRACKED_MAX + 1, 3, 2));
+}
