@@ -513,9 +513,10 @@ pub enum ChainError {
         /// What differs.
         why: String,
     },
-    /// A checkpoint names entries beyond the end of the log (the tail was cut and the head
-    /// rewritten).
-    #[error("{what} covers entry {at}, but the log ends at entry {last}: entries {}..={at} were removed", last + 1)]
+    /// A checkpoint covers the last entry of the log or one beyond it (the tail was cut and
+    /// the head rewritten): a checkpoint of entry `at` is signed and stored in one batch with
+    /// entry `at + 1`, which logs it, so a log that holds it holds that entry.
+    #[error("{what} covers entry {at} and was logged in entry {}, but the log ends at entry {last}: entries {}..={} were removed", at.saturating_add(1), last + 1, at.saturating_add(1))]
     Truncated {
         /// Which checkpoint.
         what: String,
@@ -700,7 +701,9 @@ pub fn check_checkpoints(
             CheckpointSource::Entry(s) => format!("the checkpoint in entry {s}"),
             CheckpointSource::Witness => "a witnessed checkpoint".to_owned(),
         };
-        if cp.seq > last {
+        // The node's checkpoint of entry s is stored in one batch with entry s+1, which
+        // carries it (and peers are shown only stored ones): it proves entry s+1 existed.
+        if cp.seq >= last {
             return Err(ChainError::Truncated { what, at: cp.seq, last });
         }
         if cp.seq == 0 {
@@ -847,6 +850,11 @@ mod tests {
         let e = check_checkpoints(vec![good(10), good(20)], &heads, 15).expect_err("detects");
         assert!(matches!(e, ChainError::Truncated { at: 20, last: 15, .. }), "{e}");
         assert_eq!(e.first_bad(), 16);
+        // A checkpoint of the last entry: the entry that logged it is gone.
+        let e = check_checkpoints(vec![good(10), good(20)], &heads, 20).expect_err("detects");
+        assert!(matches!(e, ChainError::Truncated { at: 20, last: 20, .. }), "{e}");
+        assert_eq!(e.first_bad(), 21);
+        assert!(e.to_string().contains("entries 21..=21 were removed"), "{e}");
     }
 
     /// A store in a temporary directory whose log holds `n` entries; its head.
@@ -920,6 +928,28 @@ mod tests {
         store.tamper_audit_set(grown, None).expect("tampers");
         let cut = verify_store(&store);
         assert_eq!(cut.first_bad, Some(grown), "{cut:?}");
+    }
+
+    #[test]
+    fn a_cut_tail_is_found_when_the_head_names_the_last_checkpointed_entry() {
+        let (_dir, store, mut head) = store_with_log(10);
+        let cp = sign_checkpoint(&store, &mut head);
+        append_to(&store, &mut head, 5, 1);
+        assert!(verify_store(&store).ok);
+        // The checkpoint of entry s came in one batch with entry s+1, which carries it:
+        // cut the tail from s+1 and rewrite the head to name entry s.
+        let s = cp.seq;
+        for seq in s + 1..=head.0 {
+            store.tamper_audit_set(seq, None).expect("tampers");
+        }
+        let (hash, bytes) = store.audit_entry(s).expect("reads").expect("present");
+        let mut batch = WriteBatch::default();
+        batch.put_audit(s, &bytes, &hash);
+        store.commit(batch).expect("commits");
+        assert_eq!(store.audit_head().expect("reads"), Some((s, hash)));
+        let r = verify_store(&store);
+        assert!(!r.ok, "the stored checkpoint of entry {s} proves entry {} existed: {r:?}", s + 1);
+        assert_eq!(r.first_bad, Some(s + 1), "{r:?}");
     }
 }
 
