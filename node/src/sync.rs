@@ -453,7 +453,8 @@ fn hello(shared: &Shared, peer: MemberCode) -> Hello {
         member: shared.config.member,
         roster_digest: fed.roster.digest(),
         agreements,
-        checkpoint: shared.store.latest_checkpoint().ok().flatten(),
+        // Only one a flush made durable: a peer keeps it as a witness of our log.
+        checkpoint: shared.writer.durable_checkpoint(),
     }
 }
 

@@ -16,6 +16,11 @@
 //! If a commit or flush fails (disk full, read-only directory), every op of the group is
 //! answered with the error, the in-memory chain head is not advanced, and nothing of the
 //! group is acknowledged.
+//!
+//! An own audit checkpoint is visible in the store once its group is applied, but only a
+//! flush makes it durable. The one that may leave the node (a peer keeps the one in our
+//! hello as a witness of our log) is [`Writer::durable_checkpoint`]: the newest that a
+//! successful flush covered, so a crash can never make the log disagree with it.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +29,10 @@ use std::sync::Arc;
 use tamga_config::{Decision, Federation};
 use tamga_protocol::disclosure::ProjectError;
 use tamga_protocol::{
-    AgreementId, Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId, SaltedRecord,
-    SigningKey, StreamKey,
+    AgreementId, Checkpoint, Digest, EntryKind, Envelope, MemberCode, Projection, Receipt, RecordId,
+    SaltedRecord, SigningKey, StreamKey,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{listed_runs, projections_of, Action, AuditEvent, Outcome, TakenIn, GENESIS};
@@ -170,6 +175,8 @@ pub struct Writer {
     store: Store,
     /// How many groups that wrote records the task has applied ([`WriterTask::remember`]).
     applied: Arc<AtomicU64>,
+    /// The newest own checkpoint known durable ([`WriterTask::flushed`]).
+    durable_checkpoint: watch::Receiver<Option<Checkpoint>>,
 }
 
 /// Which records of an ingest the store held when its caller looked them up, once
@@ -274,6 +281,13 @@ impl Writer {
         let _ = self.tx.send(Op::PeerCheckpoint(cp)).await;
     }
 
+    /// The newest checkpoint of this node's own log that a flush has made durable: the
+    /// only one that may leave the node (a peer's hello, a witness). The store's newest
+    /// may be applied and not yet flushed, and a crash would lose it.
+    pub fn durable_checkpoint(&self) -> Option<Checkpoint> {
+        self.durable_checkpoint.borrow().clone()
+    }
+
     /// A consistent copy of the store, its audit log ending with a checkpoint signed over
     /// its last entry.
     pub async fn snapshot(&self) -> Result<Snapshot, WriteError> {
@@ -309,6 +323,13 @@ pub struct WriterTask {
     /// Something is applied that no flush has yet made durable (a group that needed none,
     /// or one whose flush failed): the next group that answers durable flushes first.
     unflushed: bool,
+    /// The newest own checkpoint applied since the last flush that succeeded: made durable,
+    /// and published, by the next one.
+    unflushed_checkpoint: Option<Checkpoint>,
+    /// The newest own checkpoint a flush made durable, published to the handles: at
+    /// start-up the store's newest (what was recovered is durable), then what each
+    /// successful flush covered.
+    durable_checkpoint: watch::Sender<Option<Checkpoint>>,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -334,6 +355,7 @@ impl WriterTask {
     ) -> Result<WriterTask, StoreError> {
         let head = store.audit_head()?.unwrap_or((0, GENESIS));
         let audit = crate::audit_index::ChainState::open(&store, head)?;
+        let (durable_checkpoint, _) = watch::channel(store.latest_checkpoint()?);
         Ok(WriterTask {
             store,
             me,
@@ -348,6 +370,8 @@ impl WriterTask {
             applied: Arc::new(AtomicU64::new(0)),
             recent: VecDeque::with_capacity(RECENT_GROUPS),
             unflushed: false,
+            unflushed_checkpoint: None,
+            durable_checkpoint,
         })
     }
 
@@ -362,8 +386,9 @@ impl WriterTask {
     pub fn spawn(self, cancel: CancellationToken) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (store, applied) = (self.store.clone(), self.applied.clone());
+        let durable_checkpoint = self.durable_checkpoint.subscribe();
         let handle = tokio::spawn(self.run(rx, cancel));
-        (Writer { tx, store, applied }, handle)
+        (Writer { tx, store, applied, durable_checkpoint }, handle)
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Op>, cancel: CancellationToken) {
@@ -398,8 +423,9 @@ impl WriterTask {
         if self.audit.due(self.head.0, now_ms()) {
             self.apply(Vec::new()).await;
         }
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "final flush failed");
+        match self.store.flush().await {
+            Ok(()) => self.flushed(),
+            Err(e) => tracing::error!(error = %e, "final flush failed"),
         }
         tracing::debug!("writer stopped");
     }
@@ -595,6 +621,9 @@ impl WriterTask {
                 // Applied, so visible to readers, whether or not the flush succeeds.
                 self.remember(written);
                 self.unflushed = true;
+                if checkpoint.is_some() {
+                    self.applied_checkpoint();
+                }
             })
         };
         // A group whose answers say durable flushes whatever is applied and not yet known
@@ -604,6 +633,9 @@ impl WriterTask {
             Ok(()) if durable && self.unflushed => {
                 let flushed = self.store.flush().await;
                 self.unflushed = flushed.is_err();
+                if flushed.is_ok() {
+                    self.flushed();
+                }
                 flushed
             }
             other => other,
@@ -753,6 +785,24 @@ impl WriterTask {
             return self.store.view().has_record(id);
         }
         Ok(self.recent.iter().rev().take_while(|(g, _)| *g > after).any(|(_, ids)| ids.contains(id)))
+    }
+
+    /// A group that signed a checkpoint was applied: keep the checkpoint until a flush
+    /// covers it. (This task is the only writer of own checkpoints, so the store's newest
+    /// is the one just signed.) Unread, the published one stays an older durable one.
+    fn applied_checkpoint(&mut self) {
+        match self.store.latest_checkpoint() {
+            Ok(cp) => self.unflushed_checkpoint = cp,
+            Err(e) => tracing::warn!(error = %e, "checkpoint not read back; peers are shown an older one"),
+        }
+    }
+
+    /// A flush succeeded: everything applied before it is durable, so is the newest
+    /// checkpoint among it, which peers may now be shown.
+    fn flushed(&mut self) {
+        if let Some(cp) = self.unflushed_checkpoint.take() {
+            self.durable_checkpoint.send_replace(Some(cp));
+        }
     }
 
     /// Remember the records an applied group wrote, for [`WriterTask::held_since`].
@@ -2326,6 +2376,38 @@ mod tests {
         let again = writer.ingest(vec![record.clone()]).await.expect("stored");
         assert_eq!(again, vec![Ingested { id: record.id, new: false }]);
         assert_eq!(store.flushes(), flushes + 1, "answered held before any flush");
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
+    // A checkpoint whose flush failed is applied, so the store shows it, but a crash could
+    // still lose it: peers are shown the one before it until a flush has covered it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_checkpoint_is_shown_only_once_a_flush_covered_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        // The first group signs the first checkpoint (none yet) and flushes it.
+        writer.ingest(vec![kz_method("first")]).await.expect("stored");
+        let first = store.latest_checkpoint().expect("reads").expect("a checkpoint");
+        assert_eq!(writer.durable_checkpoint().as_ref(), Some(&first));
+        writer.ingest(vec![kz_method("second")]).await.expect("stored");
+        // A snapshot forces a checkpoint over the last entry; its flush fails.
+        store.fail_next_flush();
+        let _ = writer.snapshot().await;
+        let applied = store.latest_checkpoint().expect("reads").expect("a checkpoint");
+        assert!(
+            applied.seq > first.seq,
+            "the forced checkpoint is applied: {} after {}",
+            applied.seq,
+            first.seq
+        );
+        assert_eq!(writer.durable_checkpoint().as_ref(), Some(&first), "shown before any flush covered it");
+        // A later group that answers durable flushes it (and the one it signs, if any).
+        writer.ingest(vec![kz_method("third")]).await.expect("stored");
+        let last = store.latest_checkpoint().expect("reads").expect("a checkpoint");
+        assert!(last.seq >= applied.seq);
+        assert_eq!(writer.durable_checkpoint().as_ref(), Some(&last), "flushed, so shown");
         drop(writer);
         handle.await.expect("the writer ends");
     }
