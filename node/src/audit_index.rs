@@ -46,9 +46,11 @@
 //! Every `checkpoint_every` entries or `checkpoint_secs` seconds (whichever first, and only
 //! if something was appended since the last one) the writer signs a [`Checkpoint`] of the
 //! head — the sequence number and hash of the last entry — stores it under `K`, and
-//! appends a `checkpoint` entry carrying it, all in the same batch, and flushes: a
-//! checkpoint a peer may be shown is always durable, so a crash can never make an honest
-//! log disagree with a checkpoint it already signed.
+//! appends a `checkpoint` entry carrying it, all in the same batch, and flushes. The store
+//! shows it once the batch is applied, before the flush (and still if the flush fails);
+//! peers are shown only the newest one a successful flush covered
+//! ([`crate::writer::Writer::durable_checkpoint`]), so a crash can never make an honest
+//! log disagree with a checkpoint it already showed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
