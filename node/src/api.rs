@@ -752,9 +752,12 @@ async fn audit_checkpoints(
     let member: Option<tamga_protocol::MemberCode> =
         q.member.as_deref().map(str::parse).transpose().map_err(|e| ApiError::bad(format!("member: {e}")))?;
     let store = shared.store.clone();
+    // Own checkpoints only up to the newest a flush made durable: the list may be kept as a
+    // witness, and one a crash then lost would make this honest log look rewritten.
+    let durable = shared.writer.durable_checkpoint().map_or(0, |c| c.seq);
     let cps = blocking(move || match member {
         Some(m) => store.peer_checkpoints(Some(m)),
-        None => store.checkpoints(),
+        None => store.checkpoints().map(|cps| cps.into_iter().filter(|c| c.seq <= durable).collect()),
     })
     .await?;
     Ok(Json(json!({ "checkpoints": cps })))
