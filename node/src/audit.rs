@@ -16,9 +16,10 @@
 //! Verification ([`verify_store_with`]) recomputes the chain — in parallel segments on a
 //! long log, each link still checked once — and names the first bad sequence number (on a
 //! running node, where the writer appends meanwhile, it goes on to the entries appended
-//! until the head it reads names the last entry it verified); it then checks every checkpoint the node signed (stored, and carried by `checkpoint`
-//! entries) and every witnessed one (a peer's copy) against the hash the chain has at the
-//! checkpoint's sequence number. A head hash commits to the whole prefix but cannot say
+//! until the head it reads names the last entry it verified); it then checks every
+//! checkpoint the node signed (stored, and carried by `checkpoint` entries) and every
+//! witnessed one (a peer's copy) against the hash the chain has at the checkpoint's
+//! sequence number. A head hash commits to the whole prefix but cannot say
 //! which entry in it changed, so a re-chained rewrite is localised between the last
 //! checkpoint that matches and the first that does not ([`check_checkpoints`]); for a
 //! witnessed checkpoint only other witnessed ones count as matching, since whoever
