@@ -141,7 +141,8 @@
 //!
 //! Requests refused by a limit, or answered "busy" because the consumer is behind (see
 //! [Backpressure](#backpressure)), cost no token, so a flooding peer still gets its
-//! allowance served and an honest peer does not pay for the node's own backlog. The requests being read at once on one connection are bounded by libp2p at
+//! allowance served and an honest peer does not pay for the node's own backlog. The
+//! requests being read at once on one connection are bounded by libp2p at
 //! [`MAX_CONCURRENT_STREAMS`] (past it, streams are dropped unread), and each for at most
 //! `stream_read`.
 //!
