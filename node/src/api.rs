@@ -17,6 +17,10 @@
 //! | `/v1/policy/reload`       | POST   | admin                   |
 //! | `/metrics`                | GET    | none (loopback scrape)  |
 //!
+//! An audit query or trace cut short (at its `limit`, or at
+//! [`crate::audit_index::MAX_ANSWER_BYTES`] of entries) carries the header
+//! `tamga-more-entries: true` ([`MORE_ENTRIES_HEADER`]).
+//!
 //! Every refused call (missing or wrong token, a role that may not) is answered 401 or
 //! 403 and audited. Bodies are parsed by hand from bytes so that every malformed input
 //! gets a message naming the problem; a batch with one bad record stores nothing.
@@ -662,8 +666,19 @@ async fn audit_query(
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let filter = q.into_filter(now_ms()).map_err(ApiError::bad)?;
     let store = shared.store.clone();
-    let out = blocking(move || crate::audit_index::query(&store, &filter)).await?;
-    Ok(Json(out).into_response())
+    let (out, more) = blocking(move || crate::audit_index::query_page(&store, &filter)).await?;
+    Ok(with_more(Json(out).into_response(), more))
+}
+
+/// Header of an audit query's or trace's answer cut short: more entries match than it
+/// holds (its `limit`, or [`crate::audit_index::MAX_ANSWER_BYTES`] of entries).
+pub const MORE_ENTRIES_HEADER: &str = "tamga-more-entries";
+
+fn with_more(mut resp: Response, more: bool) -> Response {
+    if more {
+        resp.headers_mut().insert(MORE_ENTRIES_HEADER, axum::http::HeaderValue::from_static("true"));
+    }
+    resp
 }
 
 async fn audit_count(
@@ -693,10 +708,11 @@ async fn audit_count(
 async fn audit_trace(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<crate::audit::ExportedEntry>>, ApiError> {
+) -> Result<Response, ApiError> {
     let id: RecordId = id.parse().map_err(|e| ApiError::bad(format!("{e}")))?;
     let store = shared.store.clone();
-    Ok(Json(blocking(move || crate::audit_index::trace(&store, id)).await?))
+    let (out, more) = blocking(move || crate::audit_index::trace_page(&store, id)).await?;
+    Ok(with_more(Json(out).into_response(), more))
 }
 
 /// Query of `GET /v1/audit/export`.

@@ -296,19 +296,25 @@ async fn query(a: QueryArgs) -> Result<()> {
         print_counts(&counts, a.json, a.csv);
         return Ok(());
     }
-    let entries: Vec<ExportedEntry> = if src.offline {
+    let (entries, more): (Vec<ExportedEntry>, bool) = if src.offline {
         let store = open_offline(&src.config)?;
         let filter = a.filter.params(a.limit).into_filter(now()).map_err(|e| anyhow!(e))?;
-        crate::audit_index::query(&store, &filter)?
+        crate::audit_index::query_page(&store, &filter)?
     } else {
         let mut q = a.filter.pairs();
         if let Some(l) = a.limit {
             q.push(("limit", l.to_string()));
         }
-        let v = client(&src.config, Role::Auditor)?.get("/v1/audit", &q).await?;
-        serde_json::from_value(v).context("the node sent entries this build cannot read")?
+        let (v, more) = client(&src.config, Role::Auditor)?.get_entries("/v1/audit", &q).await?;
+        (serde_json::from_value(v).context("the node sent entries this build cannot read")?, more)
     };
     print_entries(&entries, a.json, a.csv);
+    if more {
+        eprintln!(
+            "more entries match than these {}: narrow the query (--since, --until, --action, …), raise --limit, or use `tamga audit export`",
+            entries.len()
+        );
+    }
     Ok(())
 }
 
@@ -393,14 +399,21 @@ fn print_entries(entries: &[ExportedEntry], json: bool, csv: bool) {
 
 async fn trace(a: TraceArgs) -> Result<()> {
     let id: RecordId = a.record.parse().map_err(|e| anyhow!("record id: {e}"))?;
-    let entries: Vec<ExportedEntry> = if a.source.offline {
-        crate::audit_index::trace(&open_offline(&a.source.config)?, id)?
+    let (entries, more): (Vec<ExportedEntry>, bool) = if a.source.offline {
+        crate::audit_index::trace_page(&open_offline(&a.source.config)?, id)?
     } else {
-        let v = client(&a.source.config, Role::Auditor)?.get(&format!("/v1/audit/trace/{id}"), &[]).await?;
-        serde_json::from_value(v).context("the node sent entries this build cannot read")?
+        let path = format!("/v1/audit/trace/{id}");
+        let (v, more) = client(&a.source.config, Role::Auditor)?.get_entries(&path, &[]).await?;
+        (serde_json::from_value(v).context("the node sent entries this build cannot read")?, more)
     };
     if entries.is_empty() {
         bail!("the audit log has no entry about record {id}");
+    }
+    if more {
+        eprintln!(
+            "the record's entries go on past what one answer holds: these are the first {}; `tamga audit export` has them all",
+            entries.len()
+        );
     }
     if a.json {
         for e in &entries {

@@ -545,25 +545,41 @@ pub fn for_each_match(
 pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// Entries matching a filter, in log order, each with its stored hash: at most `f.limit`,
-/// and no more once [`MAX_ANSWER_BYTES`] of them are taken.
+/// and no more once [`MAX_ANSWER_BYTES`] of them are taken ([`query_page`] also says
+/// whether more match).
 pub fn query(store: &Store, f: &Filter) -> Result<Vec<ExportedEntry>, StoreError> {
-    let mut out = Vec::new();
-    if f.limit == 0 {
-        return Ok(out);
-    }
-    let mut bytes = 0;
-    for_each_match(store, f, |hash, entry, size| {
-        out.push(ExportedEntry { hash, entry });
-        bytes += size;
-        out.len() < f.limit && bytes < MAX_ANSWER_BYTES
-    })?;
-    Ok(out)
+    query_page(store, f).map(|(entries, _)| entries)
 }
 
-/// Every entry about one record, in log order: its whole life on this node.
+/// [`query`], and whether more entries match than it returns (cut at `f.limit` or at
+/// [`MAX_ANSWER_BYTES`]): an answer cut short must say so.
+pub fn query_page(store: &Store, f: &Filter) -> Result<(Vec<ExportedEntry>, bool), StoreError> {
+    let mut out = Vec::new();
+    let (mut bytes, mut more) = (0, false);
+    for_each_match(store, f, |hash, entry, size| {
+        if out.len() >= f.limit || bytes >= MAX_ANSWER_BYTES {
+            more = true;
+            return false;
+        }
+        out.push(ExportedEntry { hash, entry });
+        bytes += size;
+        true
+    })?;
+    Ok((out, more))
+}
+
+/// Every entry about one record, in log order: its whole life on this node (up to
+/// [`MAX_ANSWER_BYTES`] of entries: [`trace_page`] says whether more were left out).
 pub fn trace(store: &Store, record: tamga_protocol::RecordId) -> Result<Vec<ExportedEntry>, StoreError> {
-    let f = Filter { record: Some(record), limit: usize::MAX, ..Filter::default() };
-    query(store, &f)
+    trace_page(store, record).map(|(entries, _)| entries)
+}
+
+/// [`trace`], and whether entries were left out past [`MAX_ANSWER_BYTES`].
+pub fn trace_page(
+    store: &Store,
+    record: tamga_protocol::RecordId,
+) -> Result<(Vec<ExportedEntry>, bool), StoreError> {
+    query_page(store, &Filter { record: Some(record), limit: usize::MAX, ..Filter::default() })
 }
 
 /// The signed receipts held for a record, in log order, each with the action of the
@@ -884,6 +900,23 @@ mod tests {
 
     fn all() -> Filter {
         Filter { limit: usize::MAX, ..Filter::default() }
+    }
+
+    #[test]
+    fn an_answer_cut_at_its_limit_says_more_entries_match() {
+        let l = log(600, 4);
+        let rejected = expect(&l.entries, |e| e.action == Action::Rejected);
+        assert!(rejected.len() > 3, "the log has rejections to cut");
+        let f = |limit| Filter { action: Some(Action::Rejected), limit, ..Filter::default() };
+        let page = |limit| {
+            let (entries, more) = query_page(&l.store, &f(limit)).expect("queries");
+            (entries.iter().map(|e| e.entry.seq).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(page(2), (rejected[..2].to_vec(), true));
+        assert_eq!(page(rejected.len() - 1), (rejected[..rejected.len() - 1].to_vec(), true));
+        assert_eq!(page(rejected.len()), (rejected.clone(), false), "all of them: nothing more");
+        assert_eq!(page(usize::MAX), (rejected, false));
+        assert_eq!(page(0), (Vec::new(), true), "a limit of 0 answers nothing of what matches");
     }
 
     #[test]

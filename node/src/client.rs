@@ -98,6 +98,19 @@ impl Client {
         resp.json().await.map_err(|e| ClientError::Setup(format!("bad response: {e}")))
     }
 
+    /// GET an audit query's or trace's entries, and whether the node says more match than
+    /// it sent ([`crate::api::MORE_ENTRIES_HEADER`]).
+    pub async fn get_entries(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(Value, bool), ClientError> {
+        let resp = self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await?;
+        let more = resp.headers().get(crate::api::MORE_ENTRIES_HEADER).is_some_and(|v| v == "true");
+        let v = resp.json().await.map_err(|e| ClientError::Setup(format!("bad response: {e}")))?;
+        Ok((v, more))
+    }
+
     /// GET raw bytes.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let resp = self.send(self.http.get(format!("{}{path}", self.base))).await?;

@@ -176,12 +176,18 @@ async fn audit_routes_are_for_auditors_page_exports_and_refuse_bad_parameters() 
         "every entry counted once ({sum} of {head}, racing the last appends)"
     );
 
-    // A limit is the most entries answered: 0 is none, as it is for records.
-    for limit in [0, 1, 3] {
+    // A limit is the most entries answered: 0 is none, as it is for records. An answer cut
+    // short says more match (21 records were ingested); one that holds them all does not.
+    for (limit, answered, more) in
+        [(0, 0, true), (1, 1, true), (3, 3, true), (21, 21, false), (50, 21, false)]
+    {
         let q = [("action", "ingested".to_owned()), ("limit", limit.to_string())];
-        let got = auditor.get("/v1/audit", &q).await.expect("queries");
-        assert_eq!(got.as_array().map(Vec::len), Some(limit), "limit={limit}: {got}");
+        let (got, said_more) = auditor.get_entries("/v1/audit", &q).await.expect("queries");
+        assert_eq!(got.as_array().map(Vec::len), Some(answered), "limit={limit}: {got}");
+        assert_eq!(said_more, more, "limit={limit}");
     }
+    let (_, more) = auditor.get_entries(&format!("/v1/audit/trace/{id}"), &[]).await.expect("traces");
+    assert!(!more, "a trace of a few entries is whole");
     let none = op.get("/v1/records", &[("limit", "0".into())]).await.expect("lists");
     assert_eq!(none["records"].as_array().map(Vec::len), Some(0), "{none}");
 
