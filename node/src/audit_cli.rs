@@ -518,12 +518,15 @@ async fn export(a: ExportArgs) -> Result<()> {
     if let ExportFormat::Csv = a.format {
         writeln!(w, "{}", crate::audit_index::CSV_HEADER)?;
     }
+    // A relative time (`24h`) is read once, now: every page then covers the same range.
+    let at = now();
+    let t = |s: &Option<String>| {
+        s.as_deref().map(|v| crate::api::parse_since(v, at)).transpose().map_err(|e| anyhow!(e))
+    };
+    let (since, until) = (t(&a.since)?, t(&a.until)?);
     if a.source.offline {
         let store = open_offline(&a.source.config)?;
-        let t = |s: &Option<String>| {
-            s.as_deref().map(|v| crate::api::parse_since(v, now())).transpose().map_err(|e| anyhow!(e))
-        };
-        let (lo, hi) = crate::audit_index::seq_range(&store, t(&a.since)?, t(&a.until)?)?;
+        let (lo, hi) = crate::audit_index::seq_range(&store, since, until)?;
         let (mut from, to) = (lo.max(a.from.unwrap_or(1)), hi.min(a.to.unwrap_or(u64::MAX)));
         while from <= to {
             let page = crate::audit_index::export_page(&store, from, to, EXPORT_PAGE)?;
@@ -536,10 +539,12 @@ async fn export(a: ExportArgs) -> Result<()> {
         let mut from = a.from.unwrap_or(1);
         loop {
             let mut q = vec![("from", from.to_string()), ("limit", EXPORT_PAGE.to_string())];
-            for (k, v) in [("since", &a.since), ("until", &a.until)] {
-                if let Some(v) = v {
-                    q.push((k, v.clone()));
-                }
+            for (k, ms) in
+                [("since", since), ("until", until)].into_iter().filter_map(|(k, ms)| Some((k, ms?)))
+            {
+                let t = chrono::DateTime::from_timestamp_millis(ms)
+                    .ok_or_else(|| anyhow!("--{k}: the time is out of range"))?;
+                q.push((k, t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
             }
             if let Some(to) = a.to {
                 q.push(("to", to.to_string()));
