@@ -253,6 +253,12 @@ impl Catalog {
         self.categories.get(id)
     }
 
+    /// Whether the category lists this field (a field it does not list has no tags, so
+    /// nothing can be decided about it: such a field is never revealed).
+    pub fn lists(&self, category: &CategoryId, field: &str) -> bool {
+        self.category(category).is_some_and(|c| c.fields.contains_key(field))
+    }
+
     /// Every category, by id.
     pub fn categories(&self) -> impl Iterator<Item = &Category> {
         self.categories.values()

@@ -292,15 +292,9 @@ pub(crate) fn withheld_fields<'a>(
 ) -> BTreeSet<String> {
     let mut tags: BTreeSet<&str> = agreement.redact_tags.iter().map(String::as_str).collect();
     let mut fields: BTreeSet<String> = BTreeSet::new();
-    let known = catalog.category(category);
     for rule in covering {
         tags.extend(rule.redact_tags.iter().map(String::as_str));
-        fields.extend(
-            rule.redact_fields
-                .iter()
-                .filter(|f| known.is_some_and(|c| c.fields.contains_key(f.as_str())))
-                .cloned(),
-        );
+        fields.extend(rule.redact_fields.iter().filter(|f| catalog.lists(category, f)).cloned());
     }
     fields.extend(catalog.fields_with_tags(category, tags));
     fields

@@ -238,8 +238,8 @@ impl ChainState {
     }
 
     /// Sign a checkpoint of `head` and append its entry, if one is due. Returns the
-    /// sequence number of the checkpoint entry; call [`ChainState::signed`] with it once
-    /// the batch is committed.
+    /// sequence number of the checkpoint entry (call [`ChainState::signed`] with it once
+    /// the batch is committed) and the checkpoint.
     pub fn checkpoint_if_due(
         &self,
         batch: &mut WriteBatch,
@@ -248,7 +248,7 @@ impl ChainState {
         me: tamga_protocol::MemberCode,
         key: &tamga_protocol::SigningKey,
         policy: Digest,
-    ) -> Option<u64> {
+    ) -> Option<(u64, Checkpoint)> {
         if !self.due(head.0, now) {
             return None;
         }
@@ -259,9 +259,9 @@ impl ChainState {
         }
         let ev = AuditEvent::new(Action::Checkpoint, Outcome::Ok)
             .reason(format!("signed checkpoint of entry {} ({})", cp.seq, cp.head))
-            .checkpoint(cp);
+            .checkpoint(cp.clone());
         append(batch, head, ev, now, policy);
-        Some(head.0)
+        Some((head.0, cp))
     }
 
     /// A checkpoint entry was committed at `entry_seq`.

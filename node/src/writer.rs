@@ -621,8 +621,9 @@ impl WriterTask {
                 // Applied, so visible to readers, whether or not the flush succeeds.
                 self.remember(written);
                 self.unflushed = true;
-                if checkpoint.is_some() {
-                    self.applied_checkpoint();
+                // Made durable, and shown to peers, by the next flush that succeeds.
+                if let Some((_, cp)) = &checkpoint {
+                    self.unflushed_checkpoint = Some(cp.clone());
                 }
             })
         };
@@ -643,7 +644,7 @@ impl WriterTask {
         match committed {
             Ok(()) => {
                 self.head = head;
-                if let Some(entry_seq) = checkpoint {
+                if let Some((entry_seq, _)) = checkpoint {
                     self.audit.signed(entry_seq, now);
                 }
                 self.metrics.projections_received.add(received);
@@ -787,16 +788,6 @@ impl WriterTask {
         Ok(self.recent.iter().rev().take_while(|(g, _)| *g > after).any(|(_, ids)| ids.contains(id)))
     }
 
-    /// A group that signed a checkpoint was applied: keep the checkpoint until a flush
-    /// covers it. (This task is the only writer of own checkpoints, so the store's newest
-    /// is the one just signed.) Unread, the published one stays an older durable one.
-    fn applied_checkpoint(&mut self) {
-        match self.store.latest_checkpoint() {
-            Ok(cp) => self.unflushed_checkpoint = cp,
-            Err(e) => tracing::warn!(error = %e, "checkpoint not read back; peers are shown an older one"),
-        }
-    }
-
     /// A flush succeeded: everything applied before it is durable, so is the newest
     /// checkpoint among it, which peers may now be shown.
     fn flushed(&mut self) {
@@ -899,14 +890,8 @@ impl WriterTask {
             seq,
             expires_ms: agreement.purge_at_ms(header),
         };
-        let known = catalog.category(&header.category);
-        let unknown: Vec<String> = salted
-            .record
-            .body
-            .keys()
-            .filter(|f| !known.is_some_and(|c| c.fields.contains_key(*f)))
-            .cloned()
-            .collect();
+        let unknown: Vec<String> =
+            salted.record.body.keys().filter(|f| !catalog.lists(&header.category, f)).cloned().collect();
         let withheld = tamga_config::withheld(agreement, &header.category).map(|w| {
             if unknown.is_empty() {
                 w
@@ -1561,8 +1546,14 @@ impl GroupSeqs {
 
 impl WriterTask {
     /// Sign a checkpoint of `head` and append its entry if one is due; the sequence
-    /// number of the checkpoint entry, to record once the batch is committed.
-    fn checkpoint_if_due(&self, batch: &mut WriteBatch, head: &mut (u64, Digest), now: i64) -> Option<u64> {
+    /// number of the checkpoint entry, to record once the batch is committed, and the
+    /// checkpoint.
+    fn checkpoint_if_due(
+        &self,
+        batch: &mut WriteBatch,
+        head: &mut (u64, Digest),
+        now: i64,
+    ) -> Option<(u64, Checkpoint)> {
         let policy = self.policy.get().policy_digest;
         self.audit.checkpoint_if_due(batch, head, now, self.me, &self.signing, policy)
     }
