@@ -12,7 +12,7 @@ use libp2p::{
     swarm::NetworkBehaviour, tcp, tls, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 
-use super::codec::SyncCodec;
+use super::codec::{ReadBudget, SyncCodec};
 use super::{
     Liveness, NetError, PeerLimits, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING,
@@ -43,7 +43,8 @@ pub(super) fn build_swarm(
     limits: &PeerLimits,
     liveness: Liveness,
 ) -> Result<Swarm<Behaviour>, NetError> {
-    let codec = SyncCodec { request_deadline: limits.stream_read };
+    let codec =
+        SyncCodec { request_deadline: limits.stream_read, read_budget: ReadBudget::new(limits.read_buffer) };
     let public = keypair.public();
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()

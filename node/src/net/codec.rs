@@ -19,7 +19,16 @@
 //! have no such deadline here: the request timeout of the whole exchange bounds them.
 //! Every frame read carries the number of bytes it took off the wire, which the net task
 //! charges to the sender's byte budget.
+//!
+//! The requests being read at once, from every peer together, hold at most
+//! `PeerLimits::read_buffer` bytes of buffer ([`ReadBudget`]): each takes its share
+//! before it grows, and a request that finds none left comes back as [`Frame::Busy`]
+//! without the rest of it being read. A peer's requests are charged to its rate budget
+//! only once read whole, so without this bound one member could have its every open
+//! stream (libp2p's 64 per connection) hold an 8 MiB request half-read.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::{fmt, io};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -47,6 +56,9 @@ pub(crate) enum Frame<T> {
     /// A request stream that did not deliver its whole frame within the read deadline,
     /// and how many bytes it had sent. Nothing was applied.
     Stalled(usize),
+    /// A request left unread because the requests being read already hold the whole
+    /// [`ReadBudget`], and how many of its bytes were read. Nothing was applied.
+    Busy(usize),
 }
 
 impl<T> Frame<T> {
@@ -54,7 +66,7 @@ impl<T> Frame<T> {
     pub(crate) fn wire_len(&self) -> usize {
         match self {
             Frame::Encoded(_) => 0,
-            Frame::Decoded(_, n) | Frame::Rejected(_, n) | Frame::Stalled(n) => *n,
+            Frame::Decoded(_, n) | Frame::Rejected(_, n) | Frame::Stalled(n) | Frame::Busy(n) => *n,
         }
     }
 }
@@ -66,15 +78,70 @@ impl<T> fmt::Debug for Frame<T> {
             Frame::Decoded(_, n) => write!(f, "Frame::Decoded({n} bytes)"),
             Frame::Rejected(e, n) => write!(f, "Frame::Rejected({e}, {n} bytes)"),
             Frame::Stalled(n) => write!(f, "Frame::Stalled({n} bytes)"),
+            Frame::Busy(n) => write!(f, "Frame::Busy({n} bytes)"),
         }
     }
 }
 
 /// The request-response codec of `/tamga/sync/1`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct SyncCodec {
     /// How long a request's bytes may take to arrive once its stream is open.
     pub(crate) request_deadline: std::time::Duration,
+    /// The buffer all requests being read share (every clone of the codec, so every
+    /// connection, holds the same one).
+    pub(crate) read_budget: Arc<ReadBudget>,
+}
+
+/// Bytes of buffer that the requests being read hold, and their bound. Responses are
+/// not counted: each answers a request of ours, and ours are bounded per peer.
+#[derive(Debug)]
+pub(crate) struct ReadBudget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl ReadBudget {
+    pub(crate) fn new(limit: usize) -> Arc<ReadBudget> {
+        Arc::new(ReadBudget { held: AtomicUsize::new(0), limit })
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// What one request being read holds of the [`ReadBudget`]; given back when dropped.
+struct Share<'a> {
+    budget: &'a ReadBudget,
+    bytes: usize,
+}
+
+impl Share<'_> {
+    /// Hold `total` bytes in all, if the budget has the difference left.
+    fn grow_to(&mut self, total: usize) -> bool {
+        let more = total.saturating_sub(self.bytes);
+        let limit = self.budget.limit;
+        let taken = self
+            .budget
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(more).filter(|t| *t <= limit)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Read one frame, within `deadline` if there is one (a frame not whole by then is
@@ -83,25 +150,28 @@ async fn read_frame<T, R>(
     io: &mut R,
     decode: fn(&[u8]) -> Result<T, CodecError>,
     deadline: Option<std::time::Duration>,
+    budget: Option<&ReadBudget>,
 ) -> io::Result<Frame<T>>
 where
     R: AsyncRead + Unpin + Send,
 {
     let mut got = 0;
     let Some(deadline) = deadline else {
-        return read_frame_counted(io, decode, &mut got).await;
+        return read_frame_counted(io, decode, budget, &mut got).await;
     };
-    match tokio::time::timeout(deadline, read_frame_counted(io, decode, &mut got)).await {
+    match tokio::time::timeout(deadline, read_frame_counted(io, decode, budget, &mut got)).await {
         Ok(frame) => frame,
         Err(_) => Ok(Frame::Stalled(got)),
     }
 }
 
-/// Read one frame: header first, bounded by kind, then exactly the announced payload;
-/// `got` counts the bytes read so far, so that a caller that gives up still knows them.
+/// Read one frame: header first, bounded by kind, then exactly the announced payload,
+/// its buffer held within `budget` if there is one; `got` counts the bytes read so far,
+/// so that a caller that gives up still knows them.
 async fn read_frame_counted<T, R>(
     io: &mut R,
     decode: fn(&[u8]) -> Result<T, CodecError>,
+    budget: Option<&ReadBudget>,
     got: &mut usize,
 ) -> io::Result<Frame<T>>
 where
@@ -126,11 +196,27 @@ where
     };
     // `h.len` is bounded by the kind's limit (at most 8 MiB).
     let expected = HEADER_LEN + h.len;
-    let mut buf = Vec::with_capacity(HEADER_LEN + h.len.min(INITIAL_PAYLOAD_RESERVE));
+    let mut share = budget.map(|budget| Share { budget, bytes: 0 });
+    // The buffer's capacity, held of the budget before it is allocated: it doubles as
+    // the bytes arrive (up to the frame's length), as a vector would grow by itself.
+    let mut room = |capacity: usize| share.as_mut().is_none_or(|s| s.grow_to(capacity));
+    let first = HEADER_LEN + h.len.min(INITIAL_PAYLOAD_RESERVE);
+    if !room(first) {
+        return Ok(Frame::Busy(*got));
+    }
+    let mut buf = Vec::with_capacity(first);
     buf.extend_from_slice(&header);
     while buf.len() < expected {
         let start = buf.len();
-        buf.resize(start + (expected - start).min(INITIAL_PAYLOAD_RESERVE), 0);
+        let end = start + (expected - start).min(INITIAL_PAYLOAD_RESERVE);
+        if end > buf.capacity() {
+            let capacity = end.max(buf.capacity().saturating_mul(2)).min(expected);
+            if !room(capacity) {
+                return Ok(Frame::Busy(*got));
+            }
+            buf.reserve_exact(capacity - buf.len());
+        }
+        buf.resize(end, 0);
         let n = match buf.get_mut(start..) {
             Some(room) => io.read(room).await?,
             None => 0,
@@ -161,7 +247,7 @@ where
     let bytes = match frame {
         Frame::Encoded(b) => b,
         Frame::Decoded(m, _) => encode(&m).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        Frame::Rejected(..) | Frame::Stalled(_) => {
+        Frame::Rejected(..) | Frame::Stalled(_) | Frame::Busy(_) => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to send {frame:?}")))
         }
     };
@@ -178,14 +264,14 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, decode_request, Some(self.request_deadline)).await
+        read_frame(io, decode_request, Some(self.request_deadline), Some(&self.read_budget)).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Response>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, decode_response, None).await
+        read_frame(io, decode_response, None, None).await
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Self::Request) -> io::Result<()>
@@ -210,9 +296,12 @@ impl request_response::Codec for SyncCodec {
 
 /// [`read_frame`] for requests, for the codec's own tests.
 #[cfg(test)]
-pub(super) async fn read_frame_for_tests<R>(io: &mut R) -> io::Result<Frame<Request>>
+pub(super) async fn read_frame_for_tests<R>(
+    io: &mut R,
+    budget: Option<&ReadBudget>,
+) -> io::Result<Frame<Request>>
 where
     R: AsyncRead + Unpin + Send,
 {
-    read_frame(io, decode_request, None).await
+    read_frame(io, decode_request, None, budget).await
 }

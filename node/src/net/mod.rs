@@ -143,8 +143,11 @@
 //! [Backpressure](#backpressure)), cost no token, so a flooding peer still gets its
 //! allowance served and an honest peer does not pay for the node's own backlog. The
 //! requests being read at once on one connection are bounded by libp2p at
-//! [`MAX_CONCURRENT_STREAMS`] (past it, streams are dropped unread), and each for at most
-//! `stream_read`.
+//! [`MAX_CONCURRENT_STREAMS`] (past it, streams are dropped unread), each for at most
+//! `stream_read`; and the buffer they hold, from every peer together, at
+//! [`READ_BUFFER_BYTES`]: a request that finds it full is answered "busy" without the
+//! rest of it being read, and costs no token either (its sender may be honest, and
+//! another peer the one holding the buffer, until `stream_read` cuts it).
 //!
 //! Every refusal, malformed request and stalled stream is an [`Abuse`], reported as
 //! [`NetEvent::Abuse`] at most once per peer and kind per `report_interval`: the first at
@@ -164,6 +167,7 @@
 //! | [`MAX_OUTBOUND_PER_PEER`] | 16 | at most half the stream limit, so both sides at full load still fit |
 //! | [`MAX_QUEUED_PER_PEER`] | 256 | requests waiting for an outbound slot before callers get `Busy` |
 //! | [`MAX_PENDING_INBOUND`] | 1024 | inbound requests awaiting `respond`; past it peers get "busy" |
+//! | [`READ_BUFFER_BYTES`] | 64 MiB | buffer of the requests being read, all peers together; past it peers get "busy" |
 //! | [`COMMAND_CHANNEL_CAPACITY`] | 64 | handle → task commands; senders wait when full |
 //! | [`EVENT_CHANNEL_CAPACITY`] | 256 | task → consumer events |
 //! | [`EVENT_BACKLOG_MAX`] | 1024 | events held while the channel is full; past it events are dropped and logged |
@@ -226,6 +230,9 @@ pub const MAX_OUTBOUND_PER_PEER: usize = 16;
 pub const MAX_QUEUED_PER_PEER: usize = 256;
 /// Most inbound requests awaiting [`NetHandle::respond`].
 pub const MAX_PENDING_INBOUND: usize = 1024;
+/// Bytes of buffer the requests being read hold at once, from every peer together
+/// ([`PeerLimits::read_buffer`]): eight of the largest frames.
+pub const READ_BUFFER_BYTES: usize = 8 * tamga_protocol::limits::frame::MAX;
 /// Capacity of the handle → task command channel.
 pub const COMMAND_CHANNEL_CAPACITY: usize = 64;
 /// Capacity of the task → consumer event channel.
@@ -346,6 +353,10 @@ pub struct PeerLimits {
     pub stream_read: Duration,
     /// At most one [`NetEvent::Abuse`] per peer and kind per this interval.
     pub report_interval: Duration,
+    /// Bytes of buffer the requests being read hold at once, from every peer together;
+    /// a request that would take more is answered "busy" unread. Not from node.toml:
+    /// [`READ_BUFFER_BYTES`].
+    pub read_buffer: usize,
 }
 
 impl From<&tamga_config::LimitsConfig> for PeerLimits {
@@ -357,6 +368,7 @@ impl From<&tamga_config::LimitsConfig> for PeerLimits {
             pending_pulls: usize::try_from(c.pending_pulls).unwrap_or(usize::MAX),
             stream_read: Duration::from_secs(c.stream_read_secs),
             report_interval: Duration::from_secs(c.report_secs),
+            read_buffer: READ_BUFFER_BYTES,
         }
     }
 }

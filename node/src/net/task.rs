@@ -850,7 +850,7 @@ impl NetTask {
                                 warn!(%peer, error = %e, "malformed response");
                                 Err(NetError::Malformed(e.to_string()))
                             }
-                            Frame::Stalled(_) | Frame::Encoded(_) => {
+                            Frame::Stalled(_) | Frame::Busy(_) | Frame::Encoded(_) => {
                                 Err(NetError::Malformed("undecoded frame".into()))
                             }
                         };
@@ -966,6 +966,10 @@ impl NetTask {
                 self.charge(peer, len);
                 self.reply_error(channel, why.clone());
                 self.abuse(peer, member, Abuse::Stalled, why);
+            }
+            Frame::Busy(got) => {
+                debug!(%peer, %member, got, "read buffer full, answering busy");
+                self.reply_error(channel, "busy, try again later".into());
             }
             Frame::Encoded(_) => debug!(%peer, "codec returned an undecoded request, dropped"),
         }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{read_frame_for_tests, Frame};
+use super::codec::{read_frame_for_tests, Frame, ReadBudget};
 use super::raw::{settle, Pending, RawCodec, RawRequest};
 use super::*;
 
@@ -807,18 +807,64 @@ async fn a_peer_outside_the_roster_cannot_connect_either_way() {
 async fn codec_bounds_the_header_before_reading_the_payload() {
     // A header announcing 4 GiB, followed by nothing: rejected from the header alone.
     let mut io = futures::io::Cursor::new(header(0x02, u32::MAX));
-    let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
+    let frame = read_frame_for_tests(&mut io, None).await.expect("no i/o error");
     assert!(matches!(frame, Frame::Rejected(CodecError::Oversized { .. }, HEADER_LEN)), "{frame:?}");
     assert_eq!(io.position() as usize, HEADER_LEN, "no payload byte read");
 
     let good = encode_request(&Request::Hello(hello("AA"))).expect("encodes");
     let mut io = futures::io::Cursor::new(good);
-    let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
+    let frame = read_frame_for_tests(&mut io, None).await.expect("no i/o error");
     assert!(matches!(frame, Frame::Decoded(Request::Hello(ref h), _) if *h == hello("AA")), "{frame:?}");
 
     let mut io = futures::io::Cursor::new(b"TMG".to_vec());
-    let frame = read_frame_for_tests(&mut io).await.expect("no i/o error");
+    let frame = read_frame_for_tests(&mut io, None).await.expect("no i/o error");
     assert!(matches!(frame, Frame::Rejected(CodecError::Truncated { got: 3, .. }, 3)), "{frame:?}");
+}
+
+/// A stream that never delivers another byte (nor ends).
+struct Silent;
+
+impl futures::AsyncRead for Silent {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn requests_being_read_hold_their_buffer_within_one_budget() {
+    // The buffer doubles from 16 KiB as bytes arrive: 16, 32, 64 KiB, then 128 is past it.
+    let budget = ReadBudget::new(80 * 1024);
+    // A push of 1 MiB, all of its bytes there: read until its buffer would pass the budget.
+    let mut io = futures::io::Cursor::new([header(0x02, 1 << 20), vec![0; 1 << 20]].concat());
+    let frame = read_frame_for_tests(&mut io, Some(&budget)).await.expect("no i/o error");
+    assert!(matches!(frame, Frame::Busy(n) if n > HEADER_LEN && n < 80 * 1024), "{frame:?}");
+    assert!(io.position() < 80 * 1024, "read no further than the budget: {}", io.position());
+    assert_eq!(budget.held(), 0, "given back once the read ended");
+
+    // A request that fits is read whole, and gives its share back too.
+    let good = encode_request(&Request::Hello(hello("AA"))).expect("encodes");
+    let frame = read_frame_for_tests(&mut futures::io::Cursor::new(good.clone()), Some(&budget)).await;
+    assert!(matches!(frame, Ok(Frame::Decoded(Request::Hello(_), _))), "{frame:?}");
+    assert_eq!(budget.held(), 0);
+
+    // While a stalled read holds 64 KiB of it, the next push is busy from its header on.
+    let stalled = [header(0x02, 100_000), vec![0; 40_000]].concat();
+    let next = [header(0x02, 20_000), vec![0; 20_000]].concat();
+    let mut stalled = futures::io::AsyncReadExt::chain(futures::io::Cursor::new(stalled), Silent);
+    let held = read_frame_for_tests(&mut stalled, Some(&budget));
+    let (first, frame) = tokio::join!(tokio::time::timeout(Duration::from_millis(300), held), async {
+        while budget.held() < 40_000 {
+            tokio::task::yield_now().await;
+        }
+        read_frame_for_tests(&mut futures::io::Cursor::new(next), Some(&budget)).await
+    });
+    assert!(first.is_err(), "the stalled read is still waiting for bytes");
+    assert!(matches!(frame, Ok(Frame::Busy(HEADER_LEN))), "{frame:?}");
+    assert_eq!(budget.held(), 0, "the stalled read's share went with it");
 }
 
 // ---- per-peer limits ----
@@ -998,6 +1044,41 @@ async fn half_open_streams_and_byte_floods_are_cut_and_reported() {
     let again = timeout(WAIT, again).await.expect("in time").expect("alive");
     assert!(matches!(decode_response(&again.expect("answered")), Ok(Response::Hello(_))));
     drop(held);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_read_buffer_are_answered_busy_until_it_frees() {
+    let limits =
+        PeerLimits { read_buffer: 80 * 1024, stream_read: Duration::from_secs(5), ..PeerLimits::default() };
+    let (mut a, h) = limited_pair(limits).await;
+    let pa = a.peer;
+    // A push left half-sent: its 40,000 bytes hold 64 KiB of buffer until the deadline.
+    let half = [header(0x02, 100_000), vec![0; 40_000]].concat();
+    let stalled = h.fire(pa, RawRequest { bytes: half, stall: true }).await;
+    // Another push of 20,000 bytes needs 16 KiB more than is left: answered busy, unread.
+    let next = || [header(0x02, 20_000), vec![0; 20_000]].concat();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut answers = Vec::new();
+    loop {
+        let answer = error_text(&h.send(pa, next()).await);
+        let busy = answer.as_deref().is_some_and(|r| r.starts_with("busy"));
+        answers.push(answer);
+        if busy || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        answers.last().is_some_and(|r| r.as_deref().is_some_and(|r| r.starts_with("busy"))),
+        "{answers:?}"
+    );
+    // Once the deadline cuts the stalled stream, its share is free: the same push is read
+    // whole (and found malformed).
+    a.abuse_reports(Abuse::Stalled, 1).await;
+    let again = h.send(pa, next()).await;
+    assert!(error_text(&again).is_some_and(|r| r.starts_with("malformed request")), "{again:?}");
+    drop(stalled);
     a.stop().await;
 }
 
