@@ -93,8 +93,12 @@ pub enum DigestStatus {
 /// What this node knows of one roster peer.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PeerState {
-    /// Connected now.
+    /// Connected now (through at least one of its nodes).
     pub connected: bool,
+    /// Its nodes (PeerIds) connected now: a member may list several in the roster, and
+    /// it is offline only once the last of them is gone.
+    #[serde(skip)]
+    pub nodes: BTreeSet<libp2p::PeerId>,
     /// Last time it was connected or answered (ms).
     pub last_seen_ms: Option<i64>,
     /// The agreements shared with it, and whether their digests match (as of its hello).
@@ -298,7 +302,7 @@ pub fn spawn(
                     for ev in ctx.state.refusal_summaries(now_ms(), report_ms(&ctx)) {
                         ctx.shared.writer.audit(ev).await;
                     }
-                    for (member, _) in ctx.net.connected().await.unwrap_or_default() {
+                    for member in connected_members(&ctx).await {
                         let c = ctx.clone();
                         // A hello each round carries our latest audit checkpoint to the peer.
                         tokio::spawn(async move {
@@ -317,16 +321,27 @@ pub fn spawn(
     })
 }
 
+/// The members connected now, each once however many of its nodes are.
+async fn connected_members(ctx: &Ctx) -> Vec<MemberCode> {
+    let mut members: Vec<MemberCode> =
+        ctx.net.connected().await.unwrap_or_default().into_iter().map(|(m, _)| m).collect();
+    members.dedup(); // sorted by member, then node
+    members
+}
+
 async fn on_event(ctx: &Ctx, ev: NetEvent) {
     let m = &ctx.shared.metrics;
     match ev {
         NetEvent::Connected { member, peer } => {
-            m.peers_connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.state.with(|p| {
+            let first = ctx.state.with(|p| {
                 let s = p.entry(member).or_default();
-                s.connected = true;
+                s.nodes.insert(peer);
                 s.last_seen_ms = Some(now_ms());
+                !std::mem::replace(&mut s.connected, true)
             });
+            if first {
+                m.peers_connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             ctx.shared
                 .writer
                 .audit(
@@ -346,16 +361,23 @@ async fn on_event(ctx: &Ctx, ev: NetEvent) {
                 }
             });
         }
-        NetEvent::Disconnected { member, .. } => {
-            m.peers_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.state.with(|p| {
+        NetEvent::Disconnected { member, peer } => {
+            let last = ctx.state.with(|p| {
                 let s = p.entry(member).or_default();
-                s.connected = false;
+                s.nodes.remove(&peer);
                 s.last_seen_ms = Some(now_ms());
+                s.nodes.is_empty() && std::mem::replace(&mut s.connected, false)
             });
+            if last {
+                m.peers_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
             ctx.shared
                 .writer
-                .audit(AuditEvent::new(Action::PeerDisconnected, Outcome::Ok).peer(member))
+                .audit(
+                    AuditEvent::new(Action::PeerDisconnected, Outcome::Ok)
+                        .peer(member)
+                        .reason(peer.to_string()),
+                )
                 .await;
         }
         NetEvent::Refused { peer, addr } => {
@@ -428,7 +450,7 @@ async fn on_new_policy(ctx: &Ctx, fed: &Federation) {
     if let Err(e) = ctx.net.set_peers(crate::daemon::peer_entries(fed)).await {
         tracing::error!(error = %e, "the new roster could not be applied to the network");
     }
-    for (member, _) in ctx.net.connected().await.unwrap_or_default() {
+    for member in connected_members(ctx).await {
         let c = ctx.clone();
         tokio::spawn(async move {
             if let Ok(Response::Hello(h)) =
@@ -804,8 +826,7 @@ fn report_ms(ctx: &Ctx) -> i64 {
 async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     let fed = ctx.shared.fed();
     let now = now_ms();
-    let connected: Vec<MemberCode> =
-        ctx.net.connected().await.unwrap_or_default().into_iter().map(|(m, _)| m).collect();
+    let connected = connected_members(ctx).await;
     let mut per_peer: BTreeMap<MemberCode, Vec<Projection>> = BTreeMap::new();
     for p in batch {
         let Some(agreement) = fed.agreement(&p.envelope.agreement) else { continue };
@@ -1109,8 +1130,7 @@ async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
     });
     // Pull each stream from one peer at a time, and from its origin when the origin is
     // connected: the same numbers from several relays at once would be wasted work.
-    let connected: Vec<MemberCode> =
-        ctx.net.connected().await.unwrap_or_default().into_iter().map(|(m, _)| m).collect();
+    let connected = connected_members(ctx).await;
     let wanted: Vec<StreamKey> = theirs
         .streams
         .iter()

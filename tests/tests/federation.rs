@@ -696,3 +696,75 @@ async fn a_number_declined_by_the_accept_policy_is_passed_until_the_policy_takes
     assert_eq!(against_itself.as_array().map(Vec::len), Some(0), "{against_itself:#}");
     f.stop().await;
 }
+
+/// `member`'s state as `node`'s `/v1/peers` and `/v1/status` report it: connected, and
+/// how many members the node counts connected.
+async fn connected_state(node: &TestNode, member: &str) -> (bool, u64) {
+    let c = node.client(Role::Operator);
+    let peers = c.get("/v1/peers", &[]).await.expect("peers");
+    let p = peers["peers"].as_array().expect("peers").iter().find(|p| p["member"] == member).cloned();
+    let status = c.get("/v1/status", &[]).await.expect("status");
+    (p.expect("listed")["connected"] == true, status["peers_connected"].as_u64().expect("a count"))
+}
+
+/// A member may list two nodes (a key rotation); it is offline only once both are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_with_two_nodes_stays_connected_until_both_are_gone() {
+    let code = |c: &str| -> MemberCode { c.parse().expect("valid") };
+    let kz1 = tamga_config::demo::demo_peer_id(code("KZ")).to_string();
+    // KZ's second node uses a key no other member has.
+    let kz2_secret = tamga_config::demo::demo_secret(code("TM"));
+    let kz2 = tamga_config::demo::demo_peer_id(code("TM")).to_string();
+    let list = |dir: &std::path::Path, ids: &str| {
+        let roster = dir.join("roster.toml");
+        let text = std::fs::read_to_string(&roster).expect("reads");
+        let from = format!("peer_ids = [\"{kz1}\"]");
+        assert_eq!(text.matches(&from).count(), 1, "KZ's entry");
+        std::fs::write(&roster, text.replace(&from, &format!("peer_ids = [{ids}]"))).expect("writes");
+    };
+    // RU lists both of KZ's nodes; each KZ node knows only itself.
+    let mut f = TestFederation::start_with(&["KZ", "RU"], |m, dir| {
+        if m == "RU" {
+            list(dir, &format!("\"{kz1}\", \"{kz2}\""));
+        }
+    })
+    .await
+    .expect("starts");
+    let fed_dir = tempfile::tempdir().expect("tempdir");
+    tamga_node::localfed::write_federation(fed_dir.path(), &f.ports).expect("writes");
+    list(fed_dir.path(), &format!("\"{kz2}\""));
+    let mut second = TestNode::init_in("KZ", fed_dir.path(), "/ip4/127.0.0.1/tcp/0", |_| {}).expect("inits");
+    let key = second.dir.path().join("identity.key");
+    std::fs::remove_file(&key).expect("removes");
+    tamga_node::identity::Identity::from_secret(kz2_secret).create(&key).expect("writes the key");
+    second.restart().await.expect("starts");
+
+    let mut first = f.nodes.remove("KZ").expect("KZ");
+    let ru = f.node("RU");
+    let nodes_of_kz = || async {
+        let c = ru.node().shared().net.connected().await.unwrap_or_default();
+        c.iter().filter(|(m, _)| *m == code("KZ")).count()
+    };
+    wait_for("RU connected to both of KZ's nodes", || async { nodes_of_kz().await == 2 }).await;
+    wait_for("RU's sync saw both", || async {
+        let v = ru.client(Role::Auditor).get("/v1/audit", &[("action", "peer_connected".into())]).await;
+        v.is_ok_and(|v| {
+            v.as_array().is_some_and(|a| a.iter().filter(|e| e["entry"]["peer"] == "KZ").count() >= 2)
+        })
+    })
+    .await;
+    assert_eq!(connected_state(ru, "KZ").await, (true, 1), "one member connected, through two nodes");
+
+    let disconnected = || async {
+        let v = ru.client(Role::Auditor).get("/v1/audit", &[("action", "peer_disconnected".into())]).await;
+        v.map_or(0, |v| v.as_array().map_or(0, |a| a.iter().filter(|e| e["entry"]["peer"] == "KZ").count()))
+    };
+    second.stop().await;
+    wait_for("RU's sync saw KZ's second node go", || async { disconnected().await == 1 }).await;
+    assert_eq!(connected_state(ru, "KZ").await, (true, 1), "KZ's first node is still connected");
+
+    first.stop().await;
+    wait_for("RU's sync saw KZ's first node go", || async { disconnected().await == 2 }).await;
+    assert_eq!(connected_state(ru, "KZ").await, (false, 0), "neither of KZ's nodes is connected");
+    f.stop().await;
+}
