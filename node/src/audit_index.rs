@@ -87,38 +87,55 @@ pub const SEEK_STEPS: usize = 16;
 // Write side
 // ---------------------------------------------------------------------------------------
 
-/// Add the index keys of one entry to a batch.
-pub fn index_entry(batch: &mut WriteBatch, e: &AuditEntry) {
+/// How an entry's listed projections or receipts are indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// By the numbers of their stream, under the entry's own agreement (store schema 8 on).
+    ByNumber,
+    /// By their records, as builds before schema 8 indexed them (an upgraded store keeps
+    /// those keys).
+    ByRecord,
+}
+
+/// Every index posting of one entry, (kind, value), each once, under rule `listed`: the
+/// one statement of the index rules (see Indexes). [`append`] writes these, and `audit
+/// verify --indexes` expects exactly these.
+pub fn postings(e: &AuditEntry, listed: Listed, mut put: impl FnMut(u8, &[u8])) {
     if let Some(p) = e.peer {
-        batch.put_audit_index(KIND_PEER, &p.as_bytes(), e.seq);
+        put(KIND_PEER, &p.as_bytes());
     }
     for c in e.categories() {
-        batch.put_audit_index(KIND_CATEGORY, c.as_str().as_bytes(), e.seq);
+        put(KIND_CATEGORY, c.as_str().as_bytes());
     }
     if let Some(a) = &e.agreement {
-        batch.put_audit_index(KIND_AGREEMENT, a.as_str().as_bytes(), e.seq);
+        put(KIND_AGREEMENT, a.as_str().as_bytes());
     }
-    batch.put_audit_index(KIND_ACTION, e.action.as_str().as_bytes(), e.seq);
+    put(KIND_ACTION, e.action.as_str().as_bytes());
     // What the entry lists is indexed by number (under the entry's own agreement).
-    let listed = e.projections.iter().map(|p| (p.record, p.origin, p.seq));
-    let listed = listed.chain(e.receipts.iter().map(|r| (r.record, r.origin, r.seq)));
+    let listed_items = e.projections.iter().map(|p| (p.record, p.origin, p.seq));
+    let listed_items = listed_items.chain(e.receipts.iter().map(|r| (r.record, r.origin, r.seq)));
     let mut records: BTreeSet<RecordId> = e.record.into_iter().collect();
     let mut lists = BTreeSet::new();
-    for (record, origin, seq) in listed {
-        match &e.agreement {
-            Some(a) => lists.insert(numbers_list(origin, a, seq)),
-            None => records.insert(record),
+    for (record, origin, seq) in listed_items {
+        match (&e.agreement, listed) {
+            (Some(a), Listed::ByNumber) => lists.insert(numbers_list(origin, a, seq)),
+            _ => records.insert(record),
         };
     }
     for r in records {
-        batch.put_audit_index(KIND_RECORD, &r.0, e.seq);
+        put(KIND_RECORD, &r.0);
     }
     for list in lists {
-        batch.put_audit_index(KIND_NUMBERS, &list, e.seq);
+        put(KIND_NUMBERS, &list);
     }
     if e.outcome != Outcome::Ok {
-        batch.put_audit_index(KIND_OUTCOME, e.outcome.as_str().as_bytes(), e.seq);
+        put(KIND_OUTCOME, e.outcome.as_str().as_bytes());
     }
+}
+
+/// Add the index keys of one entry to a batch.
+pub fn index_entry(batch: &mut WriteBatch, e: &AuditEntry) {
+    postings(e, Listed::ByNumber, |kind, value| batch.put_audit_index(kind, value, e.seq));
 }
 
 /// The `n` list that holds number `seq` of stream (`origin`, `agreement`).
