@@ -2029,6 +2029,20 @@ fn decode_postings(k: &[u8], v: &[u8]) -> Result<Vec<u64>, StoreError> {
     Ok(v.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect())
 }
 
+/// One posting key of the audit indexes as stored ([`Store::for_each_audit_posting_list`]):
+/// `I`, kind, value, 0, first seq, and the sequence numbers its value lists.
+#[derive(Debug, Clone, Copy)]
+pub struct PostingList<'a> {
+    /// The index kind (`audit_index::KIND_*`).
+    pub kind: u8,
+    /// The value indexed.
+    pub value: &'a [u8],
+    /// The sequence number the key names: the first it lists, when written by the writer.
+    pub first: u64,
+    /// The sequence numbers listed, in stored order.
+    pub seqs: &'a [u64],
+}
+
 fn peer_checkpoint_key(cp: &Checkpoint) -> Vec<u8> {
     key(&[b"J", &cp.member.as_bytes(), &cp.seq.to_be_bytes(), &cp.head.0])
 }
@@ -2158,6 +2172,43 @@ impl Store {
                         Err(e) => f(Err(e)),
                     },
                 },
+            };
+            if !go {
+                break;
+            }
+        }
+    }
+
+    /// Call `f` with each posting key of the audit indexes, in key order, until it returns
+    /// false: those whose kind and value (the key after `I`) lie in `from..to` (`None`: to
+    /// the last). Read-only, for `audit verify --indexes`. A key or value that does not
+    /// decode is passed as an error naming the key, and the walk goes on.
+    pub fn for_each_audit_posting_list(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        mut f: impl FnMut(Result<PostingList<'_>, StoreError>) -> bool,
+    ) {
+        let lo = key(&[b"I", from]);
+        let hi = to.map_or_else(|| b"J".to_vec(), |t| key(&[b"I", t]));
+        let mut seqs = Vec::new();
+        for kv in self.db.range(lo..hi) {
+            let item = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                // `I`, kind, value, 0, first seq (8 bytes): the value may hold zero bytes.
+                let bad = || StoreError::Corrupt { key: hex::encode(&k), why: "bad audit index key".into() };
+                let split = k.len().checked_sub(9).filter(|s| *s >= 2).ok_or_else(bad)?;
+                if k.get(split) != Some(&0) {
+                    return Err(bad());
+                }
+                let first = u64_of(&k, &k[split + 1..])?;
+                seqs = decode_postings(&k, &v)?;
+                Ok((k, split, first))
+            });
+            let go = match item {
+                Ok((k, split, first)) => {
+                    f(Ok(PostingList { kind: k[1], value: &k[2..split], first, seqs: &seqs }))
+                }
+                Err(e) => f(Err(e)),
             };
             if !go {
                 break;
