@@ -25,6 +25,10 @@
 //! witnessed checkpoint only other witnessed ones count as matching, since whoever
 //! rewrote the log may hold the node's key and have re-signed its own.
 //!
+//! Asked to ([`verify_store_and_indexes`], `audit verify --indexes`), it then checks the
+//! indexes' postings against the entries ([`crate::audit_index::verify_indexes`]); a log
+//! whose entries are sound but whose indexes disagree does not verify either.
+//!
 //! To keep verification fast, [`ChainVerifier::feed`] reads `seq` and `prev` from the
 //! fixed places the writer puts them instead of parsing each entry, and parses in full
 //! only entries that carry a checkpoint or are not laid out that way (torn or foreign
@@ -1103,6 +1107,10 @@ pub struct VerifyReport {
     /// Witnessed checkpoints checked.
     #[serde(default)]
     pub witnessed: u64,
+    /// What the check of the indexes found, when it was asked for and the chain and the
+    /// checkpoints verified (it says nothing of a log that does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexes: Option<crate::audit_index::IndexReport>,
 }
 
 /// Logs shorter than this are verified on one thread.
@@ -1211,6 +1219,18 @@ pub fn verify_store(store: &crate::store::Store) -> VerifyReport {
 /// Recompute the chain of a store's audit log, check every signed checkpoint the node
 /// stored or logged, and every witnessed checkpoint given.
 pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> VerifyReport {
+    verify_store_and(store, opts, false)
+}
+
+/// [`verify_store_with`], then, if the log verifies, check the indexes' postings against
+/// the entries (`audit verify --indexes`: [`crate::audit_index::verify_indexes`]). Not
+/// done by default: it parses every entry in full and reads every index key, several
+/// times the work of the chain alone.
+pub fn verify_store_and_indexes(store: &crate::store::Store, opts: &VerifyOptions) -> VerifyReport {
+    verify_store_and(store, opts, true)
+}
+
+fn verify_store_and(store: &crate::store::Store, opts: &VerifyOptions, indexes: bool) -> VerifyReport {
     use std::collections::{HashMap, HashSet};
     let v = ChainVerifier::default();
     let fail = |v: &ChainVerifier, e: ChainError| VerifyReport {
@@ -1221,6 +1241,7 @@ pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> V
         error: Some(e.to_string()),
         checkpoints: 0,
         witnessed: 0,
+        indexes: None,
     };
     let signed =
         |cp: &Checkpoint, keys: &[tamga_protocol::VerifyingKey]| keys.iter().any(|k| cp.verify(k).is_ok());
@@ -1240,6 +1261,7 @@ pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> V
                 error: Some(format!("the witnessed checkpoint of entry {} cannot be used: {why}", cp.seq)),
                 checkpoints: 0,
                 witnessed: 0,
+                indexes: None,
             };
         }
     }
@@ -1358,13 +1380,18 @@ pub fn verify_store_with(store: &crate::store::Store, opts: &VerifyOptions) -> V
     if let Err(e) = check_checkpoints(cps, &heads, v.verified()) {
         return VerifyReport { checkpoints, witnessed, ..fail(&v, e) };
     }
+    // The entries are sound: do the indexes say what they say? A bad posting is no bad
+    // entry, so no first bad sequence number.
+    let indexes = indexes.then(|| crate::audit_index::verify_indexes(store, v.verified()));
+    let error = indexes.as_ref().filter(|r| !r.ok).map(|r| r.summary());
     VerifyReport {
-        ok: true,
+        ok: error.is_none(),
         entries: v.verified(),
         head: v.head(),
         first_bad: None,
-        error: None,
+        error,
         checkpoints,
         witnessed,
+        indexes,
     }
 }

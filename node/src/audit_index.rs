@@ -41,6 +41,36 @@
 //! a store written before the indexes existed is indexed when the writer opens it, and
 //! until then queries scan.
 //!
+//! ## Checking the indexes
+//!
+//! An index posting deleted, added or moved hides entries from queries, counts and traces,
+//! or adds wrong ones, while the chain still verifies: `audit verify --indexes`
+//! ([`verify_indexes`]) checks that the postings of the entries the indexes cover are
+//! exactly those [`postings`] gives them (the function [`append`] writes them with), and
+//! that none lies beyond those entries. It is an option, off by default: it parses every
+//! entry in full and reads every index key, several times the work of the chain alone.
+//!
+//! A first pass folds every posting, implied and stored, into one of [`INDEX_BUCKETS`]
+//! buckets chosen by a hash of its (kind, value): a count, and a wrapping sum of a 128-bit
+//! keyed SHA-256 of the posting, with a key drawn for the run, so that the order of the
+//! walk does not matter and a tamperer cannot aim for sums that still match. It keeps no
+//! posting in memory. Only if buckets differ does a second pass read the postings of the
+//! first [`INDEX_BUCKETS_EXPLAINED`] of them again (memory bounded by those buckets) and
+//! name what differs: `posting missing: …`, `posting with no entry: …`. The first pass
+//! also checks what a query relies on that the sums cannot see: each (kind, value)'s keys
+//! list increasing numbers, each key from the number it names.
+//!
+//! What an entry lists under an agreement was indexed by record before schema 8, and an
+//! upgraded store keeps those postings; no build wrote an `n` posting before, so entries
+//! before the first entry an `n` posting names are expected as indexed by record, the
+//! rest by number. On a running node the writer appends while the check runs: postings of
+//! entries past those the chain verified are skipped once the indexes' mark covers them.
+//!
+//! Not checked: the share numbers a record keeps, which a trace also follows. A record's
+//! numbers are not a function of the entries alone (an own record's share that was never
+//! delivered has no listing entry; one entry may list a number another lists again), so
+//! they cannot be folded into sums that must come out equal.
+//!
 //! ## Checkpoints
 //!
 //! Every `checkpoint_every` entries or `checkpoint_secs` seconds (whichever first, and only
@@ -773,6 +803,478 @@ pub fn csv_line(e: &RawEntry) -> String {
     line
 }
 
+// ---------------------------------------------------------------------------------------
+// Checking the indexes (`audit verify --indexes`)
+// ---------------------------------------------------------------------------------------
+
+/// Buckets the postings are folded into, by a hash of their (kind, value).
+pub const INDEX_BUCKETS: usize = 1024;
+/// Differing buckets whose postings are read again to name the differences.
+pub const INDEX_BUCKETS_EXPLAINED: usize = 8;
+/// Differences of each sort (missing, unexpected, other) named in a report.
+pub const INDEX_DIFFERENCES_NAMED: usize = 5;
+/// Entries read as one piece of work when the entries are folded.
+pub const INDEX_CHECK_ENTRIES: u64 = 50_000;
+
+/// What `audit verify --indexes` found: whether the index postings (what queries, counts
+/// and traces read) are exactly those the entries imply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexReport {
+    /// Whether they are.
+    pub ok: bool,
+    /// The entries whose postings were checked: 1 through this (those the indexes say
+    /// they cover, among those whose chain verified).
+    pub through: u64,
+    /// Postings those entries imply.
+    pub expected: u64,
+    /// Postings stored for them.
+    pub stored: u64,
+    /// Buckets (of [`INDEX_BUCKETS`]) whose postings differ.
+    pub differing_buckets: u64,
+    /// The first differences, in words: `posting missing: kind r value <id> seq 123`,
+    /// `posting with no entry: …`, `posting beyond the indexed range: …`, and keys that
+    /// are out of order or unreadable.
+    pub differences: Vec<String>,
+    /// Differences found but not named (those in differing buckets beyond the first
+    /// [`INDEX_BUCKETS_EXPLAINED`] are not even counted: see `differing_buckets`).
+    pub more: u64,
+}
+
+impl IndexReport {
+    /// One line for the verify report's error.
+    pub fn summary(&self) -> String {
+        let named: Vec<&str> = self.differences.iter().take(3).map(String::as_str).collect();
+        let left = self.differences.len().saturating_sub(named.len()) as u64 + self.more;
+        let mut s = format!("the indexes disagree with the entries: {}", named.join("; "));
+        if named.is_empty() {
+            s.push_str("their postings differ");
+        }
+        let mut notes = Vec::new();
+        if left > 0 {
+            notes.push(format!("{left} more differences"));
+        }
+        if self.differing_buckets > 0 {
+            notes.push(format!("postings differ in {} of {INDEX_BUCKETS} buckets", self.differing_buckets));
+        }
+        if !notes.is_empty() {
+            s.push_str(&format!(" ({})", notes.join("; ")));
+        }
+        s
+    }
+}
+
+/// Differences found, a few of each sort named and the rest counted.
+#[derive(Debug, Default)]
+struct Findings {
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    other: Vec<String>,
+    more: u64,
+}
+
+impl Findings {
+    fn push(list: &mut Vec<String>, more: &mut u64, what: String) {
+        if list.len() < INDEX_DIFFERENCES_NAMED {
+            list.push(what);
+        } else {
+            *more += 1;
+        }
+    }
+    fn missing(&mut self, what: String) {
+        Findings::push(&mut self.missing, &mut self.more, what);
+    }
+    fn unexpected(&mut self, what: String) {
+        Findings::push(&mut self.unexpected, &mut self.more, what);
+    }
+    fn other(&mut self, what: String) {
+        Findings::push(&mut self.other, &mut self.more, what);
+    }
+    fn absorb(&mut self, f: Findings) {
+        self.more += f.more;
+        for m in f.missing {
+            self.missing(m);
+        }
+        for u in f.unexpected {
+            self.unexpected(u);
+        }
+        for o in f.other {
+            self.other(o);
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.other.is_empty() && self.more == 0
+    }
+    fn into_list(self) -> (Vec<String>, u64) {
+        let mut all = self.missing;
+        all.extend(self.unexpected);
+        all.extend(self.other);
+        (all, self.more)
+    }
+}
+
+/// A posting in words: `kind r value <record id> seq 123`.
+fn posting_text(kind: u8, value: &[u8], seq: u64) -> String {
+    let value = match std::str::from_utf8(value) {
+        Ok(v) if kind != KIND_RECORD && !v.chars().any(char::is_control) => v.to_owned(),
+        _ => hex::encode(value),
+    };
+    format!("kind {} value {value} seq {seq}", char::from(kind).escape_default())
+}
+
+/// The keyed hashes of one run: the bucket of a (kind, value), and a posting's 128-bit
+/// hash. The keys are drawn afresh for each run, so whoever changes the store cannot
+/// choose postings whose sums collide with those they removed.
+struct Hashes {
+    buckets: std::collections::hash_map::RandomState,
+    /// SHA-256 having taken in a random 64-byte key (one block): each posting's hash is
+    /// this state, cloned, over the posting.
+    keyed: sha2::Sha256,
+}
+
+impl Hashes {
+    fn new() -> Hashes {
+        use rand::RngCore as _;
+        use sha2::Digest as _;
+        let mut key = [0u8; 64];
+        rand::thread_rng().fill_bytes(&mut key);
+        let mut keyed = sha2::Sha256::new();
+        keyed.update(key);
+        Hashes { buckets: Default::default(), keyed }
+    }
+
+    fn bucket(&self, kind: u8, value: &[u8]) -> usize {
+        use std::hash::BuildHasher as _;
+        (self.buckets.hash_one((kind, value)) % INDEX_BUCKETS as u64) as usize
+    }
+
+    fn posting(&self, kind: u8, value: &[u8], seq: u64) -> u128 {
+        use sha2::Digest as _;
+        let mut h = self.keyed.clone();
+        h.update([kind]);
+        h.update((value.len() as u32).to_be_bytes());
+        h.update(value);
+        h.update(seq.to_be_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize()[..16]);
+        u128::from_be_bytes(out)
+    }
+}
+
+/// Postings folded into buckets: per bucket, how many and the wrapping sum of their keyed
+/// hashes, which does not depend on the order they were folded in.
+struct Fold {
+    count: Vec<u64>,
+    sum: Vec<u128>,
+}
+
+impl Fold {
+    fn new() -> Fold {
+        Fold { count: vec![0; INDEX_BUCKETS], sum: vec![0; INDEX_BUCKETS] }
+    }
+
+    fn add(&mut self, h: &Hashes, kind: u8, value: &[u8], seq: u64) {
+        let b = h.bucket(kind, value);
+        self.count[b] = self.count[b].wrapping_add(1);
+        self.sum[b] = self.sum[b].wrapping_add(h.posting(kind, value, seq));
+    }
+
+    fn merge(&mut self, o: &Fold) {
+        for b in 0..INDEX_BUCKETS {
+            self.count[b] = self.count[b].wrapping_add(o.count[b]);
+            self.sum[b] = self.sum[b].wrapping_add(o.sum[b]);
+        }
+    }
+}
+
+/// What one check reads: which entries are expected to have postings, and under which rule.
+struct Scope {
+    /// Entries 1 through this are checked.
+    through: u64,
+    /// From this entry on, what an entry lists is indexed by number; before it, by record
+    /// (the first entry an `n` posting names: no build wrote one before schema 8).
+    by_number_from: u64,
+}
+
+impl Scope {
+    fn listed(&self, seq: u64) -> Listed {
+        if seq >= self.by_number_from {
+            Listed::ByNumber
+        } else {
+            Listed::ByRecord
+        }
+    }
+
+    /// Call `put` with every posting entries `lo..=hi` imply (an unreadable entry is a
+    /// finding: its postings cannot be known).
+    fn implied(
+        &self,
+        store: &Store,
+        lo: u64,
+        hi: u64,
+        found: &mut Findings,
+        mut put: impl FnMut(u8, &[u8], u64),
+    ) {
+        store.for_each_audit_entry(lo, hi.min(self.through), |item| {
+            match item {
+                Ok((seq, _, raw)) => match serde_json::from_slice::<AuditEntry>(raw) {
+                    Ok(e) if e.seq == seq => postings(&e, self.listed(seq), |k, v| put(k, v, seq)),
+                    _ => found.other(format!("entry {seq} is unreadable: its postings cannot be checked")),
+                },
+                Err(e) => found.other(format!("entries from {lo}: {e}")),
+            }
+            true
+        });
+    }
+}
+
+/// One piece of the first pass: entries, or a range of index keys (by kind and value).
+enum Work {
+    Entries(u64, u64),
+    Postings(Vec<u8>, Option<Vec<u8>>),
+}
+
+/// The ranges of index keys read as separate pieces of work: one per kind, the record
+/// kind (most keys: one per record on most nodes) in sixteen. Together they cover every
+/// key, and all keys of one (kind, value) lie in one range.
+fn posting_ranges() -> Vec<Work> {
+    let mut starts: Vec<Vec<u8>> =
+        [KIND_PEER, KIND_CATEGORY, KIND_AGREEMENT, KIND_ACTION, KIND_RECORD, KIND_OUTCOME, KIND_NUMBERS]
+            .iter()
+            .map(|k| vec![*k])
+            .collect();
+    starts.extend((1..16u8).map(|i| vec![KIND_RECORD, i * 16]));
+    starts.push(Vec::new());
+    starts.sort();
+    let ends = starts.iter().skip(1).map(|e| Some(e.clone())).chain([None]);
+    starts.iter().cloned().zip(ends).map(|(from, to)| Work::Postings(from, to)).collect()
+}
+
+/// Fold the stored postings of index keys in `from..to`, checking that each (kind,
+/// value)'s keys list increasing sequence numbers, each key from the one it names (a
+/// query seeks by that number). Postings past `scope.through` are not folded: those the
+/// writer appended while this ran are skipped, any other is beyond the indexed range.
+/// Returns how many were folded.
+fn fold_stored(
+    store: &Store,
+    h: &Hashes,
+    scope: &Scope,
+    range: (&[u8], Option<&[u8]>),
+    fold: &mut Fold,
+    found: &mut Findings,
+) -> u64 {
+    let mut n = 0u64;
+    // The (kind, value) of the key before, and the last number it listed.
+    let mut last: Option<(u8, Vec<u8>, u64)> = None;
+    // Postings up to here are the writer's, whether or not this check covers them.
+    let mut appended = scope.through;
+    store.for_each_audit_posting_list(range.0, range.1, |item| {
+        let list = match item {
+            Ok(l) => l,
+            Err(e) => {
+                found.other(format!("an index key is unreadable: {e}"));
+                return true;
+            }
+        };
+        let (kind, value) = (list.kind, list.value);
+        let name = |seq| posting_text(kind, value, seq);
+        let mut prev = match &last {
+            Some((k, v, s)) if *k == kind && v == value => Some(*s),
+            _ => None,
+        };
+        match list.seqs.first() {
+            None => found.other(format!("the index key of {} lists no entry", name(list.first))),
+            Some(s) if *s != list.first => found.other(format!(
+                "the index key of {} lists entry {s} first (queries seek by the entry the key names)",
+                name(list.first)
+            )),
+            Some(_) => {}
+        }
+        for &seq in list.seqs {
+            if prev.is_some_and(|p| seq <= p) {
+                found.other(format!("{} is listed out of order (queries may miss it)", name(seq)));
+            }
+            prev = Some(seq);
+            if seq <= scope.through {
+                fold.add(h, kind, value, seq);
+                n += 1;
+                continue;
+            }
+            if seq > appended {
+                // Read again: the writer commits an entry, its postings and the indexes'
+                // mark in one batch, so a posting it appended is within the mark now.
+                let head = store.audit_head().ok().flatten().map_or(0, |h| h.0);
+                appended = store.audit_indexed().unwrap_or(0).min(head).max(appended);
+            }
+            if seq > appended {
+                found.unexpected(format!(
+                    "posting beyond the indexed range: {} (the indexes cover entries through {appended})",
+                    name(seq)
+                ));
+            }
+        }
+        last = Some((kind, value.to_vec(), prev.unwrap_or(list.first)));
+        true
+    });
+    n
+}
+
+/// Check the index postings of entries 1 through `verified` (those whose chain verified)
+/// that the indexes cover (`Maudit_index`) against the entries: the postings the index
+/// rules ([`postings`]) give each entry must be exactly those stored, none missing, none
+/// more, and none beyond the entries covered.
+///
+/// Memory stays bounded on any log: a first pass folds each posting, implied and stored,
+/// into one of [`INDEX_BUCKETS`] buckets by a hash of its (kind, value) — a count and a
+/// sum of keyed hashes — in parallel pieces; only when buckets differ does a second pass
+/// read the postings of the first [`INDEX_BUCKETS_EXPLAINED`] of them (memory bounded by
+/// those buckets) to name what differs.
+pub fn verify_indexes(store: &Store, verified: u64) -> IndexReport {
+    let mut found = Findings::default();
+    let indexed = store.audit_indexed();
+    let head = store.audit_head().map(|h| h.map_or(0, |h| h.0));
+    let (indexed, head) = match (indexed, head) {
+        (Ok(i), Ok(h)) => (i, h),
+        (Err(e), _) | (_, Err(e)) => {
+            found.other(format!("the indexes' mark cannot be read: {e}"));
+            (0, 0)
+        }
+    };
+    if indexed > head {
+        found.other(format!(
+            "the indexes say they cover entries through {indexed}, but the log ends at entry {head}"
+        ));
+    }
+    // No build wrote an `n` posting before schema 8: entries before the first one an `n`
+    // posting names were indexed by record.
+    let mut by_number_from = u64::MAX;
+    store.for_each_audit_posting_list(&[KIND_NUMBERS], Some(&[KIND_NUMBERS + 1]), |item| {
+        if let Some(min) = item.ok().and_then(|l| l.seqs.iter().min().copied()) {
+            by_number_from = by_number_from.min(min);
+        }
+        true
+    });
+    let scope = Scope { through: indexed.min(verified).min(head), by_number_from };
+    let h = Hashes::new();
+
+    // First pass: every entry and every index key, in pieces taken by a few threads.
+    let mut work: Vec<Work> = (0..scope.through.div_ceil(INDEX_CHECK_ENTRIES))
+        .map(|i| Work::Entries(i * INDEX_CHECK_ENTRIES + 1, (i + 1) * INDEX_CHECK_ENTRIES))
+        .collect();
+    work.extend(posting_ranges());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(crate::audit::MAX_VERIFY_THREADS);
+    type Done = (Fold, Fold, u64, u64, Vec<(usize, Findings)>);
+    let done: Vec<Option<Done>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut implied, mut stored) = (Fold::new(), Fold::new());
+                    let (mut n_implied, mut n_stored) = (0u64, 0u64);
+                    let mut findings = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(w) = work.get(i) else { break };
+                        let mut f = Findings::default();
+                        match w {
+                            Work::Entries(lo, hi) => scope.implied(store, *lo, *hi, &mut f, |k, v, seq| {
+                                implied.add(&h, k, v, seq);
+                                n_implied += 1;
+                            }),
+                            Work::Postings(from, to) => {
+                                n_stored +=
+                                    fold_stored(store, &h, &scope, (from, to.as_deref()), &mut stored, &mut f)
+                            }
+                        }
+                        findings.push((i, f));
+                    }
+                    (implied, stored, n_implied, n_stored, findings)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|t| t.join().ok()).collect()
+    });
+    let (mut implied, mut stored) = (Fold::new(), Fold::new());
+    let (mut expected, mut n_stored) = (0u64, 0u64);
+    let mut pieces = Vec::new();
+    for d in done {
+        match d {
+            Some((i, s, ni, ns, fs)) => {
+                implied.merge(&i);
+                stored.merge(&s);
+                expected += ni;
+                n_stored += ns;
+                pieces.extend(fs);
+            }
+            None => found.other("an index check thread failed".into()),
+        }
+    }
+    // In the order of the pieces, whichever thread took them.
+    pieces.sort_by_key(|(i, _)| *i);
+    for (_, f) in pieces {
+        found.absorb(f);
+    }
+    let differing: Vec<usize> = (0..INDEX_BUCKETS)
+        .filter(|b| implied.count[*b] != stored.count[*b] || implied.sum[*b] != stored.sum[*b])
+        .collect();
+
+    // Second pass, only on a difference: name it.
+    if !differing.is_empty() {
+        explain(store, &h, &scope, &differing[..differing.len().min(INDEX_BUCKETS_EXPLAINED)], &mut found);
+    }
+    let ok = differing.is_empty() && found.is_empty();
+    let (differences, more) = found.into_list();
+    IndexReport {
+        ok,
+        through: scope.through,
+        expected,
+        stored: n_stored,
+        differing_buckets: differing.len() as u64,
+        differences,
+        more,
+    }
+}
+
+/// Read the postings of buckets `buckets` again, those the entries imply and those stored,
+/// and name the differences (memory: the implied postings of those buckets).
+fn explain(store: &Store, h: &Hashes, scope: &Scope, buckets: &[usize], found: &mut Findings) {
+    let mut wanted = vec![false; INDEX_BUCKETS];
+    for b in buckets {
+        wanted[*b] = true;
+    }
+    let mut implied: BTreeMap<(u64, u8, Vec<u8>), u32> = BTreeMap::new();
+    let mut ignored = Findings::default();
+    scope.implied(store, 1, scope.through, &mut ignored, |k, v, seq| {
+        if wanted[h.bucket(k, v)] {
+            *implied.entry((seq, k, v.to_vec())).or_default() += 1;
+        }
+    });
+    // Stored postings the entries do not imply, in these buckets (bounded by them too).
+    let mut unexpected: Vec<(u64, u8, Vec<u8>)> = Vec::new();
+    store.for_each_audit_posting_list(&[], None, |item| {
+        let Ok(list) = item else { return true };
+        if !wanted[h.bucket(list.kind, list.value)] {
+            return true;
+        }
+        for &seq in list.seqs.iter().filter(|s| **s <= scope.through) {
+            match implied.get_mut(&(seq, list.kind, list.value.to_vec())) {
+                Some(c) if *c > 0 => *c -= 1,
+                _ => unexpected.push((seq, list.kind, list.value.to_vec())),
+            }
+        }
+        true
+    });
+    for ((seq, k, v), left) in implied {
+        for _ in 0..left {
+            found.missing(format!("posting missing: {}", posting_text(k, &v, seq)));
+        }
+    }
+    unexpected.sort();
+    for (seq, k, v) in unexpected {
+        found.unexpected(format!("posting with no entry: {}", posting_text(k, &v, seq)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -1114,6 +1616,9 @@ mod tests {
         assert_eq!((traced(held), traced(gave_up), traced(other)), (vec![1], vec![1, 2], vec![1]));
         // Not held, and named by no entry: nothing.
         assert!(trace(&store, tamga_protocol::Digest::of(b"none")).expect("reads").is_empty());
+        // A `delivered` entry's receipts are indexed by their numbers, as verify expects.
+        let r = with_indexes(&store);
+        assert!(r.ok && r.indexes.as_ref().is_some_and(|i| i.expected > 0), "{r:?}");
     }
 
     #[test]
@@ -1132,6 +1637,9 @@ mod tests {
             batch.put_audit(seq, &bytes, &prev);
         }
         store.commit(batch).expect("commits");
+        // The indexes cover no entry yet, and none is expected to have postings.
+        let r = with_indexes(&store);
+        assert!(r.ok && r.indexes.as_ref().is_some_and(|i| (i.through, i.expected) == (0, 0)), "{r:?}");
         let p = members()[1];
         let want: Vec<u64> = (1..=500).filter(|s| s % 4 == 1).collect();
         let (got, stats) = seqs(&store, &Filter { peer: Some(p), ..all() });
@@ -1144,6 +1652,249 @@ mod tests {
         assert_eq!(stats.indexes, 1);
         assert_eq!(again, want.into_iter().filter(|s| *s >= 200).collect::<Vec<_>>());
         assert_eq!(rebuild_indexes(&store, 500).expect("nothing left"), 0);
+        let r = with_indexes(&store);
+        assert!(r.ok && r.indexes.as_ref().is_some_and(|i| (i.through, i.expected) == (500, 1000)), "{r:?}");
+        // …and a posting for an entry the indexes do not cover yet is one too many.
+        let mut prev_head = (500, prev);
+        let mut batch = WriteBatch::default();
+        let ev = AuditEvent::new(Action::Sent, Outcome::Ok).peer(p);
+        let seq = prev_head.0 + 1;
+        let e = AuditEntry::build(seq, T0 + 501, ev, GENESIS, prev_head.1);
+        let bytes = e.to_bytes();
+        prev_head = (seq, tamga_protocol::Digest::of(&bytes));
+        batch.put_audit(seq, &bytes, &prev_head.1);
+        batch.put_audit_index(KIND_PEER, &p.as_bytes(), seq);
+        store.commit(batch).expect("commits");
+        let r = with_indexes(&store);
+        assert!(crate::audit::verify_store(&store).ok);
+        assert_eq!(
+            r.indexes.expect("checked").differences,
+            [format!("posting beyond the indexed range: kind p value {p} seq 501 (the indexes cover entries through 500)")]
+        );
+    }
+
+    /// `audit verify --indexes`, with no signer and no witness.
+    fn with_indexes(store: &Store) -> crate::audit::VerifyReport {
+        crate::audit::verify_store_and_indexes(store, &crate::audit::VerifyOptions::default())
+    }
+
+    /// Every posting key of the indexes: kind, value, the entry the key names, what it lists.
+    fn posting_lists(store: &Store) -> Vec<(u8, Vec<u8>, u64, Vec<u64>)> {
+        let mut out = Vec::new();
+        store.for_each_audit_posting_list(&[], None, |l| {
+            let l = l.expect("reads");
+            out.push((l.kind, l.value.to_vec(), l.first, l.seqs.to_vec()));
+            true
+        });
+        out
+    }
+
+    /// TAMPER: overwrite the posting key (kind, value, first) to list `seqs`, bypassing the
+    /// writer (the key layout is the store's: `I`, kind, value, 0, first seq).
+    fn rewrite(store: &Store, kind: u8, value: &[u8], first: u64, seqs: &[u64]) {
+        let key = [b"I", &[kind][..], value, &[0], &first.to_be_bytes()].concat();
+        let listed = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+        store.raw_insert(vec![(key, listed)]).expect("tampers");
+    }
+
+    /// TAMPER: add one posting under a key of its own, as a commit of the writer would.
+    fn add_posting(store: &Store, kind: u8, value: &[u8], seq: u64) {
+        let mut batch = WriteBatch::default();
+        batch.put_audit_index(kind, value, seq);
+        store.commit(batch).expect("commits");
+    }
+
+    /// The report of a log whose indexes were tampered with: the chain alone verifies (the
+    /// option is what finds it); with the indexes, it fails and names the differences.
+    fn differences(store: &Store) -> (crate::audit::VerifyReport, IndexReport) {
+        let plain = crate::audit::verify_store(store);
+        assert!(plain.ok && plain.indexes.is_none(), "the entries are sound: {plain:?}");
+        let r = with_indexes(store);
+        assert!(!r.ok && r.first_bad.is_none(), "{r:?}");
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.starts_with("the indexes disagree with the entries: ")),
+            "{r:?}"
+        );
+        let i = r.indexes.clone().expect("checked");
+        assert!(!i.ok);
+        (r, i)
+    }
+
+    #[test]
+    fn an_honest_log_with_every_index_kind_verifies_with_its_indexes() {
+        let l = log(6000, 7);
+        let lists = posting_lists(&l.store);
+        let kinds: BTreeSet<u8> = lists.iter().map(|l| l.0).collect();
+        let all_kinds =
+            [KIND_PEER, KIND_CATEGORY, KIND_AGREEMENT, KIND_ACTION, KIND_RECORD, KIND_NUMBERS, KIND_OUTCOME];
+        assert_eq!(kinds, all_kinds.into_iter().collect(), "every kind is in the log");
+        let postings: usize = lists.iter().map(|l| l.3.len()).sum();
+        let r = with_indexes(&l.store);
+        assert!(r.ok && r.error.is_none(), "{r:?}");
+        let i = r.indexes.expect("checked");
+        assert_eq!((i.through, i.expected, i.stored), (6000, postings as u64, postings as u64));
+        assert_eq!((i.differing_buckets, i.differences.len(), i.more), (0, 0, 0));
+        assert!(crate::audit::verify_store(&l.store).indexes.is_none(), "not checked unless asked");
+    }
+
+    /// Append `ev` as builds before schema 8 did: what an entry lists indexed by record.
+    fn append_by_record(batch: &mut WriteBatch, head: &mut (u64, Digest), ev: AuditEvent, time_ms: i64) {
+        let seq = head.0 + 1;
+        let e = AuditEntry::build(seq, time_ms, ev, Digest([1; 32]), head.1);
+        let bytes = e.to_bytes();
+        let hash = Digest::of(&bytes);
+        batch.put_audit(seq, &bytes, &hash);
+        postings(&e, Listed::ByRecord, |kind, value| batch.put_audit_index(kind, value, seq));
+        batch.set_audit_indexed(seq);
+        *head = (seq, hash);
+    }
+
+    #[test]
+    fn a_store_indexed_by_record_before_schema_8_then_by_number_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let records: Vec<RecordId> = (0..8u32).map(|i| Digest::of(&i.to_be_bytes())).collect();
+        let taken = |i: u64| -> AuditEvent {
+            let listed = (0..3)
+                .map(|k| crate::audit::TakenIn {
+                    record: records[((i + k) % 8) as usize],
+                    category: categories()[0].clone(),
+                    origin: members()[0],
+                    seq: i * 3 + k,
+                })
+                .collect();
+            AuditEvent::new(Action::Received, Outcome::Ok)
+                .peer(members()[0])
+                .agreement(agreements()[0].clone())
+                .projections(listed)
+        };
+        let mut head = (0u64, GENESIS);
+        let mut batch = WriteBatch::default();
+        for i in 0..40 {
+            append_by_record(&mut batch, &mut head, taken(i), T0 + i as i64);
+        }
+        store.commit(batch).expect("commits");
+        assert!(posting_lists(&store).iter().all(|l| l.0 != KIND_NUMBERS), "no `n` posting yet");
+        let r = with_indexes(&store);
+        assert!(r.ok, "a store of schema 7 alone: {r:?}");
+        // The store is opened by this build, which goes on by number.
+        let mut batch = WriteBatch::default();
+        for i in 40..80 {
+            append(&mut batch, &mut head, taken(i), T0 + i as i64, Digest([1; 32]));
+        }
+        store.commit(batch).expect("commits");
+        let r = with_indexes(&store);
+        assert!(r.ok, "{r:?}");
+        // An old entry's record posting deleted is still found.
+        let (_, value, first, seqs) = posting_lists(&store)
+            .into_iter()
+            .find(|l| l.0 == KIND_RECORD && l.3.len() > 2)
+            .expect("a record listed by several old entries");
+        let gone = seqs[1];
+        assert!(gone < 41, "an entry indexed by record");
+        let kept: Vec<u64> = seqs.iter().copied().filter(|s| *s != gone).collect();
+        rewrite(&store, KIND_RECORD, &value, first, &kept);
+        let (_, i) = differences(&store);
+        assert_eq!(
+            i.differences,
+            [format!("posting missing: kind r value {} seq {gone}", hex::encode(&value))]
+        );
+    }
+
+    #[test]
+    fn each_changed_posting_is_named_by_verify_with_indexes_only() {
+        // A log, and one of its action lists of several entries with a gap after the
+        // second, into which a posting can be moved to an entry of another action.
+        let fresh = || {
+            let l = log(2000, 5);
+            let (kind, value, first, seqs) = posting_lists(&l.store)
+                .into_iter()
+                .find(|l| l.0 == KIND_ACTION && l.3.len() > 3 && l.3[2] > l.3[1] + 1)
+                .expect("an action list with a gap");
+            (l, kind, value, first, seqs)
+        };
+        let action = |v: &[u8]| String::from_utf8(v.to_vec()).expect("an action name");
+
+        // Deleted: the second posting of the list.
+        let (l, kind, value, first, seqs) = fresh();
+        let mut fewer = seqs.clone();
+        fewer.remove(1);
+        rewrite(&l.store, kind, &value, first, &fewer);
+        let (r, i) = differences(&l.store);
+        let missing = format!("posting missing: kind a value {} seq {}", action(&value), seqs[1]);
+        assert_eq!(i.differences, std::slice::from_ref(&missing));
+        assert_eq!(i.stored + 1, i.expected);
+        assert!(r.error.as_deref().is_some_and(|e| e.contains(&missing)), "{r:?}");
+
+        // Added: a peer posting for an entry that names another peer, or none.
+        let (l, ..) = fresh();
+        let kz = members()[0];
+        let other = l.entries.iter().find(|e| e.peer != Some(kz)).expect("an entry not about KZ").seq;
+        add_posting(&l.store, KIND_PEER, &kz.as_bytes(), other);
+        let (_, i) = differences(&l.store);
+        let no_entry = format!("posting with no entry: kind p value KZ seq {other}");
+        assert!(i.differences.contains(&no_entry), "{i:?}");
+        assert_eq!(i.stored, i.expected + 1);
+
+        // Its seq changed: moved into the gap, to an entry of another action.
+        let (l, kind, value, first, seqs) = fresh();
+        let moved = seqs[1] + 1;
+        let mut changed = seqs.clone();
+        changed[1] = moved;
+        rewrite(&l.store, kind, &value, first, &changed);
+        let (_, i) = differences(&l.store);
+        let name = action(&value);
+        assert_eq!(
+            i.differences,
+            [
+                format!("posting missing: kind a value {name} seq {}", seqs[1]),
+                format!("posting with no entry: kind a value {name} seq {moved}"),
+            ]
+        );
+
+        // Beyond the indexed range, for an entry that does not exist.
+        let (l, ..) = fresh();
+        add_posting(&l.store, KIND_ACTION, b"sent", 2005);
+        let (_, i) = differences(&l.store);
+        assert_eq!(
+            i.differences,
+            ["posting beyond the indexed range: kind a value sent seq 2005 (the indexes cover entries through 2000)"]
+        );
+
+        // A key that no longer starts at the entry it names (queries seek by it).
+        let (l, kind, value, first, seqs) = fresh();
+        rewrite(&l.store, kind, &value, first, &seqs[1..]);
+        let (_, i) = differences(&l.store);
+        assert_eq!(
+            i.differences,
+            [
+                format!("posting missing: kind a value {name} seq {first}", name = action(&value)),
+                format!(
+                    "the index key of kind a value {} seq {first} lists entry {} first (queries seek by the entry the key names)",
+                    action(&value),
+                    seqs[1]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn many_differences_are_counted_and_a_few_named() {
+        let l = log(2000, 5);
+        // Every record posting of the first 600 entries gone.
+        let mut gone = 0u64;
+        for (kind, value, first, seqs) in posting_lists(&l.store).into_iter().filter(|l| l.0 == KIND_RECORD) {
+            let kept: Vec<u64> = seqs.iter().copied().filter(|s| *s > 600).collect();
+            gone += (seqs.len() - kept.len()) as u64;
+            rewrite(&l.store, kind, &value, first, &kept);
+        }
+        assert!(gone > 100, "{gone}");
+        let (r, i) = differences(&l.store);
+        assert!(i.differing_buckets > INDEX_BUCKETS_EXPLAINED as u64, "{i:?}");
+        assert!(i.differences.len() <= 3 * INDEX_DIFFERENCES_NAMED && i.more > 0, "{i:?}");
+        assert!(i.differences.iter().any(|d| d.starts_with("posting missing: kind r value ")), "{i:?}");
+        let error = r.error.expect("an error");
+        assert!(error.contains("more differences") && error.contains("buckets"), "{error}");
     }
 
     #[test]
