@@ -7,7 +7,7 @@
 //! | `/v1/records/{id}`        | GET    | operator, admin         |
 //! | `/v1/status`              | GET    | operator, admin, auditor|
 //! | `/v1/audit`               | GET    | auditor                 |
-//! | `/v1/audit/verify`        | GET, POST (witness) | auditor    |
+//! | `/v1/audit/verify`        | GET, POST (witness, indexes) | auditor |
 //! | `/v1/audit/count`         | GET    | auditor                 |
 //! | `/v1/audit/trace/{id}`    | GET    | auditor                 |
 //! | `/v1/audit/export`        | GET    | auditor                 |
@@ -782,28 +782,39 @@ async fn audit_checkpoints(
 async fn verify_with(
     shared: &Shared,
     witness: Vec<tamga_protocol::Checkpoint>,
+    indexes: bool,
 ) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
     let me = shared.config.member;
     let keys = shared.fed().roster.verifying_keys(me).to_vec();
     let opts = crate::audit::VerifyOptions { signer: Some((me, keys)), witness };
     let store = shared.store.clone();
-    let report = tokio::task::spawn_blocking(move || crate::audit::verify_store_with(&store, &opts))
-        .await
-        .map_err(ApiError::internal)?;
+    let report = tokio::task::spawn_blocking(move || {
+        if indexes {
+            crate::audit::verify_store_and_indexes(&store, &opts)
+        } else {
+            crate::audit::verify_store_with(&store, &opts)
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(report))
 }
 
 async fn audit_verify(
     State(shared): State<Arc<Shared>>,
 ) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
-    verify_with(&shared, Vec::new()).await
+    verify_with(&shared, Vec::new(), false).await
 }
 
-/// Body of `POST /v1/audit/verify`.
+/// Body of `POST /v1/audit/verify`: `{"witness": [checkpoint, …], "indexes": true}`, both
+/// optional (no witness; indexes not checked).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WitnessBody {
+struct VerifyBody {
+    #[serde(default)]
     witness: Vec<tamga_protocol::Checkpoint>,
+    #[serde(default)]
+    indexes: bool,
 }
 
 async fn audit_verify_witness(
@@ -811,6 +822,15 @@ async fn audit_verify_witness(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
     let body = body_within(body, MAX_WITNESS_BYTES)?;
-    let w: WitnessBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("witness: {e}")))?;
-    verify_with(&shared, w.witness).await
+    let b: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
+        // serde names a field only when it is unknown: name the one that is mistyped.
+        let v: Option<Json_> = serde_json::from_slice(&body).ok();
+        let field = match v.as_ref().map(|v| (v.get("indexes"), v.get("witness"))) {
+            Some((Some(i), _)) if !i.is_boolean() => "indexes",
+            Some((_, Some(_))) if !e.to_string().starts_with("unknown field") => "witness",
+            _ => "body",
+        };
+        ApiError::bad(format!("{field}: {e}"))
+    })?;
+    verify_with(&shared, b.witness, b.indexes).await
 }
