@@ -2,7 +2,8 @@
 //! `tamga run` child process, KZ a node started in-process (so that the test can hand it
 //! RU's checkpoints as a hello would). Then the tamper tests: each changes a copy of the
 //! stopped RU node's real sled store through the store's tamper hooks, and `tamga audit
-//! verify --offline` must name the first bad entry.
+//! verify --offline` must name the first bad entry; those of the indexes change only
+//! postings, which plain verify does not see and `verify --indexes` must name.
 
 mod common;
 
@@ -213,7 +214,36 @@ async fn auditor_commands_from_the_readme_and_tampering() {
     let trace = out(&outputs, "audit trace");
     assert!(trace.contains(&record) && trace.contains("ingested"), "{trace}");
     assert!(out(&outputs, "audit verify --config ./ru/node.toml").starts_with("ok:"));
+    let indexed = out(&outputs, "audit verify --config ./ru/node.toml --indexes");
+    assert!(indexed.starts_with("ok:") && indexed.contains("the indexes hold exactly the"), "{indexed}");
     assert!(std::fs::metadata(root.join("ru-audit.csv")).is_ok_and(|m| m.len() > 0));
+
+    // The API takes `indexes` in the body of a verify, and names it when it is no boolean.
+    let post = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("http://{api}/v1/audit/verify"))
+            .bearer_auth(tokens["auditor"].as_str().expect("a token"))
+            .json(&body)
+            .send()
+    };
+    let r = post(serde_json::json!({ "indexes": true })).await.expect("answers");
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.expect("a report");
+    assert_eq!(
+        (report["ok"].clone(), report["indexes"]["ok"].clone()),
+        (Value::Bool(true), Value::Bool(true))
+    );
+    assert!(report["indexes"]["expected"].as_u64().is_some_and(|n| n > 0), "{report}");
+    let r = post(serde_json::json!({})).await.expect("answers");
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.expect("a report");
+    assert!(report["ok"] == true && report.get("indexes").is_none(), "not checked unless asked: {report}");
+    for bad in [serde_json::json!({ "indexes": "yes" }), serde_json::json!({ "witness": [], "indexes": 1 })] {
+        let r = post(bad.clone()).await.expect("answers");
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: Value = r.json().await.expect("an error");
+        assert!(e["error"].as_str().is_some_and(|e| e.starts_with("indexes: ")), "{bad}: {e}");
+    }
 
     // The exported chain checks out with coreutils and with the README's Python.
     let cut = ok(&sh(root, &readme_lines("head -1 ru-audit.jsonl").join("\n")));
@@ -268,6 +298,8 @@ async fn auditor_commands_from_the_readme_and_tampering() {
     let by_day = out(&outputs, "--offline --count --by day");
     assert!(by_day.contains(&today), "{by_day}");
     assert!(out(&outputs, "audit verify --config ./ru/node.toml --offline").starts_with("ok:"));
+    let indexed = out(&outputs, "audit verify --config ./ru/node.toml --offline --indexes");
+    assert!(indexed.starts_with("ok:") && indexed.contains("the indexes hold exactly the"), "{indexed}");
     let offline = ok(&run_in(root, &["audit", "export", "--config", "./ru/node.toml", "--offline"]));
     assert!(offline.starts_with(&exported), "the stored bytes, online or offline");
     let last: AuditEntry =
@@ -281,6 +313,7 @@ async fn auditor_commands_from_the_readme_and_tampering() {
     assert!(verified.starts_with("ok:"), "{verified}");
 
     tamper_tests(root, &ru_cps);
+    index_tamper_tests(root);
 }
 
 /// A copy of the stopped RU node's data directory, its store opened for tampering.
@@ -482,4 +515,143 @@ fn forge(store: &Store, from: u64, key: &tamga_protocol::SigningKey) {
     }
     store.commit(batch).expect("commits");
     store.flush_blocking().expect("flushes");
+}
+
+/// `tamga audit verify --offline --indexes --json` on a copy: the report.
+fn verify_indexes(root: &Path, config: &Path) -> Value {
+    let config = config.to_str().expect("utf-8");
+    let out = run_in(root, &["audit", "verify", "--offline", "--indexes", "--json", "--config", config]);
+    let report: Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(out.status.success(), report["ok"] == true, "the exit status follows the report");
+    report
+}
+
+/// Every posting key of a store's audit indexes: kind, value, the entry the key names,
+/// the entries it lists.
+fn posting_lists(store: &Store) -> Vec<(u8, Vec<u8>, u64, Vec<u64>)> {
+    let mut out = Vec::new();
+    store.for_each_audit_posting_list(&[], None, |l| {
+        let l = l.expect("reads");
+        out.push((l.kind, l.value.to_vec(), l.first, l.seqs.to_vec()));
+        true
+    });
+    out
+}
+
+/// Index postings changed on copies of the stopped RU node's store, bypassing the
+/// writer: through the store's raw insert (a posting key rewritten, the key laid out as
+/// `I`, kind, value, 0, first seq) or a batch of one posting. The entries are untouched,
+/// so `audit verify` alone still says ok; `--indexes` fails and names the difference.
+fn index_tamper_tests(root: &Path) {
+    let (config, store) = copy(root, "indexes-intact");
+    let n = store.audit_head().expect("reads").expect("a head").0;
+    let lists = posting_lists(&store);
+    drop(store);
+    let r = verify_indexes(root, &config);
+    assert_eq!(r["indexes"]["ok"], true, "{r}");
+    let postings: usize = lists.iter().map(|l| l.3.len()).sum();
+    assert_eq!(r["indexes"]["expected"], postings as u64, "{r}");
+    assert_eq!(r["indexes"]["through"], n, "{r}");
+
+    // A list of several entries whose last can move one entry on, to one it does not hold.
+    let (kind, value, first, seqs) = lists
+        .iter()
+        .find(|(k, v, _, seqs)| {
+            let last = *seqs.last().expect("a posting");
+            seqs.len() > 1
+                && last < n
+                && !lists.iter().any(|(k2, v2, _, s2)| k2 == k && v2 == v && s2.contains(&(last + 1)))
+        })
+        .cloned()
+        .expect("a list of several entries");
+    let last = *seqs.last().expect("a posting");
+    let text = |seq: u64| {
+        let value = match kind {
+            b'r' => value.iter().map(|b| format!("{b:02x}")).collect(),
+            _ => String::from_utf8(value.clone()).expect("text"),
+        };
+        format!("kind {} value {value} seq {seq}", char::from(kind))
+    };
+    let rewrite = |store: &Store, seqs: &[u64]| {
+        let key = [b"I", &[kind][..], &value, &[0], &first.to_be_bytes()].concat();
+        store.raw_insert(vec![(key, seqs.iter().flat_map(|s| s.to_be_bytes()).collect())]).expect("tampers");
+        store.flush_blocking().expect("flushes");
+    };
+    let add = |store: &Store, kind: u8, value: &[u8], seq: u64| {
+        let mut batch = WriteBatch::default();
+        batch.put_audit_index(kind, value, seq);
+        store.commit(batch).expect("commits");
+        store.flush_blocking().expect("flushes");
+    };
+    let fails = |name: &str, tamper: &dyn Fn(&Store), named: &[String]| {
+        let (config, store) = copy(root, name);
+        tamper(&store);
+        drop(store);
+        assert_eq!(verify(root, &config, None)["ok"], true, "{name}: the entries are sound");
+        let r = verify_indexes(root, &config);
+        assert_eq!(
+            (r["ok"].clone(), r["first_bad"].clone()),
+            (Value::Bool(false), Value::Null),
+            "{name}: {r}"
+        );
+        let error = r["error"].as_str().expect("an error");
+        assert!(error.starts_with("the indexes disagree with the entries: "), "{name}: {error}");
+        assert!(error.contains(&named[0]), "{name}: {error}");
+        let differences: Vec<&str> = r["indexes"]["differences"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for d in named {
+            assert!(differences.contains(&d.as_str()), "{name}: {d} in {differences:?}");
+        }
+        config
+    };
+
+    // A posting deleted.
+    let config = fails(
+        "index-deleted",
+        &|s| rewrite(s, &seqs[..seqs.len() - 1]),
+        &[format!("posting missing: {}", text(last))],
+    );
+    // …said plainly without --json, and the exit status is a failure.
+    let out = run_in(
+        root,
+        &["audit", "verify", "--offline", "--indexes", "--config", config.to_str().expect("utf-8")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).starts_with("FAILED: the indexes disagree with the entries: posting missing: "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("indexes disagree with its entries"), "{}", stderr(&out));
+
+    // A posting added, for an entry that does not name it (entry 1: the node started).
+    fails(
+        "index-added",
+        &|s| add(s, b'p', b"KZ", 1),
+        &["posting with no entry: kind p value KZ seq 1".to_owned()],
+    );
+
+    // A posting's seq changed: moved to the next entry.
+    let mut moved = seqs.clone();
+    *moved.last_mut().expect("a posting") = last + 1;
+    fails(
+        "index-moved",
+        &|s| rewrite(s, &moved),
+        &[format!("posting missing: {}", text(last)), format!("posting with no entry: {}", text(last + 1))],
+    );
+
+    // A posting beyond the entries the indexes cover.
+    fails(
+        "index-beyond",
+        &|s| add(s, b'a', b"ingested", n + 7),
+        &[format!(
+            "posting beyond the indexed range: kind a value ingested seq {} (the indexes cover entries through {n})",
+            n + 7
+        )],
+    );
 }
