@@ -201,8 +201,9 @@ fn spawn_responder(
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
             if let NetEvent::Inbound { id, request: Request::Hello(_), .. } = &ev {
-                handle.respond(*id, Response::Hello(hello(me))).await.expect("respond");
+                // Counted first: the requester may have its answer before `respond` returns.
                 count.fetch_add(1, Ordering::SeqCst);
+                handle.respond(*id, Response::Hello(hello(me))).await.expect("respond");
             }
             let _ = tx.try_send(ev);
         }
