@@ -59,13 +59,15 @@ pub(crate) enum Frame<T> {
     /// A request left unread because the requests being read already hold the whole
     /// [`ReadBudget`], and how many of its bytes were read. Nothing was applied.
     Busy(usize),
+    /// A stream closed before its first byte.
+    Empty,
 }
 
 impl<T> Frame<T> {
     /// Bytes this frame took off the wire (0 for a frame to send).
     pub(crate) fn wire_len(&self) -> usize {
         match self {
-            Frame::Encoded(_) => 0,
+            Frame::Encoded(_) | Frame::Empty => 0,
             Frame::Decoded(_, n) | Frame::Rejected(_, n) | Frame::Stalled(n) | Frame::Busy(n) => *n,
         }
     }
@@ -79,6 +81,7 @@ impl<T> fmt::Debug for Frame<T> {
             Frame::Rejected(e, n) => write!(f, "Frame::Rejected({e}, {n} bytes)"),
             Frame::Stalled(n) => write!(f, "Frame::Stalled({n} bytes)"),
             Frame::Busy(n) => write!(f, "Frame::Busy({n} bytes)"),
+            Frame::Empty => write!(f, "Frame::Empty"),
         }
     }
 }
@@ -182,8 +185,8 @@ where
         let n = io.read(rest).await?;
         if n == 0 && *got == 0 {
             // A stream closed before its first byte: the requester gave up (a timeout, a
-            // link that went away), not bad input. Dropped without a report.
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed before a frame"));
+            // link that went away), not bad input; or a peer opening streams for nothing.
+            return Ok(Frame::Empty);
         }
         if n == 0 {
             return Ok(Frame::Rejected(CodecError::Truncated { got: *got, expected: HEADER_LEN }, *got));
@@ -247,7 +250,7 @@ where
     let bytes = match frame {
         Frame::Encoded(b) => b,
         Frame::Decoded(m, _) => encode(&m).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        Frame::Rejected(..) | Frame::Stalled(_) | Frame::Busy(_) => {
+        Frame::Rejected(..) | Frame::Stalled(_) | Frame::Busy(_) | Frame::Empty => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to send {frame:?}")))
         }
     };

@@ -139,6 +139,9 @@
 //! | `pending_pulls` | the same, for pulls only | `Response::Error("too many pending pulls …")` |
 //! | `stream_read` | the codec's deadline for a request's bytes once its stream is open; a half-open stream is then answered with an error and closed | `Response::Error("stalled request …")` |
 //!
+//! A stream closed before its first byte costs a message token, unanswered and not
+//! reported below the rate: a requester that gave up looks the same.
+//!
 //! Requests refused by a limit, or answered "busy" because the consumer is behind (see
 //! [Backpressure](#backpressure)), cost no token, so a flooding peer still gets its
 //! allowance served and an honest peer does not pay for the node's own backlog. The

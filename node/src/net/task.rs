@@ -850,6 +850,7 @@ impl NetTask {
                                 warn!(%peer, error = %e, "malformed response");
                                 Err(NetError::Malformed(e.to_string()))
                             }
+                            Frame::Empty => Err(NetError::Io("the stream closed before an answer".into())),
                             Frame::Stalled(_) | Frame::Busy(_) | Frame::Encoded(_) => {
                                 Err(NetError::Malformed("undecoded frame".into()))
                             }
@@ -906,7 +907,7 @@ impl NetTask {
             self.abuse(peer, member, kind, why);
             return;
         }
-        // A request costs its tokens once taken, or found malformed or stalled; one
+        // A request costs its tokens once taken, or found malformed, stalled or empty; one
         // refused by a limit, or answered "busy" because our own consumer is behind,
         // costs none (else an honest peer would pay for our backlog).
         let len = request.wire_len();
@@ -970,6 +971,12 @@ impl NetTask {
             Frame::Busy(got) => {
                 debug!(%peer, %member, got, "read buffer full, answering busy");
                 self.reply_error(channel, "busy, try again later".into());
+            }
+            Frame::Empty => {
+                // A requester that gave up, or a peer opening streams for nothing: a
+                // message token either way, and no answer (no one waits for it).
+                self.charge(peer, 0);
+                drop(channel);
             }
             Frame::Encoded(_) => debug!(%peer, "codec returned an undecoded request, dropped"),
         }

@@ -1084,6 +1084,24 @@ async fn requests_past_the_read_buffer_are_answered_busy_until_it_frees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_closed_before_their_first_byte_count_against_the_message_rate() {
+    let limits = PeerLimits { messages_per_sec: 1, ..PeerLimits::default() };
+    let (mut a, h) = limited_pair(limits).await;
+    let pa = a.peer;
+    // Each one is what a requester that gave up leaves, and costs a token: one second's
+    // worth is one, so the rest of a burst of eight is over the rate.
+    let mut empties = Vec::new();
+    for _ in 0..8 {
+        empties.push(h.fire(pa, RawRequest { bytes: vec![], stall: false }).await);
+    }
+    let (ev, skipped) = a.wait_for(|e| matches!(e, NetEvent::Abuse { kind: Abuse::MessageRate, .. })).await;
+    assert!(matches!(ev, NetEvent::Abuse { member, .. } if member == code("KZ")), "{ev:?}");
+    assert!(!skipped.iter().any(|e| matches!(e, NetEvent::Inbound { .. })), "{skipped:?}");
+    drop(empties);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_for_open_streams_costs_no_rate_token() {
     let limits = PeerLimits { messages_per_sec: 2, open_streams: 1, ..PeerLimits::default() };
     let (mut a, h) = limited_pair(limits).await;
