@@ -1511,8 +1511,16 @@ async fn on_feedback(ctx: &Ctx, from: MemberCode, f: tamga_protocol::Feedback) -
     }
     let stream = StreamKey { origin: fed.me, agreement: f.agreement.clone() };
     let store = &ctx.shared.store;
-    let shares =
-        store.view().record_as_stored(&f.record).ok().flatten().map(|r| r.shares).unwrap_or_default();
+    // Only an own record's shares are numbers of our streams: a record received from
+    // another origin lists numbers of that origin's streams.
+    let shares = store
+        .view()
+        .record_as_stored(&f.record)
+        .ok()
+        .flatten()
+        .filter(|r| r.header.origin == fed.me)
+        .map(|r| r.shares)
+        .unwrap_or_default();
     // Any of its projections under the agreement: the origin may have projected it again
     // for members added to the audience since.
     let shared_with = shares

@@ -508,3 +508,45 @@ async fn feedback_refused_for_good_does_not_hold_back_the_rest() {
     cancel.cancel();
     f.stop().await;
 }
+
+/// Feedback goes to a record's origin: a rogue UZ that sends KZ feedback on RU's record
+/// as if KZ were its origin is refused, though number 1 of KZ's own IPR stream, the
+/// number RU's record has in RU's, was shared with UZ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_naming_a_node_as_origin_of_another_members_record_is_refused() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let cat = example_catalog();
+    let ingest = |m: &'static str| {
+        let c = f.node(m).client(Role::Operator);
+        let r = record_json(&cat, "ipr.protected_mark", "public", m);
+        async move {
+            let v = c.post("/v1/records", &r).await.expect("ingests");
+            v["ids"][0].as_str().expect("an id").to_owned()
+        }
+    };
+    ingest("KZ").await;
+    let theirs = ingest("RU").await;
+    let kz = f.node("KZ");
+    let path = format!("/v1/records/{theirs}");
+    wait_for("KZ holds RU's record", || async { kz.client(Role::Operator).get(&path, &[]).await.is_ok() })
+        .await;
+
+    let (h, cancel) = rogue_uz(kz, |_| Response::Error("no".into())).await;
+    let uz: tamga_protocol::MemberCode = "UZ".parse().expect("valid");
+    let fb = tamga_protocol::Feedback::sign(
+        theirs.parse().expect("a record id"),
+        "sco-ipr-2012".parse().expect("valid"),
+        "KZ".parse().expect("valid"),
+        uz,
+        tamga_protocol::FeedbackOutcome::Seized,
+        "nothing of the kind".into(),
+        1_790_000_000_000,
+        &tamga_config::demo::demo_signing_key(uz),
+    );
+    let reply = h.request("KZ".parse().expect("valid"), Request::Feedback(fb)).await.expect("answered");
+    assert!(matches!(reply, Response::Error(ref why) if why.contains("was not shared")), "{reply:?}");
+    let shown = kz.client(Role::Operator).get(&path, &[]).await.expect("shows");
+    assert!(shown["feedback"].as_array().is_none_or(Vec::is_empty), "{shown:#}");
+    cancel.cancel();
+    f.stop().await;
+}
