@@ -559,7 +559,7 @@ async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
             tokio::spawn(async move { pull_from(&c, member, &theirs).await });
             Response::Summary(summary_for(ctx, member))
         }
-        Request::Pull(p) => Response::Pull(on_pull(ctx, member, &p)),
+        Request::Pull(p) => Response::Pull(on_pull(ctx, member, &p).await),
         Request::Feedback(f) => match on_feedback(ctx, member, f).await {
             Ok(()) => Response::FeedbackStored,
             Err(why) => {
@@ -1435,11 +1435,13 @@ async fn check_pull(
 }
 
 /// Answer a pull: what the asker may hold, and what exists but is not for it.
-fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
+async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
     let fed = ctx.shared.fed();
     let me = fed.me;
     let now = now_ms();
     let mut reply = PullReply { projections: Vec::new(), withheld: Vec::new() };
+    // Projections the policy in force keeps from the asker now, by stream and reason.
+    let mut denied: BTreeMap<(MemberCode, AgreementId, String), Vec<u64>> = BTreeMap::new();
     for r in pull.ranges.iter().take(PULL_RANGES) {
         let Some(a) = fed.agreement(&r.stream.agreement) else { continue };
         if !a.is_party(asker) || !ctx.state.agreement_ok(&fed, asker, &a.id) {
@@ -1467,31 +1469,49 @@ fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                 continue;
             }
             let fields = if origin_asks || p.envelope.kind == EntryKind::Revoke {
-                Some(tamga_config::Withheld::default())
+                Ok(tamga_config::Withheld::default())
             } else if p.header.origin == me {
-                tamga_config::decide(&p.header, a, asker, &fed, now).withheld().cloned()
-            } else {
-                tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now).ok()
-            };
-            if let Some(fields) = fields {
-                if !origin_asks {
-                    withhold(&mut p, &fields, &fed.catalog);
+                match tamga_config::decide(&p.header, a, asker, &fed, now) {
+                    Decision::Allow { withheld } => Ok(withheld),
+                    Decision::Deny(r) => Err(r.to_string()),
                 }
-                reply.projections.push(p);
+            } else {
+                tamga_config::decide_relay(&p.header, a, &p.envelope.audience, asker, &fed, now)
+                    .map_err(|r| r.to_string())
+            };
+            match fields {
+                Ok(fields) => {
+                    if !origin_asks {
+                        withhold(&mut p, &fields, &fed.catalog);
+                    }
+                    reply.projections.push(p);
+                }
+                Err(why) => {
+                    denied.entry((p.header.origin, p.envelope.agreement.clone(), why)).or_default().push(seq)
+                }
             }
         }
     }
     reply.withheld.truncate(tamga_protocol::limits::MAX_RANGES);
+    // Audited before the answer leaves, as a push's are: one entry per stream (and reason).
     let numbers =
         reply.projections.iter().map(|p| (p.header.origin, p.envelope.agreement.clone(), p.envelope.seq));
     for ((origin, agreement), seqs) in by_stream(numbers) {
-        ctx.shared.writer.try_audit(
-            AuditEvent::new(Action::Sent, Outcome::Ok)
-                .peer(asker)
-                .agreement(agreement)
-                .policy(fed.policy_digest)
-                .reason(format!("pulled: {}", crate::audit::projections_of(origin, &seqs))),
-        );
+        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+            .peer(asker)
+            .agreement(agreement)
+            .policy(fed.policy_digest)
+            .reason(format!("pulled: {}", crate::audit::projections_of(origin, &seqs)));
+        ctx.shared.writer.audit(ev).await;
+    }
+    for ((origin, agreement, why), seqs) in denied {
+        ctx.shared.metrics.withheld.add("policy_at_pull", seqs.len() as u64);
+        let ev = AuditEvent::new(Action::Withheld, Outcome::Refused)
+            .peer(asker)
+            .agreement(agreement)
+            .policy(fed.policy_digest)
+            .reason(format!("at pull time: {why}: {}", crate::audit::projections_of(origin, &seqs)));
+        ctx.shared.writer.audit(ev).await;
     }
     ctx.shared.metrics.projections_sent.add(reply.projections.len() as u64);
     reply

@@ -218,13 +218,6 @@ impl Writer {
         rx.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Append an audit entry without waiting; drops it (and says so) if the queue is full.
-    pub fn try_audit(&self, ev: AuditEvent) {
-        if let Err(e) = self.tx.try_send(Op::Audit(Box::new(ev))) {
-            tracing::warn!(error = %e, "audit queue full; entry dropped");
-        }
-    }
-
     /// Store verified projections from a peer, and mark numbers withheld from this node,
     /// each on its claimant's word (see [`Op::Received`]); answers once they are durable.
     pub async fn received(

@@ -768,3 +768,41 @@ async fn a_member_with_two_nodes_stays_connected_until_both_are_gone() {
     assert_eq!(connected_state(ru, "KZ").await, (false, 0), "neither of KZ's nodes is connected");
     f.stop().await;
 }
+
+/// A pull is decided again as it is answered: RU made energy records for KZ while KZ was
+/// down, then paused KZ. KZ's pulls get none of them, and RU's log says it withheld them
+/// at pull time, under the policy that did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_answered_under_a_pause_withholds_and_audits_it() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    let ids = ingest(&f, "RU", "paused-later", &["energy.transfer"]).await;
+    let dir = f.node("RU").federation.as_ref().expect("own copy").path().to_owned();
+    let policy = dir.join("policies/RU.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    let paused = text.replace("except = [\"TJ\"]\n", "except = [\"TJ\", \"KZ\"]\n");
+    assert_ne!(text, paused, "the example RU policy pauses TJ's energy data");
+    std::fs::write(&policy, paused).expect("writes");
+    f.node("RU").client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+    let status = f.node("RU").client(Role::Operator).get("/v1/status", &[]).await.expect("status");
+    let digest = status["policy_digest"].as_str().expect("a digest").to_owned();
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
+
+    let ru = f.node("RU").client(Role::Auditor);
+    let at_pull = || async {
+        let v = ru.get("/v1/audit", &[("action", "withheld".into())]).await.expect("queries");
+        v.as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["entry"]["peer"] == "KZ")
+            .filter(|e| e["entry"]["reason"].as_str().is_some_and(|r| r.starts_with("at pull time")))
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    wait_for("RU audits what it withheld from KZ's pull", || async { !at_pull().await.is_empty() }).await;
+    let entries = at_pull().await;
+    assert!(entries.iter().all(|e| e["entry"]["policy"] == digest.as_str()), "{entries:#?}");
+    let held = records(f.node("KZ")).await;
+    assert!(!held.iter().any(|r| ids.iter().any(|id| r["id"] == id.as_str())), "KZ got a paused record");
+    f.stop().await;
+}
