@@ -16,6 +16,15 @@
 //! (`Mschema`) among the keys, which a restore writes over the new store's. A backup whose
 //! two disagree is refused, since the store restored from it would be marked a schema its
 //! keys do not follow (or one `tamga run` refuses).
+//!
+//! A file is read header first ([`check_header`]): the magic bytes, the version and a
+//! count of items its length can hold, before anything else of it is read, so that a file
+//! of other bytes is refused without being read whole.
+//!
+//! The magic bytes and the closing digest are the envelope every format version keeps:
+//! [`check_envelope`] checks them and only them, so that a `tamga` older than the node
+//! that sent a backup can tell a damaged one from one it cannot read. Whether this build
+//! reads its version and schema is for [`decode`], at restore.
 
 use tamga_protocol::Digest;
 
@@ -29,7 +38,7 @@ pub const VERSION: u32 = 1;
 /// Longest key or value accepted when reading a backup.
 pub const MAX_ITEM_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes of the header: magic, version, schema and count.
-const HEADER_BYTES: usize = MAGIC.len() + 4 + 4 + 8;
+pub const HEADER_BYTES: usize = MAGIC.len() + 4 + 4 + 8;
 /// Bytes of the digest that closes a backup.
 const DIGEST_BYTES: usize = 32;
 /// The shortest backup: a header and a digest, no items.
@@ -49,7 +58,18 @@ pub enum BackupError {
     Schema(u32),
     /// The file opens as a backup but is shorter than a header and digest.
     #[error("the backup is truncated: {0} bytes, fewer than the {MIN_BYTES} of its header and digest")]
-    Short(usize),
+    Short(u64),
+    /// The header counts more items than the file's length can hold (each is at least its
+    /// two lengths).
+    #[error(
+        "the backup's header counts {count} items, more than its {len} bytes can hold: truncated or damaged"
+    )]
+    Count {
+        /// The items the header counts.
+        count: u64,
+        /// The file's length.
+        len: u64,
+    },
     /// The items end before the count of the header does.
     #[error("the backup is truncated: it ends before the last of the items its header counts")]
     Truncated,
@@ -118,6 +138,64 @@ fn check_marker(schema: u32, pairs: &Snapshot) -> Result<(), BackupError> {
     }
 }
 
+/// What a backup's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The store schema its keys follow (not checked here: see [`decode`]).
+    pub schema: u32,
+    /// The items it counts.
+    pub count: u64,
+}
+
+/// Whether `head` opens with the magic bytes, or with as many of them as it holds: a file
+/// cut inside its magic bytes is a backup cut short too.
+fn opens_with_magic(head: &[u8]) -> bool {
+    MAGIC.starts_with(&head[..head.len().min(MAGIC.len())])
+}
+
+/// Check the header of a backup of `len` bytes from its first bytes, `head` (its first
+/// [`HEADER_BYTES`], or all of it if shorter; more are ignored): the magic bytes, the
+/// format version, and a count of items `len` can hold. Nothing after the header is read.
+pub fn check_header(head: &[u8], len: u64) -> Result<Header, BackupError> {
+    let head = &head[..head.len().min(HEADER_BYTES)];
+    if !opens_with_magic(head) {
+        return Err(BackupError::Magic);
+    }
+    if len < MIN_BYTES as u64 {
+        return Err(BackupError::Short(len));
+    }
+    let mut r = Reader { b: head.get(MAGIC.len()..).ok_or(BackupError::Truncated)? };
+    let version = r.u32()?;
+    if version != VERSION {
+        return Err(BackupError::Version(version));
+    }
+    let schema = r.u32()?;
+    let count = r.u64()?;
+    let least = count.checked_mul(8).and_then(|items| items.checked_add(MIN_BYTES as u64));
+    if least.is_none_or(|least| least > len) {
+        return Err(BackupError::Count { count, len });
+    }
+    Ok(Header { schema, count })
+}
+
+/// Check a backup's envelope, which every format version keeps: the magic bytes, a length
+/// of at least a header and a digest, and the digest over everything before it. What the
+/// CLI checks of a backup the node sent before keeping it; whether this build can read its
+/// version and schema is left to [`decode`].
+pub fn check_envelope(bytes: &[u8]) -> Result<(), BackupError> {
+    if !opens_with_magic(bytes) {
+        return Err(BackupError::Magic);
+    }
+    if bytes.len() < MIN_BYTES {
+        return Err(BackupError::Short(bytes.len() as u64));
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES);
+    if Digest::of(body).0 != digest {
+        return Err(BackupError::Digest);
+    }
+    Ok(())
+}
+
 /// Encode a snapshot.
 pub fn encode(snap: &Snapshot) -> Vec<u8> {
     let size: usize = snap.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
@@ -171,27 +249,13 @@ impl<'a> Reader<'a> {
 
 /// Decode and check a backup.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
-    // A file cut inside its magic bytes is a backup cut short too.
-    if !MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
-        return Err(BackupError::Magic);
-    }
-    if bytes.len() < MIN_BYTES {
-        return Err(BackupError::Short(bytes.len()));
-    }
-    let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES);
-    let mut r = Reader { b: &body[MAGIC.len()..] };
-    let version = r.u32()?;
-    if version != VERSION {
-        return Err(BackupError::Version(version));
-    }
-    if Digest::of(body).0 != digest {
-        return Err(BackupError::Digest);
-    }
-    let schema = r.u32()?;
+    let Header { schema, count } = check_header(bytes, bytes.len() as u64)?;
+    check_envelope(bytes)?;
     if !schema_readable(schema) {
         return Err(BackupError::Schema(schema));
     }
-    let count = r.u64()?;
+    let items = bytes.get(HEADER_BYTES..bytes.len() - DIGEST_BYTES).ok_or(BackupError::Truncated)?;
+    let mut r = Reader { b: items };
     let mut out = Vec::new();
     for _ in 0..count {
         let k = r.item()?;
@@ -290,11 +354,65 @@ mod tests {
         b.extend_from_slice(&SCHEMA_VERSION.to_be_bytes());
         b.extend_from_slice(&1u64.to_be_bytes());
         b.extend_from_slice(&(MAX_ITEM_BYTES as u32 + 1).to_be_bytes());
-        b.extend_from_slice(b"key");
+        // As long as the smallest item the header counts, so that the count passes.
+        b.extend_from_slice(b"a key");
         let d = Digest::of(&b);
         b.extend_from_slice(&d.0);
         let e = decode(&b).expect_err("refused").to_string();
         assert!(e.contains(&format!("{} bytes", MAX_ITEM_BYTES + 1)), "{e}");
         assert!(e.contains(&format!("limit of {MAX_ITEM_BYTES} bytes")), "{e}");
+    }
+
+    /// A backup of `snap` whose header says format `version` and store `schema`, its
+    /// digest made again to match.
+    fn resealed(snap: &Snapshot, version: u32, schema: u32) -> Vec<u8> {
+        let mut b = encode(snap);
+        b[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&version.to_be_bytes());
+        b[MAGIC.len() + 4..MAGIC.len() + 8].copy_from_slice(&schema.to_be_bytes());
+        let body = b.len() - DIGEST_BYTES;
+        let d = Digest::of(&b[..body]);
+        b[body..].copy_from_slice(&d.0);
+        b
+    }
+
+    // The envelope is what a `tamga` older than the node can check of a backup: another
+    // version or schema passes it, any change of a byte does not.
+    #[test]
+    fn the_envelope_passes_any_version_and_schema_and_no_damage() {
+        let newer = resealed(&snap(), VERSION + 1, SCHEMA_VERSION + 1);
+        check_envelope(&newer).expect("a newer backup's envelope is whole");
+        assert!(matches!(decode(&newer), Err(BackupError::Version(_))));
+        let schema = resealed(&snap(), VERSION, SCHEMA_VERSION + 1);
+        check_envelope(&schema).expect("a newer schema's envelope is whole");
+        assert!(matches!(decode(&schema), Err(BackupError::Schema(s)) if s == SCHEMA_VERSION + 1));
+        for i in 0..newer.len() {
+            let mut c = newer.clone();
+            c[i] ^= 1;
+            assert!(check_envelope(&c).is_err(), "flip at {i} accepted");
+        }
+        for cut in 0..newer.len() {
+            assert!(check_envelope(&newer[..cut]).is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    // The header alone tells a file of other bytes, another version, or a count of items
+    // the file's length cannot hold: nothing after it is needed.
+    #[test]
+    fn the_header_alone_refuses_other_bytes_and_counts_the_length_cannot_hold() {
+        let b = encode(&snap());
+        let len = b.len() as u64;
+        let head = &b[..HEADER_BYTES];
+        assert_eq!(check_header(head, len).expect("checks"), Header { schema: SCHEMA_VERSION, count: 2 });
+        assert!(matches!(check_header(b"\0\0\0\0", 1 << 40), Err(BackupError::Magic)));
+        let other = resealed(&snap(), VERSION + 1, SCHEMA_VERSION);
+        assert!(
+            matches!(check_header(&other[..HEADER_BYTES], len), Err(BackupError::Version(v)) if v == VERSION + 1)
+        );
+        // Two items are at least 16 bytes: 15 fewer than the file's are one short.
+        let e = check_header(head, MIN_BYTES as u64 + 15).expect_err("refused").to_string();
+        assert!(e.contains("counts 2 items") && e.contains(&format!("its {} bytes", MIN_BYTES + 15)), "{e}");
+        let mut huge = head.to_vec();
+        huge[MAGIC.len() + 8..].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(check_header(&huge, u64::MAX), Err(BackupError::Count { count: u64::MAX, .. })));
     }
 }

@@ -1008,10 +1008,68 @@ fn build_restored(dir: &Path, snap: crate::writer::Snapshot, signer: &Signer) ->
     Ok(Restored { store: dir.to_owned(), keys, records, entries: report.entries, signed })
 }
 
+/// What a file that is not a regular file is, for the message that refuses it.
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// The bytes of the backup file `file`, its header read and checked first
+/// ([`crate::backup::check_header`]) against the file's size: a device, a FIFO or a file
+/// of other bytes is refused before more than a header of it is read.
+fn read_backup(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let name = file.display();
+    let regular = |meta: &std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            let kind = file_kind(meta.file_type());
+            Err(anyhow!("{name} is not a regular file ({kind}); a backup is the file `tamga backup` writes"))
+        }
+    };
+    // Looked at before it is opened: opening a FIFO waits for something to write to it.
+    regular(&std::fs::metadata(file).with_context(|| format!("reading {name}"))?)?;
+    let mut f = std::fs::File::open(file).with_context(|| format!("reading {name}"))?;
+    // And again as opened, should another file have taken its name meanwhile.
+    let meta = f.metadata().with_context(|| format!("reading {name}"))?;
+    regular(&meta)?;
+    let len = meta.len();
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(crate::backup::HEADER_BYTES as u64)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {name}"))?;
+    crate::backup::check_header(&bytes, len).with_context(|| format!("{name}"))?;
+    let rest = len.saturating_sub(bytes.len() as u64);
+    let fits = usize::try_from(rest).ok().filter(|rest| bytes.try_reserve_exact(*rest).is_ok());
+    if fits.is_none() {
+        bail!("{name}: its {len} bytes do not fit in memory");
+    }
+    (&mut f).take(rest).read_to_end(&mut bytes).with_context(|| format!("reading {name}"))?;
+    // Shorter or longer than its size said: another process is writing it.
+    if bytes.len() as u64 != len || f.read(&mut [0u8; 1]).with_context(|| format!("reading {name}"))? != 0 {
+        bail!("{name} changed while it was read ({len} bytes when opened)");
+    }
+    Ok(bytes)
+}
+
 /// `tamga restore`: rebuild the store of `data_dir` from a backup file and verify its
 /// audit log, its checkpoints against the node that will run on it (see [`Restored`]).
 pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bytes = read_backup(file)?;
     let snap = crate::backup::decode(&bytes).with_context(|| format!("{}", file.display()))?;
     let dir = data_dir.join(crate::daemon::STORE_DIR);
     if dir.exists() {
@@ -1078,6 +1136,50 @@ mod tests {
         let store = crate::daemon::STORE_DIR;
         for left in [store.to_owned(), format!("{store}.restoring")] {
             assert!(!tmp.path().join(&left).exists(), "{left} is left");
+        }
+    }
+
+    // A restore reads a backup's header before the rest of it: /dev/zero (which never
+    // ends), a FIFO (whose opening waits for a writer), a sparse 64 GiB file of other
+    // bytes and a header counting more items than its file can hold are refused at once,
+    // naming the file, and the data directory is not made.
+    #[test]
+    fn a_restore_from_a_device_a_fifo_or_other_bytes_is_refused_at_once_naming_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("ru");
+        let random = tmp.path().join("random.bin");
+        let mut bytes = vec![0u8; 4096];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+        bytes[0] = 0; // whatever the rest drew, not the magic bytes
+        std::fs::write(&random, &bytes).expect("writes");
+        let sparse = std::fs::File::options().write(true).open(&random).expect("opens");
+        sparse.set_len(64 << 30).expect("a sparse 64 GiB file");
+        let fifo = tmp.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        let counted = tmp.path().join("counted.backup");
+        let mut header = crate::backup::MAGIC.to_vec();
+        header.extend_from_slice(&crate::backup::VERSION.to_be_bytes());
+        header.extend_from_slice(&crate::store::SCHEMA_VERSION.to_be_bytes());
+        header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        header.resize(4096, 0);
+        std::fs::write(&counted, &header).expect("writes");
+        for (file, says) in [
+            (Path::new("/dev/zero"), "not a regular file (a character device)"),
+            (&fifo, "not a regular file (a FIFO)"),
+            (&random, "not a tamga backup"),
+            (&counted, "counts 1099511627776 items"),
+        ] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (d, f) = (data_dir.clone(), file.to_owned());
+            std::thread::spawn(move || {
+                let _ = tx.send(restore_file(&d, &f).map(|r| r.to_string()).map_err(|e| format!("{e:#}")));
+            });
+            let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+            let e = answer.unwrap_or_else(|_| panic!("{} not refused within 10 s", file.display()));
+            let e = e.expect_err("refused");
+            assert!(e.contains(&file.display().to_string()) && e.contains(says), "{}: {e}", file.display());
+            assert!(!data_dir.exists(), "{} made the data directory", file.display());
         }
     }
 }
