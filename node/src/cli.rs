@@ -388,14 +388,37 @@ impl OutFile {
         Ok(OutFile { dest: dest.to_owned(), tmp, file: std::io::BufWriter::new(file), committed: false })
     }
 
-    /// Flush and sync what was written, and put it in place of the destination.
+    /// Flush and sync what was written, put it in place of the destination, and sync the
+    /// directory that holds it: the rename is durable only then.
     pub(crate) fn commit(mut self) -> Result<()> {
         let written = self.file.flush().and_then(|()| self.file.get_ref().sync_all());
         written.with_context(|| format!("writing {}", self.tmp.display()))?;
         std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("writing {}", self.dest.display()))?;
         self.committed = true;
-        Ok(())
+        sync_dir(parent_dir(&self.dest))
     }
+}
+
+/// The directory that holds `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Sync a directory, which makes the entries created, renamed or removed in it durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// `std::fs::create_dir_all`, each directory it creates made durable by syncing the
+/// directory that holds it.
+fn create_dir_all_synced(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> =
+        dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for made in missing.into_iter().rev() {
+        sync_dir(parent_dir(made))?;
+    }
+    Ok(())
 }
 
 impl Write for OutFile {
@@ -1076,7 +1099,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
         bail!("{} already exists; restore only into a data directory without a store", dir.display());
     }
     let signer = restore_signer(data_dir).with_context(|| format!("{} not restored", file.display()))?;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    create_dir_all_synced(data_dir)?;
     // Built and verified beside the store's place, and renamed into it only once it
     // verifies: a refused backup leaves no store that `tamga run` would open.
     let aside = data_dir.join(format!("{}.restoring", crate::daemon::STORE_DIR));
@@ -1093,9 +1116,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
     std::fs::rename(&aside, &dir)
         .with_context(|| format!("moving {} to {}", aside.display(), dir.display()))?;
     // The rename is durable only once the directory that holds it is synced.
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", data_dir.display()))?;
+    sync_dir(data_dir)?;
     restored.store = dir;
     Ok(restored)
 }
