@@ -13,6 +13,8 @@
 //! | `Q`    | origin, agreement, 0                   | stream head, u64 BE (own: last seq assigned; received: contiguous) |
 //! | `W`    | origin, agreement, 0, seq              | (seq known withheld from us)  |
 //! | `U`    | origin, agreement, 0, seq              | the member whose word alone the `W` mark of that seq stands on, when it is not the stream's origin (the origin is asked again) |
+//! | `D`    | origin, agreement, 0, seq              | (the `W` mark of that seq stands on this node's word: its accept policy declined it; asked again once the policy changes) |
+//! | `M`    | `declined_under`                       | digest of the policy the `D` marks were made under |
 //! | `G`    | origin, agreement, 0, seq              | seq purged (expired or revoked): its audience, or empty from earlier builds |
 //! | `E`    | expiry time, origin, agreement, 0, seq | expiry index: seq, expiry time, 8 bytes each, per projection of the stream the key lists; the key's time is the earliest, its seq the first (earlier builds: one key per projection, empty value) |
 //! | `F`    | record id, giver, time, 8 bytes of its signature | feedback received on own record (earlier builds: without the signature bytes) |
@@ -353,6 +355,10 @@ fn unconfirmed_key(s: &StreamKey, seq: u64) -> Vec<u8> {
     key(&[&stream_space(b"U", s), &seq.to_be_bytes()])
 }
 
+fn declined_key(s: &StreamKey, seq: u64) -> Vec<u8> {
+    key(&[&stream_space(b"D", s), &seq.to_be_bytes()])
+}
+
 fn expiry_key(expires_ms: i64, s: &StreamKey, seq: u64) -> Vec<u8> {
     key(&[
         b"E",
@@ -506,6 +512,7 @@ impl Restored {
 }
 
 const RESTORED_KEY: &[u8] = b"Mrestored";
+const DECLINED_UNDER_KEY: &[u8] = b"Mdeclined_under";
 
 /// A set of writes applied atomically by [`Store::commit`]. Until then it can be read
 /// through ([`Store::pending`]) and its latest writes undone ([`WriteBatch::rollback`]).
@@ -691,12 +698,34 @@ impl WriteBatch {
     pub fn remove_withheld(&mut self, s: &StreamKey, seq: u64) {
         self.remove(withheld_key(s, seq));
         self.remove(unconfirmed_key(s, seq));
+        self.remove(declined_key(s, seq));
     }
 
     /// The stream's origin says too that a number is withheld from us: it no longer
-    /// stands on another peer's word alone.
+    /// stands on another peer's word alone, nor on this node's.
     pub fn confirm_withheld(&mut self, s: &StreamKey, seq: u64) {
         self.remove(unconfirmed_key(s, seq));
+        self.remove(declined_key(s, seq));
+    }
+
+    /// Mark a number withheld from this node on its own word: its accept policy declined
+    /// it. Not asked for again until the policy changes ([`WriteBatch::ask_again`]).
+    pub fn put_declined(&mut self, s: &StreamKey, seq: u64) {
+        self.put(withheld_key(s, seq), Vec::new());
+        self.remove(unconfirmed_key(s, seq));
+        self.put(declined_key(s, seq), Vec::new());
+    }
+
+    /// A number declined here, to be asked of its origin again (the policy changed): it
+    /// stands, until then, on `me`'s word as one another peer said withheld would.
+    pub fn ask_again(&mut self, s: &StreamKey, seq: u64, me: MemberCode) {
+        self.remove(declined_key(s, seq));
+        self.put(unconfirmed_key(s, seq), me.as_bytes().to_vec());
+    }
+
+    /// The policy the numbers declined here were declined under.
+    pub fn set_declined_under(&mut self, policy: &Digest) {
+        self.put(DECLINED_UNDER_KEY.to_vec(), policy.0.to_vec());
     }
 
     /// Forget that a number of a stream was purged here (its number is another record's).
@@ -934,6 +963,21 @@ impl<'a> View<'a> {
         member_code(Some(&v))
             .map(Some)
             .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "not a member code".into() })
+    }
+
+    /// Whether this node declined a number of a stream itself (see [`WriteBatch::put_declined`]).
+    pub fn is_declined(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
+        self.contains(&declined_key(s, seq))
+    }
+
+    /// The policy the numbers declined here were declined under, if it was recorded.
+    pub fn declined_under(&self) -> Result<Option<Digest>, StoreError> {
+        let Some(v) = self.get(DECLINED_UNDER_KEY)? else { return Ok(None) };
+        let d: [u8; 32] = <[u8; 32]>::try_from(&v[..]).map_err(|_| StoreError::Corrupt {
+            key: hex::encode(DECLINED_UNDER_KEY),
+            why: "not a digest".into(),
+        })?;
+        Ok(Some(Digest(d)))
     }
 
     /// What a restore left to reconcile, if this store was restored.
@@ -1782,6 +1826,17 @@ impl Store {
         let (lo, hi) = (unconfirmed_key(s, from), unconfirmed_key(s, to));
         let mut out = Vec::new();
         for kv in self.db.range(lo..=hi).take(limit) {
+            let (k, _) = kv?;
+            out.push(u64_of(&k, &k[base.len()..])?);
+        }
+        Ok(out)
+    }
+
+    /// Numbers of a stream this node declined itself, in order, at most `limit`.
+    pub fn declined(&self, s: &StreamKey, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let base = stream_space(b"D", s);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&base).take(limit) {
             let (k, _) = kv?;
             out.push(u64_of(&k, &k[base.len()..])?);
         }

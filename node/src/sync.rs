@@ -30,9 +30,10 @@
 //! stream from any peer that holds it, if the agreement allows relaying; the projection
 //! travels untouched and is verified against the origin's key. That a number is withheld
 //! from the asker is no one's signed word: one marked withheld on a relay's word alone is
-//! asked of its origin again once the two are connected ([`unconfirmed`]), as is one this
-//! node's accept policy declined (marked withheld on its own word, so that the stream's
-//! head passes it).
+//! asked of its origin again once the two are connected ([`unconfirmed`]), after what
+//! the pull still lacks. One this node's accept policy declined is marked withheld on its
+//! own word, so that the stream's head passes it, and is asked for again only once the
+//! files in force change (the writer's `ask_again_if_policy_changed`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -1297,7 +1298,7 @@ async fn pull_claimed(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
     // our writing run side by side. `asked` keeps the pulls from asking for the same
     // numbers; a reply goes to the writer only once the one before it is stored, so they
     // land in order.
-    let mut asked: HashMap<StreamKey, u64> = HashMap::new();
+    let mut asked = Asked::default();
     let mut inflight: VecDeque<(Vec<SeqRange>, PullTask)> = VecDeque::new();
     let mut storing: Option<StoreTask> = None;
     let mut idle_rounds = 0;
@@ -1339,40 +1340,59 @@ async fn stored(task: Option<StoreTask>) -> bool {
     }
 }
 
-/// The ranges of the next pull from `peer`: what its summary offers that we lack and have
-/// not asked for yet — and of its own streams, what only another peer said is withheld
-/// from us ([`unconfirmed`]) — at most [`PULL_BATCH`] numbers; `asked` records them.
-fn next_pull(
-    ctx: &Ctx,
-    peer: MemberCode,
-    theirs: &Summary,
-    asked: &mut HashMap<StreamKey, u64>,
-) -> Vec<SeqRange> {
+/// How far one round of pulls from a peer has asked, per stream: for the numbers we lack
+/// ([`missing`]), and, apart, for those withheld on a word other than their origin's
+/// ([`unconfirmed`]), so that neither kind holds the other back.
+#[derive(Debug, Default)]
+struct Asked {
+    missing: HashMap<StreamKey, u64>,
+    unconfirmed: HashMap<StreamKey, u64>,
+}
+
+/// The ranges of the next pull from `peer`, at most [`PULL_BATCH`] numbers: first what its
+/// summary offers that we lack and have not asked for yet; then, of its own streams, what
+/// we hold withheld on a word other than its own ([`unconfirmed`]), which may be many (a
+/// peer may say so of any number) and must not keep us from the rest. `asked` records them.
+fn next_pull(ctx: &Ctx, peer: MemberCode, theirs: &Summary, asked: &mut Asked) -> Vec<SeqRange> {
     let me = ctx.shared.config.member;
     let fed = ctx.shared.fed();
     let mut budget = PULL_BATCH;
-    let mut ranges = Vec::new();
-    for st in &theirs.streams {
-        if st.stream.origin == me || budget == 0 || ranges.len() >= PULL_RANGES {
-            continue;
+    let streams: Vec<(&StreamSummary, u64)> = theirs
+        .streams
+        .iter()
+        .filter(|st| st.stream.origin != me)
+        .filter(|st| {
+            fed.agreement(&st.stream.agreement)
+                .is_some_and(|a| a.is_party(me) && ctx.state.agreement_ok(&fed, peer, &a.id))
+        })
+        .filter_map(|st| Some((st, ctx.shared.store.stream_head(&st.stream).ok()?)))
+        .collect();
+    let after = |m: &HashMap<StreamKey, u64>, s: &StreamKey| m.get(s).copied().unwrap_or(0);
+    let mut ranges: Vec<(SeqRange, bool)> = Vec::new();
+    for &(st, head) in &streams {
+        if budget == 0 || ranges.len() >= PULL_RANGES {
+            break;
         }
-        let Some(a) = fed.agreement(&st.stream.agreement) else { continue };
-        if !a.is_party(me) || !ctx.state.agreement_ok(&fed, peer, &a.id) {
-            continue;
+        let span = (head, after(&asked.missing, &st.stream), highest(st));
+        ranges.extend(missing(ctx, &st.stream, span, &mut budget).into_iter().map(|r| (r, false)));
+    }
+    for &(st, head) in streams.iter().filter(|(st, _)| st.stream.origin == peer) {
+        if budget == 0 || ranges.len() >= PULL_RANGES {
+            break;
         }
-        let Ok(head) = ctx.shared.store.stream_head(&st.stream) else { continue };
-        let span = (head, asked.get(&st.stream).copied().unwrap_or(0), highest(st));
-        if st.stream.origin == peer {
-            ranges.extend(unconfirmed(ctx, &st.stream, span, &mut budget));
-        }
-        ranges.extend(missing(ctx, &st.stream, span, &mut budget));
+        let span = (head, after(&asked.unconfirmed, &st.stream), highest(st));
+        ranges.extend(unconfirmed(ctx, &st.stream, span, &mut budget).into_iter().map(|r| (r, true)));
     }
     ranges.truncate(PULL_RANGES);
-    for r in &ranges {
-        let a = asked.entry(r.stream.clone()).or_default();
-        *a = (*a).max(r.to);
-    }
     ranges
+        .into_iter()
+        .map(|(r, again)| {
+            let m = if again { &mut asked.unconfirmed } else { &mut asked.missing };
+            let a = m.entry(r.stream.clone()).or_default();
+            *a = (*a).max(r.to);
+            r
+        })
+        .collect()
 }
 
 /// What a pull brought that was asked for: the verified projections, and the numbers

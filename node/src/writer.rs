@@ -550,10 +550,17 @@ impl WriterTask {
                         undo(&mut batch, &mut head, mark);
                         tracing::warn!(error = %e, "expiry purge failed; retried at the next tick");
                     }
-                    // Started, or agreements or policy changed: walk what is held once more.
+                    // Started, or agreements or policy changed: walk what is held once more,
+                    // and ask again for what the policy before declined.
                     if !self.walked_under.as_ref().is_some_and(|f| Arc::ptr_eq(f, &fed)) {
                         self.walked_under = Some(fed.clone());
                         self.walk = Some(None);
+                        let mark = (batch.savepoint(), head);
+                        if let Err(e) = self.ask_again_if_policy_changed(&fed, &mut batch) {
+                            undo(&mut batch, &mut head, mark);
+                            self.walked_under = None;
+                            tracing::warn!(error = %e, "declined numbers not reconsidered; retried at the next tick");
+                        }
                     }
                     if let Some(from) = self.walk.take() {
                         let mark = (batch.savepoint(), head);
@@ -1015,10 +1022,20 @@ impl WriterTask {
             self.append(batch, head, ev, now);
         }
         for (stream, seq, by) in withheld {
+            let view = self.store.pending(batch);
+            // Declined here: not asked for again until the policy changes (a mark asked
+            // again, or one from a build that asked at every exchange, is declined anew).
+            let declined = by == self.me;
             if !seqs.known(&self.store, batch, &stream, seq)? {
-                batch.put_withheld(&stream, seq, by);
+                if declined {
+                    batch.put_declined(&stream, seq);
+                } else {
+                    batch.put_withheld(&stream, seq, by);
+                }
+            } else if declined && view.withheld_on_word_of(&stream, seq)? == Some(self.me) {
+                batch.put_declined(&stream, seq);
             } else if by == stream.origin
-                && self.store.pending(batch).withheld_on_word_of(&stream, seq)?.is_some()
+                && (view.withheld_on_word_of(&stream, seq)?.is_some() || view.is_declined(&stream, seq)?)
             {
                 batch.confirm_withheld(&stream, seq);
             }
@@ -1660,6 +1677,36 @@ impl WriterTask {
             .reason(format!("{} revocation entries", out.len()));
         self.append(batch, head, ev, now);
         Ok(out)
+    }
+
+    /// If the policy in force is not the one the numbers declined here were declined
+    /// under, make each of them a number to ask its origin for again (on this node's word,
+    /// as one another peer said withheld): the new policy may take it. Declined anew, it
+    /// is not asked for again until the next change.
+    fn ask_again_if_policy_changed(
+        &self,
+        fed: &Federation,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let view = self.store.pending(batch);
+        if view.declined_under()? == Some(fed.policy_digest) {
+            return Ok(());
+        }
+        let mut again = 0;
+        for (stream, _) in self.store.streams()? {
+            for seq in self.store.declined(&stream, usize::MAX)? {
+                batch.ask_again(&stream, seq, self.me);
+                again += 1;
+            }
+        }
+        batch.set_declined_under(&fed.policy_digest);
+        if again > 0 {
+            tracing::info!(
+                numbers = again,
+                "the policy changed: numbers declined under the one before are asked for again"
+            );
+        }
+        Ok(())
     }
 
     /// Purge every projection expired at `wall` (the wall clock): its entry, and the body
@@ -2748,13 +2795,16 @@ mod tests {
     // asked of the origin again; the origin saying so too confirms it, and the origin's
     // signed projection of it ends the claim whole, audited against the peer. What the
     // origin says first is not unconfirmed, nor made so by a peer saying it again. A
-    // number this node declined itself (its accept policy) is unconfirmed too, and its
-    // projection taken later audits no one.
+    // number this node declined itself (its accept policy) is not asked for again until
+    // the files in force change; then it is, and its projection taken later audits no one.
     #[tokio::test(flavor = "current_thread")]
     async fn a_withheld_number_on_another_peers_word_waits_for_the_origins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, task) = kz_writer(dir.path());
+        let policy = task.policy.clone();
         let (writer, handle) = task.spawn(CancellationToken::new());
+        // The first tick after start records the files the declines are made under.
+        tick(&writer).await;
         let (ru, uz): (MemberCode, MemberCode) = ("RU".parse().expect("valid"), "UZ".parse().expect("valid"));
         let stream = StreamKey { origin: ru, agreement: RMS.parse().expect("valid") };
         let kz: MemberCode = "KZ".parse().expect("valid");
@@ -2775,8 +2825,33 @@ mod tests {
         assert_eq!(unconfirmed(), vec![5], "3 is held: the claim is gone");
         assert!(!store.view().is_withheld(&stream, 3).expect("reads"));
         writer.received(ru, Vec::new(), claims(kz, &[4])).await.expect("stored");
-        assert_eq!(unconfirmed(), vec![4, 5], "declined here: asked of the origin again");
+        assert_eq!(unconfirmed(), vec![5], "declined here: not asked for again");
+        assert_eq!(store.declined(&stream, 10).expect("reads"), vec![4]);
         assert_eq!(store.stream_head(&stream).expect("reads"), 5, "the head passes it");
+        tick(&writer).await;
+        assert_eq!(unconfirmed(), vec![5], "the files are the same");
+        let files = dir.path().join("federation");
+        let kz_policy = files.join("policies/KZ.toml");
+        let text = std::fs::read_to_string(&kz_policy).expect("reads");
+        const ENERGY: &str = "[[accept]]\nagreement = \"sco-energy-2008\"\n";
+        assert!(text.contains(ENERGY));
+        std::fs::write(&kz_policy, text.replace(ENERGY, &format!("{ENERGY}from = [\"CN\", \"RU\"]\n")))
+            .expect("writes");
+        policy.set(load_kz(&files));
+        tick(&writer).await;
+        assert_eq!(unconfirmed(), vec![4, 5], "the files changed: asked of the origin again");
+        assert!(store.declined(&stream, 10).expect("reads").is_empty());
+        writer.received(ru, Vec::new(), claims(kz, &[4])).await.expect("stored");
+        assert_eq!(unconfirmed(), vec![5], "declined anew");
+        tick(&writer).await;
+        assert_eq!(unconfirmed(), vec![5], "and not asked for again under the same files");
+        policy.set(load_kz(&files));
+        tick(&writer).await;
+        assert_eq!(unconfirmed(), vec![5], "nor under the same files loaded again");
+        std::fs::write(&kz_policy, text).expect("writes");
+        policy.set(load_kz(&files));
+        tick(&writer).await;
+        assert_eq!(unconfirmed(), vec![4, 5], "the files changed back");
         let taken = writer.received(ru, projections(4..=4), Vec::new()).await.expect("stored");
         assert_eq!(taken, vec![Taken::New]);
         assert_eq!(unconfirmed(), vec![5]);

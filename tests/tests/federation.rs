@@ -680,6 +680,18 @@ async fn a_number_declined_by_the_accept_policy_is_passed_until_the_policy_takes
     converge(&f, "while KZ declines RU's energy records").await;
     let held = |recs: Vec<Value>| recs.iter().filter(|r| ids.iter().any(|id| r["id"] == id.as_str())).count();
     assert_eq!(held(records(kz).await), 0, "declined");
+    // And not asked for again while KZ's files stay as they are: RU serves no pull of them
+    // in the anti-entropy rounds (one a second here) that follow.
+    let pulled_by_kz = || async {
+        let auditor = ru.client(Role::Auditor);
+        let query = [("action", "sent".into()), ("peer", "KZ".into())];
+        let v = auditor.get("/v1/audit", &query).await.expect("audit");
+        let pulled = |e: &&Value| e["entry"]["reason"].as_str().is_some_and(|r| r.starts_with("pulled"));
+        v.as_array().map_or(0, |a| a.iter().filter(pulled).count())
+    };
+    let before = pulled_by_kz().await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(pulled_by_kz().await, before, "KZ asked RU again for what it declined");
 
     let policy = kz.federation.as_ref().expect("own copy").path().join("policies/KZ.toml");
     let text = std::fs::read_to_string(&policy).expect("reads");
