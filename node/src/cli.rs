@@ -439,6 +439,18 @@ impl Drop for OutFile {
     }
 }
 
+/// Write a backup the node sent to `out`, once checked for damage: its magic bytes,
+/// length and digest ([`crate::backup::check_envelope`]), not whether this build reads its
+/// version and schema. The node has already audited the backup as taken, and a `tamga`
+/// older than the node would otherwise throw a sound one away; `tamga restore` says
+/// whether it reads it.
+fn save_backup(bytes: &[u8], out: &Path) -> Result<()> {
+    crate::backup::check_envelope(bytes).context("the node sent a damaged backup")?;
+    let mut file = OutFile::create(out)?;
+    file.write_all(bytes).with_context(|| format!("writing {}", out.display()))?;
+    file.commit()
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(a) => init(a),
@@ -504,10 +516,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Policy(p) => crate::reload::commands::run(p).await,
         Command::Backup(a) => {
             let bytes = client(&a.config, Role::Admin)?.get_bytes("/v1/backup").await?;
-            crate::backup::decode(&bytes).context("the node sent a damaged backup")?;
-            let mut out = OutFile::create(&a.out)?;
-            out.write_all(&bytes).with_context(|| format!("writing {}", a.out.display()))?;
-            out.commit()?;
+            save_backup(&bytes, &a.out)?;
             println!("backup written to {} ({} bytes)", a.out.display(), bytes.len());
             Ok(())
         }
@@ -1202,5 +1211,30 @@ mod tests {
             assert!(e.contains(&file.display().to_string()) && e.contains(says), "{}: {e}", file.display());
             assert!(!data_dir.exists(), "{} made the data directory", file.display());
         }
+    }
+
+    // A backup of a schema newer than this build reads is kept: the node has already
+    // audited it as taken, and a newer `tamga` restores it. A damaged one is not.
+    #[test]
+    fn a_backup_of_a_newer_schema_is_saved_and_a_damaged_one_is_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let newer = crate::store::SCHEMA_VERSION + 1;
+        let mut bytes =
+            crate::backup::encode(&vec![(crate::store::SCHEMA_KEY.to_vec(), newer.to_be_bytes().to_vec())]);
+        let schema = crate::backup::MAGIC.len() + 4;
+        bytes[schema..schema + 4].copy_from_slice(&newer.to_be_bytes());
+        let body = bytes.len() - 32;
+        let digest = tamga_protocol::Digest::of(&bytes[..body]);
+        bytes[body..].copy_from_slice(&digest.0);
+        let out = tmp.path().join("ru.backup");
+        save_backup(&bytes, &out).expect("a backup of a newer schema is saved");
+        assert_eq!(std::fs::read(&out).expect("reads"), bytes);
+
+        let damaged = tmp.path().join("damaged.backup");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let e = format!("{:#}", save_backup(&bytes, &damaged).expect_err("refused"));
+        assert!(e.contains("damaged backup") && e.contains("digest"), "{e}");
+        assert!(!damaged.exists() && !tmp.path().join("damaged.backup.partial").exists());
     }
 }
