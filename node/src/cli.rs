@@ -338,6 +338,9 @@ fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
     if let Some(ClientError::Unreachable { .. }) = e.downcast_ref::<ClientError>() {
         return Some("start the node with `tamga run --config node.toml`, or pass the right --config");
     }
+    if let Some(ClientError::TimedOut { .. }) = e.downcast_ref::<ClientError>() {
+        return Some("the node took the request and then went quiet; its log says what it was doing");
+    }
     if let Some(ClientError::Api { status, .. }) = e.downcast_ref::<ClientError>() {
         if status.as_u16() == 401 || status.as_u16() == 403 {
             return Some(
@@ -1236,5 +1239,17 @@ mod tests {
         let e = format!("{:#}", save_backup(&bytes, &damaged).expect_err("refused"));
         assert!(e.contains("damaged backup") && e.contains("digest"), "{e}");
         assert!(!damaged.exists() && !tmp.path().join("damaged.backup.partial").exists());
+    }
+
+    // A node that timed out after taking the request is running: the hint does not say
+    // to start it.
+    #[test]
+    fn a_timeout_is_not_hinted_as_a_node_that_is_not_running() {
+        let e = anyhow::Error::from(ClientError::TimedOut {
+            url: "http://127.0.0.1:7180".into(),
+            what: "sent no answer to GET /v1/backup for 600s".into(),
+        });
+        let hint = hint_for(&e).expect("a hint");
+        assert!(!hint.contains("tamga run") && hint.contains("log"), "{hint}");
     }
 }

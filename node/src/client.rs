@@ -1,5 +1,9 @@
 //! The CLI's client of a running node's local API: address and token come from
 //! `node.toml` and the tokens file it names.
+//!
+//! An API call is bounded as a whole ([`REQUEST_TIMEOUT`]); a download (a backup) is not,
+//! since its length has no bound, only each wait for its next bytes
+//! ([`DOWNLOAD_IDLE_TIMEOUT`]).
 
 use std::time::Duration;
 
@@ -11,6 +15,11 @@ use crate::identity::{Role, Tokens};
 
 /// How long one API call may take before the CLI gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting to the node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a download may wait for its next bytes, the first included. Long, since the
+/// node builds a backup whole before it sends its first byte.
+pub const DOWNLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Why a call to the node failed; each is one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +42,39 @@ pub enum ClientError {
         /// Details (per-record errors).
         details: Option<Value>,
     },
+    /// The node took the request but sent nothing more within a timeout: it is running,
+    /// and slow or stuck.
+    #[error("timed out: the node at {url} {what}")]
+    TimedOut {
+        /// The address asked.
+        url: String,
+        /// What it did not do in time.
+        what: String,
+    },
     /// Setting up the client failed.
     #[error("{0}")]
     Setup(String),
+}
+
+/// An error and its sources as one line: reqwest's own text ("error decoding response
+/// body") says least, its sources say why.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_line = cause.to_string();
+        if !line.ends_with(&cause_line) {
+            line.push_str(": ");
+            line.push_str(&cause_line);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// A body that could not be read, with the causes.
+fn bad_response(e: reqwest::Error) -> ClientError {
+    ClientError::Setup(format!("bad response: {}", chain(&e)))
 }
 
 /// A client bound to one node and one role.
@@ -44,6 +83,11 @@ pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// The bound on an API call as a whole ([`REQUEST_TIMEOUT`]; none for
+    /// [`Client::with_token`]).
+    request_timeout: Option<Duration>,
+    /// The bound on each wait of a download ([`DOWNLOAD_IDLE_TIMEOUT`]).
+    idle_timeout: Duration,
 }
 
 impl Client {
@@ -54,7 +98,8 @@ impl Client {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        // No timeout on the whole here: a download has none (see `get_bytes`).
+        let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
         let scheme = match &config.api.tls_cert {
             Some(cert) => {
                 let pem = std::fs::read(cert)
@@ -67,18 +112,60 @@ impl Client {
             None => "http",
         };
         let http = builder.build().map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(Client { base: format!("{scheme}://{addr}"), token: tokens.token(role).to_owned(), http })
+        Ok(Client {
+            base: format!("{scheme}://{addr}"),
+            token: tokens.token(role).to_owned(),
+            http,
+            request_timeout: Some(REQUEST_TIMEOUT),
+            idle_timeout: DOWNLOAD_IDLE_TIMEOUT,
+        })
     }
 
-    /// A client for an explicit base URL and token (tests, scripts).
+    /// A client for an explicit base URL and token (tests, scripts); its API calls have no
+    /// timeout as a whole.
     pub fn with_token(base: impl Into<String>, token: impl Into<String>) -> Client {
-        Client { base: base.into(), token: token.into(), http: reqwest::Client::new() }
+        Client {
+            base: base.into(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+            request_timeout: None,
+            idle_timeout: DOWNLOAD_IDLE_TIMEOUT,
+        }
     }
 
+    /// This client with downloads waiting at most `idle` for their next bytes.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Client {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Send an API call, bounded as a whole by the client's request timeout.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            why: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+        let req = match self.request_timeout {
+            Some(t) => req.timeout(t),
+            None => req,
+        };
+        self.answer(req.bearer_auth(&self.token).send().await).await
+    }
+
+    /// The node's answer to a request, or why there is none: a node that could not be
+    /// reached is told apart from one that was, and then did not answer in time.
+    async fn answer(
+        &self,
+        sent: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = sent.map_err(|e| {
+            if e.is_timeout() && !e.is_connect() {
+                let within = self.request_timeout.map_or_else(String::new, |t| format!(" within {t:?}"));
+                return ClientError::TimedOut {
+                    url: self.base.clone(),
+                    what: format!("did not answer{within}"),
+                };
+            }
+            ClientError::Unreachable {
+                url: self.base.clone(),
+                why: std::error::Error::source(&e).map_or_else(|| e.to_string(), chain),
+            }
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -95,7 +182,7 @@ impl Client {
     /// GET a JSON document.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         let resp = self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await?;
-        resp.json().await.map_err(|e| ClientError::Setup(format!("bad response: {e}")))
+        resp.json().await.map_err(bad_response)
     }
 
     /// GET an audit query's or trace's entries, and whether the node says more match than
@@ -107,19 +194,86 @@ impl Client {
     ) -> Result<(Value, bool), ClientError> {
         let resp = self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await?;
         let more = resp.headers().get(crate::api::MORE_ENTRIES_HEADER).is_some_and(|v| v == "true");
-        let v = resp.json().await.map_err(|e| ClientError::Setup(format!("bad response: {e}")))?;
+        let v = resp.json().await.map_err(bad_response)?;
         Ok((v, more))
     }
 
-    /// GET raw bytes.
+    /// GET raw bytes: a download, however long it takes as long as no wait for its next
+    /// bytes (the first included) is longer than the idle timeout.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let resp = self.send(self.http.get(format!("{}{path}", self.base))).await?;
-        resp.bytes().await.map(|b| b.to_vec()).map_err(|e| ClientError::Setup(format!("bad response: {e}")))
+        let idle = self.idle_timeout;
+        let timed_out = |what: String| ClientError::TimedOut { url: self.base.clone(), what };
+        let req = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send();
+        let sent = tokio::time::timeout(idle, req)
+            .await
+            .map_err(|_| timed_out(format!("sent no answer to GET {path} for {idle:?}")))?;
+        let mut resp = self.answer(sent).await?;
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(idle, resp.chunk()).await.map_err(|_| {
+                timed_out(format!(
+                    "sent nothing more of GET {path} for {idle:?}, {} bytes into it",
+                    bytes.len()
+                ))
+            })?;
+            match chunk.map_err(bad_response)? {
+                Some(chunk) => bytes.extend_from_slice(&chunk),
+                None => return Ok(bytes),
+            }
+        }
     }
 
     /// POST a JSON document.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let resp = self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await?;
-        resp.json().await.map_err(|e| ClientError::Setup(format!("bad response: {e}")))
+        resp.json().await.map_err(bad_response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The base URL of a listener on 127.0.0.1:0 that reads a request, writes `answer`,
+    /// and then sends nothing more, the connection held open while the test runs.
+    async fn stalling(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (mut request, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(answer).await;
+                held.push(conn);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    // A node that answers a download's headers and then stalls, or sends no answer at
+    // all, is running: the error says the download timed out, not that the node is down.
+    #[tokio::test]
+    async fn a_download_that_stalls_times_out_without_saying_the_node_is_down() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let headers = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+                        content-length: 1000\r\n\r\nTAMGA-BACKUP\n";
+        for (answer, says) in [(&headers[..], "13 bytes into it"), (&b""[..], "sent no answer")] {
+            let client = Client::with_token(stalling(answer).await, "a token")
+                .with_idle_timeout(Duration::from_millis(300));
+            let e = tokio::time::timeout(Duration::from_secs(10), client.get_bytes("/v1/backup"))
+                .await
+                .expect("gives up within 10 s")
+                .expect_err("times out")
+                .to_string();
+            assert!(e.contains("timed out") && e.contains(says), "{e}");
+            assert!(!e.contains("tamga run") && !e.contains("cannot reach"), "{e}");
+        }
     }
 }
