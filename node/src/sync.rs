@@ -35,7 +35,7 @@
 //! own word, so that the stream's head passes it, and is asked for again only once the
 //! files in force change (the writer's `ask_again_if_policy_changed`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,12 @@ use crate::writer::{now_ms, HeldByPeer, Taken};
 
 /// Most projections asked for in one pull (one pull reply's worth).
 pub const PULL_BATCH: usize = 256;
+/// Most bytes of projections one push carries: its frame's limit, less room for the rest.
+pub const PUSH_BYTES: usize = tamga_protocol::limits::frame::PUSH - 256 * 1024;
+/// Most bytes of projections one pull reply carries: its frame's limit, less room for the
+/// rest (its withheld ranges, at most [`tamga_protocol::limits::MAX_RANGES`]). A reply
+/// full before the numbers asked for are all answered answers the first of them.
+pub const PULL_REPLY_BYTES: usize = tamga_protocol::limits::frame::PULL_REPLY - 256 * 1024;
 /// Most pulls one exchange of summaries makes to take back own streams from a peer.
 pub const TAKE_BACK_PULLS: usize = 64;
 /// Most ranges in one pull request.
@@ -849,13 +855,32 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     }
     let size = ctx.shared.config.network.push_batch.clamp(1, tamga_protocol::limits::MAX_BATCH);
     for (peer, ps) in per_peer {
-        let mut ps = ps.into_iter().peekable();
-        while ps.peek().is_some() {
+        for chunk in batches(ps, size, PUSH_BYTES) {
             let c = ctx.clone();
-            let chunk: Vec<Projection> = ps.by_ref().take(size).collect();
             tokio::spawn(async move { send_push(&c, peer, chunk).await });
         }
     }
+}
+
+/// `ps` in order, in batches of at most `count` projections and `bytes` bytes of them on
+/// the wire (a projection larger than `bytes` alone goes alone).
+fn batches(ps: Vec<Projection>, count: usize, bytes: usize) -> Vec<Vec<Projection>> {
+    let mut out: Vec<Vec<Projection>> = Vec::new();
+    let mut size = 0;
+    for p in ps {
+        let len = tamga_protocol::codec::payload_len(&p).unwrap_or(bytes);
+        match out.last_mut() {
+            Some(last) if last.len() < count && size + len <= bytes => {
+                size += len;
+                last.push(p);
+            }
+            _ => {
+                size = len;
+                out.push(vec![p]);
+            }
+        }
+    }
+    out
 }
 
 /// Withhold from a projection about to leave the fields a decision withholds now, and
@@ -1320,6 +1345,9 @@ async fn pull_claimed(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
             break;
         }
         idle_rounds = if pulled.items.is_empty() { idle_rounds + 1 } else { 0 };
+        if !pulled.items.is_empty() {
+            asked.unanswered(&ranges, &pulled);
+        }
         let c = ctx.clone();
         storing = Some(tokio::spawn(async move {
             let r = c.shared.writer.received(peer, pulled.items, pulled.withheld).await;
@@ -1347,6 +1375,28 @@ async fn stored(task: Option<StoreTask>) -> bool {
 struct Asked {
     missing: HashMap<StreamKey, u64>,
     unconfirmed: HashMap<StreamKey, u64>,
+}
+
+impl Asked {
+    /// A reply that brought projections but left numbers asked for unanswered was full
+    /// ([`PULL_REPLY_BYTES`]): ask for those again in the next pull. (A peer that lacks
+    /// them answers a later pull with nothing, and the round ends.)
+    fn unanswered(&mut self, ranges: &[SeqRange], pulled: &Pulled) {
+        let stream =
+            |p: &Projection| StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
+        let answered: HashSet<(StreamKey, u64)> = pulled
+            .items
+            .iter()
+            .map(|(_, p)| (stream(p), p.envelope.seq))
+            .chain(pulled.withheld.iter().map(|(s, seq, _)| (s.clone(), *seq)))
+            .collect();
+        for r in ranges {
+            let first = (r.from..=r.to).find(|seq| !answered.contains(&(r.stream.clone(), *seq)));
+            if let (Some(first), Some(a)) = (first, self.missing.get_mut(&r.stream)) {
+                *a = (*a).min(first.saturating_sub(1));
+            }
+        }
+    }
 }
 
 /// The ranges of the next pull from `peer`, at most [`PULL_BATCH`] numbers: first what its
@@ -1460,9 +1510,10 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
     let me = fed.me;
     let now = now_ms();
     let mut reply = PullReply { projections: Vec::new(), withheld: Vec::new() };
+    let mut bytes = 0;
     // Projections the policy in force keeps from the asker now, by stream and reason.
     let mut denied: BTreeMap<(MemberCode, AgreementId, String), Vec<u64>> = BTreeMap::new();
-    for r in pull.ranges.iter().take(PULL_RANGES) {
+    'ranges: for r in pull.ranges.iter().take(PULL_RANGES) {
         let Some(a) = fed.agreement(&r.stream.agreement) else { continue };
         if !a.is_party(asker) || !ctx.state.agreement_ok(&fed, asker, &a.id) {
             continue;
@@ -1504,6 +1555,12 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                     if !origin_asks {
                         withhold(&mut p, &fields, &fed.catalog);
                     }
+                    let len = tamga_protocol::codec::payload_len(&p).unwrap_or(PULL_REPLY_BYTES);
+                    if bytes + len > PULL_REPLY_BYTES && !reply.projections.is_empty() {
+                        // Full: the asker asks again for what this reply does not answer.
+                        break 'ranges;
+                    }
+                    bytes += len;
                     reply.projections.push(p);
                 }
                 Err(why) => {
@@ -1635,6 +1692,50 @@ mod tests {
             "RU".parse().expect("valid"),
         )
         .expect("loads")
+    }
+
+    // Pushes are cut by count and by bytes, in order; one projection over the bytes alone
+    // goes alone.
+    #[test]
+    fn pushes_are_batched_by_count_and_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::example::write_to(dir.path()).expect("writes");
+        let fed = ru_federation(dir.path());
+        let key = tamga_config::demo::demo_signing_key(fed.me);
+        let projection = |seq: u64, text: usize| {
+            let mut body = BTreeMap::new();
+            body.insert("title".to_owned(), tamga_protocol::Value::Text("x".repeat(text)));
+            let record = tamga_protocol::Record {
+                header: tamga_protocol::RecordHeader {
+                    category: "rms.method".parse().expect("valid"),
+                    classification: tamga_protocol::Classification::Public,
+                    origin: fed.me,
+                    created_ms: 1_790_000_000_000,
+                    supersedes: None,
+                    expires_ms: None,
+                },
+                body,
+            };
+            let salted = tamga_protocol::SaltedRecord::new(record, &tamga_protocol::SaltKey::generate());
+            let envelope = tamga_protocol::Envelope {
+                kind: EntryKind::Share,
+                agreement: "sco-rms-2013".parse().expect("valid"),
+                audience: vec!["KZ".parse().expect("valid")],
+                seq,
+                expires_ms: 1_990_000_000_000,
+            };
+            salted.project(|_| false, envelope, &key).expect("projects")
+        };
+        let small: Vec<Projection> = (1..=5).map(|s| projection(s, 10)).collect();
+        let len = tamga_protocol::codec::payload_len(&small[0]).expect("counts");
+        let seqs = |b: &[Vec<Projection>]| -> Vec<Vec<u64>> {
+            b.iter().map(|c| c.iter().map(|p| p.envelope.seq).collect()).collect()
+        };
+        assert_eq!(seqs(&batches(small.clone(), 2, usize::MAX)), vec![vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(seqs(&batches(small.clone(), 10, 3 * len)), vec![vec![1, 2, 3], vec![4, 5]]);
+        let mut mixed = small;
+        mixed.insert(2, projection(9, 10_000));
+        assert_eq!(seqs(&batches(mixed, 10, 3 * len)), vec![vec![1, 2], vec![9], vec![3, 4, 5]]);
     }
 
     // An agreement edited and reloaded here stops matching a peer's text at once, before

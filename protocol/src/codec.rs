@@ -242,6 +242,15 @@ pub fn decode_response(frame_bytes: &[u8]) -> Result<Response, CodecError> {
     Ok(r)
 }
 
+/// The bytes `v` takes in a frame's payload, counted without encoding it into memory:
+/// what a sender sums to keep the projections of one push or pull reply within its frame.
+pub fn payload_len<T: Serialize>(v: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(v, &mut size, config::<{ frame::MAX }>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(size.bytes_written)
+}
+
 /// Encode any value for local storage with the same bincode configuration (used by the
 /// node's store so that the on-disk encoding is also defined here).
 pub fn encode_stored<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {

@@ -81,6 +81,17 @@ fn every_kind_round_trips() {
 }
 
 #[test]
+fn payload_len_is_what_a_frame_carries() {
+    let (p, _) = projection();
+    let one = codec::payload_len(&p).expect("counts");
+    let push = Push { projections: vec![p.clone(), p.clone(), p] };
+    let frame = codec::encode_request(&Request::Push(push.clone())).expect("encodes");
+    assert_eq!(codec::payload_len(&push).expect("counts"), frame.len() - HEADER_LEN);
+    // Three projections and the list's length, one byte below 251 items.
+    assert_eq!(frame.len() - HEADER_LEN, 3 * one + 1);
+}
+
+#[test]
 fn feedback_is_signed_by_its_giver() {
     let Request::Feedback(fb) = requests().pop().expect("a feedback request") else { panic!("not feedback") };
     let k = key(7);

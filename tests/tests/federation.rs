@@ -818,3 +818,57 @@ async fn a_pull_answered_under_a_pause_withholds_and_audits_it() {
     assert!(!held.iter().any(|r| ids.iter().any(|id| r["id"] == id.as_str())), "KZ got a paused record");
     f.stop().await;
 }
+
+/// Projections large enough that a pull's 256 of them pass a frame's 8 MiB: RU's methods
+/// carry four long texts here (about 64 KB each). KZ, down while RU made 300 of them,
+/// catches up: a pull reply is cut where its frame is full, and KZ asks for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projections_too_large_for_one_pull_reply_still_converge() {
+    const SUMMARY: &str =
+        "[category.\"rms.method\".fields.summary]\ntype = \"text\"\nrequired = true\nmax_len = 4000\n";
+    let annexes = |_: &str, dir: &std::path::Path| {
+        let catalog = dir.join("catalog.toml");
+        let text = std::fs::read_to_string(&catalog).expect("reads");
+        assert_eq!(text.matches(SUMMARY).count(), 1);
+        let more: String = ["a", "b", "c"]
+            .iter()
+            .map(|x| {
+                format!("\n[category.\"rms.method\".fields.annex_{x}]\ntype = \"text\"\nmax_len = 4000\n")
+            })
+            .collect();
+        std::fs::write(&catalog, text.replace(SUMMARY, &format!("{SUMMARY}{more}"))).expect("writes");
+    };
+    let mut f = TestFederation::start_with(&["KZ", "RU"], annexes).await.expect("starts");
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    let catalog = f.node("RU").node().shared().fed().catalog.clone();
+    // 4,000 characters of four bytes each: 16,000 bytes, within a value's 16 KiB.
+    let long = "\u{1d538}".repeat(4000);
+    let ru = f.node("RU").client(Role::Operator);
+    for batch in 0..25 {
+        let recs: Vec<Value> = (0..12)
+            .map(|i| {
+                let mut r = record_json(&catalog, "rms.method", "public", &format!("big-{batch}-{i}"));
+                for field in ["summary", "annex_a", "annex_b", "annex_c"] {
+                    r["body"][field] =
+                        json!(format!("{batch}-{i} {long}").chars().take(4000).collect::<String>());
+                }
+                r
+            })
+            .collect();
+        ru.post("/v1/records", &json!({ "records": recs })).await.expect("ingests");
+    }
+    let stream = tamga_protocol::StreamKey {
+        origin: "RU".parse().expect("valid"),
+        agreement: "sco-rms-2013".parse().expect("valid"),
+    };
+    let head = f.node("RU").node().shared().store.stream_head(&stream).expect("reads");
+    assert!(head >= 300, "RU shared its methods: {head}");
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
+    let kz = f.node("KZ");
+    wait_for("KZ catches up on RU's large methods", || {
+        let at_kz = kz.node().shared().store.stream_head(&stream).expect("reads");
+        async move { at_kz == head }
+    })
+    .await;
+    f.stop().await;
+}
