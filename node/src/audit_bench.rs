@@ -1,7 +1,7 @@
 //! `tamga bench`'s audit section: build a log of N entries (1,000,000 by default) in a
 //! scratch store through the same append path the writer uses (entry, hash, head, index
 //! keys, in batches), then time on it a filtered query by peer and day, a query by
-//! record, a count by day, and `audit verify`.
+//! record, a count by day, and `audit verify`, without and with `--indexes`.
 //!
 //! The log is synthetic but shaped like a busy node's: entries spread evenly over
 //! [`DAYS`] days, a quarter each ingested / sent / delivered / received, the last three
@@ -142,6 +142,14 @@ pub fn run(report: &mut Report, entries: u64, dir: &std::path::Path) -> Result<(
     let secs = t.elapsed().as_secs_f64();
     ensure!(v.ok && v.entries == entries, "the bench log does not verify: {:?}", v.error);
     add(report, label("verify"), entries as f64 / secs, "entries/s");
+
+    // The same, and the indexes checked against the entries (`audit verify --indexes`).
+    let t = Instant::now();
+    let v = crate::audit::verify_store_and_indexes(&store, &crate::audit::VerifyOptions::default());
+    let secs = t.elapsed().as_secs_f64();
+    let checked = v.indexes.as_ref().filter(|i| i.ok).map_or(0, |i| i.through);
+    ensure!(v.ok && checked == entries, "the bench log's indexes do not verify: {:?}", v.error);
+    add(report, label("verify --indexes"), entries as f64 / secs, "entries/s");
     Ok(())
 }
 

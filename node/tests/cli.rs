@@ -341,7 +341,7 @@ fn bench_smoke() {
     // The audit section: the append rate, a peer+day query, a trace, a count, verify.
     let audit: Vec<&serde_json::Value> =
         figures.iter().filter(|f| f["name"].as_str().is_some_and(|n| n.starts_with("audit "))).collect();
-    assert_eq!(audit.len(), 6, "{v}");
+    assert_eq!(audit.len(), 7, "{v}");
 }
 
 /// `tamga bench --sweep` on a tiny grid: one point per (nodes, records), each positive.
