@@ -554,7 +554,13 @@ async fn answer(ctx: &Ctx, member: MemberCode, req: Request) -> Response {
     match req {
         Request::Hello(h) => {
             if h.member != member {
-                return Response::Error(format!("hello names {} but the connection is {member}'s", h.member));
+                let why = format!("hello names {} but the connection is {member}'s", h.member);
+                ctx.shared.metrics.rejected.add("hello", 1);
+                audit_refusal(ctx, member, &why, now_ms(), || {
+                    AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(why.clone())
+                })
+                .await;
+                return Response::Error(why);
             }
             on_hello(ctx, member, &h).await;
             Response::Hello(hello(&ctx.shared, member))

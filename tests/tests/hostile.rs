@@ -550,3 +550,31 @@ async fn feedback_naming_a_node_as_origin_of_another_members_record_is_refused()
     cancel.cancel();
     f.stop().await;
 }
+
+/// A hello that names another member than the connection's is refused and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hello_naming_another_member_is_refused_and_audited() {
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    let ru = f.node("RU");
+    let (h, cancel) = rogue_uz(ru, |_| Response::Error("no".into())).await;
+    let fed = ru.node().shared().fed();
+    let posing = tamga_protocol::Hello {
+        member: "KZ".parse().expect("valid"),
+        roster_digest: fed.roster.digest(),
+        agreements: fed.agreement_digests(),
+        checkpoint: None,
+    };
+    let reply = h.request("RU".parse().expect("valid"), Request::Hello(posing)).await.expect("answered");
+    assert!(matches!(reply, Response::Error(ref why) if why.contains("hello names KZ")), "{reply:?}");
+    let auditor = ru.client(Role::Auditor);
+    let named =
+        |e: &serde_json::Value| e["entry"]["reason"].as_str().is_some_and(|r| r.contains("hello names KZ"));
+    wait_for("RU audits the hello", || async {
+        let query = [("action", "rejected".into()), ("peer", "UZ".into())];
+        let v = auditor.get("/v1/audit", &query).await.expect("queries");
+        v.as_array().is_some_and(|a| a.iter().any(named))
+    })
+    .await;
+    cancel.cancel();
+    f.stop().await;
+}
