@@ -1388,16 +1388,15 @@ impl Asked {
     /// ([`PULL_REPLY_BYTES`]): ask for those again in the next pull. (A peer that lacks
     /// them answers a later pull with nothing, and the round ends.)
     fn unanswered(&mut self, ranges: &[SeqRange], pulled: &Pulled) {
-        let stream =
-            |p: &Projection| StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
-        let answered: HashSet<(StreamKey, u64)> = pulled
+        let answered: HashSet<(MemberCode, &AgreementId, u64)> = pulled
             .items
             .iter()
-            .map(|(_, p)| (stream(p), p.envelope.seq))
-            .chain(pulled.withheld.iter().map(|(s, seq, _)| (s.clone(), *seq)))
+            .map(|(_, p)| (p.header.origin, &p.envelope.agreement, p.envelope.seq))
+            .chain(pulled.withheld.iter().map(|(s, seq, _)| (s.origin, &s.agreement, *seq)))
             .collect();
         for r in ranges {
-            let first = (r.from..=r.to).find(|seq| !answered.contains(&(r.stream.clone(), *seq)));
+            let first =
+                (r.from..=r.to).find(|seq| !answered.contains(&(r.stream.origin, &r.stream.agreement, *seq)));
             if let (Some(first), Some(a)) = (first, self.missing.get_mut(&r.stream)) {
                 *a = (*a).min(first.saturating_sub(1));
             }
