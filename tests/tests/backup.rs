@@ -109,6 +109,34 @@ async fn a_backup_whose_schema_marker_disagrees_with_its_header_restores_nothing
     assert_eq!(live_ids(&restored).await.len(), 2);
 }
 
+/// A backup whose audit index lost a posting, the file's digest made again, restores
+/// nothing: its chain verifies, but the restored node's queries would miss the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_audit_index_was_edited_restores_nothing() {
+    let mut node = TestNode::start("KZ").await.expect("starts");
+    ingest_marks(&node, "kept", 2).await;
+    let bytes = node.client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
+    node.stop().await;
+    let mut snap = tamga_node::backup::decode(&bytes).expect("decodes");
+    // The action index of `ingested` (key `I`, `a`, "ingested", 0, first seq) lists every
+    // ingest entry, 8 bytes each: the last one goes.
+    let pair =
+        snap.iter_mut().find(|(k, _)| k.starts_with(b"Iaingested\0")).expect("the index of ingested entries");
+    assert!(pair.1.len() >= 16, "two ingests listed");
+    pair.1.truncate(pair.1.len() - 8);
+
+    let restored = TestNode::init("KZ", |_| {}).expect("inits");
+    let data_dir = restored.config().expect("config").data_dir;
+    let file = restored.dir.path().join("edited.backup");
+    std::fs::write(&file, tamga_node::backup::encode(&snap)).expect("writes");
+    let e = format!("{:#}", tamga_node::cli::restore_file(&data_dir, &file).expect_err("refused"));
+    assert!(e.contains("indexes disagree") && e.contains("posting missing"), "{e}");
+    let store = tamga_node::daemon::STORE_DIR;
+    for left in [store.to_owned(), format!("{store}.restoring")] {
+        assert!(!data_dir.join(&left).exists(), "{left} is left in the data directory");
+    }
+}
+
 /// The ids of the live records `node` holds, by origin.
 async fn live_ids(node: &TestNode) -> HashSet<String> {
     let v =
