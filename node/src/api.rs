@@ -125,7 +125,8 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+            .map(|(_, token)| token);
         let role = presented.and_then(|t| shared.tokens.role_of(t.trim()));
         let refusal = match role {
             None => Some((
@@ -239,9 +240,15 @@ impl IngestBody {
 const MAX_INGEST_AHEAD_MS: i64 = 10 * 60 * 1000;
 
 fn parse_time(field: &str, s: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("`{field}`: {s:?} is not an RFC 3339 time ({e})"))
+    use chrono::Datelike;
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("`{field}`: {s:?} is not an RFC 3339 time ({e})"))?;
+    // Shown and sent in UTC, with four-digit years: an offset can carry a time into year
+    // 10000 or -1, which no RFC 3339 reader takes back (as a body's timestamps).
+    if !(0..=9999).contains(&t.with_timezone(&chrono::Utc).year()) {
+        return Err(format!("`{field}`: {s:?} falls outside the years 0000 to 9999 in UTC"));
+    }
+    Ok(t.timestamp_millis())
 }
 
 /// Validate one record from the API against the catalog. Errors name the problem.
@@ -489,10 +496,8 @@ async fn revoke_record(
             format!("record {id} is {}'s; only its origin can revoke it", r.header.origin),
         ));
     }
-    if r.state == crate::store::RecordState::Revoked {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("record {id} is already revoked")));
-    }
-    // The writer checks again: another revocation may have passed the check above first.
+    // Whether it is revoked already is the writer's to say: it answers so only once a flush
+    // covers that revocation, which the store shows as soon as it is applied.
     let n = shared.writer.revoke(id).await.map_err(|e| match e {
         crate::writer::WriteError::Refused(m) => ApiError::new(StatusCode::CONFLICT, m),
         e => ApiError::internal(e),
@@ -833,4 +838,57 @@ async fn audit_verify_witness(
         ApiError::bad(format!("{field}: {e}"))
     })?;
     verify_with(&shared, b.witness, b.indexes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Client, ClientError};
+
+    // A revocation whose flush failed is answered 503. Asked again, the store already
+    // shows it revoked, but only a flush makes that durable: the answer (409, already
+    // revoked) waits for one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_asked_again_after_a_failed_flush_is_answered_once_a_flush_ran() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dir.path().join("federation");
+        std::fs::create_dir_all(&files).expect("mkdir");
+        crate::example::write_to(&files).expect("writes");
+        let data = dir.path().join("node");
+        crate::cli::create_node(&crate::cli::InitArgs {
+            member: "RU".into(),
+            data_dir: data.clone(),
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            api: "127.0.0.1:0".into(),
+            federation: Some(files),
+            demo_identity: true,
+            json: true,
+        })
+        .expect("inits");
+        let config = tamga_config::NodeConfig::load(&data.join("node.toml")).expect("loads");
+        let tokens = crate::identity::Tokens::load(&config.tokens).expect("tokens");
+        let node = crate::daemon::Node::start(config).await.expect("starts");
+        let base = format!("http://{}", node.api_addr());
+        let client = Client::with_token(base, tokens.token(Role::Operator));
+        let record = json!({
+            "category": "rms.method",
+            "classification": "public",
+            "body": { "title": "Selectivity", "method_type": "selectivity", "summary": "A method." },
+        });
+        let v = client.post("/v1/records", &record).await.expect("ingests");
+        let id = v["ids"][0].as_str().expect("an id").to_owned();
+        let revoke = format!("/v1/records/{id}/revoke");
+        let status = |e: ClientError| match e {
+            ClientError::Api { status, .. } => status.as_u16(),
+            other => panic!("{other}"),
+        };
+        let store = node.shared().store.clone();
+        store.fail_next_flush();
+        assert_eq!(status(client.post(&revoke, &json!({})).await.expect_err("not durable")), 503);
+        let before = store.flushes();
+        assert_eq!(status(client.post(&revoke, &json!({})).await.expect_err("revoked")), 409);
+        assert!(store.flushes() > before, "answered before a flush covered the revocation");
+        node.shutdown().await;
+    }
 }

@@ -82,6 +82,14 @@ async fn roles_are_enforced_and_refusals_audited() {
     assert_eq!(status_of(nobody.get("/v1/status", &[]).await.expect_err("refused")), 401);
     let no_token = reqwest::get(format!("{}/v1/status", node.base())).await.expect("answers");
     assert_eq!(no_token.status().as_u16(), 401);
+    // The scheme's name is case-insensitive (RFC 9110): `bearer` is `Bearer`.
+    let lower = reqwest::Client::new()
+        .get(format!("{}/v1/status", node.base()))
+        .header("authorization", format!("bearer {}", node.tokens.token(Role::Auditor)))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(lower.status().as_u16(), 200);
 
     for c in [&op, &admin, &auditor] {
         c.get("/v1/status", &[]).await.expect("every role reads status");
@@ -158,6 +166,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let batch_not_a_list = json!({ "records": good.clone() });
     let mut ahead = good.clone();
     ahead["created"] = json!(tamga_node::audit::rfc3339(tamga_node::writer::now_ms() + 86_400_000));
+    // Offsets that carry a time out of the four-digit years of UTC.
+    let mut expires_10000 = good.clone();
+    expires_10000["expires"] = json!("9999-12-31T23:59:59-23:59");
+    let mut created_minus_1 = good.clone();
+    created_minus_1["created"] = json!("0000-01-01T00:00:00+00:01");
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("unknown category", unknown_category, "ipr.nothing"),
@@ -171,6 +184,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ("batch with a key besides records", batch_extra_key, "unknown key `classification`"),
         ("batch whose records are no list", batch_not_a_list, "`records` is"),
         ("created a day ahead", ahead, "more than 10 minutes ahead"),
+        ("expires in year 10000", expires_10000, "`expires`: \"9999-12-31T23:59:59-23:59\" falls outside"),
+        ("created in year -1", created_minus_1, "`created`: \"0000-01-01T00:00:00+00:01\" falls outside"),
     ];
     for (what, body, needle) in cases {
         let e = op.post("/v1/records", &body).await.expect_err(what);
