@@ -383,6 +383,11 @@ fn record_checks(header: &RecordHeader, agreement: &Agreement, now_ms: i64) -> R
     if !agreement.in_force(now_ms) {
         return Err(DenyReason::AgreementNotInForce);
     }
+    // Relayed or received alike: what its origin may not share under the agreement
+    // (since a change of its text, say) no relay passes on and no receiver takes.
+    if !agreement.backfill && header.created_ms < agreement.from_ms {
+        return Err(DenyReason::BeforeAgreement);
+    }
     Ok(class)
 }
 
@@ -395,9 +400,6 @@ fn outbound_checks(
     now_ms: i64,
 ) -> Result<usize, DenyReason> {
     let class = record_checks(header, agreement, now_ms)?;
-    if !agreement.backfill && header.created_ms < agreement.from_ms {
-        return Err(DenyReason::BeforeAgreement);
-    }
     if header.origin != fed.me {
         return Err(DenyReason::NotOurs { origin: header.origin });
     }
@@ -738,8 +740,22 @@ fn explain_record(
             fmt_ms(now_ms),
             agreement.effective_from
         ),
-        at,
+        at.clone(),
         DenyReason::AgreementNotInForce,
+    )?;
+    s.check(
+        agreement.backfill || header.created_ms >= agreement.from_ms,
+        if agreement.backfill {
+            "the agreement allows backfill of older records".to_owned()
+        } else {
+            "the record was created after the agreement came into force".to_owned()
+        },
+        format!(
+            "the record was created on {}, before the agreement came into force, and the agreement does not allow backfill",
+            fmt_ms(header.created_ms)
+        ),
+        at,
+        DenyReason::BeforeAgreement,
     )
 }
 
@@ -770,20 +786,6 @@ fn explain_share(
 ) -> Result<Withheld, DenyReason> {
     let at = Some((agreement.path.clone(), agreement.line));
     explain_record(s, header, agreement, now_ms)?;
-    s.check(
-        agreement.backfill || header.created_ms >= agreement.from_ms,
-        if agreement.backfill {
-            "the agreement allows backfill of older records".to_owned()
-        } else {
-            "the record was created after the agreement came into force".to_owned()
-        },
-        format!(
-            "the record was created on {}, before the agreement came into force, and the agreement does not allow backfill",
-            fmt_ms(header.created_ms)
-        ),
-        at.clone(),
-        DenyReason::BeforeAgreement,
-    )?;
     let me = fed.me;
     s.check(
         header.origin == me,

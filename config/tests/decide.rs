@@ -204,6 +204,16 @@ fn dates_retention_and_backfill() {
     h.expires_ms = None;
     h.created_ms = from - 1;
     assert_eq!(decide(&h, a, code("KZ"), &f, from + DAY), Decision::Deny(DenyReason::BeforeAgreement));
+    // A relay passes it on, and a receiver takes it, no more than its origin shares it.
+    let theirs = RecordHeader { created_ms: from - 1, ..header("a.one", Public, "KZ") };
+    let audience = [code("KZ"), code("RU"), code("CN")];
+    assert_eq!(
+        decide_relay(&theirs, a, &audience, code("CN"), &f, from + DAY),
+        Err(DenyReason::BeforeAgreement)
+    );
+    assert_eq!(decide_accept(&theirs, a, code("KZ"), &f, from + DAY), Err(DenyReason::BeforeAgreement));
+    let e = explain_accept(&theirs, a, code("KZ"), &f, from + DAY);
+    assert_eq!(e.decision, Decision::Deny(DenyReason::BeforeAgreement));
     // Dated ahead of this node's clock: a little (clocks differ), or too far to be shared
     // or accepted (its retention would run from a time not yet come).
     h.created_ms = NOW + MAX_CREATED_AHEAD_MS;
