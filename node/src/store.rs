@@ -965,6 +965,16 @@ impl<'a> View<'a> {
             .ok_or_else(|| StoreError::Corrupt { key: hex::encode(&k), why: "not a member code".into() })
     }
 
+    /// Whether this feedback, received, is held already.
+    pub fn holds_feedback(&self, f: &tamga_protocol::Feedback) -> Result<bool, StoreError> {
+        self.contains(&feedback_key(b"F", f, f.from))
+    }
+
+    /// Whether feedback this node gave still waits in the outbox under `k`.
+    pub fn in_outbox(&self, k: &OutboxKey) -> Result<bool, StoreError> {
+        self.contains(&k.0)
+    }
+
     /// Whether this node declined a number of a stream itself (see [`WriteBatch::put_declined`]).
     pub fn is_declined(&self, s: &StreamKey, seq: u64) -> Result<bool, StoreError> {
         self.contains(&declined_key(s, seq))

@@ -512,6 +512,26 @@ impl WriterTask {
                 Op::Feedback { feedback, event, reply } => {
                     durable = true;
                     let f = *feedback;
+                    // Recorded already (sent again after its answer was lost, or delivered
+                    // by two rounds at once): done, once durable, with nothing written or
+                    // audited again.
+                    let view = self.store.pending(&batch);
+                    let again = match &event {
+                        FeedbackEvent::Given => Ok(false),
+                        FeedbackEvent::Delivered(k) => view.in_outbox(k).map(|waiting| !waiting),
+                        FeedbackEvent::Received => view.holds_feedback(&f),
+                    };
+                    match again {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            feedback_answers.push((reply, Ok(())));
+                            continue;
+                        }
+                        Err(e) => {
+                            feedback_answers.push((reply, Err(e)));
+                            continue;
+                        }
+                    }
                     let r = match &event {
                         FeedbackEvent::Given => batch.put_feedback_outbox(&f),
                         FeedbackEvent::Delivered(k) => {
@@ -2959,8 +2979,17 @@ mod tests {
         );
         for delivered in [&seized, &older] {
             let (k, f) = outbox().into_iter().find(|(_, f)| f == delivered).expect("waiting");
-            writer.feedback(f, FeedbackEvent::Delivered(k)).await.expect("recorded");
+            writer.feedback(f.clone(), FeedbackEvent::Delivered(k.clone())).await.expect("recorded");
+            // Delivered by two rounds at once: recorded once.
+            writer.feedback(f, FeedbackEvent::Delivered(k)).await.expect("answered");
         }
+        let delivered = entries(&store)
+            .iter()
+            .filter(|e| {
+                e["action"] == "feedback" && e["reason"].as_str().is_some_and(|r| r.starts_with("delivered"))
+            })
+            .count();
+        assert_eq!(delivered, 2, "one entry each");
         let waiting: Vec<_> = outbox().into_iter().map(|(_, f)| f).collect();
         assert_eq!(waiting, vec![cleared], "only the one not delivered is left");
         drop(writer);
@@ -2968,7 +2997,7 @@ mod tests {
     }
 
     // Two pieces of feedback received from one giver, signed in the same millisecond, are
-    // both kept.
+    // both kept; one received twice is kept and audited once.
     #[tokio::test(flavor = "current_thread")]
     async fn feedback_received_in_one_millisecond_is_all_kept() {
         use tamga_protocol::FeedbackOutcome;
@@ -2982,6 +3011,12 @@ mod tests {
         }
         let held = store.feedback_of(&seized.record).expect("reads");
         assert!(held.len() == 2 && held.contains(&seized) && held.contains(&cleared), "{held:?}");
+        // The same one sent again (its answer lost) is answered, and neither kept nor
+        // audited twice.
+        writer.feedback(seized.clone(), FeedbackEvent::Received).await.expect("answered");
+        assert_eq!(store.feedback_of(&seized.record).expect("reads").len(), 2);
+        let audited = entries(&store).iter().filter(|e| e["action"] == "feedback").count();
+        assert_eq!(audited, 2, "one entry each");
         drop(writer);
         handle.await.expect("the writer ends");
     }
