@@ -434,7 +434,7 @@ impl WriterTask {
         let mut durable = false;
         let mut answers: Vec<Answer<Vec<Ingested>>> = Vec::new();
         let mut snapshots = Vec::new();
-        let (mut new_records, mut dups, mut audits) = (0u64, 0u64, 0u64);
+        let (mut new_records, mut dups) = (0u64, 0u64);
         let fed = self.policy.get();
         let mut projections: Vec<Projection> = Vec::new();
         let mut received_answers = Vec::new();
@@ -455,7 +455,6 @@ impl WriterTask {
                             let fresh = out.iter().filter(|i| i.new).count() as u64;
                             new_records += fresh;
                             dups += out.len() as u64 - fresh;
-                            audits += fresh;
                             projections.extend(ps);
                             answers.push((reply, Ok(out)));
                         }
@@ -467,12 +466,10 @@ impl WriterTask {
                 }
                 Op::Audit(ev) => {
                     self.append(&mut batch, &mut head, *ev, now);
-                    audits += 1;
                 }
                 Op::AuditDurable { event, reply } => {
                     durable = true;
                     self.append(&mut batch, &mut head, *event, now);
-                    audits += 1;
                     audit_answers.push(reply);
                 }
                 Op::Received { from, items, withheld, reply } => {
@@ -663,6 +660,8 @@ impl WriterTask {
         };
         match committed {
             Ok(()) => {
+                // Every entry the group appended, whatever op appended it.
+                self.metrics.audit_entries.add(head.0 - self.head.0);
                 self.head = head;
                 if let Some((entry_seq, _)) = checkpoint {
                     self.audit.signed(entry_seq, now);
@@ -691,7 +690,6 @@ impl WriterTask {
                 }
                 self.metrics.records_ingested.add(new_records);
                 self.metrics.records_duplicate.add(dups);
-                self.metrics.audit_entries.add(audits);
                 self.metrics.write_groups.add(1);
                 for (reply, result) in answers {
                     let _ = reply.send(result.map_err(WriteError::from));

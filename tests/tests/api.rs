@@ -113,6 +113,35 @@ async fn roles_are_enforced_and_refusals_audited() {
         reqwest::get(format!("{}/metrics", node.base())).await.expect("scrapes").text().await.expect("text");
     assert!(metrics.contains("tamga_records_stored 1"), "{metrics}");
     assert!(metrics.contains("tamga_api_refused_total 7"), "{metrics}");
+    // Every entry appended is counted, whatever appended it (a revocation's among them):
+    // on this new node, as many as the log's head says.
+    let id = op.get("/v1/records", &[]).await.expect("lists")["records"][0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    op.post(&format!("/v1/records/{id}/revoke"), &json!({})).await.expect("revokes");
+    let head = || async {
+        let v = op.get("/v1/status", &[]).await.expect("status");
+        v["audit_head"]["seq"].as_u64().expect("a head")
+    };
+    let counted = || async {
+        let m = reqwest::get(format!("{}/metrics", node.base())).await.expect("scrapes");
+        let m = m.text().await.expect("text");
+        let n = m.lines().find_map(|l| l.strip_prefix("tamga_audit_entries_total ")).map(str::to_owned);
+        n.and_then(|v| v.trim().parse::<u64>().ok()).expect("the counter")
+    };
+    // The counter moves once a group is durable, the head once it is applied: read until
+    // they agree (a checkpoint may be on its way).
+    let mut seen = Vec::new();
+    loop {
+        let (h1, n, h2) = (head().await, counted().await, head().await);
+        if h1 == h2 && n == h1 {
+            break;
+        }
+        seen.push((h1, n, h2));
+        assert!(seen.len() < 50, "the counter never said every entry of the log: {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A tokens file that gives two roles one token stops the node at start, naming the file:
