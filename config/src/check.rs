@@ -45,16 +45,20 @@ pub enum WarningKind {
     NotInRoster,
     /// A share or accept rule that can never allow anything.
     RuleNeverMatches,
+    /// A rule that names a category its agreement does not cover, or a member that is not
+    /// its party: that part of the rule does nothing.
+    OutsideAgreement,
 }
 
 impl WarningKind {
     /// Every kind.
-    pub const ALL: [WarningKind; 5] = [
+    pub const ALL: [WarningKind; 6] = [
         WarningKind::CategoryInNoAgreement,
         WarningKind::AgreementEnded,
         WarningKind::MemberInNoAgreement,
         WarningKind::NotInRoster,
         WarningKind::RuleNeverMatches,
+        WarningKind::OutsideAgreement,
     ];
 
     /// A stable snake_case name (JSON output).
@@ -65,6 +69,7 @@ impl WarningKind {
             WarningKind::MemberInNoAgreement => "member_in_no_agreement",
             WarningKind::NotInRoster => "not_in_roster",
             WarningKind::RuleNeverMatches => "rule_never_matches",
+            WarningKind::OutsideAgreement => "outside_agreement",
         }
     }
 }
@@ -189,8 +194,12 @@ pub fn warnings(fed: &Federation, now_ms: i64) -> Vec<Warning> {
     }
 
     let me = fed.me;
+    outside_agreements(fed, &mut out);
     for rule in &policy.share {
         let Some(a) = fed.agreement(&rule.agreement) else { continue };
+        if !a.is_party(me) {
+            continue; // Reported by `outside_agreements`.
+        }
         if a.effective_until_ms().is_some_and(|u| now_ms >= u) {
             // Reported once, on the agreement.
             continue;
@@ -209,6 +218,9 @@ pub fn warnings(fed: &Federation, now_ms: i64) -> Vec<Warning> {
                 .map(|r| r.line)
                 .collect()
         };
+        if targets.is_empty() && matches!(&rule.to, Members::Only(to) if to.iter().any(|&m| m != me)) {
+            continue; // It names others, who are not parties: reported by `outside_agreements`.
+        }
         let message = if targets.is_empty() {
             format!("share rule under {} shares only to {me} itself: it can never send anything", a.id)
         } else {
@@ -256,6 +268,68 @@ pub fn warnings(fed: &Federation, now_ms: i64) -> Vec<Warning> {
     }
     sort_warnings(&mut out);
     out
+}
+
+/// The rules that name what their agreement does not: the agreement itself (no file
+/// defines it, or this member is not its party), a category it does not cover, a member
+/// who is not its party. Legal, as each can only narrow what is shared (see
+/// `federation::check_rule`), and most likely left behind by a change of the agreement.
+fn outside_agreements(fed: &Federation, out: &mut Vec<Warning>) {
+    let policy = &fed.policy;
+    let me = fed.me;
+    let share = policy.share.iter().map(|r| {
+        let mut named: Vec<MemberCode> = r.except.clone();
+        if let Members::Only(to) = &r.to {
+            named.extend(to.iter().copied());
+        }
+        ("share", &r.agreement, r.categories.as_ref(), named, r.line)
+    });
+    let accept = policy.accept.iter().map(|r| {
+        let named = match &r.from {
+            Members::Only(from) => from.clone(),
+            Members::All => Vec::new(),
+        };
+        ("accept", &r.agreement, r.categories.as_ref(), named, r.line)
+    });
+    for (kind, id, categories, named, line) in share.chain(accept) {
+        let warn = |kind_of: WarningKind, message: String, hint: String| {
+            Warning::new(kind_of, &policy.path, line, 1, message, hint)
+        };
+        let Some(a) = fed.agreement(id) else {
+            out.push(warn(
+                WarningKind::RuleNeverMatches,
+                format!("{kind} rule under {id}: no agreement file defines {id}, so it matches nothing"),
+                format!("agreements: {}; remove the rule if {id} was withdrawn", join(fed.agreements.keys())),
+            ));
+            continue;
+        };
+        let parties = || format!("parties to {id}: {}", join(a.parties.iter()));
+        if !a.is_party(me) {
+            out.push(warn(
+                WarningKind::RuleNeverMatches,
+                format!("{kind} rule under {id}: {me} is not a party to {id}, so it matches nothing"),
+                format!("{}; remove the rule if {me} left the agreement", parties()),
+            ));
+            continue;
+        }
+        for c in categories.into_iter().flatten().filter(|c| !a.covers(c)) {
+            out.push(warn(
+                WarningKind::OutsideAgreement,
+                format!("{kind} rule under {id} names category {c}, which {id} does not cover"),
+                format!("{id} covers: {}", join(a.categories.iter())),
+            ));
+        }
+        let mut outside: Vec<MemberCode> = named.into_iter().filter(|&m| !a.is_party(m)).collect();
+        outside.sort();
+        outside.dedup();
+        if !outside.is_empty() {
+            out.push(warn(
+                WarningKind::OutsideAgreement,
+                format!("{kind} rule under {id} names {}, not a party to {id}", join(&outside)),
+                format!("{}; nothing is shared with or taken from a member that is not", parties()),
+            ));
+        }
+    }
 }
 
 fn sort_warnings(w: &mut Vec<Warning>) {

@@ -33,16 +33,12 @@ pub enum ErrorKind {
     Duplicate,
     /// A member code that the roster does not list.
     UnknownMember,
-    /// A category that the catalog does not define, or that an agreement does not cover.
+    /// A category that the catalog does not define.
     UnknownCategory,
-    /// An agreement id that no agreement file defines.
-    UnknownAgreement,
     /// A field name that the category does not define.
     UnknownField,
     /// A tag that no field of the catalog carries.
     UnknownTag,
-    /// A member that is not a party to the agreement concerned.
-    NotParty,
     /// Dates in the wrong order (effective before signed, until before from).
     DateOrder,
     /// An agreement with fewer than two parties.

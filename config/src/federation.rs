@@ -106,7 +106,6 @@ impl Federation {
         let catalog = read(catalog);
         let policy = read(policy);
         let mut agreements = Vec::new();
-        let mut agreements_complete = true;
         match agreement::list_dir(agreements_dir) {
             Ok(files) => {
                 if files.len() > MAX_AGREEMENTS {
@@ -119,23 +118,16 @@ impl Federation {
                 for f in files.iter().take(MAX_AGREEMENTS) {
                     match SourceFile::read(f) {
                         Ok(s) => agreements.push(s),
-                        Err(e) => {
-                            agreements_complete = false;
-                            errs.push(e);
-                        }
+                        Err(e) => errs.push(e),
                     }
                 }
             }
-            Err(e) => {
-                agreements_complete = false;
-                errs.push(e);
-            }
+            Err(e) => errs.push(e),
         }
         let input = Input {
             roster: roster.as_ref(),
             catalog: catalog.as_ref(),
             agreements: &agreements,
-            agreements_complete,
             policy: policy.as_ref(),
         };
         let fed = build(input, member, errs)?;
@@ -159,7 +151,6 @@ impl Federation {
             roster: Some(&sources.roster),
             catalog: Some(&sources.catalog),
             agreements: &sources.agreements,
-            agreements_complete: true,
             policy: Some(&sources.policy),
         };
         build(input, member, Vec::new())
@@ -194,9 +185,6 @@ struct Input<'a> {
     roster: Option<&'a SourceFile>,
     catalog: Option<&'a SourceFile>,
     agreements: &'a [SourceFile],
-    /// False when some agreement file could not be read: then an unknown agreement id in
-    /// the policy is not reported (it may be in the unreadable file).
-    agreements_complete: bool,
     policy: Option<&'a SourceFile>,
 }
 
@@ -215,14 +203,10 @@ fn build(input: Input<'_>, me: MemberCode, mut errs: Vec<ConfigError>) -> Result
     // Agreements: each file alone, then against the roster and the catalog, then ids
     // across files.
     let mut agreements: BTreeMap<AgreementId, agreement::Parsed> = BTreeMap::new();
-    let mut all_agreements_parsed = input.agreements_complete;
     for src in input.agreements {
         let (parsed, e) = agreement::parse(src);
         errs.extend(e);
-        let Some(mut parsed) = parsed else {
-            all_agreements_parsed = false;
-            continue;
-        };
+        let Some(mut parsed) = parsed else { continue };
         let before = errs.len();
         if let Some(roster) = &roster {
             for p in &parsed.parties {
@@ -283,7 +267,6 @@ fn build(input: Input<'_>, me: MemberCode, mut errs: Vec<ConfigError>) -> Result
             roster: roster.as_ref(),
             catalog: catalog.as_ref(),
             agreements: &agreements,
-            all_agreements_parsed,
         };
         check_policy(&ctx, parsed, &mut errs)
     });
@@ -359,7 +342,6 @@ struct PolicyCheck<'a> {
     roster: Option<&'a Roster>,
     catalog: Option<&'a Catalog>,
     agreements: &'a BTreeMap<AgreementId, agreement::Parsed>,
-    all_agreements_parsed: bool,
 }
 
 fn check_policy(
@@ -382,10 +364,10 @@ fn check_policy(
         }
     }
     for (rule, refs) in &parsed.share {
-        check_rule(ctx, &rule.agreement, refs, "share", errs);
+        check_rule(ctx, &rule.agreement, refs, errs);
     }
     for (rule, refs) in &parsed.accept {
-        check_rule(ctx, &rule.agreement, refs, "accept", errs);
+        check_rule(ctx, &rule.agreement, refs, errs);
     }
     if errs.len() > before || parsed.member.is_none() {
         return None;
@@ -395,13 +377,7 @@ fn check_policy(
     Some(Policy { member: ctx.me, share, accept, digest: parsed.digest, path: parsed.path })
 }
 
-fn check_rule(
-    ctx: &PolicyCheck<'_>,
-    agreement: &AgreementId,
-    refs: &RuleRefs,
-    kind: &str,
-    errs: &mut Vec<ConfigError>,
-) {
+fn check_rule(ctx: &PolicyCheck<'_>, agreement: &AgreementId, refs: &RuleRefs, errs: &mut Vec<ConfigError>) {
     let src = ctx.src;
     // Checks that do not depend on the agreement come first, so that they are made even
     // when the agreement's file is broken.
@@ -422,53 +398,20 @@ fn check_rule(
             );
         }
     }
-    let Some(at) = &refs.agreement else { return };
-    let Some(parsed) = ctx.agreements.get(agreement) else {
-        if ctx.all_agreements_parsed {
-            errs.push(
-                src.error_at(
-                    ErrorKind::UnknownAgreement,
-                    at.pos,
-                    format!("no agreement file defines {agreement}"),
-                )
-                .with_hint(format!("agreements: {}", join(ctx.agreements.keys()))),
-            );
-        }
+    // A rule may name what its agreement does not (yet, or any more): an agreement no file
+    // defines, one this member is not a party to, a category it does not cover, a member
+    // not its party. Such a reference can only narrow what is shared, and is a warning
+    // (`check::warnings`), not an error: an agreement's text that drops a party, a
+    // category or itself must be able to come into force while a rule still names it,
+    // or the wider text before would stay in force.
+    if refs.agreement.is_none() {
         return;
-    };
-    if parsed.broken {
+    }
+    let Some(parsed) = ctx.agreements.get(agreement) else { return };
+    if parsed.broken || !parsed.agreement.is_party(ctx.me) {
         return;
     }
     let a = &parsed.agreement;
-    let parties_hint = || format!("parties to {agreement}: {}", join(a.parties.iter()));
-    if !a.is_party(ctx.me) {
-        errs.push(
-            src.error_at(
-                ErrorKind::NotParty,
-                at.pos,
-                format!("{} is not a party to {agreement}, so it cannot {kind} anything under it", ctx.me),
-            )
-            .with_hint(parties_hint()),
-        );
-        return;
-    }
-    for c in refs.categories.iter().filter(|c| !a.covers(&c.value)) {
-        errs.push(
-            src.error_at(
-                ErrorKind::UnknownCategory,
-                c.pos,
-                format!("category {} is not covered by agreement {agreement}", c.value),
-            )
-            .with_hint(format!("{agreement} covers: {}", join(a.categories.iter()))),
-        );
-    }
-    let in_roster = |m: MemberCode| ctx.roster.is_none_or(|r| r.contains(m));
-    for m in refs.members.iter().filter(|m| in_roster(m.value) && !a.is_party(m.value)) {
-        errs.push(
-            src.error_at(ErrorKind::NotParty, m.pos, format!("{} is not a party to {agreement}", m.value))
-                .with_hint(parties_hint()),
-        );
-    }
     if let Some(catalog) = ctx.catalog {
         let rule_categories: Vec<&CategoryId> = if refs.categories.is_empty() {
             a.categories.iter().collect()

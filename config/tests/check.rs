@@ -192,7 +192,25 @@ fn warning_accept_rule_from_self_only() {
 }
 
 #[test]
+fn warning_rule_names_a_member_outside_its_agreement() {
+    let d = copy();
+    // TJ leaves the IPR agreement while RU's rule still shares to it by name: the new
+    // text loads, and the rule's mention of TJ is a warning.
+    let f = "agreements/sco-ipr-2012.toml";
+    edit(d.path(), f, |t| t.replace(", \"TJ\"", ""));
+    append(
+        d.path(),
+        "policies/RU.toml",
+        "\n[[share]]\nagreement = \"sco-ipr-2012\"\nto = [\"KZ\", \"TJ\"]\n",
+    );
+    let r = check_dir(d.path(), Some(code("RU")), NOW);
+    let w = only_warning(&r);
+    assert_eq!(w.kind, WarningKind::OutsideAgreement);
+    assert!(w.message.contains("names TJ, not a party to sco-ipr-2012"), "{w}");
+}
+
+#[test]
 fn every_warning_kind_is_tested_here() {
     // A reminder: a new WarningKind needs its own test above.
-    assert_eq!(WarningKind::ALL.len(), 5);
+    assert_eq!(WarningKind::ALL.len(), 6);
 }

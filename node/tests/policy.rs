@@ -209,17 +209,6 @@ fn error_unknown_category() {
 }
 
 #[test]
-fn error_unknown_agreement() {
-    one_error(
-        |d| edit(d, "policies/RU.toml", "agreement = \"sco-rms-2013\"", "agreement = \"sco-rms-2031\""),
-        "unknown_agreement",
-        "policies/RU.toml",
-        Some("\"sco-rms-2031\""),
-        "no agreement file defines sco-rms-2031",
-    );
-}
-
-#[test]
 fn error_unknown_field() {
     one_error(
         |d| {
@@ -245,17 +234,6 @@ fn error_unknown_tag() {
         "agreements/sco-energy-2008.toml",
         Some("\"comercial\""),
         "no field of the catalog is tagged `comercial`",
-    );
-}
-
-#[test]
-fn error_not_party() {
-    one_error(
-        |d| edit(d, "policies/RU.toml", "to = [\"KZ\"]", "to = [\"CN\"]"),
-        "not_party",
-        "policies/RU.toml",
-        Some("\"CN\""),
-        "CN is not a party to ru-kz-enforcement",
     );
 }
 
@@ -533,6 +511,35 @@ fn warning_rule_never_matches() {
         "policies/RU.toml",
         "[[share]]\nagreement = \"sco-energy-2008\"\nto = [\"TJ\"]",
         "every member it shares to (TJ) is paused",
+    );
+}
+
+#[test]
+fn warning_rule_never_matches_under_an_agreement_no_file_defines() {
+    one_warning(
+        |d| {
+            let p = d.join("policies/RU.toml");
+            let text =
+                std::fs::read_to_string(&p).expect("reads") + "\n[[share]]\nagreement = \"sco-rms-2031\"\n";
+            std::fs::write(p, text).expect("writes");
+        },
+        &["--member", "RU"],
+        "rule_never_matches",
+        "policies/RU.toml",
+        "[[share]]\nagreement = \"sco-rms-2031\"",
+        "no agreement file defines sco-rms-2031",
+    );
+}
+
+#[test]
+fn warning_outside_agreement() {
+    one_warning(
+        |d| edit(d, "policies/RU.toml", "to = [\"KZ\"]", "to = [\"CN\"]"),
+        &["--member", "RU"],
+        "outside_agreement",
+        "policies/RU.toml",
+        "[[share]]\nagreement = \"ru-kz-enforcement\"",
+        "names CN, not a party to ru-kz-enforcement",
     );
 }
 
