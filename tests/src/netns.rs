@@ -532,9 +532,23 @@ pub async fn ingest(
 
 /// Every record a node lists (live or not).
 pub async fn records(lab: &Lab, member: &str) -> anyhow::Result<Vec<Value>> {
+    // A list answers at most MAX_LIST_LIMIT records: asked origin by origin, a node's
+    // holdings stay within it in every lab here, and one that reaches it is an error
+    // rather than a cut list (which would look like records held that no policy allows).
     let client = lab.member(member).node.client(Role::Operator);
-    let v = call(client.get("/v1/records", &[("limit", "10000".into())])).await?;
-    Ok(v["records"].as_array().cloned().unwrap_or_default())
+    let limit = tamga_node::api::MAX_LIST_LIMIT;
+    let mut out = Vec::new();
+    for origin in lab.members.keys() {
+        let query = [("origin", origin.clone()), ("limit", limit.to_string())];
+        let v = call(client.get("/v1/records", &query)).await?;
+        let recs = v["records"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(
+            recs.len() < limit,
+            "{member} holds {limit} or more records of {origin}: the list is cut"
+        );
+        out.extend(recs);
+    }
+    Ok(out)
 }
 
 fn header_of(r: &Value) -> anyhow::Result<RecordHeader> {
