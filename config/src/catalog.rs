@@ -190,14 +190,25 @@ pub enum BodyError {
         /// The allowed values, comma-separated.
         allowed: String,
     },
-    /// A text longer than the field's `max_len` (or the protocol's value limit).
+    /// A text longer than the field's `max_len`.
     #[error("field `{field}` is {len} characters long, more than its limit of {max}")]
     TooLong {
         /// The field.
         field: String,
-        /// The length given, in characters (bytes for the protocol limit).
+        /// The length given, in characters.
         len: usize,
         /// The limit.
+        max: usize,
+    },
+    /// A text whose UTF-8 bytes pass the protocol's limit on a value, within its
+    /// `max_len` of characters (characters of several bytes each).
+    #[error("field `{field}` is {len} bytes long in UTF-8, more than the {max} bytes a value may have")]
+    TooManyBytes {
+        /// The field.
+        field: String,
+        /// The length given, in bytes.
+        len: usize,
+        /// The limit, in bytes.
         max: usize,
     },
     /// A list with too many items.
@@ -230,6 +241,7 @@ impl BodyError {
             | BodyError::WrongType { field, .. }
             | BodyError::NotAllowed { field, .. }
             | BodyError::TooLong { field, .. }
+            | BodyError::TooManyBytes { field, .. }
             | BodyError::TooManyItems { field, .. }
             | BodyError::Invalid { field, .. } => Some(field),
         }
@@ -361,8 +373,11 @@ fn normalise(field: &Field, json: &Json) -> Result<Value, BodyError> {
     let max_chars = field.max_len.unwrap_or(MAX_FIELD_LEN);
     let check_len = |s: &str| {
         let n = s.chars().count();
-        if n > max_chars || s.len() > tamga_protocol::limits::MAX_VALUE_BYTES {
+        let max_bytes = tamga_protocol::limits::MAX_VALUE_BYTES;
+        if n > max_chars {
             Err(BodyError::TooLong { field: name.clone(), len: n, max: max_chars })
+        } else if s.len() > max_bytes {
+            Err(BodyError::TooManyBytes { field: name.clone(), len: s.len(), max: max_bytes })
         } else {
             Ok(())
         }

@@ -125,6 +125,40 @@ fn every_problem_is_reported_with_its_field() {
     assert_eq!(shown("crossing_point"), "missing required field `crossing_point`");
 }
 
+// A text within its field's `max_len` of characters but past the protocol's 16 KiB a
+// value may have (characters of several bytes each) is refused naming bytes, not
+// characters.
+#[test]
+fn a_text_past_the_value_limit_in_bytes_is_refused_naming_bytes() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["roster.toml", "catalog.toml"] {
+        std::fs::copy(example.join(f), dir.path().join(f)).expect("copies");
+    }
+    let text = std::fs::read_to_string(dir.path().join("catalog.toml")).expect("reads");
+    let summary =
+        "[category.\"rms.method\".fields.summary]\ntype = \"text\"\nrequired = true\nmax_len = 4000\n";
+    assert_eq!(text.matches(summary).count(), 1);
+    let wider = text.replace(summary, &summary.replace("4000", "16384"));
+    std::fs::write(dir.path().join("catalog.toml"), wider).expect("writes");
+    let fed = Federation::load_files(
+        &dir.path().join("roster.toml"),
+        &dir.path().join("catalog.toml"),
+        &example.join("agreements"),
+        &example.join("policies/RU.toml"),
+        "RU".parse().expect("code"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // 6,000 characters of three bytes each: 18,000 bytes.
+    let b = body(json!({ "title": "t", "method_type": "training", "summary": "\u{6f22}".repeat(6000) }));
+    let errs = fed.catalog.validate_body(&cat("rms.method"), &b).expect_err("too many bytes");
+    assert!(
+        matches!(&errs[..], [BodyError::TooManyBytes { field, len: 18000, max: 16384 }] if field == "summary"),
+        "{errs:?}"
+    );
+    assert!(errs[0].to_string().contains("18000 bytes long in UTF-8"), "{}", errs[0]);
+}
+
 #[test]
 fn unknown_category() {
     let errs = catalog().validate_body(&cat("ipr.nothing"), &energy()).expect_err("unknown");
