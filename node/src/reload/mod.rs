@@ -492,10 +492,8 @@ pub fn ended_between(fed: &Federation, from_ms: i64, to_ms: i64) -> Vec<Agreemen
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Fingerprint(Vec<(PathBuf, Option<FileMeta>)>);
 
-/// Size, modification time (if the filesystem keeps one), inode and change time of one
-/// file. The change time moves with a `chmod` or `chown` too: a file refused because it
-/// could not be read is read again once its permissions are mended.
-type FileMeta = (u64, Option<SystemTime>, u64, (i64, i64));
+/// Size, modification time (if the filesystem keeps one) and inode of one file.
+type FileMeta = (u64, Option<SystemTime>, u64);
 
 impl Fingerprint {
     fn of(files: &FileSet) -> Fingerprint {
@@ -516,9 +514,7 @@ impl Fingerprint {
             paths
                 .into_iter()
                 .map(|p| {
-                    let meta = std::fs::metadata(&p)
-                        .ok()
-                        .map(|m| (m.len(), m.modified().ok(), m.ino(), (m.ctime(), m.ctime_nsec())));
+                    let meta = std::fs::metadata(&p).ok().map(|m| (m.len(), m.modified().ok(), m.ino()));
                     (p, meta)
                 })
                 .collect(),
@@ -582,12 +578,5 @@ mod tests {
         let now = Fingerprint::of(&files);
         std::fs::write(files.agreements.join("README"), "notes").expect("writes");
         assert_eq!(now, Fingerprint::of(&files));
-        // Its permissions changed (a file refused as unreadable, mended by chmod).
-        use std::os::unix::fs::PermissionsExt;
-        let now = Fingerprint::of(&files);
-        let mode = std::fs::metadata(&files.policy).expect("reads").permissions().mode();
-        std::fs::set_permissions(&files.policy, std::fs::Permissions::from_mode(mode ^ 0o004))
-            .expect("chmod");
-        assert_ne!(now, Fingerprint::of(&files));
     }
 }
