@@ -364,6 +364,14 @@ impl Catalog {
     }
 }
 
+/// Whether a time falls in the years 0000 to 9999 in UTC. The normal form of a time is
+/// UTC RFC 3339, which has four-digit years: an offset can carry
+/// 9999-12-31T23:59:59-01:00 into year 10000 (or 0000-01-01T00:00:00+01:00 into year -1),
+/// whose normal form no node would accept back.
+pub fn in_rfc3339_years(t: &DateTime<Utc>) -> bool {
+    (0..=9999).contains(&t.year())
+}
+
 /// One field's JSON value, checked and in normal form.
 fn normalise(field: &Field, json: &Json) -> Result<Value, BodyError> {
     let name = &field.name;
@@ -419,10 +427,7 @@ fn normalise(field: &Field, json: &Json) -> Result<Value, BodyError> {
             let utc = DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
                 invalid(format!("{s:?} is not an RFC 3339 timestamp such as 2013-08-13T09:30:00+04:00"))
             })?;
-            // The normal form is UTC RFC 3339, which has four-digit years: an offset can
-            // carry 9999-12-31T23:59:59-01:00 into year 10000 (or 0000-01-01T00:00:00+01:00
-            // into year -1), whose normal form no node would accept back.
-            if !(0..=9999).contains(&utc.year()) {
+            if !in_rfc3339_years(&utc) {
                 return Err(invalid(format!("{s:?} falls outside the years 0000 to 9999 in UTC")));
             }
             Ok(Value::Text(utc.to_rfc3339_opts(SecondsFormat::AutoSi, true)))

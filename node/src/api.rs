@@ -240,12 +240,10 @@ impl IngestBody {
 const MAX_INGEST_AHEAD_MS: i64 = 10 * 60 * 1000;
 
 fn parse_time(field: &str, s: &str) -> Result<i64, String> {
-    use chrono::Datelike;
     let t = chrono::DateTime::parse_from_rfc3339(s)
         .map_err(|e| format!("`{field}`: {s:?} is not an RFC 3339 time ({e})"))?;
-    // Shown and sent in UTC, with four-digit years: an offset can carry a time into year
-    // 10000 or -1, which no RFC 3339 reader takes back (as a body's timestamps).
-    if !(0..=9999).contains(&t.with_timezone(&chrono::Utc).year()) {
+    // Shown and sent in UTC, as a body's timestamps are.
+    if !tamga_config::catalog::in_rfc3339_years(&t.with_timezone(&chrono::Utc)) {
         return Err(format!("`{field}`: {s:?} falls outside the years 0000 to 9999 in UTC"));
     }
     Ok(t.timestamp_millis())
