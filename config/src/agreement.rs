@@ -45,9 +45,15 @@ pub struct Agreement {
     pub retention_days: u32,
     /// Whether records created before `effective_from` may be shared.
     pub backfill: bool,
-    /// SHA-256 of the file's bytes: peers share nothing under an agreement whose
-    /// digests differ.
+    /// SHA-256 of the file's bytes.
     pub digest: Digest,
+    /// The terms the parties compare when they meet (a hello carries them): the digest of
+    /// the text and of the catalog's definition of each category it covers (see
+    /// [`Catalog::canonical_category`](crate::Catalog::canonical_category)). Peers share
+    /// nothing under an agreement whose terms differ: a field tagged `personal` in one
+    /// party's catalog and not in the other's would be redacted by one and sent by the
+    /// other. Until the agreement is checked against a catalog, the text's digest.
+    pub terms: Digest,
     /// The file it was read from.
     pub path: PathBuf,
     /// Line of `id` in the file.
@@ -274,6 +280,7 @@ pub(crate) fn parse(src: &SourceFile) -> (Option<Parsed>, Vec<ConfigError>) {
         retention_days,
         backfill: raw.backfill,
         digest: src.digest(),
+        terms: src.digest(),
         path: src.path().to_path_buf(),
         line: id.pos.line,
         from_ms: day_start_ms(from),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::Value as Json;
+use tamga_protocol::canonical::Canonical;
 use tamga_protocol::{CategoryId, Digest, Value};
 use toml::Spanned;
 
@@ -294,6 +295,34 @@ impl Catalog {
     /// The file it was read from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Write into `c` what the parties to an agreement covering `category` must define
+    /// alike: each of its fields, with its type, whether it is required, its tags, its
+    /// length bound and its values (not the category's title, nor the lines it is on). An
+    /// unknown category is written as absent.
+    pub fn canonical_category(&self, category: &CategoryId, c: &mut Canonical) {
+        c.str(category.as_str());
+        let Some(cat) = self.categories.get(category) else {
+            c.u8(0);
+            return;
+        };
+        c.u8(1).count(cat.fields.len());
+        for f in cat.fields.values() {
+            c.str(&f.name).str(f.ty.as_str()).u8(u8::from(f.required)).count(f.tags.len());
+            for t in &f.tags {
+                c.str(t);
+            }
+            match f.max_len {
+                Some(n) => c.u8(1).u64(n as u64),
+                None => c.u8(0),
+            };
+            let values: BTreeSet<&str> = f.values.iter().map(String::as_str).collect();
+            c.count(values.len());
+            for v in values {
+                c.str(v);
+            }
+        }
     }
 
     /// The names of the category's fields that carry at least one of `tags` (empty for

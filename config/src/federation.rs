@@ -172,10 +172,10 @@ impl Federation {
         self.agreements.values().filter(|a| a.is_party(self.me))
     }
 
-    /// `(id, digest)` of the agreements this node's member is a party to, in id order:
-    /// what a hello announces.
-    pub fn agreement_digests(&self) -> Vec<(AgreementId, Digest)> {
-        self.my_agreements().map(|a| (a.id.clone(), a.digest)).collect()
+    /// `(id, terms)` of the agreements this node's member is a party to, in id order:
+    /// what a hello announces ([`Agreement::terms`]).
+    pub fn agreement_terms(&self) -> Vec<(AgreementId, Digest)> {
+        self.my_agreements().map(|a| (a.id.clone(), a.terms)).collect()
     }
 }
 
@@ -305,6 +305,7 @@ fn build(input: Input<'_>, me: MemberCode, mut errs: Vec<ConfigError>) -> Result
         .map(|(id, parsed)| {
             let mut a = parsed.agreement;
             a.compiled = decide::compile(&a, me, &policy, &catalog);
+            a.terms = terms(&a, &catalog);
             file_digests.insert(a.path.clone(), a.digest);
             for c in &a.categories {
                 by_category.entry(c.clone()).or_default().push(id.clone());
@@ -334,6 +335,17 @@ fn build(input: Input<'_>, me: MemberCode, mut errs: Vec<ConfigError>) -> Result
         file_digests,
         by_category,
     })
+}
+
+/// [`Agreement::terms`]: the text's digest and the catalog's definition of each category
+/// the agreement covers.
+fn terms(a: &Agreement, catalog: &Catalog) -> Digest {
+    let mut c = Canonical::new();
+    c.str("tamga.agreement-terms.v1").raw32(&a.digest).count(a.categories.len());
+    for category in &a.categories {
+        catalog.canonical_category(category, &mut c);
+    }
+    c.digest()
 }
 
 struct PolicyCheck<'a> {

@@ -88,9 +88,13 @@ from = ["KZ"]
 "#;
 
 fn fed(member: &str, policy: &str) -> Federation {
+    fed_with(member, policy, CATALOG)
+}
+
+fn fed_with(member: &str, policy: &str, catalog: &str) -> Federation {
     let sources = Sources {
         roster: SourceFile::new("roster.toml", roster()),
-        catalog: SourceFile::new("catalog.toml", CATALOG),
+        catalog: SourceFile::new("catalog.toml", catalog),
         agreements: vec![
             SourceFile::new("agreements/multi.toml", MULTI),
             SourceFile::new("agreements/bilateral.toml", BILATERAL),
@@ -240,7 +244,7 @@ fn only_own_records_and_only_agreements_we_are_party_to() {
     assert_eq!(decide(&h, bilateral, code("KZ"), &f, NOW), Decision::Deny(DenyReason::SelfNotParty));
     assert_eq!(f.my_agreements().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["multi"]);
     assert_eq!(f.agreements_for(&"a.one".parse().expect("cat")).count(), 2);
-    assert_eq!(f.agreement_digests().len(), 1);
+    assert_eq!(f.agreement_terms().len(), 1);
     let h = header("a.two", Public, "RU");
     assert_eq!(decide(&h, bilateral, code("KZ"), &f, NOW), Decision::Deny(DenyReason::SelfNotParty));
     let kz = fed("KZ", "member = \"KZ\"\n[[share]]\nagreement = \"bilateral\"\n");
@@ -372,4 +376,57 @@ fn explanations_name_the_rules_and_agree_with_decide() {
 fn deny_reasons_have_stable_names() {
     assert_eq!(DenyReason::PeerPaused.as_str(), "peer_paused");
     assert_eq!(DenyReason::Classified(Secret).to_string(), "a secret record never leaves the node");
+}
+
+// Invariant 3 across parties: what the catalog tags and types is part of the terms that
+// peers compare, so two parties whose catalogs differ on a covered category share
+// nothing under the agreement, while a difference that means nothing to it changes
+// nothing.
+#[test]
+fn agreement_terms_cover_the_catalog_definition_of_its_categories() {
+    let terms = |catalog: &str| -> (String, String, String) {
+        let f = fed_with("KZ", "member = \"KZ\"\n", catalog);
+        let t = |id: &str| f.agreements[&id.parse().expect("id")].terms.to_hex();
+        let multi = &f.agreements[&"multi".parse().expect("id")];
+        (t("multi"), t("bilateral"), multi.digest.to_hex())
+    };
+    let base = terms(CATALOG);
+    assert_ne!(base.0, base.1);
+    assert_ne!(base.0, base.2, "the terms are more than the text's digest");
+
+    // A tag added to a field of a.one, which both agreements cover.
+    let tagged = CATALOG.replacen("tags = [\"personal\"]", "tags = [\"personal\", \"identity\"]", 1);
+    let t = terms(&tagged);
+    assert!(t.0 != base.0 && t.1 != base.1, "{t:?}");
+    assert_eq!(t.2, base.2, "the text is the same");
+    // A field added to a.two, which only the multilateral one covers.
+    let t = terms(&format!("{CATALOG}[category.\"a.two\".fields.port]\ntype = \"text\"\n"));
+    assert!(t.0 != base.0 && t.1 == base.1, "{t:?}");
+    // A type, a requirement, a length bound changed.
+    for changed in [
+        CATALOG.replacen("type = \"decimal\"", "type = \"text\"", 1),
+        CATALOG.replacen(
+            "[category.\"a.one\".fields.name]\n",
+            "[category.\"a.one\".fields.name]\nrequired = true\n",
+            1,
+        ),
+        CATALOG.replacen(
+            "[category.\"a.one\".fields.name]\n",
+            "[category.\"a.one\".fields.name]\nmax_len = 40\n",
+            1,
+        ),
+    ] {
+        let t = terms(&changed);
+        assert!(t.0 != base.0 && t.1 != base.1, "{changed}");
+    }
+    // A category neither covers, a title, a comment, another order of the fields: the same.
+    for same in [
+        format!("{CATALOG}[category.\"a.three\".fields.name]\ntype = \"text\"\n"),
+        format!("[category.\"a.one\"]\ntitle = \"One\"\n{CATALOG}"),
+        format!("# the federation's categories\n{CATALOG}"),
+        CATALOG.replacen("[category.\"a.one\".fields.name]\ntype = \"text\"\n", "", 1)
+            + "[category.\"a.one\".fields.name]\ntype = \"text\"\n",
+    ] {
+        assert_eq!(terms(&same), base, "{same}");
+    }
 }

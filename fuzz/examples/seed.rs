@@ -166,7 +166,7 @@ fn main() {
             Request::Hello(Hello {
                 member: kz,
                 roster_digest: fed.roster.digest(),
-                agreements: fed.agreement_digests(),
+                agreements: fed.agreement_terms(),
                 checkpoint: Some(checkpoint.clone()),
             }),
         ),
@@ -205,7 +205,7 @@ fn main() {
             Response::Hello(Hello {
                 member: ru,
                 roster_digest: fed.roster.digest(),
-                agreements: fed.agreement_digests(),
+                agreements: fed.agreement_terms(),
                 checkpoint: None,
             }),
         ),

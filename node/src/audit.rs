@@ -71,7 +71,8 @@ pub enum Action {
     PeerDisconnected,
     /// A connection from a peer outside the roster was refused.
     PeerRefused,
-    /// A peer holds a different text of an agreement.
+    /// A peer holds different terms of an agreement: its text, or the catalog's definition
+    /// of a category it covers.
     DigestMismatch,
     /// A policy set was loaded and put in force.
     PolicyLoaded,

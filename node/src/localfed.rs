@@ -128,7 +128,8 @@ pub fn port_taken(e: &anyhow::Error) -> bool {
 
 /// The oracle: the members that may hold a record — its origin, and every member of the
 /// audience the origin's files give it under an agreement covering its category that
-/// also accepts it by its own files, holding the same agreement text (equal digests).
+/// also accepts it by its own files, holding the same agreement terms (its text and the
+/// catalog's definition of its categories).
 /// `feds` are the members' federations as each loaded them (its own policy); members
 /// absent from `feds` are not running and hold nothing. Computed from the files alone,
 /// independently of what sync did: the demo and the federation tests compare every
@@ -147,7 +148,7 @@ pub fn expected_holders<F: Borrow<Federation>>(
         for x in tamga_config::audience(header, a, fo, now_ms) {
             let Some(fx) = feds.get(&x).map(Borrow::borrow) else { continue };
             let Some(ax) = fx.agreement(&a.id) else { continue };
-            if ax.digest != a.digest {
+            if ax.terms != a.terms {
                 continue;
             }
             if tamga_config::decide_accept(header, ax, header.origin, fx, now_ms).is_ok() {

@@ -10,8 +10,8 @@
 //! The protocol, per pair of connected members:
 //!
 //! ```text
-//!  connect ──► hello (agreement digests, roster digest) both ways
-//!              │ agreements whose digests differ: nothing shared under them (audited)
+//!  connect ──► hello (agreement terms, roster digest) both ways
+//!              │ agreements whose terms differ: nothing shared under them (audited)
 //!              ▼
 //!          summary exchange ──► each side pulls the ranges it lacks from the other;
 //!              │                  the answer carries the projections the asker is in the
@@ -89,9 +89,10 @@ pub const OUTBOX_ROUND: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DigestStatus {
-    /// Both hold the same text: projections flow under it.
+    /// Both hold the same terms (text, and the catalog's definition of its categories):
+    /// projections flow under it.
     Match,
-    /// The texts differ: nothing is shared under it.
+    /// The terms differ: nothing is shared under it.
     Mismatch,
     /// The peer does not hold it.
     Missing,
@@ -108,10 +109,10 @@ pub struct PeerState {
     pub nodes: BTreeSet<libp2p::PeerId>,
     /// Last time it was connected or answered (ms).
     pub last_seen_ms: Option<i64>,
-    /// The agreements shared with it, and whether their digests match (as of its hello).
+    /// The agreements shared with it, and whether their terms match (as of its hello).
     pub agreements: BTreeMap<AgreementId, DigestStatus>,
-    /// The agreement digests its last hello gave: what every decision compares with the
-    /// texts in force at that moment, so a reload here needs no new hello to take effect.
+    /// The agreement terms its last hello gave: what every decision compares with the
+    /// terms in force at that moment, so a reload here needs no new hello to take effect.
     #[serde(skip)]
     pub digests: BTreeMap<AgreementId, Digest>,
     /// Its roster digest differs from ours.
@@ -247,9 +248,10 @@ impl SyncState {
         out
     }
 
-    /// Whether `peer`'s text of agreement `a` (from its last hello) is the one in force here.
+    /// Whether `peer`'s terms of agreement `a` (from its last hello) are the ones in force
+    /// here.
     fn agreement_ok(&self, fed: &Federation, peer: MemberCode, a: &AgreementId) -> bool {
-        let Some(ours) = fed.agreement(a).map(|a| a.digest) else { return false };
+        let Some(ours) = fed.agreement(a).map(|a| a.terms) else { return false };
         self.with(|p| p.get(&peer).and_then(|s| s.digests.get(a)) == Some(&ours))
     }
 }
@@ -469,12 +471,12 @@ async fn on_new_policy(ctx: &Ctx, fed: &Federation) {
     }
 }
 
-/// Our hello to `peer`: the digests of the agreements it is a party to, and no others (a
-/// bilateral agreement's id and digest are its parties' business).
+/// Our hello to `peer`: the terms of the agreements it is a party to, and no others (a
+/// bilateral agreement's id and terms are its parties' business).
 fn hello(shared: &Shared, peer: MemberCode) -> Hello {
     let fed = shared.fed();
     let agreements = fed
-        .agreement_digests()
+        .agreement_terms()
         .into_iter()
         .filter(|(a, _)| fed.agreement(a).is_some_and(|a| a.is_party(peer)))
         .collect();
@@ -509,7 +511,7 @@ async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
     let mut statuses = BTreeMap::new();
     for a in fed.my_agreements().filter(|a| a.is_party(member)) {
         let st = match theirs.get(&a.id) {
-            Some(d) if **d == a.digest => DigestStatus::Match,
+            Some(d) if **d == a.terms => DigestStatus::Match,
             Some(_) => DigestStatus::Mismatch,
             None => DigestStatus::Missing,
         };
@@ -540,10 +542,10 @@ async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
         ctx.shared
             .writer
             .audit(
-                AuditEvent::new(Action::DigestMismatch, Outcome::Refused)
-                    .peer(member)
-                    .agreement(a)
-                    .reason("the peer holds a different text of this agreement; nothing is shared under it"),
+                AuditEvent::new(Action::DigestMismatch, Outcome::Refused).peer(member).agreement(a).reason(
+                    "the peer holds different terms of this agreement (its text, or the catalog's \
+                         definition of a category it covers); nothing is shared under it",
+                ),
             )
             .await;
     }
@@ -615,8 +617,8 @@ fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
 
 /// Invariant 4: signature by the origin's roster key; origin, sender and receiver are
 /// parties; the receiver is in the audience; the category is in the agreement and no
-/// field the agreement redacts is revealed; the agreement's digests match with the
-/// sender; the local accept policy allows it.
+/// field the agreement redacts is revealed; the agreement's terms match with the
+/// sender's; the local accept policy allows it.
 /// `signed` is the result of checking the origin's signature (batched by the caller).
 fn verify_inbound<'f>(
     ctx: &Ctx,
@@ -1136,7 +1138,7 @@ fn unconfirmed(
 
 /// Pull from `peer` every range it holds that we lack, in rounds of [`PULL_BATCH`].
 async fn pull_from(ctx: &Ctx, peer: MemberCode, theirs: &Summary) {
-    // Only streams of agreements held here in the same text and with the peer a party are
+    // Only streams of agreements held here in the same terms and with the peer a party are
     // of use; the rest is dropped before anything is kept of it, so a peer's summaries
     // cannot grow this node's memory.
     let fed = ctx.shared.fed();
@@ -1744,7 +1746,7 @@ mod tests {
     }
 
     // An agreement edited and reloaded here stops matching a peer's text at once, before
-    // any new hello: decisions compare the peer's last digests with the text in force.
+    // any new hello: decisions compare the peer's last terms with the terms in force.
     #[test]
     fn an_agreement_changed_here_stops_matching_before_the_next_hello() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1752,7 +1754,7 @@ mod tests {
         let before = ru_federation(dir.path());
         let kz: MemberCode = "KZ".parse().expect("valid");
         let s = SyncState::default();
-        s.with(|p| p.entry(kz).or_default().digests = before.agreement_digests().into_iter().collect());
+        s.with(|p| p.entry(kz).or_default().digests = before.agreement_terms().into_iter().collect());
         let (ipr, rms): (AgreementId, AgreementId) =
             ("sco-ipr-2012".parse().expect("valid"), "sco-rms-2013".parse().expect("valid"));
         assert!(s.agreement_ok(&before, kz, &ipr) && s.agreement_ok(&before, kz, &rms));

@@ -1,5 +1,5 @@
 //! The messages peers exchange over the project's request-response protocols:
-//! hello (agreement digests, roster digest, audit checkpoint), push (projections answered
+//! hello (agreement terms, roster digest, audit checkpoint), push (projections answered
 //! by signed receipts), and anti-entropy (stream summaries, then pulls of missing ranges).
 //!
 //! Every message has a `check` that enforces the count limits of [`crate::limits`]; the
@@ -85,7 +85,8 @@ pub struct Hello {
     pub member: MemberCode,
     /// Digest of the sender's roster file.
     pub roster_digest: Digest,
-    /// Digest of each agreement text the sender holds.
+    /// The terms of each agreement the sender holds: a digest of its text and of the
+    /// catalog's definition of each category it covers.
     pub agreements: Vec<(AgreementId, Digest)>,
     /// The sender's latest audit checkpoint.
     pub checkpoint: Option<Checkpoint>,

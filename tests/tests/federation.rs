@@ -232,23 +232,54 @@ async fn stopped_node_catches_up_and_cut_link_heals_through_a_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_changed_agreement_stops_sharing_under_it_only() {
-    let mut f = TestFederation::start_with(&["KZ", "RU"], |member, dir| {
+    ipr_terms_differ_at_kz("agreements/sco-ipr-2012.toml", |text| {
+        format!("{text}\n# KZ's copy differs by this line.\n")
+    })
+    .await;
+}
+
+// Invariant 3 between parties: KZ's catalog does not tag the IPR right holder's name
+// `personal`, so KZ would send it under the memorandum that redacts personal data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_catalog_defining_a_covered_category_otherwise_stops_sharing_under_that_agreement_only() {
+    ipr_terms_differ_at_kz("catalog.toml", |text| {
+        let field = "[category.\"ipr.protected_mark\".fields.right_holder_name]";
+        let at = text.find(field).expect("the example catalog has the field");
+        let (head, tail) = text.split_at(at);
+        let tail = tail.replacen("tags = [\"personal\"]\n", "", 1);
+        assert_ne!(tail, &text[at..], "the field was tagged");
+        format!("{head}{tail}")
+    })
+    .await;
+}
+
+/// KZ's copy of `file` is edited by `edit`: nothing flows between RU and KZ under the IPR
+/// memorandum, the rest still does, and the mismatch is audited and shown in `peers`.
+async fn ipr_terms_differ_at_kz(file: &'static str, edit: fn(&str) -> String) {
+    let mut f = TestFederation::start_with(&["KZ", "RU"], move |member, dir| {
         if member == "KZ" {
-            let p = dir.join("agreements/sco-ipr-2012.toml");
+            let p = dir.join(file);
             let text = std::fs::read_to_string(&p).expect("reads");
-            std::fs::write(&p, format!("{text}\n# KZ's copy differs by this line.\n")).expect("writes");
+            std::fs::write(&p, edit(&text)).expect("writes");
         }
     })
     .await
     .expect("starts");
     ingest_mix(&f, "RU", "x").await;
-    converge(&f, "with one agreement text differing").await;
+    ingest_mix(&f, "KZ", "y").await;
+    converge(&f, "with the IPR memorandum's terms differing").await;
+    let ru = records(f.node("RU")).await;
+    assert!(
+        ru.iter().all(|r| r["origin"] != "KZ" || !r["category"].as_str().unwrap_or("").starts_with("ipr.")),
+        "nothing under IPR from KZ"
+    );
+    assert!(ru.iter().any(|r| r["origin"] == "KZ" && r["category"] == "rms.method"), "RMS still flows");
     let kz = records(f.node("KZ")).await;
     assert!(
-        kz.iter().all(|r| !r["category"].as_str().unwrap_or("").starts_with("ipr.")),
-        "nothing under IPR"
+        kz.iter().all(|r| r["origin"] != "RU" || !r["category"].as_str().unwrap_or("").starts_with("ipr.")),
+        "nothing under IPR from RU"
     );
-    assert!(kz.iter().any(|r| r["category"] == "rms.method"), "RMS still flows");
+    assert!(kz.iter().any(|r| r["origin"] == "RU" && r["category"] == "rms.method"), "RMS still flows");
     let auditor = f.node("RU").client(Role::Auditor);
     let v = auditor.get("/v1/audit", &[("action", "digest_mismatch".into())]).await.expect("queries");
     assert!(

@@ -89,7 +89,7 @@ async fn rogue_uz(
     let hello = tamga_protocol::Hello {
         member: uz,
         roster_digest: uz_fed.roster.digest(),
-        agreements: uz_fed.agreement_digests(),
+        agreements: uz_fed.agreement_terms(),
         checkpoint: None,
     };
     let h2 = hello.clone();
@@ -176,8 +176,8 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
         )
         .expect("loads")
     };
-    let (ru_fed, mut claimed) = (load("RU"), load("UZ").agreement_digests());
-    claimed.extend(ru_fed.agreement_digests().into_iter().filter(|(a, _)| a.as_str() == "ru-kz-enforcement"));
+    let (ru_fed, mut claimed) = (load("RU"), load("UZ").agreement_terms());
+    claimed.extend(ru_fed.agreement_terms().into_iter().filter(|(a, _)| a.as_str() == "ru-kz-enforcement"));
     claimed.sort();
     let hello = tamga_protocol::Hello {
         member: uz,
@@ -561,7 +561,7 @@ async fn a_hello_naming_another_member_is_refused_and_audited() {
     let posing = tamga_protocol::Hello {
         member: "KZ".parse().expect("valid"),
         roster_digest: fed.roster.digest(),
-        agreements: fed.agreement_digests(),
+        agreements: fed.agreement_terms(),
         checkpoint: None,
     };
     let reply = h.request("RU".parse().expect("valid"), Request::Hello(posing)).await.expect("answered");

@@ -381,7 +381,7 @@ async fn a_hostile_roster_peer_is_refused_and_audited_while_honest_replication_g
     let hello = tamga_protocol::Hello {
         member: code("UZ"),
         roster_digest: uz_fed.roster.digest(),
-        agreements: uz_fed.agreement_digests(),
+        agreements: uz_fed.agreement_terms(),
         checkpoint: None,
     };
     let answer = h.send(&Request::Hello(hello)).await.expect("hello answered");
