@@ -45,7 +45,7 @@ pub use decide::{
 pub use diff::{diff, PolicyDiff};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Pos, SourceFile};
 pub use federation::{Federation, Sources};
-pub use node::{ApiConfig, AuditConfig, LimitsConfig, NetworkConfig, NodeConfig, StoreConfig};
+pub use node::{ApiConfig, AuditConfig, LimitsConfig, NetworkConfig, NodeConfig, ReloadConfig, StoreConfig};
 pub use policy::{AcceptRule, Members, Policy, ShareRule};
 pub use roster::{Member, PeerIdError, Role, Roster};
 

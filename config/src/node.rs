@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub store: StoreConfig,
     /// Audit log settings.
     pub audit: AuditConfig,
+    /// `[reload]`.
+    pub reload: ReloadConfig,
 }
 
 /// `[network]`: the peer-to-peer side, and the sync settings that ride on it.
@@ -153,6 +155,21 @@ pub struct AuditConfig {
     /// …or after this many seconds, whichever comes first.
     /// Default: [`default_checkpoint_secs`].
     pub checkpoint_secs: u64,
+}
+
+/// `[reload]`: how edited policy files come into force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Put the files in force when they change (polled). `false`: only `tamga policy
+    /// reload` and SIGHUP do, so that an edit waits for someone to put it in force.
+    /// Default: `true`.
+    pub watch_files: bool,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig { watch_files: true }
+    }
 }
 
 /// One `network.listen` address checked as `node.toml`'s are (`tamga init --listen` uses
@@ -330,6 +347,8 @@ struct RawNode {
     store: RawStore,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    reload: RawReload,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -376,6 +395,12 @@ struct RawStore {
 struct RawAudit {
     checkpoint_every: Option<Spanned<i64>>,
     checkpoint_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    watch_files: Option<bool>,
 }
 
 impl NodeConfig {
@@ -641,6 +666,7 @@ impl NodeConfig {
                 api: ApiConfig { listen, max_body_bytes, tls_cert, tls_key },
                 store,
                 audit,
+                reload: ReloadConfig { watch_files: raw.reload.watch_files.unwrap_or(true) },
             }),
             _ => Err(ConfigErrors::sorted(errs)),
         }

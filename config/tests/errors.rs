@@ -890,3 +890,19 @@ fn node_toml_store_cache() {
     let errs = r.expect_err("unknown key");
     assert_eq!(errs.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![ErrorKind::UnknownKey], "{errs}");
 }
+
+#[test]
+fn node_toml_reload_watch_files() {
+    let (_dir, cfg) = load_node(NODE);
+    assert!(cfg.unwrap_or_else(|e| panic!("{e}")).reload.watch_files, "on by default");
+    let (_dir, cfg) = load_node(&format!("{NODE}\n[reload]\nwatch_files = false\n"));
+    assert!(!cfg.unwrap_or_else(|e| panic!("{e}")).reload.watch_files);
+    // Not a boolean: refused at the value.
+    let (_dir, r) = load_node(&format!("{NODE}\n[reload]\nwatch_files = \"no\"\n"));
+    let errs = r.expect_err("not a boolean");
+    let got: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(got, vec![(17, 15)], "{errs}");
+    let (_dir, r) = load_node(&format!("{NODE}\n[reload]\nwatch = false\n"));
+    let errs = r.expect_err("unknown key");
+    assert_eq!(errs.iter().map(|e| e.kind).collect::<Vec<_>>(), vec![ErrorKind::UnknownKey], "{errs}");
+}

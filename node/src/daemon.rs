@@ -235,7 +235,8 @@ impl Node {
         };
         let reloader =
             crate::reload::Reloader::new(&config, identity.peer_id(), policy.clone(), writer.clone());
-        tasks.push(("reload", reloader.spawn(crate::reload::WatchOptions::default(), cancel.child_token())));
+        let watch = crate::reload::WatchOptions { files: config.reload.watch_files, sighup: true };
+        tasks.push(("reload", reloader.spawn(watch, cancel.child_token())));
         let shared = Arc::new(Shared {
             config,
             identity,

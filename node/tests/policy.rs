@@ -686,6 +686,11 @@ impl Drop for Running {
 
 /// A node of `member` initialised over the federation copy `fed`, running.
 fn start(dir: &Path, fed: &Path, member: &str) -> (PathBuf, Running) {
+    start_with(dir, fed, member, "")
+}
+
+/// [`start`], with `more` appended to the node's `node.toml`.
+fn start_with(dir: &Path, fed: &Path, member: &str, more: &str) -> (PathBuf, Running) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port();
     let data = dir.join(member);
     ok(&tamga()
@@ -698,6 +703,8 @@ fn start(dir: &Path, fed: &Path, member: &str) -> (PathBuf, Running) {
         .output()
         .expect("init runs"));
     let config = data.join("node.toml");
+    let text = std::fs::read_to_string(&config).expect("reads node.toml");
+    std::fs::write(&config, text + more).expect("writes node.toml");
     let child = tamga()
         .args(["run", "--log-format", "json", "--config"])
         .arg(&config)
@@ -853,10 +860,10 @@ fn reload_diff_and_explain_against_the_running_node() {
 }
 
 #[test]
-fn sighup_and_file_changes_reload_the_policy() {
+fn file_changes_reload_the_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = copy();
-    let (config, node) = start(dir.path(), fed.path(), "RU");
+    let (config, _node) = start(dir.path(), fed.path(), "RU");
     let d0 = status_digest(&config);
 
     // A file change alone: the watcher reloads (debounced), nothing else to do.
@@ -882,8 +889,7 @@ fn sighup_and_file_changes_reload_the_policy() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(status_digest(&config), d1);
 
-    // SIGHUP re-reads everything. Stop the watcher from seeing the change first by
-    // keeping the file's size and modification time: write, then restore the mtime.
+    // A write that keeps the file's size and modification time: its change time moves.
     let policy = fed.path().join("policies/RU.toml");
     let mtime = std::fs::metadata(&policy).expect("stat").modified().expect("mtime");
     edit(fed.path(), "policies/RU.toml", "\"TJ\", \"UZ\"]", "\"TJ\", \"KG\"]");
@@ -893,8 +899,19 @@ fn sighup_and_file_changes_reload_the_policy() {
         .expect("opens")
         .set_modified(mtime)
         .expect("sets mtime");
+    wait_for_new_digest(&config, &d1);
+}
+
+#[test]
+fn with_the_watcher_off_only_sighup_or_reload_puts_an_edit_in_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = copy();
+    let (config, node) = start_with(dir.path(), fed.path(), "RU", "\n[reload]\nwatch_files = false\n");
+    let d1 = status_digest(&config);
+    edit(fed.path(), "policies/RU.toml", "except = [\"TJ\"]", "except = [\"TJ\", \"KG\"]");
+    // Three polls and the quiet period: the watcher would have put it in force.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(status_digest(&config), d1, "same size and mtime: the watcher cannot see it");
+    assert_eq!(status_digest(&config), d1, "the edit waits");
     let pid = node.0.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill runs").success());
     let d2 = wait_for_new_digest(&config, &d1);
@@ -906,4 +923,10 @@ fn sighup_and_file_changes_reload_the_policy() {
     );
     // The node is still running after SIGHUP.
     assert!(tamga().args(["status", "--config"]).arg(&config).output().expect("runs").status.success());
+    // And the command does it too.
+    edit(fed.path(), "policies/RU.toml", "\"TJ\", \"KG\"]", "\"TJ\", \"KG\", \"UZ\"]");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(status_digest(&config), d2, "the edit waits");
+    ok(&tamga().args(["policy", "reload", "--config"]).arg(&config).output().expect("runs"));
+    assert_ne!(status_digest(&config), d2);
 }

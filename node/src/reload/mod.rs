@@ -48,11 +48,12 @@
 //! configuration volumes whose files are swapped through symlinks included), and it adds
 //! no dependency. Measured latency is in the README (administrators' section).
 //!
-//! A change is seen through each file's size, modification time and inode (an editor's
-//! atomic rename changes the inode), and through the list of agreement files. A write that
-//! keeps size and modification time (within the filesystem's timestamp resolution) is not
-//! seen: `tamga policy reload` and SIGHUP always re-read everything. `node.toml` itself is
-//! not reloaded (its settings need a restart).
+//! A change is seen through each file's size, modification time, inode (an editor's atomic
+//! rename changes the inode) and change time (a `chmod` moves only that), and through the
+//! list of agreement files. `tamga policy reload` and SIGHUP always re-read everything;
+//! with `node.toml`'s `[reload] watch_files = false` only they do, so that an edit waits
+//! for someone to put it in force. `node.toml` itself is not reloaded (its settings need a
+//! restart).
 
 pub mod commands;
 pub mod latency;
@@ -175,16 +176,10 @@ pub struct InForce {
 /// What the reload task does besides serving explicit reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchOptions {
-    /// Poll the files and reload on change.
+    /// Poll the files and reload on change (`node.toml`'s `[reload] watch_files`).
     pub files: bool,
     /// Reload on SIGHUP.
     pub sighup: bool,
-}
-
-impl Default for WatchOptions {
-    fn default() -> Self {
-        WatchOptions { files: true, sighup: true }
-    }
 }
 
 #[derive(Debug)]
@@ -487,13 +482,17 @@ pub fn ended_between(fed: &Federation, from_ms: i64, to_ms: i64) -> Vec<Agreemen
         .collect()
 }
 
-/// Size, modification time and inode of each file in force, and the list of agreement
-/// files: what the reload task compares.
+/// Size, modification time, inode and change time of each file in force, and the list of
+/// agreement files: what the reload task compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Fingerprint(Vec<(PathBuf, Option<FileMeta>)>);
 
-/// Size, modification time (if the filesystem keeps one) and inode of one file.
-type FileMeta = (u64, Option<SystemTime>, u64);
+/// Size, modification time (if the filesystem keeps one), inode and change time of one
+/// file. The change time also moves with a `chmod` or `chown`, which change nothing else:
+/// a file refused because the node could not read it is read again once its permissions
+/// are mended. No one can set it back, so a write that keeps size and modification time is
+/// seen too.
+type FileMeta = (u64, Option<SystemTime>, u64, (i64, i64));
 
 impl Fingerprint {
     fn of(files: &FileSet) -> Fingerprint {
@@ -514,7 +513,9 @@ impl Fingerprint {
             paths
                 .into_iter()
                 .map(|p| {
-                    let meta = std::fs::metadata(&p).ok().map(|m| (m.len(), m.modified().ok(), m.ino()));
+                    let meta = std::fs::metadata(&p)
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok(), m.ino(), (m.ctime(), m.ctime_nsec())));
                     (p, meta)
                 })
                 .collect(),
@@ -578,5 +579,29 @@ mod tests {
         let now = Fingerprint::of(&files);
         std::fs::write(files.agreements.join("README"), "notes").expect("writes");
         assert_eq!(now, Fingerprint::of(&files));
+        // Its permissions changed (a file refused as unreadable, mended by chmod). The
+        // kernel keeps file times at its clock tick: wait one out, so that the change
+        // time moves.
+        use std::os::unix::fs::PermissionsExt;
+        let tick = std::time::Duration::from_millis(50);
+        let now = Fingerprint::of(&files);
+        std::thread::sleep(tick);
+        let mode = std::fs::metadata(&files.policy).expect("reads").permissions().mode();
+        std::fs::set_permissions(&files.policy, std::fs::Permissions::from_mode(mode ^ 0o004))
+            .expect("chmod");
+        assert_ne!(now, Fingerprint::of(&files));
+        // Rewritten in place to the same size, its modification time set back.
+        let now = Fingerprint::of(&files);
+        std::thread::sleep(tick);
+        let mtime = std::fs::metadata(&files.policy).expect("reads").modified().expect("mtime");
+        let text = std::fs::read_to_string(&files.policy).expect("reads");
+        std::fs::write(&files.policy, text.replacen("member", "MEMBER", 1)).expect("writes");
+        std::fs::File::options()
+            .write(true)
+            .open(&files.policy)
+            .expect("opens")
+            .set_modified(mtime)
+            .expect("sets mtime");
+        assert_ne!(now, Fingerprint::of(&files));
     }
 }
