@@ -44,7 +44,7 @@ use tamga_protocol::{Classification, Digest, Record, RecordHeader, RecordId, Sal
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::identity::Role;
-use crate::store::{RecordFilter, StoredRecord};
+use crate::store::{ListCursor, RecordFilter, StoredRecord};
 use crate::writer::now_ms;
 
 /// Most records in one ingest request.
@@ -405,6 +405,7 @@ pub struct ListQuery {
     origin: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
+    after: Option<String>,
 }
 
 /// Parse `since`: RFC 3339, or a relative duration such as `24h`, `7d`, `30m`.
@@ -444,6 +445,12 @@ async fn list_records(
             .transpose()
             .map_err(|e| ApiError::bad(format!("origin: {e}")))?,
         since_ms: q.since.as_deref().map(|s| parse_since(s, now_ms())).transpose().map_err(ApiError::bad)?,
+        after: q
+            .after
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad(format!("after: {e}")))?,
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
     let store = shared.store.clone();
@@ -451,8 +458,14 @@ async fn list_records(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
+    // A full page may have more after it: `next` is where the next page starts.
+    let next = records.last().filter(|_| records.len() == limit && limit > 0).map(ListCursor::at);
     let views: Vec<RecordView> = records.into_iter().map(RecordView::from).collect();
-    Ok(Json(json!({ "records": views })))
+    let mut answer = json!({ "records": views });
+    if let Some(next) = next {
+        answer["next"] = json!(next.to_string());
+    }
+    Ok(Json(answer))
 }
 
 /// The record named in a path, or a 400 for a bad id and a 404 for an unknown one.

@@ -229,13 +229,22 @@ pub struct ListArgs {
     /// Only records created since (RFC 3339, or 30m, 24h, 7d). Example: --since 24h
     #[arg(long)]
     since: Option<String>,
-    /// Most records shown.
+    /// Most records shown (fetched page by page, up to 10,000 at a time).
     #[arg(long, default_value_t = 100)]
     limit: usize,
-    /// Print JSON.
+    /// Every record that matches, however many.
+    #[arg(long, conflicts_with = "limit")]
+    all: bool,
+    /// Records fetched per call to the node.
+    #[arg(long, default_value_t = PAGE_SIZE, value_parser = clap::value_parser!(u64).range(1..=PAGE_SIZE))]
+    page_size: u64,
+    /// Print JSON: one object, `{"records": [...]}`, a record to a line.
     #[arg(long)]
     json: bool,
 }
+
+/// The most `records list` asks for in one call: the API's largest page.
+const PAGE_SIZE: u64 = crate::api::MAX_LIST_LIMIT as u64;
 
 /// `tamga records feedback`.
 #[derive(Debug, Args)]
@@ -561,6 +570,62 @@ pub(crate) fn plain(v: &Value) -> String {
     }
 }
 
+/// `records list`: the node's listing, page after page, until `--limit` records (with
+/// `--all`, every one) are shown. Each page is printed as it comes, so a long listing is
+/// never held whole.
+async fn list(a: ListArgs) -> Result<()> {
+    let client = client(&a.config, Role::Operator)?;
+    let mut left = if a.all { usize::MAX } else { a.limit };
+    let mut after: Option<String> = None;
+    let mut shown = 0usize;
+    if a.json {
+        print!("{{\"records\": [");
+    } else {
+        println!("{:<16} {:<24} {:<6} {:<22} {:<16} SOURCE", "ID", "CREATED", "ORIGIN", "CATEGORY", "CLASS");
+    }
+    while left > 0 {
+        let mut q = vec![("limit", left.min(a.page_size as usize).to_string())];
+        for (k, v) in
+            [("category", &a.category), ("origin", &a.origin), ("since", &a.since), ("after", &after)]
+        {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        let v = client.get("/v1/records", &q).await?;
+        let records = v["records"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for r in records {
+            if a.json {
+                print!("{}\n  {r}", if shown == 0 { "" } else { "," });
+            } else {
+                let id = r["id"].as_str().unwrap_or("");
+                let source = match r["source"]["kind"].as_str() {
+                    Some("received") => format!("from {}", plain(&r["source"]["from"])),
+                    _ => "local".into(),
+                };
+                println!(
+                    "{:<16} {:<24} {:<6} {:<22} {:<16} {source}",
+                    &id[..16.min(id.len())],
+                    plain(&r["created"]),
+                    plain(&r["origin"]),
+                    plain(&r["category"]),
+                    plain(&r["classification"]),
+                );
+            }
+            shown += 1;
+        }
+        left = left.saturating_sub(records.len());
+        match v["next"].as_str() {
+            Some(next) if !records.is_empty() => after = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    if a.json {
+        println!("{}]}}", if shown == 0 { "" } else { "\n" });
+    }
+    Ok(())
+}
+
 fn print_json_or(v: &Value, json: bool, table: impl FnOnce(&Value)) {
     if json {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -682,37 +747,7 @@ async fn records(cmd: RecordsCmd) -> Result<()> {
             Ok(())
         }
         RecordsCmd::Import(a) => import(a).await,
-        RecordsCmd::List(a) => {
-            let mut q = vec![("limit", a.limit.to_string())];
-            for (k, v) in [("category", &a.category), ("origin", &a.origin), ("since", &a.since)] {
-                if let Some(v) = v {
-                    q.push((k, v.clone()));
-                }
-            }
-            let v = client(&a.config, Role::Operator)?.get("/v1/records", &q).await?;
-            print_json_or(&v, a.json, |v| {
-                println!(
-                    "{:<16} {:<24} {:<6} {:<22} {:<16} SOURCE",
-                    "ID", "CREATED", "ORIGIN", "CATEGORY", "CLASS"
-                );
-                for r in v["records"].as_array().into_iter().flatten() {
-                    let id = r["id"].as_str().unwrap_or("");
-                    let source = match r["source"]["kind"].as_str() {
-                        Some("received") => format!("from {}", plain(&r["source"]["from"])),
-                        _ => "local".into(),
-                    };
-                    println!(
-                        "{:<16} {:<24} {:<6} {:<22} {:<16} {source}",
-                        &id[..16.min(id.len())],
-                        plain(&r["created"]),
-                        plain(&r["origin"]),
-                        plain(&r["category"]),
-                        plain(&r["classification"]),
-                    );
-                }
-            });
-            Ok(())
-        }
+        RecordsCmd::List(a) => list(a).await,
         RecordsCmd::Revoke(a) => {
             let v = client(&a.config, Role::Operator)?
                 .post(&format!("/v1/records/{}/revoke", a.id), &json!({}))

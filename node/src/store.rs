@@ -237,6 +237,37 @@ pub struct RecordFilter {
     pub origin: Option<MemberCode>,
     /// Only records created at or after this time (ms).
     pub since_ms: Option<i64>,
+    /// Only records listed after this place: the next page of a listing.
+    pub after: Option<ListCursor>,
+}
+
+/// A place in the newest-first order of records, (creation time, id): the page of a
+/// listing that follows a record starts after the cursor [`ListCursor::at`] it. Written
+/// as 80 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListCursor(CategoryEntry);
+
+impl ListCursor {
+    /// The cursor at a record listed.
+    pub fn at(r: &StoredRecord) -> ListCursor {
+        ListCursor(CategoryEntry::new(r.header.created_ms, &r.id))
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0 .0))
+    }
+}
+
+impl std::str::FromStr for ListCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a cursor a listing gave: {} hex digits", 2 * CategoryEntry::LEN);
+        let bytes = hex::decode(s).map_err(|_| bad())?;
+        CategoryEntry::of(&bytes).map(ListCursor).ok_or_else(bad)
+    }
 }
 
 fn time_key(ms: i64) -> [u8; 8] {
@@ -1583,7 +1614,7 @@ impl Store {
         self.view().audience(s, seq)
     }
 
-    /// Records matching `filter`, newest first, at most `limit`.
+    /// Records matching `filter`, newest first (by creation time, then id), at most `limit`.
     pub fn records(&self, filter: &RecordFilter, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
         // The category index is the only record index: a category filter reads its own
         // category's keys, no filter every category's, newest first. A key lists records
@@ -1631,7 +1662,11 @@ impl Store {
             {
                 if let Some((key, value, _)) = k.next.take() {
                     let listed = category_entries(&key, k.len, &value)?;
-                    read.extend(listed.into_iter().filter(|e| since.is_none_or(|s| *e >= s)));
+                    read.extend(
+                        listed.into_iter().filter(|e| {
+                            since.is_none_or(|s| *e >= s) && filter.after.is_none_or(|a| *e < a.0)
+                        }),
+                    );
                 }
                 k.advance(since)?;
                 continue;
@@ -2686,7 +2721,7 @@ mod tests {
         let f = RecordFilter {
             category: Some("ipr.mark".parse().expect("valid")),
             origin: Some("KZ".parse().expect("valid")),
-            since_ms: None,
+            ..Default::default()
         };
         assert_eq!(s.records(&f, 10).expect("lists").len(), 1);
     }
@@ -2727,9 +2762,31 @@ mod tests {
         let f = RecordFilter {
             category: Some("ipr.mark".parse().expect("valid")),
             since_ms: Some(31),
-            origin: None,
+            ..Default::default()
         };
         assert_eq!(ids(&f, 100), vec![6, 5, 8, 4]);
+        // Page by page, whatever the page's size: each record once, in order.
+        for size in 1..9 {
+            let (mut paged, mut f) = (Vec::new(), RecordFilter::default());
+            loop {
+                let page = s.records(&f, size).expect("lists");
+                paged.extend(page.iter().map(|r| r.id.0[0]));
+                match page.last() {
+                    Some(last) if page.len() == size => f.after = Some(ListCursor::at(last)),
+                    _ => break,
+                }
+            }
+            assert_eq!(paged, vec![6, 5, 8, 4, 7, 3, 2, 1], "pages of {size}");
+        }
+        let cursor = ListCursor::at(&rec(4, "ipr.mark", "RU", 40));
+        assert_eq!(cursor.to_string().parse::<ListCursor>(), Ok(cursor));
+        assert!("4f".parse::<ListCursor>().is_err() && "zz".repeat(40).parse::<ListCursor>().is_err());
+        let f = RecordFilter {
+            origin: Some("RU".parse().expect("valid")),
+            after: Some(cursor),
+            ..Default::default()
+        };
+        assert_eq!(ids(&f, 100), vec![7, 2, 1], "after a record, whichever filter");
         assert_eq!(s.record(&Digest([3; 32])).expect("reads").map(|r| r.state), Some(RecordState::Expired));
 
         // A commit of more records of one category than a key lists writes more keys.

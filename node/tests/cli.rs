@@ -130,6 +130,18 @@ fn operator_and_auditor_commands() {
     let listed = ok(&run(&["records", "list", "--json", "--since", "24h"], &config));
     let v: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
     assert_eq!(v["records"].as_array().map(Vec::len), Some(3));
+    // Page after page, as a listing longer than one call's 10,000 is.
+    let ids = |args: &[&str]| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&ok(&run(args, &config))).expect("JSON");
+        v["records"].as_array().expect("records").iter().map(|r| r["id"].clone()).collect()
+    };
+    let all = ids(&["records", "list", "--json"]);
+    assert_eq!(all.len(), 3);
+    assert_eq!(ids(&["records", "list", "--json", "--all", "--page-size", "1"]), all);
+    assert_eq!(ids(&["records", "list", "--json", "--limit", "2", "--page-size", "1"]), all[..2]);
+    assert_eq!(ids(&["records", "list", "--json", "--limit", "0"]), Vec::<serde_json::Value>::new());
+    let paged = ok(&run(&["records", "list", "--all", "--page-size", "2"], &config));
+    assert_eq!(paged, ok(&run(&["records", "list"], &config)), "the table, paged or not");
     let shown = ok(&tamga().args(["records", "show", &id, "--config"]).arg(&config).output().expect("runs"));
     assert!(shown.contains("Risk profiling by route"), "{shown}");
 

@@ -55,6 +55,24 @@ async fn ingest_list_show_and_idempotence() {
     assert_eq!(none["records"].as_array().map(Vec::len), Some(0));
     let recent = op.get("/v1/records", &[("since", "2026-11-28T08:00:00Z".into())]).await.expect("lists");
     assert_eq!(recent["records"].as_array().map(Vec::len), Some(3));
+    // Page by page: a full page says where the next starts; the last is not full.
+    let mut paged = Vec::new();
+    let mut q = vec![("limit", "2".to_owned())];
+    loop {
+        let page = op.get("/v1/records", &q).await.expect("lists");
+        paged.extend(page["records"].as_array().expect("records").iter().map(|r| r["id"].clone()));
+        let Some(next) = page["next"].as_str() else { break };
+        q = vec![("limit", "2".to_owned()), ("after", next.to_owned())];
+    }
+    let ids: Vec<_> = list["records"].as_array().expect("records").iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(paged, ids, "the pages list the whole listing, once each, in order");
+    assert!(list.get("next").is_none(), "{list}");
+    let bad = op.get("/v1/records", &[("after", "zz".into())]).await.expect_err("400");
+    assert!(
+        matches!(&bad, ClientError::Api { status, message, .. }
+        if status.as_u16() == 400 && message.starts_with("after: ")),
+        "{bad}"
+    );
 
     let shown = op.get(&format!("/v1/records/{id}"), &[]).await.expect("shows");
     assert_eq!(shown["record"]["id"], id.as_str());
