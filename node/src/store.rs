@@ -65,7 +65,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tamga_protocol::codec::{decode_stored, encode_stored};
@@ -1064,6 +1064,9 @@ pub struct Store {
     records: Arc<AtomicU64>,
     /// The values files: the bytes of the values kept outside the tree ([`Lane::of_key`]).
     values: Arc<values::Values>,
+    /// The streams whose head a commit moved since the last flush that succeeded, each
+    /// with its head before that commit: the head that is durable ([`Store::durable_head`]).
+    unflushed_heads: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
     /// Tests only: a flush made to fail, and the flushes that ran ([`Store::fail_next_flush`]).
     #[cfg(test)]
     flush_failpoint: Arc<FlushFailpoint>,
@@ -1341,6 +1344,7 @@ impl Store {
             db,
             records: Arc::default(),
             values,
+            unflushed_heads: Arc::default(),
             #[cfg(test)]
             flush_failpoint: Arc::default(),
         };
@@ -1528,22 +1532,61 @@ impl Store {
             }
             b.put(RECORD_COUNT_KEY.to_vec(), count.to_be_bytes().to_vec());
         }
+        // The heads this commit moves, as they were: durable until the next flush (an
+        // earlier commit's, if one moved them since, is kept).
+        let mut heads = Vec::new();
+        for k in b.writes.keys().filter(|k| k.first() == Some(&b'Q')) {
+            let before = match self.db.get(k)? {
+                Some(v) => u64_of(k, &v)?,
+                None => 0,
+            };
+            heads.push((k.clone(), before));
+        }
         let sealed = b.seal(self, &new_keys)?;
         self.apply(sealed)?;
         self.records.store(count, Ordering::Relaxed);
+        let mut unflushed = self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, before) in heads {
+            unflushed.entry(k).or_insert(before);
+        }
         Ok(())
+    }
+
+    /// The head of stream `s` that is durable, when a commit moved it since the last flush
+    /// that succeeded (`None`: its head as read is durable). Peers are shown no number of a
+    /// stream past it: a crash would lose it, and the node then give an own stream's
+    /// number to another record, which a peer that took the first would hold as a conflict
+    /// for good.
+    pub fn durable_head(&self, s: &StreamKey) -> Option<u64> {
+        self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner()).get(&stream_meta_key(s)).copied()
+    }
+
+    /// The heads moved by commits before a flush starts; put back if the flush fails.
+    fn take_unflushed_heads(&self) -> HashMap<Vec<u8>, u64> {
+        std::mem::take(&mut *self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A flush failed: the heads it would have made durable are not. Theirs are the older
+    /// heads, so they win over those of commits made since.
+    fn put_back_unflushed_heads(&self, heads: HashMap<Vec<u8>, u64>) {
+        self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner()).extend(heads);
     }
 
     /// Make everything committed so far durable (then overwrite the values and delete the
     /// values files no key points at any more: see [`values`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let work = self.values.take_pending();
+        let heads = self.take_unflushed_heads();
         #[cfg(test)]
         if self.flush_failpoint.armed.swap(false, Ordering::Relaxed) {
             self.after_flush(work, false);
+            self.put_back_unflushed_heads(heads);
             return Err(StoreError::Engine("flush failed (test failpoint)".into()));
         }
         let flushed = self.db.flush_async().await;
+        if flushed.is_err() {
+            self.put_back_unflushed_heads(heads);
+        }
         self.after_flush(work, flushed.is_ok());
         flushed?;
         #[cfg(test)]
@@ -1568,7 +1611,11 @@ impl Store {
     /// the values files.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let work = self.values.take_pending();
+        let heads = self.take_unflushed_heads();
         let flushed = self.db.flush();
+        if flushed.is_err() {
+            self.put_back_unflushed_heads(heads);
+        }
         self.after_flush(work, flushed.is_ok());
         flushed?;
         Ok(())

@@ -1058,7 +1058,9 @@ fn summary_for(ctx: &Ctx, peer: MemberCode) -> Summary {
         }
         let above =
             ctx.shared.store.held_above(&stream, head, tamga_protocol::limits::MAX_ABOVE).unwrap_or_default();
-        streams.push(StreamSummary { stream, contiguous: head, above });
+        // Only what is durable: past it, a crash could give an own number to another record.
+        let contiguous = ctx.shared.store.durable_head(&stream).map_or(head, |d| d.min(head));
+        streams.push(StreamSummary { stream, contiguous, above });
         if streams.len() >= tamga_protocol::limits::MAX_STREAMS {
             break;
         }
@@ -1529,7 +1531,9 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         if room == 0 {
             break;
         }
-        let to = r.to.min(r.from.saturating_add(PULL_BATCH as u64));
+        // Only what is durable (see `summary_for`).
+        let durable = ctx.shared.store.durable_head(&r.stream).unwrap_or(u64::MAX);
+        let to = r.to.min(r.from.saturating_add(PULL_BATCH as u64)).min(durable);
         // Purged here (expired or revoked): gone for everyone, so the asker's gap closes.
         for seq in r.from..=to {
             if ctx.shared.store.is_gone(&r.stream, seq).unwrap_or(false) {

@@ -2429,6 +2429,32 @@ mod tests {
         handle.await.expect("the writer ends");
     }
 
+    // An own record whose flush failed is applied, numbered in its streams, but a crash
+    // could lose it and a restarted node give its numbers to other records: summaries and
+    // pulls (`Store::durable_head`) show peers the heads before it until a flush ran.
+    #[tokio::test(flavor = "current_thread")]
+    async fn own_numbers_are_shown_to_peers_only_once_a_flush_covered_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let rms = StreamKey { origin: "KZ".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
+        writer.ingest(vec![kz_method("first")]).await.expect("stored");
+        assert_eq!((store.stream_head(&rms).expect("reads"), store.durable_head(&rms)), (1, None));
+        store.fail_next_flush();
+        let failed = writer.ingest(vec![kz_method("second")]).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(store.stream_head(&rms).expect("reads"), 2, "applied");
+        assert_eq!(store.durable_head(&rms), Some(1), "not durable");
+        // Another group applied before any flush: still the head the last flush made durable.
+        store.fail_next_flush();
+        assert!(writer.ingest(vec![kz_method("third")]).await.is_err());
+        assert_eq!((store.stream_head(&rms).expect("reads"), store.durable_head(&rms)), (3, Some(1)));
+        writer.ingest(vec![kz_method("fourth")]).await.expect("stored");
+        assert_eq!((store.stream_head(&rms).expect("reads"), store.durable_head(&rms)), (4, None));
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
     // A checkpoint whose flush failed is applied, so the store shows it, but a crash could
     // still lose it: peers are shown the one before it until a flush has covered it.
     #[tokio::test(flavor = "current_thread")]
