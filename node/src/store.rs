@@ -2558,6 +2558,40 @@ mod tests {
         }
     }
 
+    // A values file the tree points into, lost: the store does not open (else the lane
+    // would start its files again at that number, and old keys read new values).
+    #[test]
+    fn a_values_file_the_tree_points_into_missing_stops_the_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("opens");
+            let mut b = WriteBatch::default();
+            b.put_record(&rec(1, "ipr.mark", "RU", 1)).expect("enc");
+            s.commit(b).expect("commits");
+            s.flush_blocking().expect("flushes");
+        }
+        let values = dir.path().join(values::DIR_NAME);
+        let files: Vec<_> =
+            std::fs::read_dir(&values).expect("lists").map(|e| e.expect("entry").path()).collect();
+        assert!(!files.is_empty());
+        for f in &files {
+            let aside = dir.path().join(f.file_name().expect("a name"));
+            std::fs::rename(f, &aside).expect("moves");
+            let e = Store::open(dir.path()).map(|_| ()).expect_err("refused");
+            let named = f.display().to_string();
+            assert!(
+                matches!(&e, StoreError::Corrupt { key, why } if *key == named && why.starts_with("missing")),
+                "{e}"
+            );
+            std::fs::rename(&aside, f).expect("moves back");
+        }
+        // The directory gone with them.
+        std::fs::rename(&values, dir.path().join("aside")).expect("moves");
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { .. })));
+        std::fs::rename(dir.path().join("aside"), &values).expect("moves back");
+        assert_eq!(Store::open(dir.path()).expect("opens").record_count(), 1);
+    }
+
     #[test]
     fn the_record_count_counts_each_record_once() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -176,10 +176,11 @@ impl Values {
             std::fs::create_dir_all(&dir).map_err(&io)?;
             sync_dir(dir.parent().unwrap_or(&dir)).map_err(&io)?;
         }
+        let mut found: BTreeMap<(Lane, u32), PathBuf> = BTreeMap::new();
         if !dir.exists() {
+            values.check_none_missing(&live, &found)?;
             return Ok(values);
         }
-        let mut found: BTreeMap<(Lane, u32), PathBuf> = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(&io)? {
             let path = entry.map_err(&io)?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -198,6 +199,7 @@ impl Values {
                 }
             }
         }
+        values.check_none_missing(&live, &found)?;
         let last: BTreeMap<Lane, u32> = found.keys().map(|(l, n)| (*l, *n)).collect();
         let mut state = State { live, ..State::default() };
         let mut files = BTreeMap::new();
@@ -237,6 +239,23 @@ impl Values {
         *values.files.write().unwrap_or_else(|e| e.into_inner()) = files;
         *values.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
         Ok(values)
+    }
+
+    /// A file the tree points into (its count above zero) that is not there: lost or
+    /// moved. Opened without it, a lane left with no file would number its next file as the
+    /// lost one, and keys of the lost values would read new ones.
+    fn check_none_missing(
+        &self,
+        live: &BTreeMap<(Lane, u32), u64>,
+        found: &BTreeMap<(Lane, u32), PathBuf>,
+    ) -> Result<(), StoreError> {
+        match live.iter().find(|(id, count)| **count > 0 && !found.contains_key(*id)) {
+            Some(((lane, n), count)) => Err(StoreError::Corrupt {
+                key: self.path(*lane, *n).display().to_string(),
+                why: format!("missing, while the store points at {count} bytes of values in it"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Append `values` to `lane`'s files and make them durable; their places, in order.
