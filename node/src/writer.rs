@@ -724,6 +724,11 @@ impl WriterTask {
                 for reply in audit_answers {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
+                // A backup of what is applied but not durable would hold, and sign a
+                // checkpoint over, entries a crash could still take back.
+                for reply in snapshots.drain(..) {
+                    let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
+                }
             }
         }
         for reply in snapshots {
@@ -2469,7 +2474,7 @@ mod tests {
         writer.ingest(vec![kz_method("second")]).await.expect("stored");
         // A snapshot forces a checkpoint over the last entry; its flush fails.
         store.fail_next_flush();
-        let _ = writer.snapshot().await;
+        assert!(writer.snapshot().await.is_err(), "no backup of what a crash could take back");
         let applied = store.latest_checkpoint().expect("reads").expect("a checkpoint");
         assert!(
             applied.seq > first.seq,
