@@ -385,8 +385,8 @@ async fn a_roster_that_drops_this_node_is_refused() {
 }
 
 /// A field the catalog in force no longer lists has no tags left to decide on: RU's
-/// projection stored before its catalog renamed the field reaches KZ, which was away,
-/// without it.
+/// projection stored before the catalog renamed the field reaches KZ, which was away,
+/// without it. (Both take the new catalog: it is part of the agreement's terms.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_the_catalog_no_longer_lists_does_not_leave() {
     let mut f = TestFederation::start(&["RU", "KZ"]).await.expect("starts");
@@ -407,6 +407,9 @@ async fn a_field_the_catalog_no_longer_lists_does_not_leave() {
     replace(&catalog, &text.replace(old, new));
     let v = ru.client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
     assert_eq!(v["outcome"], "loaded", "{v}");
+    let kz_catalog =
+        f.node("KZ").federation.as_ref().expect("own federation copy").path().join("catalog.toml");
+    replace(&kz_catalog, &text.replace(old, new));
 
     f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
     let kz = f.node("KZ");
