@@ -134,6 +134,10 @@ pub struct ApiConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for HTTPS.
     pub tls_key: Option<PathBuf>,
+    /// Refused calls (a wrong or missing token, or a role that may not) audited one by
+    /// one per client address and minute; past them the client is answered 429 and the
+    /// rest of the minute is counted in one entry. Default: [`default_refusals_per_min`].
+    pub refusals_per_min: u64,
 }
 
 /// `[store]`: the local store.
@@ -244,6 +248,10 @@ pub fn default_api_listen() -> SocketAddr {
 pub fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+/// Default `api.refusals_per_min`: one a second.
+pub fn default_refusals_per_min() -> u64 {
+    60
+}
 /// Default `store.cache_mb`.
 pub fn default_cache_mb() -> u64 {
     64
@@ -295,6 +303,7 @@ impl Default for ApiConfig {
             max_body_bytes: default_max_body_bytes(),
             tls_cert: None,
             tls_key: None,
+            refusals_per_min: default_refusals_per_min(),
         }
     }
 }
@@ -380,6 +389,7 @@ struct RawLimits {
 struct RawApi {
     listen: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<i64>>,
+    refusals_per_min: Option<Spanned<i64>>,
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
 }
@@ -532,6 +542,8 @@ impl NodeConfig {
             default_max_body_bytes() as u64,
         ))
         .unwrap_or(default_max_body_bytes());
+        let refusals_per_min =
+            int("api.refusals_per_min", &raw.api.refusals_per_min, 1, 1_000_000, default_refusals_per_min());
         let l = &raw.limits;
         let limits = LimitsConfig {
             messages_per_sec: int(
@@ -663,7 +675,7 @@ impl NodeConfig {
                 policy,
                 network,
                 limits,
-                api: ApiConfig { listen, max_body_bytes, tls_cert, tls_key },
+                api: ApiConfig { listen, max_body_bytes, tls_cert, tls_key, refusals_per_min },
                 store,
                 audit,
                 reload: ReloadConfig { watch_files: raw.reload.watch_files.unwrap_or(true) },

@@ -22,16 +22,20 @@
 //! `tamga-more-entries: true` ([`MORE_ENTRIES_HEADER`]).
 //!
 //! Every refused call (missing or wrong token, a role that may not) is answered 401 or
-//! 403 and audited. Bodies are parsed by hand from bytes so that every malformed input
+//! 403 and audited, its entry durable before the answer, with the client's address; past
+//! `[api] refusals_per_min` of them from one address in a minute, it is answered 429 and
+//! counted, one entry per address and minute saying how many ([`ApiRefusals`]), so that
+//! a client without a token cannot grow the log without bound. Bodies are parsed by hand from bytes so that every malformed input
 //! gets a message naming the problem; a batch with one bad record stores nothing.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -115,11 +119,115 @@ fn route_roles(method: &axum::http::Method, path: &str) -> Option<&'static [Role
     }
 }
 
+/// The label a request is counted under in `api_requests_total`: its route's family, from
+/// a fixed list, so that no request can add a label of its own.
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: [&str; 7] =
+        ["/v1/records", "/v1/status", "/v1/peers", "/v1/audit", "/v1/backup", "/v1/policy", "/metrics"];
+    ROUTES
+        .into_iter()
+        .find(|r| path.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+        .unwrap_or("unmatched")
+}
+
+/// How long one address's count of refused calls runs.
+pub const REFUSAL_WINDOW_MS: i64 = 60_000;
+/// Most client addresses whose refusals are counted apart; past it, the others share one
+/// count (under the address 0.0.0.0).
+pub const MAX_REFUSING_ADDRS: usize = 1024;
+/// Most bytes of a refused call's path kept in its entry.
+const MAX_PATH_IN_ENTRY: usize = 256;
+
+/// Refused calls per client address and minute: the first `[api] refusals_per_min` are
+/// audited one by one; past them a call is answered 429 and counted, and one entry per
+/// address and minute says how many, once the minute is over.
+#[derive(Debug, Default)]
+pub struct ApiRefusals(Mutex<HashMap<IpAddr, RefusalWindow>>);
+
+#[derive(Debug)]
+struct RefusalWindow {
+    since_ms: i64,
+    audited: u64,
+    counted: u64,
+    latest: String,
+}
+
+impl ApiRefusals {
+    /// Count a refusal of `call` from `ip` at `now`: whether it is audited one by one
+    /// (within `limit` this minute), and the summary of the address's minute before, if
+    /// it ended with calls counted.
+    fn admit(&self, ip: IpAddr, limit: u64, now: i64, call: &str) -> (bool, Option<AuditEvent>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ip = if m.contains_key(&ip) || m.len() < MAX_REFUSING_ADDRS {
+            ip
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let w = m.entry(ip).or_insert_with(|| RefusalWindow::new(now));
+        let mut ended = None;
+        if now - w.since_ms >= REFUSAL_WINDOW_MS {
+            ended = w.summary(ip);
+            *w = RefusalWindow::new(now);
+        }
+        if w.audited < limit {
+            w.audited += 1;
+            return (true, ended);
+        }
+        w.counted += 1;
+        call.clone_into(&mut w.latest);
+        (false, ended)
+    }
+
+    /// The summaries of the minutes that ended by `now` (of every one with `all`, as the
+    /// node stops), which are forgotten.
+    pub fn due(&self, now: i64, all: bool) -> Vec<AuditEvent> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        m.retain(|ip, w| {
+            if !all && now - w.since_ms < REFUSAL_WINDOW_MS {
+                return true;
+            }
+            out.extend(w.summary(*ip));
+            false
+        });
+        out
+    }
+}
+
+impl RefusalWindow {
+    fn new(now: i64) -> RefusalWindow {
+        RefusalWindow { since_ms: now, audited: 0, counted: 0, latest: String::new() }
+    }
+
+    fn summary(&self, ip: IpAddr) -> Option<AuditEvent> {
+        (self.counted > 0).then(|| {
+            AuditEvent::new(Action::ApiRefused, Outcome::Refused).reason(format!(
+                "{} more calls from {ip} refused since {}, answered 429 after {} audited one by one; the latest: {}",
+                self.counted,
+                crate::audit::rfc3339(self.since_ms),
+                self.audited,
+                self.latest
+            ))
+        })
+    }
+}
+
+/// `path`, cut to [`MAX_PATH_IN_ENTRY`] bytes (at a character boundary) with `…` after it.
+fn path_for_entry(path: &str) -> String {
+    if path.len() <= MAX_PATH_IN_ENTRY {
+        return path.to_owned();
+    }
+    let mut end = MAX_PATH_IN_ENTRY;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
+}
+
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
-    let route = path.split('/').take(3).collect::<Vec<_>>().join("/");
-    shared.metrics.api_requests.add(&route, 1);
+    shared.metrics.api_requests.add(route_label(&path), 1);
     if let Some(allowed) = route_roles(req.method(), &path) {
         let presented = req
             .headers()
@@ -139,10 +247,32 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         if let Some((status, why)) = refusal {
             shared.metrics.api_refused.add(1);
             let who = role.map_or("unauthenticated", Role::as_str);
+            // Without an address (a router served without one): all such calls share one.
+            let ip = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+            let call = format!("{} {}: {why} ({who}, from {ip})", req.method(), path_for_entry(&path));
+            let limit = shared.config.api.refusals_per_min;
+            let (one_by_one, ended) = shared.api_refusals.admit(ip, limit, now_ms(), &call);
+            if let Some(ev) = ended {
+                shared.writer.audit(ev).await;
+            }
+            if !one_by_one {
+                let mut resp = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "more than {limit} refused calls from {ip} this minute: {why} for {} {path}",
+                        req.method()
+                    ),
+                )
+                .into_response();
+                resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+                return resp;
+            }
             // Answered only once its entry is durable: a kill -9 after the answer cannot
             // erase the trace of a refused call.
-            let ev = AuditEvent::new(Action::ApiRefused, Outcome::Refused)
-                .reason(format!("{} {path}: {why} ({who})", req.method()));
+            let ev = AuditEvent::new(Action::ApiRefused, Outcome::Refused).reason(call);
             if let Err(e) = shared.writer.audit_durable(ev).await {
                 tracing::warn!(error = %e, "the refusal of {path} could not be audited");
             }

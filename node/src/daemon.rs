@@ -125,6 +125,26 @@ pub struct Shared {
     pub net: crate::net::NetHandle,
     /// What sync knows of each peer.
     pub sync: Arc<crate::sync::SyncState>,
+    /// The API's refused calls per client address, this minute.
+    pub api_refusals: crate::api::ApiRefusals,
+}
+
+/// Audit, every few seconds, the API's refused calls counted past `[api]
+/// refusals_per_min` in minutes that have ended ([`Node::shutdown`] audits those of the
+/// minute under way).
+fn spawn_refusal_summaries(shared: Arc<Shared>, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for ev in shared.api_refusals.due(now_ms(), false) {
+                shared.writer.audit(ev).await;
+            }
+        }
+    })
 }
 
 /// The roster as the network task takes it.
@@ -249,6 +269,7 @@ impl Node {
             reloader,
             net: net.clone(),
             sync: Arc::new(crate::sync::SyncState::default()),
+            api_refusals: crate::api::ApiRefusals::default(),
         });
         let sync_task = crate::sync::spawn(
             shared.clone(),
@@ -268,8 +289,9 @@ impl Node {
             api_cancel.cancelled().await;
             h2.graceful_shutdown(Some(Duration::from_secs(5)));
         });
+        tasks.push(("api refusals", spawn_refusal_summaries(shared.clone(), cancel.child_token())));
         let api_task = tokio::spawn(async move {
-            let svc = app.into_make_service();
+            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
             let result = match tls {
                 Some(tls) => axum_server::from_tcp_rustls(api_listener, tls).handle(handle).serve(svc).await,
                 None => axum_server::from_tcp(api_listener).handle(handle).serve(svc).await,
@@ -307,6 +329,9 @@ impl Node {
 
     /// Stop every task, flush the store, and wait (up to [`SHUTDOWN_DEADLINE`]).
     pub async fn shutdown(self) {
+        for ev in self.shared.api_refusals.due(now_ms(), true) {
+            self.shared.writer.audit(ev).await;
+        }
         self.shared.writer.audit(AuditEvent::new(Action::NodeStopped, Outcome::Ok)).await;
         self.cancel.cancel();
         let Node { shared, tasks, .. } = self;

@@ -164,6 +164,48 @@ async fn roles_are_enforced_and_refusals_audited() {
 
 /// A tokens file that gives two roles one token stops the node at start, naming the file:
 /// the token would otherwise grant only the first of its roles.
+// A client without a token cannot grow the log without bound: past `[api]
+// refusals_per_min` its calls are answered 429 and counted, in one entry written when the
+// minute ends (here, when the node stops). Requests cannot add metric labels either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_past_the_minutes_limit_are_answered_429_and_counted() {
+    let mut node = TestNode::start_with("RU", |t| *t = t.replace("[api]\n", "[api]\nrefusals_per_min = 5\n"))
+        .await
+        .expect("starts");
+    let nobody = tamga_node::client::Client::with_token(node.base(), "not-a-token-at-all-not-a-token-at-all");
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let junk = format!("/v1/junk-{i}-{}", "x".repeat(1000));
+        statuses.push(status_of(nobody.get(&junk, &[]).await.expect_err("refused")));
+    }
+    assert_eq!(statuses[..5], [401; 5]);
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let auditor = node.client(Role::Auditor);
+    let refused = auditor.get("/v1/audit", &[("action", "api_refused".into())]).await.expect("reads");
+    let refused = refused.as_array().expect("entries").clone();
+    assert_eq!(refused.len(), 5, "the first five, one by one");
+    let reason = refused[0]["entry"]["reason"].as_str().expect("a reason");
+    assert!(reason.contains("from 127.0.0.1") && reason.len() < 400, "{reason}");
+    // A valid token is not held back by the refusals.
+    auditor.get("/v1/status", &[]).await.expect("an auditor still reads");
+    let metrics =
+        reqwest::get(format!("{}/metrics", node.base())).await.expect("scrapes").text().await.expect("text");
+    let labels: Vec<&str> = metrics.lines().filter(|l| l.starts_with("tamga_api_requests_total{")).collect();
+    assert!(labels.iter().any(|l| l.contains("route=\"unmatched\"} 40")), "{labels:?}");
+    assert!(labels.len() <= 8 && !metrics.contains("junk"), "{labels:?}");
+
+    node.stop().await;
+    node.restart().await.expect("restarts");
+    let auditor = node.client(Role::Auditor);
+    let refused = auditor.get("/v1/audit", &[("action", "api_refused".into())]).await.expect("reads");
+    let last = refused.as_array().and_then(|a| a.last()).expect("entries")["entry"]["reason"].clone();
+    assert!(
+        last.as_str().is_some_and(|r| r.starts_with("35 more calls from 127.0.0.1 refused")),
+        "the rest counted in one entry as the node stopped: {refused:#}"
+    );
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_shared_by_two_roles_stops_the_node_at_start() {
     let mut n = TestNode::init("KZ", |_| {}).expect("inits");

@@ -506,7 +506,10 @@ async fn kill9_during_catch_up_then_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_during_audit_appends_keeps_the_chain_verifiable() {
-    let mut nodes = child::federation(bin(), &["RU"], |_, _| {}).expect("init");
+    // Every refused call audited one by one, however many.
+    let one_by_one =
+        |_: &str, t: &mut String| *t = t.replace("[api]\n", "[api]\nrefusals_per_min = 1000000\n");
+    let mut nodes = child::federation(bin(), &["RU"], one_by_one).expect("init");
     let ru = nodes.get_mut("RU").expect("RU");
     start(ru).await;
     let (mut entries, mut refused_total) = (0, 0u64);
