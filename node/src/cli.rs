@@ -396,7 +396,16 @@ impl OutFile {
             dest.file_name().ok_or_else(|| anyhow!("{} is not a file name", dest.display()))?.to_owned();
         name.push(".partial");
         let tmp = dest.with_file_name(name);
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        // Its owner's alone (a backup holds every record; an export, the audit log), and
+        // never through a file or symlink left at its name.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&tmp);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         Ok(OutFile { dest: dest.to_owned(), tmp, file: std::io::BufWriter::new(file), committed: false })
     }
 
@@ -421,12 +430,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
 }
 
-/// `std::fs::create_dir_all`, each directory it creates made durable by syncing the
-/// directory that holds it.
-fn create_dir_all_synced(dir: &Path) -> Result<()> {
+/// `std::fs::create_dir_all` for a data directory, which holds every record and the audit
+/// log: each directory it creates is its owner's alone (mode 0700, whatever the umask),
+/// and made durable by syncing the directory that holds it.
+fn create_private_dirs(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     let missing: Vec<&Path> =
         dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     for made in missing.into_iter().rev() {
         sync_dir(parent_dir(made))?;
     }
@@ -663,13 +678,15 @@ pub fn create_node(a: &InitArgs) -> Result<Value> {
     let listen = tamga_config::node::parse_listen(&a.listen).map_err(|e| anyhow!("--listen: {e}"))?;
     let api: std::net::SocketAddr =
         a.api.parse().map_err(|e| anyhow!("--api {:?} is not an address like 127.0.0.1:7180: {e}", a.api))?;
-    std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+    create_private_dirs(&a.data_dir)?;
     let dir = std::fs::canonicalize(&a.data_dir)?;
     let identity_path = dir.join("identity.key");
     let tokens_path = dir.join("tokens.json");
     let node_toml = dir.join("node.toml");
-    for p in [&identity_path, &tokens_path, &node_toml] {
-        if p.exists() {
+    // A store left by another node too: taken over by a new identity, its records would
+    // be salted under another key and held twice. (A symlink counts, dangling or not.)
+    for p in [&identity_path, &tokens_path, &node_toml, &dir.join("store")] {
+        if p.symlink_metadata().is_ok() {
             bail!("{} already exists; refusing to overwrite a node (choose another --data-dir)", p.display());
         }
     }
@@ -692,8 +709,6 @@ pub fn create_node(a: &InitArgs) -> Result<Value> {
     } else {
         Identity::generate()
     };
-    identity.create(&identity_path)?;
-    Tokens::generate().create(&tokens_path)?;
     let q = |p: &Path| toml_string(&p.display().to_string());
     let text = format!(
         "# tamga node settings for {member}; paths are relative to this file.\n\
@@ -708,7 +723,19 @@ pub fn create_node(a: &InitArgs) -> Result<Value> {
         listen = toml_string(&listen.to_string()),
         api = toml_string(&api.to_string()),
     );
-    std::fs::write(&node_toml, text).with_context(|| format!("writing {}", node_toml.display()))?;
+    identity.create(&identity_path)?;
+    let rest = Tokens::generate()
+        .create(&tokens_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| write_new_file(&node_toml, &text))
+        .and_then(|()| sync_dir(&dir));
+    if let Err(e) = rest {
+        // Nothing half made is left: init can be run again on the same directory.
+        for p in [&identity_path, &tokens_path, &node_toml] {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
     Ok(json!({
         "member": member.as_str(),
         "peer_id": identity.peer_id().to_string(),
@@ -716,6 +743,19 @@ pub fn create_node(a: &InitArgs) -> Result<Value> {
         "api": api.to_string(),
         "config": node_toml.display().to_string(),
     }))
+}
+
+/// Write `text` to a new file at `path` (never over a file or through a symlink there),
+/// synced.
+fn write_new_file(path: &Path, text: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn toml_string(s: &str) -> String {
@@ -1148,7 +1188,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
         bail!("{} already exists; restore only into a data directory without a store", dir.display());
     }
     let signer = restore_signer(data_dir).with_context(|| format!("{} not restored", file.display()))?;
-    create_dir_all_synced(data_dir)?;
+    create_private_dirs(data_dir)?;
     // Built and verified beside the store's place, and renamed into it only once it
     // verifies: a refused backup leaves no store that `tamga run` would open.
     let aside = data_dir.join(format!("{}.restoring", crate::daemon::STORE_DIR));

@@ -129,6 +129,23 @@ pub struct Shared {
     pub api_refusals: crate::api::ApiRefusals,
 }
 
+/// Say so when the data directory, which holds every record (confidential ones too) and
+/// the audit log, is open to the machine's other users: `tamga init` makes it 0700, and
+/// one made otherwise is left as it is.
+fn warn_if_open_to_others(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(dir) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the data directory is open to other users of this machine, who can read its records and audit log; chmod 700 it"
+            );
+        }
+    }
+}
+
 /// Audit, every few seconds, the API's refused calls counted past `[api]
 /// refusals_per_min` in minutes that have ended ([`Node::shutdown`] audits those of the
 /// minute under way).
@@ -195,6 +212,7 @@ impl Node {
     /// Start a node from its checked settings.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         let (identity, tokens, fed) = load(&config)?;
+        warn_if_open_to_others(&config.data_dir);
         let dir = config.data_dir.join(STORE_DIR);
         let store = Store::open_with_cache(&dir, config.store.cache_mb)
             .map_err(|source| StartError::Store { dir: dir.clone(), source })?;

@@ -64,6 +64,39 @@ fn operator_and_auditor_commands() {
     let again = init(&[]);
     assert!(!again.status.success(), "init refuses to overwrite");
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory is its owner's alone");
+    // Nor over a store another node left, or through a symlink at node.toml's name; and
+    // what a refused init began is not left behind.
+    for (what, make) in [
+        (
+            "store",
+            Box::new(|d: &Path| std::fs::create_dir_all(d.join("store")).expect("mkdir"))
+                as Box<dyn Fn(&Path)>,
+        ),
+        (
+            "node.toml",
+            Box::new(|d: &Path| {
+                std::os::unix::fs::symlink(d.join("nowhere"), d.join("node.toml")).expect("links")
+            }),
+        ),
+    ] {
+        let other = dir.path().join(format!("other-{what}"));
+        std::fs::create_dir_all(&other).expect("mkdir");
+        make(&other);
+        let out = tamga()
+            .args(["init", "--member", "RU", "--demo-identity", "--data-dir"])
+            .arg(&other)
+            .arg("--federation")
+            .arg(example())
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(what) && err.contains("refusing to overwrite"), "{err}");
+        assert!(!other.join("identity.key").exists() && !other.join("nowhere").exists(), "{what}");
+    }
     let config = data.join("node.toml");
 
     // Not running yet: one clear line naming the address.
@@ -182,6 +215,11 @@ fn operator_and_auditor_commands() {
 
     let backup = dir.path().join("ru.backup");
     ok(&tamga().args(["backup", "--out"]).arg(&backup).arg("--config").arg(&config).output().expect("runs"));
+    assert_eq!(
+        (mode(&backup), mode(&export)),
+        (0o600, 0o600),
+        "a backup and an export are their owner's alone"
+    );
     drop(_node);
     let verified = ok(&run(&["audit", "verify", "--offline"], &config));
     assert!(verified.starts_with("ok:"), "{verified}");
