@@ -267,7 +267,7 @@ impl Node {
             Some((cert, key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .map_err(|e| StartError::Tls(e.to_string()))?,
+                    .map_err(|e| StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?,
             ),
             None => None,
         };

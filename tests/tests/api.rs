@@ -206,6 +206,42 @@ async fn refused_calls_past_the_minutes_limit_are_answered_429_and_counted() {
     node.stop().await;
 }
 
+// The API over HTTPS: the client the CLI uses trusts the chain node.toml names, and only
+// it (here the node's certificate for 127.0.0.1 and the authority that issued it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_api_to_clients_trusting_its_certificate_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_key = rcgen::KeyPair::generate().expect("a key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("an authority");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("issued");
+    let (cert, key_file) = (dir.path().join("api.pem"), dir.path().join("api.key"));
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).expect("writes");
+    std::fs::write(&key_file, key.serialize_pem()).expect("writes");
+    let tls = format!("[api]\ntls_cert = {:?}\ntls_key = {:?}\n", cert.display(), key_file.display());
+    let mut node = TestNode::start_with("RU", |t| *t = t.replace("[api]\n", &tls)).await.expect("starts");
+    let mut config = node.config().expect("config");
+    config.api.listen = node.node().api_addr();
+    let op = tamga_node::client::Client::new(&config, Role::Operator).expect("a client");
+    let status = op.get("/v1/status", &[]).await.expect("answers over HTTPS");
+    assert_eq!(status["member"], "RU");
+    let plain = reqwest::get(format!("http://{}/v1/status", node.node().api_addr())).await;
+    assert!(plain.is_err(), "plain HTTP is not answered: {plain:?}");
+    // A client trusting another certificate refuses this one.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other.cert.pem()).expect("writes");
+    config.api.tls_cert = Some(other_file);
+    let wary = tamga_node::client::Client::new(&config, Role::Operator).expect("a client");
+    wary.get("/v1/status", &[]).await.expect_err("an unknown certificate is refused");
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_shared_by_two_roles_stops_the_node_at_start() {
     let mut n = TestNode::init("KZ", |_| {}).expect("inits");
