@@ -327,6 +327,12 @@ impl Node {
             )
             .await;
         tracing::info!(member = %shared.config.member, peer_id = %shared.identity.peer_id(), api = %api_addr, "node started");
+        if shared.config.api.tls().is_none() && !api_addr.ip().is_loopback() {
+            tracing::warn!(
+                api = %api_addr,
+                "the API listens beyond loopback without HTTPS: its tokens and records cross the network in the clear; set [api] tls_cert and tls_key"
+            );
+        }
         Ok(Node { shared, cancel, tasks, api_addr })
     }
 
