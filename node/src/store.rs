@@ -1533,7 +1533,9 @@ impl Store {
             b.put(RECORD_COUNT_KEY.to_vec(), count.to_be_bytes().to_vec());
         }
         // The heads this commit moves, as they were: durable until the next flush (an
-        // earlier commit's, if one moved them since, is kept).
+        // earlier commit's, if one moved them since, is kept). Noted before the batch is
+        // applied, so that no reader finds a head moved and not noted; noted for nothing
+        // if it fails, until the next flush.
         let mut heads = Vec::new();
         for k in b.writes.keys().filter(|k| k.first() == Some(&b'Q')) {
             let before = match self.db.get(k)? {
@@ -1543,20 +1545,22 @@ impl Store {
             heads.push((k.clone(), before));
         }
         let sealed = b.seal(self, &new_keys)?;
+        {
+            let mut unflushed = self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, before) in heads {
+                unflushed.entry(k).or_insert(before);
+            }
+        }
         self.apply(sealed)?;
         self.records.store(count, Ordering::Relaxed);
-        let mut unflushed = self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner());
-        for (k, before) in heads {
-            unflushed.entry(k).or_insert(before);
-        }
         Ok(())
     }
 
     /// The head of stream `s` that is durable, when a commit moved it since the last flush
-    /// that succeeded (`None`: its head as read is durable). Peers are shown no number of a
-    /// stream past it: a crash would lose it, and the node then give an own stream's
-    /// number to another record, which a peer that took the first would hold as a conflict
-    /// for good.
+    /// that succeeded (`None`: its head as read before this call is durable). Peers are
+    /// shown no number of an own stream past it: a crash would lose it, and the node then
+    /// give the number to another record, which a peer that took the first would hold as a
+    /// conflict for good.
     pub fn durable_head(&self, s: &StreamKey) -> Option<u64> {
         self.unflushed_heads.lock().unwrap_or_else(|p| p.into_inner()).get(&stream_meta_key(s)).copied()
     }

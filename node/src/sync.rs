@@ -1058,8 +1058,12 @@ fn summary_for(ctx: &Ctx, peer: MemberCode) -> Summary {
         }
         let above =
             ctx.shared.store.held_above(&stream, head, tamga_protocol::limits::MAX_ABOVE).unwrap_or_default();
-        // Only what is durable: past it, a crash could give an own number to another record.
-        let contiguous = ctx.shared.store.durable_head(&stream).map_or(head, |d| d.min(head));
+        // Of an own stream, only what is durable: past it, a crash could give a number to
+        // another record. (`head` was read first: see `Store::durable_head`.)
+        let contiguous = match stream.origin == fed.me {
+            true => ctx.shared.store.durable_head(&stream).map_or(head, |d| d.min(head)),
+            false => head,
+        };
         streams.push(StreamSummary { stream, contiguous, above });
         if streams.len() >= tamga_protocol::limits::MAX_STREAMS {
             break;
@@ -1531,8 +1535,15 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         if room == 0 {
             break;
         }
-        // Only what is durable (see `summary_for`).
-        let durable = ctx.shared.store.durable_head(&r.stream).unwrap_or(u64::MAX);
+        // Of an own stream, only what is durable (see `summary_for`): its head read first,
+        // then whether a commit not yet flushed moved it.
+        let durable = match r.stream.origin == me {
+            true => {
+                let head = ctx.shared.store.stream_head(&r.stream).unwrap_or(0);
+                ctx.shared.store.durable_head(&r.stream).map_or(head, |d| d.min(head))
+            }
+            false => u64::MAX,
+        };
         let to = r.to.min(r.from.saturating_add(PULL_BATCH as u64)).min(durable);
         // Purged here (expired or revoked): gone for everyone, so the asker's gap closes.
         for seq in r.from..=to {
