@@ -255,6 +255,11 @@ fn agreement_changes(old: Option<&Agreement>, new: Option<&Agreement>, now_ms: i
                     "text changed: every party must hold the same new file, or nothing is shared under it with a party whose copy differs"
                         .to_owned(),
                 );
+            } else if o.terms != n.terms {
+                out.push(
+                    "terms changed: the catalog's definition of a category it covers differs; every party must hold the same new catalog, or nothing is shared under it with a party whose catalog differs"
+                        .to_owned(),
+                );
             }
             if o.effective_from != n.effective_from {
                 out.push(format!("in force from {} (was {})", n.effective_from, o.effective_from));

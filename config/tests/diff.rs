@@ -167,3 +167,17 @@ fn a_classification_narrowed() {
             .starts_with("still shared; now public records only (was public and non_confidential)"));
     }
 }
+
+// A catalog edit to a category an agreement covers changes that agreement's terms: the
+// diff says so, under that agreement only, though its text is the same.
+#[test]
+fn a_catalog_edit_to_a_covered_category_changes_that_agreements_terms() {
+    let d = copy();
+    edit(d.path(), "catalog.toml", "tags = [\"personal\"]\n", "tags = [\"personal\", \"contact\"]\n");
+    let x = diff(&load(&example(), "RU"), &load(d.path(), "RU"), NOW);
+    let changed: Vec<(String, String)> =
+        x.agreements.iter().map(|a| (a.agreement.to_string(), a.changes.join("; "))).collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].0, "sco-ipr-2012");
+    assert!(changed[0].1.starts_with("terms changed"), "{changed:?}");
+}
