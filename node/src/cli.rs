@@ -61,7 +61,7 @@ pub enum Command {
     Records(RecordsCmd),
     /// Show the node's status. Example: tamga status --config ./ru/node.toml
     Status(JsonArgs),
-    /// Show every roster member: connected, last seen, agreements and their digests, how
+    /// Show every roster member: connected, last seen, agreements and whether their terms match, how
     /// far behind each of our streams it is. Example: tamga peers --config ./ru/node.toml
     Peers(JsonArgs),
     /// Query and verify the audit log. Example: tamga audit verify --config ./ru/node.toml

@@ -421,7 +421,7 @@ impl Event {
             Action::Rejected => {
                 (format!("{peer} ⊘ {}", self.at), format!("rejected by {}: {}", self.at, self.detail), "31")
             }
-            _ => (format!("{} ≠ {peer}", self.at), format!("agreement texts differ: {}", self.detail), "31"),
+            _ => (format!("{} ≠ {peer}", self.at), format!("agreement terms differ: {}", self.detail), "31"),
         };
         out.paint(sgr, &format!("{arrow:<14} {:<17} {:<18} {id:<9}  {detail}", self.agreement, self.category))
     }

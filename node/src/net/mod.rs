@@ -164,7 +164,7 @@
 //! | name | value | why |
 //! |---|---|---|
 //! | [`SYNC_PROTOCOL`] | `/tamga/sync/1` | the request-response protocol of hello, push, summary, pull |
-//! | [`IDENTIFY_PROTOCOL_VERSION`] | `/tamga/1.0.0` | announced by identify; a mismatch is logged |
+//! | [`IDENTIFY_PROTOCOL_VERSION`] | `/tamga/1.1.0` | announced by identify; a mismatch is logged (1.1: a hello carries agreement terms) |
 //! | [`REQUEST_TIMEOUT`] | 30 s | one exchange, including the peer verifying and storing a 512-projection push |
 //! | [`MAX_CONCURRENT_STREAMS`] | 64 | per connection, inbound + outbound request streams |
 //! | [`MAX_OUTBOUND_PER_PEER`] | 16 | at most half the stream limit, so both sides at full load still fit |
@@ -222,7 +222,7 @@ use tokio_util::sync::CancellationToken;
 /// The request-response protocol carrying `tamga_protocol::{Request, Response}`.
 pub const SYNC_PROTOCOL: &str = "/tamga/sync/1";
 /// The protocol version announced over identify.
-pub const IDENTIFY_PROTOCOL_VERSION: &str = "/tamga/1.0.0";
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/tamga/1.1.0";
 /// Longest one request/response exchange may take, including the peer's processing.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most concurrent request streams (inbound + outbound) on one connection.
