@@ -869,15 +869,22 @@ fn detail_error(e: ClientError) -> anyhow::Error {
 
 async fn import(a: ImportArgs) -> Result<()> {
     let client = client(&a.config, Role::Operator)?;
-    let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
-    let lines: Vec<(usize, String)> = std::io::BufReader::new(file)
-        .lines()
-        .enumerate()
-        .map(|(i, l)| l.map(|l| (i + 1, l)))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", a.file.display()))?;
-    let total = lines.iter().filter(|(_, l)| !l.trim().is_empty()).count();
+    // Read as it is sent, never whole; each line as bytes, so that one that is not UTF-8 is
+    // refused on its own, as one that is not JSON is.
+    let lines = |file: &Path| -> Result<_> {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        Ok(std::io::BufReader::new(f).split(b'\n').enumerate().map(|(i, l)| l.map(|l| (i + 1, l))))
+    };
+    let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+    let reading = || format!("reading {}", a.file.display());
     let tty = std::io::stderr().is_terminal();
+    // The progress line's total, from a first pass that only counts.
+    let mut total = 0usize;
+    if tty {
+        for l in lines(&a.file)? {
+            total += usize::from(!blank(&l.with_context(reading)?.1));
+        }
+    }
     let mut refused: Vec<(usize, String)> = Vec::new();
     let (mut accepted, mut duplicates, mut done) = (0usize, 0usize, 0usize);
     let mut pending: Vec<(usize, Value)> = Vec::new();
@@ -885,18 +892,22 @@ async fn import(a: ImportArgs) -> Result<()> {
     // records it left out kept in `held` and sent first.
     let mut batch = a.batch.clamp(1, crate::api::MAX_BATCH_RECORDS);
     let mut held: VecDeque<(usize, Value)> = VecDeque::new();
-    let mut it = lines.into_iter().filter(|(_, l)| !l.trim().is_empty()).peekable();
+    let mut it = lines(&a.file)?.filter(|l| l.as_ref().map_or(true, |(_, l)| !blank(l))).peekable();
     while it.peek().is_some() || !pending.is_empty() || !held.is_empty() {
         while pending.len() < batch {
             if let Some(record) = held.pop_front() {
                 pending.push(record);
                 continue;
             }
-            let Some((n, line)) = it.next() else { break };
-            match serde_json::from_str::<Value>(&line) {
+            let Some(line) = it.next() else { break };
+            let (n, bytes) = line.with_context(reading)?;
+            let parsed = std::str::from_utf8(&bytes)
+                .map_err(|e| format!("not UTF-8 text: {e}"))
+                .and_then(|l| serde_json::from_str::<Value>(l).map_err(|e| format!("not JSON: {e}")));
+            match parsed {
                 Ok(v) => pending.push((n, v)),
-                Err(e) => {
-                    refused.push((n, format!("not JSON: {e}")));
+                Err(why) => {
+                    refused.push((n, why));
                     done += 1;
                 }
             }

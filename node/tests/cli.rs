@@ -150,6 +150,10 @@ fn operator_and_auditor_commands() {
         ),
     )
     .expect("writes");
+    // A line that is not UTF-8, with CRLF line ends around it: refused on its own.
+    let mut bytes = std::fs::read(&jsonl).expect("reads");
+    bytes.extend_from_slice(b"{\"title\":\"\xff\xfe\"}\r\n\r\n");
+    std::fs::write(&jsonl, bytes).expect("writes");
     let imported =
         tamga().args(["records", "import"]).arg(&jsonl).arg("--config").arg(&config).output().expect("runs");
     assert!(!imported.status.success(), "refused lines make the import fail");
@@ -157,6 +161,8 @@ fn operator_and_auditor_commands() {
     assert!(summary.contains("2 accepted"), "{summary}");
     assert!(summary.contains(":2:") && summary.contains("colour"), "{summary}");
     assert!(summary.contains(":3:") && summary.contains("not JSON"), "{summary}");
+    assert!(summary.contains(":5:") && summary.contains("not UTF-8"), "{summary}");
+    assert!(summary.contains("3 refused"), "{summary}");
 
     let table = ok(&run(&["records", "list", "--category", "rms.method", "--since", "24h"], &config));
     assert_eq!(table.lines().count(), 4, "header and three records:\n{table}");
