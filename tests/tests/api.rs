@@ -162,8 +162,6 @@ async fn roles_are_enforced_and_refusals_audited() {
     }
 }
 
-/// A tokens file that gives two roles one token stops the node at start, naming the file:
-/// the token would otherwise grant only the first of its roles.
 // A client without a token cannot grow the log without bound: past `[api]
 // refusals_per_min` its calls are answered 429 and counted, in one entry written when the
 // minute ends (here, when the node stops). Requests cannot add metric labels either.
@@ -242,6 +240,8 @@ async fn https_serves_the_api_to_clients_trusting_its_certificate_only() {
     node.stop().await;
 }
 
+/// A tokens file that gives two roles one token stops the node at start, naming the file:
+/// the token would otherwise grant only the first of its roles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_shared_by_two_roles_stops_the_node_at_start() {
     let mut n = TestNode::init("KZ", |_| {}).expect("inits");
