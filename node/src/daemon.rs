@@ -188,6 +188,8 @@ impl Shared {
 pub struct Node {
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    /// Stops the API alone, first ([`Node::shutdown`]); the node's `cancel` stops it too.
+    api_stop: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     api_addr: SocketAddr,
 }
@@ -301,7 +303,8 @@ impl Node {
         tasks.push(("sync", sync_task));
         let app = crate::api::router(shared.clone());
         let handle = axum_server::Handle::new();
-        let api_cancel = cancel.clone();
+        let api_stop = cancel.child_token();
+        let api_cancel = api_stop.clone();
         let h2 = handle.clone();
         tokio::spawn(async move {
             api_cancel.cancelled().await;
@@ -333,7 +336,7 @@ impl Node {
                 "the API listens beyond loopback without HTTPS: its tokens and records cross the network in the clear; set [api] tls_cert and tls_key"
             );
         }
-        Ok(Node { shared, cancel, tasks, api_addr })
+        Ok(Node { shared, cancel, api_stop, tasks, api_addr })
     }
 
     /// The address the API listens on.
@@ -351,21 +354,20 @@ impl Node {
         self.cancel.clone()
     }
 
-    /// Stop every task, flush the store, and wait (up to [`SHUTDOWN_DEADLINE`]).
+    /// Stop every task, flush the store, and wait (up to [`SHUTDOWN_DEADLINE`]). The API
+    /// stops first, its calls in flight answered while the writer still runs; then the
+    /// refused calls it counted are audited, and the node's stop; then the rest.
     pub async fn shutdown(self) {
-        for ev in self.shared.api_refusals.due(now_ms(), true) {
-            self.shared.writer.audit(ev).await;
+        let Node { shared, cancel, api_stop, tasks, .. } = self;
+        api_stop.cancel();
+        let (api, rest): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|(name, _)| *name == "api");
+        join_tasks(api).await;
+        for ev in shared.api_refusals.due(now_ms(), true) {
+            shared.writer.audit(ev).await;
         }
-        self.shared.writer.audit(AuditEvent::new(Action::NodeStopped, Outcome::Ok)).await;
-        self.cancel.cancel();
-        let Node { shared, tasks, .. } = self;
-        for (name, handle) in tasks {
-            match tokio::time::timeout(SHUTDOWN_DEADLINE, handle).await {
-                Ok(Ok(())) => tracing::debug!(task = name, "task stopped"),
-                Ok(Err(e)) => tracing::error!(task = name, error = %e, "task failed"),
-                Err(_) => tracing::error!(task = name, "task did not stop in time"),
-            }
-        }
+        shared.writer.audit(AuditEvent::new(Action::NodeStopped, Outcome::Ok)).await;
+        cancel.cancel();
+        join_tasks(rest).await;
         if let Err(e) = shared.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -380,6 +382,17 @@ impl Node {
             () = cancel.cancelled() => {}
         }
         self.shutdown().await;
+    }
+}
+
+/// Wait for each task to end, up to [`SHUTDOWN_DEADLINE`] each.
+async fn join_tasks(tasks: Vec<(&'static str, JoinHandle<()>)>) {
+    for (name, handle) in tasks {
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, handle).await {
+            Ok(Ok(())) => tracing::debug!(task = name, "task stopped"),
+            Ok(Err(e)) => tracing::error!(task = name, error = %e, "task failed"),
+            Err(_) => tracing::error!(task = name, "task did not stop in time"),
+        }
     }
 }
 
