@@ -78,7 +78,7 @@ fn bad_response(e: reqwest::Error) -> ClientError {
 }
 
 /// A client bound to one node and one role.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,
@@ -88,6 +88,13 @@ pub struct Client {
     request_timeout: Option<Duration>,
     /// The bound on each wait of a download ([`DOWNLOAD_IDLE_TIMEOUT`]).
     idle_timeout: Duration,
+}
+
+/// Without the token: a client printed in a log or an error must not carry it.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("token", &"…").finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -232,6 +239,14 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_client_printed_does_not_show_its_token() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let c = Client::with_token("http://127.0.0.1:1", "s3cr3t-token-of-the-operator");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("127.0.0.1:1") && !shown.contains("s3cr3t"), "{shown}");
+    }
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
