@@ -47,6 +47,11 @@ pub struct ConfigArg {
     /// The node's node.toml. Example: --config /var/lib/tamga/node.toml
     #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
     pub config: PathBuf,
+    /// For a command that calls the running node: a file holding the one token to call
+    /// it with (its owner's alone), instead of the role's token from the node's tokens
+    /// file, which holds every role's. Example: --token-file ~/.tamga/auditor.token
+    #[arg(long, env = "TAMGA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The commands.
@@ -375,7 +380,11 @@ pub(crate) fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
 }
 
 pub(crate) fn client(c: &ConfigArg, role: Role) -> Result<Client> {
-    Ok(Client::new(&load_config(c)?, role)?)
+    let config = load_config(c)?;
+    Ok(match &c.token_file {
+        Some(file) => Client::with_token_file(&config, file)?,
+        None => Client::new(&config, role)?,
+    })
 }
 
 /// An output file written beside its destination (`NAME.partial`) and renamed over it only

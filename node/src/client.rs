@@ -101,6 +101,22 @@ impl Client {
     /// Build a client for the node described by `config`, with the token of `role`.
     pub fn new(config: &NodeConfig, role: Role) -> Result<Client, ClientError> {
         let tokens = Tokens::load(&config.tokens).map_err(|e| ClientError::Setup(e.to_string()))?;
+        Client::for_node(config, tokens.token(role).to_owned())
+    }
+
+    /// Build a client for the node described by `config`, with a token given apart from
+    /// the node's tokens file: the one in `file` (its owner's alone, as the tokens file is),
+    /// for a user given only their role's token.
+    pub fn with_token_file(config: &NodeConfig, file: &std::path::Path) -> Result<Client, ClientError> {
+        let text = crate::identity::read_secret_file(file).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let token = text.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(ClientError::Setup(format!("{}: holds no single token", file.display())));
+        }
+        Client::for_node(config, token.to_owned())
+    }
+
+    fn for_node(config: &NodeConfig, token: String) -> Result<Client, ClientError> {
         let mut addr = config.api.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -121,7 +137,7 @@ impl Client {
         let http = builder.build().map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(Client {
             base: format!("{scheme}://{addr}"),
-            token: tokens.token(role).to_owned(),
+            token,
             http,
             request_timeout: Some(REQUEST_TIMEOUT),
             idle_timeout: DOWNLOAD_IDLE_TIMEOUT,

@@ -195,6 +195,26 @@ fn operator_and_auditor_commands() {
     assert!(csv.starts_with("seq,time,action"), "{csv}");
     let verified = ok(&run(&["audit", "verify"], &config));
     assert!(verified.starts_with("ok:"), "{verified}");
+    // An auditor given only the auditor's token, in a file of their own.
+    let tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).expect("reads"))
+            .expect("JSON");
+    let token_file = dir.path().join("auditor.token");
+    std::fs::write(&token_file, format!("{}\n", tokens["auditor"].as_str().expect("a token")))
+        .expect("writes");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let tf = token_file.to_str().expect("a path");
+    let verified = ok(&run(&["audit", "verify", "--token-file", tf], &config));
+    assert!(verified.starts_with("ok:"), "{verified}");
+    let listed = run(&["records", "list", "--token-file", tf], &config);
+    assert!(
+        !listed.status.success() && String::from_utf8_lossy(&listed.stderr).contains("403"),
+        "{listed:?}"
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let loose = run(&["audit", "verify", "--token-file", tf], &config);
+    let err = String::from_utf8_lossy(&loose.stderr);
+    assert!(!loose.status.success() && err.contains("auditor.token"), "{err}");
 
     // A failed export leaves an earlier export as it was; a good one replaces it whole.
     let export = dir.path().join("ru-audit.jsonl");
