@@ -217,6 +217,28 @@ async fn auditor_commands_from_the_readme_and_tampering() {
     let indexed = out(&outputs, "audit verify --config ./ru/node.toml --indexes");
     assert!(indexed.starts_with("ok:") && indexed.contains("the indexes hold exactly the"), "{indexed}");
     assert!(std::fs::metadata(root.join("ru-audit.csv")).is_ok_and(|m| m.len() > 0));
+    // The flags the README names in prose: an export by sequence numbers, a query by
+    // record and by agreement.
+    let range =
+        ok(&run_in(root, &["audit", "export", "--config", "./ru/node.toml", "--from", "2", "--to", "4"]));
+    let seqs: Vec<u64> = json_lines(&range).iter().filter_map(|l| l["entry"]["seq"].as_u64()).collect();
+    assert_eq!(seqs, [2, 3, 4], "{range}");
+    let by_record = json_lines(&ok(&run_in(
+        root,
+        &["audit", "query", "--config", "./ru/node.toml", "--record", &record, "--json"],
+    )));
+    assert!(
+        !by_record.is_empty() && by_record.iter().all(|e| e["entry"]["record"] == record.as_str()),
+        "{by_record:?}"
+    );
+    let by_agreement = ok(&run_in(
+        root,
+        &["audit", "query", "--config", "./ru/node.toml", "--agreement", "sco-rms-2013", "--json"],
+    ));
+    assert!(
+        json_lines(&by_agreement).iter().all(|e| e["entry"]["agreement"] == "sco-rms-2013"),
+        "{by_agreement}"
+    );
 
     // The API takes `indexes` in the body of a verify, and names it when it is no boolean.
     let post = |body: Value| {

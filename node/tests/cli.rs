@@ -97,6 +97,20 @@ fn operator_and_auditor_commands() {
         assert!(err.contains(what) && err.contains("refusing to overwrite"), "{err}");
         assert!(!other.join("identity.key").exists() && !other.join("nowhere").exists(), "{what}");
     }
+    // As the README and the systemd unit's notes give it: a fresh key, the default addresses.
+    let fresh = dir.path().join("kz");
+    let out = ok(&tamga()
+        .args(["init", "--member", "KZ", "--data-dir"])
+        .arg(&fresh)
+        .arg("--federation")
+        .arg(example())
+        .output()
+        .expect("runs"));
+    assert!(out.contains("KZ") && out.contains("12D3KooW"), "{out}");
+    let text = std::fs::read_to_string(fresh.join("node.toml")).expect("reads");
+    assert!(text.contains("\"/ip4/0.0.0.0/tcp/7100\"") && text.contains("\"127.0.0.1:7180\""), "{text}");
+    let kz_peer = tamga_config::demo::demo_peer_id("KZ".parse().expect("code")).to_string();
+    assert!(!out.contains(&kz_peer), "a fresh key, not the demo's");
     let config = data.join("node.toml");
 
     // Not running yet: one clear line naming the address.
@@ -177,6 +191,7 @@ fn operator_and_auditor_commands() {
     let all = ids(&["records", "list", "--json"]);
     assert_eq!(all.len(), 3);
     assert_eq!(ids(&["records", "list", "--json", "--all", "--page-size", "1"]), all);
+    assert_eq!(ids(&["records", "list", "--all", "--json"]), all);
     assert_eq!(ids(&["records", "list", "--json", "--limit", "2", "--page-size", "1"]), all[..2]);
     assert_eq!(ids(&["records", "list", "--json", "--limit", "0"]), Vec::<serde_json::Value>::new());
     let paged = ok(&run(&["records", "list", "--all", "--page-size", "2"], &config));

@@ -398,6 +398,13 @@ fn errors_are_all_reported_at_once_and_node_toml_is_checked() {
         .expect("writes");
     let printed = fails(&tamga().args(["policy", "check", "--config"]).arg(&config).output().expect("runs"));
     assert!(printed.contains("node.toml:") && printed.contains("unknown key `bogus`"), "{printed}");
+    // The same as JSON (the README's `policy check --config … --json`).
+    let out =
+        tamga().args(["policy", "check", "--config"]).arg(&config).arg("--json").output().expect("runs");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(!out.status.success() && v["ok"] == false, "{v}");
+    let errors = v["errors"].as_array().expect("errors");
+    assert!(errors.iter().any(|e| e.to_string().contains("bogus")), "{v}");
 }
 
 // ---- check: one test per warning kind ------------------------------------------------
