@@ -707,6 +707,24 @@ fn accepts(
     decided.map_err(|r| format!("{}: {r}", refuse(ctx, "policy")))
 }
 
+/// Whether this node's files decline `p` whoever sends it, its origin included: a number
+/// refused only because a relay sent it under an agreement that allows no relaying is
+/// not declined, and is asked of its origin.
+fn declined_whoever_sends(
+    fed: &Federation,
+    agreement: &tamga_config::Agreement,
+    p: &Projection,
+    now: i64,
+) -> bool {
+    let origin = p.header.origin;
+    match p.envelope.kind {
+        EntryKind::Revoke => {
+            tamga_config::decide_accept_revocation(&p.header, agreement, origin, fed).is_err()
+        }
+        _ => tamga_config::decide_accept(&p.header, agreement, origin, fed, now).is_err(),
+    }
+}
+
 /// Verify, store, and answer with receipts.
 async fn on_push(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) -> PushReply {
     let Checked { good: items, refused, declined } = check_all(ctx, from, projections).await;
@@ -776,16 +794,17 @@ async fn check_all(ctx: &Ctx, from: MemberCode, projections: Vec<Projection>) ->
     for ((i, p), signed) in projections.into_iter().enumerate().zip(signed) {
         let i = i as u32;
         let checked = verify_inbound(ctx, &fed, from, &p, signed, now)
-            .map(|(id, agreement)| (id, accepts(ctx, (&fed, agreement), from, &p, now)));
+            .map(|(id, agreement)| (id, agreement, accepts(ctx, (&fed, agreement), from, &p, now)));
         let reason = match checked {
-            Ok((id, Ok(()))) => {
+            Ok((id, _, Ok(()))) => {
                 good.push((i, id, p));
                 continue;
             }
-            Ok((_, Err(reason))) => {
+            Ok((_, agreement, Err(reason))) => {
                 // Never of our own streams: what a peer holds of them is taken back (see
-                // `take_back`), not marked.
-                if p.header.origin != fed.me {
+                // `take_back`), not marked. Nor a number refused only for who relayed
+                // it: its origin is asked for it still.
+                if p.header.origin != fed.me && declined_whoever_sends(&fed, agreement, &p, now) {
                     let stream =
                         StreamKey { origin: p.header.origin, agreement: p.envelope.agreement.clone() };
                     declined.push((stream, p.envelope.seq));
@@ -1561,8 +1580,12 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                 reply.withheld.push(withheld());
                 continue;
             }
-            let fields = if origin_asks || p.envelope.kind == EntryKind::Revoke {
+            let relayed = p.header.origin != me;
+            let fields = if origin_asks || (p.envelope.kind == EntryKind::Revoke && (!relayed || a.relay)) {
                 Ok(tamga_config::Withheld::default())
+            } else if p.envelope.kind == EntryKind::Revoke {
+                // Another origin's revocation, under an agreement that allows no relaying.
+                Err(tamga_config::DenyReason::RelayNotAllowed.to_string())
             } else if p.header.origin == me {
                 match tamga_config::decide(&p.header, a, asker, &fed, now) {
                     Decision::Allow { withheld } => Ok(withheld),

@@ -304,6 +304,57 @@ async fn record_on(node: &TestNode, id: &str) -> Option<Value> {
     node.client(Role::Operator).get(&format!("/v1/records/{id}"), &[]).await.ok().map(|v| v["record"].clone())
 }
 
+// The energy protocol allows no relaying. UZ, away while RU revoked a record, comes back
+// cut off from RU and pulls RU's stream from KZ: KZ does not relay the revocation, and
+// UZ, which would have refused it for coming from a relay, still asks RU for it once
+// they meet, and purges the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_missed_under_an_agreement_without_relaying_is_taken_from_its_origin() {
+    let mut f = TestFederation::start(&["KZ", "RU", "UZ"]).await.expect("starts");
+    let ids = ingest(&f, "RU", "e", &["energy.transfer"]).await;
+    converge(&f, "before the revocation").await;
+    let id = ids[0].clone();
+    for m in ["KZ", "UZ"] {
+        assert_eq!(record_on(f.node(m), &id).await.expect("held")["state"], "live", "{m}");
+    }
+    f.nodes.get_mut("UZ").expect("UZ").stop().await;
+    f.node("RU")
+        .client(Role::Operator)
+        .post(&format!("/v1/records/{id}/revoke"), &json!({}))
+        .await
+        .expect("revokes");
+    let kz = f.node("KZ");
+    wait_for("KZ purges the revoked record", || async {
+        record_on(kz, &id).await.is_some_and(|r| r["state"] == "revoked")
+    })
+    .await;
+    // RU refuses UZ while UZ comes back: UZ meets KZ only.
+    let all_peers = tamga_node::daemon::peer_entries(&fed_of(f.node("RU")));
+    let without_uz: Vec<_> = all_peers.iter().filter(|p| p.member.as_str() != "UZ").cloned().collect();
+    f.node("RU").node().shared().net.set_peers(without_uz).await.expect("cuts");
+    f.nodes.get_mut("UZ").expect("UZ").restart().await.expect("restarts");
+    let uz = f.node("UZ");
+    let kz_code: MemberCode = "KZ".parse().expect("valid");
+    wait_for("UZ meets KZ", || async {
+        let c = uz.node().shared().net.connected().await.unwrap_or_default();
+        c.iter().any(|(m, _)| *m == kz_code)
+    })
+    .await;
+    // A few anti-entropy rounds with KZ alone.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        record_on(uz, &id).await.expect("held")["state"],
+        "live",
+        "nothing relayed under the protocol"
+    );
+    f.node("RU").node().shared().net.set_peers(all_peers).await.expect("heals");
+    wait_for("UZ takes the revocation from RU", || async {
+        record_on(uz, &id).await.is_some_and(|r| r["state"] == "revoked")
+    })
+    .await;
+    f.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_purges_everywhere_with_receipts_and_is_not_pulled_back() {
     let mut f = TestFederation::start(&["CN", "KZ", "RU", "UZ"]).await.expect("starts");
