@@ -475,7 +475,8 @@ impl WriterTask {
                 Op::Received { from, items, withheld, reply } => {
                     durable = true;
                     let mark = (batch.savepoint(), head);
-                    let r = self.store_received(from, items, withheld, &mut batch, &mut head, &mut seqs, now);
+                    let r = self
+                        .store_received(&fed, from, items, withheld, &mut batch, &mut head, &mut seqs, now);
                     match &r {
                         Ok(taken) => received += taken.iter().filter(|t| **t == Taken::New).count() as u64,
                         Err(_) => undo(&mut batch, &mut head, mark),
@@ -972,6 +973,7 @@ impl WriterTask {
     #[allow(clippy::too_many_arguments)]
     fn store_received(
         &self,
+        fed: &Federation,
         from: MemberCode,
         items: Vec<(RecordId, Projection)>,
         withheld: Vec<(StreamKey, u64, MemberCode)>,
@@ -1024,7 +1026,19 @@ impl WriterTask {
                 flags.push(Taken::New);
                 continue;
             }
-            let Some(item) = self.keep_share(from, id, &p, &stream, batch, now)? else {
+            let Some(item) = self.keep_share(fed, from, id, &p, &stream, batch, now)? else {
+                // Its record is revoked here: not taken in, and the number marked purged
+                // (so audited once, not at each copy a relay offers).
+                self.audit_taken(from, &mut taken, batch, head, now);
+                let ev = AuditEvent::new(Action::Rejected, Outcome::Refused)
+                    .peer(from)
+                    .record(id, p.header.category.clone())
+                    .agreement(p.envelope.agreement.clone())
+                    .reason(format!(
+                        "{} #{seq}: a share of a record revoked here; not taken in",
+                        stream.origin
+                    ));
+                self.append(batch, head, ev, now);
                 touched.insert(stream);
                 flags.push(Taken::Purged);
                 continue;
@@ -1078,8 +1092,10 @@ impl WriterTask {
     /// `stream`, and list it in its record (made if not held); what was taken in, for its
     /// `received` entry. `None` if the record was revoked here: the tombstone stays, the
     /// body is never taken back in, and the number is marked purged.
+    #[allow(clippy::too_many_arguments)]
     fn keep_share(
         &self,
+        fed: &Federation,
         from: MemberCode,
         id: RecordId,
         p: &Projection,
@@ -1131,6 +1147,14 @@ impl WriterTask {
             }
         }
         batch.put_projection(p)?;
+        // Purged by the retention in force when the agreement has shortened it since the
+        // origin signed the envelope, as the origin and every other holder purge it.
+        if let Some(a) = fed.agreement(&p.envelope.agreement) {
+            let at = a.purge_at_ms(&p.header);
+            if at < p.envelope.expires_ms {
+                batch.index_expiry(stream, p.envelope.seq, at);
+            }
+        }
         let category = p.header.category.clone();
         Ok(Some(TakenIn { record: id, category, origin: stream.origin, seq: p.envelope.seq }))
     }
@@ -1233,7 +1257,7 @@ impl WriterTask {
                 self.apply_revocation(id, &p, from, batch, head, now)?;
                 continue;
             }
-            if let Some(item) = self.keep_share(from, id, &p, stream, batch, now)? {
+            if let Some(item) = self.keep_share(fed, from, id, &p, stream, batch, now)? {
                 took.taken += 1;
                 taken.entry(stream.clone()).or_default().push(item);
             }
@@ -1749,11 +1773,20 @@ impl WriterTask {
             // An entry the walk indexed for a retention since lengthened again is not due:
             // due is the earlier of the expiry the projection carries and the retention
             // in force.
-            let in_force = fed.agreement(&stream.agreement).map(|a| a.purge_at_ms(&p.header));
+            let agreement = fed.agreement(&stream.agreement);
+            let in_force = agreement.map(|a| a.purge_at_ms(&p.header));
             if in_force.map_or(p.envelope.expires_ms, |at| at.min(p.envelope.expires_ms)) > wall {
                 continue;
             }
-            self.purge_share(batch, head, &stream, &p, format!("{} #{seq} expired", stream.origin), now)?;
+            let why = match agreement {
+                // Shortened since the origin signed the envelope: said as the walk says it.
+                Some(a) if in_force.is_some_and(|at| at < p.envelope.expires_ms) => format!(
+                    "{} #{seq}: the retention of {} in force, {} days, has ended",
+                    stream.origin, a.id, a.retention_days
+                ),
+                _ => format!("{} #{seq} expired", stream.origin),
+            };
+            self.purge_share(batch, head, &stream, &p, why, now)?;
         }
         for d in &due {
             batch.take_due(d);
@@ -2170,6 +2203,32 @@ mod tests {
         let (flags, held) = one_group(vec![revocation_of(2)], projections(1..=1)).await;
         assert_eq!(flags, (vec![Taken::New], vec![Taken::Purged]));
         assert_eq!(held, (RecordState::Revoked, false));
+    }
+
+    // A share of a record revoked here is not taken in, and the log says so, once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_of_a_record_revoked_here_is_refused_and_audited_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let ru: MemberCode = "RU".parse().expect("valid");
+        assert_eq!(
+            writer.received(ru, vec![revocation_of(2)], Vec::new()).await.expect("stored"),
+            [Taken::New]
+        );
+        for _ in 0..2 {
+            let flags = writer.received(ru, projections(1..=1), Vec::new()).await.expect("stored");
+            assert_eq!(flags, [Taken::Purged]);
+        }
+        drop(writer);
+        handle.await.expect("the writer ends");
+        let refused: Vec<String> = entries(&store)
+            .iter()
+            .filter(|e| e["action"] == "rejected")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].contains("RU #1: a share of a record revoked here"), "{refused:?}");
     }
 
     // A record shared under two agreements, revoked: the revocation comes in one stream,
@@ -2727,11 +2786,38 @@ mod tests {
         handle.await.expect("the writer ends");
     }
 
+    // A retention shortened, the walk under it done, and then a share arrives (from a
+    // peer back from a partition) whose envelope, signed under the longer one, expires far
+    // later: it is purged when the retention in force ends, as the origin purges it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_share_taken_in_after_a_retention_was_shortened_expires_under_the_shorter_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let files = dir.path().join("federation");
+        let rms_file = files.join("agreements/sco-rms-2013.toml");
+        let text = std::fs::read_to_string(&rms_file).expect("reads");
+        std::fs::write(&rms_file, text.replace("retention_days = 1095", "retention_days = 1"))
+            .expect("writes");
+        task.policy.set(load_kz(&files));
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        tick(&writer).await;
+        tick(&writer).await;
+        let soon = now_ms() + 1_500;
+        let items = shares_created(RMS, i64::MAX, 1..=1, soon - 86_400_000);
+        writer.received("RU".parse().expect("valid"), items, Vec::new()).await.expect("stored");
+        let rms = StreamKey { origin: "RU".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
+        assert!(store.projection(&rms, 1).expect("reads").is_some(), "held until then");
+        tokio::time::sleep(std::time::Duration::from_millis((soon - now_ms()).max(0) as u64 + 100)).await;
+        tick(&writer).await;
+        assert_eq!(store.projection(&rms, 1).expect("reads"), None, "purged under the retention in force");
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
     // An agreement's retention shortened after its shares were made: for one the retention
     // in force has ended (its record was created in 1970), for one it ends in a moment, for
-    // one much later; the expiry each carries is far off. The walk purges the first at
-    // once, indexes the second to expire when its retention in force ends, and keeps the
-    // third.
+    // one much later; the expiry each carries is far off. The first is purged at once, the
+    // second when its retention in force ends, and the third is kept.
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_is_purged_once_the_retention_in_force_has_ended() {
         let dir = tempfile::tempdir().expect("tempdir");
