@@ -28,9 +28,9 @@
 //! a client without a token cannot grow the log without bound. Bodies are parsed by hand from bytes so that every malformed input
 //! gets a message naming the problem; a batch with one bad record stores nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -48,6 +48,7 @@ use tamga_protocol::{Classification, Digest, Record, RecordHeader, RecordId, Sal
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::identity::Role;
+use crate::refusals::{Refusals, Window};
 use crate::store::{ListCursor, RecordFilter, StoredRecord};
 use crate::writer::now_ms;
 
@@ -141,15 +142,13 @@ const MAX_PATH_IN_ENTRY: usize = 256;
 /// Refused calls per client address and minute: the first `[api] refusals_per_min` are
 /// audited one by one; past them a call is answered 429 and counted, and one entry per
 /// address and minute says how many, once the minute is over.
-#[derive(Debug, Default)]
-pub struct ApiRefusals(Mutex<HashMap<IpAddr, RefusalWindow>>);
-
 #[derive(Debug)]
-struct RefusalWindow {
-    since_ms: i64,
-    audited: u64,
-    counted: u64,
-    latest: String,
+pub struct ApiRefusals(Refusals<IpAddr>);
+
+impl Default for ApiRefusals {
+    fn default() -> Self {
+        ApiRefusals(Refusals::bounded(MAX_REFUSING_ADDRS, Ipv4Addr::UNSPECIFIED.into()))
+    }
 }
 
 impl ApiRefusals {
@@ -157,59 +156,26 @@ impl ApiRefusals {
     /// (within `limit` this minute), and the summary of the address's minute before, if
     /// it ended with calls counted.
     fn admit(&self, ip: IpAddr, limit: u64, now: i64, call: &str) -> (bool, Option<AuditEvent>) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let ip = if m.contains_key(&ip) || m.len() < MAX_REFUSING_ADDRS {
-            ip
-        } else {
-            Ipv4Addr::UNSPECIFIED.into()
-        };
-        let w = m.entry(ip).or_insert_with(|| RefusalWindow::new(now));
-        let mut ended = None;
-        if now - w.since_ms >= REFUSAL_WINDOW_MS {
-            ended = w.summary(ip);
-            *w = RefusalWindow::new(now);
-        }
-        if w.audited < limit {
-            w.audited += 1;
-            return (true, ended);
-        }
-        w.counted += 1;
-        call.clone_into(&mut w.latest);
-        (false, ended)
+        let (one_by_one, ended) = self.0.admit(ip, limit, REFUSAL_WINDOW_MS, now, call);
+        (one_by_one, ended.map(refusal_summary))
     }
 
     /// The summaries of the minutes that ended by `now` (of every one with `all`, as the
     /// node stops), which are forgotten.
     pub fn due(&self, now: i64, all: bool) -> Vec<AuditEvent> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        m.retain(|ip, w| {
-            if !all && now - w.since_ms < REFUSAL_WINDOW_MS {
-                return true;
-            }
-            out.extend(w.summary(*ip));
-            false
-        });
-        out
+        self.0.ended(now, REFUSAL_WINDOW_MS, all).into_iter().map(refusal_summary).collect()
     }
 }
 
-impl RefusalWindow {
-    fn new(now: i64) -> RefusalWindow {
-        RefusalWindow { since_ms: now, audited: 0, counted: 0, latest: String::new() }
-    }
-
-    fn summary(&self, ip: IpAddr) -> Option<AuditEvent> {
-        (self.counted > 0).then(|| {
-            AuditEvent::new(Action::ApiRefused, Outcome::Refused).reason(format!(
-                "{} more calls from {ip} refused since {}, answered 429 after {} audited one by one; the latest: {}",
-                self.counted,
-                crate::audit::rfc3339(self.since_ms),
-                self.audited,
-                self.latest
-            ))
-        })
-    }
+/// The entry counting one address's refused calls of a minute past those audited.
+fn refusal_summary((ip, w): (IpAddr, Window)) -> AuditEvent {
+    AuditEvent::new(Action::ApiRefused, Outcome::Refused).reason(format!(
+        "{} more calls from {ip} refused since {}, answered 429 after {} audited one by one; the latest: {}",
+        w.counted,
+        crate::audit::rfc3339(w.since_ms),
+        w.audited,
+        w.latest
+    ))
 }
 
 /// `path`, cut to [`MAX_PATH_IN_ENTRY`] bytes (at a character boundary) with `…` after it.

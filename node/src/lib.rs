@@ -27,6 +27,7 @@ pub mod localfed;
 pub mod metrics;
 pub mod net;
 pub mod par;
+pub mod refusals;
 pub mod reload;
 pub mod store;
 pub mod sync;

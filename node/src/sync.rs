@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::daemon::Shared;
 use crate::net::{NetEvent, NetHandle};
+use crate::refusals::{Refusals, Window};
 use crate::store::{OutboxKey, Reconciled};
 use crate::writer::{now_ms, HeldByPeer, Taken};
 
@@ -147,21 +148,12 @@ pub struct SyncState {
     /// Per origin, the last outbox entry it answered: the next round starts after it.
     outbox_answered: Mutex<HashMap<MemberCode, OutboxKey>>,
     /// Refused inbound projections per peer and reason, in the current report interval.
-    refusals: Mutex<HashMap<(MemberCode, String), RefusalWindow>>,
+    refusals: Refusals<(MemberCode, String)>,
 }
 
-/// Projections refused from one peer for one reason within one report interval: the first
-/// [`REFUSALS_AUDITED`] are audited one by one, the rest counted into one summary entry.
-#[derive(Debug, Clone, Default)]
-struct RefusalWindow {
-    since_ms: i64,
-    audited: u32,
-    suppressed: u64,
-    latest: String,
-}
-
-/// Refused projections audited one by one per peer, reason and report interval.
-pub const REFUSALS_AUDITED: u32 = 16;
+/// Refused projections audited one by one per peer, reason and report interval; the rest
+/// are counted into one summary entry ([`Refusals`]).
+pub const REFUSALS_AUDITED: u64 = 16;
 
 impl SyncState {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<MemberCode, PeerState>) -> R) -> R {
@@ -215,37 +207,14 @@ impl SyncState {
     ) -> (bool, Option<AuditEvent>) {
         // Reasons start with their label (`signature: ...`): one window per label.
         let label = reason.split(':').next().unwrap_or(reason);
-        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        let w = r
-            .entry((peer, label.to_owned()))
-            .or_insert_with(|| RefusalWindow { since_ms: now, ..Default::default() });
-        let summary = if now - w.since_ms >= interval_ms {
-            let ended = std::mem::replace(w, RefusalWindow { since_ms: now, ..Default::default() });
-            summary(peer, label, &ended)
-        } else {
-            None
-        };
-        if w.audited < REFUSALS_AUDITED {
-            w.audited += 1;
-            return (true, summary);
-        }
-        w.suppressed += 1;
-        w.latest = reason.to_owned();
-        (false, summary)
+        let (one_by_one, ended) =
+            self.refusals.admit((peer, label.to_owned()), REFUSALS_AUDITED, interval_ms, now, reason);
+        (one_by_one, ended.map(summary))
     }
 
     /// Summaries of the intervals that have ended with refusals counted but not audited.
     fn refusal_summaries(&self, now: i64, interval_ms: i64) -> Vec<AuditEvent> {
-        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        r.retain(|(peer, label), w| {
-            if now - w.since_ms < interval_ms {
-                return true;
-            }
-            out.extend(summary(*peer, label, w));
-            false
-        });
-        out
+        self.refusals.ended(now, interval_ms, false).into_iter().map(summary).collect()
     }
 
     /// Whether `peer`'s terms of agreement `a` (from its last hello) are the ones in force
@@ -257,16 +226,14 @@ impl SyncState {
 }
 
 /// The audit entry counting the refusals of an interval that were not audited one by one.
-fn summary(peer: MemberCode, label: &str, w: &RefusalWindow) -> Option<AuditEvent> {
-    (w.suppressed > 0).then(|| {
-        AuditEvent::new(Action::Rejected, Outcome::Refused).peer(peer).reason(format!(
-            "{label}: {} more projections refused since {} (after {} audited one by one); the latest: {}",
-            w.suppressed,
-            crate::audit::rfc3339(w.since_ms),
-            w.audited,
-            w.latest
-        ))
-    })
+fn summary(((peer, label), w): ((MemberCode, String), Window)) -> AuditEvent {
+    AuditEvent::new(Action::Rejected, Outcome::Refused).peer(peer).reason(format!(
+        "{label}: {} more projections refused since {} (after {} audited one by one); the latest: {}",
+        w.counted,
+        crate::audit::rfc3339(w.since_ms),
+        w.audited,
+        w.latest
+    ))
 }
 
 /// Everything a sync job needs; cheap to clone into per-request tasks.
