@@ -1,5 +1,5 @@
 //! `node.toml`: one node's settings — which member it is, where its files and data are,
-//! and the network, per-peer limits, API, store and audit settings.
+//! and the network, per-peer limits, API, store, audit and reload settings.
 //!
 //! This module owns the file format (every key with a doc comment and a named default,
 //! in the manner of Garage's `util/config.rs`) and [`NodeConfig::load`]. Paths in the

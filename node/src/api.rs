@@ -5,6 +5,9 @@
 //! | `/v1/records`             | POST   | operator, admin         |
 //! | `/v1/records`             | GET    | operator, admin         |
 //! | `/v1/records/{id}`        | GET    | operator, admin         |
+//! | `/v1/records/{id}/revoke` | POST   | operator, admin         |
+//! | `/v1/records/{id}/feedback` | POST | operator, admin         |
+//! | `/v1/peers`               | GET    | operator, admin         |
 //! | `/v1/status`              | GET    | operator, admin, auditor|
 //! | `/v1/audit`               | GET    | auditor                 |
 //! | `/v1/audit/verify`        | GET, POST (witness, indexes) | auditor |
@@ -25,8 +28,9 @@
 //! 403 and audited, its entry durable before the answer, with the client's address; past
 //! `[api] refusals_per_min` of them from one address in a minute, it is answered 429 and
 //! counted, one entry per address and minute saying how many ([`ApiRefusals`]), so that
-//! a client without a token cannot grow the log without bound. Bodies are parsed by hand from bytes so that every malformed input
-//! gets a message naming the problem; a batch with one bad record stores nothing.
+//! a client without a token cannot grow the log without bound. Bodies are parsed by hand
+//! from bytes so that every malformed input gets a message naming the problem; a batch
+//! with one bad record stores nothing.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,7 +58,7 @@ use crate::writer::now_ms;
 
 /// Most records in one ingest request.
 pub const MAX_BATCH_RECORDS: usize = 10_000;
-/// Default and largest page of a record listing.
+/// Default page of a record listing (the largest is [`MAX_LIST_LIMIT`]).
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest page of any listing.
 pub const MAX_LIST_LIMIT: usize = 10_000;

@@ -31,9 +31,11 @@
 //! travels untouched and is verified against the origin's key. That a number is withheld
 //! from the asker is no one's signed word: one marked withheld on a relay's word alone is
 //! asked of its origin again once the two are connected ([`unconfirmed`]), after what
-//! the pull still lacks. One this node's accept policy declined is marked withheld on its
-//! own word, so that the stream's head passes it, and is asked for again only once the
-//! files in force change (the writer's `ask_again_if_policy_changed`).
+//! the pull still lacks. One this node's accept policy declines whoever sends it (its
+//! origin included) is marked withheld on its own word, so that the stream's head passes
+//! it, and is asked for again only once the files in force change (the writer's
+//! `ask_again_if_policy_changed`); one refused only for who relayed it is asked of its
+//! origin.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -8,9 +8,9 @@
 //!   [`Reloader::reload`], which holds one async lock for the whole load-check-swap, so
 //!   reloads never overlap.
 //! - The `reload` task (started by [`Reloader::spawn`], cancelled with the node's token)
-//!   polls the files in force every [`RELOAD_POLL`], waits until they have been quiet for
-//!   [`RELOAD_DEBOUNCE`], listens for SIGHUP, and wakes subscribers when an agreement
-//!   comes into or goes out of force.
+//!   polls the files in force every [`RELOAD_POLL`] (unless `[reload] watch_files =
+//!   false`), waits until they have been quiet for [`RELOAD_DEBOUNCE`], listens for
+//!   SIGHUP, and wakes subscribers when an agreement comes into or goes out of force.
 //! - [`routes`] serves `GET /v1/policy` and `POST /v1/policy/reload` (admin);
 //!   [`commands`] is `tamga policy check|diff|explain|reload`.
 //!
