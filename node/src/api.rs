@@ -526,31 +526,24 @@ pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
     Ok(now - n.saturating_mul(ms))
 }
 
+/// A query parameter parsed, or a 400 naming it.
+fn parse_param<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.map(str::parse).transpose().map_err(|e| ApiError::bad(format!("{name}: {e}")))
+}
+
 async fn list_records(
     State(shared): State<Arc<Shared>>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let filter = RecordFilter {
-        category: q
-            .category
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad(format!("category: {e}")))?,
-        origin: q
-            .origin
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad(format!("origin: {e}")))?,
+        category: parse_param("category", q.category.as_deref())?,
+        origin: parse_param("origin", q.origin.as_deref())?,
         since_ms: q.since.as_deref().map(|s| parse_since(s, now_ms())).transpose().map_err(ApiError::bad)?,
-        after: q
-            .after
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad(format!("after: {e}")))?,
+        after: parse_param("after", q.after.as_deref())?,
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT);
     let store = shared.store.clone();

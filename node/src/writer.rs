@@ -2756,20 +2756,30 @@ mod tests {
         Arc::new(fed.expect("loads"))
     }
 
+    /// KZ's writer with sco-rms-2013's retention cut from 1,095 days to one, in its files
+    /// and in force: its store and task, the federation's directory, and the agreement's
+    /// file with its text before.
+    fn kz_writer_keeping_rms_a_day(
+        dir: &std::path::Path,
+    ) -> (Store, WriterTask, std::path::PathBuf, (std::path::PathBuf, String)) {
+        let (store, task) = kz_writer(dir);
+        let files = dir.join("federation");
+        let rms_file = files.join("agreements/sco-rms-2013.toml");
+        let text = std::fs::read_to_string(&rms_file).expect("reads");
+        std::fs::write(&rms_file, text.replace("retention_days = 1095", "retention_days = 1"))
+            .expect("writes");
+        task.policy.set(load_kz(&files));
+        (store, task, files, (rms_file, text))
+    }
+
     // A retention shortened, then lengthened back before the shortened one ended: the walk
     // under the short one indexed the share to expire early, and that entry, once due, no
     // longer purges it.
     #[tokio::test(flavor = "current_thread")]
     async fn a_retention_lengthened_back_keeps_what_the_shorter_one_would_have_purged() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, task) = kz_writer(dir.path());
-        let files = dir.path().join("federation");
-        let rms_file = files.join("agreements/sco-rms-2013.toml");
-        let text = std::fs::read_to_string(&rms_file).expect("reads");
-        std::fs::write(&rms_file, text.replace("retention_days = 1095", "retention_days = 1"))
-            .expect("writes");
+        let (store, task, files, (rms_file, text)) = kz_writer_keeping_rms_a_day(dir.path());
         let policy = task.policy.clone();
-        policy.set(load_kz(&files));
         let (writer, handle) = task.spawn(CancellationToken::new());
         let soon = now_ms() + 1_500;
         let items = shares_created(RMS, i64::MAX, 1..=1, soon - 86_400_000 - 1);
@@ -2792,13 +2802,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_share_taken_in_after_a_retention_was_shortened_expires_under_the_shorter_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, task) = kz_writer(dir.path());
-        let files = dir.path().join("federation");
-        let rms_file = files.join("agreements/sco-rms-2013.toml");
-        let text = std::fs::read_to_string(&rms_file).expect("reads");
-        std::fs::write(&rms_file, text.replace("retention_days = 1095", "retention_days = 1"))
-            .expect("writes");
-        task.policy.set(load_kz(&files));
+        let (store, task, ..) = kz_writer_keeping_rms_a_day(dir.path());
         let (writer, handle) = task.spawn(CancellationToken::new());
         tick(&writer).await;
         tick(&writer).await;
