@@ -68,7 +68,7 @@ impl<K: Hash + Eq + Clone> Refusals<K> {
         let mut ended = None;
         if now - w.since_ms >= interval_ms {
             let before = std::mem::replace(w, Window::new(now));
-            ended = (before.counted > 0).then(|| (key, before));
+            ended = (before.counted > 0).then_some((key, before));
         }
         if w.audited < limit {
             w.audited += 1;
