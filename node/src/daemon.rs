@@ -266,11 +266,13 @@ impl Node {
             .local_addr()
             .map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
         let tls = match config.api.tls_cert.as_ref().zip(config.api.tls_key.as_ref()) {
-            Some((cert, key)) => Some(
+            Some((cert, key)) => Some({
+                // The key is a secret as the identity is: its owner's alone.
+                crate::identity::read_secret_file(key).map_err(|e| StartError::Tls(e.to_string()))?;
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .map_err(|e| StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?,
-            ),
+                    .map_err(|e| StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?
+            }),
             None => None,
         };
         let reloader =

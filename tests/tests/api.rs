@@ -222,6 +222,13 @@ async fn https_serves_the_api_to_clients_trusting_its_certificate_only() {
     std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).expect("writes");
     std::fs::write(&key_file, key.serialize_pem()).expect("writes");
     let tls = format!("[api]\ntls_cert = {:?}\ntls_key = {:?}\n", cert.display(), key_file.display());
+    // A key others may read stops the node at start, naming it, as the identity would.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let loose = TestNode::start_with("RU", |t| *t = t.replace("[api]\n", &tls)).await.map(|_| ());
+    let e = format!("{:#}", loose.expect_err("refused"));
+    assert!(e.contains("api.key") && e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut node = TestNode::start_with("RU", |t| *t = t.replace("[api]\n", &tls)).await.expect("starts");
     let mut config = node.config().expect("config");
     config.api.listen = node.node().api_addr();
