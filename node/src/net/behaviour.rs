@@ -43,6 +43,15 @@ pub(super) fn build_swarm(
     limits: &PeerLimits,
     liveness: Liveness,
 ) -> Result<Swarm<Behaviour>, NetError> {
+    // libp2p-tls gives its rustls configs a key-log writer that opens SSLKEYLOGFILE as
+    // they are made: the peer channels' session keys must never be written anywhere. The
+    // `tamga` binary removes the variable; a program that starts a node itself is refused.
+    if std::env::var_os("SSLKEYLOGFILE").is_some() {
+        return Err(NetError::Tls(
+            "SSLKEYLOGFILE is set: the peer channels' TLS session keys would be written to it; unset it"
+                .into(),
+        ));
+    }
     let codec =
         SyncCodec { request_deadline: limits.stream_read, read_budget: ReadBudget::new(limits.read_buffer) };
     let public = keypair.public();
