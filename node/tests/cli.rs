@@ -226,6 +226,19 @@ fn operator_and_auditor_commands() {
         !listed.status.success() && String::from_utf8_lossy(&listed.stderr).contains("403"),
         "{listed:?}"
     );
+    // The policy commands that call the node take one too: the auditor's may not reload,
+    // the admin's may.
+    let reload = run(&["policy", "reload", "--token-file", tf], &config);
+    assert!(
+        !reload.status.success() && String::from_utf8_lossy(&reload.stderr).contains("403"),
+        "{reload:?}"
+    );
+    let admin_file = dir.path().join("admin.token");
+    std::fs::write(&admin_file, tokens["admin"].as_str().expect("a token")).expect("writes");
+    std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let reloaded =
+        ok(&run(&["policy", "reload", "--token-file", admin_file.to_str().expect("a path")], &config));
+    assert!(reloaded.starts_with("unchanged"), "{reloaded}");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let loose = run(&["audit", "verify", "--token-file", tf], &config);
     let err = String::from_utf8_lossy(&loose.stderr);

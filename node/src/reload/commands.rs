@@ -72,6 +72,10 @@ pub struct DiffArgs {
     /// The node's node.toml (the running node, with one path). Example: --config ./ru/node.toml
     #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
     pub config: PathBuf,
+    /// A file holding the one token to call the node with (its owner's alone), instead of
+    /// the node's tokens file. Example: --token-file ~/.tamga/admin.token
+    #[arg(long, env = "TAMGA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Whose policy (default: the node's member; for two directories, every member with a
     /// policy in NEW). Example: --member RU
     #[arg(long)]
@@ -108,6 +112,10 @@ pub struct ExplainArgs {
     /// The node's node.toml. Example: --config ./ru/node.toml
     #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
     pub config: PathBuf,
+    /// A file holding the one token to call the node with (its owner's alone), instead of
+    /// the node's tokens file. Example: --token-file ~/.tamga/admin.token
+    #[arg(long, env = "TAMGA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -119,6 +127,10 @@ pub struct ReloadArgs {
     /// The node's node.toml. Example: --config ./ru/node.toml
     #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
     pub config: PathBuf,
+    /// A file holding the one token to call the node with (its owner's alone), instead of
+    /// the node's tokens file. Example: --token-file ~/.tamga/admin.token
+    #[arg(long, env = "TAMGA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -144,8 +156,13 @@ fn node_config(path: &Path) -> Result<NodeConfig> {
     NodeConfig::load(path).map_err(|e| anyhow!("{e}"))
 }
 
-fn client(config: &Path, role: Role) -> Result<Client> {
-    Ok(Client::new(&node_config(config)?, role)?)
+/// A client for the node `config` describes: with the token in `token_file` when one is
+/// given, else with `role`'s from the node's tokens file.
+fn client(config: &NodeConfig, role: Role, token_file: Option<&Path>) -> Result<Client> {
+    Ok(match token_file {
+        Some(file) => Client::with_token_file(config, file)?,
+        None => Client::new(config, role)?,
+    })
 }
 
 /// An error as `check` and `reload` print it: `path:line:col: error: message`, and the
@@ -300,7 +317,7 @@ enum Side {
     /// The files a node.toml names.
     Node(NodeConfig),
     /// The policy in force in the running node.
-    Running(NodeConfig),
+    Running(NodeConfig, Option<PathBuf>),
 }
 
 impl Side {
@@ -317,7 +334,7 @@ impl Side {
     fn member(&self) -> Option<MemberCode> {
         match self {
             Side::Dir(_) => None,
-            Side::Node(c) | Side::Running(c) => Some(c.member),
+            Side::Node(c) | Side::Running(c, _) => Some(c.member),
         }
     }
 
@@ -325,7 +342,7 @@ impl Side {
         match self {
             Side::Dir(d) => d.display().to_string(),
             Side::Node(c) => c.path.display().to_string(),
-            Side::Running(c) => format!("the policy in force in the node of {}", c.path.display()),
+            Side::Running(c, _) => format!("the policy in force in the node of {}", c.path.display()),
         }
     }
 
@@ -336,8 +353,8 @@ impl Side {
                 Federation::load_files(&f.roster, &f.catalog, &f.agreements, &f.policy, m)
             }
             Side::Node(c) => Federation::load(c),
-            Side::Running(c) => {
-                let v = Client::new(c, Role::Admin)?.get("/v1/policy", &[]).await?;
+            Side::Running(c, token_file) => {
+                let v = client(c, Role::Admin, token_file.as_deref())?.get("/v1/policy", &[]).await?;
                 Federation::from_sources(&sources_of(&v)?, m)
             }
         };
@@ -369,7 +386,7 @@ fn sources_of(v: &Value) -> Result<Sources> {
 
 async fn diff_cmd(a: DiffArgs) -> Result<()> {
     let (old, new) = match a.paths.as_slice() {
-        [new] => (Side::Running(node_config(&a.config)?), Side::of(new)?),
+        [new] => (Side::Running(node_config(&a.config)?, a.token_file.clone()), Side::of(new)?),
         [old, new] => (Side::of(old)?, Side::of(new)?),
         _ => bail!("give NEW, or OLD and NEW"),
     };
@@ -466,9 +483,11 @@ async fn explain_cmd(a: ExplainArgs) -> Result<()> {
     let mut note = None;
     let (fed, headers, record) = if let Some(id) = &a.record {
         let cfg = node_config(&a.config)?;
-        let v = client(&a.config, Role::Operator)?.get(&format!("/v1/records/{id}"), &[]).await?;
+        let v = client(&cfg, Role::Operator, a.token_file.as_deref())?
+            .get(&format!("/v1/records/{id}"), &[])
+            .await?;
         let header = header_of(&v)?;
-        let fed = match Client::new(&cfg, Role::Admin)?.get("/v1/policy", &[]).await {
+        let fed = match client(&cfg, Role::Admin, a.token_file.as_deref())?.get("/v1/policy", &[]).await {
             Ok(p) => Federation::from_sources(&sources_of(&p)?, cfg.member),
             Err(ClientError::Api { status, .. }) if status.as_u16() == 503 => {
                 note = Some("the node does not know the texts of its policy in force; explained with the files on disk");
@@ -577,7 +596,7 @@ async fn explain_cmd(a: ExplainArgs) -> Result<()> {
 // ---- reload --------------------------------------------------------------------------
 
 async fn reload_cmd(a: ReloadArgs) -> Result<()> {
-    let c = client(&a.config, Role::Admin)?;
+    let c = client(&node_config(&a.config)?, Role::Admin, a.token_file.as_deref())?;
     match c.post("/v1/policy/reload", &json!({})).await {
         Ok(v) => {
             if a.json {
