@@ -446,13 +446,15 @@ fn duplicate_agreement_id_names_both_files() {
     assert!(e.message.contains(&format!("{}:1", f.path("agreements/ipr.toml").display())), "{e}");
 }
 
-/// The warnings of a fixture that loads, as (kind, line, message).
-fn warnings_of(f: &Fixture) -> Vec<(tamga_config::WarningKind, usize, String)> {
+/// That a fixture loads, and warns `kind` at `line` of its policy with a message
+/// containing `words`.
+fn warns(f: &Fixture, kind: tamga_config::WarningKind, line: usize, words: &str) {
     let fed = f.load().unwrap_or_else(|e| panic!("loads: {e}"));
-    tamga_config::check::warnings(&fed, 1_795_824_000_000)
+    let w: Vec<_> = tamga_config::check::warnings(&fed, 1_795_824_000_000)
         .into_iter()
         .map(|w| (w.kind, w.line, w.message))
-        .collect()
+        .collect();
+    assert!(w.iter().any(|(k, l, m)| *k == kind && *l == line && m.contains(words)), "{w:?}");
 }
 
 // A rule may name what its agreement does not: an agreement no file defines, one this
@@ -464,13 +466,7 @@ fn warnings_of(f: &Fixture) -> Vec<(tamga_config::WarningKind, usize, String)> {
 fn policy_agreement_unknown_is_a_warning() {
     let mut f = Fixture::new();
     f.policy = POLICY.replace("agreement = \"energy\"", "agreement = \"enrgy\"");
-    let w = warnings_of(&f);
-    assert!(
-        w.iter().any(|(k, line, m)| *k == tamga_config::WarningKind::RuleNeverMatches
-            && *line == 9
-            && m.contains("no agreement file defines enrgy")),
-        "{w:?}"
-    );
+    warns(&f, tamga_config::WarningKind::RuleNeverMatches, 9, "no agreement file defines enrgy");
 }
 
 #[test]
@@ -481,26 +477,14 @@ fn policy_for_an_agreement_this_member_is_not_party_to_is_a_warning() {
         ENERGY.replace("\"energy\"", "\"kz-cn\"").replace("[\"RU\", \"KZ\"]", "[\"KZ\", \"CN\"]"),
     ));
     f.policy = format!("{POLICY}\n[[share]]\nagreement = \"kz-cn\"\n");
-    let w = warnings_of(&f);
-    assert!(
-        w.iter().any(|(k, line, m)| *k == tamga_config::WarningKind::RuleNeverMatches
-            && *line == 13
-            && m.contains("RU is not a party to kz-cn")),
-        "{w:?}"
-    );
+    warns(&f, tamga_config::WarningKind::RuleNeverMatches, 13, "RU is not a party to kz-cn");
 }
 
 #[test]
 fn policy_member_not_a_party_is_a_warning() {
     let mut f = Fixture::new();
     f.policy = POLICY.replace("from = [\"KZ\"]", "from = [\"KZ\", \"CN\"]");
-    let w = warnings_of(&f);
-    assert!(
-        w.iter().any(|(k, line, m)| *k == tamga_config::WarningKind::OutsideAgreement
-            && *line == 9
-            && m.contains("names CN, not a party to energy")),
-        "{w:?}"
-    );
+    warns(&f, tamga_config::WarningKind::OutsideAgreement, 9, "names CN, not a party to energy");
 }
 
 #[test]
@@ -516,12 +500,11 @@ fn policy_category_outside_agreement_is_a_warning() {
     f.policy =
         POLICY.replace("agreement = \"ipr\"\n", "agreement = \"ipr\"\ncategories = [\"energy.flow\"]\n");
     f.policy = f.policy.replace("redact_fields = [\"kind\"]\n", "");
-    let w = warnings_of(&f);
-    assert!(
-        w.iter().any(|(k, line, m)| *k == tamga_config::WarningKind::OutsideAgreement
-            && *line == 3
-            && m.contains("names category energy.flow, which ipr does not cover")),
-        "{w:?}"
+    warns(
+        &f,
+        tamga_config::WarningKind::OutsideAgreement,
+        3,
+        "names category energy.flow, which ipr does not cover",
     );
 }
 

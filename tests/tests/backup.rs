@@ -76,10 +76,7 @@ async fn backup_under_load_restores_a_consistent_prefix() {
 /// is left half built, and the same data directory takes the true backup afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_whose_schema_marker_disagrees_with_its_header_restores_nothing() {
-    let mut node = TestNode::start("KZ").await.expect("starts");
-    ingest_marks(&node, "kept", 2).await;
-    let bytes = node.client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
-    node.stop().await;
+    let bytes = backup_of("KZ", "kept").await;
     let snap = tamga_node::backup::decode(&bytes).expect("decodes");
 
     let mut restored = TestNode::init("KZ", |_| {}).expect("inits");
@@ -113,11 +110,7 @@ async fn a_backup_whose_schema_marker_disagrees_with_its_header_restores_nothing
 /// nothing: its chain verifies, but the restored node's queries would miss the entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_whose_audit_index_was_edited_restores_nothing() {
-    let mut node = TestNode::start("KZ").await.expect("starts");
-    ingest_marks(&node, "kept", 2).await;
-    let bytes = node.client(Role::Admin).get_bytes("/v1/backup").await.expect("backs up");
-    node.stop().await;
-    let mut snap = tamga_node::backup::decode(&bytes).expect("decodes");
+    let mut snap = tamga_node::backup::decode(&backup_of("KZ", "kept").await).expect("decodes");
     // The action index of `ingested` (key `I`, `a`, "ingested", 0, first seq) lists every
     // ingest entry, 8 bytes each: the last one goes.
     let pair =
@@ -249,8 +242,8 @@ async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_pee
     f.stop().await;
 }
 
-/// A backup of RU's node, its log ending with a checkpoint RU signed (a clean stop signs
-/// one, and the backup is taken after the restart).
+/// A backup of `member`'s node holding two records, its log ending with a checkpoint the
+/// member signed (a clean stop signs one, and the backup is taken after the restart).
 async fn backup_of(member: &str, tag: &str) -> Vec<u8> {
     let mut node = TestNode::start(member).await.expect("starts");
     ingest_marks(&node, tag, 2).await;
