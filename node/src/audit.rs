@@ -84,6 +84,9 @@ pub enum Action {
     BackupTaken,
     /// A signed checkpoint of this log.
     Checkpoint,
+    /// Entries the node meant to append were dropped while its write groups kept failing
+    /// (a full or failing disk); the reason says how many.
+    EntriesLost,
 }
 
 impl Action {
@@ -110,6 +113,7 @@ impl Action {
             Action::ApiRefused => "api_refused",
             Action::BackupTaken => "backup_taken",
             Action::Checkpoint => "checkpoint",
+            Action::EntriesLost => "entries_lost",
         }
     }
 }

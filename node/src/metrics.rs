@@ -93,6 +93,9 @@ pub struct Metrics {
     pub audit_entries: Counter,
     /// Write groups committed (one flush each).
     pub write_groups: Counter,
+    /// Audit entries, receipt sets and peer checkpoints dropped after write groups kept
+    /// failing (each also audited, as `entries_lost`, once a group commits).
+    pub audit_lost: Counter,
     /// Peers connected now.
     pub peers_connected: AtomicU64,
     /// API latency.
@@ -124,6 +127,11 @@ impl Metrics {
         counter("api_refused_total", "API calls refused for authorisation.", self.api_refused.get());
         counter("audit_entries_total", "Audit entries appended.", self.audit_entries.get());
         counter("write_groups_total", "Write groups committed with one flush.", self.write_groups.get());
+        counter(
+            "audit_lost_total",
+            "Audit events, receipt sets and peer checkpoints dropped while write groups failed.",
+            self.audit_lost.get(),
+        );
         let _ = writeln!(
             out,
             "# HELP tamga_records_stored Records held.\n# TYPE tamga_records_stored gauge\ntamga_records_stored {records_stored}"

@@ -1067,16 +1067,20 @@ pub struct Store {
     /// The streams whose head a commit moved since the last flush that succeeded, each
     /// with its head before that commit: the head that is durable ([`Store::durable_head`]).
     unflushed_heads: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
-    /// Tests only: a flush made to fail, and the flushes that ran ([`Store::fail_next_flush`]).
+    /// Tests only: a commit or a flush made to fail, and the flushes that ran
+    /// ([`Store::fail_commits`], [`Store::fail_next_flush`]).
     #[cfg(test)]
-    flush_failpoint: Arc<FlushFailpoint>,
+    failpoints: Arc<Failpoints>,
 }
 
-/// Tests only: makes [`Store::flush`] fail once, after its batch was applied, as a full or
-/// failing disk can; and counts the flushes that made something durable.
+/// Tests only: makes [`Store::commit`] fail, applying nothing, or [`Store::flush`]
+/// fail once, after its batch was applied, as a full or failing disk can; and counts the
+/// flushes that made something durable.
 #[cfg(test)]
 #[derive(Debug, Default)]
-struct FlushFailpoint {
+struct Failpoints {
+    /// How many of the next commits fail without applying anything.
+    commits_to_fail: AtomicU64,
     /// The next flush fails without flushing.
     armed: std::sync::atomic::AtomicBool,
     /// How many flushes succeeded.
@@ -1346,7 +1350,7 @@ impl Store {
             values,
             unflushed_heads: Arc::default(),
             #[cfg(test)]
-            flush_failpoint: Arc::default(),
+            failpoints: Arc::default(),
         };
         if writing {
             store.zero_listed()?;
@@ -1503,6 +1507,15 @@ impl Store {
     /// Apply a batch atomically (not yet durable: see [`Store::flush`]). The writer task
     /// is the only caller, so the record count read here cannot change before it is stored.
     pub fn commit(&self, mut b: WriteBatch) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self
+            .failpoints
+            .commits_to_fail
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Engine("commit failed (test failpoint)".into()));
+        }
         let mut count = self.records.load(Ordering::Relaxed);
         let mut new_keys = HashSet::new();
         if !b.records.is_empty() {
@@ -1582,7 +1595,7 @@ impl Store {
         let work = self.values.take_pending();
         let heads = self.take_unflushed_heads();
         #[cfg(test)]
-        if self.flush_failpoint.armed.swap(false, Ordering::Relaxed) {
+        if self.failpoints.armed.swap(false, Ordering::Relaxed) {
             self.after_flush(work, false);
             self.put_back_unflushed_heads(heads);
             return Err(StoreError::Engine("flush failed (test failpoint)".into()));
@@ -1594,7 +1607,7 @@ impl Store {
         self.after_flush(work, flushed.is_ok());
         flushed?;
         #[cfg(test)]
-        self.flush_failpoint.flushed.fetch_add(1, Ordering::Relaxed);
+        self.failpoints.flushed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1602,13 +1615,19 @@ impl Store {
     /// committed applied but not durable.
     #[cfg(test)]
     pub(crate) fn fail_next_flush(&self) {
-        self.flush_failpoint.armed.store(true, Ordering::Relaxed);
+        self.failpoints.armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Tests only: the next `n` calls of [`Store::commit`] fail, applying nothing (0: none).
+    #[cfg(test)]
+    pub(crate) fn fail_commits(&self, n: u64) {
+        self.failpoints.commits_to_fail.store(n, Ordering::Relaxed);
     }
 
     /// Tests only: how many calls of [`Store::flush`] have succeeded.
     #[cfg(test)]
     pub(crate) fn flushes(&self) -> u64 {
-        self.flush_failpoint.flushed.load(Ordering::Relaxed)
+        self.failpoints.flushed.load(Ordering::Relaxed)
     }
 
     /// Make everything durable, blocking (for shutdown), then do what that makes safe in

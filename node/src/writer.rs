@@ -47,6 +47,10 @@ use crate::store::{
 pub const WRITE_QUEUE: usize = 4096;
 /// Most ops committed in one group (one batch, one flush).
 pub const MAX_GROUP: usize = 512;
+/// Most ops that ask for no answer (audit entries, receipts, peer checkpoints) kept from
+/// write groups that failed, to be written by the next group ([`WriterTask::carried`]).
+/// Past it the oldest are dropped, counted, and the count audited once a group commits.
+pub const MAX_CARRIED: usize = 10_000;
 
 /// How many projections held one tick of the walk of the projections held reads (after
 /// start-up and after each reload): with the default one-minute tick, a node holding a
@@ -323,6 +327,11 @@ pub struct WriterTask {
     /// start-up the store's newest (what was recovered is durable), then what each
     /// successful flush covered.
     durable_checkpoint: watch::Sender<Option<Checkpoint>>,
+    /// Ops that ask for no answer, from groups whose commit failed: put at the head of
+    /// the next group, so that a failing write loses none of what they audit.
+    carried: Vec<Op>,
+    /// How many such ops were dropped past [`MAX_CARRIED`] since a group last committed.
+    lost: u64,
 }
 
 impl std::fmt::Debug for WriterTask {
@@ -365,6 +374,8 @@ impl WriterTask {
             unflushed: false,
             unflushed_checkpoint: None,
             durable_checkpoint,
+            carried: Vec::new(),
+            lost: 0,
         })
     }
 
@@ -431,6 +442,19 @@ impl WriterTask {
         let now = self.audit.clock(now_ms());
         let mut batch = WriteBatch::default();
         let mut head = self.head;
+        let group = match self.carried.is_empty() {
+            true => group,
+            false => std::mem::take(&mut self.carried).into_iter().chain(group).collect(),
+        };
+        // What the ops that ask for no answer wrote, kept until the group commits.
+        let mut kept: Vec<Op> = Vec::new();
+        if self.lost > 0 {
+            let ev = AuditEvent::new(Action::EntriesLost, Outcome::Failed).reason(format!(
+                "{} audit entries, receipt sets or peer checkpoints were not written: write groups kept failing",
+                self.lost
+            ));
+            self.append(&mut batch, &mut head, ev, now);
+        }
         let mut durable = false;
         let mut answers: Vec<Answer<Vec<Ingested>>> = Vec::new();
         let mut snapshots = Vec::new();
@@ -465,7 +489,8 @@ impl WriterTask {
                     }
                 }
                 Op::Audit(ev) => {
-                    self.append(&mut batch, &mut head, *ev, now);
+                    self.append(&mut batch, &mut head, (*ev).clone(), now);
+                    kept.push(Op::Audit(ev));
                 }
                 Op::AuditDurable { event, reply } => {
                     durable = true;
@@ -485,12 +510,14 @@ impl WriterTask {
                 }
                 Op::Receipts(receipts) => {
                     delivered += receipts.len() as u64;
-                    self.keep_receipts(receipts, &mut batch, &mut head, now);
+                    self.keep_receipts(&receipts, &mut batch, &mut head, now);
+                    kept.push(Op::Receipts(receipts));
                 }
                 Op::PeerCheckpoint(cp) => {
                     if let Err(e) = batch.put_peer_checkpoint(&cp) {
                         tracing::warn!(error = %e, "peer checkpoint not stored");
                     }
+                    kept.push(Op::PeerCheckpoint(cp));
                 }
                 Op::Revoke { id, reply } => {
                     durable = true;
@@ -661,6 +688,7 @@ impl WriterTask {
         };
         match committed {
             Ok(()) => {
+                self.lost = 0;
                 // Every entry the group appended, whatever op appended it.
                 self.metrics.audit_entries.add(head.0 - self.head.0);
                 self.head = head;
@@ -730,6 +758,7 @@ impl WriterTask {
                 for reply in snapshots.drain(..) {
                     let _ = reply.send(Err(WriteError::Store(StoreError::Engine(why.clone()))));
                 }
+                self.carry(kept);
             }
         }
         for reply in snapshots {
@@ -1455,16 +1484,15 @@ impl WriterTask {
     /// then one `purged` entry per purge receipt (revocations are rare).
     fn keep_receipts(
         &self,
-        receipts: Vec<(Receipt, EntryKind)>,
+        receipts: &[(Receipt, EntryKind)],
         batch: &mut WriteBatch,
         head: &mut (u64, Digest),
         now: i64,
     ) {
-        let (purges, shares): (Vec<_>, Vec<_>) =
-            receipts.into_iter().partition(|(_, k)| *k == EntryKind::Revoke);
+        let (purges, shares): (Vec<_>, Vec<_>) = receipts.iter().partition(|(_, k)| *k == EntryKind::Revoke);
         let mut by_agreement: BTreeMap<(MemberCode, AgreementId), Vec<Receipt>> = BTreeMap::new();
         for (r, _) in shares {
-            by_agreement.entry((r.receiver, r.agreement.clone())).or_default().push(r);
+            by_agreement.entry((r.receiver, r.agreement.clone())).or_default().push(r.clone());
         }
         for rs in by_agreement.into_values().flat_map(listed_runs) {
             let seqs: Vec<u64> = rs.iter().map(|r| r.seq).collect();
@@ -1478,8 +1506,21 @@ impl WriterTask {
             // `receipt` sets the record, agreement, stream position and peer.
             let ev = AuditEvent::new(Action::Purged, Outcome::Ok)
                 .reason(format!("purge receipt for seq {} signed by {}", r.seq, r.receiver))
-                .receipt(&r);
+                .receipt(r);
             self.append(batch, head, ev, now);
+        }
+    }
+
+    /// Keep the ops of a failed group that ask for no answer, for the next group; past
+    /// [`MAX_CARRIED`], drop the oldest and count them.
+    fn carry(&mut self, kept: Vec<Op>) {
+        self.carried.extend(kept);
+        let over = self.carried.len().saturating_sub(MAX_CARRIED);
+        if over > 0 {
+            self.carried.drain(..over);
+            self.lost += over as u64;
+            self.metrics.audit_lost.add(over as u64);
+            tracing::error!(dropped = over, "write groups keep failing: audit entries dropped");
         }
     }
 }
@@ -2547,6 +2588,45 @@ mod tests {
         let last = store.latest_checkpoint().expect("reads").expect("a checkpoint");
         assert!(last.seq >= applied.seq);
         assert_eq!(writer.durable_checkpoint().as_ref(), Some(&last), "flushed, so shown");
+        drop(writer);
+        handle.await.expect("the writer ends");
+    }
+
+    // A group whose commit fails answers its ops with the error; what asked for no answer
+    // (here audit entries) is written by the next group that commits, and past
+    // MAX_CARRIED the oldest are dropped and their count audited.
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_a_failed_group_audited_is_written_by_the_next_group_that_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, task) = kz_writer(dir.path());
+        let (writer, handle) = task.spawn(CancellationToken::new());
+        let uz: MemberCode = "UZ".parse().expect("valid");
+        let event =
+            |n: usize| AuditEvent::new(Action::PeerConnected, Outcome::Ok).peer(uz).reason(format!("{n}"));
+        let connected = |store: &Store| -> Vec<String> {
+            let es = entries(store).into_iter().filter(|e| e["action"] == "peer_connected");
+            es.map(|e| e["reason"].as_str().expect("a reason").to_owned()).collect()
+        };
+        // Queued without waiting, so the ingest after it falls in the same group.
+        store.fail_commits(1);
+        writer.audit(event(0)).await;
+        assert!(writer.ingest(vec![kz_method("refused")]).await.is_err(), "its group failed");
+        writer.ingest(vec![kz_method("stored")]).await.expect("stored");
+        assert_eq!(connected(&store), ["0"], "written once, by the group after");
+
+        // Failing on and on: the oldest past the bound are dropped, and counted.
+        store.fail_commits(u64::MAX);
+        for n in 1..=MAX_CARRIED + 7 {
+            writer.audit(event(n)).await;
+        }
+        assert!(writer.ingest(vec![kz_method("refused too")]).await.is_err());
+        store.fail_commits(0);
+        writer.ingest(vec![kz_method("stored too")]).await.expect("stored");
+        let kept: Vec<String> = (8..=MAX_CARRIED + 7).map(|n| n.to_string()).collect();
+        assert_eq!(connected(&store)[1..], kept[..], "the newest {MAX_CARRIED}, in order, once each");
+        let lost: Vec<_> = entries(&store).into_iter().filter(|e| e["action"] == "entries_lost").collect();
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(lost[0]["reason"].as_str().expect("a reason").starts_with("7 audit entries"), "{lost:?}");
         drop(writer);
         handle.await.expect("the writer ends");
     }
