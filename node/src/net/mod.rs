@@ -385,8 +385,8 @@ impl Default for PeerLimits {
 /// How a roster peer misbehaved. Its [`Abuse::name`] labels metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Abuse {
-    /// Bytes that are not a valid request (bad magic, unknown kind, oversized, truncated,
-    /// undecodable).
+    /// Bytes that are not a valid request, or a valid response to one of ours (bad magic,
+    /// unknown kind, oversized, truncated, undecodable).
     Malformed,
     /// A request stream left open without its whole request for `stream_read`.
     Stalled,

@@ -847,7 +847,16 @@ impl NetTask {
                         let result = match response {
                             Frame::Decoded(r, _) => Ok(r),
                             Frame::Rejected(e, _) => {
-                                warn!(%peer, error = %e, "malformed response");
+                                // Reported as a malformed request is: a roster peer's bad
+                                // bytes, whichever way they came.
+                                if let Some(member) = self.roster.get(&peer).map(|r| r.member) {
+                                    self.abuse(
+                                        peer,
+                                        member,
+                                        Abuse::Malformed,
+                                        format!("malformed response: {e}"),
+                                    );
+                                }
                                 Err(NetError::Malformed(e.to_string()))
                             }
                             Frame::Empty => Err(NetError::Io("the stream closed before an answer".into())),

@@ -578,7 +578,13 @@ struct Hostile {
 
 impl Hostile {
     fn start(key: Keypair) -> Hostile {
+        Hostile::answering(key, None)
+    }
+
+    /// A hostile peer that also takes requests, and answers each with `answer`'s bytes.
+    fn answering(key: Keypair, answer: Option<Vec<u8>>) -> Hostile {
         let peer = key.public().to_peer_id();
+        let support = if answer.is_some() { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
         let mut swarm: Swarm<request_response::Behaviour<RawCodec>> =
             SwarmBuilder::with_existing_identity(key)
                 .with_tokio()
@@ -587,7 +593,7 @@ impl Hostile {
                 .with_behaviour(|_| {
                     request_response::Behaviour::with_codec(
                         RawCodec,
-                        [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Outbound)],
+                        [(StreamProtocol::new(SYNC_PROTOCOL), support)],
                         request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
                     )
                 })
@@ -630,6 +636,13 @@ impl Hostile {
                             if ours.contains(&connection_id) =>
                         {
                             let _ = ev_tx.try_send(HostileEvent::DialFailed);
+                        }
+                        SwarmEvent::Behaviour(request_response::Event::Message {
+                            message: request_response::Message::Request { channel, .. },
+                            ..
+                        }) => {
+                            let bytes = answer.clone().unwrap_or_default();
+                            let _ = swarm.behaviour_mut().send_response(channel, bytes);
                         }
                         SwarmEvent::Behaviour(ev) => settle(&mut pending, ev),
                         _ => {}
@@ -733,6 +746,31 @@ async fn garbage_from_a_roster_peer_is_reported_and_the_connection_stays_usable(
     while let Ok(ev) = h.events.try_recv() {
         assert!(!matches!(ev, HostileEvent::Closed), "connection dropped: {ev:?}");
     }
+    a.stop().await;
+}
+
+// A roster peer answering our request with bytes that are no response: the request fails
+// as malformed, and the peer is reported as for a malformed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_answered_by_a_roster_peer_is_reported() {
+    let ka = Keypair::generate_ed25519();
+    let kh = Keypair::generate_ed25519();
+    let (pa, ph) = (ka.public().to_peer_id(), kh.public().to_peer_id());
+    let roster = vec![entry("AA", pa, vec![]), entry("KZ", ph, vec![])];
+    let mut a = TestNode::start("AA", ka, roster).await;
+    let mut h = Hostile::answering(kh, Some([header(0x84, 5), vec![0xff; 5]].concat()));
+    h.dial(&a.addr).await;
+    assert!(matches!(h.next_event().await, HostileEvent::Established(p) if p == pa));
+    // Its hello answered, the link is ready for requests of ours.
+    let frame = encode_request(&Request::Hello(hello("KZ"))).expect("encodes");
+    let _answered = h.fire(pa, RawRequest { bytes: frame, stall: false }).await;
+    let (ev, _) = a.wait_for(|e| matches!(e, NetEvent::Inbound { .. })).await;
+    let NetEvent::Inbound { id, .. } = ev else { unreachable!("matched above") };
+    a.handle.respond(id, Response::Hello(hello("AA"))).await.expect("respond");
+    let answer = a.handle.request(code("KZ"), Request::Hello(hello("AA"))).await;
+    assert!(matches!(answer, Err(NetError::Malformed(_))), "{answer:?}");
+    let reports = a.abuse_reports(Abuse::Malformed, 1).await;
+    assert_eq!(reports, [(code("KZ"), ph)]);
     a.stop().await;
 }
 
