@@ -13,6 +13,7 @@ use libp2p::{
 };
 
 use super::codec::{ReadBudget, SyncCodec};
+use super::pending::PendingPerIp;
 use super::{
     Liveness, NetError, PeerLimits, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
     MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING,
@@ -24,6 +25,9 @@ use super::{
 pub(super) struct Behaviour {
     /// Only roster PeerIds may connect, in either direction. First: see the module doc.
     pub(super) allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// Bounds the handshakes from one address outside the roster (before `limits`, which
+    /// bounds them all together).
+    pub(super) pending: PendingPerIp,
     /// Bounds on established and pending connections.
     pub(super) limits: connection_limits::Behaviour,
     /// Exchanges protocol versions; a peer that answers has accepted the connection.
@@ -71,6 +75,7 @@ pub(super) fn build_swarm(
                 .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING));
             Behaviour {
                 allow: allow_block_list::Behaviour::default(),
+                pending: PendingPerIp::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), public)

@@ -179,6 +179,7 @@
 //! | [`REFUSED_TRACKED_MAX`] | 1024 | refused peers remembered; when all are recent, further refusals are counted and reported as one `RefusedSummary` per interval |
 //! | [`MAX_CONNECTIONS_PER_PEER`] | 2 | tolerates both sides dialling at once without flapping |
 //! | [`MAX_PENDING_INCOMING`] | 32 | handshakes in progress from unknown remotes (TLS costs CPU) |
+//! | [`MAX_PENDING_PER_IP`] | 4 | of those, from one IP address the roster does not list, so one host cannot hold them all |
 //! | [`MAX_PENDING_OUTGOING`] | 128 | dials in progress (one per roster peer) |
 //! | [`MAX_ROSTER_PEERS`] | 1024 | PeerIds a roster may list |
 //! | [`CONNECTION_TIMEOUT`] | 10 s | TCP connect + TLS + yamux negotiation, or the QUIC handshake |
@@ -202,6 +203,7 @@
 
 mod behaviour;
 mod codec;
+mod pending;
 pub mod raw;
 mod task;
 #[cfg(test)]
@@ -253,6 +255,9 @@ pub const REFUSED_TRACKED_MAX: usize = 1024;
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// Most inbound connections still in their handshake.
 pub const MAX_PENDING_INCOMING: u32 = 32;
+/// Most inbound connections still in their handshake from one IP address that the roster
+/// does not list.
+pub const MAX_PENDING_PER_IP: u32 = 4;
 /// Most outbound dials in progress.
 pub const MAX_PENDING_OUTGOING: u32 = 128;
 /// Most PeerIds a roster may list.

@@ -605,6 +605,9 @@ impl NetTask {
             }
         }
         self.members = new.members;
+        let ips =
+            self.roster.values().flat_map(|r| r.addrs.iter().filter_map(super::pending::ip_of)).collect();
+        self.swarm.behaviour_mut().pending.set_roster(ips);
     }
 
     fn next_dial_deadline(&self) -> Option<Instant> {
@@ -801,7 +804,9 @@ impl NetTask {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Allow(never) | BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Allow(never) | BehaviourEvent::Pending(never) | BehaviourEvent::Limits(never) => {
+                match never {}
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, connection_id, info }) => {
                 if info.protocol_version != IDENTIFY_PROTOCOL_VERSION {
                     warn!(peer = %peer_id, version = %info.protocol_version, "peer announces another protocol version");

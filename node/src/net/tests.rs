@@ -774,6 +774,58 @@ async fn garbage_answered_by_a_roster_peer_is_reported() {
     a.stop().await;
 }
 
+/// Keep `n` bare TCP connections from 127.0.0.2 open to `to`, never starting a handshake,
+/// opening another whenever one is closed, until `stop`.
+fn hold_handshakes_open(to: &Multiaddr, n: usize, stop: CancellationToken) -> JoinHandle<()> {
+    let port = to.iter().find_map(|p| if let Protocol::Tcp(port) = p { Some(port) } else { None });
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port.expect("a TCP address")));
+    tokio::spawn(async move {
+        let mut held: Vec<tokio::net::TcpStream> = Vec::new();
+        while !stop.is_cancelled() {
+            held.retain(|s| !is_closed(s));
+            while held.len() < n {
+                let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+                socket.bind(([127, 0, 0, 2], 0).into()).expect("127.0.0.2 is loopback too");
+                match socket.connect(to).await {
+                    Ok(s) => held.push(s),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Whether the other end closed `s` (nothing to read is not closed).
+fn is_closed(s: &tokio::net::TcpStream) -> bool {
+    match s.try_read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+// A host outside the roster holding more bare TCP connections open than the node's
+// handshake slots, and opening more as they are closed: it holds no more than
+// MAX_PENDING_PER_IP of them, and a member still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_holding_handshakes_open_does_not_keep_members_out() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (pa, pb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    // AA never dials BB (no address): BB can only come in.
+    let mut a = TestNode::start("AA", ka, vec![entry("AA", pa, vec![]), entry("BB", pb, vec![])]).await;
+    let stop = CancellationToken::new();
+    let holder = hold_handshakes_open(&a.addr, 2 * MAX_PENDING_INCOMING as usize, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = TestNode::start("BB", kb, vec![a.entry(), entry("BB", pb, vec![])]).await;
+    a.wait_for(is_connected(code("BB"))).await;
+    b.wait_for(is_connected(code("AA"))).await;
+    stop.cancel();
+    holder.await.expect("no panic");
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_outside_the_roster_cannot_connect_either_way() {
     let (mut a, b) = connected_pair().await;
