@@ -144,7 +144,7 @@ pub struct TraceArgs {
     #[command(flatten)]
     source: SourceArgs,
     /// The record id (64 hex characters).
-    record: String,
+    record: RecordId,
     /// JSON lines, one entry per line.
     #[arg(long)]
     json: bool,
@@ -404,7 +404,7 @@ fn print_entries(entries: &[ExportedEntry], json: bool, csv: bool) {
 }
 
 async fn trace(a: TraceArgs) -> Result<()> {
-    let id: RecordId = a.record.parse().map_err(|e| anyhow!("record id: {e}"))?;
+    let id = a.record;
     let (entries, more): (Vec<ExportedEntry>, bool) = if a.source.offline {
         crate::audit_index::trace_page(&open_offline(&a.source.config)?, id)?
     } else {

@@ -11,7 +11,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tamga_config::NodeConfig;
-use tamga_protocol::{MemberCode, VerifyingKey};
+use tamga_protocol::{MemberCode, RecordId, VerifyingKey};
 
 use crate::audit_cli::AuditCmd;
 use crate::client::{Client, ClientError};
@@ -256,8 +256,8 @@ const PAGE_SIZE: u64 = crate::api::MAX_LIST_LIMIT as u64;
 pub struct FeedbackArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// The record id.
-    id: String,
+    /// The record id (64 hex characters).
+    id: RecordId,
     /// seized, no_finding or false_positive.
     #[arg(long)]
     outcome: String,
@@ -275,7 +275,7 @@ pub struct ShowArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// The record id (64 hex characters).
-    id: String,
+    id: RecordId,
     /// Print JSON.
     #[arg(long)]
     json: bool,

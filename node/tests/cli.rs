@@ -198,6 +198,13 @@ fn operator_and_auditor_commands() {
     assert_eq!(paged, ok(&run(&["records", "list"], &config)), "the table, paged or not");
     let shown = ok(&tamga().args(["records", "show", &id, "--config"]).arg(&config).output().expect("runs"));
     assert!(shown.contains("Risk profiling by route"), "{shown}");
+    // A record id is checked before it becomes part of a path: this one would have been
+    // sent as `POST /v1/records/<id>/revoke` (what follows `#` is dropped).
+    let mangled = run(&["records", "feedback", &format!("{id}/revoke#"), "--outcome", "seized"], &config);
+    let said = String::from_utf8_lossy(&mangled.stderr);
+    assert!(!mangled.status.success() && said.contains("64 hexadecimal characters"), "{mangled:?}");
+    let revoked = ok(&run(&["audit", "query", "--action", "revoked", "--json"], &config));
+    assert_eq!(revoked, "", "nothing was revoked");
 
     let q = ok(&run(&["audit", "query", "--action", "ingested", "--json"], &config));
     assert_eq!(q.lines().count(), 3, "{q}");
