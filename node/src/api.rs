@@ -510,7 +510,8 @@ pub struct ListQuery {
 
 /// Parse `since`: RFC 3339, or a relative duration such as `24h`, `7d`, `30m`.
 pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+    let time = chrono::DateTime::parse_from_rfc3339(s);
+    if let Ok(t) = time {
         return Ok(t.timestamp_millis());
     }
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -521,7 +522,14 @@ pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        // A date, or a time without its zone: meant as a time, so say what it lacks.
+        _ if unit.starts_with(['-', ':', 'T']) => {
+            let why = time.err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(format!(
+                "{s:?} is not an RFC 3339 time ({why}): give the date, the time and the zone, as 2026-11-28T00:00:00Z"
+            ));
+        }
+        _ => return Err(format!("{s:?}: a duration's unit must be s, m, h or d (as 24h)")),
     };
     Ok(now - n.saturating_mul(ms))
 }
@@ -948,6 +956,21 @@ async fn audit_verify_witness(
 mod tests {
     use super::*;
     use crate::client::{Client, ClientError};
+
+    #[test]
+    fn a_time_or_duration_refused_says_which_it_was_taken_for() {
+        let now = 1_000_000_000;
+        assert_eq!(parse_since("2026-11-28T00:00:00Z", now), Ok(1_795_824_000_000));
+        assert_eq!(parse_since("24h", now), Ok(now - 86_400_000));
+        for date in ["2026-11-28", "2026-11-28T00:00:00"] {
+            let e = parse_since(date, now).expect_err("no zone");
+            assert!(e.contains("is not an RFC 3339 time") && e.contains("2026-11-28T00:00:00Z"), "{e}");
+        }
+        let e = parse_since("24w", now).expect_err("no such unit");
+        assert!(e.contains("unit must be s, m, h or d"), "{e}");
+        let e = parse_since("yesterday", now).expect_err("neither");
+        assert!(e.contains("neither an RFC 3339 time nor a duration"), "{e}");
+    }
 
     // A revocation whose flush failed is answered 503. Asked again, the store already
     // shows it revoked, but only a flush makes that durable: the answer (409, already
