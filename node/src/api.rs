@@ -644,11 +644,17 @@ async fn give_feedback(
             tamga_protocol::limits::MAX_REASON_LEN
         )));
     }
-    let crate::store::Source::Received { agreement, .. } = r.source else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("record {id} is this node's own; feedback goes to an origin"),
-        ));
+    // An own record is held as received too once taken back from peers after a restore.
+    let agreement = match r.source {
+        crate::store::Source::Received { agreement, .. } if r.header.origin != shared.config.member => {
+            agreement
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("record {id} is this node's own; feedback goes to an origin"),
+            ))
+        }
     };
     let f = tamga_protocol::Feedback::sign(
         id,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
+use tamga_node::client::ClientError;
 use tamga_node::identity::Role;
 use tamga_tests::*;
 
@@ -234,6 +235,18 @@ async fn a_node_restored_from_an_older_backup_takes_back_its_stream_from_its_pee
     );
     let report = auditor.get("/v1/audit/verify", &[]).await.expect("verifies");
     assert_eq!(report["ok"], true, "{report:#}");
+    // A record taken back is held as received from a peer, and is RU's own still: no
+    // feedback to itself.
+    let taken_back = lost.iter().next().expect("a record");
+    let operator = f.node("RU").client(Role::Operator);
+    let feedback = json!({ "outcome": "seized" });
+    match operator.post(&format!("/v1/records/{taken_back}/feedback"), &feedback).await {
+        Err(ClientError::Api { status, message, .. }) => {
+            assert_eq!(status.as_u16(), 409, "{message}");
+            assert!(message.contains("this node's own"), "{message}");
+        }
+        other => panic!("feedback on an own record taken back: {other:?}"),
+    }
     for m in PEERS {
         let peer = f.node(m).client(Role::Auditor);
         let rejected = peer.get("/v1/audit", &[("action", "rejected".into())]).await.expect("queries");
