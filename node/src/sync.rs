@@ -1584,16 +1584,28 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
         }
     }
     reply.withheld.truncate(tamga_protocol::limits::MAX_RANGES);
-    // Audited before the answer leaves, as a push's are: one entry per stream (and reason).
-    let numbers =
-        reply.projections.iter().map(|p| (p.header.origin, p.envelope.agreement.clone(), p.envelope.seq));
-    for ((origin, agreement), seqs) in by_stream(numbers) {
-        let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
-            .peer(asker)
-            .agreement(agreement)
-            .policy(fed.policy_digest)
-            .reason(format!("pulled: {}", crate::audit::projections_of(origin, &seqs)));
-        ctx.shared.writer.audit(ev).await;
+    // Audited before the answer leaves, as a push's are: entries per stream, each listing
+    // what it sends, so that a record's trace finds where it went (a pull, unlike a push,
+    // brings back no receipt that would list it).
+    let mut listed: BTreeMap<(MemberCode, AgreementId), Vec<crate::audit::TakenIn>> = BTreeMap::new();
+    for p in &reply.projections {
+        // Every projection held here was verified as it came in, so its record id computes.
+        let Ok(record) = p.record_id() else { continue };
+        let (origin, seq) = (p.header.origin, p.envelope.seq);
+        let item = crate::audit::TakenIn { record, category: p.header.category.clone(), origin, seq };
+        listed.entry((origin, p.envelope.agreement.clone())).or_default().push(item);
+    }
+    for ((origin, agreement), items) in listed {
+        for items in crate::audit::listed_runs(items) {
+            let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+            let ev = AuditEvent::new(Action::Sent, Outcome::Ok)
+                .peer(asker)
+                .agreement(agreement.clone())
+                .policy(fed.policy_digest)
+                .reason(format!("pulled: {}", crate::audit::projections_of(origin, &seqs)))
+                .projections(items);
+            ctx.shared.writer.audit(ev).await;
+        }
     }
     for ((origin, agreement, why), seqs) in denied {
         ctx.shared.metrics.withheld.add("policy_at_pull", seqs.len() as u64);

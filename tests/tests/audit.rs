@@ -300,3 +300,30 @@ async fn a_trace_follows_a_record_to_a_peer_with_the_peers_signed_receipt() {
     );
     fed.stop().await;
 }
+
+// A record pulled by a peer that was away when it was made: the origin's trace of it shows
+// it leaving for that peer, in the `sent` entry of the pull (a pull brings back no receipt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_follows_a_record_a_peer_pulled() {
+    let mut fed = TestFederation::start(&["RU", "KZ"]).await.expect("starts");
+    fed.nodes.get_mut("KZ").expect("KZ").stop().await;
+    let id = ingest(fed.node("RU"), "made while KZ was away").await;
+    fed.nodes.get_mut("KZ").expect("KZ").restart().await.expect("KZ starts");
+    let path = format!("/v1/audit/trace/{id}");
+    let kz_auditor = fed.node("KZ").client(Role::Auditor);
+    wait_for("KZ receives the record", || {
+        let (a, p) = (kz_auditor.clone(), path.clone());
+        async move {
+            let t = a.get(&p, &[]).await.expect("traces");
+            t.as_array().is_some_and(|t| t.iter().any(|e| e["entry"]["action"] == "received"))
+        }
+    })
+    .await;
+    let trace = fed.node("RU").client(Role::Auditor).get(&path, &[]).await.expect("traces");
+    let trace: Vec<tamga_node::audit::ExportedEntry> = serde_json::from_value(trace).expect("entries");
+    let sent =
+        trace.iter().find(|e| e.entry.action.as_str() == "sent").unwrap_or_else(|| panic!("{trace:#?}"));
+    assert_eq!(sent.entry.peer, Some("KZ".parse().expect("valid")));
+    assert!(sent.entry.reason.as_deref().is_some_and(|r| r.starts_with("pulled: ")), "{sent:?}");
+    fed.stop().await;
+}
