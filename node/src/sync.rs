@@ -128,6 +128,10 @@ pub struct PeerState {
     pub receipted: u64,
     /// Of those, refused by it (with a reason, which it audits).
     pub refused: u64,
+    /// When the current anti-entropy period began (ms) and how many of the checkpoints it
+    /// showed in it were kept ([`SyncState::keep_checkpoint`]).
+    #[serde(skip)]
+    pub checkpoints_kept: (i64, u32),
 }
 
 impl PeerState {
@@ -156,6 +160,11 @@ pub struct SyncState {
 /// Refused projections audited one by one per peer, reason and report interval; the rest
 /// are counted into one summary entry ([`Refusals`]).
 pub const REFUSALS_AUDITED: u64 = 16;
+
+/// Most checkpoints of a peer's log kept per anti-entropy period. A peer shows its latest
+/// in each hello, one each way per period, and again on each connection; each kept is
+/// stored for good, so one a peer sends in a flood of hellos is not.
+pub const PEER_CHECKPOINTS_KEPT: u32 = 4;
 
 impl SyncState {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<MemberCode, PeerState>) -> R) -> R {
@@ -219,6 +228,19 @@ impl SyncState {
         self.refusals.ended(now, interval_ms, false).into_iter().map(summary).collect()
     }
 
+    /// Whether to keep a checkpoint `peer` showed at `now`: one of the first
+    /// [`PEER_CHECKPOINTS_KEPT`] of the period of `period_ms` under way.
+    fn keep_checkpoint(&self, peer: MemberCode, now: i64, period_ms: i64) -> bool {
+        self.with(|p| {
+            let (since, kept) = &mut p.entry(peer).or_default().checkpoints_kept;
+            if now - *since >= period_ms {
+                (*since, *kept) = (now, 0);
+            }
+            *kept += 1;
+            *kept <= PEER_CHECKPOINTS_KEPT
+        })
+    }
+
     /// Whether `peer`'s terms of agreement `a` (from its last hello) are the ones in force
     /// here.
     fn agreement_ok(&self, fed: &Federation, peer: MemberCode, a: &AgreementId) -> bool {
@@ -230,7 +252,7 @@ impl SyncState {
 /// The audit entry counting the refusals of an interval that were not audited one by one.
 fn summary(((peer, label), w): ((MemberCode, String), Window)) -> AuditEvent {
     AuditEvent::new(Action::Rejected, Outcome::Refused).peer(peer).reason(format!(
-        "{label}: {} more projections refused since {} (after {} audited one by one); the latest: {}",
+        "{label}: {} more refused since {} (after {} audited one by one); the latest: {}",
         w.counted,
         crate::audit::rfc3339(w.since_ms),
         w.audited,
@@ -463,17 +485,20 @@ async fn on_hello(ctx: &Ctx, member: MemberCode, h: &Hello) {
     let fed = ctx.shared.fed();
     // Keep the peer's latest audit checkpoint as a witness of its log, if it signed it.
     if let Some(cp) = &h.checkpoint {
+        let now = now_ms();
         if cp.member == member && fed.roster.verifying_keys(member).iter().any(|k| cp.verify(k).is_ok()) {
-            ctx.shared.writer.peer_checkpoint(cp.clone()).await;
+            let period_ms =
+                1000 * i64::try_from(ctx.shared.config.network.anti_entropy_secs).unwrap_or(i64::MAX / 1000);
+            if ctx.state.keep_checkpoint(member, now, period_ms.max(1000)) {
+                ctx.shared.writer.peer_checkpoint(cp.clone()).await;
+            }
         } else {
-            ctx.shared
-                .writer
-                .audit(
-                    AuditEvent::new(Action::Rejected, Outcome::Refused)
-                        .peer(member)
-                        .reason("a hello carried a checkpoint not signed by the peer's roster key"),
-                )
-                .await;
+            let why = "hello: a hello carried a checkpoint not signed by the peer's roster key";
+            ctx.shared.metrics.rejected.add("hello", 1);
+            audit_refusal(ctx, member, why, now, || {
+                AuditEvent::new(Action::Rejected, Outcome::Refused).peer(member).reason(why)
+            })
+            .await;
         }
     }
     let theirs: HashMap<&AgreementId, &Digest> = h.agreements.iter().map(|(a, d)| (a, d)).collect();
@@ -1809,7 +1834,7 @@ mod tests {
         assert!(audited);
         let summary = summary.expect("a summary of the ended interval");
         let why = summary.reason.expect("a reason");
-        assert!(why.starts_with("signature: 100 more projections refused"), "{why}");
+        assert!(why.starts_with("signature: 100 more refused"), "{why}");
         assert!(why.ends_with("forged again 99"), "{why}");
         // Windows that end quietly are summarised by the tick, only when something was counted.
         for i in 0..(REFUSALS_AUDITED + 3) {

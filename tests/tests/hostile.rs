@@ -578,3 +578,69 @@ async fn a_hello_naming_another_member_is_refused_and_audited() {
     cancel.cancel();
     f.stop().await;
 }
+
+// A roster peer sending hello after hello, each with a checkpoint: those it did not sign
+// are audited like other refusals (the first of each report interval one by one, the
+// rest counted), and of those it signed only a few per anti-entropy period are kept,
+// each stored for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_hellos_grows_neither_the_audit_log_nor_the_checkpoints_kept() {
+    const HELLOS: u64 = 40;
+    let mut f = TestFederation::start(&["RU"]).await.expect("starts");
+    // One anti-entropy period for the whole test, as by default (not the second the
+    // federation's tests run at).
+    let ru = f.nodes.get_mut("RU").expect("RU");
+    let toml = std::fs::read_to_string(&ru.config_path).expect("reads");
+    std::fs::write(&ru.config_path, toml.replace("anti_entropy_secs = 1\n", "anti_entropy_secs = 3600\n"))
+        .expect("writes");
+    ru.restart().await.expect("restarts");
+    let ru = f.node("RU");
+    let (h, cancel) = rogue_uz(ru, |_| Response::Error("no".into())).await;
+    let fed = ru.node().shared().fed();
+    let uz: tamga_protocol::MemberCode = "UZ".parse().expect("valid");
+    let hello = |seq: u64, key: &tamga_protocol::SigningKey| tamga_protocol::Hello {
+        member: uz,
+        roster_digest: fed.roster.digest(),
+        agreements: fed.agreement_terms(),
+        checkpoint: Some(tamga_protocol::Checkpoint::sign(
+            uz,
+            seq,
+            tamga_protocol::Digest::of(&seq.to_be_bytes()),
+            1_790_000_000_000,
+            key,
+        )),
+    };
+    let own = tamga_config::demo::demo_signing_key(uz);
+    let other = tamga_config::demo::demo_signing_key("KZ".parse().expect("valid"));
+    let ru_code = "RU".parse().expect("valid");
+    for seq in 1..=HELLOS {
+        for key in [&own, &other] {
+            let reply = h.request(ru_code, Request::Hello(hello(seq, key))).await.expect("answered");
+            assert!(matches!(reply, Response::Hello(_)), "{reply:?}");
+        }
+    }
+    // A hello after them all, with no checkpoint, is answered once the others were handled.
+    let last = tamga_protocol::Hello { checkpoint: None, ..hello(0, &own) };
+    h.request(ru_code, Request::Hello(last)).await.expect("answered");
+    let auditor = ru.client(Role::Auditor);
+    let unsigned = |e: &serde_json::Value| {
+        e["entry"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("checkpoint not signed by the peer's roster key"))
+    };
+    wait_for("RU audits the unsigned checkpoints", || async {
+        let query = [("action", "rejected".into()), ("peer", "UZ".into())];
+        let v = auditor.get("/v1/audit", &query).await.expect("queries");
+        v.as_array().is_some_and(|a| a.iter().any(unsigned))
+    })
+    .await;
+    let query = [("action", "rejected".into()), ("peer", "UZ".into())];
+    let v = auditor.get("/v1/audit", &query).await.expect("queries");
+    let audited = v.as_array().expect("entries").iter().filter(|e| unsigned(e)).count() as u64;
+    assert_eq!(audited, tamga_node::sync::REFUSALS_AUDITED, "{v:#}");
+    let kept = auditor.get("/v1/audit/checkpoints", &[("member", "UZ".into())]).await.expect("lists");
+    let kept = kept["checkpoints"].as_array().expect("checkpoints");
+    assert_eq!(kept.len() as u32, tamga_node::sync::PEER_CHECKPOINTS_KEPT, "{kept:#?}");
+    cancel.cancel();
+    f.stop().await;
+}
