@@ -12,7 +12,7 @@ use libp2p::{
     swarm::NetworkBehaviour, tcp, tls, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 
-use super::codec::{ReadBudget, SyncCodec};
+use super::codec::{ConnectionPeer, ReadBudget, SyncCodec};
 use super::pending::PendingPerIp;
 use super::{
     Liveness, NetError, PeerLimits, CONNECTION_TIMEOUT, IDENTIFY_PROTOCOL_VERSION, IDLE_CONNECTION_TIMEOUT,
@@ -34,6 +34,9 @@ pub(super) struct Behaviour {
     pub(super) identify: identify::Behaviour,
     /// Liveness of each connection.
     pub(super) ping: ping::Behaviour,
+    /// Notes each new connection's peer for the sync codec's clone for it: just before
+    /// `sync` (see `codec`'s module doc).
+    pub(super) codec_peer: ConnectionPeer,
     /// The `/tamga/sync/1` request-response protocol.
     pub(super) sync: request_response::Behaviour<SyncCodec>,
 }
@@ -56,8 +59,12 @@ pub(super) fn build_swarm(
                 .into(),
         ));
     }
-    let codec =
-        SyncCodec { request_deadline: limits.stream_read, read_budget: ReadBudget::new(limits.read_buffer) };
+    let codec = SyncCodec {
+        request_deadline: limits.stream_read,
+        read_budget: ReadBudget::new(limits.read_buffer, limits.read_buffer_per_peer),
+        peer: None,
+        next_peer: Default::default(),
+    };
     let public = keypair.public();
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -87,6 +94,7 @@ pub(super) fn build_swarm(
                 ping: ping::Behaviour::new(
                     ping::Config::new().with_interval(liveness.interval).with_timeout(liveness.timeout),
                 ),
+                codec_peer: ConnectionPeer::of(&codec),
                 sync: request_response::Behaviour::with_codec(
                     codec,
                     [(StreamProtocol::new(SYNC_PROTOCOL), request_response::ProtocolSupport::Full)],

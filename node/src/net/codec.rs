@@ -21,18 +21,34 @@
 //! charges to the sender's byte budget.
 //!
 //! The requests being read at once, from every peer together, hold at most
-//! `PeerLimits::read_buffer` bytes of buffer ([`ReadBudget`]): each takes its share
-//! before it grows, and a request that finds none left comes back as [`Frame::Busy`]
-//! without the rest of it being read. A peer's requests are charged to its rate budget
-//! only once read whole, so without this bound one member could have its every open
-//! stream (libp2p's 64 per connection) hold an 8 MiB request half-read.
+//! `PeerLimits::read_buffer` bytes of buffer ([`ReadBudget`]), and those of one peer at
+//! most `PeerLimits::read_buffer_per_peer`: each takes its share before it grows, and a
+//! request that finds none left comes back as [`Frame::Busy`] without the rest of it
+//! being read. A peer's requests are charged to its rate budget only once read whole, so
+//! without this bound one member could have its every open stream (libp2p's 64 per
+//! connection) hold an 8 MiB request half-read, and without the bound per peer one
+//! member could hold the whole buffer and have every other member's requests answered
+//! busy.
+//!
+//! Which peer a request comes from is not something libp2p's codec is told: each
+//! connection's handler reads with a clone of the behaviour's codec, made as the
+//! connection is established. [`ConnectionPeer`], the behaviour just before the sync
+//! protocol's, notes the connection's peer at that moment, and the clone takes it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::{fmt, io};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::{request_response, StreamProtocol};
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{request_response, Multiaddr, PeerId, StreamProtocol};
 use tamga_protocol::codec::{
     decode_request, decode_response, encode_request, encode_response, parse_header, CodecError, HEADER_LEN,
 };
@@ -87,63 +103,160 @@ impl<T> fmt::Debug for Frame<T> {
 }
 
 /// The request-response codec of `/tamga/sync/1`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct SyncCodec {
     /// How long a request's bytes may take to arrive once its stream is open.
     pub(crate) request_deadline: std::time::Duration,
     /// The buffer all requests being read share (every clone of the codec, so every
     /// connection, holds the same one).
     pub(crate) read_budget: Arc<ReadBudget>,
+    /// The peer of the connection this clone reads for (`None` in the behaviour's own).
+    pub(crate) peer: Option<PeerId>,
+    /// The peer of the connection being established, noted by [`ConnectionPeer`].
+    pub(crate) next_peer: Arc<Mutex<Option<PeerId>>>,
 }
 
-/// Bytes of buffer that the requests being read hold, and their bound. Responses are
-/// not counted: each answers a request of ours, and ours are bounded per peer.
+impl Clone for SyncCodec {
+    /// A connection's codec is a clone of the behaviour's, made as it is established: it
+    /// reads for the peer [`ConnectionPeer`] noted then. A stream's is a clone of its
+    /// connection's, and reads for the same peer.
+    fn clone(&self) -> Self {
+        let peer = self.peer.or_else(|| *self.next_peer.lock().unwrap_or_else(|p| p.into_inner()));
+        SyncCodec {
+            request_deadline: self.request_deadline,
+            read_budget: self.read_budget.clone(),
+            peer,
+            next_peer: self.next_peer.clone(),
+        }
+    }
+}
+
+/// Notes the peer of each connection being established for the [`SyncCodec`] clone the
+/// sync protocol's behaviour makes next, for that connection (see the module doc). It
+/// must come just before that behaviour: the swarm asks each behaviour in turn.
+#[derive(Debug)]
+pub(crate) struct ConnectionPeer {
+    next_peer: Arc<Mutex<Option<PeerId>>>,
+}
+
+impl ConnectionPeer {
+    /// The note-taker for `codec`.
+    pub(crate) fn of(codec: &SyncCodec) -> ConnectionPeer {
+        ConnectionPeer { next_peer: codec.next_peer.clone() }
+    }
+
+    fn note(&self, peer: PeerId) {
+        *self.next_peer.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
+    }
+}
+
+impl NetworkBehaviour for ConnectionPeer {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.note(peer);
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.note(peer);
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+/// Bytes of buffer that the requests being read hold, in all and per peer, and their
+/// bounds. Responses are not counted: each answers a request of ours, and ours are
+/// bounded per peer.
 #[derive(Debug)]
 pub(crate) struct ReadBudget {
-    held: AtomicUsize,
+    /// Bytes held in all, and by each peer holding some.
+    held: Mutex<(usize, HashMap<PeerId, usize>)>,
     limit: usize,
+    per_peer: usize,
 }
 
 impl ReadBudget {
-    pub(crate) fn new(limit: usize) -> Arc<ReadBudget> {
-        Arc::new(ReadBudget { held: AtomicUsize::new(0), limit })
+    pub(crate) fn new(limit: usize, per_peer: usize) -> Arc<ReadBudget> {
+        Arc::new(ReadBudget { held: Mutex::default(), limit, per_peer })
+    }
+
+    fn held_now(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<PeerId, usize>)> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bytes held now.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.held_now().0
     }
 }
 
 /// What one request being read holds of the [`ReadBudget`]; given back when dropped.
 struct Share<'a> {
     budget: &'a ReadBudget,
+    /// Whose request it is, if known.
+    peer: Option<PeerId>,
     bytes: usize,
 }
 
 impl Share<'_> {
-    /// Hold `total` bytes in all, if the budget has the difference left.
+    /// Hold `total` bytes in all, if the budget has the difference left, in all and for
+    /// the peer.
     fn grow_to(&mut self, total: usize) -> bool {
         let more = total.saturating_sub(self.bytes);
-        let limit = self.budget.limit;
-        let taken = self
-            .budget
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
-                h.checked_add(more).filter(|t| *t <= limit)
-            })
-            .is_ok();
-        if taken {
-            self.bytes += more;
+        let mut held = self.budget.held_now();
+        let (all, peers) = &mut *held;
+        let peer = self.peer.map(|p| peers.entry(p).or_default());
+        let fits = |held: usize, limit: usize| held.checked_add(more).is_some_and(|t| t <= limit);
+        if !fits(*all, self.budget.limit) || peer.as_ref().is_some_and(|p| !fits(**p, self.budget.per_peer)) {
+            return false;
         }
-        taken
+        *all += more;
+        if let Some(p) = peer {
+            *p += more;
+        }
+        self.bytes += more;
+        true
     }
 }
 
 impl Drop for Share<'_> {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        let mut held = self.budget.held_now();
+        let (all, peers) = &mut *held;
+        *all -= self.bytes;
+        if let Some(p) = self.peer {
+            if peers.get_mut(&p).is_some_and(|h| {
+                *h -= self.bytes;
+                *h == 0
+            }) {
+                peers.remove(&p);
+            }
+        }
     }
 }
 
@@ -153,7 +266,7 @@ async fn read_frame<T, R>(
     io: &mut R,
     decode: fn(&[u8]) -> Result<T, CodecError>,
     deadline: Option<std::time::Duration>,
-    budget: Option<&ReadBudget>,
+    budget: Option<(&ReadBudget, Option<PeerId>)>,
 ) -> io::Result<Frame<T>>
 where
     R: AsyncRead + Unpin + Send,
@@ -169,12 +282,13 @@ where
 }
 
 /// Read one frame: header first, bounded by kind, then exactly the announced payload,
-/// its buffer held within `budget` if there is one; `got` counts the bytes read so far,
-/// so that a caller that gives up still knows them.
+/// its buffer held within `budget` if there is one (and within its bound per peer, if
+/// the peer is known); `got` counts the bytes read so far, so that a caller that gives
+/// up still knows them.
 async fn read_frame_counted<T, R>(
     io: &mut R,
     decode: fn(&[u8]) -> Result<T, CodecError>,
-    budget: Option<&ReadBudget>,
+    budget: Option<(&ReadBudget, Option<PeerId>)>,
     got: &mut usize,
 ) -> io::Result<Frame<T>>
 where
@@ -199,7 +313,7 @@ where
     };
     // `h.len` is bounded by the kind's limit (at most 8 MiB).
     let expected = HEADER_LEN + h.len;
-    let mut share = budget.map(|budget| Share { budget, bytes: 0 });
+    let mut share = budget.map(|(budget, peer)| Share { budget, peer, bytes: 0 });
     // The buffer's capacity, held of the budget before it is allocated: it doubles as
     // the bytes arrive (up to the frame's length), as a vector would grow by itself.
     let mut room = |capacity: usize| share.as_mut().is_none_or(|s| s.grow_to(capacity));
@@ -267,7 +381,8 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, decode_request, Some(self.request_deadline), Some(&self.read_budget)).await
+        read_frame(io, decode_request, Some(self.request_deadline), Some((&self.read_budget, self.peer)))
+            .await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Response>
@@ -306,5 +421,5 @@ pub(super) async fn read_frame_for_tests<R>(
 where
     R: AsyncRead + Unpin + Send,
 {
-    read_frame(io, decode_request, None, budget).await
+    read_frame(io, decode_request, None, budget.map(|b| (b, None))).await
 }

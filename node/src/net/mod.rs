@@ -171,6 +171,7 @@
 //! | [`MAX_QUEUED_PER_PEER`] | 256 | requests waiting for an outbound slot before callers get `Busy` |
 //! | [`MAX_PENDING_INBOUND`] | 1024 | inbound requests awaiting `respond`; past it peers get "busy" |
 //! | [`READ_BUFFER_BYTES`] | 64 MiB | buffer of the requests being read, all peers together; past it peers get "busy" |
+//! | [`READ_BUFFER_PER_PEER_BYTES`] | 16 MiB | of it, what one peer's requests hold; past it that peer gets "busy", so one peer cannot hold it all |
 //! | [`COMMAND_CHANNEL_CAPACITY`] | 64 | handle → task commands; senders wait when full |
 //! | [`EVENT_CHANNEL_CAPACITY`] | 256 | task → consumer events |
 //! | [`EVENT_BACKLOG_MAX`] | 1024 | events held while the channel is full; past it events are dropped and logged |
@@ -238,6 +239,9 @@ pub const MAX_PENDING_INBOUND: usize = 1024;
 /// Bytes of buffer the requests being read hold at once, from every peer together
 /// ([`PeerLimits::read_buffer`]): eight of the largest frames.
 pub const READ_BUFFER_BYTES: usize = 8 * tamga_protocol::limits::frame::MAX;
+/// Of those, the most one peer's requests hold ([`PeerLimits::read_buffer_per_peer`]):
+/// two of the largest frames, a quarter of the whole.
+pub const READ_BUFFER_PER_PEER_BYTES: usize = 2 * tamga_protocol::limits::frame::MAX;
 /// Capacity of the handle → task command channel.
 pub const COMMAND_CHANNEL_CAPACITY: usize = 64;
 /// Capacity of the task → consumer event channel.
@@ -365,6 +369,9 @@ pub struct PeerLimits {
     /// a request that would take more is answered "busy" unread. Not from node.toml:
     /// [`READ_BUFFER_BYTES`].
     pub read_buffer: usize,
+    /// Of those, the most one peer's requests hold at once. Not from node.toml:
+    /// [`READ_BUFFER_PER_PEER_BYTES`].
+    pub read_buffer_per_peer: usize,
 }
 
 impl From<&tamga_config::LimitsConfig> for PeerLimits {
@@ -377,6 +384,7 @@ impl From<&tamga_config::LimitsConfig> for PeerLimits {
             stream_read: Duration::from_secs(c.stream_read_secs),
             report_interval: Duration::from_secs(c.report_secs),
             read_buffer: READ_BUFFER_BYTES,
+            read_buffer_per_peer: READ_BUFFER_PER_PEER_BYTES,
         }
     }
 }

@@ -804,9 +804,10 @@ impl NetTask {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Allow(never) | BehaviourEvent::Pending(never) | BehaviourEvent::Limits(never) => {
-                match never {}
-            }
+            BehaviourEvent::Allow(never)
+            | BehaviourEvent::Pending(never)
+            | BehaviourEvent::Limits(never)
+            | BehaviourEvent::CodecPeer(never) => match never {},
             BehaviourEvent::Identify(identify::Event::Received { peer_id, connection_id, info }) => {
                 if info.protocol_version != IDENTIFY_PROTOCOL_VERSION {
                     warn!(peer = %peer_id, version = %info.protocol_version, "peer announces another protocol version");

@@ -928,7 +928,7 @@ impl futures::AsyncRead for Silent {
 #[tokio::test]
 async fn requests_being_read_hold_their_buffer_within_one_budget() {
     // The buffer doubles from 16 KiB as bytes arrive: 16, 32, 64 KiB, then 128 is past it.
-    let budget = ReadBudget::new(80 * 1024);
+    let budget = ReadBudget::new(80 * 1024, 80 * 1024);
     // A push of 1 MiB, all of its bytes there: read until its buffer would pass the budget.
     let mut io = futures::io::Cursor::new([header(0x02, 1 << 20), vec![0; 1 << 20]].concat());
     let frame = read_frame_for_tests(&mut io, Some(&budget)).await.expect("no i/o error");
@@ -1140,8 +1140,12 @@ async fn half_open_streams_and_byte_floods_are_cut_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_read_buffer_are_answered_busy_until_it_frees() {
-    let limits =
-        PeerLimits { read_buffer: 80 * 1024, stream_read: Duration::from_secs(5), ..PeerLimits::default() };
+    let limits = PeerLimits {
+        read_buffer: 80 * 1024,
+        read_buffer_per_peer: 80 * 1024,
+        stream_read: Duration::from_secs(5),
+        ..PeerLimits::default()
+    };
     let (mut a, h) = limited_pair(limits).await;
     let pa = a.peer;
     // A push left half-sent: its 40,000 bytes hold 64 KiB of buffer until the deadline.
@@ -1170,6 +1174,44 @@ async fn requests_past_the_read_buffer_are_answered_busy_until_it_frees() {
     let again = h.send(pa, next()).await;
     assert!(error_text(&again).is_some_and(|r| r.starts_with("malformed request")), "{again:?}");
     drop(stalled);
+    a.stop().await;
+}
+
+// One member holding its share of the read buffer with half-sent pushes does not make
+// another member's requests busy: its own next ones are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_holding_its_share_of_the_read_buffer_leaves_the_rest_to_others() {
+    let limits = PeerLimits {
+        read_buffer: 80 * 1024,
+        read_buffer_per_peer: 40 * 1024,
+        stream_read: Duration::from_secs(10),
+        ..PeerLimits::default()
+    };
+    let (ka, kk, ku) =
+        (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (pa, pk, pu) = (ka.public().to_peer_id(), kk.public().to_peer_id(), ku.public().to_peer_id());
+    let roster = vec![entry("AA", pa, vec![]), entry("KZ", pk, vec![]), entry("UZ", pu, vec![])];
+    let a = TestNode::start_limited("AA", ka, roster, limits).await;
+    let (mut kz, mut uz) = (Hostile::start(kk), Hostile::start(ku));
+    for h in [&mut kz, &mut uz] {
+        h.dial(&a.addr).await;
+        assert!(matches!(h.next_event().await, HostileEvent::Established(p) if p == pa));
+    }
+    // KZ's pushes left half-sent: 16,000 bytes of each arrive, and each being read holds
+    // 32 KiB of buffer. Its share holds one of them; the rest are answered busy (which KZ,
+    // never finishing its requests, does not read). Without a bound per peer, two would
+    // be held, and what they left of the whole buffer is less than any request's first
+    // 16 KiB.
+    let half = || RawRequest { bytes: [header(0x02, 100_000), vec![0; 16_000]].concat(), stall: true };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(kz.fire(pa, half()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // UZ's push of 20,000 bytes (32 KiB of buffer) is read whole, and found malformed.
+    let push = uz.send(pa, [header(0x02, 20_000), vec![0; 20_000]].concat()).await;
+    assert!(error_text(&push).is_some_and(|r| r.starts_with("malformed request")), "{push:?}");
+    drop(held);
     a.stop().await;
 }
 
