@@ -399,6 +399,11 @@ fn check_rule(ctx: &PolicyCheck<'_>, agreement: &AgreementId, refs: &RuleRefs, e
         }
     }
     if let Some(catalog) = ctx.catalog {
+        // A category no catalog defines is a mistake, not a narrowing: a pause or a
+        // redaction under a misspelt category would silently do nothing.
+        for c in refs.categories.iter().filter(|c| catalog.category(&c.value).is_none()) {
+            errs.push(unknown_category(src, c, catalog));
+        }
         for t in refs.redact_tags.iter().filter(|t| !catalog.has_tag(&t.value)) {
             errs.push(
                 src.error_at(
@@ -411,8 +416,8 @@ fn check_rule(ctx: &PolicyCheck<'_>, agreement: &AgreementId, refs: &RuleRefs, e
         }
     }
     // A rule may name what its agreement does not (yet, or any more): an agreement no file
-    // defines, one this member is not a party to, a category it does not cover, a member
-    // not its party. Such a reference can only narrow what is shared, and is a warning
+    // defines, one this member is not a party to, a category of the catalog it does not
+    // cover (and that category's fields in `redact_fields`), a member not its party. Such a reference can only narrow what is shared, and is a warning
     // (`check::warnings`), not an error: an agreement's text that drops a party, a
     // category or itself must be able to come into force while a rule still names it,
     // or the wider text before would stay in force.
@@ -428,7 +433,7 @@ fn check_rule(ctx: &PolicyCheck<'_>, agreement: &AgreementId, refs: &RuleRefs, e
         let rule_categories: Vec<&CategoryId> = if refs.categories.is_empty() {
             a.categories.iter().collect()
         } else {
-            refs.categories.iter().map(|c| &c.value).filter(|c| a.covers(c)).collect()
+            refs.categories.iter().map(|c| &c.value).collect()
         };
         let fields: BTreeSet<&str> = rule_categories
             .iter()

@@ -508,6 +508,34 @@ fn policy_category_outside_agreement_is_a_warning() {
     );
 }
 
+// A policy's category that no catalog defines is an error, not a narrowing: the pause and
+// the redaction of this rule would otherwise silently do nothing.
+#[test]
+fn policy_category_not_in_the_catalog_is_an_error() {
+    let mut f = Fixture::new();
+    f.policy =
+        POLICY.replace("agreement = \"ipr\"\n", "agreement = \"ipr\"\ncategories = [\"energy.flwo\"]\n");
+    f.policy = f.policy.replace("redact_fields = [\"kind\"]\n", "");
+    let e = f.one_error(ErrorKind::UnknownCategory, "policy.toml", 5, 15, &["energy.flwo", "catalog"]);
+    assert!(e.hint.is_some_and(|h| h.contains("energy.flow")));
+}
+
+// A rule naming a category its agreement no longer covers may redact that category's
+// fields: the agreement's text that dropped the category comes into force with a warning.
+#[test]
+fn policy_redacting_fields_of_a_category_outside_its_agreement_is_a_warning() {
+    let mut f = Fixture::new();
+    f.policy =
+        POLICY.replace("agreement = \"ipr\"\n", "agreement = \"ipr\"\ncategories = [\"energy.flow\"]\n");
+    f.policy = f.policy.replace("redact_fields = [\"kind\"]", "redact_fields = [\"volume\"]");
+    warns(
+        &f,
+        tamga_config::WarningKind::OutsideAgreement,
+        3,
+        "names category energy.flow, which ipr does not cover",
+    );
+}
+
 #[test]
 fn policy_redacts_an_unknown_field() {
     let mut f = Fixture::new();
