@@ -185,19 +185,44 @@ impl SourceFile {
         SourceFile { path: path.into(), text, line_starts }
     }
 
-    /// Read a file, refusing files over [`MAX_FILE_BYTES`] and text that is not UTF-8.
+    /// Read a file, refusing what is not a regular file, files over [`MAX_FILE_BYTES`]
+    /// (also one that grows past it while read) and text that is not UTF-8 (at the line
+    /// and column of its first byte that is not).
     pub fn read(path: &Path) -> Result<SourceFile, ConfigError> {
-        let meta = std::fs::metadata(path).map_err(|e| io_error(path, &e))?;
-        if meta.len() > MAX_FILE_BYTES as u64 {
-            return Err(ConfigError::whole_file(
+        use std::io::Read;
+        let too_big = |len: u64| {
+            ConfigError::whole_file(
                 ErrorKind::Io,
                 path,
-                format!("file is {} bytes, more than the limit of {MAX_FILE_BYTES}", meta.len()),
-            ));
+                format!("file is {len} bytes, more than the limit of {MAX_FILE_BYTES}"),
+            )
+        };
+        let meta = std::fs::metadata(path).map_err(|e| io_error(path, &e))?;
+        if !meta.is_file() {
+            // A FIFO would block the read (and a reload with it) until someone writes.
+            return Err(ConfigError::whole_file(ErrorKind::Io, path, "not a regular file"));
         }
-        let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| ConfigError::whole_file(ErrorKind::Io, path, "file is not UTF-8 text"))?;
+        if meta.len() > MAX_FILE_BYTES as u64 {
+            return Err(too_big(meta.len()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+            .map_err(|e| io_error(path, &e))?;
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(too_big(bytes.len() as u64));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let byte = bytes.get(valid).copied().unwrap_or(0);
+            let before = SourceFile::new(path, String::from_utf8_lossy(&bytes[..valid]).into_owned());
+            before.error_at(
+                ErrorKind::Io,
+                before.pos(valid),
+                format!("file is not UTF-8 text: byte 0x{byte:02x} is not valid there"),
+            )
+        })?;
         Ok(SourceFile::new(path, text))
     }
 
@@ -321,6 +346,20 @@ pub(crate) struct At<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A file that is not UTF-8 is refused at the line and column of its first invalid
+    // byte; one that is not a regular file (a FIFO would block the read) is refused too.
+    #[test]
+    fn a_file_that_is_not_utf8_text_is_refused_where_it_stops_being() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("roster.toml");
+        std::fs::write(&path, b"member = \"RU\"\nname = \"R\xc3\xa9\xff\"\n").expect("writes");
+        let e = SourceFile::read(&path).expect_err("not UTF-8");
+        assert_eq!((e.line, e.col), (2, 11), "{e}");
+        assert!(e.message.contains("not UTF-8 text: byte 0xff"), "{e}");
+        let e = SourceFile::read(dir.path()).expect_err("a directory");
+        assert!(e.message.contains("not a regular file"), "{e}");
+    }
 
     #[test]
     fn positions_are_one_based_and_count_characters() {
