@@ -186,6 +186,16 @@ async fn reload_under_load() {
     let checked = check_ingests_follow_reloads(&initial, start_ms, &reloads, &ingests, &entries);
     assert!(checked >= records / 2, "most records fall wholly between reloads: {checked} of {records}");
     check_reload_entries(&initial, &reloads, &entries);
+    // No entry is made under a set before the entry saying it was loaded: that one is
+    // durable before the set is in force.
+    let mut loaded: std::collections::HashSet<&str> = [initial.as_str()].into();
+    for e in &entries {
+        let policy = e["policy"].as_str().expect("a digest");
+        if e["action"] == "policy_loaded" {
+            loaded.insert(policy);
+        }
+        assert!(loaded.contains(policy), "an entry under {policy} before its policy_loaded: {e}");
+    }
     let paused_records = check_not_received_while_paused(&reloads, &ingests, &at_kz, "KZ", ENERGY);
     assert!(paused_records > 0, "some records were ingested while KZ was paused");
     // And while not paused, KZ did receive: the pause is what stopped it.

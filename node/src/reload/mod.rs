@@ -277,20 +277,9 @@ impl Reloader {
             });
         }
         let fed = Arc::new(fed);
-        // The swap: from here on every decision that reads the cell sees the new set.
-        self.inner.cell.set(fed.clone());
         let took = started.elapsed();
-        let before = {
-            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let new = InForce {
-                fed: fed.clone(),
-                sources: Some(Arc::new(sources)),
-                since_ms: now_ms(),
-                trigger: Some(trigger),
-            };
-            std::mem::replace(&mut *st, new)
-        };
-        self.inner.tx.send_replace(fed.clone());
+        // Audited before it is in force (invariant 6): no entry made under the new set can
+        // come before the one that says it was loaded, and one not stored keeps it out.
         let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
         let loaded =
             AuditEvent::new(Action::PolicyLoaded, Outcome::Ok).policy(fed.policy_digest).reason(format!(
@@ -300,10 +289,6 @@ impl Reloader {
                 if names.is_empty() { "none".to_owned() } else { names.join(", ") }
             ));
         if let Err(e) = self.inner.writer.audit_durable(loaded).await {
-            // Audited or not in force (invariant 6): the set before goes back.
-            self.inner.cell.set(old.clone());
-            *self.inner.state.lock().unwrap_or_else(|p| p.into_inner()) = before;
-            self.inner.tx.send_replace(old.clone());
             tracing::error!(error = %e, "the reload's audit entry is not stored; the policy in force stays");
             return Err(Refused {
                 errors: ConfigErrors(Vec::new()),
@@ -311,6 +296,18 @@ impl Reloader {
                 unaudited: Some(e.to_string()),
             });
         }
+        // The swap: from here on every decision that reads the cell sees the new set.
+        self.inner.cell.set(fed.clone());
+        {
+            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            *st = InForce {
+                fed: fed.clone(),
+                sources: Some(Arc::new(sources)),
+                since_ms: now_ms(),
+                trigger: Some(trigger),
+            };
+        }
+        self.inner.tx.send_replace(fed.clone());
         tracing::info!(
             trigger = trigger.as_str(),
             digest = %fed.policy_digest.to_hex(),
