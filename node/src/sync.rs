@@ -24,7 +24,11 @@
 //! Feedback given on a received record waits in the store's outbox until its origin has
 //! stored it: sent at once, then in rounds of at most [`OUTBOX_ROUND`] entries after each
 //! hello with the origin — on connecting and on every anti-entropy tick — so an entry
-//! whose send failed on a live connection goes again within one period.
+//! whose send failed on a live connection goes again within one period. An entry its
+//! origin refuses is audited the first time, sent again each round (the refusal may pass:
+//! an origin restored from an older backup takes its shares back), and after
+//! [`FEEDBACK_REFUSALS_GIVEN_UP`] refusals in a row leaves the outbox, audited with the
+//! origin's last reason.
 //!
 //! Relaying falls out of the pull: a member cut off from an origin pulls the origin's
 //! stream from any peer that holds it, if the agreement allows relaying; the projection
@@ -87,6 +91,9 @@ pub const PUSH_QUEUE: usize = 1024;
 /// Most outbox entries sent to one origin in one round (on connecting, then on each
 /// anti-entropy tick), one at a time; the rest wait for the next round.
 pub const OUTBOX_ROUND: usize = 64;
+/// Refusals in a row of one piece of feedback by its origin (this node's run counting)
+/// after which it leaves the outbox.
+pub const FEEDBACK_REFUSALS_GIVEN_UP: u32 = 5;
 
 /// What a hello told us about one agreement we share with a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,6 +162,8 @@ pub struct SyncState {
     outbox_answered: Mutex<HashMap<MemberCode, OutboxKey>>,
     /// Refused inbound projections per peer and reason, in the current report interval.
     refusals: Refusals<(MemberCode, String)>,
+    /// How many times in a row each outbox entry was refused by its origin, this run.
+    feedback_refused: Mutex<HashMap<OutboxKey, u32>>,
 }
 
 /// Refused projections audited one by one per peer, reason and report interval; the rest
@@ -205,6 +214,19 @@ impl SyncState {
 
     fn set_outbox_answered(&self, origin: MemberCode, key: OutboxKey) {
         self.outbox_answered.lock().unwrap_or_else(|p| p.into_inner()).insert(origin, key);
+    }
+
+    /// Count a refusal of outbox entry `key` by its origin; the refusals in a row so far.
+    fn feedback_refused(&self, key: &OutboxKey) -> u32 {
+        let mut m = self.feedback_refused.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key.clone()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Outbox entry `key` is out of the outbox, or was answered other than by a refusal.
+    fn feedback_answered(&self, key: &OutboxKey) {
+        self.feedback_refused.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// Count a refusal; whether it is to be audited on its own. An interval that has
@@ -1715,11 +1737,30 @@ pub async fn send_feedback(shared: &Shared, key: OutboxKey, f: tamga_protocol::F
     let origin = f.origin;
     match shared.net.request(origin, Request::Feedback(f.clone())).await {
         Ok(Response::FeedbackStored) => {
+            shared.sync.feedback_answered(&key);
             if let Err(e) = shared.writer.feedback(f, crate::writer::FeedbackEvent::Delivered(key)).await {
                 tracing::warn!(%origin, error = %e, "feedback delivered but not recorded");
             }
         }
-        Ok(Response::Error(why)) => tracing::warn!(%origin, %why, "origin refused feedback"),
+        Ok(Response::Error(why)) => {
+            tracing::warn!(%origin, %why, "origin refused feedback");
+            let why: String = why.chars().take(tamga_protocol::limits::MAX_REASON_LEN).collect();
+            let refusals = shared.sync.feedback_refused(&key);
+            if refusals >= FEEDBACK_REFUSALS_GIVEN_UP {
+                let given_up = crate::writer::FeedbackEvent::GivenUp(key.clone(), why);
+                match shared.writer.feedback(f, given_up).await {
+                    Ok(()) => shared.sync.feedback_answered(&key),
+                    Err(e) => tracing::warn!(%origin, error = %e, "feedback given up but not recorded"),
+                }
+            } else if refusals == 1 {
+                let mut ev = AuditEvent::new(Action::Feedback, Outcome::Refused)
+                    .peer(origin)
+                    .agreement(f.agreement.clone())
+                    .reason(format!("refused by its origin, sent again next round: {why}"));
+                ev.record = Some(f.record);
+                shared.writer.audit(ev).await;
+            }
+        }
         Ok(other) => tracing::debug!(%origin, reply = other.name(), "unexpected reply to feedback"),
         Err(e) => {
             tracing::debug!(%origin, error = %e, "feedback not delivered yet");

@@ -88,6 +88,8 @@ pub enum FeedbackEvent {
     Given,
     /// The origin stored it: out of the outbox, from under the key it was read with.
     Delivered(OutboxKey),
+    /// The origin refused it round after round (this reason the last): out of the outbox.
+    GivenUp(OutboxKey, String),
     /// A peer gave it on one of this node's records.
     Received,
 }
@@ -543,7 +545,9 @@ impl WriterTask {
                     let view = self.store.pending(&batch);
                     let again = match &event {
                         FeedbackEvent::Given => Ok(false),
-                        FeedbackEvent::Delivered(k) => view.in_outbox(k).map(|waiting| !waiting),
+                        FeedbackEvent::Delivered(k) | FeedbackEvent::GivenUp(k, _) => {
+                            view.in_outbox(k).map(|waiting| !waiting)
+                        }
                         FeedbackEvent::Received => view.holds_feedback(&f),
                     };
                     match again {
@@ -559,7 +563,7 @@ impl WriterTask {
                     }
                     let r = match &event {
                         FeedbackEvent::Given => batch.put_feedback_outbox(&f),
-                        FeedbackEvent::Delivered(k) => {
+                        FeedbackEvent::Delivered(k) | FeedbackEvent::GivenUp(k, _) => {
                             batch.remove_feedback_outbox(k);
                             Ok(())
                         }
@@ -570,14 +574,26 @@ impl WriterTask {
                         feedback_answers.push((reply, Err(e)));
                         continue;
                     }
-                    let (peer, what) = match event {
-                        FeedbackEvent::Given => (f.origin, format!("given: {}", f.outcome.as_str())),
-                        FeedbackEvent::Delivered(_) => {
-                            (f.origin, format!("delivered: {}", f.outcome.as_str()))
+                    let (peer, what, outcome) = match event {
+                        FeedbackEvent::Given => {
+                            (f.origin, format!("given: {}", f.outcome.as_str()), Outcome::Ok)
                         }
-                        FeedbackEvent::Received => (f.from, format!("received: {}", f.outcome.as_str())),
+                        FeedbackEvent::Delivered(_) => {
+                            (f.origin, format!("delivered: {}", f.outcome.as_str()), Outcome::Ok)
+                        }
+                        FeedbackEvent::GivenUp(_, why) => (
+                            f.origin,
+                            format!(
+                                "given up: {}, refused by its origin round after round ({why})",
+                                f.outcome.as_str()
+                            ),
+                            Outcome::Refused,
+                        ),
+                        FeedbackEvent::Received => {
+                            (f.from, format!("received: {}", f.outcome.as_str()), Outcome::Ok)
+                        }
                     };
-                    let mut ev = AuditEvent::new(Action::Feedback, Outcome::Ok)
+                    let mut ev = AuditEvent::new(Action::Feedback, outcome)
                         .peer(peer)
                         .agreement(f.agreement.clone())
                         .reason(if f.note.is_empty() { what } else { format!("{what}: {}", f.note) });
