@@ -775,8 +775,13 @@ async fn garbage_answered_by_a_roster_peer_is_reported() {
 }
 
 /// Keep `n` bare TCP connections from 127.0.0.2 open to `to`, never starting a handshake,
-/// opening another whenever one is closed, until `stop`.
-fn hold_handshakes_open(to: &Multiaddr, n: usize, stop: CancellationToken) -> JoinHandle<()> {
+/// opening another whenever one is closed, until `stop`; `opened` counts them.
+fn hold_handshakes_open(
+    to: &Multiaddr,
+    n: usize,
+    opened: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     let port = to.iter().find_map(|p| if let Protocol::Tcp(port) = p { Some(port) } else { None });
     let to = std::net::SocketAddr::from(([127, 0, 0, 1], port.expect("a TCP address")));
     tokio::spawn(async move {
@@ -787,7 +792,10 @@ fn hold_handshakes_open(to: &Multiaddr, n: usize, stop: CancellationToken) -> Jo
                 let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
                 socket.bind(([127, 0, 0, 2], 0).into()).expect("127.0.0.2 is loopback too");
                 match socket.connect(to).await {
-                    Ok(s) => held.push(s),
+                    Ok(s) => {
+                        held.push(s);
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => break,
                 }
             }
@@ -806,8 +814,8 @@ fn is_closed(s: &tokio::net::TcpStream) -> bool {
 }
 
 // A host outside the roster holding more bare TCP connections open than the node's
-// handshake slots, and opening more as they are closed: it holds no more than
-// MAX_PENDING_PER_IP of them, and a member still connects.
+// handshake slots, and opening more as they are closed: a member still connects (without
+// the bound per address, the host held every slot and the member was refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_holding_handshakes_open_does_not_keep_members_out() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
@@ -815,8 +823,17 @@ async fn a_host_holding_handshakes_open_does_not_keep_members_out() {
     // AA never dials BB (no address): BB can only come in.
     let mut a = TestNode::start("AA", ka, vec![entry("AA", pa, vec![]), entry("BB", pb, vec![])]).await;
     let stop = CancellationToken::new();
-    let holder = hold_handshakes_open(&a.addr, 2 * MAX_PENDING_INCOMING as usize, stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let holder =
+        hold_handshakes_open(&a.addr, 2 * MAX_PENDING_INCOMING as usize, opened.clone(), stop.clone());
+    // Every slot taken, and as many more tried, before the member dials.
+    timeout(WAIT, async {
+        while opened.load(Ordering::Relaxed) < 2 * MAX_PENDING_INCOMING as usize {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the host connects");
     let mut b = TestNode::start("BB", kb, vec![a.entry(), entry("BB", pb, vec![])]).await;
     a.wait_for(is_connected(code("BB"))).await;
     b.wait_for(is_connected(code("AA"))).await;
@@ -1207,9 +1224,17 @@ async fn one_peer_holding_its_share_of_the_read_buffer_leaves_the_rest_to_others
     for _ in 0..3 {
         held.push(kz.fire(pa, half()).await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once they are being read, a whole push of KZ's is answered busy too.
+    let whole = || [header(0x02, 20_000), vec![0; 20_000]].concat();
+    timeout(WAIT, async {
+        while !error_text(&kz.send(pa, whole()).await).is_some_and(|r| r.starts_with("busy")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("KZ's share is held");
     // UZ's push of 20,000 bytes (32 KiB of buffer) is read whole, and found malformed.
-    let push = uz.send(pa, [header(0x02, 20_000), vec![0; 20_000]].concat()).await;
+    let push = uz.send(pa, whole()).await;
     assert!(error_text(&push).is_some_and(|r| r.starts_with("malformed request")), "{push:?}");
     drop(held);
     a.stop().await;
