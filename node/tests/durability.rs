@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use tamga_node::writer::now_ms;
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
@@ -46,7 +47,8 @@ fn record(i: usize) -> serde_json::Value {
     json!({
         "category": "rms.method",
         "classification": "public",
-        "created": "2026-11-28T09:00:00Z",
+        // The hour before this one: the same record for every call within an hour.
+        "created": tamga_node::audit::rfc3339(now_ms() - now_ms() % 3_600_000 - 3_600_000),
         "body": body(i),
     })
 }

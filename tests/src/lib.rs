@@ -168,6 +168,19 @@ pub fn example_catalog() -> tamga_config::Catalog {
     fed.catalog
 }
 
+/// When the records the tests make were created (ms): the hour before the one this
+/// process first asked in, so that every call in one run makes the same record, and none
+/// is older than an agreement's retention on whatever day the tests run.
+pub fn created_ms() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        now - now % 3_600_000 - 3_600_000
+    })
+}
+
 /// A record for the API: category, classification, body.
 pub fn record_json(
     catalog: &tamga_config::Catalog,
@@ -179,7 +192,7 @@ pub fn record_json(
         "category": category,
         "classification": classification,
         "body": valid_body(catalog, category, tag),
-        "created": "2026-11-28T09:00:00Z",
+        "created": tamga_node::audit::rfc3339(created_ms()),
     })
 }
 
@@ -196,7 +209,9 @@ pub fn record_mix<S: AsRef<str>>(member: &str, tag: &str, categories: &[S]) -> V
     for c in categories {
         for class in ["public", "non_confidential", "confidential"] {
             let mut r = record_json(&cat, c.as_ref(), class, &format!("{member}-{tag}"));
-            r["created"] = serde_json::json!(format!("2026-11-28T09:{:02}:00Z", recs.len()));
+            let minutes = i64::try_from(recs.len()).unwrap_or(0);
+            r["created"] =
+                serde_json::json!(tamga_node::audit::rfc3339(created_ms() - 3_600_000 + minutes * 60_000));
             recs.push(r);
         }
     }
