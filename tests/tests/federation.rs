@@ -952,5 +952,9 @@ async fn projections_too_large_for_one_pull_reply_still_converge() {
         async move { at_kz == head }
     })
     .await;
+    // Held, not only passed (the 300, some 19 MB, came in replies cut at a frame's 8 MiB).
+    let query = [("origin", "RU".into()), ("category", "rms.method".into()), ("limit", "1000".into())];
+    let held = kz.client(Role::Operator).get("/v1/records", &query).await.expect("lists");
+    assert_eq!(held["records"].as_array().map(Vec::len), Some(300));
     f.stop().await;
 }

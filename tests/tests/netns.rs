@@ -106,7 +106,6 @@ async fn a_three_way_partition_heals_to_exact_holdings() {
     println!("partition: after 10 s of the cut, {across} of 24 links across it are still reported connected (no ping has timed out yet)");
 
     lab.heal().expect("healed");
-    let healed = Instant::now();
     let t = netns::converge(&lab, LIMIT).await.expect("exact holdings after the heal");
     let want = netns::oracle(&lab).await.expect("the oracle");
     println!(
@@ -114,7 +113,6 @@ async fn a_three_way_partition_heals_to_exact_holdings() {
         t.as_secs_f64(),
         netns::deliveries(&want, ingested)
     );
-    assert!(healed.elapsed() >= t);
     netns::audits_verify(&lab).await.expect("every audit chain verifies");
 }
 
@@ -197,7 +195,6 @@ async fn a_flapping_link_converges_without_duplicates() {
     stop.store(true, Ordering::Relaxed);
     let n = flaps.join().expect("the flapper ends");
     lab.set_link(flapper, true).expect("link up");
-    let last_up = Instant::now();
     println!(
         "flapping: {flapper}'s link went down {n} times in {:.1} s; {ingested} records ingested in {round} rounds at every member",
         t0.elapsed().as_secs_f64()
@@ -209,7 +206,6 @@ async fn a_flapping_link_converges_without_duplicates() {
         t.as_secs_f64(),
         netns::deliveries(&want, ingested)
     );
-    assert!(last_up.elapsed() >= t);
     netns::audits_verify(&lab).await.expect("every audit chain verifies");
 }
 
