@@ -1146,22 +1146,23 @@ fn missing(
     out
 }
 
-/// The numbers of `stream` above `after`, up to our `head` and `upto`, that we know
-/// withheld on the word of a peer other than its origin alone (or on our own: declined by
-/// our accept policy), as ranges of at most `budget` numbers in all: to be asked of the
-/// origin again. A withheld number is no one's signed word, and a peer that said so
-/// falsely would otherwise keep us from that number for good, the head having passed it;
-/// one we declined comes in once our policy takes it. (Numbers above the head are asked once it passes
-/// them: [`missing`] asks for the gaps below them first.)
+/// The numbers of `stream` above `after`, up to `upto`, that we know withheld on the word
+/// of a peer other than its origin alone (or on our own: declined by our accept policy),
+/// as ranges of at most `budget` numbers in all: to be asked of the origin again. A
+/// withheld number is no one's signed word, and a peer that said so falsely would
+/// otherwise keep us from that number for good, the head having passed it; one we
+/// declined comes in once our policy takes it. Above the head as well as below it: a
+/// number the origin does not serve us now (its policy stopped sharing that record with
+/// us) is neither held nor withheld, and keeps the head below it until it expires.
 fn unconfirmed(
     ctx: &Ctx,
     stream: &StreamKey,
-    (head, after, upto): (u64, u64, u64),
+    (after, upto): (u64, u64),
     budget: &mut usize,
 ) -> Vec<SeqRange> {
     let store = &ctx.shared.store;
     let Some(from) = after.checked_add(1) else { return Vec::new() };
-    let to = head.min(upto);
+    let to = upto;
     if from > to || *budget == 0 {
         return Vec::new();
     }
@@ -1474,11 +1475,11 @@ fn next_pull(ctx: &Ctx, peer: MemberCode, theirs: &Summary, asked: &mut Asked) -
         let span = (head, after(&asked.missing, &st.stream), highest(st));
         ranges.extend(missing(ctx, &st.stream, span, &mut budget).into_iter().map(|r| (r, false)));
     }
-    for &(st, head) in streams.iter().filter(|(st, _)| st.stream.origin == peer) {
+    for &(st, _) in streams.iter().filter(|(st, _)| st.stream.origin == peer) {
         if budget == 0 || ranges.len() >= PULL_RANGES {
             break;
         }
-        let span = (head, after(&asked.unconfirmed, &st.stream), highest(st));
+        let span = (after(&asked.unconfirmed, &st.stream), highest(st));
         ranges.extend(unconfirmed(ctx, &st.stream, span, &mut budget).into_iter().map(|r| (r, true)));
     }
     ranges.truncate(PULL_RANGES);

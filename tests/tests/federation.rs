@@ -791,6 +791,75 @@ async fn a_number_declined_by_the_accept_policy_is_passed_until_the_policy_takes
     f.stop().await;
 }
 
+/// A number the origin will not serve at pull time (its policy stopped sharing that
+/// record with the asker) is neither held nor withheld: the asker's head stays below it.
+/// A number above it that the asker declined, and takes once its own policy changes, is
+/// still asked of the origin again, and held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_number_above_a_gap_the_origin_denies_is_asked_again_once_taken() {
+    const ACCEPT: &str = "[[accept]]\nagreement = \"sco-energy-2008\"\n";
+    const SHARE: &str = "agreement = \"sco-energy-2008\"\nexcept = [\"TJ\"]\n";
+    let from_cn_only = |m: &str, dir: &std::path::Path| {
+        if m == "KZ" {
+            let policy = dir.join("policies/KZ.toml");
+            let text = std::fs::read_to_string(&policy).expect("reads");
+            std::fs::write(&policy, text.replace(ACCEPT, &format!("{ACCEPT}from = [\"CN\"]\n")))
+                .expect("writes");
+        }
+    };
+    let mut f = TestFederation::start_with(&["KZ", "RU"], from_cn_only).await.expect("starts");
+    f.nodes.get_mut("KZ").expect("KZ").stop().await;
+    // #1 non-confidential, #2 public, both numbered for KZ.
+    let cat = example_catalog();
+    let op = f.node("RU").client(Role::Operator);
+    let mut ids = Vec::new();
+    for class in ["non_confidential", "public"] {
+        let v = op
+            .post("/v1/records", &record_json(&cat, "energy.transfer", class, "gap"))
+            .await
+            .expect("ingests");
+        ids.push(v["ids"][0].as_str().expect("an id").to_owned());
+    }
+    // RU then shares public energy records only: #1 is no longer served to KZ.
+    let ru = f.node("RU");
+    let policy = ru.federation.as_ref().expect("own copy").path().join("policies/RU.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    assert_eq!(text.matches(SHARE).count(), 1);
+    std::fs::write(&policy, text.replace(SHARE, &format!("{SHARE}classifications = [\"public\"]\n")))
+        .expect("writes");
+    let v = ru.client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+    assert_eq!(v["outcome"], "loaded", "{v}");
+
+    // KZ comes back: #1 is denied it, #2 it declines itself; its head stays at 0.
+    f.nodes.get_mut("KZ").expect("KZ").restart().await.expect("restarts");
+    let kz = f.node("KZ");
+    let stream = tamga_protocol::StreamKey {
+        origin: "RU".parse().expect("valid"),
+        agreement: "sco-energy-2008".parse().expect("valid"),
+    };
+    wait_for("KZ declines #2", || {
+        let declined = kz.node().shared().store.declined(&stream, 10).expect("reads");
+        async move { declined == [2] }
+    })
+    .await;
+    assert_eq!(kz.node().shared().store.stream_head(&stream).expect("reads"), 0);
+
+    // KZ takes RU's energy records from now on: #2 is asked of RU again, and held.
+    let policy = kz.federation.as_ref().expect("own copy").path().join("policies/KZ.toml");
+    let text = std::fs::read_to_string(&policy).expect("reads");
+    std::fs::write(&policy, text.replace("from = [\"CN\"]\n", "")).expect("writes");
+    let v = kz.client(Role::Admin).post("/v1/policy/reload", &json!({})).await.expect("reloads");
+    assert_eq!(v["outcome"], "loaded", "{v}");
+    let public = ids[1].clone();
+    wait_for("KZ holds the public record", || {
+        let public = public.clone();
+        async move { records(kz).await.iter().any(|r| r["id"] == public.as_str()) }
+    })
+    .await;
+    assert!(!records(kz).await.iter().any(|r| r["id"] == ids[0].as_str()), "the one RU no longer shares");
+    f.stop().await;
+}
+
 /// `member`'s state as `node`'s `/v1/peers` and `/v1/status` report it: connected, and
 /// how many members the node counts connected.
 async fn connected_state(node: &TestNode, member: &str) -> (bool, u64) {
