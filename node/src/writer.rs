@@ -1106,7 +1106,8 @@ impl WriterTask {
         for (stream, seq, by) in withheld {
             let view = self.store.pending(batch);
             // Declined here: not asked for again until the policy changes (a mark asked
-            // again, or one from a build that asked at every exchange, is declined anew).
+            // again, one from a build that asked at every exchange, or one on a relay's
+            // word that its origin's signed projection has now answered, is declined anew).
             let declined = by == self.me;
             if !seqs.known(&self.store, batch, &stream, seq)? {
                 if declined {
@@ -1114,7 +1115,7 @@ impl WriterTask {
                 } else {
                     batch.put_withheld(&stream, seq, by);
                 }
-            } else if declined && view.withheld_on_word_of(&stream, seq)? == Some(self.me) {
+            } else if declined && view.withheld_on_word_of(&stream, seq)?.is_some() {
                 batch.put_declined(&stream, seq);
             } else if by == stream.origin
                 && (view.withheld_on_word_of(&stream, seq)?.is_some() || view.is_declined(&stream, seq)?)

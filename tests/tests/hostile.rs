@@ -343,13 +343,13 @@ async fn a_summary_keeps_only_the_streams_shared_with_its_sender() {
     f.stop().await;
 }
 
-/// While KZ is cut off from RU, a rogue UZ says it holds RU's IPR stream and that every
-/// number of it is withheld from KZ. KZ has no signed word against it, so it marks them
-/// withheld and its head passes them. Once the link to RU is back, KZ asks RU again for
-/// what it knows only on UZ's word, holds RU's records, and audits UZ's claim as refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_false_withheld_claim_is_undone_by_the_origin() {
-    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+/// While KZ is cut off from RU, RU makes three IPR records and a rogue UZ says it holds
+/// RU's IPR stream and that every number of it is withheld from KZ. KZ has no signed word
+/// against it, so it marks them withheld and its head passes them. Then the link is back.
+/// RU's IPR stream, its head, and UZ's cancel.
+async fn withheld_from_kz_on_uz_word(
+    f: &TestFederation,
+) -> (tamga_protocol::StreamKey, u64, tokio_util::sync::CancellationToken) {
     let (ru, kz) = (f.node("RU"), f.node("KZ"));
     let (ru_code, kz_code) = (ru.node().shared().config.member, kz.node().shared().config.member);
     let fed_of = |n: &TestNode| Federation::load(&n.config().expect("config")).expect("loads");
@@ -400,6 +400,18 @@ async fn a_false_withheld_claim_is_undone_by_the_origin() {
 
     ru.node().shared().net.set_peers(tamga_node::daemon::peer_entries(&fed_of(ru))).await.expect("heals");
     kz.node().shared().net.set_peers(tamga_node::daemon::peer_entries(&fed_of(kz))).await.expect("heals");
+    (ipr, head, cancel)
+}
+
+/// KZ, told by a rogue UZ that RU's IPR numbers are withheld from it (see
+/// [`withheld_from_kz_on_uz_word`]), asks RU again for what it knows only on UZ's word
+/// once the link to RU is back, holds RU's records, and audits UZ's claim as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_false_withheld_claim_is_undone_by_the_origin() {
+    let mut f = TestFederation::start(&["KZ", "RU"]).await.expect("starts");
+    let (ipr, head, cancel) = withheld_from_kz_on_uz_word(&f).await;
+    let kz = f.node("KZ");
+    let store = kz.node().shared().store.clone();
     wait_for("KZ holds RU's records, asked of RU again", || async {
         (1..=head).all(|seq| store.projection(&ipr, seq).ok().flatten().is_some())
     })
@@ -431,6 +443,34 @@ async fn a_false_withheld_claim_is_undone_by_the_origin() {
     assert_eq!(listed["records"].as_array().map(Vec::len), Some(3), "{listed:#}");
     let report = kz.client(Role::Auditor).get("/v1/audit/verify", &[]).await.expect("verifies");
     assert_eq!(report["ok"], true, "{report:#}");
+    cancel.cancel();
+    f.stop().await;
+}
+
+/// The same false claim, but KZ's own policy declines RU's IPR records: once RU's signed
+/// projections come, each number is declined on KZ's own word, and not asked of RU again
+/// at every round, until KZ's policy changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_number_withheld_on_a_relays_word_then_declined_is_not_asked_again() {
+    const ACCEPT: &str = "[[accept]]\nagreement = \"sco-ipr-2012\"\n";
+    let from_cn_only = |m: &str, dir: &std::path::Path| {
+        if m == "KZ" {
+            let policy = dir.join("policies/KZ.toml");
+            let text = std::fs::read_to_string(&policy).expect("reads");
+            assert_eq!(text.matches(ACCEPT).count(), 1);
+            std::fs::write(&policy, text.replace(ACCEPT, &format!("{ACCEPT}from = [\"CN\"]\n")))
+                .expect("writes");
+        }
+    };
+    let mut f = TestFederation::start_with(&["KZ", "RU"], from_cn_only).await.expect("starts");
+    let (ipr, _, cancel) = withheld_from_kz_on_uz_word(&f).await;
+    let store = f.node("KZ").node().shared().store.clone();
+    wait_for("KZ declines what RU sends, on its own word", || async {
+        store.declined(&ipr, 10).expect("reads") == [1, 2, 3]
+            && store.unconfirmed_withheld(&ipr, 1, u64::MAX, 10).expect("reads").is_empty()
+    })
+    .await;
+    assert!((1..=3).all(|seq| store.projection(&ipr, seq).expect("reads").is_none()), "declined");
     cancel.cancel();
     f.stop().await;
 }
