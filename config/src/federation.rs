@@ -417,7 +417,8 @@ fn check_rule(ctx: &PolicyCheck<'_>, agreement: &AgreementId, refs: &RuleRefs, e
     }
     // A rule may name what its agreement does not (yet, or any more): an agreement no file
     // defines, one this member is not a party to, a category of the catalog it does not
-    // cover (and that category's fields in `redact_fields`), a member not its party. Such a reference can only narrow what is shared, and is a warning
+    // cover (and that category's fields in `redact_fields`), a member not its party. Such
+    // a reference can only narrow what is shared, and is a warning
     // (`check::warnings`), not an error: an agreement's text that drops a party, a
     // category or itself must be able to come into force while a rule still names it,
     // or the wider text before would stay in force.

@@ -168,6 +168,21 @@ pub fn example_catalog() -> tamga_config::Catalog {
     fed.catalog
 }
 
+/// An edit for [`TestFederation::start_with`]: KZ accepts projections under `agreement`
+/// from CN only, and so declines the other parties' (`from = ["CN"]` in its accept rule).
+pub fn kz_accepts_only_from_cn(agreement: &str) -> impl Fn(&str, &Path) {
+    let accept = format!("[[accept]]\nagreement = \"{agreement}\"\n");
+    move |m: &str, dir: &Path| {
+        if m == "KZ" {
+            let policy = dir.join("policies/KZ.toml");
+            let text = std::fs::read_to_string(&policy).expect("reads");
+            assert_eq!(text.matches(&accept).count(), 1);
+            std::fs::write(&policy, text.replace(&accept, &format!("{accept}from = [\"CN\"]\n")))
+                .expect("writes");
+        }
+    }
+}
+
 /// When the records the tests make were created (ms): the hour before the one this
 /// process first asked in, so that every call in one run makes the same record, and none
 /// is older than an agreement's retention on whatever day the tests run.

@@ -735,17 +735,9 @@ async fn a_member_resumed_by_the_policy_receives_what_was_made_while_it_was_paus
 /// KZ asks RU for those numbers again and holds the records, and audits no one for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_number_declined_by_the_accept_policy_is_passed_until_the_policy_takes_it() {
-    const ACCEPT: &str = "[[accept]]\nagreement = \"sco-energy-2008\"\n";
-    let from_cn_only = |m: &str, dir: &std::path::Path| {
-        if m == "KZ" {
-            let policy = dir.join("policies/KZ.toml");
-            let text = std::fs::read_to_string(&policy).expect("reads");
-            assert_eq!(text.matches(ACCEPT).count(), 1);
-            std::fs::write(&policy, text.replace(ACCEPT, &format!("{ACCEPT}from = [\"CN\"]\n")))
-                .expect("writes");
-        }
-    };
-    let mut f = TestFederation::start_with(&["KZ", "RU"], from_cn_only).await.expect("starts");
+    let mut f = TestFederation::start_with(&["KZ", "RU"], kz_accepts_only_from_cn("sco-energy-2008"))
+        .await
+        .expect("starts");
     let ids = ingest(&f, "RU", "declined", &["energy.transfer"]).await;
     let (ru, kz) = (f.node("RU"), f.node("KZ"));
     let stream = tamga_protocol::StreamKey {
@@ -797,17 +789,10 @@ async fn a_number_declined_by_the_accept_policy_is_passed_until_the_policy_takes
 /// still asked of the origin again, and held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_declined_number_above_a_gap_the_origin_denies_is_asked_again_once_taken() {
-    const ACCEPT: &str = "[[accept]]\nagreement = \"sco-energy-2008\"\n";
     const SHARE: &str = "agreement = \"sco-energy-2008\"\nexcept = [\"TJ\"]\n";
-    let from_cn_only = |m: &str, dir: &std::path::Path| {
-        if m == "KZ" {
-            let policy = dir.join("policies/KZ.toml");
-            let text = std::fs::read_to_string(&policy).expect("reads");
-            std::fs::write(&policy, text.replace(ACCEPT, &format!("{ACCEPT}from = [\"CN\"]\n")))
-                .expect("writes");
-        }
-    };
-    let mut f = TestFederation::start_with(&["KZ", "RU"], from_cn_only).await.expect("starts");
+    let mut f = TestFederation::start_with(&["KZ", "RU"], kz_accepts_only_from_cn("sco-energy-2008"))
+        .await
+        .expect("starts");
     f.nodes.get_mut("KZ").expect("KZ").stop().await;
     // #1 non-confidential, #2 public, both numbered for KZ.
     let cat = example_catalog();

@@ -452,17 +452,9 @@ async fn a_false_withheld_claim_is_undone_by_the_origin() {
 /// at every round, until KZ's policy changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_number_withheld_on_a_relays_word_then_declined_is_not_asked_again() {
-    const ACCEPT: &str = "[[accept]]\nagreement = \"sco-ipr-2012\"\n";
-    let from_cn_only = |m: &str, dir: &std::path::Path| {
-        if m == "KZ" {
-            let policy = dir.join("policies/KZ.toml");
-            let text = std::fs::read_to_string(&policy).expect("reads");
-            assert_eq!(text.matches(ACCEPT).count(), 1);
-            std::fs::write(&policy, text.replace(ACCEPT, &format!("{ACCEPT}from = [\"CN\"]\n")))
-                .expect("writes");
-        }
-    };
-    let mut f = TestFederation::start_with(&["KZ", "RU"], from_cn_only).await.expect("starts");
+    let mut f = TestFederation::start_with(&["KZ", "RU"], kz_accepts_only_from_cn("sco-ipr-2012"))
+        .await
+        .expect("starts");
     let (ipr, _, cancel) = withheld_from_kz_on_uz_word(&f).await;
     let store = f.node("KZ").node().shared().store.clone();
     wait_for("KZ declines what RU sends, on its own word", || async {
