@@ -2878,7 +2878,7 @@ mod tests {
         let (store, task, files, (rms_file, text)) = kz_writer_keeping_rms_a_day(dir.path());
         let policy = task.policy.clone();
         let (writer, handle) = task.spawn(CancellationToken::new());
-        let soon = now_ms() + 1_500;
+        let soon = now_ms() + 4_000;
         let items = shares_created(RMS, i64::MAX, 1..=1, soon - 86_400_000 - 1);
         writer.received("RU".parse().expect("valid"), items, Vec::new()).await.expect("stored");
         tick(&writer).await;
@@ -2903,7 +2903,7 @@ mod tests {
         let (writer, handle) = task.spawn(CancellationToken::new());
         tick(&writer).await;
         tick(&writer).await;
-        let soon = now_ms() + 1_500;
+        let soon = now_ms() + 4_000;
         let items = shares_created(RMS, i64::MAX, 1..=1, soon - 86_400_000);
         writer.received("RU".parse().expect("valid"), items, Vec::new()).await.expect("stored");
         let rms = StreamKey { origin: "RU".parse().expect("valid"), agreement: RMS.parse().expect("valid") };
@@ -2926,7 +2926,7 @@ mod tests {
         let (writer, handle) = task.spawn(CancellationToken::new());
         let ru: MemberCode = "RU".parse().expect("valid");
         let retention = 1095 * 86_400_000; // sco-rms-2013's
-        let soon = now_ms() + 1_500;
+        let soon = now_ms() + 4_000;
         let mut items = shares_created(RMS, i64::MAX, 1..=1, 0);
         items.extend(shares(RMS, i64::MAX, 2..=2));
         items.extend(shares_created(RMS, i64::MAX, 3..=3, soon - retention - 3));
