@@ -478,6 +478,7 @@ async fn kill9_during_catch_up_then_converges() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(partial > 0, "KZ took in nothing of RU's records within a minute");
     tokio::time::sleep(Duration::from_millis(jitter_ms(0, 200))).await;
     kz.kill9();
     let figures = check_store(kz, "KZ killed during its catch-up");
