@@ -985,23 +985,8 @@ mod tests {
     async fn a_revocation_asked_again_after_a_failed_flush_is_answered_once_a_flush_ran() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = dir.path().join("federation");
-        std::fs::create_dir_all(&files).expect("mkdir");
-        crate::example::write_to(&files).expect("writes");
-        let data = dir.path().join("node");
-        crate::cli::create_node(&crate::cli::InitArgs {
-            member: "RU".into(),
-            data_dir: data.clone(),
-            listen: "/ip4/127.0.0.1/tcp/0".into(),
-            api: "127.0.0.1:0".into(),
-            federation: Some(files),
-            demo_identity: true,
-            json: true,
-        })
-        .expect("inits");
-        let config = tamga_config::NodeConfig::load(&data.join("node.toml")).expect("loads");
-        let tokens = crate::identity::Tokens::load(&config.tokens).expect("tokens");
-        let node = crate::daemon::Node::start(config).await.expect("starts");
+        let (node, _) = crate::example::start_node(dir.path(), "RU").await.expect("starts");
+        let tokens = crate::identity::Tokens::load(&node.shared().config.tokens).expect("tokens");
         let base = format!("http://{}", node.api_addr());
         let client = Client::with_token(base, tokens.token(Role::Operator));
         let record = json!({

@@ -39,6 +39,31 @@ pub fn write_to(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Start `member`'s node on loopback (ports chosen by the system), with the example
+/// federation's files in `dir/federation` and its data in `dir/node`: for measurements
+/// and tests that need one real node. Returns the node and the federation's directory.
+pub async fn start_node(
+    dir: &Path,
+    member: &str,
+) -> anyhow::Result<(crate::daemon::Node, std::path::PathBuf)> {
+    let files = dir.join("federation");
+    std::fs::create_dir_all(&files)?;
+    write_to(&files)?;
+    let data = dir.join("node");
+    crate::cli::create_node(&crate::cli::InitArgs {
+        member: member.into(),
+        data_dir: data.clone(),
+        listen: "/ip4/127.0.0.1/tcp/0".into(),
+        api: "127.0.0.1:0".into(),
+        federation: Some(files.clone()),
+        demo_identity: true,
+        json: true,
+    })?;
+    let config =
+        tamga_config::NodeConfig::load(&data.join("node.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((crate::daemon::Node::start(config).await?, files))
+}
+
 #[cfg(test)]
 mod tests {
     /// The embedded copy lists every agreement and policy file of deploy/example.

@@ -39,22 +39,7 @@ fn median(v: &mut [Duration]) -> Duration {
 
 /// Measure; returns `(figure, value, unit)`.
 pub async fn measure(dir: &Path) -> Result<Vec<(&'static str, f64, &'static str)>> {
-    let fed = dir.join("reload-federation");
-    std::fs::create_dir_all(&fed)?;
-    crate::example::write_to(&fed)?;
-    let data = dir.join("reload-node");
-    crate::cli::create_node(&crate::cli::InitArgs {
-        member: "RU".into(),
-        data_dir: data.clone(),
-        listen: "/ip4/127.0.0.1/tcp/0".into(),
-        api: "127.0.0.1:0".into(),
-        federation: Some(fed.clone()),
-        demo_identity: true,
-        json: true,
-    })?;
-    let config =
-        tamga_config::NodeConfig::load(&data.join("node.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node = crate::daemon::Node::start(config).await?;
+    let (node, fed) = crate::example::start_node(&dir.join("reload"), "RU").await?;
     let shared = node.shared().clone();
     let policy = fed.join("policies/RU.toml");
     let base = std::fs::read_to_string(&policy)?;
