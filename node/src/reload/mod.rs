@@ -194,6 +194,12 @@ struct Inner {
     serial: tokio::sync::Mutex<()>,
     tx: watch::Sender<Arc<Federation>>,
     state: Mutex<InForce>,
+    /// The files' fingerprint taken before they were first read: the watcher's start, so
+    /// that an edit made before the watcher runs is not taken for the files in force.
+    first_seen: Fingerprint,
+    /// Tests only: reloads kept out of force because their audit entry was not stored.
+    #[cfg(test)]
+    unaudited: std::sync::atomic::AtomicU64,
 }
 
 /// The handle through which the policy set in force is replaced. Cheap to clone.
@@ -208,6 +214,7 @@ impl Reloader {
     /// once to keep the texts in force.
     pub fn new(config: &NodeConfig, peer_id: PeerId, cell: Arc<PolicyCell>, writer: Writer) -> Reloader {
         let files = FileSet::of_node(config);
+        let first_seen = Fingerprint::of(&files);
         let fed = cell.get();
         let sources =
             load(&files).ok().filter(|(f, _)| f.policy_digest == fed.policy_digest).map(|(_, s)| Arc::new(s));
@@ -222,6 +229,9 @@ impl Reloader {
                 serial: tokio::sync::Mutex::new(()),
                 tx,
                 state: Mutex::new(state),
+                first_seen,
+                #[cfg(test)]
+                unaudited: Default::default(),
             }),
         }
     }
@@ -289,6 +299,8 @@ impl Reloader {
                 if names.is_empty() { "none".to_owned() } else { names.join(", ") }
             ));
         if let Err(e) = self.inner.writer.audit_durable(loaded).await {
+            #[cfg(test)]
+            self.inner.unaudited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(error = %e, "the reload's audit entry is not stored; the policy in force stays");
             return Err(Refused {
                 errors: ConfigErrors(Vec::new()),
@@ -375,7 +387,7 @@ impl Reloader {
         } else {
             None
         };
-        let mut seen = self.fingerprint().await;
+        let mut seen = self.inner.first_seen.clone();
         if self.in_force().sources.is_none() && opts.files {
             // The files changed between the node's start and now.
             let _ = self.reload(Trigger::FilesChanged).await;
@@ -395,8 +407,13 @@ impl Reloader {
                         let now = self.fingerprint().await;
                         if now != seen {
                             let Some(settled) = self.settle(now, &cancel).await else { break };
-                            seen = settled;
-                            let _ = self.reload(Trigger::FilesChanged).await;
+                            let before = std::mem::replace(&mut seen, settled);
+                            let reloaded = self.reload(Trigger::FilesChanged).await;
+                            if let Err(Refused { unaudited: Some(_), .. }) = reloaded {
+                                // Kept out of force for want of its audit entry, not for
+                                // its files: tried again at the next tick.
+                                seen = before;
+                            }
                         }
                     }
                     let fed = self.inner.cell.get();
@@ -523,6 +540,38 @@ impl Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // An edit the watcher found while the store could not write its audit entry stays out
+    // of force, and is put in force at a later tick once the store writes again, with no
+    // further change to the files.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_kept_out_for_want_of_its_audit_entry_is_put_in_force_once_it_can_be() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (node, files) = crate::example::start_node(dir.path(), "RU").await.expect("starts");
+        let shared = node.shared().clone();
+        let before = shared.fed().policy_digest;
+        let store = &shared.store;
+        store.fail_commits(u64::MAX);
+        let unaudited = || shared.reloader.inner.unaudited.load(std::sync::atomic::Ordering::Relaxed);
+        let policy = files.join("policies/RU.toml");
+        let text = std::fs::read_to_string(&policy).expect("reads");
+        std::fs::write(&policy, text.replace("except = [\"TJ\"]", "except = [\"TJ\", \"KZ\"]"))
+            .expect("writes");
+        // The watcher's reload tried, and its entry's write failed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while unaudited() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the watcher did not try the edit");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(shared.fed().policy_digest, before, "not in force unaudited");
+        store.fail_commits(0);
+        while shared.fed().policy_digest == before {
+            assert!(std::time::Instant::now() < deadline, "the edit was not tried again");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        node.shutdown().await;
+    }
 
     fn example_files(dir: &std::path::Path) -> FileSet {
         crate::example::write_to(dir).expect("writes the example");
