@@ -380,11 +380,7 @@ pub(crate) fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
 }
 
 pub(crate) fn client(c: &ConfigArg, role: Role) -> Result<Client> {
-    let config = load_config(c)?;
-    Ok(match &c.token_file {
-        Some(file) => Client::with_token_file(&config, file)?,
-        None => Client::new(&config, role)?,
-    })
+    Ok(Client::for_role(&load_config(c)?, role, c.token_file.as_deref())?)
 }
 
 /// An output file written beside its destination (`NAME.partial`) and renamed over it only

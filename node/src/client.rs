@@ -116,6 +116,20 @@ impl Client {
         Client::for_node(config, token.to_owned())
     }
 
+    /// Build a client for the node described by `config`: with the token in `token_file`
+    /// when one is given ([`Client::with_token_file`]), else with `role`'s from the node's
+    /// tokens file ([`Client::new`]). What every command that calls the node uses.
+    pub fn for_role(
+        config: &NodeConfig,
+        role: Role,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
+        match token_file {
+            Some(file) => Client::with_token_file(config, file),
+            None => Client::new(config, role),
+        }
+    }
+
     fn for_node(config: &NodeConfig, token: String) -> Result<Client, ClientError> {
         let mut addr = config.api.listen;
         if addr.ip().is_unspecified() {

@@ -19,6 +19,7 @@ use tamga_config::{
 };
 use tamga_protocol::{AgreementId, CategoryId, Classification, MemberCode, RecordHeader};
 
+use crate::cli::ConfigArg;
 use crate::client::{Client, ClientError};
 use crate::identity::{Identity, Role, Tokens};
 use crate::writer::now_ms;
@@ -69,13 +70,9 @@ pub struct DiffArgs {
     /// the policy in force in the running node (--config).
     #[arg(num_args = 1..=2, required = true, value_names = ["OLD", "NEW"])]
     pub paths: Vec<PathBuf>,
-    /// The node's node.toml (the running node, with one path). Example: --config ./ru/node.toml
-    #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
-    pub config: PathBuf,
-    /// A file holding the one token to call the node with (its owner's alone), instead of
-    /// the node's tokens file. Example: --token-file ~/.tamga/admin.token
-    #[arg(long, env = "TAMGA_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    /// The node's node.toml, and the token to call it with.
+    #[command(flatten)]
+    pub node: ConfigArg,
     /// Whose policy (default: the node's member; for two directories, every member with a
     /// policy in NEW). Example: --member RU
     #[arg(long)]
@@ -109,13 +106,9 @@ pub struct ExplainArgs {
     /// With --dir: whose policy. Example: --member RU
     #[arg(long)]
     pub member: Option<String>,
-    /// The node's node.toml. Example: --config ./ru/node.toml
-    #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
-    pub config: PathBuf,
-    /// A file holding the one token to call the node with (its owner's alone), instead of
-    /// the node's tokens file. Example: --token-file ~/.tamga/admin.token
-    #[arg(long, env = "TAMGA_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    /// The node's node.toml, and the token to call it with.
+    #[command(flatten)]
+    pub node: ConfigArg,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -124,13 +117,9 @@ pub struct ExplainArgs {
 /// `tamga policy reload`.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
-    /// The node's node.toml. Example: --config ./ru/node.toml
-    #[arg(long, short = 'c', env = "TAMGA_CONFIG", default_value = "node.toml")]
-    pub config: PathBuf,
-    /// A file holding the one token to call the node with (its owner's alone), instead of
-    /// the node's tokens file. Example: --token-file ~/.tamga/admin.token
-    #[arg(long, env = "TAMGA_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    /// The node's node.toml, and the token to call it with.
+    #[command(flatten)]
+    pub node: ConfigArg,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -154,15 +143,6 @@ fn member(s: &str) -> Result<MemberCode> {
 
 fn node_config(path: &Path) -> Result<NodeConfig> {
     NodeConfig::load(path).map_err(|e| anyhow!("{e}"))
-}
-
-/// A client for the node `config` describes: with the token in `token_file` when one is
-/// given, else with `role`'s from the node's tokens file.
-fn client(config: &NodeConfig, role: Role, token_file: Option<&Path>) -> Result<Client> {
-    Ok(match token_file {
-        Some(file) => Client::with_token_file(config, file)?,
-        None => Client::new(config, role)?,
-    })
 }
 
 /// An error as `check` and `reload` print it: `path:line:col: error: message`, and the
@@ -354,7 +334,8 @@ impl Side {
             }
             Side::Node(c) => Federation::load(c),
             Side::Running(c, token_file) => {
-                let v = client(c, Role::Admin, token_file.as_deref())?.get("/v1/policy", &[]).await?;
+                let v =
+                    Client::for_role(c, Role::Admin, token_file.as_deref())?.get("/v1/policy", &[]).await?;
                 Federation::from_sources(&sources_of(&v)?, m)
             }
         };
@@ -386,7 +367,7 @@ fn sources_of(v: &Value) -> Result<Sources> {
 
 async fn diff_cmd(a: DiffArgs) -> Result<()> {
     let (old, new) = match a.paths.as_slice() {
-        [new] => (Side::Running(node_config(&a.config)?, a.token_file.clone()), Side::of(new)?),
+        [new] => (Side::Running(node_config(&a.node.config)?, a.node.token_file.clone()), Side::of(new)?),
         [old, new] => (Side::of(old)?, Side::of(new)?),
         _ => bail!("give NEW, or OLD and NEW"),
     };
@@ -482,12 +463,12 @@ async fn explain_cmd(a: ExplainArgs) -> Result<()> {
     let now = now_ms();
     let mut note = None;
     let (fed, headers, record) = if let Some(id) = &a.record {
-        let cfg = node_config(&a.config)?;
-        let v = client(&cfg, Role::Operator, a.token_file.as_deref())?
+        let cfg = node_config(&a.node.config)?;
+        let v = Client::for_role(&cfg, Role::Operator, a.node.token_file.as_deref())?
             .get(&format!("/v1/records/{id}"), &[])
             .await?;
         let header = header_of(&v)?;
-        let fed = match client(&cfg, Role::Admin, a.token_file.as_deref())?.get("/v1/policy", &[]).await {
+        let fed = match Client::for_role(&cfg, Role::Admin, a.node.token_file.as_deref())?.get("/v1/policy", &[]).await {
             Ok(p) => Federation::from_sources(&sources_of(&p)?, cfg.member),
             Err(ClientError::Api { status, .. }) if status.as_u16() == 503 => {
                 note = Some("the node does not know the texts of its policy in force; explained with the files on disk");
@@ -510,7 +491,7 @@ async fn explain_cmd(a: ExplainArgs) -> Result<()> {
                 let f = FileSet::in_dir(&check::FederationDir::new(dir), m);
                 Federation::load_files(&f.roster, &f.catalog, &f.agreements, &f.policy, m)
             }
-            None => Federation::load(&node_config(&a.config)?),
+            None => Federation::load(&node_config(&a.node.config)?),
         }
         .map_err(|e| invalid("the policy files", &e))?;
         if fed.catalog.category(&category).is_none() {
@@ -596,7 +577,7 @@ async fn explain_cmd(a: ExplainArgs) -> Result<()> {
 // ---- reload --------------------------------------------------------------------------
 
 async fn reload_cmd(a: ReloadArgs) -> Result<()> {
-    let c = client(&node_config(&a.config)?, Role::Admin, a.token_file.as_deref())?;
+    let c = Client::for_role(&node_config(&a.node.config)?, Role::Admin, a.node.token_file.as_deref())?;
     match c.post("/v1/policy/reload", &json!({})).await {
         Ok(v) => {
             if a.json {
