@@ -905,13 +905,14 @@ async fn push_new(ctx: &Ctx, batch: Vec<Projection>) {
     }
 }
 
-/// `ps` in order, in batches of at most `count` projections and `bytes` bytes of them on
-/// the wire (a projection larger than `bytes` alone goes alone).
+/// `ps` in order, in batches of at most `count` projections and `bytes` of frame (each
+/// projection's `frame_share`: its bytes on the wire, or the memory its decoding takes if
+/// more; a projection larger than `bytes` alone goes alone).
 fn batches(ps: Vec<Projection>, count: usize, bytes: usize) -> Vec<Vec<Projection>> {
     let mut out: Vec<Vec<Projection>> = Vec::new();
     let mut size = 0;
     for p in ps {
-        let len = tamga_protocol::codec::payload_len(&p).unwrap_or(bytes);
+        let len = tamga_protocol::codec::frame_share(&p).unwrap_or(bytes);
         match out.last_mut() {
             Some(last) if last.len() < count && size + len <= bytes => {
                 size += len;
@@ -1617,7 +1618,7 @@ async fn on_pull(ctx: &Ctx, asker: MemberCode, pull: &Pull) -> PullReply {
                     if !origin_asks {
                         withhold(&mut p, &fields, &fed.catalog);
                     }
-                    let len = tamga_protocol::codec::payload_len(&p).unwrap_or(PULL_REPLY_BYTES);
+                    let len = tamga_protocol::codec::frame_share(&p).unwrap_or(PULL_REPLY_BYTES);
                     if bytes + len > PULL_REPLY_BYTES && !reply.projections.is_empty() {
                         // Full: the asker asks again for what this reply does not answer.
                         break 'ranges;
@@ -1820,7 +1821,7 @@ mod tests {
             salted.project(|_| false, envelope, &key).expect("projects")
         };
         let small: Vec<Projection> = (1..=5).map(|s| projection(s, 10)).collect();
-        let len = tamga_protocol::codec::payload_len(&small[0]).expect("counts");
+        let len = tamga_protocol::codec::frame_share(&small[0]).expect("counts");
         let seqs = |b: &[Vec<Projection>]| -> Vec<Vec<u64>> {
             b.iter().map(|c| c.iter().map(|p| p.envelope.seq).collect()).collect()
         };

@@ -14,17 +14,21 @@
 //!
 //! Decoding never trusts a length it has not bounded: the header's payload length is
 //! checked against the kind's limit ([`crate::limits::frame`]) before a byte of payload
-//! is read, bincode runs with that same limit (so no claimed length can make it allocate
-//! more), the payload must be consumed exactly (no trailing bytes), and the decoded
-//! message's item counts are checked against [`crate::limits`].
+//! is read, bincode runs with that same limit (so no claimed length makes it allocate more
+//! for strings and bytes), the elements of every list are charged to a memory budget of
+//! the kind's (`list_budget`) before they are allocated, the payload must be consumed
+//! exactly (no trailing bytes), and the decoded message's item counts are checked against
+//! [`crate::limits`].
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::disclosure::{Projection, RevealedField};
 use crate::limits::frame;
 use crate::messages::{
     Feedback, Hello, LimitError, Pull, PullReply, Push, PushReply, Request, Response, Summary,
 };
+use crate::types::{Digest, MemberCode, Value};
 
 /// The four magic bytes that open every frame.
 pub const MAGIC: [u8; 4] = *b"TMGA";
@@ -208,9 +212,53 @@ pub fn encode_response(r: &Response) -> Result<Vec<u8>, CodecError> {
     }
 }
 
+/// The memory a decode of a frame of kind `k` may take for the elements of its lists
+/// (see `crate::bounded`), besides that of its strings, which bincode's limit bounds:
+/// twice the kind's frame limit for the kinds that carry projections, whose senders keep
+/// the [`frame_share`]s of a batch within the frame limit; sixteen times for the others,
+/// more than any of their lists takes per byte on the wire (a summary's stream, at most
+/// about 64 bytes in memory for at least 5 on the wire, takes the most).
+fn list_budget(k: u8) -> usize {
+    let limit = limit_of(k).unwrap_or(0);
+    match k {
+        kind::PUSH | kind::PULL_REPLY => 2 * limit,
+        _ => 16 * limit,
+    }
+}
+
+/// The memory the decoding of `p` in a push or a pull reply charges for its lists: the
+/// projection itself (an element of the message's list) and each element of its own.
+fn list_bytes(p: &Projection) -> usize {
+    use std::mem::size_of;
+    let texts: usize = p
+        .revealed
+        .iter()
+        .map(|f| match &f.value {
+            Value::TextList(l) => l.len() * size_of::<String>(),
+            _ => 0,
+        })
+        .sum();
+    size_of::<Projection>()
+        + p.revealed.len() * size_of::<RevealedField>()
+        + texts
+        + p.withheld.len() * size_of::<Digest>()
+        + p.envelope.audience.len() * size_of::<MemberCode>()
+}
+
+/// What `p` takes of a push's or a pull reply's frame limit: the larger of its bytes on
+/// the wire and the memory its decoding charges for its lists. A batch whose shares sum
+/// within the limit is one every receiver decodes.
+pub fn frame_share(p: &Projection) -> Result<usize, CodecError> {
+    Ok(payload_len(p)?.max(list_bytes(p)))
+}
+
 /// Decode one whole request frame.
 pub fn decode_request(frame_bytes: &[u8]) -> Result<Request, CodecError> {
     let (h, p) = split(frame_bytes)?;
+    crate::bounded::within(list_budget(h.kind), || decode_request_payload(h, p))
+}
+
+fn decode_request_payload(h: FrameHeader, p: &[u8]) -> Result<Request, CodecError> {
     let r = match h.kind {
         kind::HELLO => Request::Hello(decode_payload::<Hello, { frame::HELLO }>(p)?),
         kind::PUSH => Request::Push(decode_payload::<Push, { frame::PUSH }>(p)?),
@@ -226,6 +274,10 @@ pub fn decode_request(frame_bytes: &[u8]) -> Result<Request, CodecError> {
 /// Decode one whole response frame.
 pub fn decode_response(frame_bytes: &[u8]) -> Result<Response, CodecError> {
     let (h, p) = split(frame_bytes)?;
+    crate::bounded::within(list_budget(h.kind), || decode_response_payload(h, p))
+}
+
+fn decode_response_payload(h: FrameHeader, p: &[u8]) -> Result<Response, CodecError> {
     let r = match h.kind {
         kind::HELLO_REPLY => Response::Hello(decode_payload::<Hello, { frame::HELLO }>(p)?),
         kind::PUSH_REPLY => Response::Push(decode_payload::<PushReply, { frame::PUSH_REPLY }>(p)?),

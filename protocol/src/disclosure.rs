@@ -297,6 +297,7 @@ pub struct Envelope {
     /// The agreement the projection is shared under.
     pub agreement: AgreementId,
     /// The members the origin decided may receive it, sorted, without duplicates.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub audience: Vec<MemberCode>,
     /// Sequence number in the stream (origin, agreement), from 1.
     pub seq: u64,
@@ -323,8 +324,10 @@ pub struct Projection {
     /// The record header (always revealed).
     pub header: RecordHeader,
     /// The revealed fields, sorted by name.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub revealed: Vec<RevealedField>,
     /// The digests of the withheld fields, sorted.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub withheld: Vec<Digest>,
     /// The sharing envelope.
     pub envelope: Envelope,
@@ -519,6 +522,7 @@ pub struct Receipt {
     /// When it was stored, milliseconds since the Unix epoch.
     pub received_ms: i64,
     /// From this receipt's leaf up to the signed root, leaf side first.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub path: Vec<PathStep>,
     /// The receiver's signature over the root.
     pub signature: Sig,

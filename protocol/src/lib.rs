@@ -19,6 +19,7 @@
 //! decode 52 µs.
 
 mod batch;
+mod bounded;
 pub mod canonical;
 pub mod codec;
 pub mod disclosure;

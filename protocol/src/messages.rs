@@ -87,6 +87,7 @@ pub struct Hello {
     pub roster_digest: Digest,
     /// The terms of each agreement the sender holds: a digest of its text and of the
     /// catalog's definition of each category it covers.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub agreements: Vec<(AgreementId, Digest)>,
     /// The sender's latest audit checkpoint.
     pub checkpoint: Option<Checkpoint>,
@@ -102,6 +103,7 @@ impl Hello {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Push {
     /// The projections, in stream order per stream.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub projections: Vec<Projection>,
 }
 
@@ -124,8 +126,10 @@ pub struct Refusal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushReply {
     /// Receipts for stored (or already held) projections.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub receipts: Vec<Receipt>,
     /// Refused projections.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub refused: Vec<Refusal>,
 }
 
@@ -154,6 +158,7 @@ pub struct StreamSummary {
     /// Every sequence number from 1 to this one is held or known withheld.
     pub contiguous: u64,
     /// Sequence numbers above `contiguous` that are also held, sorted.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub above: Vec<u64>,
 }
 
@@ -161,6 +166,7 @@ pub struct StreamSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// One entry per stream.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub streams: Vec<StreamSummary>,
 }
 
@@ -189,6 +195,7 @@ pub struct SeqRange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pull {
     /// The ranges wanted.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub ranges: Vec<SeqRange>,
 }
 
@@ -203,8 +210,10 @@ impl Pull {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullReply {
     /// Projections the asker is in the audience of.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub projections: Vec<Projection>,
     /// Sequence numbers that exist but are not for the asker.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     pub withheld: Vec<SeqRange>,
 }
 

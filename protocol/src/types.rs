@@ -310,6 +310,7 @@ pub enum Value {
     /// UTF-8 text (also dates, timestamps, decimals and enumerations, normalised).
     Text(String),
     /// A list of texts.
+    #[serde(deserialize_with = "crate::bounded::seq")]
     TextList(Vec<String>),
 }
 

@@ -194,6 +194,67 @@ fn invalid_identifiers_inside_a_valid_frame_are_refused() {
     assert!(matches!(codec::decode_request(&g), Err(CodecError::Malformed(_))));
 }
 
+/// A projection whose one revealed list holds `items` empty strings: one byte each on the
+/// wire, a `String` each in memory.
+fn with_empty_strings(items: usize) -> Projection {
+    let (mut p, _) = projection();
+    let list = p.revealed.iter_mut().find(|f| f.name == "hs_codes").expect("hs_codes is revealed");
+    list.value = Value::TextList(vec![String::new(); items]);
+    p
+}
+
+#[test]
+fn lists_whose_elements_would_take_many_times_their_bytes_are_refused_before_allocation() {
+    // 4 MB on the wire, half a push's frame; 96 MB as strings in memory.
+    let p = with_empty_strings(4_000_000);
+    let frames = [
+        codec::encode_request(&Request::Push(Push { projections: vec![p.clone()] })).expect("encodes"),
+        codec::encode_response(&Response::Pull(PullReply { projections: vec![p], withheld: vec![] }))
+            .expect("encodes"),
+    ];
+    for (i, frame) in frames.iter().enumerate() {
+        let got = if i == 0 {
+            codec::decode_request(frame).map(|_| ())
+        } else {
+            codec::decode_response(frame).map(|_| ())
+        };
+        match got {
+            Err(CodecError::Malformed(m)) => assert!(m.contains("exceeds the memory"), "{m}"),
+            other => panic!("frame {i}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_projection_decodes_exactly_when_its_frame_share_is_within_its_budget() {
+    // The memory a push's decoding may take for its lists is twice its frame limit: find
+    // the projection whose frame share is the largest within it.
+    let budget = 2 * tamga_protocol::limits::frame::PUSH;
+    let share = |n| codec::frame_share(&with_empty_strings(n)).expect("counts");
+    let per_item = share(1001) - share(1000);
+    assert_eq!(per_item, std::mem::size_of::<String>(), "an empty string is charged a String");
+    let fits = 1000 + (budget - share(1000)) / per_item;
+    for (items, decodes) in [(fits, true), (fits + 1, false)] {
+        let push = Request::Push(Push { projections: vec![with_empty_strings(items)] });
+        let frame = codec::encode_request(&push).expect("encodes");
+        assert_eq!(codec::decode_request(&frame).is_ok(), decodes, "{items} items, share {}", share(items));
+    }
+}
+
+#[test]
+fn a_batch_whose_frame_shares_fit_its_frame_decodes() {
+    // Projections heavy in small list items, batched as senders do: by frame share.
+    let p = with_empty_strings(20_000);
+    let each = codec::frame_share(&p).expect("counts");
+    assert!(each > codec::payload_len(&p).expect("counts"), "its memory, not its bytes, is its share");
+    let n = tamga_protocol::limits::frame::PUSH / each;
+    let frame = codec::encode_request(&Request::Push(Push { projections: vec![p; n] })).expect("encodes");
+    match codec::decode_request(&frame) {
+        Ok(Request::Push(push)) => assert_eq!(push.projections.len(), n),
+        other => panic!("expected the push, got {other:?}"),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
