@@ -391,6 +391,32 @@ impl Catalog {
             Err(errors)
         }
     }
+
+    /// Whether `value`, which another member signed for field `name` of `category`, is
+    /// what ingest here would have made of it: of the field's type, within its limits and
+    /// in normal form. A received value is held to the rules of one ingested here, which
+    /// both sides' agreement terms cover (each digest covers the catalog's definitions of
+    /// the agreement's categories).
+    pub fn check_value(&self, category: &CategoryId, name: &str, value: &Value) -> Result<(), BodyError> {
+        let Some(cat) = self.categories.get(category) else {
+            return Err(BodyError::UnknownCategory(category.to_string()));
+        };
+        let Some(field) = cat.fields.get(name) else {
+            return Err(BodyError::UnknownField {
+                field: name.to_owned(),
+                category: category.to_string(),
+                known: cat.fields.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        };
+        if normalise(field, &value.to_json())? == *value {
+            Ok(())
+        } else {
+            Err(BodyError::Invalid {
+                field: name.to_owned(),
+                reason: format!("{} is not in the normal form of a {} field", value.to_json(), field.ty),
+            })
+        }
+    }
 }
 
 /// Whether a time falls in the years 0000 to 9999 in UTC. The normal form of a time is

@@ -283,3 +283,34 @@ fn a_decimal_number_has_the_digit_limit_of_its_text() {
     assert!(as_number[0].to_string().contains("more than 38 significant digits"), "{as_number:?}");
     assert!(matches!(&volume(&c, "\"1e3\"").expect_err("no exponent")[..], [BodyError::Invalid { .. }]));
 }
+
+#[test]
+fn a_received_value_is_held_to_what_ingest_makes_of_a_body() {
+    // What another member signed and sent: every value ingest here produced passes...
+    let c = catalog();
+    let transfer = cat("energy.transfer");
+    let out = c.validate_body(&transfer, &energy()).unwrap_or_else(|e| panic!("{e:?}"));
+    for (name, value) in &out {
+        c.check_value(&transfer, name, value).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // ...and none that ingest would have refused or written otherwise.
+    let text = |s: &str| Value::Text(s.into());
+    let refused = [
+        ("volume", text("001250.500"), "normal form"),
+        ("reported_at", text("2013-08-02T09:30:00.250+06:00"), "normal form"),
+        ("direction", text("smuggled"), "is not one of"),
+        ("crossing_point", Value::Int(1), "must be"),
+        ("volume", Value::Int(1250), "normal form"),
+        ("period_start", text("2013-02-30"), "is not a date"),
+        ("crossing_point", text(&"x".repeat(20_000)), "more than"),
+        ("no_such_field", text("x"), "unknown field"),
+    ];
+    for (name, value, why) in refused {
+        let e = c.check_value(&transfer, name, &value).expect_err(name).to_string();
+        assert!(e.contains(why), "{name}: {e}");
+    }
+    let alert = cat("enforcement.alert");
+    let many = Value::TextList(vec!["6403".into(); 300]);
+    let e = c.check_value(&alert, "hs_codes", &many).expect_err("too many items").to_string();
+    assert!(e.contains("300"), "{e}");
+}

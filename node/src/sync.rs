@@ -632,8 +632,10 @@ fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
 }
 
 /// Invariant 4: signature by the origin's roster key; origin, sender and receiver are
-/// parties; the receiver is in the audience; the category is in the agreement and no
-/// field the agreement redacts is revealed; the agreement's terms match with the
+/// parties; the receiver is in the audience; the category is in the agreement, each
+/// revealed value is what ingest here would have made of it (of its field's type, within
+/// its limits, in normal form), and no field the agreement redacts is revealed; the
+/// agreement's terms match with the
 /// sender's; the local accept policy allows it.
 /// `signed` is the result of checking the origin's signature (batched by the caller).
 fn verify_inbound<'f>(
@@ -684,6 +686,11 @@ fn verify_inbound<'f>(
             f.name,
             p.header.category
         ));
+    }
+    for f in &p.revealed {
+        if let Err(e) = fed.catalog.check_value(&p.header.category, &f.name, &f.value) {
+            return Err(format!("{}: {e}", refuse(ctx, "value")));
+        }
     }
     let redacted = tamga_config::agreement_withheld(agreement, &p.header.category, &fed.catalog);
     if let Some(f) = p.revealed.iter().find(|f| redacted.contains(&f.name)) {

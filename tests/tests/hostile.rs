@@ -1,6 +1,6 @@
 //! A roster peer that sends forged or out-of-bounds projections (or one that reveals a
-//! field its agreement redacts, is dated ahead, or revokes what it could never have
-//! shared): each is refused, audited, and nothing of it is stored; a well-formed one on
+//! field its agreement redacts, a value its catalog refuses, is dated ahead, or revokes
+//! what it could never have shared): each is refused, audited, and nothing of it is stored; a well-formed one on
 //! the same connection still goes in. One that claims to hold the node's own stream far
 //! beyond its head changes nothing, and one whose summaries list thousands of streams
 //! leaves the node keeping only those it shares with it. One that says another member's
@@ -154,6 +154,16 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
     ahead.record.header.created_ms = tamga_node::writer::now_ms() + 3 * 86_400_000;
     let ahead =
         sign(&SaltedRecord::new(ahead.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], 9));
+    // Values ingest would have refused, signed by their origin all the same: of the wrong
+    // type, not among an enumeration's values, longer than the field's `max_len`.
+    let off_catalog = |field: &str, value: Value, seq: u64| {
+        let mut r = record("ipr.protected_mark", "UZ", "OFF".into());
+        r.record.body.insert(field.into(), value);
+        sign(&SaltedRecord::new(r.record, &SaltKey::generate()), envelope("sco-ipr-2012", &["RU"], seq))
+    };
+    let wrong_type = off_catalog("mark_name", Value::Int(1), 10);
+    let not_allowed = off_catalog("mark_kind", Value::Text("bogus".into()), 11);
+    let too_long = off_catalog("mark_name", Value::Text("x".repeat(201)), 12);
     // Revocations come only from whom a share could: not of KZ's record in a category the
     // agreement does not cover, relayed by UZ ...
     let kz_key = tamga_config::demo::demo_signing_key("KZ".parse().expect("valid"));
@@ -199,6 +209,9 @@ async fn forged_projections_are_refused_audited_and_not_stored() {
         unknown_field,
         redacted,
         ahead,
+        wrong_type,
+        not_allowed,
+        too_long,
         revoke_outside,
         revoke_bilateral,
     ];
