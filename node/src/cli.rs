@@ -1204,6 +1204,8 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
         bail!("{} already exists; restore only into a data directory without a store", dir.display());
     }
     let signer = restore_signer(data_dir).with_context(|| format!("{} not restored", file.display()))?;
+    // The outermost directory this restore creates, removed again if it is refused.
+    let made = data_dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).last();
     create_private_dirs(data_dir)?;
     // Built and verified beside the store's place, and renamed into it only once it
     // verifies: a refused backup leaves no store that `tamga run` would open.
@@ -1214,7 +1216,7 @@ pub fn restore_file(data_dir: &Path, file: &Path) -> Result<Restored> {
     let mut restored = match build_restored(&aside, snap, &signer) {
         Ok(done) => done,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&aside);
+            let _ = std::fs::remove_dir_all(made.unwrap_or(&aside));
             return Err(e.context(format!("{} not restored", file.display())));
         }
     };
