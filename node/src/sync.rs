@@ -635,8 +635,7 @@ fn refuse(ctx: &Ctx, label: &'static str) -> &'static str {
 /// parties; the receiver is in the audience; the category is in the agreement, each
 /// revealed value is what ingest here would have made of it (of its field's type, within
 /// its limits, in normal form), and no field the agreement redacts is revealed; the
-/// agreement's terms match with the
-/// sender's; the local accept policy allows it.
+/// agreement's terms match with the sender's; the local accept policy allows it.
 /// `signed` is the result of checking the origin's signature (batched by the caller).
 fn verify_inbound<'f>(
     ctx: &Ctx,
