@@ -13,6 +13,9 @@ use std::marker::PhantomData;
 
 use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
 
+/// Most bytes of elements reserved before they are read.
+const PREALLOCATED: usize = 1024 * 1024;
+
 thread_local! {
     /// Bytes the decode in progress on this thread may still charge; `None` outside one.
     static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
@@ -60,7 +63,10 @@ pub(crate) fn seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
             if !charge(announced.saturating_mul(size)) {
                 return Err(over::<A::Error>(announced));
             }
-            let mut out = Vec::with_capacity(announced);
+            // Reserved up to a megabyte ahead, the rest as elements arrive: a decode
+            // outside a budget (a stored value) is not charged, and its announced count
+            // is not to be trusted either.
+            let mut out = Vec::with_capacity(announced.min(PREALLOCATED / size.max(1)));
             while let Some(item) = seq.next_element()? {
                 if out.len() >= announced && !charge(size) {
                     return Err(over::<A::Error>(out.len() + 1));

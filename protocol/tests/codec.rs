@@ -226,6 +226,14 @@ fn lists_whose_elements_would_take_many_times_their_bytes_are_refused_before_all
 }
 
 #[test]
+fn a_stored_list_announcing_more_items_than_memory_holds_is_an_error() {
+    // A text list (variant 3) announcing 2^64 - 1 items (253: a u64 follows), and none there.
+    let mut bytes = vec![3u8, 253];
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    assert!(codec::decode_stored::<Value>(&bytes).is_err());
+}
+
+#[test]
 fn a_projection_decodes_exactly_when_its_frame_share_is_within_its_budget() {
     // The memory a push's decoding may take for its lists is twice its frame limit: find
     // the projection whose frame share is the largest within it.
